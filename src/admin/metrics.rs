@@ -1,0 +1,237 @@
+//! Metrics: atomic counters and histograms updated on the hot path without
+//! locks, rendered in the Prometheus text format on scrape.
+//!
+//! Written here rather than with prometheus-client because its histogram takes
+//! a lock on every observation; what is kept is plain atomics, and rendering
+//! walks the current snapshot.
+
+use crate::config::compile::Snapshot;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+pub const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| s <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// Requests of one route, by status class, and their latency. Carried over a
+/// reload by route name.
+#[derive(Default)]
+pub struct RouteStats {
+    pub by_class: [AtomicU64; 5],
+    pub latency: Histogram,
+}
+
+impl RouteStats {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].fetch_add(1, Relaxed);
+        self.latency.observe(elapsed);
+    }
+}
+
+/// Answers the proxy gives itself, each counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    NoRoute,
+    HeadersTooLarge,
+    BodyTooLarge,
+    BadGateway,
+    NoEndpoint,
+    GatewayTimeout,
+}
+
+impl Answer {
+    pub const ALL: [Answer; 6] =
+        [Answer::NoRoute, Answer::HeadersTooLarge, Answer::BodyTooLarge, Answer::BadGateway, Answer::NoEndpoint, Answer::GatewayTimeout];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Answer::NoRoute => "no_route",
+            Answer::HeadersTooLarge => "headers_too_large",
+            Answer::BodyTooLarge => "body_too_large",
+            Answer::BadGateway => "upstream_error",
+            Answer::NoEndpoint => "no_endpoint",
+            Answer::GatewayTimeout => "upstream_timeout",
+        }
+    }
+}
+
+/// Process-wide counters.
+pub struct Global {
+    pub answers: [AtomicU64; Answer::ALL.len()],
+    pub connections_accepted: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub connection_errors: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    pub access_log_dropped: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+
+pub static GLOBAL: Global = Global {
+    answers: [ZERO; Answer::ALL.len()],
+    connections_accepted: ZERO,
+    connections_active: ZERO,
+    connection_errors: ZERO,
+    reloads_ok: ZERO,
+    reloads_failed: ZERO,
+    access_log_dropped: ZERO,
+};
+
+pub fn count_answer(a: Answer) {
+    GLOBAL.answers[a as usize].fetch_add(1, Relaxed);
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition of everything.
+pub fn render(snap: &Snapshot) -> String {
+    let mut o = String::with_capacity(16 * 1024);
+    let g = &GLOBAL;
+    o.push_str("# HELP ringmaster_requests_total Requests by route, service and status class.\n# TYPE ringmaster_requests_total counter\n");
+    for r in &snap.router.routes {
+        for (i, c) in r.stats.by_class.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "ringmaster_requests_total{{route=\"{}\",service=\"{}\",class=\"{}xx\"}} {}",
+                esc(&r.name),
+                esc(&r.service.name),
+                i + 1,
+                c.load(Relaxed)
+            );
+        }
+    }
+    o.push_str("# HELP ringmaster_request_duration_seconds Time from request to response headers.\n# TYPE ringmaster_request_duration_seconds histogram\n");
+    for r in &snap.router.routes {
+        r.stats.latency.render(
+            &mut o,
+            "ringmaster_request_duration_seconds",
+            &format!("route=\"{}\",service=\"{}\"", esc(&r.name), esc(&r.service.name)),
+        );
+    }
+    o.push_str(
+        "# HELP ringmaster_local_answers_total Answers the proxy gave itself, by reason.\n# TYPE ringmaster_local_answers_total counter\n",
+    );
+    for a in Answer::ALL {
+        let _ = writeln!(o, "ringmaster_local_answers_total{{reason=\"{}\"}} {}", a.reason(), g.answers[a as usize].load(Relaxed));
+    }
+    let simple: [(&str, &str, &str, u64); 6] = [
+        ("ringmaster_connections_accepted_total", "counter", "Client connections accepted.", g.connections_accepted.load(Relaxed)),
+        ("ringmaster_connections_active", "gauge", "Client connections open.", g.connections_active.load(Relaxed)),
+        (
+            "ringmaster_connection_errors_total",
+            "counter",
+            "Client connections that ended in a protocol or I/O error.",
+            g.connection_errors.load(Relaxed),
+        ),
+        ("ringmaster_reloads_total", "counter", "Config reloads that took effect.", g.reloads_ok.load(Relaxed)),
+        (
+            "ringmaster_reload_failures_total",
+            "counter",
+            "Config reloads rejected; the old config kept serving.",
+            g.reloads_failed.load(Relaxed),
+        ),
+        (
+            "ringmaster_access_log_dropped_total",
+            "counter",
+            "Access log lines dropped because the writer fell behind.",
+            g.access_log_dropped.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, v) in simple {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    render_pools(&mut o, snap);
+    o
+}
+
+fn render_pools(o: &mut String, snap: &Snapshot) {
+    let now = crate::clock::now_ms();
+    type Row = (&'static str, &'static str, &'static str);
+    let pool_metrics: [Row; 6] = [
+        ("ringmaster_pool_endpoints", "gauge", "Endpoints in the pool."),
+        ("ringmaster_pool_healthy_endpoints", "gauge", "Endpoints taking traffic."),
+        ("ringmaster_pool_in_flight", "gauge", "Requests in flight to the pool."),
+        ("ringmaster_pool_retries_total", "counter", "Retries on another endpoint."),
+        ("ringmaster_pool_retries_denied_total", "counter", "Retries refused by the retry budget."),
+        ("ringmaster_pool_fail_open_total", "counter", "Picks made while every endpoint was unhealthy."),
+    ];
+    for (i, (name, kind, help)) in pool_metrics.iter().enumerate() {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for svc in snap.services.values() {
+            let p = &svc.pool;
+            let v = match i {
+                0 => p.endpoints.len() as u64,
+                1 => p.healthy_count() as u64,
+                2 => p.stats.in_flight.load(Relaxed) as u64,
+                3 => p.stats.retries.load(Relaxed),
+                4 => p.stats.retries_denied.load(Relaxed),
+                _ => p.stats.fail_open_picks.load(Relaxed),
+            };
+            let _ = writeln!(o, "{name}{{service=\"{}\"}} {v}", esc(&svc.name));
+        }
+    }
+    let ep_metrics: [Row; 5] = [
+        ("ringmaster_endpoint_requests_total", "counter", "Requests sent to the endpoint."),
+        ("ringmaster_endpoint_errors_total", "counter", "Connect failures, timeouts and 5xx answers of the endpoint."),
+        ("ringmaster_endpoint_in_flight", "gauge", "Requests in flight to the endpoint."),
+        ("ringmaster_endpoint_healthy", "gauge", "1 when the endpoint takes traffic."),
+        ("ringmaster_endpoint_ejections_total", "counter", "Passive ejections of the endpoint."),
+    ];
+    for (i, (name, kind, help)) in ep_metrics.iter().enumerate() {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for svc in snap.services.values() {
+            for ep in &svc.pool.endpoints {
+                let s = &ep.stats;
+                let v = match i {
+                    0 => s.requests.load(Relaxed),
+                    1 => s.errors.load(Relaxed),
+                    2 => s.in_flight.load(Relaxed) as u64,
+                    3 => ep.available(now) as u64,
+                    _ => s.ejections_total.load(Relaxed),
+                };
+                let _ = writeln!(
+                    o,
+                    "{name}{{service=\"{}\",endpoint=\"{}\",address=\"{}\"}} {v}",
+                    esc(&svc.name),
+                    esc(&ep.name),
+                    esc(&ep.address)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! A small built-in backend replica, used by `ringmaster demo` and by the tests
+//! (`ringmaster backend`). It names itself in every answer and can misbehave on
+//! request: fail its health check, answer any status, be slow, hang, break off
+//! mid-response, or (in garbage mode) answer bytes that are not HTTP.
+
+use crate::body::Body;
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A backend's identity and switches.
+pub struct Backend {
+    pub name: String,
+    pub healthy: AtomicBool,
+    pub requests: AtomicU64,
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener` forever.
+pub async fn serve(listener: TcpListener, name: String) {
+    let b = Arc::new(Backend { name, healthy: AtomicBool::new(true), requests: AtomicU64::new(0) });
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let b = b.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let b = b.clone();
+                async move { Ok::<_, Infallible>(handle(req, &b).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+/// Answers every connection with bytes that are not HTTP, then closes it.
+pub async fn serve_garbage(listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(b"SSH-2.0-not-http\r\n\x00\x01\x02garbage\r\n\r\n").await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+fn text(b: &Backend, status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert("x-backend", b.name.parse().unwrap_or(header::HeaderValue::from_static("backend")));
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    r
+}
+
+async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
+    b.requests.fetch_add(1, Relaxed);
+    let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/healthz" => {
+            if b.healthy.load(Relaxed) {
+                text(b, StatusCode::OK, "ok\n")
+            } else {
+                text(b, StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n")
+            }
+        }
+        "/admin/unhealthy" => {
+            b.healthy.store(false, Relaxed);
+            text(b, StatusCode::OK, "now unhealthy\n")
+        }
+        "/admin/healthy" => {
+            b.healthy.store(true, Relaxed);
+            text(b, StatusCode::OK, "now healthy\n")
+        }
+        "/small" => text(b, StatusCode::OK, vec![b'x'; 100]),
+        "/4k" => text(b, StatusCode::OK, vec![b'x'; 4096]),
+        "/echo" => {
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let version = format!("{:?}", req.version());
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .keys()
+                .map(|k| {
+                    let vals: Vec<&str> = req.headers().get_all(k).iter().filter_map(|v| v.to_str().ok()).collect();
+                    (k.as_str().to_string(), serde_json::Value::from(vals.join(", ")))
+                })
+                .collect();
+            let body_len = match req.into_body().collect().await {
+                Ok(c) => c.to_bytes().len(),
+                Err(_) => return text(b, StatusCode::BAD_REQUEST, "body read failed\n"),
+            };
+            let v = serde_json::json!({ "backend": b.name, "method": method, "uri": uri, "version": version, "headers": headers, "body_len": body_len });
+            let mut r = text(b, StatusCode::OK, v.to_string());
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r
+        }
+        "/hang" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            text(b, StatusCode::OK, "late\n")
+        }
+        "/close-mid" => {
+            // Promise 1000 bytes, send 10, then drop the connection.
+            let mut r = text(b, StatusCode::OK, Bytes::from_static(b"0123456789"));
+            r.headers_mut().insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("1000"));
+            r
+        }
+        p if p.starts_with("/status/") => {
+            let code = p[8..].parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+            text(b, code, format!("status {} from {}\n", code.as_u16(), b.name))
+        }
+        p if p.starts_with("/sleep/") => {
+            let ms = p[7..].parse::<u64>().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            text(b, StatusCode::OK, format!("slept {ms}ms on {}\n", b.name))
+        }
+        _ => text(b, StatusCode::OK, format!("hello from {}: {} {}\n", b.name, req.method(), path)),
+    }
+}

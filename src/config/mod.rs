@@ -1,0 +1,115 @@
+//! The config: one TOML file, parsed with positions, validated, then compiled
+//! into an immutable snapshot that requests read.
+
+pub mod compile;
+pub mod duration;
+pub mod error;
+pub mod schema;
+pub mod validate;
+
+pub use error::{ConfigError, Diagnostic};
+pub use schema::Config;
+
+use error::Reporter;
+use std::path::Path;
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// Parses and validates config text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let mut r = Reporter::new(file, text);
+    let cfg: Config = match toml::from_str(text) {
+        Ok(c) => c,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let msg = e.message().trim().to_string();
+            let hint = if msg.starts_with("unknown field") {
+                "remove the key or correct its spelling"
+            } else if msg.starts_with("unknown variant") {
+                "use one of the values listed"
+            } else if msg.starts_with("missing field") {
+                "add the missing key to this table"
+            } else {
+                ""
+            };
+            r.error(span, msg, hint);
+            return Err(ConfigError::Invalid(r.found));
+        }
+    };
+    validate::validate(&cfg, &mut r);
+    r.finish().map(|_| cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[listeners]]
+name = "main"
+listen = "127.0.0.1:8080"
+
+[[routes]]
+service = "app"
+
+[services.app]
+kind = "replicated"
+endpoints = [{ address = "127.0.0.1:9001" }, { address = "localhost:9002", weight = 2 }]
+"#;
+
+    #[test]
+    fn accepts_a_minimal_config() {
+        let c = parse("t.toml", GOOD).unwrap();
+        assert_eq!(c.services.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_has_position() {
+        let text = GOOD.replace("kind = \"replicated\"", "kind = \"replicated\"\nbalancr = \"random\"");
+        let e = parse("t.toml", &text).unwrap_err();
+        let d = &e.diagnostics()[0];
+        assert_eq!((d.line, d.col), (11, 1), "{e}");
+        assert!(d.message.contains("unknown field `balancr`"), "{e}");
+    }
+
+    #[test]
+    fn reports_every_semantic_error() {
+        let text = r#"
+[[listeners]]
+name = "main"
+listen = "not-an-address"
+
+[[routes]]
+service = "nope"
+methods = ["G ET"]
+
+[services.app]
+kind = "replicated"
+timeouts = { connect = "5s", request = "1s" }
+endpoints = [{ address = "127.0.0.1" }, { address = "127.0.0.1:9001", name = "a" }, { address = "127.0.0.1:9002", name = "a" }]
+"#;
+        let e = parse("t.toml", text).unwrap_err();
+        let lines: Vec<String> = e.diagnostics().iter().map(|d| format!("{}:{}: {}", d.line, d.col, d.message)).collect();
+        let all = lines.join("\n");
+        assert!(all.contains("4:10: `not-an-address` is not a valid listen address"), "{all}");
+        assert!(all.contains("7:11: route sends to service `nope`"), "{all}");
+        assert!(all.contains("`G ET` is not an HTTP method"), "{all}");
+        assert!(all.contains("has no port"), "{all}");
+        assert!(all.contains("endpoint name `a` is used twice"), "{all}");
+        assert!(all.contains("connect timeout 5s is longer than request timeout 1s"), "{all}");
+        assert_eq!(lines.len(), 6, "{all}");
+    }
+
+    #[test]
+    fn bad_duration_has_position() {
+        let text = GOOD.replace("kind = \"replicated\"", "kind = \"replicated\"\ntimeouts = { connect = \"5 parsecs\" }");
+        let e = parse("t.toml", &text).unwrap_err();
+        let d = &e.diagnostics()[0];
+        assert_eq!((d.line, d.col), (11, 24), "{e}");
+        assert!(d.message.contains("not a duration unit"), "{e}");
+    }
+}

@@ -1,0 +1,374 @@
+//! The config file's shape: serde types that mirror the TOML a user writes.
+//!
+//! Values that later checks must point at are `Spanned`, so every error can name
+//! its file, line and column. Defaults live here, next to the field they fill.
+
+use super::duration::Dur;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSpec,
+    #[serde(default)]
+    pub admin: AdminSpec,
+    #[serde(default)]
+    pub access_log: Option<AccessLogSpec>,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    #[serde(default)]
+    pub listeners: Vec<ListenerSpec>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    #[serde(default)]
+    pub services: BTreeMap<Spanned<String>, ServiceSpec>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// Worker threads; 0 means one per available core.
+    #[serde(default)]
+    pub workers: usize,
+    /// How long in-flight requests may run after SIGTERM before the process exits.
+    #[serde(default = "d_grace")]
+    pub grace_period: Dur,
+    /// Peers (CIDR or bare address) whose X-Forwarded-For and Forwarded headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+}
+
+impl Default for ServerSpec {
+    fn default() -> Self {
+        ServerSpec { workers: 0, grace_period: d_grace(), trusted_proxies: Vec::new() }
+    }
+}
+
+/// The admin listener: metrics, health, pools, reload.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    #[serde(default = "d_admin_listen")]
+    pub listen: Spanned<String>,
+}
+
+impl Default for AdminSpec {
+    fn default() -> Self {
+        AdminSpec { enabled: true, listen: d_admin_listen() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Combined,
+}
+
+/// One line per request, off unless this table is present.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSpec {
+    #[serde(default = "d_log_format")]
+    pub format: LogFormat,
+    /// A file path, or "stdout" (the default).
+    #[serde(default = "d_stdout")]
+    pub path: String,
+}
+
+/// Limits that protect the proxy from clients.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Total bytes of the request line and headers; more gets 431.
+    #[serde(default = "d_max_header_bytes")]
+    pub max_header_bytes: Spanned<usize>,
+    /// Number of request headers; more gets 431.
+    #[serde(default = "d_max_headers")]
+    pub max_headers: Spanned<usize>,
+    /// Request body bytes; more gets 413.
+    #[serde(default = "d_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Time a client has to send its request headers.
+    #[serde(default = "d_header_timeout")]
+    pub header_read_timeout: Spanned<Dur>,
+    /// Concurrent client connections over all listeners; further accepts wait.
+    #[serde(default = "d_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        LimitsSpec {
+            max_header_bytes: d_max_header_bytes(),
+            max_headers: d_max_headers(),
+            max_body_bytes: d_max_body_bytes(),
+            header_read_timeout: d_header_timeout(),
+            max_connections: d_max_connections(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    Http,
+}
+
+/// An address the proxy accepts client connections on.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    pub name: Spanned<String>,
+    pub listen: Spanned<String>,
+    #[serde(default = "d_http")]
+    pub protocol: ListenerProtocol,
+}
+
+/// A match on host, path prefix and method that leads to a service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// Exact host (port ignored), or `*.example.com`; absent matches any host.
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    #[serde(default = "d_slash")]
+    pub path_prefix: Spanned<String>,
+    /// Methods this route takes; empty takes all.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Listener names this route is served on; empty means all.
+    #[serde(default)]
+    pub listeners: Vec<Spanned<String>>,
+    pub service: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    Replicated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    RoundRobin,
+    Random,
+    LeastRequest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+/// What a route sends to. `replicated`: one pool of identical endpoints.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub kind: Spanned<ServiceKind>,
+    #[serde(default = "d_balancer")]
+    pub balancer: BalancerKind,
+    #[serde(default = "d_http1")]
+    pub protocol: UpstreamProtocol,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+    #[serde(default)]
+    pub timeouts: TimeoutSpec,
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+    #[serde(default)]
+    pub passive: PassiveSpec,
+    #[serde(default)]
+    pub retry: RetrySpec,
+}
+
+/// One upstream address.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    pub address: Spanned<String>,
+    #[serde(default = "d_weight")]
+    pub weight: Spanned<u32>,
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSpec {
+    /// TCP connect to an endpoint.
+    #[serde(default = "d_connect")]
+    pub connect: Spanned<Dur>,
+    /// From sending the request to receiving the response headers.
+    #[serde(default = "d_request")]
+    pub request: Spanned<Dur>,
+    /// An idle pooled upstream connection is closed after this.
+    #[serde(default = "d_idle")]
+    pub idle: Spanned<Dur>,
+}
+
+impl Default for TimeoutSpec {
+    fn default() -> Self {
+        TimeoutSpec { connect: d_connect(), request: d_request(), idle: d_idle() }
+    }
+}
+
+/// Active readiness probes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    #[serde(default = "d_health_path")]
+    pub path: Spanned<String>,
+    #[serde(default = "d_health_interval")]
+    pub interval: Spanned<Dur>,
+    #[serde(default = "d_health_timeout")]
+    pub timeout: Spanned<Dur>,
+    #[serde(default = "d_two")]
+    pub healthy_threshold: Spanned<u32>,
+    #[serde(default = "d_three")]
+    pub unhealthy_threshold: Spanned<u32>,
+    /// Random extra delay added to each interval, up to this much.
+    #[serde(default = "d_jitter")]
+    pub jitter: Spanned<Dur>,
+}
+
+/// Passive ejection on observed failures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveSpec {
+    /// Consecutive connect failures or 5xx answers that eject an endpoint; 0 turns it off.
+    #[serde(default = "d_five")]
+    pub consecutive_failures: u32,
+    /// First ejection time; doubled on each ejection in a row.
+    #[serde(default = "d_eject_base")]
+    pub ejection_time: Spanned<Dur>,
+    #[serde(default = "d_eject_max")]
+    pub max_ejection_time: Spanned<Dur>,
+}
+
+impl Default for PassiveSpec {
+    fn default() -> Self {
+        PassiveSpec { consecutive_failures: 5, ejection_time: d_eject_base(), max_ejection_time: d_eject_max() }
+    }
+}
+
+/// Retries of idempotent requests whose connection failed before any byte was sent.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Extra attempts per request, each on another endpoint.
+    #[serde(default = "d_two")]
+    pub attempts: Spanned<u32>,
+    /// Retries in flight may be at most this percentage of requests in flight...
+    #[serde(default = "d_budget")]
+    pub budget_percent: Spanned<u32>,
+    /// ...but this many are always allowed.
+    #[serde(default = "d_min_retry_concurrency")]
+    pub min_concurrency: u32,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec { attempts: d_two(), budget_percent: d_budget(), min_concurrency: 3 }
+    }
+}
+
+fn d_grace() -> Dur {
+    Dur::secs(10)
+}
+fn d_true() -> bool {
+    true
+}
+fn d_admin_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9901".to_string())
+}
+fn d_log_format() -> LogFormat {
+    LogFormat::Json
+}
+fn d_stdout() -> String {
+    "stdout".into()
+}
+fn d_max_header_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, 16 * 1024)
+}
+fn d_max_headers() -> Spanned<usize> {
+    Spanned::new(0..0, 100)
+}
+fn d_max_body_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn d_header_timeout() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(10))
+}
+fn d_max_connections() -> usize {
+    50_000
+}
+fn d_http() -> ListenerProtocol {
+    ListenerProtocol::Http
+}
+fn d_slash() -> Spanned<String> {
+    Spanned::new(0..0, "/".into())
+}
+fn d_balancer() -> BalancerKind {
+    BalancerKind::RoundRobin
+}
+fn d_http1() -> UpstreamProtocol {
+    UpstreamProtocol::Http1
+}
+fn d_weight() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+fn d_connect() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(2))
+}
+fn d_request() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(30))
+}
+fn d_idle() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(90))
+}
+fn d_health_path() -> Spanned<String> {
+    Spanned::new(0..0, "/healthz".into())
+}
+fn d_health_interval() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(2))
+}
+fn d_health_timeout() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(1))
+}
+fn d_jitter() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::millis(200))
+}
+fn d_two() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+fn d_three() -> Spanned<u32> {
+    Spanned::new(0..0, 3)
+}
+fn d_five() -> u32 {
+    5
+}
+fn d_eject_base() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(5))
+}
+fn d_eject_max() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(60))
+}
+fn d_budget() -> Spanned<u32> {
+    Spanned::new(0..0, 20)
+}
+fn d_min_retry_concurrency() -> u32 {
+    3
+}

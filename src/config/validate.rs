@@ -1,0 +1,247 @@
+//! Checks that span more than one value: names that must be unique, references
+//! that must resolve, addresses that must parse, timeouts that must make sense.
+//!
+//! Every problem is collected, not just the first, so one `ringmaster check`
+//! shows all that is wrong.
+
+use super::error::Reporter;
+use super::schema::{Config, HealthSpec, ServiceKind, ServiceSpec};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use toml::Spanned;
+
+/// Validates a parsed config, recording every problem in `r`.
+pub fn validate(cfg: &Config, r: &mut Reporter) {
+    listeners(cfg, r);
+    if cfg.admin.enabled {
+        socket_addr(&cfg.admin.listen, "admin listen address", r);
+    }
+    for p in &cfg.server.trusted_proxies {
+        if parse_cidr(p.get_ref()).is_none() {
+            r.error(
+                p.span(),
+                format!("`{}` is not an IP address or CIDR range", p.get_ref()),
+                "write trusted proxies as \"10.0.0.0/8\" or \"192.0.2.7\"",
+            );
+        }
+    }
+    limits(cfg, r);
+    routes(cfg, r);
+    for (name, svc) in &cfg.services {
+        service(name, svc, r);
+    }
+}
+
+fn listeners(cfg: &Config, r: &mut Reporter) {
+    if cfg.listeners.is_empty() {
+        r.error(0..0, "no listener is configured", "add a [[listeners]] table with name and listen = \"0.0.0.0:8080\"");
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for l in &cfg.listeners {
+        if !names.insert(l.name.get_ref().clone()) {
+            r.error(l.name.span(), format!("listener name `{}` is used twice", l.name.get_ref()), "give each listener its own name");
+        }
+        if let Some(a) = socket_addr(&l.listen, "listen address", r) {
+            if !addrs.insert(a) {
+                r.error(l.listen.span(), format!("address {a} is used by two listeners"), "give each listener its own address");
+            }
+        }
+    }
+}
+
+fn limits(cfg: &Config, r: &mut Reporter) {
+    let l = &cfg.limits;
+    if !(1024..=1024 * 1024).contains(l.max_header_bytes.get_ref()) {
+        r.error(l.max_header_bytes.span(), "max_header_bytes must be between 1024 and 1048576", "16384 suits most traffic");
+    }
+    if *l.max_headers.get_ref() == 0 {
+        r.error(l.max_headers.span(), "max_headers must be at least 1", "100 suits most traffic");
+    }
+    if l.header_read_timeout.get_ref().0.is_zero() {
+        {
+            r.error(
+                l.header_read_timeout.span(),
+                "a timeout of zero would close every connection",
+                "use a positive duration such as \"10s\"",
+            );
+        }
+    }
+}
+
+fn routes(cfg: &Config, r: &mut Reporter) {
+    let listener_names: HashSet<&str> = cfg.listeners.iter().map(|l| l.name.get_ref().as_str()).collect();
+    let mut route_names = HashSet::new();
+    for route in &cfg.routes {
+        if let Some(n) = &route.name {
+            if !route_names.insert(n.get_ref().clone()) {
+                r.error(n.span(), format!("route name `{}` is used twice", n.get_ref()), "give each route its own name");
+            }
+        }
+        let svc = route.service.get_ref();
+        if !cfg.services.keys().any(|k| k.get_ref() == svc) {
+            let known: Vec<&str> = cfg.services.keys().map(|k| k.get_ref().as_str()).collect();
+            r.error(
+                route.service.span(),
+                format!("route sends to service `{svc}`, which is not defined"),
+                if known.is_empty() {
+                    "define it in a [services.NAME] table".to_string()
+                } else {
+                    format!("define [services.{svc}] or use one of: {}", known.join(", "))
+                },
+            );
+        }
+        for l in &route.listeners {
+            if !listener_names.contains(l.get_ref().as_str()) {
+                r.error(
+                    l.span(),
+                    format!("route names listener `{}`, which is not defined", l.get_ref()),
+                    "use the name of a [[listeners]] entry",
+                );
+            }
+        }
+        for m in &route.methods {
+            if http::Method::from_bytes(m.get_ref().as_bytes()).is_err() || m.get_ref().is_empty() {
+                r.error(m.span(), format!("`{}` is not an HTTP method", m.get_ref()), "write methods in capitals, such as \"GET\"");
+            }
+        }
+        if !route.path_prefix.get_ref().starts_with('/') {
+            r.error(route.path_prefix.span(), "path_prefix must start with `/`", "for example \"/api/\"");
+        }
+        if let Some(h) = &route.host {
+            if h.get_ref().is_empty() || h.get_ref().contains('/') {
+                r.error(
+                    h.span(),
+                    format!("`{}` is not a host name", h.get_ref()),
+                    "write a host such as \"api.example.com\" or \"*.example.com\"",
+                );
+            }
+        }
+    }
+}
+
+fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
+    match svc.kind.get_ref() {
+        ServiceKind::Replicated => {
+            if svc.endpoints.is_empty() {
+                r.error(
+                    name.span(),
+                    format!("replicated service `{}` has no endpoints", name.get_ref()),
+                    format!("add [[services.{}.endpoints]] with address = \"127.0.0.1:9001\"", name.get_ref()),
+                );
+            }
+        }
+    }
+    let mut names = HashMap::new();
+    let mut addrs = HashSet::new();
+    for ep in &svc.endpoints {
+        if let Err(why) = check_authority(ep.address.get_ref()) {
+            r.error(ep.address.span(), why, "write an endpoint as \"host:port\", such as \"10.0.0.5:8080\"");
+        } else if !addrs.insert(ep.address.get_ref().clone()) {
+            r.error(
+                ep.address.span(),
+                format!("endpoint {} is listed twice", ep.address.get_ref()),
+                "list each endpoint once; use weight to send it more",
+            );
+        }
+        if let Some(n) = &ep.name {
+            if names.insert(n.get_ref().clone(), ()).is_some() {
+                r.error(
+                    n.span(),
+                    format!("endpoint name `{}` is used twice in service `{}`", n.get_ref(), name.get_ref()),
+                    "give each endpoint its own name",
+                );
+            }
+        }
+        if !(1..=10_000).contains(ep.weight.get_ref()) {
+            r.error(ep.weight.span(), "weight must be between 1 and 10000", "");
+        }
+    }
+    let t = &svc.timeouts;
+    for d in [&t.connect, &t.request, &t.idle] {
+        if d.get_ref().0.is_zero() {
+            r.error(d.span(), "a timeout of zero would fail every request", "use a positive duration such as \"2s\"");
+        }
+    }
+    if t.connect.get_ref() > t.request.get_ref() {
+        let span = if t.connect.span().is_empty() { t.request.span() } else { t.connect.span() };
+        r.error(
+            span,
+            format!("connect timeout {} is longer than request timeout {}", t.connect.get_ref(), t.request.get_ref()),
+            "the request timeout includes connecting: make it at least as long",
+        );
+    }
+    if let Some(h) = &svc.health {
+        health(h, r);
+    }
+    let p = &svc.passive;
+    if p.ejection_time.get_ref() > p.max_ejection_time.get_ref() {
+        r.error(p.ejection_time.span(), "ejection_time is longer than max_ejection_time", "raise max_ejection_time or lower ejection_time");
+    }
+    if *svc.retry.budget_percent.get_ref() > 100 {
+        r.error(svc.retry.budget_percent.span(), "budget_percent must be between 0 and 100", "20 suits most services");
+    }
+    if *svc.retry.attempts.get_ref() > 10 {
+        r.error(svc.retry.attempts.span(), "more than 10 retry attempts multiplies load on a failing service", "2 suits most services");
+    }
+}
+
+fn health(h: &HealthSpec, r: &mut Reporter) {
+    if !h.path.get_ref().starts_with('/') {
+        r.error(h.path.span(), "health path must start with `/`", "for example \"/healthz\"");
+    }
+    if h.interval.get_ref().0.is_zero() {
+        r.error(h.interval.span(), "health interval must be positive", "for example \"2s\"");
+    }
+    if h.timeout.get_ref() >= h.interval.get_ref() {
+        let span = if h.timeout.span().is_empty() { h.interval.span() } else { h.timeout.span() };
+        r.error(
+            span,
+            format!("health timeout {} is not shorter than its interval {}", h.timeout.get_ref(), h.interval.get_ref()),
+            "make the timeout shorter than the interval",
+        );
+    }
+    for t in [&h.healthy_threshold, &h.unhealthy_threshold] {
+        if *t.get_ref() == 0 {
+            r.error(t.span(), "a threshold must be at least 1", "");
+        }
+    }
+}
+
+fn socket_addr(s: &Spanned<String>, what: &str, r: &mut Reporter) -> Option<SocketAddr> {
+    match s.get_ref().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            r.error(
+                s.span(),
+                format!("`{}` is not a valid {what}", s.get_ref()),
+                "write it as \"IP:port\", such as \"0.0.0.0:8080\" or \"[::1]:8080\"",
+            );
+            None
+        }
+    }
+}
+
+/// Checks `host:port` for an upstream endpoint.
+pub fn check_authority(a: &str) -> Result<(), String> {
+    if a.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return Err(format!("endpoint `{a}` has no port"));
+    };
+    if port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
+        return Err(format!("endpoint `{a}` has an invalid port `{port}`"));
+    }
+    let valid_host = !host.is_empty()
+        && host.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if !valid_host {
+        return Err(format!("endpoint `{a}` has an invalid host `{host}`"));
+    }
+    Ok(())
+}
+
+/// Parses `10.0.0.0/8`, `::1/128` or a bare address.
+pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}

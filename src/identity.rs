@@ -1,0 +1,134 @@
+//! Identify: who the client is. For now its address: the peer's, or, when the
+//! peer is a trusted proxy, the nearest untrusted address it reports in
+//! X-Forwarded-For (or RFC 7239 Forwarded). Every later stage sees this address.
+
+use http::HeaderMap;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+
+/// The CIDR ranges whose forwarding headers are believed.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        TrustedProxies(nets)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// IPv4-mapped IPv6 addresses become plain IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The real client address of a request that arrived from `peer`.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    let peer = canonical(peer);
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        let Ok(s) = v.to_str() else { return peer };
+        for part in s.split(',') {
+            match parse_hop(part) {
+                Some(ip) => hops.push(ip),
+                None => return peer,
+            }
+        }
+    }
+    if hops.is_empty() {
+        for v in headers.get_all(http::header::FORWARDED) {
+            let Ok(s) = v.to_str() else { return peer };
+            for element in s.split(',') {
+                let f = element.split(';').find_map(|p| {
+                    let (k, v) = p.trim().split_once('=')?;
+                    k.eq_ignore_ascii_case("for").then_some(v)
+                });
+                if let Some(f) = f {
+                    match parse_hop(f.trim_matches('"')) {
+                        Some(ip) => hops.push(ip),
+                        None => return peer,
+                    }
+                }
+            }
+        }
+    }
+    let mut client = peer;
+    for ip in hops.into_iter().rev() {
+        client = ip;
+        if !trusted.contains(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// `192.0.2.1`, `192.0.2.1:5000`, `[2001:db8::1]:5000` or `2001:db8::1`.
+fn parse_hop(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(canonical(sa.ip()));
+    }
+    let inner = s.strip_prefix('[')?.split(']').next()?;
+    inner.parse::<IpAddr>().ok().map(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        m
+    }
+
+    fn trusted() -> TrustedProxies {
+        TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()])
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client() {
+        let ip = client_addr("192.0.2.9".parse().unwrap(), &h(&[("x-forwarded-for", "1.2.3.4")]), &trusted());
+        assert_eq!(ip, "192.0.2.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn trusted_chain_gives_nearest_untrusted() {
+        let hm = h(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4"), ("x-forwarded-for", "10.1.1.1")]);
+        let ip = client_addr("127.0.0.1".parse().unwrap(), &hm, &trusted());
+        assert_eq!(ip, "1.2.3.4".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn forwarded_header_is_used_without_xff() {
+        let hm = h(&[("forwarded", "for=\"[2001:db8::7]:443\";proto=https")]);
+        let ip = client_addr("10.0.0.2".parse().unwrap(), &hm, &trusted());
+        assert_eq!(ip, "2001:db8::7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn garbage_hop_stops_at_peer() {
+        let hm = h(&[("x-forwarded-for", "1.2.3.4, nonsense")]);
+        let ip = client_addr("127.0.0.1".parse().unwrap(), &hm, &trusted());
+        assert_eq!(ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+    }
+}

@@ -1,0 +1,20 @@
+//! ringmaster: an edge proxy for replicated and sharded services.
+//!
+//! The request path is `pipeline`; each stage it calls is a module named after
+//! it (identify, route, balance, upstream/forward). Config is compiled into an
+//! immutable snapshot swapped atomically on reload (`config`, `server`).
+
+pub mod accesslog;
+pub mod admin;
+pub mod backend;
+pub mod balance;
+pub mod body;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod identity;
+pub mod pipeline;
+pub mod route;
+pub mod server;
+pub mod service;
+pub mod upstream;

@@ -1,0 +1,168 @@
+//! The request path, top to bottom: parse limits, identify, route, balance and
+//! forward, then response headers, metrics and the access log. Each stage is a
+//! call into its own module; this file only puts them in order.
+
+use crate::accesslog::Entry;
+use crate::admin::metrics::{count_answer, Answer};
+use crate::body::Body;
+use crate::config::compile::Snapshot;
+use crate::identity;
+use crate::server::Shared;
+use crate::upstream::forward::{forward, ForwardError};
+use crate::upstream::headers::{self, Hop};
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the pipeline knows of the client connection.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The peer's IP as a header value, made once per connection.
+    pub peer_value: HeaderValue,
+    pub listener: Arc<str>,
+    pub proto: &'static str,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, listener: Arc<str>, proto: &'static str) -> ConnInfo {
+        let ip = identity::canonical(peer.ip());
+        let peer_value = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
+        ConnInfo { peer: SocketAddr::new(ip, peer.port()), peer_value, listener, proto }
+    }
+}
+
+/// A short plain-text answer of the proxy's own, counted by reason.
+pub fn answer(status: StatusCode, why: Answer, text: &'static str) -> Response<Body> {
+    count_answer(why);
+    let mut r = Response::new(Body::Full(Some(Bytes::from_static(text.as_bytes()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// Handles one request from a client.
+pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<Body> {
+    let start = Instant::now();
+    let snap = shared.snapshot.load_full();
+
+    // parse: limits hyper does not enforce exactly.
+    if let Some(resp) = check_limits(&req, &snap) {
+        return resp;
+    }
+
+    // identify
+    let trusted = !snap.trusted.is_empty() && snap.trusted.contains(conn.peer.ip());
+    let client = if trusted { identity::client_addr(conn.peer.ip(), req.headers(), &snap.trusted) } else { conn.peer.ip() };
+
+    // route
+    let host_value =
+        req.headers().get(HOST).cloned().or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host = host_value.as_ref().and_then(|h| h.to_str().ok());
+    let Some(route) = snap.router.find(&conn.listener, req.method(), host, req.uri().path()) else {
+        return answer(StatusCode::NOT_FOUND, Answer::NoRoute, "no route matches this request\n");
+    };
+
+    // forward
+    let (mut parts, incoming) = req.into_parts();
+    let retryable = is_idempotent(&parts.method) && incoming.is_end_stream();
+    let hop = Hop { peer: conn.peer.ip(), peer_value: &conn.peer_value, trusted, proto: conn.proto };
+    headers::upstream_request(&mut parts.headers, parts.version, host_value.as_ref(), &hop);
+    let log = snap.access_log.as_ref().map(|_| LogHead {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
+        version: parts.version,
+        ua: header_string(&parts.headers, http::header::USER_AGENT),
+        referer: header_string(&parts.headers, http::header::REFERER),
+    });
+    let body = Body::limited(incoming, snap.limits.max_body_bytes);
+    let pool = &route.service.pool;
+    let (resp, endpoint) = match forward(pool, Request::from_parts(parts, body), retryable).await {
+        Ok(f) => {
+            let (mut p, b) = f.response.into_parts();
+            headers::downstream_response(&mut p.headers, p.version);
+            p.version = http::Version::HTTP_11;
+            (Response::from_parts(p, b), Some(f.endpoint))
+        }
+        Err(e) => (error_answer(&e, &route.service.name), None),
+    };
+
+    let elapsed = start.elapsed();
+    route.stats.record(resp.status().as_u16(), elapsed);
+    if let (Some(al), Some(l)) = (&snap.access_log, log) {
+        al.log(&Entry {
+            client,
+            method: l.method.as_str(),
+            path: &l.path,
+            version: l.version,
+            host: host.unwrap_or("-"),
+            status: resp.status().as_u16(),
+            bytes: resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()),
+            duration: elapsed,
+            route: &route.name,
+            endpoint: endpoint.as_ref().map(|e| e.name.as_str()).unwrap_or("-"),
+            user_agent: &l.ua,
+            referer: &l.referer,
+        });
+    }
+    resp
+}
+
+struct LogHead {
+    method: Method,
+    path: String,
+    version: http::Version,
+    ua: String,
+    referer: String,
+}
+
+fn header_string(h: &http::HeaderMap, n: http::header::HeaderName) -> String {
+    h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+fn check_limits(req: &Request<Incoming>, snap: &Snapshot) -> Option<Response<Body>> {
+    let l = &snap.limits;
+    let h = req.headers();
+    if h.len() > l.max_headers {
+        return Some(answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Answer::HeadersTooLarge, "too many request headers\n"));
+    }
+    let mut size = req.uri().path_and_query().map(|p| p.as_str().len()).unwrap_or(1) + req.method().as_str().len() + 12;
+    for (k, v) in h {
+        size += k.as_str().len() + v.len() + 4;
+    }
+    if size > l.max_header_bytes {
+        return Some(answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Answer::HeadersTooLarge, "request headers are too large\n"));
+    }
+    if let Some(len) = h.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > l.max_body_bytes {
+            return Some(answer(StatusCode::PAYLOAD_TOO_LARGE, Answer::BodyTooLarge, "request body is too large\n"));
+        }
+    }
+    None
+}
+
+fn error_answer(e: &ForwardError, service: &str) -> Response<Body> {
+    match e {
+        ForwardError::NoEndpoint => {
+            tracing::debug!(service, "no endpoint available");
+            answer(StatusCode::SERVICE_UNAVAILABLE, Answer::NoEndpoint, "no upstream endpoint is available\n")
+        }
+        ForwardError::Timeout { .. } => {
+            tracing::debug!(service, error = %e, "upstream timeout");
+            answer(StatusCode::GATEWAY_TIMEOUT, Answer::GatewayTimeout, "the upstream did not answer in time\n")
+        }
+        ForwardError::BodyTooLarge(_) => answer(StatusCode::PAYLOAD_TOO_LARGE, Answer::BodyTooLarge, "request body is too large\n"),
+        ForwardError::Connect { .. } | ForwardError::Upstream { .. } => {
+            tracing::debug!(service, error = %e, "upstream error");
+            answer(StatusCode::BAD_GATEWAY, Answer::BadGateway, "the upstream failed to answer\n")
+        }
+    }
+}

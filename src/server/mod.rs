@@ -1,0 +1,141 @@
+//! The server: listeners, the admin listener, signals, reload and graceful
+//! shutdown around one shared, atomically swapped snapshot.
+
+pub mod listener;
+pub mod reload;
+
+use crate::admin::metrics::GLOBAL;
+use crate::config::compile::{compile, Snapshot};
+use crate::config::Config;
+use crate::upstream::health;
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use listener::ListenerHandle;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// State every connection and request can reach.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub builder: ArcSwap<auto::Builder<TokioExecutor>>,
+    pub connection_limit: Arc<Semaphore>,
+    /// Becomes true when shutdown begins; connections then close after their current request.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Set once shutdown begins; `/readyz` then fails.
+    pub draining: AtomicBool,
+    pub config_path: PathBuf,
+    /// Running listeners, keyed by name and address. Locked only by reloads.
+    pub listeners: tokio::sync::Mutex<Vec<(String, ListenerHandle)>>,
+}
+
+/// Addresses the server actually bound, for callers that asked for port 0.
+#[derive(Clone, Debug)]
+pub struct Bound {
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub admin: Option<SocketAddr>,
+}
+
+/// Runs the proxy for the config file at `path` until SIGTERM or SIGINT.
+pub fn run(path: PathBuf) -> anyhow::Result<()> {
+    let cfg = crate::config::load(&path)?;
+    let workers =
+        if cfg.server.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.server.workers };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().context("starting the runtime")?;
+    rt.block_on(serve(cfg, path, |_| {}))
+}
+
+fn listener_builder(snap: &Snapshot) -> auto::Builder<TokioExecutor> {
+    let l = &snap.config.limits;
+    listener::builder(*l.max_header_bytes.get_ref(), *l.max_headers.get_ref(), l.header_read_timeout.get_ref().0)
+}
+
+/// Serves `cfg` (read from `path`, which reloads re-read) until a shutdown
+/// signal; `on_ready` is told the bound addresses once every listener is up.
+pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
+    let mut sockets = Vec::new();
+    for l in &cfg.listeners {
+        let addr: SocketAddr = l.listen.get_ref().parse().expect("validated");
+        let tcp = listener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} (listener `{}`): is another process using it?", l.name.get_ref()))?;
+        sockets.push((l.name.get_ref().clone(), tcp));
+    }
+    let admin = if cfg.admin.enabled {
+        let addr: SocketAddr = cfg.admin.listen.get_ref().parse().expect("validated");
+        Some(listener::bind(addr).with_context(|| format!("cannot listen on admin address {addr}: is another process using it?"))?)
+    } else {
+        None
+    };
+    let max_conns = cfg.limits.max_connections;
+    let grace = cfg.server.grace_period.0;
+    let compiled = compile(cfg, None);
+    let (begin_shutdown, shutdown) = tokio::sync::watch::channel(false);
+    let shared = Arc::new(Shared {
+        builder: ArcSwap::from_pointee(listener_builder(&compiled.snapshot)),
+        snapshot: ArcSwap::from_pointee(compiled.snapshot),
+        connection_limit: Arc::new(Semaphore::new(max_conns)),
+        shutdown,
+        draining: AtomicBool::new(false),
+        config_path: path,
+        listeners: tokio::sync::Mutex::new(Vec::new()),
+    });
+    for ep in &compiled.new_endpoints {
+        health::spawn(ep);
+    }
+    let mut bound = Bound { listeners: Vec::new(), admin: None };
+    {
+        let mut ls = shared.listeners.lock().await;
+        for (name, tcp) in sockets {
+            let h = listener::spawn(&name, tcp, shared.clone());
+            tracing::info!(listener = %name, addr = %h.addr, "listening");
+            bound.listeners.push((name.clone(), h.addr));
+            ls.push((name, h));
+        }
+    }
+    if let Some(tcp) = admin {
+        bound.admin = tcp.local_addr().ok();
+        tracing::info!(addr = ?bound.admin, "admin listening");
+        tokio::spawn(crate::admin::serve(tcp, shared.clone()));
+    }
+    on_ready(&bound);
+
+    wait_for_shutdown(&shared).await;
+
+    shared.draining.store(true, Relaxed);
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, draining in-flight requests");
+    for (_, h) in shared.listeners.lock().await.drain(..) {
+        h.stop().await;
+    }
+    let _ = begin_shutdown.send(true);
+    let drained = async {
+        while GLOBAL.connections_active.load(Relaxed) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    match tokio::time::timeout(grace, drained).await {
+        Ok(()) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!("grace period ended with connections still open; exiting"),
+    }
+    Ok(())
+}
+
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn wait_for_shutdown(shared: &Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let _ = reload::reload(shared).await;
+            }
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Reload: re-read the config file, validate it, compile a new snapshot that
+//! carries over long-lived state, and swap it in atomically. Listeners that were
+//! added are bound before the swap (a failure rejects the reload); removed ones
+//! stop accepting after it. An invalid config changes nothing.
+
+use super::{listener, listener_builder, Shared};
+use crate::admin::metrics::GLOBAL;
+use crate::config::compile::compile;
+use crate::upstream::health;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Reloads the config; returns the new generation, or why the reload was rejected.
+pub async fn reload(shared: &Arc<Shared>) -> Result<u64, String> {
+    let result = apply(shared).await;
+    match &result {
+        Ok(g) => {
+            GLOBAL.reloads_ok.fetch_add(1, Relaxed);
+            tracing::info!(generation = g, "config reloaded");
+        }
+        Err(e) => {
+            GLOBAL.reloads_failed.fetch_add(1, Relaxed);
+            tracing::error!("config reload rejected, the previous config keeps serving:\n{e}");
+        }
+    }
+    result
+}
+
+async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
+    // Serialises reloads; never held by requests.
+    let mut running = shared.listeners.lock().await;
+    let cfg = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
+    let old = shared.snapshot.load_full();
+    if cfg.admin.listen.get_ref() != old.config.admin.listen.get_ref() || cfg.admin.enabled != old.config.admin.enabled {
+        tracing::warn!("admin listener changes take effect after a restart");
+    }
+    let wanted: Vec<(String, SocketAddr)> =
+        cfg.listeners.iter().map(|l| (l.name.get_ref().clone(), l.listen.get_ref().parse().expect("validated"))).collect();
+    let is_running = |n: &str, a: SocketAddr| running.iter().any(|(rn, h)| rn == n && h.addr == a);
+    let removed: Vec<usize> =
+        (0..running.len()).filter(|&i| !wanted.iter().any(|(n, a)| *n == running[i].0 && *a == running[i].1.addr)).collect();
+    let removed_addrs: Vec<SocketAddr> = removed.iter().map(|&i| running[i].1.addr).collect();
+    let mut bound_now = Vec::new();
+    let mut bind_later = Vec::new();
+    for (n, a) in &wanted {
+        if is_running(n, *a) {
+            continue;
+        }
+        if removed_addrs.contains(a) {
+            bind_later.push((n.clone(), *a));
+        } else {
+            let tcp = listener::bind(*a).map_err(|e| format!("cannot listen on {a} for new listener `{n}`: {e}"))?;
+            bound_now.push((n.clone(), tcp));
+        }
+    }
+
+    let compiled = compile(cfg, Some(&old));
+    let generation = compiled.snapshot.generation;
+    if compiled.snapshot.config.limits.max_connections != old.config.limits.max_connections {
+        tracing::warn!("limits.max_connections takes effect after a restart");
+    }
+    shared.builder.store(Arc::new(listener_builder(&compiled.snapshot)));
+    shared.snapshot.store(Arc::new(compiled.snapshot));
+    for ep in &compiled.new_endpoints {
+        health::spawn(ep);
+    }
+
+    for i in removed.into_iter().rev() {
+        let (name, h) = running.remove(i);
+        tracing::info!(listener = %name, addr = %h.addr, "listener removed");
+        h.stop().await;
+    }
+    for (n, a) in bind_later {
+        match listener::bind(a) {
+            Ok(tcp) => bound_now.push((n, tcp)),
+            Err(e) => tracing::error!(listener = %n, addr = %a, error = %e, "cannot listen"),
+        }
+    }
+    for (n, tcp) in bound_now {
+        let h = listener::spawn(&n, tcp, shared.clone());
+        tracing::info!(listener = %n, addr = %h.addr, "listening");
+        running.push((n, h));
+    }
+    Ok(generation)
+}

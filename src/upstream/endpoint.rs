@@ -1,0 +1,183 @@
+//! One upstream address (one replica): its connection pool and its live state.
+//!
+//! Everything that changes per request is an atomic, so the hot path never takes
+//! a lock. An endpoint outlives a reload when its address and options are unchanged,
+//! and with it its health, its counters and its pooled connections.
+
+use crate::body::Body;
+use crate::clock;
+use crate::config::schema::{HealthSpec, PassiveSpec, UpstreamProtocol};
+use http::uri::Authority;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What must be equal for an endpoint to be carried over a reload.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub service: String,
+    pub address: String,
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub health: Option<HealthSpec>,
+}
+
+/// Live counters and health of an endpoint.
+#[derive(Default)]
+pub struct EndpointStats {
+    pub in_flight: AtomicU32,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    /// Last verdict of active probes (true when no probes are configured).
+    pub probe_healthy: AtomicBool,
+    /// Consecutive failed or passed probes, towards the thresholds.
+    pub probe_streak: AtomicU32,
+    /// Consecutive passive failures (connect errors, timeouts, 5xx).
+    pub consecutive_failures: AtomicU32,
+    /// Ejections in a row, for exponential back-off.
+    pub ejections_in_row: AtomicU32,
+    pub ejections_total: AtomicU64,
+    /// Clock milliseconds until which the endpoint is ejected.
+    pub ejected_until_ms: AtomicU64,
+}
+
+pub struct Endpoint {
+    /// Stable name from config, or the address.
+    pub name: String,
+    pub address: String,
+    pub authority: Authority,
+    pub weight: u32,
+    pub key: EndpointKey,
+    pub client: Client<HttpConnector, Body>,
+    pub stats: EndpointStats,
+}
+
+impl Endpoint {
+    pub fn new(key: EndpointKey, name: Option<String>, weight: u32) -> Endpoint {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(key.connect_timeout));
+        conn.set_nodelay(true);
+        conn.enforce_http(true);
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_idle_timeout(key.idle_timeout).pool_timer(TokioTimer::new()).timer(TokioTimer::new());
+        if key.protocol == UpstreamProtocol::Http2 {
+            b.http2_only(true);
+        }
+        let client = b.build(conn);
+        let stats = EndpointStats::default();
+        stats.probe_healthy.store(true, Relaxed);
+        Endpoint {
+            name: name.unwrap_or_else(|| key.address.clone()),
+            address: key.address.clone(),
+            authority: key.address.parse().expect("validated endpoint address"),
+            weight,
+            client,
+            stats,
+            key,
+        }
+    }
+
+    /// Whether the balancer should send new requests here.
+    pub fn available(&self, now_ms: u64) -> bool {
+        self.stats.probe_healthy.load(Relaxed) && self.stats.ejected_until_ms.load(Relaxed) <= now_ms
+    }
+
+    /// Records a passive success: resets the failure streak.
+    pub fn passive_success(&self) {
+        if self.stats.consecutive_failures.load(Relaxed) != 0 {
+            self.stats.consecutive_failures.store(0, Relaxed);
+        }
+        if self.stats.ejections_in_row.load(Relaxed) != 0 && self.stats.ejected_until_ms.load(Relaxed) <= clock::now_ms() {
+            self.stats.ejections_in_row.store(0, Relaxed);
+        }
+    }
+
+    /// Records a passive failure; ejects the endpoint when the streak reaches the threshold.
+    /// Returns true when this failure caused an ejection.
+    pub fn passive_failure(&self, p: &PassiveSpec) -> bool {
+        self.stats.errors.fetch_add(1, Relaxed);
+        if p.consecutive_failures == 0 {
+            return false;
+        }
+        let n = self.stats.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        if n < p.consecutive_failures {
+            return false;
+        }
+        self.stats.consecutive_failures.store(0, Relaxed);
+        let row = self.stats.ejections_in_row.fetch_add(1, Relaxed).min(16);
+        let base = p.ejection_time.get_ref().0;
+        let wait = base.saturating_mul(1u32 << row).min(p.max_ejection_time.get_ref().0);
+        self.stats.ejected_until_ms.store(clock::now_ms() + wait.as_millis() as u64, Relaxed);
+        self.stats.ejections_total.fetch_add(1, Relaxed);
+        tracing::warn!(endpoint = %self.name, address = %self.address, ejected_for_ms = wait.as_millis() as u64, "endpoint ejected after consecutive failures");
+        true
+    }
+}
+
+/// Keeps an endpoint's (and its pool's) in-flight count raised while alive.
+pub struct InFlight {
+    ep: Arc<Endpoint>,
+}
+
+impl InFlight {
+    pub fn new(ep: Arc<Endpoint>) -> InFlight {
+        ep.stats.in_flight.fetch_add(1, Relaxed);
+        ep.stats.requests.fetch_add(1, Relaxed);
+        InFlight { ep }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.ep.stats.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::duration::Dur;
+    use toml::Spanned;
+
+    fn key() -> EndpointKey {
+        EndpointKey {
+            service: "s".into(),
+            address: "127.0.0.1:1".into(),
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            health: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn ejects_after_streak_with_backoff() {
+        let ep = Endpoint::new(key(), None, 1);
+        let p = PassiveSpec {
+            consecutive_failures: 3,
+            ejection_time: Spanned::new(0..0, Dur::secs(10)),
+            max_ejection_time: Spanned::new(0..0, Dur::secs(25)),
+        };
+        let now = clock::now_ms();
+        assert!(!ep.passive_failure(&p));
+        assert!(!ep.passive_failure(&p));
+        assert!(ep.available(now));
+        assert!(ep.passive_failure(&p));
+        assert!(!ep.available(clock::now_ms()));
+        let first = ep.stats.ejected_until_ms.load(Relaxed) - now;
+        assert!((10_000..11_000).contains(&first), "{first}");
+        for _ in 0..3 {
+            ep.passive_failure(&p);
+        }
+        let second = ep.stats.ejected_until_ms.load(Relaxed) - now;
+        assert!((20_000..21_000).contains(&second), "doubled: {second}");
+        for _ in 0..3 {
+            ep.passive_failure(&p);
+        }
+        let third = ep.stats.ejected_until_ms.load(Relaxed) - now;
+        assert!((25_000..26_000).contains(&third), "capped: {third}");
+    }
+}

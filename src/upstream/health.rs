@@ -1,0 +1,68 @@
+//! Active readiness probes: an HTTP GET of a path on every endpoint, on an
+//! interval with jitter, flipping the endpoint's state after enough passes or
+//! failures in a row.
+//!
+//! A probe task holds only a weak reference to its endpoint, so it ends by
+//! itself when a reload drops the endpoint.
+
+use super::endpoint::Endpoint;
+use crate::body::Body;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Starts the probe task of `ep`, if its pool has a health check.
+pub fn spawn(ep: &Arc<Endpoint>) {
+    let Some(spec) = ep.key.health.clone() else { return };
+    let weak: Weak<Endpoint> = Arc::downgrade(ep);
+    tokio::spawn(async move {
+        let interval = spec.interval.get_ref().0;
+        let jitter_ms = spec.jitter.get_ref().0.as_millis() as u64;
+        loop {
+            let Some(ep) = weak.upgrade() else { return };
+            let ok = probe(&ep, spec.path.get_ref(), spec.timeout.get_ref().0).await;
+            record(&ep, ok, *spec.healthy_threshold.get_ref(), *spec.unhealthy_threshold.get_ref());
+            drop(ep);
+            let jitter = if jitter_ms > 0 { fastrand::u64(..=jitter_ms) } else { 0 };
+            tokio::time::sleep(interval + Duration::from_millis(jitter)).await;
+        }
+    });
+}
+
+async fn probe(ep: &Endpoint, path: &str, timeout: Duration) -> bool {
+    let uri = format!("http://{}{}", ep.address, path);
+    let req = match http::Request::get(uri).header(http::header::USER_AGENT, "ringmaster-health").body(Body::empty()) {
+        Ok(r) => r,
+        Err(_) => return false,
+    };
+    match tokio::time::timeout(timeout, ep.client.request(req)).await {
+        Ok(Ok(resp)) => {
+            let s = resp.status();
+            // Drain the body so the connection can be reused.
+            let _ = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(resp.into_body())).await;
+            s.is_success() || s.is_redirection()
+        }
+        _ => false,
+    }
+}
+
+/// Applies one probe result; logs a transition.
+pub fn record(ep: &Endpoint, ok: bool, healthy_threshold: u32, unhealthy_threshold: u32) {
+    let s = &ep.stats;
+    let healthy = s.probe_healthy.load(Relaxed);
+    if ok == healthy {
+        s.probe_streak.store(0, Relaxed);
+        return;
+    }
+    let streak = s.probe_streak.fetch_add(1, Relaxed) + 1;
+    let needed = if ok { healthy_threshold } else { unhealthy_threshold };
+    if streak >= needed {
+        s.probe_healthy.store(ok, Relaxed);
+        s.probe_streak.store(0, Relaxed);
+        if ok {
+            tracing::info!(endpoint = %ep.name, address = %ep.address, "endpoint passed its readiness probes: healthy");
+        } else {
+            tracing::warn!(endpoint = %ep.name, address = %ep.address, "endpoint failed its readiness probes: unhealthy");
+        }
+    }
+}

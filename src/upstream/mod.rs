@@ -1,0 +1,10 @@
+//! Upstreams: pools of endpoints, their health, and forwarding a request to one.
+
+pub mod endpoint;
+pub mod forward;
+pub mod headers;
+pub mod health;
+pub mod pool;
+
+pub use endpoint::{Endpoint, EndpointKey, InFlight};
+pub use pool::Pool;

@@ -1,0 +1,111 @@
+//! A pool: the identical replicas of one service (or, later, one shard), with
+//! their balancer, health state and retry budget.
+
+use super::endpoint::{Endpoint, InFlight};
+use crate::balance::Balancer;
+use crate::clock;
+use crate::config::schema::{PassiveSpec, RetrySpec};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pool-wide counters, carried over a reload by service name.
+#[derive(Default)]
+pub struct PoolStats {
+    pub in_flight: AtomicUsize,
+    pub retries_in_flight: AtomicUsize,
+    pub retries: AtomicU64,
+    pub retries_denied: AtomicU64,
+    pub fail_open: AtomicBool,
+    pub fail_open_picks: AtomicU64,
+}
+
+pub struct Pool {
+    pub name: String,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub balancer: Balancer,
+    pub request_timeout: Duration,
+    pub passive: PassiveSpec,
+    pub retry: RetrySpec,
+    pub stats: Arc<PoolStats>,
+}
+
+/// A pick: the endpoint, its index in the pool, and the in-flight guard.
+pub struct Pick {
+    pub index: usize,
+    pub endpoint: Arc<Endpoint>,
+    pub guard: InFlight,
+}
+
+impl Pool {
+    /// Picks an endpoint not in `tried`; healthy ones first, and every one
+    /// (failing open) when none is healthy.
+    pub fn pick(&self, tried: &[usize]) -> Option<Pick> {
+        let now = clock::now_ms();
+        let eps = &self.endpoints;
+        let index = match self.balancer.pick(eps, &|i| eps[i].available(now) && !tried.contains(&i)) {
+            Some(i) => {
+                if self.stats.fail_open.load(Relaxed) && eps.iter().any(|e| e.available(now)) {
+                    self.stats.fail_open.store(false, Relaxed);
+                    tracing::info!(pool = %self.name, "pool has healthy endpoints again; fail-open ended");
+                }
+                i
+            }
+            None if eps.iter().any(|e| e.available(now)) => return None,
+            None => {
+                if !self.stats.fail_open.swap(true, Relaxed) {
+                    tracing::warn!(pool = %self.name, "every endpoint is unhealthy: failing open, spreading requests over all of them");
+                }
+                self.stats.fail_open_picks.fetch_add(1, Relaxed);
+                self.balancer.pick(eps, &|i| !tried.contains(&i))?
+            }
+        };
+        let endpoint = eps[index].clone();
+        let guard = InFlight::new(endpoint.clone());
+        Some(Pick { index, endpoint, guard })
+    }
+
+    /// Whether the retry budget allows one more retry now; if so, counts it as in flight
+    /// until the returned guard drops.
+    pub fn try_retry(&self) -> Option<RetryGuard> {
+        let in_flight = self.stats.in_flight.load(Relaxed);
+        let allowed = (in_flight * *self.retry.budget_percent.get_ref() as usize / 100).max(self.retry.min_concurrency as usize);
+        if self.stats.retries_in_flight.load(Relaxed) >= allowed {
+            self.stats.retries_denied.fetch_add(1, Relaxed);
+            return None;
+        }
+        self.stats.retries_in_flight.fetch_add(1, Relaxed);
+        self.stats.retries.fetch_add(1, Relaxed);
+        Some(RetryGuard(self.stats.clone()))
+    }
+
+    /// Endpoints available now.
+    pub fn healthy_count(&self) -> usize {
+        let now = clock::now_ms();
+        self.endpoints.iter().filter(|e| e.available(now)).count()
+    }
+}
+
+pub struct RetryGuard(Arc<PoolStats>);
+
+impl Drop for RetryGuard {
+    fn drop(&mut self) {
+        self.0.retries_in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts a request in flight on a pool while alive.
+pub struct PoolRequest(Arc<PoolStats>);
+
+impl PoolRequest {
+    pub fn new(pool: &Pool) -> PoolRequest {
+        pool.stats.in_flight.fetch_add(1, Relaxed);
+        PoolRequest(pool.stats.clone())
+    }
+}
+
+impl Drop for PoolRequest {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
