@@ -23,11 +23,13 @@ pub struct Backend {
     pub name: String,
     pub healthy: AtomicBool,
     pub requests: AtomicU64,
+    /// Added to every answer.
+    pub delay: Duration,
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` forever.
-pub async fn serve(listener: TcpListener, name: String) {
-    let b = Arc::new(Backend { name, healthy: AtomicBool::new(true), requests: AtomicU64::new(0) });
+pub async fn serve(listener: TcpListener, name: String, delay: Duration) {
+    let b = Arc::new(Backend { name, healthy: AtomicBool::new(true), requests: AtomicU64::new(0), delay });
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
@@ -65,6 +67,9 @@ fn text(b: &Backend, status: StatusCode, body: impl Into<Bytes>) -> Response<Bod
 
 async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
     b.requests.fetch_add(1, Relaxed);
+    if !b.delay.is_zero() && req.uri().path() != "/healthz" {
+        tokio::time::sleep(b.delay).await;
+    }
     let path = req.uri().path().to_string();
     match path.as_str() {
         "/healthz" => {

@@ -56,7 +56,7 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
         for i in 1..=3 {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             backends.push(l.local_addr()?);
-            tokio::spawn(crate::backend::serve(l, format!("replica-{i}")));
+            tokio::spawn(crate::backend::serve(l, format!("replica-{i}"), std::time::Duration::ZERO));
         }
         let path: PathBuf = std::env::temp_dir().join(format!("ringmaster-demo-{}.toml", std::process::id()));
         let text = config_text(&o, &backends);

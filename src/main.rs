@@ -40,6 +40,9 @@ enum Cmd {
         /// Answer every connection with bytes that are not HTTP.
         #[arg(long)]
         garbage: bool,
+        /// Delay every answer by this many milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
 }
 
@@ -60,7 +63,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e.into()),
         },
         Cmd::Demo { listen, admin } => ringmaster::demo::run(ringmaster::demo::DemoOpts { listen, admin }),
-        Cmd::Backend { listen, name, garbage } => backend(listen, name, garbage),
+        Cmd::Backend { listen, name, garbage, delay_ms } => backend(listen, name, garbage, delay_ms),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,14 +74,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn backend(listen: SocketAddr, name: String, garbage: bool) -> anyhow::Result<()> {
+fn backend(listen: SocketAddr, name: String, garbage: bool, delay_ms: u64) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let l = tokio::net::TcpListener::bind(listen).await?;
         if garbage {
             ringmaster::backend::serve_garbage(l).await;
         } else {
-            ringmaster::backend::serve(l, name).await;
+            ringmaster::backend::serve(l, name, std::time::Duration::from_millis(delay_ms)).await;
         }
         Ok(())
     })

@@ -43,7 +43,7 @@ impl Balancer {
 
 /// A random index in `0..n` for which `ok` holds: a few random draws, then a
 /// scan from a random start so that a mostly-filtered pool still finds one.
-pub(crate) fn random_ok(n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+pub fn random_ok(n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
     if n == 0 {
         return None;
     }

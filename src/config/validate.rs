@@ -121,16 +121,10 @@ fn routes(cfg: &Config, r: &mut Reporter) {
 }
 
 fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
+    // A replicated service may have no endpoints (scaled to zero, or waiting for
+    // discovery): its requests get 503, as HAProxy answers for an empty backend.
     match svc.kind.get_ref() {
-        ServiceKind::Replicated => {
-            if svc.endpoints.is_empty() {
-                r.error(
-                    name.span(),
-                    format!("replicated service `{}` has no endpoints", name.get_ref()),
-                    format!("add [[services.{}.endpoints]] with address = \"127.0.0.1:9001\"", name.get_ref()),
-                );
-            }
-        }
+        ServiceKind::Replicated => {}
     }
     let mut names = HashMap::new();
     let mut addrs = HashSet::new();

@@ -43,6 +43,9 @@ impl Pool {
     pub fn pick(&self, tried: &[usize]) -> Option<Pick> {
         let now = clock::now_ms();
         let eps = &self.endpoints;
+        if eps.is_empty() {
+            return None;
+        }
         let index = match self.balancer.pick(eps, &|i| eps[i].available(now) && !tried.contains(&i)) {
             Some(i) => {
                 if self.stats.fail_open.load(Relaxed) && eps.iter().any(|e| e.available(now)) {
@@ -57,7 +60,8 @@ impl Pool {
                     tracing::warn!(pool = %self.name, "every endpoint is unhealthy: failing open, spreading requests over all of them");
                 }
                 self.stats.fail_open_picks.fetch_add(1, Relaxed);
-                self.balancer.pick(eps, &|i| !tried.contains(&i))?
+                // Spread at random: the balancer's own state already moved for this request.
+                crate::balance::random_ok(eps.len(), &|i| !tried.contains(&i))?
             }
         };
         let endpoint = eps[index].clone();

@@ -1,0 +1,256 @@
+//! Test harness: real processes on loopback. The ringmaster binary as proxy and
+//! as backend replicas, a plain blocking HTTP/1.1 client, and helpers to wait for
+//! readiness. Every child is killed when its handle drops.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringmaster");
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A child process, killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill").arg(format!("-{sig}")).arg(self.0.id().to_string()).status().unwrap();
+    }
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listening on {addr}");
+}
+
+/// A backend replica: `ringmaster backend`.
+pub struct Backend {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub name: String,
+}
+
+pub fn backend(name: &str) -> Backend {
+    backend_with(name, &[])
+}
+
+pub fn backend_with(name: &str, extra: &[&str]) -> Backend {
+    let addr = free_addr();
+    let child = Command::new(BIN)
+        .args(["backend", "--listen", &addr.to_string(), "--name", name])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    wait_port(addr);
+    Backend { proc, addr, name: name.to_string() }
+}
+
+/// A running proxy with its config file.
+pub struct Proxy {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Proxy {
+    /// Starts ringmaster on `body`, a config without its `[admin]` table and first
+    /// listener, which are added here on free ports.
+    pub fn start(body: &str) -> Proxy {
+        let addr = free_addr();
+        let admin = free_addr();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("ringmaster.toml");
+        std::fs::write(&config, Proxy::head(addr, admin) + body).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RINGMASTER_LOG", "info")
+            .stdout(Stdio::from(std::fs::File::create(dir.path().join("stdout.log")).unwrap()))
+            .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr.log")).unwrap()))
+            .spawn()
+            .unwrap();
+        let p = Proxy { proc: Proc(child), addr, admin, dir, config };
+        wait_port(admin);
+        wait_port(addr);
+        p
+    }
+
+    pub fn head(addr: SocketAddr, admin: SocketAddr) -> String {
+        format!("[admin]\nlisten = \"{admin}\"\n\n[[listeners]]\nname = \"main\"\nlisten = \"{addr}\"\n\n")
+    }
+
+    /// Rewrites the config (head kept) for a reload.
+    pub fn rewrite(&self, body: &str) {
+        std::fs::write(&self.config, Proxy::head(self.addr, self.admin) + body).unwrap();
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        get(self.addr, path)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// The value of one metric line (exact name and labels) from /metrics.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = get(self.admin, "/metrics").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse::<f64>().unwrap()))
+            .unwrap_or_else(|| panic!("metric {series} not found in:\n{text}"))
+    }
+
+    pub fn admin_json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_str(&get(self.admin, path).text()).unwrap()
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(|s| s.as_str())
+    }
+    pub fn backend(&self) -> String {
+        self.header("x-backend").unwrap_or("-").to_string()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    request(addr, &format!("GET {path} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n"))
+}
+
+/// Sends raw request bytes and reads the whole answer (the request should ask
+/// for Connection: close).
+pub fn request(addr: SocketAddr, raw: &str) -> Response {
+    request_bytes(addr, raw.as_bytes()).unwrap_or_else(|e| panic!("request to {addr} failed: {e}"))
+}
+
+pub fn request_bytes(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    s.write_all(raw)?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&buf).ok_or_else(|| std::io::Error::other(format!("unparsable answer: {:?}", String::from_utf8_lossy(&buf))))
+}
+
+pub fn parse_response(buf: &[u8]) -> Option<Response> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut headers = HashMap::new();
+    for l in lines {
+        let (k, v) = l.split_once(':')?;
+        headers
+            .entry(k.trim().to_ascii_lowercase())
+            .and_modify(|old: &mut String| {
+                old.push_str(", ");
+                old.push_str(v.trim())
+            })
+            .or_insert_with(|| v.trim().to_string());
+    }
+    let raw = &buf[end + 4..];
+    let body = if headers.get("transfer-encoding").map(|t| t.contains("chunked")).unwrap_or(false) { dechunk(raw) } else { raw.to_vec() };
+    Some(Response { status, headers, body })
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(nl) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..nl]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        if size == 0 || raw.len() < nl + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&raw[nl + 2..nl + 2 + size]);
+        raw = &raw[(nl + 4 + size).min(raw.len())..];
+    }
+    out
+}
+
+/// Polls `f` until it returns true or `secs` pass.
+pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Counts answers per backend over `n` GETs of `path`.
+pub fn spread(p: &Proxy, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for _ in 0..n {
+        let r = p.get(path);
+        assert_eq!(r.status, 200, "{}", r.text());
+        *m.entry(r.backend()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// A `[services.NAME]` table of a replicated service over `backends`.
+pub fn service(name: &str, balancer: &str, backends: &[&Backend], extra: &str) -> String {
+    let mut s = format!("[services.{name}]\nkind = \"replicated\"\nbalancer = \"{balancer}\"\n{extra}\n");
+    for b in backends {
+        s.push_str(&format!("[[services.{name}.endpoints]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.addr));
+    }
+    s
+}
+
+/// One route sending everything to `svc`.
+pub fn route_all(svc: &str) -> String {
+    format!("[[routes]]\nname = \"all\"\nservice = \"{svc}\"\n\n")
+}

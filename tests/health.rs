@@ -1,0 +1,67 @@
+//! Readiness probes, passive ejection and fail-open.
+
+mod common;
+use common::*;
+
+const PROBES: &str = "health = { path = \"/healthz\", interval = \"100ms\", timeout = \"80ms\", healthy_threshold = 2, unhealthy_threshold = 2, jitter = \"10ms\" }";
+
+fn healthy(p: &Proxy, name: &str) -> bool {
+    let pools = p.admin_json("/admin/pools");
+    let eps = pools["pools"][0]["endpoints"].as_array().unwrap().clone();
+    eps.iter().find(|e| e["name"] == name).unwrap()["healthy"].as_bool().unwrap()
+}
+
+#[test]
+fn readiness_transitions_take_and_return_traffic() {
+    let (a, b) = (backend("a"), backend("b"));
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a, &b], PROBES)));
+    assert_eq!(spread(&p, "/", 10).len(), 2);
+
+    assert_eq!(get(b.addr, "/admin/unhealthy").status, 200);
+    eventually(5, "b marked unhealthy", || !healthy(&p, "b"));
+    let m = spread(&p, "/", 10);
+    assert_eq!(m.get("a"), Some(&10), "{m:?}");
+    assert_eq!(p.metric("ringmaster_pool_healthy_endpoints{service=\"app\"}"), 1.0);
+    assert!(p.stderr().contains("failed its readiness probes"), "{}", p.stderr());
+
+    assert_eq!(get(b.addr, "/admin/healthy").status, 200);
+    eventually(5, "b healthy again", || healthy(&p, "b"));
+    assert_eq!(spread(&p, "/", 10).len(), 2);
+}
+
+#[test]
+fn fail_open_when_every_endpoint_is_unhealthy() {
+    let (a, b) = (backend("a"), backend("b"));
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a, &b], PROBES)));
+    get(a.addr, "/admin/unhealthy");
+    get(b.addr, "/admin/unhealthy");
+    eventually(5, "both unhealthy", || !healthy(&p, "a") && !healthy(&p, "b"));
+    // Every request is still served, spread over all replicas.
+    let m = spread(&p, "/", 20);
+    assert!(m.get("a").is_some() && m.get("b").is_some(), "{m:?}");
+    assert!(p.metric("ringmaster_pool_fail_open_total{service=\"app\"}") >= 20.0);
+    assert!(p.stderr().contains("failing open"), "{}", p.stderr());
+}
+
+#[test]
+fn passive_ejection_of_a_failing_replica() {
+    let a = backend("a");
+    let garbage = backend_with("garbage", &["--garbage"]);
+    let extra = "passive = { consecutive_failures = 2, ejection_time = \"30s\" }";
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a, &garbage], extra)));
+    let mut bad = 0;
+    for _ in 0..10 {
+        let r = p.get("/");
+        if r.status == 502 {
+            bad += 1;
+        } else {
+            assert_eq!(r.backend(), "a");
+        }
+    }
+    // Two failures eject it; later requests all go to the good replica.
+    assert_eq!(bad, 2);
+    assert!(!healthy(&p, "garbage"));
+    let ej = format!("ringmaster_endpoint_ejections_total{{service=\"app\",endpoint=\"garbage\",address=\"{}\"}}", garbage.addr);
+    assert_eq!(p.metric(&ej), 1.0);
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"upstream_error\"}"), 2.0);
+}
