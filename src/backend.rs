@@ -3,15 +3,18 @@
 //! request: fail its health check, answer any status, be slow, hang, break off
 //! mid-response, or (in garbage mode) answer bytes that are not HTTP.
 
-use crate::body::Body;
+use crate::body::BoxError;
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,8 +60,29 @@ pub async fn serve_garbage(listener: TcpListener) {
     }
 }
 
+type Body = BoxBody<Bytes, BoxError>;
+
+/// A body that sends some bytes, waits a moment (so they are flushed), then
+/// fails, which makes hyper drop the connection.
+struct BreaksOff(Option<Bytes>, std::pin::Pin<Box<tokio::time::Sleep>>);
+
+impl http_body::Body for BreaksOff {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if let Some(b) = self.0.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b))));
+        }
+        std::task::ready!(self.1.as_mut().poll(cx));
+        std::task::Poll::Ready(Some(Err("backend breaks off mid-response".into())))
+    }
+}
+
 fn text(b: &Backend, status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Body::full(body));
+    let mut r = Response::new(Full::new(body.into()).map_err(|e| match e {}).boxed());
     *r.status_mut() = status;
     r.headers_mut().insert("x-backend", b.name.parse().unwrap_or(header::HeaderValue::from_static("backend")));
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
@@ -116,7 +140,9 @@ async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
         }
         "/close-mid" => {
             // Promise 1000 bytes, send 10, then drop the connection.
-            let mut r = text(b, StatusCode::OK, Bytes::from_static(b"0123456789"));
+            let mut r = text(b, StatusCode::OK, "");
+            *r.body_mut() =
+                BreaksOff(Some(Bytes::from_static(b"0123456789")), Box::pin(tokio::time::sleep(Duration::from_millis(100)))).boxed();
             r.headers_mut().insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("1000"));
             r
         }

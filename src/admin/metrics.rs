@@ -62,6 +62,8 @@ impl RouteStats {
 /// Answers the proxy gives itself, each counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
+    BadRequest,
+    HeaderTimeout,
     NoRoute,
     HeadersTooLarge,
     BodyTooLarge,
@@ -71,11 +73,21 @@ pub enum Answer {
 }
 
 impl Answer {
-    pub const ALL: [Answer; 6] =
-        [Answer::NoRoute, Answer::HeadersTooLarge, Answer::BodyTooLarge, Answer::BadGateway, Answer::NoEndpoint, Answer::GatewayTimeout];
+    pub const ALL: [Answer; 8] = [
+        Answer::BadRequest,
+        Answer::HeaderTimeout,
+        Answer::NoRoute,
+        Answer::HeadersTooLarge,
+        Answer::BodyTooLarge,
+        Answer::BadGateway,
+        Answer::NoEndpoint,
+        Answer::GatewayTimeout,
+    ];
 
     pub fn reason(self) -> &'static str {
         match self {
+            Answer::BadRequest => "bad_request",
+            Answer::HeaderTimeout => "header_timeout",
             Answer::NoRoute => "no_route",
             Answer::HeadersTooLarge => "headers_too_large",
             Answer::BodyTooLarge => "body_too_large",

@@ -3,7 +3,7 @@
 //! port), watched by the graceful-shutdown tracker.
 
 use super::Shared;
-use crate::admin::metrics::GLOBAL;
+use crate::admin::metrics::{count_answer, Answer, GLOBAL};
 use crate::pipeline::{self, ConnInfo};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -99,7 +99,7 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>) -> Listener
                     }
                 };
                 if let Err(e) = result {
-                    GLOBAL.connection_errors.fetch_add(1, Relaxed);
+                    classify_connection_error(&*e);
                     tracing::debug!(%peer, error = %e, "client connection error");
                 }
                 GLOBAL.connections_active.fetch_sub(1, Relaxed);
@@ -108,4 +108,19 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>) -> Listener
         }
     });
     ListenerHandle { addr, stop, task }
+}
+
+/// Counts a connection that hyper ended with an error: the answers hyper gave
+/// itself (400, 431, timeouts) under the same reasons the pipeline uses.
+fn classify_connection_error(e: &(dyn std::error::Error + 'static)) {
+    GLOBAL.connection_errors.fetch_add(1, Relaxed);
+    if let Some(h) = e.downcast_ref::<hyper::Error>() {
+        if h.is_parse_too_large() {
+            count_answer(Answer::HeadersTooLarge);
+        } else if h.is_parse() {
+            count_answer(Answer::BadRequest);
+        } else if h.is_timeout() {
+            count_answer(Answer::HeaderTimeout);
+        }
+    }
 }
