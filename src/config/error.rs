@@ -80,7 +80,9 @@ impl<'a> Reporter<'a> {
         });
     }
 
-    pub fn finish(self) -> Result<(), ConfigError> {
+    /// The problems found, in file order.
+    pub fn finish(mut self) -> Result<(), ConfigError> {
+        self.found.sort_by_key(|d| (d.line, d.col));
         if self.found.is_empty() {
             Ok(())
         } else {

@@ -113,3 +113,42 @@ impl Drop for PoolRequest {
         self.0.in_flight.fetch_sub(1, Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schema::BalancerKind;
+
+    fn pool() -> Pool {
+        Pool {
+            name: "p".into(),
+            endpoints: Vec::new(),
+            balancer: Balancer::new(BalancerKind::RoundRobin, &[]),
+            request_timeout: Duration::from_secs(1),
+            passive: PassiveSpec::default(),
+            retry: RetrySpec::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn retry_budget_bounds_retries_in_flight() {
+        let p = pool();
+        // Few requests in flight: the minimum concurrency (3) applies.
+        let g: Vec<_> = (0..3).map(|_| p.try_retry().expect("within minimum")).collect();
+        assert!(p.try_retry().is_none());
+        drop(g);
+        // 100 in flight at 20%: 20 retries, not one more.
+        p.stats.in_flight.store(100, Relaxed);
+        let g: Vec<_> = (0..20).map(|_| p.try_retry().expect("within budget")).collect();
+        assert!(p.try_retry().is_none());
+        assert_eq!(p.stats.retries_denied.load(Relaxed), 2);
+        drop(g);
+        assert!(p.try_retry().is_some());
+    }
+
+    #[test]
+    fn empty_pool_has_no_pick() {
+        assert!(pool().pick(&[]).is_none());
+    }
+}

@@ -1,0 +1,142 @@
+//! Config check, reload (valid and invalid, by SIGHUP and by admin API) and
+//! graceful shutdown with drain.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn check_reports_every_error_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:99999\"\n\n[[routes]]\nservice = \"missing\"\n\n[services.app]\nkind = \"replicated\"\nhealth = { timeout = \"5s\", interval = \"1s\" }\nendpoints = [{ address = \"10.0.0.1\" }]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = path.display();
+    assert!(err.contains(&format!("{f}:3:10: `127.0.0.1:99999` is not a valid listen address")), "{err}");
+    assert!(err.contains(&format!("{f}:6:11: route sends to service `missing`")), "{err}");
+    assert!(err.contains(&format!("{f}:10:22: health timeout 5s is not shorter than its interval 1s")), "{err}");
+    assert!(err.contains(&format!("{f}:11:26: endpoint `10.0.0.1` has no port")), "{err}");
+    assert!(err.contains("help: "), "{err}");
+
+    std::fs::write(&path, "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+    let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // `run` refuses a bad config the same way.
+    std::fs::write(&path, "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\nbogus = 1\n").unwrap();
+    let out = Command::new(BIN).args(["run", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":4:1: unknown field `bogus`"));
+}
+
+#[test]
+fn reload_valid_and_invalid() {
+    let (a, b) = (backend("a"), backend("b"));
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a], "")));
+    assert_eq!(spread(&p, "/", 4).get("a"), Some(&4));
+
+    // Valid, through the admin API: b joins; a keeps its counters (carried over).
+    p.rewrite(&(route_all("app") + &service("app", "round_robin", &[&a, &b], "")));
+    let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["generation"], 2);
+    let m = spread(&p, "/", 4);
+    assert_eq!((m["a"], m["b"]), (2, 2));
+    let series = format!("ringmaster_endpoint_requests_total{{service=\"app\",endpoint=\"a\",address=\"{}\"}}", a.addr);
+    assert_eq!(p.metric(&series), 6.0);
+
+    // Invalid: rejected with the error, old config keeps serving.
+    p.rewrite("[[routes]]\nservice = \"nope\"\n");
+    let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("route sends to service `nope`"), "{}", r.text());
+    assert_eq!(spread(&p, "/", 4).len(), 2);
+    assert_eq!(p.metric("ringmaster_reload_failures_total"), 1.0);
+
+    // Valid, by SIGHUP: only b remains.
+    p.rewrite(&(route_all("app") + &service("app", "round_robin", &[&b], "")));
+    p.proc.signal("HUP");
+    eventually(5, "SIGHUP reload", || p.metric("ringmaster_reloads_total") == 2.0);
+    assert_eq!(spread(&p, "/", 4).get("b"), Some(&4));
+    assert_eq!(p.admin_json("/admin/config")["generation"], 3);
+}
+
+#[test]
+fn reload_adds_and_removes_listeners() {
+    let a = backend("a");
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a], "")));
+    let extra = free_addr();
+    let body = format!(
+        "[[listeners]]\nname = \"extra\"\nlisten = \"{extra}\"\n\n{}{}",
+        route_all("app"),
+        service("app", "round_robin", &[&a], "")
+    );
+    p.rewrite(&body);
+    p.proc.signal("HUP");
+    eventually(5, "extra listener", || std::net::TcpStream::connect(extra).is_ok());
+    assert_eq!(get(extra, "/").status, 200);
+    p.rewrite(&(route_all("app") + &service("app", "round_robin", &[&a], "")));
+    p.proc.signal("HUP");
+    eventually(5, "extra listener closed", || std::net::TcpStream::connect(extra).is_err());
+    assert_eq!(p.get("/").status, 200);
+}
+
+#[test]
+fn in_flight_request_finishes_on_reload() {
+    let a = backend("a");
+    let b = backend("b");
+    let p = std::sync::Arc::new(Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a], ""))));
+    let p2 = p.clone();
+    let slow = std::thread::spawn(move || p2.get("/sleep/700"));
+    std::thread::sleep(Duration::from_millis(200));
+    p.rewrite(&(route_all("app") + &service("app", "round_robin", &[&b], "")));
+    p.proc.signal("HUP");
+    eventually(5, "reload", || p.metric("ringmaster_reloads_total") == 1.0);
+    let r = slow.join().unwrap();
+    assert_eq!((r.status, r.backend()), (200, "a".to_string()));
+    assert_eq!(p.get("/").backend(), "b");
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let a = backend("a");
+    let mut p =
+        Proxy::start(&("[server]\ngrace_period = \"5s\"\n\n".to_string() + &route_all("app") + &service("app", "round_robin", &[&a], "")));
+    let addr = p.addr;
+    let slow = std::thread::spawn(move || get(addr, "/sleep/800"));
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    p.proc.signal("TERM");
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting after SIGTERM");
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200, "in-flight request was cut: {}", r.text());
+    let status = p.proc.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(start.elapsed() < Duration::from_secs(4));
+    assert!(p.stderr().contains("drained; exiting"), "{}", p.stderr());
+}
+
+#[test]
+fn grace_period_bounds_the_drain() {
+    let a = backend("a");
+    let mut p = Proxy::start(
+        &("[server]\ngrace_period = \"300ms\"\n\n".to_string() + &route_all("app") + &service("app", "round_robin", &[&a], "")),
+    );
+    let addr = p.addr;
+    let _hung = std::thread::spawn(move || request_bytes(addr, b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n"));
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    p.proc.signal("TERM");
+    let status = p.proc.0.wait().unwrap();
+    assert!(status.success());
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(p.stderr().contains("grace period ended"), "{}", p.stderr());
+}
