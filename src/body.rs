@@ -26,7 +26,7 @@ pub enum Body {
         /// Bytes still allowed; `u64::MAX` for no limit.
         remaining: u64,
         limit: u64,
-        _guard: Option<crate::upstream::InFlight>,
+        held: Option<crate::upstream::endpoint::Held>,
     },
 }
 
@@ -41,17 +41,18 @@ impl Body {
 
     /// A streamed body with no limit.
     pub fn stream(inner: Incoming) -> Body {
-        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, _guard: None }
+        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: None }
     }
 
     /// A streamed body that fails once more than `limit` bytes arrive.
     pub fn limited(inner: Incoming, limit: u64) -> Body {
-        Body::Stream { inner, remaining: limit, limit, _guard: None }
+        Body::Stream { inner, remaining: limit, limit, held: None }
     }
 
-    /// A streamed body that holds `guard` until it ends or is dropped.
-    pub fn guarded(inner: Incoming, guard: crate::upstream::InFlight) -> Body {
-        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, _guard: Some(guard) }
+    /// An upstream response body: `held` is finished when the body ends, dropped
+    /// (closing the connection) if the body is abandoned.
+    pub fn upstream(inner: Incoming, held: crate::upstream::endpoint::Held) -> Body {
+        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: Some(held) }
     }
 }
 
@@ -63,7 +64,7 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream { inner, remaining, limit, .. } => match Pin::new(inner).poll_frame(cx) {
+            Body::Stream { inner, remaining, limit, held } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
                         let n = data.len() as u64;
@@ -72,10 +73,20 @@ impl HttpBody for Body {
                         }
                         *remaining -= n;
                     }
+                    if inner.is_end_stream() {
+                        if let Some(h) = held.take() {
+                            h.finish();
+                        }
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(None) => {
+                    if let Some(h) = held.take() {
+                        h.finish();
+                    }
+                    Poll::Ready(None)
+                }
                 Poll::Pending => Poll::Pending,
             },
         }

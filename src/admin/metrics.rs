@@ -217,24 +217,33 @@ fn render_pools(o: &mut String, snap: &Snapshot) {
             let _ = writeln!(o, "{name}{{service=\"{}\"}} {v}", esc(&svc.name));
         }
     }
-    let ep_metrics: [Row; 5] = [
+    let ep_metrics: [Row; 9] = [
         ("ringmaster_endpoint_requests_total", "counter", "Requests sent to the endpoint."),
         ("ringmaster_endpoint_errors_total", "counter", "Connect failures, timeouts and 5xx answers of the endpoint."),
         ("ringmaster_endpoint_in_flight", "gauge", "Requests in flight to the endpoint."),
         ("ringmaster_endpoint_healthy", "gauge", "1 when the endpoint takes traffic."),
         ("ringmaster_endpoint_ejections_total", "counter", "Passive ejections of the endpoint."),
+        ("ringmaster_endpoint_connections_open", "gauge", "Upstream connections open to the endpoint."),
+        ("ringmaster_endpoint_connections_idle", "gauge", "Upstream connections idle in the endpoint's pool."),
+        ("ringmaster_endpoint_connections_opened_total", "counter", "Upstream connections opened to the endpoint."),
+        ("ringmaster_endpoint_connections_reused_total", "counter", "Requests sent on a pooled upstream connection."),
     ];
     for (i, (name, kind, help)) in ep_metrics.iter().enumerate() {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for svc in snap.services.values() {
             for ep in &svc.pool.endpoints {
                 let s = &ep.stats;
+                let c = &ep.conns.stats;
                 let v = match i {
                     0 => s.requests.load(Relaxed),
                     1 => s.errors.load(Relaxed),
                     2 => s.in_flight.load(Relaxed) as u64,
                     3 => ep.available(now) as u64,
-                    _ => s.ejections_total.load(Relaxed),
+                    4 => s.ejections_total.load(Relaxed),
+                    5 => c.open.load(Relaxed) as u64,
+                    6 => c.idle.load(Relaxed) as u64,
+                    7 => c.opened.load(Relaxed),
+                    _ => c.reused.load(Relaxed),
                 };
                 let _ = writeln!(
                     o,

@@ -93,6 +93,8 @@ fn pools(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
                         "in_flight": st.in_flight.load(Relaxed),
                         "requests": st.requests.load(Relaxed),
                         "errors": st.errors.load(Relaxed),
+                        "connections_open": e.conns.stats.open.load(Relaxed),
+                        "connections_idle": e.conns.stats.idle.load(Relaxed),
                     })
                 })
                 .collect();

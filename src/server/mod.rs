@@ -45,7 +45,13 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
     let cfg = crate::config::load(&path)?;
     let workers =
         if cfg.server.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.server.workers };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().context("starting the runtime")?;
+    // One worker: a current-thread runtime, which skips the work-stealing scheduler's
+    // cross-thread bookkeeping on every wake-up.
+    let mut b = if workers == 1 { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() };
+    if workers > 1 {
+        b.worker_threads(workers);
+    }
+    let rt = b.enable_all().build().context("starting the runtime")?;
     rt.block_on(serve(cfg, path, |_| {}))
 }
 

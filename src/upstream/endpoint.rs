@@ -4,12 +4,10 @@
 //! a lock. An endpoint outlives a reload when its address and options are unchanged,
 //! and with it its health, its counters and its pooled connections.
 
-use crate::body::Body;
+use super::connpool::{ConnPool, Lease};
 use crate::clock;
 use crate::config::schema::{HealthSpec, PassiveSpec, UpstreamProtocol};
 use http::uri::Authority;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,22 +49,13 @@ pub struct Endpoint {
     pub authority: Authority,
     pub weight: u32,
     pub key: EndpointKey,
-    pub client: Client<HttpConnector, Body>,
+    pub conns: ConnPool,
     pub stats: EndpointStats,
 }
 
 impl Endpoint {
     pub fn new(key: EndpointKey, name: Option<String>, weight: u32) -> Endpoint {
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(key.connect_timeout));
-        conn.set_nodelay(true);
-        conn.enforce_http(true);
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(key.idle_timeout).pool_timer(TokioTimer::new()).timer(TokioTimer::new());
-        if key.protocol == UpstreamProtocol::Http2 {
-            b.http2_only(true);
-        }
-        let client = b.build(conn);
+        let conns = ConnPool::new(&key.address, key.protocol, key.connect_timeout, key.idle_timeout);
         let stats = EndpointStats::default();
         stats.probe_healthy.store(true, Relaxed);
         Endpoint {
@@ -74,7 +63,7 @@ impl Endpoint {
             address: key.address.clone(),
             authority: key.address.parse().expect("validated endpoint address"),
             weight,
-            client,
+            conns,
             stats,
             key,
         }
@@ -127,6 +116,22 @@ impl InFlight {
         ep.stats.in_flight.fetch_add(1, Relaxed);
         ep.stats.requests.fetch_add(1, Relaxed);
         InFlight { ep }
+    }
+}
+
+/// What a streaming response body holds until it ends: the in-flight count,
+/// and the connection, which goes back to the pool once the body was read whole.
+pub struct Held {
+    pub guard: InFlight,
+    pub lease: Option<Lease>,
+}
+
+impl Held {
+    /// The body was read to the end: the connection can serve another request.
+    pub fn finish(self) {
+        if let Some(lease) = self.lease {
+            self.guard.ep.conns.release(lease);
+        }
     }
 }
 

@@ -1,12 +1,20 @@
 //! Forward: send a request to an endpoint of a pool over a pooled connection,
-//! with a request timeout, passive health bookkeeping, and retries of
-//! idempotent requests on another endpoint when the connection failed before
-//! any byte was sent (bounded by the pool's retry budget).
+//! with a request timeout, passive health bookkeeping, and retries on another
+//! endpoint when the connection failed before any byte was sent: for idempotent
+//! requests without a body, within the pool's retry budget. A request written
+//! to a stale keep-alive connection that the upstream had already closed comes
+//! back unsent and is retried whatever its method, as that is always safe.
 
+use super::connpool::{ConnectError, SendError};
+use super::endpoint::Held;
 use super::pool::{Pool, PoolRequest};
 use crate::body::{Body, BodyTooLarge};
+use crate::config::schema::UpstreamProtocol;
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
+use http_body::Body as _;
 use std::error::Error as _;
+use std::sync::Arc;
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -14,11 +22,11 @@ pub enum ForwardError {
     #[error("no endpoint is available")]
     NoEndpoint,
     #[error("could not connect to {endpoint}: {source}")]
-    Connect { endpoint: String, source: hyper_util::client::legacy::Error },
+    Connect { endpoint: String, source: ConnectError },
     #[error("upstream {endpoint} did not answer in time")]
     Timeout { endpoint: String },
     #[error("upstream {endpoint} failed: {source}")]
-    Upstream { endpoint: String, source: hyper_util::client::legacy::Error },
+    Upstream { endpoint: String, source: hyper::Error },
     #[error("{0}")]
     BodyTooLarge(BodyTooLarge),
 }
@@ -26,54 +34,64 @@ pub enum ForwardError {
 /// The answer of an upstream, and which endpoint gave it.
 pub struct Forwarded {
     pub response: Response<Body>,
-    pub endpoint: std::sync::Arc<super::Endpoint>,
+    pub endpoint: Arc<super::Endpoint>,
 }
 
-/// Sends `req` (its URI holding only path and query) to `pool`. `retryable` says
-/// whether the request may be sent again (idempotent, no body).
-pub async fn forward(pool: &Pool, req: Request<Body>, retryable: bool) -> Result<Forwarded, ForwardError> {
+/// Sends `req` to `pool`. `retryable` says whether it may go to another
+/// endpoint after a connect failure (idempotent, no body).
+pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool) -> Result<Forwarded, ForwardError> {
     let _in_pool = PoolRequest::new(pool);
-    let max_attempts = 1 + if retryable { *pool.retry.attempts.get_ref() as usize } else { 0 };
+    let mut retries_left = if retryable { *pool.retry.attempts.get_ref() as usize } else { 0 };
+    let mut stale_left = 2;
     let mut tried = [usize::MAX; 11];
-    let (parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().cloned();
-    let mut body = Some(body);
-    // A copy of the head for retries; only idempotent bodiless requests pay for it.
-    let spare = if max_attempts > 1 { Some((parts.method.clone(), parts.headers.clone())) } else { None };
-    let mut parts = Some(parts);
+    let mut n_tried = 0;
     let mut last_err = ForwardError::NoEndpoint;
     let mut _retry_guard = None;
-    for attempt in 0..max_attempts {
-        if attempt > 0 {
-            match pool.try_retry() {
-                Some(g) => _retry_guard = Some(g),
-                None => break,
-            }
-        }
-        let Some(pick) = pool.pick(&tried[..attempt]) else { break };
-        tried[attempt] = pick.index;
+    *req.version_mut() = http::Version::HTTP_11;
+    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    loop {
+        let Some(pick) = pool.pick(&tried[..n_tried]) else { return Err(last_err) };
         let ep = pick.endpoint.clone();
-        let mut uparts = match parts.take() {
-            Some(p) => p,
-            None => {
-                let (mut p, _) = Request::new(()).into_parts();
-                if let Some((m, h)) = &spare {
-                    p.method = m.clone();
-                    p.headers = h.clone();
+        // Whether another endpoint may be tried after a failure that sent nothing.
+        let mut may_retry = |tried: &mut [usize; 11], n: &mut usize| {
+            tried[*n] = pick.index;
+            *n += 1;
+            if retries_left == 0 || *n >= tried.len() {
+                return false;
+            }
+            retries_left -= 1;
+            match pool.try_retry() {
+                Some(g) => {
+                    _retry_guard = Some(g);
+                    true
                 }
-                p
+                None => false,
             }
         };
-        let mut up = Uri::builder().scheme("http").authority(ep.authority.clone());
-        if let Some(pq) = &path {
-            up = up.path_and_query(pq.clone());
-        } else {
-            up = up.path_and_query("/");
-        }
-        uparts.uri = up.build().expect("valid upstream uri");
-        uparts.version = http::Version::HTTP_11;
-        let req = Request::from_parts(uparts, body.take().unwrap_or(Body::Empty));
-        match tokio::time::timeout(pool.request_timeout, ep.client.request(req)).await {
+        let mut lease = match ep.conns.lease().await {
+            Ok(l) => l,
+            Err(e) => {
+                ep.passive_failure(&pool.passive);
+                tracing::debug!(endpoint = %ep.name, error = %e, "connect failed");
+                last_err = ForwardError::Connect { endpoint: ep.name.clone(), source: e };
+                if may_retry(&mut tried, &mut n_tried) {
+                    continue;
+                }
+                return Err(last_err);
+            }
+        };
+        *req.uri_mut() = match ep.conns.protocol() {
+            // Origin form for HTTP/1.1; HTTP/2 needs scheme and authority.
+            UpstreamProtocol::Http1 => Uri::from(path.clone()),
+            UpstreamProtocol::Http2 => {
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(Scheme::HTTP);
+                parts.authority = Some(ep.authority.clone());
+                parts.path_and_query = Some(path.clone());
+                Uri::from_parts(parts).expect("valid upstream uri")
+            }
+        };
+        match tokio::time::timeout(pool.request_timeout, lease.send(req)).await {
             Ok(Ok(resp)) => {
                 if resp.status().is_server_error() {
                     ep.passive_failure(&pool.passive);
@@ -81,20 +99,39 @@ pub async fn forward(pool: &Pool, req: Request<Body>, retryable: bool) -> Result
                     ep.passive_success();
                 }
                 let (p, incoming) = resp.into_parts();
-                let response = Response::from_parts(p, Body::guarded(incoming, pick.guard));
-                return Ok(Forwarded { response, endpoint: ep });
+                let held = Held { guard: pick.guard, lease: Some(lease) };
+                let body = if incoming.is_end_stream() {
+                    held.finish();
+                    Body::Empty
+                } else {
+                    Body::upstream(incoming, held)
+                };
+                return Ok(Forwarded { response: Response::from_parts(p, body), endpoint: ep });
             }
-            Ok(Err(e)) => {
-                if let Some(too_large) = body_too_large(&e) {
+            Ok(Err(SendError { error, unsent, reused })) => {
+                if let Some(too_large) = body_too_large(&error) {
                     return Err(ForwardError::BodyTooLarge(too_large));
                 }
-                ep.passive_failure(&pool.passive);
-                if e.is_connect() {
-                    tracing::debug!(endpoint = %ep.name, error = %e, "connect failed");
-                    last_err = ForwardError::Connect { endpoint: ep.name.clone(), source: e };
-                    continue;
+                match unsent {
+                    // Nothing was written to a connection the upstream had closed
+                    // while idle: resending is always safe.
+                    Some(r) if reused && stale_left > 0 => {
+                        stale_left -= 1;
+                        req = r;
+                    }
+                    Some(r) => {
+                        ep.passive_failure(&pool.passive);
+                        req = r;
+                        last_err = ForwardError::Upstream { endpoint: ep.name.clone(), source: error };
+                        if !may_retry(&mut tried, &mut n_tried) {
+                            return Err(last_err);
+                        }
+                    }
+                    None => {
+                        ep.passive_failure(&pool.passive);
+                        return Err(ForwardError::Upstream { endpoint: ep.name.clone(), source: error });
+                    }
                 }
-                return Err(ForwardError::Upstream { endpoint: ep.name.clone(), source: e });
             }
             Err(_) => {
                 ep.passive_failure(&pool.passive);
@@ -102,10 +139,9 @@ pub async fn forward(pool: &Pool, req: Request<Body>, retryable: bool) -> Result
             }
         }
     }
-    Err(last_err)
 }
 
-fn body_too_large(e: &hyper_util::client::legacy::Error) -> Option<BodyTooLarge> {
+fn body_too_large(e: &hyper::Error) -> Option<BodyTooLarge> {
     let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = src {
         if let Some(t) = s.downcast_ref::<BodyTooLarge>() {

@@ -30,20 +30,26 @@ pub fn spawn(ep: &Arc<Endpoint>) {
 }
 
 async fn probe(ep: &Endpoint, path: &str, timeout: Duration) -> bool {
-    let uri = format!("http://{}{}", ep.address, path);
-    let req = match http::Request::get(uri).header(http::header::USER_AGENT, "ringmaster-health").body(Body::empty()) {
-        Ok(r) => r,
-        Err(_) => return false,
-    };
-    match tokio::time::timeout(timeout, ep.client.request(req)).await {
-        Ok(Ok(resp)) => {
-            let s = resp.status();
-            // Drain the body so the connection can be reused.
-            let _ = tokio::time::timeout(timeout, http_body_util::BodyExt::collect(resp.into_body())).await;
-            s.is_success() || s.is_redirection()
+    let attempt = async {
+        let mut lease = ep.conns.lease().await.ok()?;
+        let mut uri = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(path.as_bytes())).ok()?;
+        if ep.conns.protocol() == crate::config::schema::UpstreamProtocol::Http2 {
+            uri = format!("http://{}{}", ep.address, path).parse().ok()?;
         }
-        _ => false,
-    }
+        let req = http::Request::get(uri)
+            .header(http::header::HOST, ep.address.as_str())
+            .header(http::header::USER_AGENT, "ringmaster-health")
+            .body(Body::empty())
+            .ok()?;
+        let resp = lease.send(req).await.ok()?;
+        let s = resp.status();
+        // Read the body whole so the connection can be reused.
+        if http_body_util::BodyExt::collect(resp.into_body()).await.is_ok() {
+            ep.conns.release(lease);
+        }
+        Some(s.is_success() || s.is_redirection())
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
 }
 
 /// Applies one probe result; logs a transition.

@@ -1,5 +1,6 @@
 //! Upstreams: pools of endpoints, their health, and forwarding a request to one.
 
+pub mod connpool;
 pub mod endpoint;
 pub mod forward;
 pub mod headers;

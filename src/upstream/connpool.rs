@@ -1,0 +1,197 @@
+//! The connection pool of one endpoint: keep-alive upstream connections, reused
+//! most-recently-used first.
+//!
+//! Built on hyper's connection-level client rather than hyper-util's pooled
+//! client: that one keys every checkout through a SipHash map behind a mutex and
+//! clones request heads for retries. Here an endpoint owns its idle list, a
+//! connection goes back to it only once its response body has been read to the
+//! end, and a request that was never written comes back to the caller intact, so
+//! a retry costs nothing.
+
+use crate::body::Body;
+use crate::clock;
+use crate::config::schema::UpstreamProtocol;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Idle connections kept per endpoint, as nginx's `keepalive 1024`.
+const MAX_IDLE: usize = 1024;
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connect failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+/// Connection counters of an endpoint.
+#[derive(Default)]
+pub struct ConnStats {
+    pub open: AtomicUsize,
+    pub idle: AtomicUsize,
+    pub opened: AtomicU64,
+    pub reused: AtomicU64,
+}
+
+pub struct ConnPool {
+    address: String,
+    socket: Option<std::net::SocketAddr>,
+    protocol: UpstreamProtocol,
+    connect_timeout: Duration,
+    idle_timeout_ms: u64,
+    idle: Mutex<Vec<(http1::SendRequest<Body>, u64)>>,
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    pub stats: Arc<ConnStats>,
+}
+
+/// A connection lent to one request.
+pub enum Lease {
+    H1 { tx: http1::SendRequest<Body>, reused: bool },
+    H2 { tx: http2::SendRequest<Body> },
+}
+
+/// What `send` gives back when it failed: the request if it was never written.
+pub struct SendError {
+    pub error: hyper::Error,
+    pub unsent: Option<http::Request<Body>>,
+    /// The connection had served requests before (a stale keep-alive connection).
+    pub reused: bool,
+}
+
+impl Lease {
+    /// Sends `req`; on failure the request comes back if no byte of it was written.
+    pub async fn send(&mut self, req: http::Request<Body>) -> Result<http::Response<Incoming>, SendError> {
+        match self {
+            Lease::H1 { tx, reused } => {
+                let reused = *reused;
+                tx.try_send_request(req).await.map_err(|mut e| SendError { unsent: e.take_message(), error: e.into_error(), reused })
+            }
+            Lease::H2 { tx } => {
+                tx.try_send_request(req).await.map_err(|mut e| SendError { unsent: e.take_message(), error: e.into_error(), reused: true })
+            }
+        }
+    }
+}
+
+impl ConnPool {
+    pub fn new(address: &str, protocol: UpstreamProtocol, connect_timeout: Duration, idle_timeout: Duration) -> ConnPool {
+        ConnPool {
+            address: address.to_string(),
+            socket: address.parse().ok(),
+            protocol,
+            connect_timeout,
+            idle_timeout_ms: idle_timeout.as_millis() as u64,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
+    }
+
+    /// A ready connection: an idle one if there is one, else a new one.
+    pub async fn lease(&self) -> Result<Lease, ConnectError> {
+        match self.protocol {
+            UpstreamProtocol::Http1 => self.lease_h1().await,
+            UpstreamProtocol::Http2 => self.lease_h2().await,
+        }
+    }
+
+    async fn lease_h1(&self) -> Result<Lease, ConnectError> {
+        let now = clock::now_ms();
+        loop {
+            let popped = {
+                let mut idle = self.idle.lock().expect("idle list lock");
+                let p = idle.pop();
+                if let Some((_, since)) = &p {
+                    if now.saturating_sub(*since) > self.idle_timeout_ms {
+                        // The most recent is too old, so are all others.
+                        idle.clear();
+                    }
+                }
+                self.stats.idle.store(idle.len(), Relaxed);
+                p
+            };
+            let Some((mut tx, since)) = popped else { break };
+            if now.saturating_sub(since) > self.idle_timeout_ms || tx.is_closed() {
+                continue;
+            }
+            if tx.ready().await.is_ok() {
+                self.stats.reused.fetch_add(1, Relaxed);
+                return Ok(Lease::H1 { tx, reused: true });
+            }
+        }
+        let io = self.connect().await?;
+        let (tx, conn) = http1::Builder::new().handshake(io).await?;
+        self.spawn_conn(conn);
+        Ok(Lease::H1 { tx, reused: false })
+    }
+
+    async fn lease_h2(&self) -> Result<Lease, ConnectError> {
+        let current = self.h2.lock().expect("h2 lock").clone();
+        if let Some(tx) = current {
+            if !tx.is_closed() {
+                self.stats.reused.fetch_add(1, Relaxed);
+                return Ok(Lease::H2 { tx });
+            }
+        }
+        let io = self.connect().await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).handshake(io).await?;
+        self.spawn_conn(conn);
+        *self.h2.lock().expect("h2 lock") = Some(tx.clone());
+        Ok(Lease::H2 { tx })
+    }
+
+    async fn connect(&self) -> Result<TokioIo<TcpStream>, ConnectError> {
+        let connect = async {
+            match self.socket {
+                Some(sa) => TcpStream::connect(sa).await,
+                None => TcpStream::connect(self.address.as_str()).await,
+            }
+        };
+        let stream =
+            tokio::time::timeout(self.connect_timeout, connect).await.map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
+        let _ = stream.set_nodelay(true);
+        self.stats.opened.fetch_add(1, Relaxed);
+        Ok(TokioIo::new(stream))
+    }
+
+    fn spawn_conn<F>(&self, conn: F)
+    where
+        F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    {
+        let stats = self.stats.clone();
+        stats.open.fetch_add(1, Relaxed);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+            stats.open.fetch_sub(1, Relaxed);
+        });
+    }
+
+    /// Returns a connection whose response was read to the end.
+    pub fn release(&self, lease: Lease) {
+        if let Lease::H1 { tx, .. } = lease {
+            if tx.is_closed() {
+                return;
+            }
+            let mut idle = self.idle.lock().expect("idle list lock");
+            if idle.len() < MAX_IDLE {
+                idle.push((tx, clock::now_ms()));
+            }
+            self.stats.idle.store(idle.len(), Relaxed);
+        }
+    }
+}

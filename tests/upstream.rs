@@ -1,0 +1,73 @@
+//! Upstream connections: keep-alive reuse, stale pooled connections, HTTP/2 to
+//! the upstream.
+
+mod common;
+use common::*;
+
+fn ep_metric(p: &Proxy, name: &str, b: &Backend) -> f64 {
+    p.metric(&format!("{name}{{service=\"app\",endpoint=\"{}\",address=\"{}\"}}", b.name, b.addr))
+}
+
+#[test]
+fn upstream_connections_are_kept_alive_and_reused() {
+    let a = backend("a");
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a], "")));
+    for _ in 0..20 {
+        assert_eq!(p.get("/").status, 200);
+    }
+    // Sequential requests over fresh client connections share one upstream connection.
+    assert_eq!(ep_metric(&p, "ringmaster_endpoint_connections_opened_total", &a), 1.0);
+    assert_eq!(ep_metric(&p, "ringmaster_endpoint_connections_reused_total", &a), 19.0);
+    assert_eq!(ep_metric(&p, "ringmaster_endpoint_connections_idle", &a), 1.0);
+}
+
+#[test]
+fn a_backend_restart_does_not_fail_requests_on_stale_connections() {
+    let mut a = backend("a");
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a], "")));
+    // Several pooled connections.
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn({
+                let addr = p.addr;
+                move || get(addr, "/sleep/100").status
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    assert!(ep_metric(&p, "ringmaster_endpoint_connections_idle", &a) >= 2.0);
+    // Restart the backend on the same address: every pooled connection is now dead.
+    let addr = a.addr;
+    let _ = a.proc.0.kill();
+    let _ = a.proc.0.wait();
+    let child = std::process::Command::new(BIN)
+        .args(["backend", "--listen", &addr.to_string(), "--name", "a"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    a.proc = Proc(child);
+    wait_port(addr);
+    // POST is not idempotent, yet it must not fail: nothing was written to the dead connections.
+    for _ in 0..3 {
+        let r = request(p.addr, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["body_len"], 3);
+    }
+}
+
+#[test]
+fn http2_to_the_upstream() {
+    let a = backend("a");
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a], "protocol = \"http2\"")));
+    for _ in 0..5 {
+        let r = p.get("/echo?x=1");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["version"], "HTTP/2.0");
+        assert_eq!(v["uri"], format!("http://{}/echo?x=1", a.addr));
+    }
+    assert_eq!(ep_metric(&p, "ringmaster_endpoint_connections_opened_total", &a), 1.0);
+}
