@@ -17,4 +17,5 @@ pub mod pipeline;
 pub mod route;
 pub mod server;
 pub mod service;
+pub mod shard;
 pub mod upstream;

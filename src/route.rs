@@ -70,6 +70,20 @@ pub fn strip_port(host: &str) -> &str {
     }
 }
 
+/// [`strip_port`] on raw header bytes.
+pub fn strip_port_bytes(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match host.iter().position(|&b| b == b']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
+        _ => host,
+    }
+}
+
 #[derive(Default)]
 pub struct Router {
     pub routes: Vec<Route>,

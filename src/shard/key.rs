@@ -1,0 +1,195 @@
+//! Keys: what a balancer or sharder hashes, taken from the request.
+//!
+//! Configured as `"client_ip"`, `"host"`, `"path"`, or a table naming a
+//! `header`, `cookie`, `query` parameter or `path_segment` (0-based).
+
+use http::request::Parts;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySpec {
+    /// The client address, after trusted-proxy handling.
+    ClientIp,
+    /// The Host header (or the URI authority over HTTP/2), without the port.
+    Host,
+    /// The whole path, without the query.
+    Path,
+    Header(String),
+    Cookie(String),
+    Query(String),
+    /// The Nth segment of the path, counting from 0: `/a/b` has `a` at 0.
+    PathSegment(usize),
+}
+
+impl KeySpec {
+    /// A short label for errors and metrics: `header x-user`, `path segment 2`.
+    pub fn describe(&self) -> String {
+        match self {
+            KeySpec::ClientIp => "client_ip".into(),
+            KeySpec::Host => "host".into(),
+            KeySpec::Path => "path".into(),
+            KeySpec::Header(h) => format!("header {h}"),
+            KeySpec::Cookie(c) => format!("cookie {c}"),
+            KeySpec::Query(q) => format!("query parameter {q}"),
+            KeySpec::PathSegment(n) => format!("path segment {n}"),
+        }
+    }
+
+    /// The key of a request, or `None` when the request does not carry it.
+    pub fn extract<'a>(&self, head: &'a Parts, client: IpAddr) -> Option<Cow<'a, [u8]>> {
+        match self {
+            KeySpec::ClientIp => Some(Cow::Owned(match client {
+                IpAddr::V4(v4) => v4.octets().to_vec(),
+                IpAddr::V6(v6) => v6.octets().to_vec(),
+            })),
+            KeySpec::Host => {
+                let h = head
+                    .headers
+                    .get(http::header::HOST)
+                    .map(|v| v.as_bytes())
+                    .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes()))?;
+                Some(Cow::Borrowed(crate::route::strip_port_bytes(h)))
+            }
+            KeySpec::Path => Some(Cow::Borrowed(head.uri.path().as_bytes())),
+            KeySpec::Header(name) => {
+                let v = head.headers.get(name.as_str())?.as_bytes();
+                (!v.is_empty()).then_some(Cow::Borrowed(v))
+            }
+            KeySpec::Cookie(name) => cookie(&head.headers, name).map(Cow::Borrowed),
+            KeySpec::Query(name) => query_param(head.uri.query()?, name),
+            KeySpec::PathSegment(n) => {
+                let seg = head.uri.path().split('/').filter(|s| !s.is_empty()).nth(*n)?;
+                Some(Cow::Borrowed(seg.as_bytes()))
+            }
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
+    for v in headers.get_all(http::header::COOKIE) {
+        for pair in v.as_bytes().split(|&b| b == b';') {
+            let pair = trim(pair);
+            if let Some(eq) = pair.iter().position(|&b| b == b'=') {
+                if &pair[..eq] == name.as_bytes() {
+                    let v = trim(&pair[eq + 1..]);
+                    let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
+                    return (!v.is_empty()).then_some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = b {
+        if *first == b' ' || *first == b'\t' {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = b {
+        if *last == b' ' || *last == b'\t' {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    b
+}
+
+/// The value of query parameter `name`, percent-decoded when it needs to be.
+fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, [u8]>> {
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name && !v.is_empty() {
+            if !v.contains(['%', '+']) {
+                return Some(Cow::Borrowed(v.as_bytes()));
+            }
+            return Some(Cow::Owned(percent_decode(v.as_bytes())));
+        }
+    }
+    None
+}
+
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < s.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(s[i + 1]), hex(s[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn key(spec: KeySpec, h: &Parts) -> Option<Vec<u8>> {
+        spec.extract(h, "192.0.2.1".parse().unwrap()).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn each_kind_of_key() {
+        let h = head(
+            "/users/42/orders?id=7&name=a%20b+c",
+            &[("host", "Shop.example:8080"), ("x-user", "u1"), ("cookie", "a=1; session=\"s-9\" ; b=2")],
+        );
+        assert_eq!(key(KeySpec::ClientIp, &h).unwrap(), vec![192, 0, 2, 1]);
+        assert_eq!(key(KeySpec::Host, &h).unwrap(), b"Shop.example");
+        assert_eq!(key(KeySpec::Path, &h).unwrap(), b"/users/42/orders");
+        assert_eq!(key(KeySpec::Header("x-user".into()), &h).unwrap(), b"u1");
+        assert_eq!(key(KeySpec::Cookie("session".into()), &h).unwrap(), b"s-9");
+        assert_eq!(key(KeySpec::Query("id".into()), &h).unwrap(), b"7");
+        assert_eq!(key(KeySpec::Query("name".into()), &h).unwrap(), b"a b c");
+        assert_eq!(key(KeySpec::PathSegment(1), &h).unwrap(), b"42");
+    }
+
+    #[test]
+    fn missing_keys() {
+        let h = head("/", &[("cookie", "other=1")]);
+        assert_eq!(key(KeySpec::Header("x-user".into()), &h), None);
+        assert_eq!(key(KeySpec::Cookie("session".into()), &h), None);
+        assert_eq!(key(KeySpec::Query("id".into()), &h), None);
+        assert_eq!(key(KeySpec::PathSegment(0), &h), None);
+    }
+
+    #[test]
+    fn config_forms() {
+        #[derive(Deserialize)]
+        struct T {
+            a: KeySpec,
+            b: KeySpec,
+            c: KeySpec,
+        }
+        let t: T = toml::from_str("a = \"client_ip\"\nb = { header = \"x-user\" }\nc = { path_segment = 2 }").unwrap();
+        assert_eq!((t.a, t.b, t.c), (KeySpec::ClientIp, KeySpec::Header("x-user".into()), KeySpec::PathSegment(2)));
+    }
+}
