@@ -40,6 +40,11 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// Sharding functions: where keys go, and how well a function spreads them.
+    Ring {
+        #[command(subcommand)]
+        cmd: RingCmd,
+    },
     /// Run one built-in backend replica (for tests and experiments).
     Backend {
         #[arg(long)]
@@ -52,6 +57,45 @@ enum Cmd {
         /// Delay every answer by this many milliseconds.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum RingCmd {
+    /// Balance, movement on add/remove and lookup cost of sharding functions.
+    Analyze {
+        /// maglev, ketama, ketama_twemproxy, jump, rendezvous, or all.
+        #[arg(long, default_value = "all")]
+        function: String,
+        /// Shards named shard-0..shard-N-1, all of weight 1.
+        #[arg(long, default_value_t = 10)]
+        shards: usize,
+        /// Keys to place (generated as key:0, key:1, ...).
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        /// Draw the keys from a Zipf distribution with this exponent over 10x as many distinct keys.
+        #[arg(long)]
+        zipf: Option<f64>,
+        /// Read keys from a file, one per line, instead.
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
+        /// Key hash for ketama_twemproxy: fnv1a_64, fnv1a_32, md5 (others use xxh3).
+        #[arg(long, default_value = "fnv1a_64")]
+        hash: String,
+        /// One JSON object per function instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the shard each key goes to.
+    Locate {
+        #[arg(long, default_value = "maglev")]
+        function: String,
+        /// Shard names (weight 1), comma-separated; or NAME=WEIGHT.
+        #[arg(long, value_delimiter = ',')]
+        shards: Vec<String>,
+        #[arg(long, default_value = "fnv1a_64")]
+        hash: String,
+        keys: Vec<String>,
     },
 }
 
@@ -72,6 +116,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e.into()),
         },
         Cmd::Demo { listen, admin } => ringmaster::demo::run(ringmaster::demo::DemoOpts { listen, admin }),
+        Cmd::Ring { cmd } => ring(cmd),
         Cmd::Backend { listen, name, garbage, delay_ms } => backend(listen, name, garbage, delay_ms),
     };
     match result {
@@ -94,4 +139,60 @@ fn backend(listen: SocketAddr, name: String, garbage: bool, delay_ms: u64) -> an
         }
         Ok(())
     })
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> anyhow::Result<T> {
+    serde_json::from_value(serde_json::Value::String(v.to_string())).map_err(|_| anyhow::anyhow!("unknown {what} `{v}`"))
+}
+
+fn ring(cmd: RingCmd) -> anyhow::Result<()> {
+    use ringmaster::shard::{analyze, hash::KeyHash, ring};
+    match cmd {
+        RingCmd::Analyze { function, shards, keys, zipf, keys_file, hash, json } => {
+            anyhow::ensure!(shards >= 2, "--shards must be at least 2 (a shard is added and one removed)");
+            let functions: Vec<ring::Function> =
+                if function == "all" { ring::Function::ALL.to_vec() } else { vec![parse_enum("function", &function)?] };
+            let key_hash: KeyHash = parse_enum("hash", &hash)?;
+            let source = match (keys_file, zipf) {
+                (Some(f), _) => {
+                    let text = std::fs::read(&f).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
+                    analyze::Keys::List(text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| l.to_vec()).collect())
+                }
+                (None, Some(s)) => analyze::Keys::Zipf { count: keys, universe: keys * 10, s },
+                (None, None) => analyze::Keys::Uniform(keys),
+            };
+            let keys = source.generate();
+            let members: Vec<ring::Member> = (0..shards).map(|i| ring::Member::new(format!("shard-{i}"), 1)).collect();
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            if !json {
+                println!("{}", analyze::HEADER);
+            }
+            for f in functions {
+                let r = analyze::analyze(f, &members, key_hash, &keys, progress);
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!("{r}");
+                }
+            }
+            Ok(())
+        }
+        RingCmd::Locate { function, shards, hash, keys } => {
+            let f: ring::Function = parse_enum("function", &function)?;
+            let members: Vec<ring::Member> = shards
+                .iter()
+                .map(|s| match s.split_once('=') {
+                    Some((n, w)) => w.parse().map(|w| ring::Member::new(n, w)).map_err(|_| anyhow::anyhow!("bad weight in `{s}`")),
+                    None => Ok(ring::Member::new(s.as_str(), 1)),
+                })
+                .collect::<anyhow::Result<_>>()?;
+            anyhow::ensure!(!members.is_empty(), "name the shards with --shards a,b,c");
+            let r = ring::Ring::build(f, &members, parse_enum("hash", &hash)?);
+            for k in keys {
+                let i = r.locate(k.as_bytes()).expect("non-empty ring");
+                println!("{k}\t{}", members[i].name);
+            }
+            Ok(())
+        }
+    }
 }

@@ -28,8 +28,10 @@ pub enum KeyHash {
     /// XXH3-64 with ringmaster's fixed seed (the default).
     Xxh3,
     /// twemproxy's `fnv1a_64`: FNV-1a computed in 32 bits with the 64-bit constants truncated.
+    #[serde(rename = "fnv1a_64")]
     Fnv1a64,
     /// twemproxy's `fnv1a_32`.
+    #[serde(rename = "fnv1a_32")]
     Fnv1a32,
     /// twemproxy's `md5`: the first four bytes of the MD5 digest, little-endian.
     Md5,

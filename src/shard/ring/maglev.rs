@@ -8,8 +8,11 @@ use crate::shard::hash::{reduce, xxh3_seeded};
 const OFFSET_SEED: u64 = 0x6d61_676c_6576_6f66; // "maglevof"
 const SKIP_SEED: u64 = 0x6d61_676c_6576_736b; // "maglevsk"
 
+/// Most members a maglev ring takes (16-bit table entries).
+pub const MAX_MEMBERS: usize = u16::MAX as usize;
+
 pub struct Maglev {
-    table: Vec<u32>,
+    table: Vec<u16>,
     members: usize,
 }
 
@@ -35,10 +38,16 @@ pub fn next_prime(mut n: usize) -> usize {
 }
 
 impl Maglev {
-    /// Table size: a prime at least 100 times the members (at least 65537), so
-    /// that members' shares differ by at most one slot in a hundred.
+    /// Table size: the first prime above a power of two, from 2^16 to 2^18,
+    /// aiming at 1000 slots per member (fewer slots per member move more keys
+    /// when membership changes) and never under 100 for up to 2621 members, so
+    /// shares differ by at most one slot in a hundred. Sizes come from this
+    /// fixed ladder, so a membership change resizes the table (and so moves
+    /// every key) only when it crosses a power of two. Entries are 16 bits, so
+    /// the largest table (512 KiB) stays in cache.
     pub fn table_size(members: usize) -> usize {
-        next_prime((members * 100).max(65_537))
+        let want = (members * 1000).clamp(1 << 16, 1 << 18);
+        next_prime(want.next_power_of_two())
     }
 
     pub fn new(members: &[Member]) -> Maglev {
@@ -59,7 +68,8 @@ impl Maglev {
         let step: Vec<f64> = members.iter().map(|mb| mb.weight.max(1) as f64 / max_w).collect();
         let mut credit = vec![0f64; n];
         let mut next = vec![0u64; n];
-        let mut table = vec![u32::MAX; m];
+        assert!(n <= MAX_MEMBERS, "maglev takes at most {MAX_MEMBERS} members");
+        let mut table = vec![u16::MAX; m];
         let mut filled = 0;
         'fill: loop {
             for i in 0..n {
@@ -68,11 +78,11 @@ impl Maglev {
                     credit[i] -= 1.0;
                     let (offset, skip) = perm[i];
                     let mut c = (offset + next[i] * skip) % m as u64;
-                    while table[c as usize] != u32::MAX {
+                    while table[c as usize] != u16::MAX {
                         next[i] += 1;
                         c = (offset + next[i] * skip) % m as u64;
                     }
-                    table[c as usize] = i as u32;
+                    table[c as usize] = i as u16;
                     next[i] += 1;
                     filled += 1;
                     if filled == m {
