@@ -45,6 +45,13 @@ pub fn answer(status: StatusCode, why: Answer, text: &'static str) -> Response<B
     r
 }
 
+/// An answer of the proxy's own with a text made for this request.
+pub fn answer_text(status: StatusCode, why: Answer, text: String) -> Response<Body> {
+    let mut r = answer(status, why, "");
+    *r.body_mut() = Body::full(text);
+    r
+}
+
 /// Handles one request from a client.
 pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<Body> {
     let start = Instant::now();
@@ -67,8 +74,15 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         return answer(StatusCode::NOT_FOUND, Answer::NoRoute, "no route matches this request\n");
     };
 
-    // forward
+    // balance: what the pool's balancer needs from the request
     let (mut parts, incoming) = req.into_parts();
+    let pool = &route.service.pool;
+    let affinity = match crate::balance::affinity(&pool.balancer, &parts, client) {
+        Ok(a) => a,
+        Err(missing) => return answer_text(StatusCode::BAD_REQUEST, Answer::MissingKey, format!("{missing}\n")),
+    };
+
+    // forward
     let retryable = is_idempotent(&parts.method) && incoming.is_end_stream();
     let hop = Hop { peer: conn.peer.ip(), peer_value: &conn.peer_value, trusted, proto: conn.proto };
     headers::upstream_request(&mut parts.headers, parts.version, host_value.as_ref(), &hop);
@@ -80,11 +94,17 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         referer: header_string(&parts.headers, http::header::REFERER),
     });
     let body = Body::limited(incoming, snap.limits.max_body_bytes);
-    let pool = &route.service.pool;
-    let (resp, endpoint) = match forward(pool, Request::from_parts(parts, body), retryable).await {
+    let (resp, endpoint) = match forward(pool, Request::from_parts(parts, body), retryable, &affinity).await {
         Ok(f) => {
             let (mut p, b) = f.response.into_parts();
             headers::downstream_response(&mut p.headers, p.version);
+            if f.pin {
+                if let Some(i) = pool.endpoints.iter().position(|e| Arc::ptr_eq(e, &f.endpoint)) {
+                    if let Some(c) = crate::balance::pin_cookie(&pool.balancer, i, conn.proto == "https") {
+                        p.headers.append(http::header::SET_COOKIE, c);
+                    }
+                }
+            }
             p.version = http::Version::HTTP_11;
             (Response::from_parts(p, b), Some(f.endpoint))
         }

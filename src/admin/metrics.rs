@@ -63,6 +63,7 @@ impl RouteStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     BadRequest,
+    MissingKey,
     HeaderTimeout,
     NoRoute,
     HeadersTooLarge,
@@ -73,8 +74,9 @@ pub enum Answer {
 }
 
 impl Answer {
-    pub const ALL: [Answer; 8] = [
+    pub const ALL: [Answer; 9] = [
         Answer::BadRequest,
+        Answer::MissingKey,
         Answer::HeaderTimeout,
         Answer::NoRoute,
         Answer::HeadersTooLarge,
@@ -87,6 +89,7 @@ impl Answer {
     pub fn reason(self) -> &'static str {
         match self {
             Answer::BadRequest => "bad_request",
+            Answer::MissingKey => "missing_key",
             Answer::HeaderTimeout => "header_timeout",
             Answer::NoRoute => "no_route",
             Answer::HeadersTooLarge => "headers_too_large",

@@ -4,15 +4,20 @@
 //! by this request) and returns an index. Each keeps only atomics, so picks from
 //! every worker thread run without locks.
 
+pub mod cookie;
+pub mod hash;
 mod least_request;
 mod random;
 mod round_robin;
 
+pub use cookie::CookieBalancer;
+pub use hash::HashBalancer;
 pub use least_request::LeastRequest;
 pub use random::WeightedRandom;
 pub use round_robin::RoundRobin;
 
-use crate::config::schema::BalancerKind;
+use crate::config::schema::{BalancerKind, CookieSpec, HashSpec};
+use crate::shard::ring::Member;
 use crate::upstream::Endpoint;
 use std::sync::Arc;
 
@@ -20,25 +25,86 @@ pub enum Balancer {
     RoundRobin(RoundRobin),
     Random(WeightedRandom),
     LeastRequest(LeastRequest),
+    Hash(HashBalancer),
+    Cookie(CookieBalancer, CookieSpec),
+}
+
+/// What a request brings to an affinity balancer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Affinity {
+    /// The hash of the request's key (hash balancer).
+    pub hash: Option<u64>,
+    /// The value of the affinity cookie (cookie balancer).
+    pub cookie: Option<u64>,
 }
 
 impl Balancer {
-    pub fn new(kind: BalancerKind, weights: &[u32]) -> Balancer {
+    /// The balancer of a pool whose endpoints are `members` (stable names, weights);
+    /// `salt` is the service name, which keys cookie values.
+    pub fn new(kind: BalancerKind, members: &[Member], hash: Option<&HashSpec>, cookie: Option<&CookieSpec>, salt: &str) -> Balancer {
+        let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
         match kind {
-            BalancerKind::RoundRobin => Balancer::RoundRobin(RoundRobin::new(weights)),
-            BalancerKind::Random => Balancer::Random(WeightedRandom::new(weights)),
+            BalancerKind::RoundRobin => Balancer::RoundRobin(RoundRobin::new(&weights)),
+            BalancerKind::Random => Balancer::Random(WeightedRandom::new(&weights)),
             BalancerKind::LeastRequest => Balancer::LeastRequest(LeastRequest),
+            BalancerKind::Hash => Balancer::Hash(HashBalancer::new(&hash.cloned().unwrap_or_default(), members)),
+            BalancerKind::Cookie => {
+                let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+                Balancer::Cookie(CookieBalancer::new(&names, &weights, salt), cookie.cloned().unwrap_or_default())
+            }
         }
     }
 
-    /// Picks an endpoint index among those for which `ok(i)` holds.
-    pub fn pick(&self, eps: &[Arc<Endpoint>], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+    /// Picks an endpoint index among those for which `ok(i)` holds; the bool
+    /// asks for the affinity cookie to be set on the response.
+    pub fn pick(&self, eps: &[Arc<Endpoint>], ok: &dyn Fn(usize) -> bool, a: &Affinity, pool_in_flight: usize) -> Option<(usize, bool)> {
         match self {
-            Balancer::RoundRobin(b) => b.pick(ok),
-            Balancer::Random(b) => b.pick(ok),
-            Balancer::LeastRequest(b) => b.pick(eps, ok),
+            Balancer::RoundRobin(b) => b.pick(ok).map(|i| (i, false)),
+            Balancer::Random(b) => b.pick(ok).map(|i| (i, false)),
+            Balancer::LeastRequest(b) => b.pick(eps, ok).map(|i| (i, false)),
+            Balancer::Hash(b) => b.pick(eps, ok, a.hash, pool_in_flight).map(|i| (i, false)),
+            Balancer::Cookie(b, _) => b.pick(ok, a.cookie),
         }
     }
+}
+
+/// A request that lacks the key its hash balancer or sharder needs, with no fallback.
+#[derive(Debug, thiserror::Error)]
+#[error("this request has no {0}, which decides where it goes")]
+pub struct MissingKey(pub String);
+
+/// Takes from a request what `balancer` needs: the hash of its key, or its
+/// affinity cookie.
+pub fn affinity(balancer: &Balancer, head: &http::request::Parts, client: std::net::IpAddr) -> Result<Affinity, MissingKey> {
+    match balancer {
+        Balancer::Hash(b) => {
+            let spec = &b.spec;
+            let key = spec.key.extract(head, client).or_else(|| spec.fallback_key.as_ref().and_then(|k| k.extract(head, client)));
+            match (key, spec.fallback.get_ref()) {
+                (Some(k), _) => Ok(Affinity { hash: Some(b.hash(&k)), cookie: None }),
+                (None, crate::config::schema::Fallback::Reject) => Err(MissingKey(spec.key.describe())),
+                (None, _) => Ok(Affinity::default()),
+            }
+        }
+        Balancer::Cookie(_, spec) => {
+            let cookie = crate::shard::key::cookie(&head.headers, spec.name.get_ref()).and_then(CookieBalancer::parse);
+            Ok(Affinity { hash: None, cookie })
+        }
+        _ => Ok(Affinity::default()),
+    }
+}
+
+/// The Set-Cookie value that pins a client to endpoint `index`, if `balancer` pins.
+pub fn pin_cookie(balancer: &Balancer, index: usize, secure: bool) -> Option<http::HeaderValue> {
+    let Balancer::Cookie(b, spec) = balancer else { return None };
+    let mut v = format!("{}={}; Path={}; HttpOnly", spec.name.get_ref(), CookieBalancer::format(b.values[index]), spec.path);
+    if let Some(ttl) = spec.ttl {
+        v.push_str(&format!("; Max-Age={}", ttl.0.as_secs()));
+    }
+    if secure {
+        v.push_str("; Secure");
+    }
+    http::HeaderValue::from_str(&v).ok()
 }
 
 /// A random index in `0..n` for which `ok` holds: a few random draws, then a

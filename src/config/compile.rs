@@ -12,6 +12,7 @@ use crate::balance::Balancer;
 use crate::identity::TrustedProxies;
 use crate::route::{HostMatch, Route, Router};
 use crate::service::Service;
+use crate::shard::ring::Member;
 use crate::upstream::pool::PoolStats;
 use crate::upstream::{Endpoint, EndpointKey, Pool};
 use std::collections::{BTreeMap, HashMap};
@@ -89,10 +90,17 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             };
             endpoints.push(ep);
         }
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        let members: Vec<Member> = endpoints.iter().map(|e| Member::new(e.name.clone(), e.weight)).collect();
+        let balancer = Balancer::new(
+            *spec.balancer.get_ref(),
+            &members,
+            spec.hash.as_ref().map(|h| h.get_ref()),
+            spec.cookie.as_ref().map(|c| c.get_ref()),
+            &name,
+        );
         let pool = Pool {
             name: name.clone(),
-            balancer: Balancer::new(spec.balancer, &weights),
+            balancer,
             endpoints,
             request_timeout: spec.timeouts.request.get_ref().0,
             passive: spec.passive.clone(),

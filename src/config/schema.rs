@@ -4,6 +4,8 @@
 //! its file, line and column. Defaults live here, next to the field they fill.
 
 use super::duration::Dur;
+use crate::shard::key::KeySpec;
+use crate::shard::ring::Function;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use toml::Spanned;
@@ -164,6 +166,76 @@ pub enum BalancerKind {
     RoundRobin,
     Random,
     LeastRequest,
+    /// Consistent hashing of a request key, with bounded load (see `HashSpec`).
+    Hash,
+    /// Affinity by a cookie the proxy sets (see `CookieSpec`).
+    Cookie,
+}
+
+/// What to do with a request that lacks the configured key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Any endpoint (or shard), at random.
+    Random,
+    /// Answer 400, naming the missing key.
+    Reject,
+    /// Every shard (sharded services only): the request fans out.
+    All,
+}
+
+/// The `hash` balancer: a key, the function that maps it, and bounded load.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashSpec {
+    #[serde(default = "d_key")]
+    pub key: KeySpec,
+    /// Tried when `key` is missing, before `fallback`.
+    #[serde(default)]
+    pub fallback_key: Option<KeySpec>,
+    #[serde(default = "d_random")]
+    pub fallback: Spanned<Fallback>,
+    #[serde(default = "d_function")]
+    pub function: Spanned<Function>,
+    /// No endpoint takes more than this factor of the mean in-flight load; overflow
+    /// walks on in the function's order. 0 turns the bound off.
+    #[serde(default = "d_balance_factor")]
+    pub balance_factor: Spanned<f64>,
+    /// Two characters such as "{}": only the text between them decides.
+    #[serde(default)]
+    pub hash_tag: Option<Spanned<String>>,
+}
+
+impl Default for HashSpec {
+    fn default() -> Self {
+        HashSpec {
+            key: d_key(),
+            fallback_key: None,
+            fallback: d_random(),
+            function: d_function(),
+            balance_factor: d_balance_factor(),
+            hash_tag: None,
+        }
+    }
+}
+
+/// The `cookie` balancer: the proxy pins a client to a replica with a cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CookieSpec {
+    #[serde(default = "d_cookie_name")]
+    pub name: Spanned<String>,
+    /// Max-Age of the cookie; absent makes it a session cookie.
+    #[serde(default)]
+    pub ttl: Option<Dur>,
+    #[serde(default = "d_cookie_path")]
+    pub path: String,
+}
+
+impl Default for CookieSpec {
+    fn default() -> Self {
+        CookieSpec { name: d_cookie_name(), ttl: None, path: d_cookie_path() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -179,7 +251,13 @@ pub enum UpstreamProtocol {
 pub struct ServiceSpec {
     pub kind: Spanned<ServiceKind>,
     #[serde(default = "d_balancer")]
-    pub balancer: BalancerKind,
+    pub balancer: Spanned<BalancerKind>,
+    /// Settings of the `hash` balancer.
+    #[serde(default)]
+    pub hash: Option<Spanned<HashSpec>>,
+    /// Settings of the `cookie` balancer.
+    #[serde(default)]
+    pub cookie: Option<Spanned<CookieSpec>>,
     #[serde(default = "d_http1")]
     pub protocol: UpstreamProtocol,
     #[serde(default)]
@@ -321,8 +399,26 @@ fn d_http() -> ListenerProtocol {
 fn d_slash() -> Spanned<String> {
     Spanned::new(0..0, "/".into())
 }
-fn d_balancer() -> BalancerKind {
-    BalancerKind::RoundRobin
+fn d_balancer() -> Spanned<BalancerKind> {
+    Spanned::new(0..0, BalancerKind::RoundRobin)
+}
+fn d_key() -> KeySpec {
+    KeySpec::ClientIp
+}
+fn d_random() -> Spanned<Fallback> {
+    Spanned::new(0..0, Fallback::Random)
+}
+fn d_function() -> Spanned<Function> {
+    Spanned::new(0..0, Function::Maglev)
+}
+fn d_balance_factor() -> Spanned<f64> {
+    Spanned::new(0..0, 1.25)
+}
+fn d_cookie_name() -> Spanned<String> {
+    Spanned::new(0..0, "rm_affinity".into())
+}
+fn d_cookie_path() -> String {
+    "/".into()
 }
 fn d_http1() -> UpstreamProtocol {
     UpstreamProtocol::Http1

@@ -5,7 +5,7 @@
 //! shows all that is wrong.
 
 use super::error::Reporter;
-use super::schema::{Config, HealthSpec, ServiceKind, ServiceSpec};
+use super::schema::{BalancerKind, Config, Fallback, HashSpec, HealthSpec, ServiceKind, ServiceSpec};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use toml::Spanned;
@@ -151,6 +151,7 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
             r.error(ep.weight.span(), "weight must be between 1 and 10000", "");
         }
     }
+    balancer(name, svc, r);
     let t = &svc.timeouts;
     for d in [&t.connect, &t.request, &t.idle] {
         if d.get_ref().0.is_zero() {
@@ -238,4 +239,59 @@ pub fn check_authority(a: &str) -> Result<(), String> {
 /// Parses `10.0.0.0/8`, `::1/128` or a bare address.
 pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn balancer(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
+    let kind = *svc.balancer.get_ref();
+    if let Some(h) = &svc.hash {
+        if kind != BalancerKind::Hash {
+            r.error(
+                h.span(),
+                format!("service `{}` has hash settings but its balancer is not `hash`", name.get_ref()),
+                "set balancer = \"hash\" or remove the hash table",
+            );
+        }
+        hash_spec(h.get_ref(), svc.endpoints.iter().map(|e| *e.weight.get_ref()), r);
+    }
+    if let Some(c) = &svc.cookie {
+        if kind != BalancerKind::Cookie {
+            r.error(
+                c.span(),
+                format!("service `{}` has cookie settings but its balancer is not `cookie`", name.get_ref()),
+                "set balancer = \"cookie\" or remove the cookie table",
+            );
+        }
+        let n = c.get_ref().name.get_ref();
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            r.error(c.get_ref().name.span(), format!("`{n}` is not a valid cookie name"), "use letters, digits, `-`, `_` and `.`");
+        }
+    }
+}
+
+/// Checks a hash balancer's or sharder's settings; `weights` are its members'.
+pub fn hash_spec(h: &HashSpec, weights: impl Iterator<Item = u32>, r: &mut Reporter) {
+    let f = *h.balance_factor.get_ref();
+    if f != 0.0 && (f < 1.0 || !f.is_finite()) {
+        r.error(
+            h.balance_factor.span(),
+            format!("balance_factor {f} is below 1, so the bound could never be met"),
+            "use 0 (no bound) or a factor of at least 1, such as 1.25",
+        );
+    }
+    if let Some(t) = &h.hash_tag {
+        if t.get_ref().len() != 2 || !t.get_ref().is_ascii() {
+            r.error(t.span(), format!("hash_tag `{}` must be two characters", t.get_ref()), "for example \"{}\"");
+        }
+    }
+    let weights: Vec<u32> = weights.collect();
+    if !h.function.get_ref().supports_weights() && weights.iter().any(|&w| w != 1) {
+        r.error(h.function.span(), "jump hashing does not support weights", "give every member weight 1, or use maglev");
+    }
+    if *h.fallback.get_ref() == Fallback::All {
+        r.error(
+            h.fallback.span(),
+            "fallback `all` fans a request out to every shard, which only a sharded service has",
+            "use `random` or `reject`",
+        );
+    }
 }

@@ -8,6 +8,7 @@
 use super::connpool::{ConnectError, SendError};
 use super::endpoint::Held;
 use super::pool::{Pool, PoolRequest};
+use crate::balance::Affinity;
 use crate::body::{Body, BodyTooLarge};
 use crate::config::schema::UpstreamProtocol;
 use http::uri::{PathAndQuery, Scheme};
@@ -35,11 +36,13 @@ pub enum ForwardError {
 pub struct Forwarded {
     pub response: Response<Body>,
     pub endpoint: Arc<super::Endpoint>,
+    /// The cookie balancer pinned the client to `endpoint`: set its cookie.
+    pub pin: bool,
 }
 
 /// Sends `req` to `pool`. `retryable` says whether it may go to another
 /// endpoint after a connect failure (idempotent, no body).
-pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool) -> Result<Forwarded, ForwardError> {
+pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affinity: &Affinity) -> Result<Forwarded, ForwardError> {
     let _in_pool = PoolRequest::new(pool);
     let mut retries_left = if retryable { *pool.retry.attempts.get_ref() as usize } else { 0 };
     let mut stale_left = 2;
@@ -50,7 +53,8 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool) -> Re
     *req.version_mut() = http::Version::HTTP_11;
     let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     loop {
-        let Some(pick) = pool.pick(&tried[..n_tried]) else { return Err(last_err) };
+        let Some(pick) = pool.pick(&tried[..n_tried], affinity) else { return Err(last_err) };
+        let pin = pick.pin;
         let ep = pick.endpoint.clone();
         // Whether another endpoint may be tried after a failure that sent nothing.
         let mut may_retry = |tried: &mut [usize; 11], n: &mut usize| {
@@ -106,7 +110,7 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool) -> Re
                 } else {
                     Body::upstream(incoming, held)
                 };
-                return Ok(Forwarded { response: Response::from_parts(p, body), endpoint: ep });
+                return Ok(Forwarded { response: Response::from_parts(p, body), endpoint: ep, pin });
             }
             Ok(Err(SendError { error, unsent, reused })) => {
                 if let Some(too_large) = body_too_large(&error) {

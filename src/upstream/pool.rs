@@ -2,7 +2,7 @@
 //! their balancer, health state and retry budget.
 
 use super::endpoint::{Endpoint, InFlight};
-use crate::balance::Balancer;
+use crate::balance::{Affinity, Balancer};
 use crate::clock;
 use crate::config::schema::{PassiveSpec, RetrySpec};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -35,24 +35,27 @@ pub struct Pick {
     pub index: usize,
     pub endpoint: Arc<Endpoint>,
     pub guard: InFlight,
+    /// The cookie balancer (re-)pinned the client: set the affinity cookie.
+    pub pin: bool,
 }
 
 impl Pool {
     /// Picks an endpoint not in `tried`; healthy ones first, and every one
     /// (failing open) when none is healthy.
-    pub fn pick(&self, tried: &[usize]) -> Option<Pick> {
+    pub fn pick(&self, tried: &[usize], affinity: &Affinity) -> Option<Pick> {
         let now = clock::now_ms();
         let eps = &self.endpoints;
         if eps.is_empty() {
             return None;
         }
-        let index = match self.balancer.pick(eps, &|i| eps[i].available(now) && !tried.contains(&i)) {
-            Some(i) => {
+        let in_flight = self.stats.in_flight.load(Relaxed);
+        let (index, pin) = match self.balancer.pick(eps, &|i| eps[i].available(now) && !tried.contains(&i), affinity, in_flight) {
+            Some(picked) => {
                 if self.stats.fail_open.load(Relaxed) && eps.iter().any(|e| e.available(now)) {
                     self.stats.fail_open.store(false, Relaxed);
                     tracing::info!(pool = %self.name, "pool has healthy endpoints again; fail-open ended");
                 }
-                i
+                picked
             }
             None if eps.iter().any(|e| e.available(now)) => return None,
             None => {
@@ -61,12 +64,12 @@ impl Pool {
                 }
                 self.stats.fail_open_picks.fetch_add(1, Relaxed);
                 // Spread at random: the balancer's own state already moved for this request.
-                crate::balance::random_ok(eps.len(), &|i| !tried.contains(&i))?
+                (crate::balance::random_ok(eps.len(), &|i| !tried.contains(&i))?, false)
             }
         };
         let endpoint = eps[index].clone();
         let guard = InFlight::new(endpoint.clone());
-        Some(Pick { index, endpoint, guard })
+        Some(Pick { index, endpoint, guard, pin })
     }
 
     /// Whether the retry budget allows one more retry now; if so, counts it as in flight
@@ -123,7 +126,7 @@ mod tests {
         Pool {
             name: "p".into(),
             endpoints: Vec::new(),
-            balancer: Balancer::new(BalancerKind::RoundRobin, &[]),
+            balancer: Balancer::new(BalancerKind::RoundRobin, &[], None, None, "p"),
             request_timeout: Duration::from_secs(1),
             passive: PassiveSpec::default(),
             retry: RetrySpec::default(),
@@ -149,6 +152,6 @@ mod tests {
 
     #[test]
     fn empty_pool_has_no_pick() {
-        assert!(pool().pick(&[]).is_none());
+        assert!(pool().pick(&[], &Affinity::default()).is_none());
     }
 }

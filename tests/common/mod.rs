@@ -103,9 +103,15 @@ impl Proxy {
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr.log")).unwrap()))
             .spawn()
             .unwrap();
-        let p = Proxy { proc: Proc(child), addr, admin, dir, config };
-        wait_port(admin);
-        wait_port(addr);
+        let mut p = Proxy { proc: Proc(child), addr, admin, dir, config };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(admin).is_err() || TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = p.proc.0.try_wait() {
+                panic!("ringmaster exited ({status}) at start:\n{}", p.stderr());
+            }
+            assert!(Instant::now() < deadline, "ringmaster did not start:\n{}", p.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
         p
     }
 
