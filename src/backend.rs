@@ -112,6 +112,12 @@ async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
             text(b, StatusCode::OK, "now healthy\n")
         }
         "/small" => text(b, StatusCode::OK, vec![b'x'; 100]),
+        p if p.ends_with("/items") => {
+            // A JSON array naming this replica, for fan-out merges.
+            let mut r = text(b, StatusCode::OK, serde_json::json!([b.name]).to_string());
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r
+        }
         "/4k" => text(b, StatusCode::OK, vec![b'x'; 4096]),
         "/echo" => {
             let method = req.method().to_string();
@@ -146,8 +152,9 @@ async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
             r.headers_mut().insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("1000"));
             r
         }
-        p if p.starts_with("/status/") => {
-            let code = p[8..].parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+        p if p.contains("/status/") => {
+            let at = p.find("/status/").unwrap_or(0) + 8;
+            let code = p[at..].parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
             text(b, code, format!("status {} from {}\n", code.as_u16(), b.name))
         }
         p if p.starts_with("/sleep/") => {

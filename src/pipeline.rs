@@ -8,6 +8,7 @@ use crate::body::Body;
 use crate::config::compile::Snapshot;
 use crate::identity;
 use crate::server::Shared;
+use crate::service::Target;
 use crate::upstream::forward::{forward, ForwardError};
 use crate::upstream::headers::{self, Hop};
 use bytes::Bytes;
@@ -74,16 +75,25 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         return answer(StatusCode::NOT_FOUND, Answer::NoRoute, "no route matches this request\n");
     };
 
-    // balance: what the pool's balancer needs from the request
+    // shard: which pool (or pools) of the service
     let (mut parts, incoming) = req.into_parts();
-    let pool = &route.service.pool;
-    let affinity = match crate::balance::affinity(&pool.balancer, &parts, client) {
-        Ok(a) => a,
+    let service = &route.service;
+    let target = match service.target(&parts, client, route.fan_out) {
+        Ok(t) => t,
         Err(missing) => return answer_text(StatusCode::BAD_REQUEST, Answer::MissingKey, format!("{missing}\n")),
     };
 
     // forward
     let retryable = is_idempotent(&parts.method) && incoming.is_end_stream();
+    let bodiless = incoming.is_end_stream();
+    // The balancer reads its key before forwarding headers are added.
+    let affinity = match target {
+        Target::Pool(i) => match crate::balance::affinity(&service.pools[i].balancer, &parts, client) {
+            Ok(a) => a,
+            Err(missing) => return answer_text(StatusCode::BAD_REQUEST, Answer::MissingKey, format!("{missing}\n")),
+        },
+        Target::All => Default::default(),
+    };
     let hop = Hop { peer: conn.peer.ip(), peer_value: &conn.peer_value, trusted, proto: conn.proto };
     headers::upstream_request(&mut parts.headers, parts.version, host_value.as_ref(), &hop);
     let log = snap.access_log.as_ref().map(|_| LogHead {
@@ -93,22 +103,38 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         ua: header_string(&parts.headers, http::header::USER_AGENT),
         referer: header_string(&parts.headers, http::header::REFERER),
     });
-    let body = Body::limited(incoming, snap.limits.max_body_bytes);
-    let (resp, endpoint) = match forward(pool, Request::from_parts(parts, body), retryable, &affinity).await {
-        Ok(f) => {
-            let (mut p, b) = f.response.into_parts();
-            headers::downstream_response(&mut p.headers, p.version);
-            if f.pin {
-                if let Some(i) = pool.endpoints.iter().position(|e| Arc::ptr_eq(e, &f.endpoint)) {
-                    if let Some(c) = crate::balance::pin_cookie(&pool.balancer, i, conn.proto == "https") {
-                        p.headers.append(http::header::SET_COOKIE, c);
+    let (resp, endpoint) = match target {
+        Target::Pool(i) => {
+            let pool = &service.pools[i];
+            let body = Body::limited(incoming, snap.limits.max_body_bytes);
+            let (mut resp, endpoint) = match forward(pool, Request::from_parts(parts, body), retryable, &affinity).await {
+                Ok(f) => {
+                    let (mut p, b) = f.response.into_parts();
+                    headers::downstream_response(&mut p.headers, p.version);
+                    if f.pin {
+                        if let Some(i) = pool.endpoints.iter().position(|e| Arc::ptr_eq(e, &f.endpoint)) {
+                            if let Some(c) = crate::balance::pin_cookie(&pool.balancer, i, conn.proto == "https") {
+                                p.headers.append(http::header::SET_COOKIE, c);
+                            }
+                        }
                     }
+                    p.version = http::Version::HTTP_11;
+                    (Response::from_parts(p, b), Some(f.endpoint))
+                }
+                Err(e) => (error_answer(&e, &service.name), None),
+            };
+            pool.record(resp.status().as_u16(), start.elapsed());
+            if let (Some(h), Some(shard)) = (service.sharding.as_ref().and_then(|s| s.header.as_ref()), &pool.shard) {
+                if let Ok(v) = HeaderValue::from_str(shard) {
+                    resp.headers_mut().insert(h.clone(), v);
                 }
             }
-            p.version = http::Version::HTTP_11;
-            (Response::from_parts(p, b), Some(f.endpoint))
+            (resp, endpoint)
         }
-        Err(e) => (error_answer(&e, &route.service.name), None),
+        Target::All if !bodiless => {
+            (answer(StatusCode::BAD_REQUEST, Answer::BadRequest, "a request sent to every shard cannot carry a body\n"), None)
+        }
+        Target::All => (crate::shard::fanout::fan_out(service, &parts, client).await, None),
     };
 
     let elapsed = start.elapsed();
@@ -169,7 +195,7 @@ fn check_limits(req: &Request<Incoming>, snap: &Snapshot) -> Option<Response<Bod
     None
 }
 
-fn error_answer(e: &ForwardError, service: &str) -> Response<Body> {
+pub fn error_answer(e: &ForwardError, service: &str) -> Response<Body> {
     match e {
         ForwardError::NoEndpoint => {
             tracing::debug!(service, "no endpoint available");
@@ -180,7 +206,7 @@ fn error_answer(e: &ForwardError, service: &str) -> Response<Body> {
             answer(StatusCode::GATEWAY_TIMEOUT, Answer::GatewayTimeout, "the upstream did not answer in time\n")
         }
         ForwardError::BodyTooLarge(_) => answer(StatusCode::PAYLOAD_TOO_LARGE, Answer::BodyTooLarge, "request body is too large\n"),
-        ForwardError::Connect { .. } | ForwardError::Upstream { .. } => {
+        ForwardError::Connect { .. } | ForwardError::Upstream { .. } | ForwardError::BrokenBody { .. } => {
             tracing::debug!(service, error = %e, "upstream error");
             answer(StatusCode::BAD_GATEWAY, Answer::BadGateway, "the upstream failed to answer\n")
         }

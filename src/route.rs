@@ -39,6 +39,8 @@ pub struct Route {
     pub listeners: Vec<String>,
     pub service: Arc<Service>,
     pub stats: Arc<RouteStats>,
+    /// Sharded services: every request goes to every shard.
+    pub fan_out: bool,
 }
 
 impl Route {

@@ -194,9 +194,29 @@ pub fn render(snap: &Snapshot) -> String {
     o
 }
 
+/// The labels of a pool: its service, and its shard in a sharded service.
+fn pool_labels(p: &crate::upstream::Pool) -> String {
+    match &p.shard {
+        Some(s) => format!("service=\"{}\",shard=\"{}\"", esc(&p.service), esc(s)),
+        None => format!("service=\"{}\"", esc(&p.service)),
+    }
+}
+
 fn render_pools(o: &mut String, snap: &Snapshot) {
     let now = crate::clock::now_ms();
+    let pools: Vec<&crate::upstream::Pool> = snap.services.values().flat_map(|s| s.pools.iter()).collect();
     type Row = (&'static str, &'static str, &'static str);
+    o.push_str("# HELP ringmaster_pool_requests_total Answers of each pool (each shard) by status class, the proxy's own included.\n# TYPE ringmaster_pool_requests_total counter\n");
+    for p in &pools {
+        let l = pool_labels(p);
+        for (i, c) in p.stats.by_class.iter().enumerate() {
+            let _ = writeln!(o, "ringmaster_pool_requests_total{{{l},class=\"{}xx\"}} {}", i + 1, c.load(Relaxed));
+        }
+    }
+    o.push_str("# HELP ringmaster_pool_request_duration_seconds Time to response headers, per pool (per shard).\n# TYPE ringmaster_pool_request_duration_seconds histogram\n");
+    for p in &pools {
+        p.stats.latency.render(o, "ringmaster_pool_request_duration_seconds", &pool_labels(p));
+    }
     let pool_metrics: [Row; 6] = [
         ("ringmaster_pool_endpoints", "gauge", "Endpoints in the pool."),
         ("ringmaster_pool_healthy_endpoints", "gauge", "Endpoints taking traffic."),
@@ -207,8 +227,7 @@ fn render_pools(o: &mut String, snap: &Snapshot) {
     ];
     for (i, (name, kind, help)) in pool_metrics.iter().enumerate() {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for svc in snap.services.values() {
-            let p = &svc.pool;
+        for p in &pools {
             let v = match i {
                 0 => p.endpoints.len() as u64,
                 1 => p.healthy_count() as u64,
@@ -217,7 +236,7 @@ fn render_pools(o: &mut String, snap: &Snapshot) {
                 4 => p.stats.retries_denied.load(Relaxed),
                 _ => p.stats.fail_open_picks.load(Relaxed),
             };
-            let _ = writeln!(o, "{name}{{service=\"{}\"}} {v}", esc(&svc.name));
+            let _ = writeln!(o, "{name}{{{}}} {v}", pool_labels(p));
         }
     }
     let ep_metrics: [Row; 9] = [
@@ -233,8 +252,9 @@ fn render_pools(o: &mut String, snap: &Snapshot) {
     ];
     for (i, (name, kind, help)) in ep_metrics.iter().enumerate() {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for svc in snap.services.values() {
-            for ep in &svc.pool.endpoints {
+        for p in &pools {
+            let l = pool_labels(p);
+            for ep in &p.endpoints {
                 let s = &ep.stats;
                 let c = &ep.conns.stats;
                 let v = match i {
@@ -248,13 +268,7 @@ fn render_pools(o: &mut String, snap: &Snapshot) {
                     7 => c.opened.load(Relaxed),
                     _ => c.reused.load(Relaxed),
                 };
-                let _ = writeln!(
-                    o,
-                    "{name}{{service=\"{}\",endpoint=\"{}\",address=\"{}\"}} {v}",
-                    esc(&svc.name),
-                    esc(&ep.name),
-                    esc(&ep.address)
-                );
+                let _ = writeln!(o, "{name}{{{l},endpoint=\"{}\",address=\"{}\"}} {v}", esc(&ep.name), esc(&ep.address));
             }
         }
     }

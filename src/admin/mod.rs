@@ -57,6 +57,7 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         }
         (&Method::GET, "/admin/config") => json_reply(StatusCode::OK, json!({ "generation": snap.generation, "config": snap.config })),
         (&Method::GET, "/admin/pools") => json_reply(StatusCode::OK, pools(&snap)),
+        (&Method::GET, "/admin/shards") => json_reply(StatusCode::OK, shards(&snap)),
         (&Method::POST, "/admin/reload") => match reload::reload(shared).await {
             Ok(g) => json_reply(StatusCode::OK, json!({ "reloaded": true, "generation": g })),
             Err(e) => json_reply(StatusCode::BAD_REQUEST, json!({ "reloaded": false, "error": e })),
@@ -65,48 +66,66 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin paths: /metrics /healthz /readyz /admin/config /admin/pools POST /admin/reload\n".into(),
+            "admin paths: /metrics /healthz /readyz /admin/config /admin/pools /admin/shards POST /admin/reload\n".into(),
         ),
     }
 }
 
+/// One pool as JSON: endpoints with health and load.
+fn pool_json(p: &crate::upstream::Pool, now: u64) -> serde_json::Value {
+    let eps: Vec<_> = p
+        .endpoints
+        .iter()
+        .map(|e| {
+            let st = &e.stats;
+            json!({
+                "name": e.name,
+                "address": e.address,
+                "weight": e.weight,
+                "healthy": e.available(now),
+                "probe_healthy": st.probe_healthy.load(Relaxed),
+                "ejected_for_ms": st.ejected_until_ms.load(Relaxed).saturating_sub(now),
+                "in_flight": st.in_flight.load(Relaxed),
+                "requests": st.requests.load(Relaxed),
+                "errors": st.errors.load(Relaxed),
+                "connections_open": e.conns.stats.open.load(Relaxed),
+                "connections_idle": e.conns.stats.idle.load(Relaxed),
+            })
+        })
+        .collect();
+    let by_class: Vec<u64> = p.stats.by_class.iter().map(|c| c.load(Relaxed)).collect();
+    json!({
+        "service": p.service,
+        "shard": p.shard,
+        "healthy": p.healthy_count(),
+        "size": p.endpoints.len(),
+        "fail_open": p.stats.fail_open.load(Relaxed),
+        "in_flight": p.stats.in_flight.load(Relaxed),
+        "answers_by_class": by_class,
+        "endpoints": eps,
+    })
+}
+
 fn pools(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
+    let now = crate::clock::now_ms();
+    let pools: Vec<_> = snap.services.values().flat_map(|s| s.pools.iter()).map(|p| pool_json(p, now)).collect();
+    json!({ "generation": snap.generation, "pools": pools })
+}
+
+fn shards(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
     let now = crate::clock::now_ms();
     let services: Vec<_> = snap
         .services
         .values()
-        .map(|s| {
-            let p = &s.pool;
-            let eps: Vec<_> = p
-                .endpoints
-                .iter()
-                .map(|e| {
-                    let st = &e.stats;
-                    let ejected_ms = st.ejected_until_ms.load(Relaxed).saturating_sub(now);
-                    json!({
-                        "name": e.name,
-                        "address": e.address,
-                        "weight": e.weight,
-                        "healthy": e.available(now),
-                        "probe_healthy": st.probe_healthy.load(Relaxed),
-                        "ejected_for_ms": ejected_ms,
-                        "in_flight": st.in_flight.load(Relaxed),
-                        "requests": st.requests.load(Relaxed),
-                        "errors": st.errors.load(Relaxed),
-                        "connections_open": e.conns.stats.open.load(Relaxed),
-                        "connections_idle": e.conns.stats.idle.load(Relaxed),
-                    })
-                })
-                .collect();
-            json!({
+        .filter_map(|s| {
+            let sh = s.sharding.as_ref()?;
+            Some(json!({
                 "service": s.name,
-                "healthy": p.healthy_count(),
-                "size": p.endpoints.len(),
-                "fail_open": p.stats.fail_open.load(Relaxed),
-                "in_flight": p.stats.in_flight.load(Relaxed),
-                "endpoints": eps,
-            })
+                "function": sh.sharder.function.get_ref().name(),
+                "key": sh.sharder.key.describe(),
+                "shards": s.pools.iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
+            }))
         })
         .collect();
-    json!({ "generation": snap.generation, "pools": services })
+    json!({ "generation": snap.generation, "services": services })
 }

@@ -4,19 +4,23 @@
 //! endpoints (health, counters, pooled connections) when their key is unchanged,
 //! pool counters by service, route counters by route.
 
-use super::schema::{Config, ServiceKind};
+use super::schema::{BalancerKind, Config, CookieSpec, EndpointSpec, HashSpec, HealthSpec, ServiceKind, ServiceSpec};
 use super::validate::parse_cidr;
 use crate::accesslog::AccessLog;
 use crate::admin::metrics::RouteStats;
 use crate::balance::Balancer;
 use crate::identity::TrustedProxies;
 use crate::route::{HostMatch, Route, Router};
-use crate::service::Service;
+use crate::service::{Service, Sharding};
+use crate::shard::hash::KeyHash;
 use crate::shard::ring::Member;
+use crate::shard::ring::Ring;
 use crate::upstream::pool::PoolStats;
 use crate::upstream::{Endpoint, EndpointKey, Pool};
+use http::HeaderName;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use toml::Spanned;
 
 /// Request limits applied by the parse stage.
 #[derive(Clone, Debug)]
@@ -46,13 +50,15 @@ pub struct Compiled {
 /// Builds a snapshot from `cfg` (already validated), reusing state from `old`.
 pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
     let mut old_eps: HashMap<EndpointKey, Arc<Endpoint>> = HashMap::new();
-    let mut old_pool_stats: HashMap<&str, Arc<PoolStats>> = HashMap::new();
+    let mut old_pool_stats: HashMap<String, Arc<PoolStats>> = HashMap::new();
     let mut old_route_stats: HashMap<(&str, &str), Arc<RouteStats>> = HashMap::new();
     if let Some(old) = old {
-        for (name, svc) in &old.services {
-            old_pool_stats.insert(name, svc.pool.stats.clone());
-            for ep in &svc.pool.endpoints {
-                old_eps.insert(ep.key.clone(), ep.clone());
+        for svc in old.services.values() {
+            for pool in &svc.pools {
+                old_pool_stats.insert(pool.name.clone(), pool.stats.clone());
+                for ep in &pool.endpoints {
+                    old_eps.insert(ep.key.clone(), ep.clone());
+                }
             }
         }
         for r in &old.router.routes {
@@ -60,55 +66,49 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         }
     }
 
-    let mut new_endpoints = Vec::new();
+    let mut ctx = PoolCtx { old_eps, old_pool_stats, new_endpoints: Vec::new() };
     let mut services = BTreeMap::new();
     for (name, spec) in &cfg.services {
         let name = name.get_ref().clone();
-        match spec.kind.get_ref() {
-            ServiceKind::Replicated => {}
-        }
-        let mut endpoints = Vec::new();
-        for e in &spec.endpoints {
-            let key = EndpointKey {
-                service: name.clone(),
-                address: e.address.get_ref().clone(),
-                protocol: spec.protocol,
-                connect_timeout: spec.timeouts.connect.get_ref().0,
-                idle_timeout: spec.timeouts.idle.get_ref().0,
-                health: spec.health.clone(),
-            };
-            let ep_name = e.name.as_ref().map(|n| n.get_ref().clone());
-            let weight = *e.weight.get_ref();
-            let reusable = old_eps.get(&key).filter(|o| o.weight == weight && Some(&o.name) == ep_name.as_ref().or(Some(&key.address)));
-            let ep = match reusable {
-                Some(o) => o.clone(),
-                None => {
-                    let ep = Arc::new(Endpoint::new(key, ep_name, weight));
-                    new_endpoints.push(ep.clone());
-                    ep
+        let service = match spec.kind.get_ref() {
+            ServiceKind::Replicated => {
+                let view = PoolView {
+                    balancer: *spec.balancer.get_ref(),
+                    hash: spec.hash.as_ref(),
+                    cookie: spec.cookie.as_ref(),
+                    endpoints: &spec.endpoints,
+                    health: &spec.health,
+                };
+                Service { pools: vec![ctx.build(&name, None, spec, view)], sharding: None, name }
+            }
+            ServiceKind::Sharded => {
+                let mut pools = Vec::new();
+                let mut members = Vec::new();
+                for (shard, s) in &spec.shards {
+                    let view = PoolView {
+                        balancer: s.balancer.as_ref().map(|b| *b.get_ref()).unwrap_or(*spec.balancer.get_ref()),
+                        hash: s.hash.as_ref().or(spec.hash.as_ref()),
+                        cookie: s.cookie.as_ref().or(spec.cookie.as_ref()),
+                        endpoints: &s.endpoints,
+                        health: if s.health.is_some() { &s.health } else { &spec.health },
+                    };
+                    pools.push(ctx.build(&name, Some(shard.get_ref()), spec, view));
+                    members.push(Member::new(shard.get_ref().clone(), *s.weight.get_ref()));
                 }
-            };
-            endpoints.push(ep);
-        }
-        let members: Vec<Member> = endpoints.iter().map(|e| Member::new(e.name.clone(), e.weight)).collect();
-        let balancer = Balancer::new(
-            *spec.balancer.get_ref(),
-            &members,
-            spec.hash.as_ref().map(|h| h.get_ref()),
-            spec.cookie.as_ref().map(|c| c.get_ref()),
-            &name,
-        );
-        let pool = Pool {
-            name: name.clone(),
-            balancer,
-            endpoints,
-            request_timeout: spec.timeouts.request.get_ref().0,
-            passive: spec.passive.clone(),
-            retry: spec.retry.clone(),
-            stats: old_pool_stats.get(name.as_str()).cloned().unwrap_or_default(),
+                let sharder = spec.sharder.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default();
+                let sharding = Sharding {
+                    ring: Ring::build(*sharder.function.get_ref(), &members, KeyHash::Xxh3),
+                    tag: sharder.hash_tag.as_ref().and_then(|t| <[u8; 2]>::try_from(t.get_ref().as_bytes()).ok()),
+                    sharder,
+                    fan_out: spec.fan_out.clone(),
+                    header: spec.shard_header.as_ref().and_then(|h| HeaderName::from_bytes(h.get_ref().as_bytes()).ok()),
+                };
+                Service { pools, sharding: Some(sharding), name }
+            }
         };
-        services.insert(name.clone(), Arc::new(Service { name, pool }));
+        services.insert(service.name.clone(), Arc::new(service));
     }
+    let new_endpoints = ctx.new_endpoints;
 
     let mut routes = Vec::new();
     for (i, r) in cfg.routes.iter().enumerate() {
@@ -122,6 +122,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             listeners: r.listeners.iter().map(|l| l.get_ref().clone()).collect(),
             service,
             stats,
+            fan_out: r.fan_out,
             name,
         });
     }
@@ -146,4 +147,66 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         config: cfg,
     };
     Compiled { snapshot, new_endpoints }
+}
+
+/// The parts of a service or shard table that make a pool.
+struct PoolView<'a> {
+    balancer: BalancerKind,
+    hash: Option<&'a Spanned<HashSpec>>,
+    cookie: Option<&'a Spanned<CookieSpec>>,
+    endpoints: &'a [EndpointSpec],
+    health: &'a Option<HealthSpec>,
+}
+
+/// State carried from the previous snapshot while pools are built.
+struct PoolCtx {
+    old_eps: HashMap<EndpointKey, Arc<Endpoint>>,
+    old_pool_stats: HashMap<String, Arc<PoolStats>>,
+    new_endpoints: Vec<Arc<Endpoint>>,
+}
+
+impl PoolCtx {
+    fn build(&mut self, service: &str, shard: Option<&str>, spec: &ServiceSpec, v: PoolView) -> Pool {
+        let name = match shard {
+            Some(s) => format!("{service}/{s}"),
+            None => service.to_string(),
+        };
+        let mut endpoints = Vec::new();
+        for e in v.endpoints {
+            let key = EndpointKey {
+                service: name.clone(),
+                address: e.address.get_ref().clone(),
+                protocol: spec.protocol,
+                connect_timeout: spec.timeouts.connect.get_ref().0,
+                idle_timeout: spec.timeouts.idle.get_ref().0,
+                health: v.health.clone(),
+            };
+            let ep_name = e.name.as_ref().map(|n| n.get_ref().clone());
+            let weight = *e.weight.get_ref();
+            let reusable =
+                self.old_eps.get(&key).filter(|o| o.weight == weight && Some(&o.name) == ep_name.as_ref().or(Some(&key.address)));
+            let ep = match reusable {
+                Some(o) => o.clone(),
+                None => {
+                    let ep = Arc::new(Endpoint::new(key, ep_name, weight));
+                    self.new_endpoints.push(ep.clone());
+                    ep
+                }
+            };
+            endpoints.push(ep);
+        }
+        let members: Vec<Member> = endpoints.iter().map(|e| Member::new(e.name.clone(), e.weight)).collect();
+        let balancer = Balancer::new(v.balancer, &members, v.hash.map(|h| h.get_ref()), v.cookie.map(|c| c.get_ref()), &name);
+        Pool {
+            stats: self.old_pool_stats.get(&name).cloned().unwrap_or_default(),
+            name,
+            service: service.to_string(),
+            shard: shard.map(str::to_string),
+            balancer,
+            endpoints,
+            request_timeout: spec.timeouts.request.get_ref().0,
+            passive: spec.passive.clone(),
+            retry: spec.retry.clone(),
+        }
+    }
 }

@@ -152,12 +152,71 @@ pub struct RouteSpec {
     #[serde(default)]
     pub listeners: Vec<Spanned<String>>,
     pub service: Spanned<String>,
+    /// Sharded services: send every request of this route to every shard.
+    #[serde(default)]
+    pub fan_out: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceKind {
     Replicated,
+    Sharded,
+}
+
+/// How a fan-out request's answers become one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FanOutPolicy {
+    /// Every shard must answer 2xx; JSON array bodies are merged into one array,
+    /// other bodies concatenated in shard order; otherwise the first error is returned.
+    All,
+    /// The first 2xx answer wins.
+    First,
+}
+
+/// Requests sent to every shard.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanOutSpec {
+    #[serde(default = "d_fan_policy")]
+    pub policy: FanOutPolicy,
+    /// Shards asked at once.
+    #[serde(default = "d_fan_concurrency")]
+    pub concurrency: Spanned<usize>,
+    /// Each shard's answer must arrive, body and all, within this.
+    #[serde(default = "d_fan_timeout")]
+    pub timeout: Spanned<Dur>,
+    /// Largest answer body kept per shard.
+    #[serde(default = "d_fan_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for FanOutSpec {
+    fn default() -> Self {
+        FanOutSpec { policy: d_fan_policy(), concurrency: d_fan_concurrency(), timeout: d_fan_timeout(), max_body_bytes: d_fan_body() }
+    }
+}
+
+/// One shard of a sharded service: a pool of replicas. Health checks,
+/// timeouts, passive ejection and retries come from the service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardSpec {
+    #[serde(default = "d_weight")]
+    pub weight: Spanned<u32>,
+    /// The shard's balancer; the service's when absent.
+    #[serde(default)]
+    pub balancer: Option<Spanned<BalancerKind>>,
+    #[serde(default)]
+    pub hash: Option<Spanned<HashSpec>>,
+    #[serde(default)]
+    pub cookie: Option<Spanned<CookieSpec>>,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+    /// The shard's readiness probes; the service's when absent.
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -270,6 +329,17 @@ pub struct ServiceSpec {
     pub passive: PassiveSpec,
     #[serde(default)]
     pub retry: RetrySpec,
+    /// Sharded services: which shard a request goes to (key, function, fallback).
+    #[serde(default)]
+    pub sharder: Option<Spanned<HashSpec>>,
+    /// Sharded services: the shards by name.
+    #[serde(default)]
+    pub shards: BTreeMap<Spanned<String>, ShardSpec>,
+    /// A response header naming the shard (or shards) that answered.
+    #[serde(default)]
+    pub shard_header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fan_out: FanOutSpec,
 }
 
 /// One upstream address.
@@ -467,4 +537,16 @@ fn d_budget() -> Spanned<u32> {
 }
 fn d_min_retry_concurrency() -> u32 {
     3
+}
+fn d_fan_policy() -> FanOutPolicy {
+    FanOutPolicy::All
+}
+fn d_fan_concurrency() -> Spanned<usize> {
+    Spanned::new(0..0, 8)
+}
+fn d_fan_timeout() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(5))
+}
+fn d_fan_body() -> usize {
+    10 * 1024 * 1024
 }

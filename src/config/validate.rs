@@ -5,8 +5,8 @@
 //! shows all that is wrong.
 
 use super::error::Reporter;
-use super::schema::{BalancerKind, Config, Fallback, HashSpec, HealthSpec, ServiceKind, ServiceSpec};
-use std::collections::{HashMap, HashSet};
+use super::schema::{BalancerKind, Config, EndpointSpec, Fallback, HashSpec, HealthSpec, ServiceKind, ServiceSpec};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use toml::Spanned;
 
@@ -79,7 +79,11 @@ fn routes(cfg: &Config, r: &mut Reporter) {
             }
         }
         let svc = route.service.get_ref();
-        if !cfg.services.keys().any(|k| k.get_ref() == svc) {
+        let target = cfg.services.iter().find(|(k, _)| k.get_ref() == svc).map(|(_, v)| v);
+        if route.fan_out && target.map(|t| *t.kind.get_ref() != ServiceKind::Sharded).unwrap_or(false) {
+            r.error(route.service.span(), format!("route fans out to `{svc}`, which is not sharded"), "fan_out needs a sharded service");
+        }
+        if target.is_none() {
             let known: Vec<&str> = cfg.services.keys().map(|k| k.get_ref().as_str()).collect();
             r.error(
                 route.service.span(),
@@ -123,35 +127,20 @@ fn routes(cfg: &Config, r: &mut Reporter) {
 fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
     // A replicated service may have no endpoints (scaled to zero, or waiting for
     // discovery): its requests get 503, as HAProxy answers for an empty backend.
+    let n = name.get_ref();
     match svc.kind.get_ref() {
-        ServiceKind::Replicated => {}
-    }
-    let mut names = HashMap::new();
-    let mut addrs = HashSet::new();
-    for ep in &svc.endpoints {
-        if let Err(why) = check_authority(ep.address.get_ref()) {
-            r.error(ep.address.span(), why, "write an endpoint as \"host:port\", such as \"10.0.0.5:8080\"");
-        } else if !addrs.insert(ep.address.get_ref().clone()) {
-            r.error(
-                ep.address.span(),
-                format!("endpoint {} is listed twice", ep.address.get_ref()),
-                "list each endpoint once; use weight to send it more",
-            );
-        }
-        if let Some(n) = &ep.name {
-            if names.insert(n.get_ref().clone(), ()).is_some() {
-                r.error(
-                    n.span(),
-                    format!("endpoint name `{}` is used twice in service `{}`", n.get_ref(), name.get_ref()),
-                    "give each endpoint its own name",
-                );
+        ServiceKind::Replicated => {
+            if let Some(s) = &svc.sharder {
+                r.error(s.span(), format!("replicated service `{n}` has a sharder"), "set kind = \"sharded\" or remove the sharder");
             }
+            if let Some((s, _)) = svc.shards.iter().next() {
+                r.error(s.span(), format!("replicated service `{n}` has shards"), "set kind = \"sharded\", or list endpoints instead");
+            }
+            endpoints(n, &svc.endpoints, r);
+            balancer(name, svc, r);
         }
-        if !(1..=10_000).contains(ep.weight.get_ref()) {
-            r.error(ep.weight.span(), "weight must be between 1 and 10000", "");
-        }
+        ServiceKind::Sharded => sharded(name, svc, r),
     }
-    balancer(name, svc, r);
     let t = &svc.timeouts;
     for d in [&t.connect, &t.request, &t.idle] {
         if d.get_ref().0.is_zero() {
@@ -251,7 +240,7 @@ fn balancer(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
                 "set balancer = \"hash\" or remove the hash table",
             );
         }
-        hash_spec(h.get_ref(), svc.endpoints.iter().map(|e| *e.weight.get_ref()), r);
+        hash_spec(h.get_ref(), svc.endpoints.iter().map(|e| *e.weight.get_ref()), false, r);
     }
     if let Some(c) = &svc.cookie {
         if kind != BalancerKind::Cookie {
@@ -269,7 +258,7 @@ fn balancer(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
 }
 
 /// Checks a hash balancer's or sharder's settings; `weights` are its members'.
-pub fn hash_spec(h: &HashSpec, weights: impl Iterator<Item = u32>, r: &mut Reporter) {
+pub fn hash_spec(h: &HashSpec, weights: impl Iterator<Item = u32>, sharder: bool, r: &mut Reporter) {
     let f = *h.balance_factor.get_ref();
     if f != 0.0 && (f < 1.0 || !f.is_finite()) {
         r.error(
@@ -287,11 +276,94 @@ pub fn hash_spec(h: &HashSpec, weights: impl Iterator<Item = u32>, r: &mut Repor
     if !h.function.get_ref().supports_weights() && weights.iter().any(|&w| w != 1) {
         r.error(h.function.span(), "jump hashing does not support weights", "give every member weight 1, or use maglev");
     }
-    if *h.fallback.get_ref() == Fallback::All {
+    if *h.fallback.get_ref() == Fallback::All && !sharder {
         r.error(
             h.fallback.span(),
             "fallback `all` fans a request out to every shard, which only a sharded service has",
             "use `random` or `reject`",
         );
+    }
+}
+
+fn endpoints(owner: &str, eps: &[EndpointSpec], r: &mut Reporter) {
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for ep in eps {
+        if let Err(why) = check_authority(ep.address.get_ref()) {
+            r.error(ep.address.span(), why, "write an endpoint as \"host:port\", such as \"10.0.0.5:8080\"");
+        } else if !addrs.insert(ep.address.get_ref().clone()) {
+            r.error(
+                ep.address.span(),
+                format!("endpoint {} is listed twice", ep.address.get_ref()),
+                "list each endpoint once; use weight to send it more",
+            );
+        }
+        if let Some(n) = &ep.name {
+            if !names.insert(n.get_ref().clone()) {
+                r.error(n.span(), format!("endpoint name `{}` is used twice in `{owner}`", n.get_ref()), "give each endpoint its own name");
+            }
+        }
+        if !(1..=10_000).contains(ep.weight.get_ref()) {
+            r.error(ep.weight.span(), "weight must be between 1 and 10000", "");
+        }
+    }
+}
+
+fn sharded(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
+    let n = name.get_ref();
+    if svc.shards.is_empty() {
+        r.error(
+            name.span(),
+            format!("sharded service `{n}` has no shards"),
+            format!("add [services.{n}.shards.NAME] tables with endpoints"),
+        );
+    }
+    if let Some(ep) = svc.endpoints.first() {
+        r.error(
+            ep.address.span(),
+            format!("sharded service `{n}` lists endpoints of its own"),
+            "endpoints belong in the shards: [services.NAME.shards.SHARD]",
+        );
+    }
+    match &svc.sharder {
+        None => r.error(
+            name.span(),
+            format!("sharded service `{n}` has no sharder"),
+            "add sharder = { key = { header = \"x-user\" } } (or another key)",
+        ),
+        Some(s) => hash_spec(s.get_ref(), svc.shards.values().map(|sh| *sh.weight.get_ref()), true, r),
+    }
+    if svc.shards.len() > crate::shard::ring::MAX_MEMBERS {
+        r.error(name.span(), "too many shards", "use at most 65535 shards");
+    }
+    for (shard, spec) in &svc.shards {
+        let owner = format!("{n}/{}", shard.get_ref());
+        if shard.get_ref().is_empty() {
+            r.error(shard.span(), "a shard needs a name", "");
+        }
+        if !(1..=10_000).contains(spec.weight.get_ref()) {
+            r.error(spec.weight.span(), "weight must be between 1 and 10000", "");
+        }
+        endpoints(&owner, &spec.endpoints, r);
+        let kind = spec.balancer.as_ref().map(|b| *b.get_ref()).unwrap_or(*svc.balancer.get_ref());
+        if let Some(h) = spec.hash.as_ref().or(svc.hash.as_ref()) {
+            if kind == BalancerKind::Hash {
+                hash_spec(h.get_ref(), spec.endpoints.iter().map(|e| *e.weight.get_ref()), false, r);
+            }
+        }
+        if let Some(h) = &spec.health {
+            health(h, r);
+        }
+    }
+    if let Some(h) = &svc.shard_header {
+        if http::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err() {
+            r.error(h.span(), format!("`{}` is not a valid header name", h.get_ref()), "for example \"x-shard\"");
+        }
+    }
+    if *svc.fan_out.concurrency.get_ref() == 0 {
+        r.error(svc.fan_out.concurrency.span(), "fan-out concurrency must be at least 1", "8 suits most services");
+    }
+    if svc.fan_out.timeout.get_ref().0.is_zero() {
+        r.error(svc.fan_out.timeout.span(), "a fan-out timeout of zero would fail every fan-out", "use a positive duration such as \"2s\"");
     }
 }

@@ -2,6 +2,7 @@
 //! and the sharder that picks the shard or shards of a request.
 
 pub mod analyze;
+pub mod fanout;
 pub mod hash;
 pub mod key;
 pub mod ring;

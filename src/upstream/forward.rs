@@ -30,6 +30,8 @@ pub enum ForwardError {
     Upstream { endpoint: String, source: hyper::Error },
     #[error("{0}")]
     BodyTooLarge(BodyTooLarge),
+    #[error("the answer of {endpoint} could not be read whole: {reason}")]
+    BrokenBody { endpoint: String, reason: String },
 }
 
 /// The answer of an upstream, and which endpoint gave it.

@@ -9,9 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Pool-wide counters, carried over a reload by service name.
+/// Pool-wide counters, carried over a reload by service and shard name.
 #[derive(Default)]
 pub struct PoolStats {
+    /// Answers by status class (1xx..5xx), including the proxy's own.
+    pub by_class: [AtomicU64; 5],
+    pub latency: crate::admin::metrics::Histogram,
     pub in_flight: AtomicUsize,
     pub retries_in_flight: AtomicUsize,
     pub retries: AtomicU64,
@@ -21,7 +24,11 @@ pub struct PoolStats {
 }
 
 pub struct Pool {
+    /// `service`, or `service/shard` for a shard's pool.
     pub name: String,
+    pub service: String,
+    /// The shard this pool serves, in a sharded service.
+    pub shard: Option<String>,
     pub endpoints: Vec<Arc<Endpoint>>,
     pub balancer: Balancer,
     pub request_timeout: Duration,
@@ -40,6 +47,13 @@ pub struct Pick {
 }
 
 impl Pool {
+    /// Counts an answer of this pool (or the proxy's own on its behalf).
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.stats.by_class[class].fetch_add(1, Relaxed);
+        self.stats.latency.observe(elapsed);
+    }
+
     /// Picks an endpoint not in `tried`; healthy ones first, and every one
     /// (failing open) when none is healthy.
     pub fn pick(&self, tried: &[usize], affinity: &Affinity) -> Option<Pick> {
@@ -125,6 +139,8 @@ mod tests {
     fn pool() -> Pool {
         Pool {
             name: "p".into(),
+            service: "p".into(),
+            shard: None,
             endpoints: Vec::new(),
             balancer: Balancer::new(BalancerKind::RoundRobin, &[], None, None, "p"),
             request_timeout: Duration::from_secs(1),

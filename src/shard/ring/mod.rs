@@ -13,7 +13,7 @@ mod rendezvous;
 
 pub use jump::Jump;
 pub use ketama::{Ketama, TwemproxyKetama};
-pub use maglev::Maglev;
+pub use maglev::{Maglev, MAX_MEMBERS};
 pub use rendezvous::Rendezvous;
 
 use super::hash::KeyHash;

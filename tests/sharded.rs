@@ -1,0 +1,149 @@
+//! Sharded services with real processes: 3 shards x 2 replicas behind a root.
+
+mod common;
+use common::*;
+use std::collections::{HashMap, HashSet};
+
+struct Cluster {
+    shards: Vec<(String, Vec<Backend>)>,
+}
+
+impl Cluster {
+    fn new(names: &[&str]) -> Cluster {
+        Cluster { shards: names.iter().map(|s| (s.to_string(), vec![backend(&format!("{s}1")), backend(&format!("{s}2"))])).collect() }
+    }
+
+    fn config(&self, sharder: &str) -> String {
+        let mut c = String::from("[[routes]]\nname = \"all\"\npath_prefix = \"/all\"\nservice = \"users\"\nfan_out = true\n\n");
+        c.push_str("[[routes]]\nname = \"users\"\nservice = \"users\"\n\n");
+        c.push_str(&format!("[services.users]\nkind = \"sharded\"\nshard_header = \"x-shard\"\nsharder = {sharder}\n\n"));
+        for (name, reps) in &self.shards {
+            c.push_str(&format!("[services.users.shards.{name}]\nendpoints = ["));
+            for r in reps {
+                c.push_str(&format!("{{ name = \"{}\", address = \"{}\" }}, ", r.name, r.addr));
+            }
+            c.push_str("]\n\n");
+        }
+        c
+    }
+}
+
+fn user(p: &Proxy, path: &str, u: &str) -> Response {
+    request(p.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-User: {u}\r\nConnection: close\r\n\r\n"))
+}
+
+const BY_USER: &str = "{ key = { header = \"x-user\" }, fallback = \"all\" }";
+
+#[test]
+fn same_key_same_shard_and_replicas_cover_for_each_other() {
+    let mut c = Cluster::new(&["a", "b", "c"]);
+    let p = Proxy::start(&c.config(BY_USER));
+    let users: Vec<String> = (0..60).map(|i| format!("u{i}")).collect();
+    let mut home = HashMap::new();
+    for u in &users {
+        let r = user(&p, "/", u);
+        assert_eq!(r.status, 200);
+        let shard = r.header("x-shard").unwrap().to_string();
+        assert!(r.backend().starts_with(&shard), "{} served shard {shard}", r.backend());
+        home.insert(u.clone(), shard);
+    }
+    let used: HashSet<&String> = home.values().collect();
+    assert_eq!(used.len(), 3, "{home:?}");
+    for u in &users {
+        assert_eq!(user(&p, "/", u).header("x-shard").unwrap(), home[u]);
+    }
+    // A replica of shard a dies: the shard keeps serving from the other one.
+    let dead = c.shards[0].1.remove(0);
+    drop(dead);
+    for u in users.iter().filter(|u| home[*u] == "a") {
+        let r = user(&p, "/", u);
+        assert_eq!((r.status, r.backend().as_str()), (200, "a2"));
+    }
+    // Per-shard metrics and the admin view.
+    assert!(p.metric("ringmaster_pool_requests_total{service=\"users\",shard=\"a\",class=\"2xx\"}") > 0.0);
+    let shards = p.admin_json("/admin/shards");
+    let list = shards["services"][0]["shards"].as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0]["endpoints"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn fan_out_merges_json_arrays_from_every_shard() {
+    let c = Cluster::new(&["a", "b", "c"]);
+    let p = Proxy::start(&c.config(BY_USER));
+    // A fan-out route, and a request without the key (fallback "all").
+    for r in [p.get("/all/items"), p.get("/items")] {
+        assert_eq!(r.status, 200, "{}", r.text());
+        let items: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+        let shards: Vec<char> = items.iter().map(|s| s.chars().next().unwrap()).collect();
+        assert_eq!(shards, vec!['a', 'b', 'c'], "{items:?}");
+        assert_eq!(r.header("x-shard"), Some("a,b,c"));
+    }
+    // One shard failing fails the whole fan-out with its error.
+    let r = p.get("/all/status/503");
+    assert_eq!(r.status, 503);
+    // A body cannot be fanned out.
+    let r = request(p.addr, "POST /all/items HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn fan_out_first_takes_the_first_success() {
+    let c = Cluster::new(&["a", "b"]);
+    let cfg = c
+        .config(BY_USER)
+        .replace("shard_header = \"x-shard\"", "shard_header = \"x-shard\"\nfan_out = { policy = \"first\", timeout = \"2s\" }");
+    let p = Proxy::start(&cfg);
+    let r = p.get("/all/items");
+    assert_eq!(r.status, 200);
+    let items: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(items.len(), 1);
+    assert!(["a", "b"].contains(&r.header("x-shard").unwrap()));
+}
+
+#[test]
+fn missing_key_without_fallback_is_rejected() {
+    let c = Cluster::new(&["a", "b"]);
+    let p = Proxy::start(&c.config("{ key = { query = \"user\" }, fallback = \"reject\" }"));
+    let r = p.get("/profile");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("query parameter user"), "{}", r.text());
+    assert_eq!(p.get("/profile?user=7").status, 200);
+}
+
+#[test]
+fn adding_a_shard_by_reload_moves_keys_only_to_it() {
+    let mut c = Cluster::new(&["a", "b", "c"]);
+    let sharder = "{ key = { header = \"x-user\" }, function = \"ketama\" }";
+    let p = Proxy::start(&c.config(sharder));
+    let users: Vec<String> = (0..120).map(|i| format!("u{i}")).collect();
+    let before: Vec<String> = users.iter().map(|u| user(&p, "/", u).header("x-shard").unwrap().to_string()).collect();
+    c.shards.push(("d".into(), vec![backend("d1"), backend("d2")]));
+    p.rewrite(&c.config(sharder));
+    p.proc.signal("HUP");
+    eventually(5, "reload", || p.metric("ringmaster_reloads_total") == 1.0);
+    let after: Vec<String> = users.iter().map(|u| user(&p, "/", u).header("x-shard").unwrap().to_string()).collect();
+    let mut moved = 0;
+    for (b, a) in before.iter().zip(&after) {
+        if b != a {
+            assert_eq!(a, "d", "a key moved between unchanged shards");
+            moved += 1;
+        }
+    }
+    assert!(moved > 10, "the new shard took {moved} of 120 keys");
+}
+
+#[test]
+fn placement_is_identical_across_processes() {
+    let run = || {
+        let out = std::process::Command::new(BIN)
+            .args(["ring", "locate", "--function", "maglev", "--shards", "a,b,c,d=2", "user:1", "user:2", "user:3", "{tag}x", "{tag}y"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first, second);
+    assert_eq!(first.lines().count(), 5);
+}
