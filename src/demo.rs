@@ -30,6 +30,17 @@ name = "main"
 listen = "{listen}"
 
 [[routes]]
+name = "users"
+path_prefix = "/users/"
+service = "users"
+
+[[routes]]
+name = "everyone"
+path_prefix = "/all/"
+service = "users"
+fan_out = true
+
+[[routes]]
 name = "app"
 path_prefix = "/"
 service = "app"
@@ -42,8 +53,20 @@ health = {{ path = "/healthz", interval = "1s", timeout = "500ms" }}
         admin = o.admin,
         listen = o.listen
     );
-    for (i, b) in backends.iter().enumerate() {
+    for (i, b) in backends.iter().take(3).enumerate() {
         s.push_str(&format!("\n[[services.app.endpoints]]\nname = \"replica-{}\"\naddress = \"{b}\"\n", i + 1));
+    }
+    // A sharded service: the second path segment (/users/ID) picks one of three
+    // shards, each a pool of two replicas.
+    s.push_str(
+        "\n[services.users]\nkind = \"sharded\"\nshard_header = \"x-shard\"\nsharder = { key = { path_segment = 1 }, function = \"maglev\", fallback = \"all\" }\n",
+    );
+    for (shard, pair) in ["a", "b", "c"].iter().zip(backends[3..].chunks(2)) {
+        s.push_str(&format!("\n[services.users.shards.{shard}]\nendpoints = ["));
+        for (j, b) in pair.iter().enumerate() {
+            s.push_str(&format!("{{ name = \"{shard}{}\", address = \"{b}\" }}, ", j + 1));
+        }
+        s.push_str("]\n");
     }
     s
 }
@@ -52,11 +75,13 @@ health = {{ path = "/healthz", interval = "1s", timeout = "500ms" }}
 pub fn run(o: DemoOpts) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        // Three replicas of a stateless app, then 3 shards x 2 replicas.
+        let names = ["replica-1", "replica-2", "replica-3", "a1", "a2", "b1", "b2", "c1", "c2"];
         let mut backends = Vec::new();
-        for i in 1..=3 {
+        for name in names {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             backends.push(l.local_addr()?);
-            tokio::spawn(crate::backend::serve(l, format!("replica-{i}"), std::time::Duration::ZERO));
+            tokio::spawn(crate::backend::serve(l, name.to_string(), std::time::Duration::ZERO));
         }
         let path: PathBuf = std::env::temp_dir().join(format!("ringmaster-demo-{}.toml", std::process::id()));
         let text = config_text(&o, &backends);
@@ -65,11 +90,16 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
         let (listen, admin, shown) = (o.listen, o.admin, path.clone());
         let result = server::serve(cfg, path.clone(), move |_| {
             println!(
-                "ringmaster demo: a round-robin load balancer in front of three replicas\n\
+                "ringmaster demo: a round-robin load balancer in front of three replicas,\n\
+                 and a sharded service (3 shards x 2 replicas) keyed by the user id in /users/ID\n\
                  \n  proxy    http://{listen}/\n  admin    http://{admin}/admin/pools\n  metrics  http://{admin}/metrics\n  config   {}\n\
                  \nTry:\n  for i in 1 2 3 4 5 6; do curl -s http://{listen}/; done\n  curl -s http://{listen}/echo      # what the replica received (X-Forwarded-For, Via, ...)\n  curl -s --http2-prior-knowledge http://{listen}/\n\
+                 \x20 curl -si http://{listen}/users/42 | grep -i x-shard   # the same id always lands on the same shard\n\
+                 \x20 curl -s http://{listen}/all/items                    # fan-out: every shard answers, arrays merged\n\
+                 \x20 ringmaster ring locate --config {cfg} --service users 42\n\
                  \nCtrl-C stops.",
-                shown.display()
+                shown.display(),
+                cfg = shown.display()
             );
         })
         .await;

@@ -70,6 +70,11 @@ enum RingCmd {
         /// Shards named shard-0..shard-N-1, all of weight 1.
         #[arg(long, default_value_t = 10)]
         shards: usize,
+        /// Analyse a service of this config instead (its shards, or its hash balancer's endpoints).
+        #[arg(long, requires = "service")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        service: Option<String>,
         /// Keys to place (generated as key:0, key:1, ...).
         #[arg(long, default_value_t = 100_000)]
         keys: usize,
@@ -86,11 +91,16 @@ enum RingCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print the shard each key goes to.
+    /// Print the shard (and replica) each key goes to.
     Locate {
+        /// A config file: keys are placed as its service places them.
+        #[arg(long, requires = "service")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        service: Option<String>,
         #[arg(long, default_value = "maglev")]
         function: String,
-        /// Shard names (weight 1), comma-separated; or NAME=WEIGHT.
+        /// Without --config: shard names (weight 1), comma-separated; or NAME=WEIGHT.
         #[arg(long, value_delimiter = ',')]
         shards: Vec<String>,
         #[arg(long, default_value = "fnv1a_64")]
@@ -148,10 +158,20 @@ fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> anyhow::Re
 fn ring(cmd: RingCmd) -> anyhow::Result<()> {
     use ringmaster::shard::{analyze, hash::KeyHash, ring};
     match cmd {
-        RingCmd::Analyze { function, shards, keys, zipf, keys_file, hash, json } => {
-            anyhow::ensure!(shards >= 2, "--shards must be at least 2 (a shard is added and one removed)");
-            let functions: Vec<ring::Function> =
-                if function == "all" { ring::Function::ALL.to_vec() } else { vec![parse_enum("function", &function)?] };
+        RingCmd::Analyze { function, shards, config, service, keys, zipf, keys_file, hash, json } => {
+            let (members, configured) = match (&config, &service) {
+                (Some(c), Some(s)) => {
+                    let (members, f) = service_ring(c, s)?;
+                    (members, Some(f))
+                }
+                _ => ((0..shards).map(|i| ring::Member::new(format!("shard-{i}"), 1)).collect(), None),
+            };
+            anyhow::ensure!(members.len() >= 2, "at least 2 shards are needed (a shard is added and one removed)");
+            let functions: Vec<ring::Function> = match (configured, function.as_str()) {
+                (Some(f), "all") => vec![f],
+                (_, "all") => ring::Function::ALL.to_vec(),
+                (_, f) => vec![parse_enum("function", f)?],
+            };
             let key_hash: KeyHash = parse_enum("hash", &hash)?;
             let source = match (keys_file, zipf) {
                 (Some(f), _) => {
@@ -162,7 +182,6 @@ fn ring(cmd: RingCmd) -> anyhow::Result<()> {
                 (None, None) => analyze::Keys::Uniform(keys),
             };
             let keys = source.generate();
-            let members: Vec<ring::Member> = (0..shards).map(|i| ring::Member::new(format!("shard-{i}"), 1)).collect();
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             if !json {
                 println!("{}", analyze::HEADER);
@@ -177,7 +196,8 @@ fn ring(cmd: RingCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        RingCmd::Locate { function, shards, hash, keys } => {
+        RingCmd::Locate { config: Some(c), service: Some(s), keys, .. } => locate_in_config(&c, &s, &keys),
+        RingCmd::Locate { function, shards, hash, keys, .. } => {
             let f: ring::Function = parse_enum("function", &function)?;
             let members: Vec<ring::Member> = shards
                 .iter()
@@ -195,4 +215,69 @@ fn ring(cmd: RingCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The ring members and function of service `name` in config `path`: its shards
+/// for a sharded service, its endpoints for a `hash` balancer.
+fn service_ring(
+    path: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<(Vec<ringmaster::shard::ring::Member>, ringmaster::shard::ring::Function)> {
+    use ringmaster::config::schema::{BalancerKind, ServiceKind};
+    use ringmaster::shard::ring::Member;
+    let cfg = ringmaster::config::load(path)?;
+    let svc = cfg
+        .services
+        .iter()
+        .find(|(k, _)| k.get_ref() == name)
+        .map(|(_, v)| v)
+        .ok_or_else(|| anyhow::anyhow!("no service `{name}` in {}", path.display()))?;
+    match svc.kind.get_ref() {
+        ServiceKind::Sharded => {
+            let members = svc.shards.iter().map(|(k, s)| Member::new(k.get_ref().clone(), *s.weight.get_ref())).collect();
+            Ok((members, *svc.sharder.as_ref().expect("validated").get_ref().function.get_ref()))
+        }
+        ServiceKind::Replicated if *svc.balancer.get_ref() == BalancerKind::Hash => {
+            let members = svc
+                .endpoints
+                .iter()
+                .map(|e| {
+                    Member::new(
+                        e.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| e.address.get_ref().clone()),
+                        *e.weight.get_ref(),
+                    )
+                })
+                .collect();
+            Ok((members, svc.hash.as_ref().map(|h| *h.get_ref().function.get_ref()).unwrap_or(ringmaster::shard::ring::Function::Maglev)))
+        }
+        ServiceKind::Replicated => {
+            anyhow::bail!("service `{name}` neither is sharded nor uses the hash balancer: no key decides where requests go")
+        }
+    }
+}
+
+/// `ring locate --config`: the shard of each key, and the replica when the shard's
+/// balancer is a hash of the same key (otherwise every replica can serve it).
+fn locate_in_config(path: &std::path::Path, name: &str, keys: &[String]) -> anyhow::Result<()> {
+    let cfg = ringmaster::config::load(path)?;
+    let snap = ringmaster::config::compile::compile(cfg, None).snapshot;
+    let svc = snap.services.get(name).ok_or_else(|| anyhow::anyhow!("no service `{name}` in {}", path.display()))?;
+    for k in keys {
+        let (shard, pool) = match &svc.sharding {
+            Some(s) => {
+                let tag = s.tag;
+                let i = s.ring.locate(ringmaster::shard::hash::hash_tag(k.as_bytes(), tag)).unwrap_or(0);
+                (svc.pools[i].shard.clone().unwrap_or_default(), &svc.pools[i])
+            }
+            None => ("-".to_string(), svc.pool()),
+        };
+        let replica = match &pool.balancer {
+            ringmaster::balance::Balancer::Hash(h) => {
+                h.ring.locate_hash(h.hash(k.as_bytes())).map(|i| pool.endpoints[i].name.clone()).unwrap_or_else(|| "-".into())
+            }
+            _ => format!("any of {}", pool.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(",")),
+        };
+        println!("{k}\tshard={shard}\treplica={replica}");
+    }
+    Ok(())
 }

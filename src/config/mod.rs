@@ -113,3 +113,45 @@ endpoints = [{ address = "127.0.0.1" }, { address = "127.0.0.1:9001", name = "a"
         assert!(d.message.contains("not a duration unit"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod sharded_tests {
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        let base = "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n\n";
+        match parse("t.toml", &format!("{base}{text}")) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn sharded_service_checks() {
+        let e = errors("[services.s]\nkind = \"sharded\"\n");
+        assert!(e.contains("has no shards") && e.contains("has no sharder"), "{e}");
+        let e = errors(
+            "[services.s]\nkind = \"sharded\"\nsharder = { key = \"client_ip\", function = \"jump\", hash_tag = \"{\" }\nshard_header = \"bad header\"\nfan_out = { concurrency = 0 }\n[services.s.shards.a]\nweight = 2\nendpoints = [{ address = \"127.0.0.1:1\" }]\n",
+        );
+        assert!(e.contains("jump hashing does not support weights"), "{e}");
+        assert!(e.contains("hash_tag `{` must be two characters"), "{e}");
+        assert!(e.contains("`bad header` is not a valid header name"), "{e}");
+        assert!(e.contains("fan-out concurrency must be at least 1"), "{e}");
+        let e = errors("[services.s]\nkind = \"replicated\"\nsharder = { key = \"host\" }\nendpoints = [{ address = \"127.0.0.1:1\" }]\n");
+        assert!(e.contains("replicated service `s` has a sharder"), "{e}");
+        let e = errors("[[routes]]\nservice = \"s\"\nfan_out = true\n[services.s]\nkind = \"replicated\"\n");
+        assert!(e.contains("route fans out to `s`, which is not sharded"), "{e}");
+        let ok = errors("[services.s]\nkind = \"sharded\"\nsharder = { key = { header = \"x-user\" }, fallback = \"all\" }\n[services.s.shards.a]\nendpoints = [{ address = \"127.0.0.1:1\" }]\n");
+        assert_eq!(ok, "");
+    }
+
+    #[test]
+    fn affinity_balancer_checks() {
+        let e = errors("[services.s]\nkind = \"replicated\"\nhash = { balance_factor = 0.5, fallback = \"all\" }\nendpoints = [{ address = \"127.0.0.1:1\" }]\n");
+        assert!(e.contains("has hash settings but its balancer is not `hash`"), "{e}");
+        assert!(e.contains("balance_factor 0.5 is below 1"), "{e}");
+        assert!(e.contains("fallback `all` fans a request out"), "{e}");
+        let e = errors("[services.s]\nkind = \"replicated\"\nbalancer = \"cookie\"\ncookie = { name = \"a b\" }\nendpoints = [{ address = \"127.0.0.1:1\" }]\n");
+        assert!(e.contains("`a b` is not a valid cookie name"), "{e}");
+    }
+}
