@@ -79,6 +79,14 @@ pub fn affinity(balancer: &Balancer, head: &http::request::Parts, client: std::n
     match balancer {
         Balancer::Hash(b) => {
             let spec = &b.spec;
+            if spec.key == crate::shard::key::KeySpec::ClientIp {
+                // The common case, hashed from the stack.
+                let h = match client {
+                    std::net::IpAddr::V4(v4) => b.hash(&v4.octets()),
+                    std::net::IpAddr::V6(v6) => b.hash(&v6.octets()),
+                };
+                return Ok(Affinity { hash: Some(h), cookie: None });
+            }
             let key = spec.key.extract(head, client).or_else(|| spec.fallback_key.as_ref().and_then(|k| k.extract(head, client)));
             match (key, spec.fallback.get_ref()) {
                 (Some(k), _) => Ok(Affinity { hash: Some(b.hash(&k)), cookie: None }),
