@@ -14,31 +14,21 @@ use crate::shard::hash::{md5_u32, xxh3_seeded, KeyHash};
 pub const POINTS: u32 = 160;
 const POINT_SEED: u64 = 0x6b65_7461_6d61_7074; // "ketamapt"
 
-pub struct Ketama {
-    /// (point, member), sorted by point.
-    points: Vec<(u64, u32)>,
+/// Points on a circle, sorted, each owned by a member.
+struct Continuum<P> {
+    points: Vec<(P, u32)>,
     members: usize,
 }
 
-impl Ketama {
-    pub fn new(members: &[Member]) -> Ketama {
-        let mut points = Vec::with_capacity(members.iter().map(|m| (m.weight.max(1) * POINTS) as usize).sum());
-        for (i, m) in members.iter().enumerate() {
-            for p in 0..m.weight.max(1) * POINTS {
-                let label = format!("{}-{p}", m.name);
-                points.push((xxh3_seeded(label.as_bytes(), POINT_SEED), i as u32));
-            }
-        }
+impl<P: Copy + Ord + Into<f64>> Continuum<P> {
+    fn new(mut points: Vec<(P, u32)>, members: usize) -> Self {
         points.sort_unstable();
-        Ketama { points, members: members.len() }
+        Continuum { points, members }
     }
 
-    pub fn members(&self) -> usize {
-        self.members
-    }
-
+    /// The first point at or after `hash`, wrapping to the first.
     #[inline]
-    fn first_at_or_after(&self, hash: u64) -> usize {
+    fn first_at_or_after(&self, hash: P) -> usize {
         let i = self.points.partition_point(|&(p, _)| p < hash);
         if i == self.points.len() {
             0
@@ -48,41 +38,77 @@ impl Ketama {
     }
 
     #[inline]
-    pub fn locate(&self, hash: u64) -> usize {
+    fn locate(&self, hash: P) -> usize {
         self.points[self.first_at_or_after(hash)].1 as usize
     }
 
-    pub(super) fn walk(&self, hash: u64, visit: &mut Visit) -> Option<Option<usize>> {
+    fn walk(&self, hash: P, visit: &mut Visit) -> Option<Option<usize>> {
         let start = self.first_at_or_after(hash);
         let n = self.points.len();
         (0..n).find_map(|k| visit(self.points[(start + k) % n].1 as usize))
     }
 
-    pub fn shares(&self) -> Vec<f64> {
-        arc_shares(self.points.iter().map(|&(p, m)| (p as f64, m)), self.members, 18_446_744_073_709_551_616.0)
+    /// Each member's share: a point owns the arc from the previous point to
+    /// itself, on a circle of size `space`.
+    fn shares(&self, space: f64) -> Vec<f64> {
+        let mut shares = vec![0f64; self.members];
+        let Some(&(last, _)) = self.points.last() else { return shares };
+        let mut prev = last.into() - space;
+        for &(p, m) in &self.points {
+            let p: f64 = p.into();
+            shares[m as usize] += (p - prev) / space;
+            prev = p;
+        }
+        shares
     }
 }
 
-/// Shares of a circle of size `space` owned through sorted `(point, member)`
-/// pairs: each point owns the arc from the previous point to itself.
-fn arc_shares(points: impl Iterator<Item = (f64, u32)> + Clone, members: usize, space: f64) -> Vec<f64> {
-    let mut shares = vec![0f64; members];
-    let last = points.clone().last().map(|p| p.0);
-    let mut prev = match last {
-        Some(l) => l - space,
-        None => return shares,
-    };
-    for (p, m) in points {
-        shares[m as usize] += (p - prev) / space;
-        prev = p;
+/// A u64 point as f64 for share arithmetic (exactness is not needed there).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct P64(u64);
+
+impl From<P64> for f64 {
+    fn from(p: P64) -> f64 {
+        p.0 as f64
     }
-    shares
+}
+
+pub struct Ketama {
+    ring: Continuum<P64>,
+}
+
+impl Ketama {
+    pub fn new(members: &[Member]) -> Ketama {
+        let mut points = Vec::with_capacity(members.iter().map(|m| (m.weight.max(1) * POINTS) as usize).sum());
+        for (i, m) in members.iter().enumerate() {
+            for p in 0..m.weight.max(1) * POINTS {
+                let label = format!("{}-{p}", m.name);
+                points.push((P64(xxh3_seeded(label.as_bytes(), POINT_SEED)), i as u32));
+            }
+        }
+        Ketama { ring: Continuum::new(points, members.len()) }
+    }
+
+    pub fn members(&self) -> usize {
+        self.ring.members
+    }
+
+    #[inline]
+    pub fn locate(&self, hash: u64) -> usize {
+        self.ring.locate(P64(hash))
+    }
+
+    pub(super) fn walk(&self, hash: u64, visit: &mut Visit) -> Option<Option<usize>> {
+        self.ring.walk(P64(hash), visit)
+    }
+
+    pub fn shares(&self) -> Vec<f64> {
+        self.ring.shares(18_446_744_073_709_551_616.0)
+    }
 }
 
 pub struct TwemproxyKetama {
-    /// (point, member), sorted by point.
-    points: Vec<(u32, u32)>,
-    members: usize,
+    ring: Continuum<u32>,
     pub key_hash: KeyHash,
 }
 
@@ -107,36 +133,23 @@ impl TwemproxyKetama {
         }
         // nutcracker sorts by value alone (qsort); ties between members are
         // vanishingly rare on a 32-bit circle and resolved here by member index.
-        points.sort_unstable();
-        TwemproxyKetama { points, members: members.len(), key_hash }
+        TwemproxyKetama { ring: Continuum::new(points, members.len()), key_hash }
     }
 
     pub fn members(&self) -> usize {
-        self.members
-    }
-
-    #[inline]
-    fn first_at_or_after(&self, hash: u32) -> usize {
-        let i = self.points.partition_point(|&(p, _)| p < hash);
-        if i == self.points.len() {
-            0
-        } else {
-            i
-        }
+        self.ring.members
     }
 
     #[inline]
     pub fn locate(&self, hash: u32) -> usize {
-        self.points[self.first_at_or_after(hash)].1 as usize
+        self.ring.locate(hash)
     }
 
     pub(super) fn walk(&self, hash: u32, visit: &mut Visit) -> Option<Option<usize>> {
-        let start = self.first_at_or_after(hash);
-        let n = self.points.len();
-        (0..n).find_map(|k| visit(self.points[(start + k) % n].1 as usize))
+        self.ring.walk(hash, visit)
     }
 
     pub fn shares(&self) -> Vec<f64> {
-        arc_shares(self.points.iter().map(|&(p, m)| (p as f64, m)), self.members, 4_294_967_296.0)
+        self.ring.shares(4_294_967_296.0)
     }
 }
