@@ -9,6 +9,7 @@ pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod body;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod demo;
