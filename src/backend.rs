@@ -26,13 +26,15 @@ pub struct Backend {
     pub name: String,
     pub healthy: AtomicBool,
     pub requests: AtomicU64,
+    /// Requests to /cc/ paths, which a cache in front should save.
+    pub origin: AtomicU64,
     /// Added to every answer.
     pub delay: Duration,
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` forever.
 pub async fn serve(listener: TcpListener, name: String, delay: Duration) {
-    let b = Arc::new(Backend { name, healthy: AtomicBool::new(true), requests: AtomicU64::new(0), delay });
+    let b = Arc::new(Backend { name, healthy: AtomicBool::new(true), requests: AtomicU64::new(0), origin: AtomicU64::new(0), delay });
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
@@ -112,6 +114,8 @@ async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
             text(b, StatusCode::OK, "now healthy\n")
         }
         "/small" => text(b, StatusCode::OK, vec![b'x'; 100]),
+        "/admin/count" => text(b, StatusCode::OK, b.origin.load(Relaxed).to_string()),
+        p if p.starts_with("/cc/") => cacheable(b, &req).await,
         p if p.ends_with("/items") => {
             // A JSON array naming this replica, for fan-out merges.
             let mut r = text(b, StatusCode::OK, serde_json::json!([b.name]).to_string());
@@ -164,4 +168,53 @@ async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
         }
         _ => text(b, StatusCode::OK, format!("hello from {}: {} {}\n", b.name, req.method(), path)),
     }
+}
+
+/// `/cc/...?cc=VALUE&etag=V&lm=1&vary=H&tag=T&cookie=1&delay=MS&status=N`:
+/// a response with those caching headers whose body counts the origin's
+/// requests, so tests can tell cache hits from upstream answers. A matching
+/// If-None-Match gets 304.
+async fn cacheable(b: &Backend, req: &Request<Incoming>) -> Response<Body> {
+    let n = b.origin.fetch_add(1, Relaxed) + 1;
+    let q: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.replace("%20", " ").replace("%2C", ","))))
+        .collect();
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if let Some(ms) = get("delay").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let etag = get("etag").map(|e| format!("\"{e}\""));
+    if let (Some(e), Some(inm)) = (&etag, req.headers().get(header::IF_NONE_MATCH)) {
+        if inm.as_bytes() == e.as_bytes() {
+            let mut r = text(b, StatusCode::NOT_MODIFIED, "");
+            r.headers_mut().insert(header::ETAG, header::HeaderValue::from_str(e).expect("etag"));
+            if let Some(cc) = get("cc") {
+                r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_str(cc).expect("cc"));
+            }
+            r.headers_mut().insert("x-origin-count", n.into());
+            return r;
+        }
+    }
+    let status = get("status").and_then(|s| s.parse().ok()).and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
+    let vary_value =
+        get("vary").and_then(|h| req.headers().get(h)).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+    let mut r = text(b, status, format!("origin request {n} {vary_value}"));
+    let h = r.headers_mut();
+    h.insert("x-origin-count", n.into());
+    let mut set = |k: &'static str, v: Option<String>| {
+        if let Some(v) = v.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
+            h.insert(k, v);
+        }
+    };
+    set("cache-control", get("cc").map(str::to_string));
+    set("etag", etag);
+    set("last-modified", get("lm").map(|_| "Tue, 24 Nov 2026 00:00:00 GMT".to_string()));
+    set("vary", get("vary").map(str::to_string));
+    set("surrogate-key", get("tag").map(str::to_string));
+    set("set-cookie", get("cookie").map(|_| "session=abc".to_string()));
+    r
 }

@@ -20,6 +20,8 @@ pub struct BodyTooLarge(pub u64);
 
 pub enum Body {
     Empty,
+    /// A response being stored by the cache as it streams.
+    Caching(Box<crate::cache::tee::Tee>),
     Full(Option<Bytes>),
     Stream {
         inner: Incoming,
@@ -63,6 +65,7 @@ impl HttpBody for Body {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
+            Body::Caching(t) => Pin::new(&mut **t).poll_frame(cx),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream { inner, remaining, limit, held } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -95,6 +98,7 @@ impl HttpBody for Body {
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Empty => true,
+            Body::Caching(t) => t.is_end_stream(),
             Body::Full(b) => b.is_none(),
             Body::Stream { inner, .. } => inner.is_end_stream(),
         }
@@ -103,6 +107,7 @@ impl HttpBody for Body {
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Empty => SizeHint::with_exact(0),
+            Body::Caching(t) => t.size_hint(),
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Stream { inner, .. } => inner.size_hint(),

@@ -5,6 +5,7 @@
 use crate::accesslog::Entry;
 use crate::admin::metrics::{count_answer, Answer};
 use crate::body::Body;
+use crate::cache::{self, step::Before};
 use crate::config::compile::Snapshot;
 use crate::identity;
 use crate::server::Shared;
@@ -94,6 +95,11 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         },
         Target::All => Default::default(),
     };
+    // cache lookup (before forwarding headers, so keys and Vary see the client's own)
+    let cache = match (target, &route.cache) {
+        (Target::Pool(_), Some(c)) => Some((c, cache::step::before(c, &mut parts, host.unwrap_or(""), conn.peer.ip()).await)),
+        _ => None,
+    };
     let hop = Hop { peer: conn.peer.ip(), peer_value: &conn.peer_value, trusted, proto: conn.proto };
     headers::upstream_request(&mut parts.headers, parts.version, host_value.as_ref(), &hop);
     let log = snap.access_log.as_ref().map(|_| LogHead {
@@ -106,22 +112,22 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
     let (resp, endpoint) = match target {
         Target::Pool(i) => {
             let pool = &service.pools[i];
-            let body = Body::limited(incoming, snap.limits.max_body_bytes);
-            let (mut resp, endpoint) = match forward(pool, Request::from_parts(parts, body), retryable, &affinity).await {
-                Ok(f) => {
-                    let (mut p, b) = f.response.into_parts();
-                    headers::downstream_response(&mut p.headers, p.version);
-                    if f.pin {
-                        if let Some(i) = pool.endpoints.iter().position(|e| Arc::ptr_eq(e, &f.endpoint)) {
-                            if let Some(c) = crate::balance::pin_cookie(&pool.balancer, i, conn.proto == "https") {
-                                p.headers.append(http::header::SET_COOKIE, c);
-                            }
-                        }
-                    }
-                    p.version = http::Version::HTTP_11;
-                    (Response::from_parts(p, b), Some(f.endpoint))
+            let (mut resp, endpoint) = match cache {
+                None => send(pool, parts, incoming, retryable, &affinity, conn, &snap).await,
+                Some((_, Before::Answer(r))) => (r, None),
+                Some((c, Before::AnswerAndRefresh(r, miss))) => {
+                    spawn_refresh(service.clone(), i, parts, affinity, c.clone(), miss);
+                    (r, None)
                 }
-                Err(e) => (error_answer(&e, &service.name), None),
+                Some((c, Before::Forward(miss))) => {
+                    let (resp, ep) = send(pool, parts, incoming, retryable, &affinity, conn, &snap).await;
+                    (cache::step::after(c, miss, resp), ep)
+                }
+                Some((c, Before::Bypass { invalidate })) => {
+                    let (resp, ep) = send(pool, parts, incoming, retryable, &affinity, conn, &snap).await;
+                    cache::step::after_bypass(c, invalidate, resp.status());
+                    (resp, ep)
+                }
             };
             pool.record(resp.status().as_u16(), start.elapsed());
             if let (Some(h), Some(shard)) = (service.sharding.as_ref().and_then(|s| s.header.as_ref()), &pool.shard) {
@@ -156,6 +162,61 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         });
     }
     resp
+}
+
+/// Forwards to one pool and turns the upstream's answer into the client's.
+async fn send(
+    pool: &crate::upstream::Pool,
+    parts: http::request::Parts,
+    incoming: Incoming,
+    retryable: bool,
+    affinity: &crate::balance::Affinity,
+    conn: &ConnInfo,
+    snap: &Snapshot,
+) -> (Response<Body>, Option<Arc<crate::upstream::Endpoint>>) {
+    let body = Body::limited(incoming, snap.limits.max_body_bytes);
+    match forward(pool, Request::from_parts(parts, body), retryable, affinity).await {
+        Ok(f) => {
+            let (mut p, b) = f.response.into_parts();
+            headers::downstream_response(&mut p.headers, p.version);
+            if f.pin {
+                if let Some(i) = pool.endpoints.iter().position(|e| Arc::ptr_eq(e, &f.endpoint)) {
+                    if let Some(c) = crate::balance::pin_cookie(&pool.balancer, i, conn.proto == "https") {
+                        p.headers.append(http::header::SET_COOKIE, c);
+                    }
+                }
+            }
+            p.version = http::Version::HTTP_11;
+            (Response::from_parts(p, b), Some(f.endpoint))
+        }
+        Err(e) => (error_answer(&e, &pool.name), None),
+    }
+}
+
+/// Refreshes a stale entry in the background (stale-while-revalidate); the
+/// client was already answered from the cache.
+fn spawn_refresh(
+    service: Arc<crate::service::Service>,
+    pool: usize,
+    mut parts: http::request::Parts,
+    affinity: crate::balance::Affinity,
+    cache: Arc<cache::step::RouteCache>,
+    miss: Box<cache::step::Miss>,
+) {
+    parts.method = Method::GET;
+    tokio::spawn(async move {
+        let pool = &service.pools[pool];
+        let resp = match forward(pool, Request::from_parts(parts, Body::Empty), true, &affinity).await {
+            Ok(f) => {
+                let (mut p, b) = f.response.into_parts();
+                headers::downstream_response(&mut p.headers, p.version);
+                Response::from_parts(p, b)
+            }
+            Err(e) => error_answer(&e, &pool.name),
+        };
+        // Reading the body through stores it.
+        let _ = http_body_util::BodyExt::collect(cache::step::after(&cache, miss, resp).into_body()).await;
+    });
 }
 
 struct LogHead {

@@ -41,6 +41,7 @@ pub struct Route {
     pub stats: Arc<RouteStats>,
     /// Sharded services: every request goes to every shard.
     pub fan_out: bool,
+    pub cache: Option<Arc<crate::cache::step::RouteCache>>,
 }
 
 impl Route {

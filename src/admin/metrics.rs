@@ -191,7 +191,44 @@ pub fn render(snap: &Snapshot) -> String {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
     }
     render_pools(&mut o, snap);
+    render_caches(&mut o, snap);
     o
+}
+
+fn render_caches(o: &mut String, snap: &Snapshot) {
+    let caches: Vec<(&str, &crate::cache::store::Store)> =
+        snap.router.routes.iter().filter_map(|r| r.cache.as_ref().map(|c| (r.name.as_str(), &*c.store))).collect();
+    type Get = fn(&crate::cache::store::Store) -> u64;
+    let rows: [(&str, &str, &str, Get); 14] = [
+        ("ringmaster_cache_hits_total", "counter", "Requests answered from the cache (fresh).", |s| s.stats.hits.load(Relaxed)),
+        ("ringmaster_cache_misses_total", "counter", "Requests with no usable stored answer.", |s| s.stats.misses.load(Relaxed)),
+        ("ringmaster_cache_stale_served_total", "counter", "Stale answers served (stale-while-revalidate, stale-if-error).", |s| {
+            s.stats.stale_served.load(Relaxed)
+        }),
+        ("ringmaster_cache_revalidations_total", "counter", "Conditional requests sent to refresh stale entries.", |s| {
+            s.stats.revalidations.load(Relaxed)
+        }),
+        ("ringmaster_cache_revalidated_total", "counter", "Stale entries refreshed by a 304.", |s| s.stats.revalidated_304.load(Relaxed)),
+        ("ringmaster_cache_coalesced_waits_total", "counter", "Requests that waited for another's upstream answer.", |s| {
+            s.stats.coalesced_waits.load(Relaxed)
+        }),
+        ("ringmaster_cache_stored_total", "counter", "Responses stored.", |s| s.stats.stored.load(Relaxed)),
+        ("ringmaster_cache_not_stored_total", "counter", "Responses not storable (private, no-store, Set-Cookie, ...).", |s| {
+            s.stats.not_stored.load(Relaxed)
+        }),
+        ("ringmaster_cache_too_large_total", "counter", "Responses over the object size limit.", |s| s.stats.too_large.load(Relaxed)),
+        ("ringmaster_cache_purged_total", "counter", "Entries removed by purges.", |s| s.stats.purged.load(Relaxed)),
+        ("ringmaster_cache_invalidated_total", "counter", "Keys invalidated by unsafe methods.", |s| s.stats.invalidated.load(Relaxed)),
+        ("ringmaster_cache_evictions_total", "counter", "Entries evicted for space.", |s| s.evictions()),
+        ("ringmaster_cache_bytes", "gauge", "Bytes held by the store.", |s| s.bytes()),
+        ("ringmaster_cache_entries", "gauge", "Keys held by the store.", |s| s.entries() as u64),
+    ];
+    for (name, kind, help, get) in rows {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (route, store) in &caches {
+            let _ = writeln!(o, "{name}{{route=\"{}\"}} {}", esc(route), get(store));
+        }
+    }
 }
 
 /// The labels of a pool: its service, and its shard in a sharded service.

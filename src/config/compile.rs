@@ -52,6 +52,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
     let mut old_eps: HashMap<EndpointKey, Arc<Endpoint>> = HashMap::new();
     let mut old_pool_stats: HashMap<String, Arc<PoolStats>> = HashMap::new();
     let mut old_route_stats: HashMap<(&str, &str), Arc<RouteStats>> = HashMap::new();
+    let mut old_caches: HashMap<String, Arc<crate::cache::store::Store>> = HashMap::new();
     if let Some(old) = old {
         for svc in old.services.values() {
             for pool in &svc.pools {
@@ -63,6 +64,9 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         }
         for r in &old.router.routes {
             old_route_stats.insert((&r.name, &r.service.name), r.stats.clone());
+            if let Some(c) = &r.cache {
+                old_caches.insert(r.name.clone(), c.store.clone());
+            }
         }
     }
 
@@ -123,6 +127,16 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             service,
             stats,
             fan_out: r.fan_out,
+            cache: r.cache.as_ref().filter(|c| c.get_ref().enabled).map(|c| {
+                let spec = c.get_ref();
+                // Contents survive a reload when the memory budget is unchanged.
+                let store = old_caches
+                    .get(name.as_str())
+                    .filter(|s| s.capacity == *spec.memory_bytes.get_ref())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(crate::cache::store::Store::new(*spec.memory_bytes.get_ref())));
+                Arc::new(crate::cache::step::RouteCache::new(spec, store))
+            }),
             name,
         });
     }

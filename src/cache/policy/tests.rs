@@ -12,17 +12,35 @@ fn h(pairs: &[(&str, &str)]) -> HeaderMap {
 }
 
 fn settings() -> Settings {
-    Settings { default_ttl: 0, max_ttl: 86_400, heuristic_cap: 3_600, store_set_cookie: false, stale_while_revalidate: 0, stale_if_error: 0 }
+    Settings {
+        default_ttl: 0,
+        max_ttl: 86_400,
+        heuristic_cap: 3_600,
+        store_set_cookie: false,
+        stale_while_revalidate: 0,
+        stale_if_error: 0,
+    }
 }
 
 fn store(req: &[(&str, &str)], status: u16, resp: &[(&str, &str)]) -> Result<u64, NotStored> {
     let (rq, rs) = (h(req), h(resp));
-    storable(&Method::GET, &rq, &CacheControl::parse(&rq), StatusCode::from_u16(status).unwrap(), &rs, &CacheControl::parse(&rs), &settings())
+    storable(
+        &Method::GET,
+        &rq,
+        &CacheControl::parse(&rq),
+        StatusCode::from_u16(status).unwrap(),
+        &rs,
+        &CacheControl::parse(&rs),
+        &settings(),
+    )
 }
 
 #[test]
 fn parses_directives() {
-    let cc = CacheControl::parse(&h(&[("cache-control", "public, max-age=60, s-maxage=\"120\""), ("cache-control", "no-cache=\"set-cookie, x\", stale-if-error=30")]));
+    let cc = CacheControl::parse(&h(&[
+        ("cache-control", "public, max-age=60, s-maxage=\"120\""),
+        ("cache-control", "no-cache=\"set-cookie, x\", stale-if-error=30"),
+    ]));
     assert!(cc.public && cc.no_cache);
     assert_eq!((cc.max_age, cc.s_maxage, cc.stale_if_error), (Some(60), Some(120), Some(30)));
     let cc = CacheControl::parse(&h(&[("cache-control", "max-stale, min-fresh=5, only-if-cached")]));

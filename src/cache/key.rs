@@ -1,0 +1,74 @@
+//! The cache key of a request: host, path and query (optionally with the query
+//! parameters sorted or dropped), plus named request headers or cookies.
+//! GET and HEAD share a key, so a HEAD is answered from a stored GET.
+
+use crate::config::schema::{CacheKeySpec, QueryMode};
+use http::request::Parts;
+
+/// The cache key of `head`, which arrived for `host`.
+pub fn cache_key(spec: &CacheKeySpec, head: &Parts, host: &str) -> String {
+    let mut k = String::with_capacity(64);
+    k.push_str(&host.to_ascii_lowercase());
+    k.push_str(head.uri.path());
+    if let Some(q) = head.uri.query() {
+        match spec.query {
+            QueryMode::Keep => {
+                k.push('?');
+                k.push_str(q);
+            }
+            QueryMode::Sort => {
+                let mut parts: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+                parts.sort_unstable();
+                if !parts.is_empty() {
+                    k.push('?');
+                    k.push_str(&parts.join("&"));
+                }
+            }
+            QueryMode::Ignore => {}
+        }
+    }
+    for h in &spec.headers {
+        k.push('\u{1}');
+        k.push_str(h);
+        k.push('=');
+        for v in head.headers.get_all(h.as_str()) {
+            k.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        }
+    }
+    for c in &spec.cookies {
+        k.push('\u{2}');
+        k.push_str(c);
+        k.push('=');
+        if let Some(v) = crate::shard::key::cookie(&head.headers, c) {
+            k.push_str(&String::from_utf8_lossy(v));
+        }
+    }
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn keys() {
+        let mut spec = CacheKeySpec::default();
+        assert_eq!(cache_key(&spec, &head("/a?b=2&a=1", &[]), "Example.com"), "example.com/a?b=2&a=1");
+        spec.query = QueryMode::Sort;
+        assert_eq!(cache_key(&spec, &head("/a?b=2&a=1", &[]), "x"), "x/a?a=1&b=2");
+        spec.query = QueryMode::Ignore;
+        assert_eq!(cache_key(&spec, &head("/a?b=2", &[]), "x"), "x/a");
+        spec.headers = vec!["accept-language".into()];
+        spec.cookies = vec!["tier".into()];
+        let k = cache_key(&spec, &head("/a", &[("accept-language", "fr"), ("cookie", "tier=gold")]), "x");
+        assert_eq!(k, "x/a\u{1}accept-language=fr\u{2}tier=gold");
+    }
+}

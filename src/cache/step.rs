@@ -1,0 +1,314 @@
+//! The cache's two steps on the request path: before forwarding (answer from
+//! the store, wait for a coalesced request, or prepare a conditional request)
+//! and after (store the response as it streams, refresh a revalidated entry,
+//! serve stale on error, invalidate after unsafe methods).
+
+use super::policy::{self, CacheControl, Settings, Timing, Usable};
+use super::serve;
+use super::store::{Entry, Landing, Store};
+use super::tee::{self, Tee};
+use crate::body::Body;
+use crate::config::schema::CacheSpec;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A route's cache: its settings and its store (kept across reloads).
+pub struct RouteCache {
+    pub spec: CacheSpec,
+    pub settings: Settings,
+    pub store: Arc<Store>,
+    purge_from: Vec<ipnet::IpNet>,
+    tag_header: Option<HeaderName>,
+}
+
+impl RouteCache {
+    pub fn new(spec: &CacheSpec, store: Arc<Store>) -> RouteCache {
+        RouteCache {
+            settings: Settings {
+                default_ttl: spec.default_ttl.0.as_secs(),
+                max_ttl: spec.max_ttl.0.as_secs(),
+                heuristic_cap: spec.heuristic_cap.0.as_secs(),
+                store_set_cookie: spec.store_set_cookie,
+                stale_while_revalidate: spec.stale_while_revalidate.0.as_secs(),
+                stale_if_error: spec.stale_if_error.0.as_secs(),
+            },
+            purge_from: spec.purge_from.iter().filter_map(|p| crate::config::validate::parse_cidr(p.get_ref())).collect(),
+            tag_header: spec.tag_header.as_ref().and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            store,
+            spec: spec.clone(),
+        }
+    }
+}
+
+/// What the request path does after `before`.
+pub enum Before {
+    /// The cache answers.
+    Answer(Response<Body>),
+    /// The cache answers with a stale entry; refresh it in the background.
+    AnswerAndRefresh(Response<Body>, Box<Miss>),
+    /// Go upstream, then call `after` with the answer.
+    Forward(Box<Miss>),
+    /// Not cacheable by method; unsafe methods invalidate the key after success.
+    Bypass { invalidate: Option<String> },
+}
+
+/// A request the cache sends upstream.
+pub struct Miss {
+    key: String,
+    method: Method,
+    /// The client's request headers as they arrived (Vary values, conditionals).
+    req: HeaderMap,
+    req_cc: CacheControl,
+    request_time: u64,
+    stale: Option<Arc<Entry>>,
+    if_error: bool,
+    /// Our own conditional headers were added for `stale`.
+    revalidating: bool,
+    landing: Option<Landing>,
+}
+
+static PURGE: &[u8] = b"PURGE";
+
+/// Before forwarding. `head` may gain conditional headers.
+pub async fn before(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: IpAddr) -> Before {
+    let store = &rc.store;
+    let key = super::key::cache_key(&rc.spec.key, head, host);
+    if head.method.as_str().as_bytes() == PURGE {
+        let peer = crate::identity::canonical(peer);
+        if !rc.purge_from.iter().any(|n| n.contains(&peer)) {
+            return Before::Answer(text(StatusCode::FORBIDDEN, "PURGE is not allowed from this address\n".into()));
+        }
+        let n = store.remove(&key);
+        return Before::Answer(text(StatusCode::OK, format!("{{\"purged\":{n}}}\n")));
+    }
+    if head.method != Method::GET && head.method != Method::HEAD {
+        let unsafe_method = !matches!(head.method, Method::OPTIONS | Method::TRACE);
+        return Before::Bypass { invalidate: unsafe_method.then_some(key) };
+    }
+    let req_cc = CacheControl::parse(&head.headers);
+    let now = policy::now_secs();
+    let mut miss = Miss {
+        key,
+        method: head.method.clone(),
+        req: head.headers.clone(),
+        req_cc,
+        request_time: now,
+        stale: None,
+        if_error: false,
+        revalidating: false,
+        landing: None,
+    };
+    if let Some(e) = store.get(&miss.key, &head.headers) {
+        match policy::usable(&miss.req_cc, &e.cc, &e.timing, now, &rc.settings) {
+            Usable::Fresh => {
+                store.stats.hits.fetch_add(1, Relaxed);
+                e.hits.fetch_add(1, Relaxed);
+                return Before::Answer(serve::answer(&e, &head.method, &head.headers, now, "hit"));
+            }
+            Usable::StaleWhileRevalidate => {
+                store.stats.stale_served.fetch_add(1, Relaxed);
+                e.hits.fetch_add(1, Relaxed);
+                let answer = serve::answer(&e, &head.method, &head.headers, now, "hit; detail=stale-while-revalidate");
+                // One background refresh per key: only the flight's leader refreshes.
+                if let Ok(_flight) = store.take_off(&miss.key) {
+                    miss.landing = Some(Landing { store: store.clone(), key_hash: super::store::key_hash(&miss.key) });
+                    prepare_revalidation(&mut miss, &e, head);
+                    miss.method = Method::GET;
+                    return Before::AnswerAndRefresh(answer, Box::new(miss));
+                }
+                return Before::Answer(answer);
+            }
+            Usable::Validate { if_error } => {
+                miss.if_error = if_error;
+                prepare_revalidation(&mut miss, &e, head);
+                return Before::Forward(Box::new(miss));
+            }
+        }
+    }
+    if miss.req_cc.only_if_cached {
+        return Before::Answer(text(StatusCode::GATEWAY_TIMEOUT, "not in the cache, and only-if-cached was asked\n".into()));
+    }
+    // Coalesce: one request per key goes upstream; the others wait for it.
+    match store.take_off(&miss.key) {
+        Ok(_) => miss.landing = Some(Landing { store: store.clone(), key_hash: super::store::key_hash(&miss.key) }),
+        Err(flight) => {
+            store.stats.coalesced_waits.fetch_add(1, Relaxed);
+            let notified = flight.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !flight.landed.load(Relaxed) {
+                let _ = tokio::time::timeout(Duration::from_secs_f64(rc.spec.coalesce_timeout.0.as_secs_f64()), notified).await;
+            }
+            if let Some(e) = store.get(&miss.key, &head.headers) {
+                let now = policy::now_secs();
+                if policy::usable(&miss.req_cc, &e.cc, &e.timing, now, &rc.settings) == Usable::Fresh {
+                    store.stats.hits.fetch_add(1, Relaxed);
+                    e.hits.fetch_add(1, Relaxed);
+                    return Before::Answer(serve::answer(&e, &head.method, &head.headers, now, "hit; detail=coalesced"));
+                }
+            }
+        }
+    }
+    store.stats.misses.fetch_add(1, Relaxed);
+    Before::Forward(Box::new(miss))
+}
+
+/// Adds our validators to the upstream request when the client sent none of its own.
+fn prepare_revalidation(miss: &mut Miss, e: &Arc<Entry>, head: &mut Parts) {
+    miss.stale = Some(e.clone());
+    let client_conditional = head.headers.contains_key(header::IF_NONE_MATCH) || head.headers.contains_key(header::IF_MODIFIED_SINCE);
+    if client_conditional || e.status != StatusCode::OK {
+        return;
+    }
+    if let Some(etag) = e.headers.get(header::ETAG) {
+        head.headers.insert(header::IF_NONE_MATCH, etag.clone());
+        miss.revalidating = true;
+    } else if let Some(lm) = e.headers.get(header::LAST_MODIFIED) {
+        head.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+        miss.revalidating = true;
+    }
+}
+
+/// After forwarding a miss: `resp` is the upstream's answer or the proxy's own error.
+pub fn after(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Response<Body> {
+    let mut miss = *miss;
+    let store = &rc.store;
+    let now = policy::now_secs();
+    let status = resp.status();
+    if let Some(stale) = miss.stale.clone() {
+        if miss.revalidating && status == StatusCode::NOT_MODIFIED {
+            store.stats.revalidations.fetch_add(1, Relaxed);
+            store.stats.revalidated_304.fetch_add(1, Relaxed);
+            let refreshed = refresh(rc, &stale, resp.headers(), miss.request_time, now);
+            let answer = serve::answer(&refreshed, &miss.method, &miss.req, now, "fwd=stale; fwd-status=304; stored");
+            store.insert(refreshed);
+            return answer;
+        }
+        if miss.revalidating {
+            store.stats.revalidations.fetch_add(1, Relaxed);
+        }
+        if status.is_server_error() && miss.if_error {
+            store.stats.stale_served.fetch_add(1, Relaxed);
+            return serve::answer(
+                &stale,
+                &miss.method,
+                &miss.req,
+                now,
+                &format!("hit; detail=stale-if-error; fwd-status={}", status.as_u16()),
+            );
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    let fwd = if miss.stale.is_some() { "stale" } else { "uri-miss" };
+    if miss.method != Method::GET {
+        serve::mark(&mut parts.headers, false, &format!("ringmaster; fwd={fwd}"));
+        return Response::from_parts(parts, body);
+    }
+    let cc = CacheControl::parse(&parts.headers);
+    match policy::storable(&miss.method, &miss.req, &miss.req_cc, status, &parts.headers, &cc, &rc.settings) {
+        Ok(lifetime) => {
+            serve::mark(&mut parts.headers, false, &format!("ringmaster; fwd={fwd}; stored"));
+            let entry = Entry {
+                key: std::mem::take(&mut miss.key),
+                status,
+                headers: stored_headers(&parts.headers),
+                body: bytes::Bytes::new(),
+                timing: Timing::new(miss.request_time, now, &parts.headers, lifetime),
+                vary: vary_values(&parts.headers, &miss.req),
+                tags: tags(rc, &parts.headers),
+                cc,
+                hits: Default::default(),
+            };
+            let job = tee::Pending { store: store.clone(), entry, landing: miss.landing.take() };
+            let max = *rc.spec.max_object_bytes.get_ref() as usize;
+            Response::from_parts(parts, Body::Caching(Box::new(Tee::new(body, max, job))))
+        }
+        Err(why) => {
+            store.stats.not_stored.fetch_add(1, Relaxed);
+            serve::mark(&mut parts.headers, false, &format!("ringmaster; fwd={fwd}; detail={}", why.reason()));
+            Response::from_parts(parts, body)
+        }
+    }
+}
+
+/// After a request that bypassed the cache: a successful unsafe method
+/// invalidates the stored responses of its URI (RFC 9111 section 4.4).
+pub fn after_bypass(rc: &RouteCache, invalidate: Option<String>, status: StatusCode) {
+    if let Some(key) = invalidate {
+        if (status.is_success() || status.is_redirection()) && rc.store.remove(&key) > 0 {
+            rc.store.stats.invalidated.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// A stored entry with the headers of a 304 merged in and fresh timing.
+fn refresh(rc: &RouteCache, stale: &Entry, fresh: &HeaderMap, request_time: u64, now: u64) -> Entry {
+    let mut headers = stale.headers.clone();
+    for name in fresh.keys() {
+        if matches!(*name, header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONTENT_ENCODING) {
+            continue;
+        }
+        headers.remove(name);
+        for v in fresh.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    let cc = CacheControl::parse(&headers);
+    let lifetime = policy::freshness_lifetime(stale.status, &headers, &cc, &rc.settings);
+    let timing = Timing::new(request_time, now, fresh, lifetime);
+    Entry {
+        key: stale.key.clone(),
+        status: stale.status,
+        body: stale.body.clone(),
+        vary: stale.vary.clone(),
+        tags: tags(rc, &headers),
+        headers,
+        cc,
+        timing,
+        hits: Default::default(),
+    }
+}
+
+/// Response headers worth storing: without the cache's own and per-hop ones.
+fn stored_headers(h: &HeaderMap) -> HeaderMap {
+    let mut h = h.clone();
+    h.remove(header::AGE);
+    h.remove("x-cache");
+    h.remove("cache-status");
+    h
+}
+
+fn vary_values(resp: &HeaderMap, req: &HeaderMap) -> Vec<(HeaderName, Option<HeaderValue>)> {
+    resp.get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(|n| {
+            let v = req.get(&n).cloned();
+            (n, v)
+        })
+        .collect()
+}
+
+fn tags(rc: &RouteCache, h: &HeaderMap) -> Vec<String> {
+    let Some(name) = &rc.tag_header else { return Vec::new() };
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([' ', ',']))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Body::full(body));
+    *r.status_mut() = status;
+    r
+}

@@ -1,0 +1,164 @@
+//! The caching layer against real upstream processes: each RFC 9111 rule the
+//! route cache implements, the safety rules, coalescing, revalidation,
+//! stale-if-error, purges and invalidation.
+
+mod common;
+use common::*;
+
+fn cached_proxy(extra: &str) -> (Proxy, Backend) {
+    let a = backend("a");
+    let cfg = format!(
+        "[[routes]]\nname = \"web\"\nservice = \"app\"\ncache = {{ purge_from = [\"127.0.0.1\"], tag_header = \"surrogate-key\"{extra} }}\n\n{}",
+        service("app", "round_robin", &[&a], "")
+    );
+    (Proxy::start(&cfg), a)
+}
+
+fn origin_count(b: &Backend) -> u64 {
+    get(b.addr, "/admin/count").text().parse().unwrap()
+}
+
+fn req(p: &Proxy, method: &str, path: &str, headers: &str) -> Response {
+    request(p.addr, &format!("{method} {path} HTTP/1.1\r\nHost: test.local\r\n{headers}Connection: close\r\n\r\n"))
+}
+
+#[test]
+fn second_request_is_a_hit_with_age_and_status_headers() {
+    let (p, a) = cached_proxy("");
+    let first = p.get("/cc/a?cc=max-age=60");
+    assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")));
+    assert!(first.header("cache-status").unwrap().contains("fwd=uri-miss; stored"), "{:?}", first.headers);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = p.get("/cc/a?cc=max-age=60");
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert_eq!(second.text(), first.text());
+    assert!(second.header("age").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(second.header("cache-status").unwrap().starts_with("ringmaster; hit; ttl="), "{:?}", second.headers);
+    assert_eq!(origin_count(&a), 1);
+    // HEAD is answered from the stored GET, without a body.
+    let head = req(&p, "HEAD", "/cc/a?cc=max-age=60", "");
+    assert_eq!((head.status, head.header("x-cache"), head.body.len()), (200, Some("HIT"), 0));
+    assert_eq!(origin_count(&a), 1);
+}
+
+#[test]
+fn safety_rules_keep_private_answers_out() {
+    let (p, a) = cached_proxy("");
+    let twice = |path: &str, headers: &str| {
+        req(&p, "GET", path, headers);
+        req(&p, "GET", path, headers)
+    };
+    assert_eq!(twice("/cc/private?cc=private,%20max-age=60", "").header("x-cache"), Some("MISS"));
+    assert_eq!(twice("/cc/auth?cc=max-age=60", "Authorization: Bearer t\r\n").header("x-cache"), Some("MISS"));
+    assert_eq!(twice("/cc/authpub?cc=public,%20max-age=60", "Authorization: Bearer t\r\n").header("x-cache"), Some("HIT"));
+    assert_eq!(twice("/cc/cookie?cc=max-age=60&cookie=1", "").header("x-cache"), Some("MISS"));
+    assert_eq!(twice("/cc/nostore?cc=no-store", "").header("x-cache"), Some("MISS"));
+    assert_eq!(twice("/cc/star?cc=max-age=60&vary=*", "").header("x-cache"), Some("MISS"));
+    assert_eq!(twice("/cc/reqnostore?cc=max-age=60", "Cache-Control: no-store\r\n").header("x-cache"), Some("MISS"));
+    let r = req(&p, "GET", "/cc/private?cc=private,%20max-age=60", "");
+    assert!(r.header("cache-status").unwrap().contains("detail=private"), "{:?}", r.headers);
+    assert_eq!(origin_count(&a), 14);
+}
+
+#[test]
+fn vary_keeps_one_variant_per_value() {
+    let (p, a) = cached_proxy("");
+    let fr = req(&p, "GET", "/cc/v?cc=max-age=60&vary=accept-language", "Accept-Language: fr\r\n");
+    let de = req(&p, "GET", "/cc/v?cc=max-age=60&vary=accept-language", "Accept-Language: de\r\n");
+    assert!(fr.text().ends_with(" fr") && de.text().ends_with(" de"));
+    let fr2 = req(&p, "GET", "/cc/v?cc=max-age=60&vary=accept-language", "Accept-Language: fr\r\n");
+    let de2 = req(&p, "GET", "/cc/v?cc=max-age=60&vary=accept-language", "Accept-Language: de\r\n");
+    assert_eq!((fr2.header("x-cache"), fr2.text()), (Some("HIT"), fr.text()));
+    assert_eq!((de2.header("x-cache"), de2.text()), (Some("HIT"), de.text()));
+    assert_eq!(origin_count(&a), 2);
+}
+
+#[test]
+fn concurrent_misses_make_one_upstream_request() {
+    let (p, a) = cached_proxy("");
+    let p = std::sync::Arc::new(p);
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || p.get("/cc/slow?cc=max-age=60&delay=500"))
+        })
+        .collect();
+    let answers: Vec<Response> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(answers.iter().all(|r| r.status == 200 && r.text() == answers[0].text()));
+    assert_eq!(origin_count(&a), 1, "N concurrent misses must make exactly one upstream request");
+    assert!(p.metric("ringmaster_cache_coalesced_waits_total{route=\"web\"}") >= 9.0);
+}
+
+#[test]
+fn stale_entries_are_revalidated_and_client_conditionals_answered() {
+    let (p, a) = cached_proxy("");
+    let first = p.get("/cc/r?cc=max-age=1&etag=v1");
+    assert_eq!(first.status, 200);
+    // Fresh: the client's own If-None-Match is answered 304 by the cache.
+    let c = req(&p, "GET", "/cc/r?cc=max-age=1&etag=v1", "If-None-Match: \"v1\"\r\n");
+    assert_eq!((c.status, c.header("x-cache")), (304, Some("HIT")));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // Stale: revalidated with If-None-Match; the origin's 304 refreshes the entry.
+    let r = p.get("/cc/r?cc=max-age=1&etag=v1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), first.text(), "the stored body is served after a 304");
+    assert!(r.header("cache-status").unwrap().contains("fwd=stale; fwd-status=304"), "{:?}", r.headers);
+    assert_eq!(origin_count(&a), 2);
+    assert_eq!(p.get("/cc/r?cc=max-age=1&etag=v1").header("x-cache"), Some("HIT"));
+}
+
+#[test]
+fn stale_if_error_serves_the_stored_answer_when_the_upstream_is_gone() {
+    let (p, mut a) = cached_proxy("");
+    let first = p.get("/cc/e?cc=max-age=1,%20stale-if-error=60");
+    assert_eq!(first.status, 200);
+    let _ = a.proc.0.kill();
+    let _ = a.proc.0.wait();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let r = p.get("/cc/e?cc=max-age=1,%20stale-if-error=60");
+    assert_eq!((r.status, r.text()), (200, first.text()));
+    assert!(r.header("cache-status").unwrap().contains("stale-if-error"), "{:?}", r.headers);
+    // Without stale-if-error the failure shows.
+    assert_eq!(p.get("/cc/other?cc=max-age=60").status, 502);
+}
+
+#[test]
+fn ranges_are_answered_from_the_stored_response() {
+    let (p, _a) = cached_proxy("");
+    let full = p.get("/cc/range?cc=max-age=60");
+    let r = req(&p, "GET", "/cc/range?cc=max-age=60", "Range: bytes=0-5\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, full.body[..6].to_vec());
+    assert_eq!(r.header("content-range").unwrap(), format!("bytes 0-5/{}", full.body.len()));
+}
+
+#[test]
+fn purge_and_unsafe_methods_invalidate() {
+    let (p, a) = cached_proxy("");
+    p.get("/cc/p?cc=max-age=60");
+    assert_eq!(p.get("/cc/p?cc=max-age=60").header("x-cache"), Some("HIT"));
+    let purge = req(&p, "PURGE", "/cc/p?cc=max-age=60", "");
+    assert_eq!((purge.status, purge.text().trim()), (200, "{\"purged\":1}"));
+    assert_eq!(p.get("/cc/p?cc=max-age=60").header("x-cache"), Some("MISS"));
+    // A successful POST to the URI invalidates it.
+    assert_eq!(p.get("/cc/p?cc=max-age=60").header("x-cache"), Some("HIT"));
+    let post = request(p.addr, "POST /cc/p?cc=max-age=60 HTTP/1.1\r\nHost: test.local\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(post.status, 200);
+    assert_eq!(p.get("/cc/p?cc=max-age=60").header("x-cache"), Some("MISS"));
+    assert_eq!(origin_count(&a), 4);
+}
+
+#[test]
+fn purge_is_refused_from_other_addresses() {
+    let a = backend("a");
+    let cfg = format!("[[routes]]\nservice = \"app\"\ncache = {{ }}\n\n{}", service("app", "round_robin", &[&a], ""));
+    let p = Proxy::start(&cfg);
+    assert_eq!(req(&p, "PURGE", "/x", "").status, 403);
+}
+
+#[test]
+fn the_clients_address_reaches_the_origin_through_the_cache() {
+    let (p, _a) = cached_proxy("");
+    let r = req(&p, "GET", "/echo", "");
+    assert_eq!(r.json()["headers"]["x-forwarded-for"], "127.0.0.1");
+}
