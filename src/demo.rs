@@ -41,6 +41,12 @@ service = "users"
 fan_out = true
 
 [[routes]]
+name = "cached"
+path_prefix = "/cc/"
+service = "app"
+cache = {{ memory_bytes = 67108864, purge_from = ["127.0.0.1"] }}
+
+[[routes]]
 name = "app"
 path_prefix = "/"
 service = "app"
@@ -97,6 +103,8 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
                  \x20 curl -si http://{listen}/users/42 | grep -i x-shard   # the same id always lands on the same shard\n\
                  \x20 curl -s http://{listen}/all/items                    # fan-out: every shard answers, arrays merged\n\
                  \x20 ringmaster ring locate --config {cfg} --service users 42\n\
+                 \x20 curl -si 'http://{listen}/cc/page?cc=max-age=30' | grep -iE 'x-cache|age|origin'   # run twice: MISS, then HIT\n\
+                 \x20 curl -s http://{admin}/admin/cache\n\
                  \nCtrl-C stops.",
                 shown.display(),
                 cfg = shown.display()

@@ -162,3 +162,61 @@ fn the_clients_address_reaches_the_origin_through_the_cache() {
     let r = req(&p, "GET", "/echo", "");
     assert_eq!(r.json()["headers"]["x-forwarded-for"], "127.0.0.1");
 }
+
+fn admin_post(p: &Proxy, path: &str) -> Response {
+    request(p.admin, &format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+}
+
+#[test]
+fn admin_purges_by_tag_prefix_and_key_and_lists_top_keys() {
+    let (p, _a) = cached_proxy("");
+    for path in [
+        "/cc/t1?cc=max-age=60&tag=red",
+        "/cc/t2?cc=max-age=60&tag=red%20blue",
+        "/cc/t3?cc=max-age=60&tag=blue",
+        "/cc/x/1?cc=max-age=60",
+        "/cc/x/2?cc=max-age=60",
+    ] {
+        p.get(path);
+        assert_eq!(p.get(path).header("x-cache"), Some("HIT"), "{path}");
+    }
+    let cache = p.admin_json("/admin/cache");
+    assert_eq!(cache["caches"][0]["entries"], 5);
+    assert_eq!(cache["caches"][0]["top_keys"][0]["hits"], 1);
+    let r = admin_post(&p, "/admin/cache/purge?route=web&tag=red");
+    assert_eq!(r.json()["purged"], 2);
+    assert_eq!(p.get("/cc/t1?cc=max-age=60&tag=red").header("x-cache"), Some("MISS"));
+    assert_eq!(p.get("/cc/t3?cc=max-age=60&tag=blue").header("x-cache"), Some("HIT"));
+    let r = admin_post(&p, "/admin/cache/purge?prefix=test.local/cc/x/");
+    assert_eq!(r.json()["purged"], 2);
+    assert_eq!(p.get("/cc/x/1?cc=max-age=60").header("x-cache"), Some("MISS"));
+    let r = admin_post(&p, "/admin/cache/purge?key=test.local/cc/t3?cc=max-age=60%26tag=blue");
+    assert_eq!(r.json()["purged"], 1);
+    assert_eq!(admin_post(&p, "/admin/cache/purge?route=nope&tag=x").status, 404);
+    assert_eq!(admin_post(&p, "/admin/cache/purge").status, 400);
+}
+
+#[test]
+fn stale_while_revalidate_serves_stale_and_refreshes_once() {
+    let (p, a) = cached_proxy("");
+    let path = "/cc/swr?cc=max-age=1,%20stale-while-revalidate=30";
+    let first = p.get(path);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let stale = p.get(path);
+    assert_eq!((stale.header("x-cache"), stale.text()), (Some("HIT"), first.text()));
+    assert!(stale.header("cache-status").unwrap().contains("stale-while-revalidate"), "{:?}", stale.headers);
+    // The background refresh lands; the next answer is the new one, fresh.
+    eventually(5, "background refresh", || p.get(path).text() != first.text());
+    assert_eq!(origin_count(&a), 2);
+}
+
+#[test]
+fn head_can_be_left_out_of_cached_methods() {
+    let (p, a) = cached_proxy(", methods = [\"GET\"]");
+    p.get("/cc/h?cc=max-age=60");
+    let head = req(&p, "HEAD", "/cc/h?cc=max-age=60", "");
+    assert_eq!(head.header("x-cache"), None, "HEAD went past the cache");
+    assert_eq!(origin_count(&a), 2);
+    // ...and, being safe, did not invalidate the stored GET.
+    assert_eq!(p.get("/cc/h?cc=max-age=60").header("x-cache"), Some("HIT"));
+}

@@ -58,6 +58,8 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         (&Method::GET, "/admin/config") => json_reply(StatusCode::OK, json!({ "generation": snap.generation, "config": snap.config })),
         (&Method::GET, "/admin/pools") => json_reply(StatusCode::OK, pools(&snap)),
         (&Method::GET, "/admin/shards") => json_reply(StatusCode::OK, shards(&snap)),
+        (&Method::GET, "/admin/cache") => json_reply(StatusCode::OK, caches(&snap)),
+        (&Method::POST, "/admin/cache/purge") => purge(&snap, req.uri().query().unwrap_or("")),
         (&Method::POST, "/admin/reload") => match reload::reload(shared).await {
             Ok(g) => json_reply(StatusCode::OK, json!({ "reloaded": true, "generation": g })),
             Err(e) => json_reply(StatusCode::BAD_REQUEST, json!({ "reloaded": false, "error": e })),
@@ -66,7 +68,7 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin paths: /metrics /healthz /readyz /admin/config /admin/pools /admin/shards POST /admin/reload\n".into(),
+            "admin paths: /metrics /healthz /readyz /admin/config /admin/pools /admin/shards /admin/cache POST /admin/cache/purge?route=R&key=K|prefix=P|tag=T POST /admin/reload\n".into(),
         ),
     }
 }
@@ -128,4 +130,52 @@ fn shards(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
         })
         .collect();
     json!({ "generation": snap.generation, "services": services })
+}
+
+fn caches(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
+    let routes: Vec<_> = snap
+        .router
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let c = r.cache.as_ref()?;
+            let s = &c.store;
+            let top: Vec<_> = s.top_keys(10).into_iter().map(|(k, hits)| json!({ "key": k, "hits": hits })).collect();
+            Some(json!({
+                "route": r.name,
+                "bytes": s.bytes(),
+                "capacity_bytes": s.capacity,
+                "entries": s.entries(),
+                "hits": s.stats.hits.load(Relaxed),
+                "misses": s.stats.misses.load(Relaxed),
+                "evictions": s.evictions(),
+                "top_keys": top,
+            }))
+        })
+        .collect();
+    json!({ "caches": routes })
+}
+
+/// `POST /admin/cache/purge?route=R&key=K` (exact key), `prefix=P`, or `tag=T`;
+/// without `route`, every route's cache.
+fn purge(snap: &crate::config::compile::Snapshot, query: &str) -> Response<Body> {
+    let params: Vec<(String, String)> = query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), crate::shard::key::percent_decode_str(v)))
+        .collect();
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let route = get("route");
+    let stores: Vec<_> =
+        snap.router.routes.iter().filter(|r| route.map(|n| n == r.name).unwrap_or(true)).filter_map(|r| r.cache.as_ref()).collect();
+    if stores.is_empty() {
+        return json_reply(StatusCode::NOT_FOUND, json!({ "error": "no cached route by that name" }));
+    }
+    let purged: usize = match (get("key"), get("prefix"), get("tag")) {
+        (Some(k), None, None) => stores.iter().map(|c| c.store.remove(k)).sum(),
+        (None, Some(p), None) => stores.iter().map(|c| c.store.purge_where(|e| e.key.starts_with(p))).sum(),
+        (None, None, Some(t)) => stores.iter().map(|c| c.store.purge_where(|e| e.tags.iter().any(|x| x == t))).sum(),
+        _ => return json_reply(StatusCode::BAD_REQUEST, json!({ "error": "give exactly one of key=, prefix= or tag=" })),
+    };
+    json_reply(StatusCode::OK, json!({ "purged": purged }))
 }

@@ -86,8 +86,10 @@ pub async fn before(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: Ip
         let n = store.remove(&key);
         return Before::Answer(text(StatusCode::OK, format!("{{\"purged\":{n}}}\n")));
     }
-    if head.method != Method::GET && head.method != Method::HEAD {
-        let unsafe_method = !matches!(head.method, Method::OPTIONS | Method::TRACE);
+    let cached_method =
+        (head.method == Method::GET || head.method == Method::HEAD) && rc.spec.methods.iter().any(|m| m.get_ref() == head.method.as_str());
+    if !cached_method {
+        let unsafe_method = !matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
         return Before::Bypass { invalidate: unsafe_method.then_some(key) };
     }
     let req_cc = CacheControl::parse(&head.headers);

@@ -601,6 +601,9 @@ pub struct CacheSpec {
     pub heuristic_cap: Dur,
     #[serde(default)]
     pub key: CacheKeySpec,
+    /// Methods answered from the cache: GET, and HEAD (from stored GETs).
+    #[serde(default = "d_cache_methods")]
+    pub methods: Vec<Spanned<String>>,
     /// Store responses that set cookies (not by default: they are usually per user).
     #[serde(default)]
     pub store_set_cookie: bool,
@@ -619,6 +622,9 @@ pub struct CacheSpec {
     /// Response header listing an entry's tags, for purge by tag.
     #[serde(default)]
     pub tag_header: Option<String>,
+}
+fn d_cache_methods() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "GET".into()), Spanned::new(0..0, "HEAD".into())]
 }
 fn d_cache_memory() -> Spanned<u64> {
     Spanned::new(0..0, 256 * 1024 * 1024)

@@ -109,6 +109,9 @@ fn routes(cfg: &Config, r: &mut Reporter) {
                 r.error(m.span(), format!("`{}` is not an HTTP method", m.get_ref()), "write methods in capitals, such as \"GET\"");
             }
         }
+        if let Some(c) = &route.cache {
+            cache(c.get_ref(), r);
+        }
         if !route.path_prefix.get_ref().starts_with('/') {
             r.error(route.path_prefix.span(), "path_prefix must start with `/`", "for example \"/api/\"");
         }
@@ -365,5 +368,41 @@ fn sharded(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
     }
     if svc.fan_out.timeout.get_ref().0.is_zero() {
         r.error(svc.fan_out.timeout.span(), "a fan-out timeout of zero would fail every fan-out", "use a positive duration such as \"2s\"");
+    }
+}
+
+fn cache(c: &super::schema::CacheSpec, r: &mut Reporter) {
+    if *c.memory_bytes.get_ref() < 64 * 1024 {
+        r.error(
+            c.memory_bytes.span(),
+            "a cache of less than 64 KiB holds almost nothing",
+            "give it at least a few MiB, such as 268435456 (256 MiB)",
+        );
+    }
+    if c.max_object_bytes.get_ref() > c.memory_bytes.get_ref() {
+        r.error(
+            c.max_object_bytes.span(),
+            "max_object_bytes is larger than the cache's memory",
+            "lower max_object_bytes or raise memory_bytes",
+        );
+    }
+    for m in &c.methods {
+        if !matches!(m.get_ref().as_str(), "GET" | "HEAD") {
+            r.error(m.span(), format!("`{}` cannot be answered from a cache", m.get_ref()), "cacheable methods are GET and HEAD");
+        }
+    }
+    for p in &c.purge_from {
+        if parse_cidr(p.get_ref()).is_none() {
+            r.error(
+                p.span(),
+                format!("`{}` is not an IP address or CIDR range", p.get_ref()),
+                "write it as \"127.0.0.1\" or \"10.0.0.0/8\"",
+            );
+        }
+    }
+    if let Some(h) = &c.tag_header {
+        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            r.error(c.memory_bytes.span(), format!("tag_header `{h}` is not a header name"), "for example \"surrogate-key\"");
+        }
     }
 }

@@ -117,6 +117,11 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, [u8]>> {
     None
 }
 
+/// Percent-decodes a query value into text (lossy on invalid UTF-8).
+pub fn percent_decode_str(s: &str) -> String {
+    String::from_utf8_lossy(&percent_decode(s.as_bytes())).into_owned()
+}
+
 fn percent_decode(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
