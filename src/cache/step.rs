@@ -260,6 +260,7 @@ fn refresh(rc: &RouteCache, stale: &Entry, fresh: &HeaderMap, request_time: u64,
             headers.append(name.clone(), v.clone());
         }
     }
+    let headers = stored_headers(&headers);
     let cc = CacheControl::parse(&headers);
     let lifetime = policy::freshness_lifetime(stale.status, &headers, &cc, &rc.settings);
     let timing = Timing::new(request_time, now, fresh, lifetime);
@@ -276,13 +277,21 @@ fn refresh(rc: &RouteCache, stale: &Entry, fresh: &HeaderMap, request_time: u64,
     }
 }
 
-/// Response headers worth storing: without the cache's own and per-hop ones.
+/// Response headers worth storing: without the cache's own, and copied out of
+/// the upstream connection's read buffer (a clone would share, and so keep
+/// alive, the whole buffer the response head was read into).
 fn stored_headers(h: &HeaderMap) -> HeaderMap {
-    let mut h = h.clone();
-    h.remove(header::AGE);
-    h.remove("x-cache");
-    h.remove("cache-status");
-    h
+    let mut out = HeaderMap::with_capacity(h.len());
+    for (name, value) in h {
+        if *name == header::AGE || name == "x-cache" || name == "cache-status" {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name.as_str().as_bytes()).expect("a valid name stays valid");
+        let mut v = HeaderValue::from_bytes(value.as_bytes()).expect("a valid value stays valid");
+        v.set_sensitive(value.is_sensitive());
+        out.append(name, v);
+    }
+    out
 }
 
 fn vary_values(resp: &HeaderMap, req: &HeaderMap) -> Vec<(HeaderName, Option<HeaderValue>)> {
