@@ -94,6 +94,16 @@ pub async fn before(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: Ip
     }
     let req_cc = CacheControl::parse(&head.headers);
     let now = policy::now_secs();
+    let found = store.get(&key, &head.headers).map(|e| {
+        let usable = policy::usable(&req_cc, &e.cc, &e.timing, now, &rc.settings);
+        (e, usable)
+    });
+    if let Some((e, Usable::Fresh)) = &found {
+        // The hit path: nothing of the request is copied.
+        store.stats.hits.fetch_add(1, Relaxed);
+        e.hits.fetch_add(1, Relaxed);
+        return Before::Answer(serve::answer(e, &head.method, &head.headers, now, "hit"));
+    }
     let mut miss = Miss {
         key,
         method: head.method.clone(),
@@ -105,14 +115,9 @@ pub async fn before(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: Ip
         revalidating: false,
         landing: None,
     };
-    if let Some(e) = store.get(&miss.key, &head.headers) {
-        match policy::usable(&miss.req_cc, &e.cc, &e.timing, now, &rc.settings) {
-            Usable::Fresh => {
-                store.stats.hits.fetch_add(1, Relaxed);
-                e.hits.fetch_add(1, Relaxed);
-                return Before::Answer(serve::answer(&e, &head.method, &head.headers, now, "hit"));
-            }
-            Usable::StaleWhileRevalidate => {
+    if let Some((e, usable)) = found {
+        match usable {
+            Usable::Fresh | Usable::StaleWhileRevalidate => {
                 store.stats.stale_served.fetch_add(1, Relaxed);
                 e.hits.fetch_add(1, Relaxed);
                 let answer = serve::answer(&e, &head.method, &head.headers, now, "hit; detail=stale-while-revalidate");
