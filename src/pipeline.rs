@@ -100,8 +100,11 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         (Target::Pool(_), Some(c)) => Some((c, cache::step::before(c, &mut parts, host.unwrap_or(""), conn.peer.ip()).await)),
         _ => None,
     };
-    let hop = Hop { peer: conn.peer.ip(), peer_value: &conn.peer_value, trusted, proto: conn.proto };
-    headers::upstream_request(&mut parts.headers, parts.version, host_value.as_ref(), &hop);
+    // Forwarding headers, unless the cache already answered and nothing goes upstream.
+    if !matches!(cache, Some((_, Before::Answer(_)))) {
+        let hop = Hop { peer: conn.peer.ip(), peer_value: &conn.peer_value, trusted, proto: conn.proto };
+        headers::upstream_request(&mut parts.headers, parts.version, host_value.as_ref(), &hop);
+    }
     let log = snap.access_log.as_ref().map(|_| LogHead {
         method: parts.method.clone(),
         path: parts.uri.path().to_string(),
