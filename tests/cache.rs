@@ -220,3 +220,22 @@ fn head_can_be_left_out_of_cached_methods() {
     // ...and, being safe, did not invalidate the stored GET.
     assert_eq!(p.get("/cc/h?cc=max-age=60").header("x-cache"), Some("HIT"));
 }
+
+#[test]
+fn only_if_cached_large_objects_and_heuristic_freshness() {
+    let (p, a) = cached_proxy(", max_object_bytes = 10");
+    // Nothing stored: only-if-cached gets 504 without going upstream.
+    let r = req(&p, "GET", "/cc/oic?cc=max-age=60", "Cache-Control: only-if-cached\r\n");
+    assert_eq!(r.status, 504);
+    assert_eq!(origin_count(&a), 0);
+    // A body over max_object_bytes passes through and is not stored.
+    let big = p.get("/cc/this-path-makes-a-long-body?cc=max-age=60");
+    assert!(big.body.len() > 10);
+    assert_eq!(p.get("/cc/this-path-makes-a-long-body?cc=max-age=60").header("x-cache"), Some("MISS"));
+    assert_eq!(p.metric("ringmaster_cache_too_large_total{route=\"web\"}"), 2.0);
+    // No Cache-Control, but Last-Modified: heuristically fresh (10% of its age).
+    let (p, _a) = cached_proxy("");
+    p.get("/cc/h?lm=1");
+    let r = p.get("/cc/h?lm=1");
+    assert_eq!(r.header("x-cache"), Some("HIT"), "{:?}", r.headers);
+}
