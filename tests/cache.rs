@@ -239,3 +239,30 @@ fn only_if_cached_large_objects_and_heuristic_freshness() {
     let r = p.get("/cc/h?lm=1");
     assert_eq!(r.header("x-cache"), Some("HIT"), "{:?}", r.headers);
 }
+
+#[test]
+fn request_directives_are_honoured() {
+    let (p, a) = cached_proxy("");
+    let path = "/cc/rd?cc=max-age=1";
+    p.get(path);
+    // no-cache: the stored answer may not be used without going upstream.
+    let r = req(&p, "GET", path, "Cache-Control: no-cache\r\n");
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(origin_count(&a), 2);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // Stale now: max-stale accepts it from the cache...
+    let r = req(&p, "GET", path, "Cache-Control: max-stale=60\r\n");
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    assert_eq!(origin_count(&a), 2);
+    // ...a plain request does not.
+    assert_eq!(p.get(path).header("x-cache"), Some("MISS"));
+    assert_eq!(origin_count(&a), 3);
+    // Fresh for a minute, but a client's max-age=0 refuses an answer a second old.
+    let long = "/cc/rd2?cc=max-age=60";
+    p.get(long);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(p.get(long).header("x-cache"), Some("HIT"));
+    let r = req(&p, "GET", long, "Cache-Control: max-age=0\r\n");
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(origin_count(&a), 5);
+}
