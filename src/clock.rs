@@ -10,3 +10,8 @@ static START: OnceLock<Instant> = OnceLock::new();
 pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
+
+/// Nanoseconds since the process first asked for the time.
+pub fn now_ns() -> u64 {
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}

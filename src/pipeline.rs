@@ -76,6 +76,20 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         return answer(StatusCode::NOT_FOUND, Answer::NoRoute, "no route matches this request\n");
     };
 
+    // limit: the route's rate limits, for this client
+    let verdict = if route.limits.is_empty() {
+        None
+    } else {
+        let group = crate::limit::group(client, *snap.config.identity.ipv4_prefix.get_ref(), *snap.config.identity.ipv6_prefix.get_ref());
+        crate::limit::check(&snap.limit_store, &route.limits, group, crate::clock::now_ns())
+    };
+    if let Some(v) = verdict.as_ref().filter(|v| !v.allowed) {
+        crate::admin::metrics::count_answer(Answer::RateLimited);
+        let resp = crate::limit::denied(&route.limits, v);
+        route.stats.record(resp.status().as_u16(), start.elapsed());
+        return resp;
+    }
+
     // shard: which pool (or pools) of the service
     let (mut parts, incoming) = req.into_parts();
     let service = &route.service;
@@ -146,6 +160,10 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         Target::All => (crate::shard::fanout::fan_out(service, &parts, client).await, None),
     };
 
+    let mut resp = resp;
+    if let Some(v) = &verdict {
+        crate::limit::headers(resp.headers_mut(), &route.limits, v);
+    }
     let elapsed = start.elapsed();
     route.stats.record(resp.status().as_u16(), elapsed);
     if let (Some(al), Some(l)) = (&snap.access_log, log) {

@@ -42,6 +42,8 @@ pub struct Route {
     /// Sharded services: every request goes to every shard.
     pub fan_out: bool,
     pub cache: Option<Arc<crate::cache::step::RouteCache>>,
+    /// Rate-limit policies; empty for none.
+    pub limits: Vec<crate::limit::Policy>,
 }
 
 impl Route {

@@ -62,6 +62,7 @@ impl RouteStats {
 /// Answers the proxy gives itself, each counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
+    RateLimited,
     BadRequest,
     MissingKey,
     HeaderTimeout,
@@ -74,7 +75,8 @@ pub enum Answer {
 }
 
 impl Answer {
-    pub const ALL: [Answer; 9] = [
+    pub const ALL: [Answer; 10] = [
+        Answer::RateLimited,
         Answer::BadRequest,
         Answer::MissingKey,
         Answer::HeaderTimeout,
@@ -88,6 +90,7 @@ impl Answer {
 
     pub fn reason(self) -> &'static str {
         match self {
+            Answer::RateLimited => "rate_limited",
             Answer::BadRequest => "bad_request",
             Answer::MissingKey => "missing_key",
             Answer::HeaderTimeout => "header_timeout",

@@ -33,6 +33,8 @@ pub struct Limits {
 /// Everything a request needs, immutable; swapped whole on reload.
 pub struct Snapshot {
     pub generation: u64,
+    /// Rate-limit counters, carried over every reload.
+    pub limit_store: Arc<crate::limit::store::LocalStore>,
     pub config: Config,
     pub router: Router,
     pub services: BTreeMap<String, Arc<Service>>,
@@ -127,6 +129,33 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             service,
             stats,
             fan_out: r.fan_out,
+            limits: r
+                .rate_limit
+                .iter()
+                .filter_map(|n| {
+                    let spec = cfg.rate_limits.iter().find(|(k, _)| k.get_ref() == n.get_ref())?.1;
+                    let rate = *spec.rate.get_ref();
+                    // A client's counter is shared by every route applying the policy;
+                    // a route ceiling is the route's own.
+                    let seed_text = match spec.scope {
+                        super::schema::LimitScope::Client => n.get_ref().clone(),
+                        super::schema::LimitScope::Route => format!("{}/{}", name, n.get_ref()),
+                    };
+                    Some(crate::limit::Policy {
+                        name: n.get_ref().clone(),
+                        quota: crate::limit::gcra::Quota::new(
+                            rate,
+                            spec.period.get_ref().0,
+                            spec.burst.as_ref().map(|b| *b.get_ref()).unwrap_or(rate),
+                        ),
+                        scope: match spec.scope {
+                            super::schema::LimitScope::Client => crate::limit::Scope::Client,
+                            super::schema::LimitScope::Route => crate::limit::Scope::Route,
+                        },
+                        seed: crate::shard::hash::xxh3(seed_text.as_bytes()),
+                    })
+                })
+                .collect(),
             cache: r.cache.as_ref().filter(|c| c.get_ref().enabled).map(|c| {
                 let spec = c.get_ref();
                 // Contents survive a reload when the memory budget is unchanged.
@@ -152,6 +181,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         _ => Arc::new(AccessLog::open(spec.clone())),
     });
     let snapshot = Snapshot {
+        limit_store: old.map(|o| o.limit_store.clone()).unwrap_or_else(|| Arc::new(crate::limit::store::LocalStore::new(1_000_000))),
         generation: old.map(|o| o.generation + 1).unwrap_or(1),
         router: Router { routes },
         services,

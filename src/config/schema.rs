@@ -28,6 +28,63 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
     #[serde(default)]
     pub services: BTreeMap<Spanned<String>, ServiceSpec>,
+    /// Named rate-limit policies, applied by routes.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<Spanned<String>, RateLimitSpec>,
+    #[serde(default)]
+    pub identity: IdentitySpec,
+}
+
+/// How clients are told apart.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySpec {
+    /// Anonymous IPv4 clients are counted by this prefix (32: each address).
+    #[serde(default = "d_v4_prefix")]
+    pub ipv4_prefix: Spanned<u8>,
+    /// Anonymous IPv6 clients are counted by this prefix (64: each subnet).
+    #[serde(default = "d_v6_prefix")]
+    pub ipv6_prefix: Spanned<u8>,
+}
+
+impl Default for IdentitySpec {
+    fn default() -> Self {
+        IdentitySpec { ipv4_prefix: d_v4_prefix(), ipv6_prefix: d_v6_prefix() }
+    }
+}
+
+fn d_v4_prefix() -> Spanned<u8> {
+    Spanned::new(0..0, 32)
+}
+fn d_v6_prefix() -> Spanned<u8> {
+    Spanned::new(0..0, 64)
+}
+
+/// Whose requests a rate limit counts together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitScope {
+    /// Each client (address, grouped by prefix).
+    Client,
+    /// The whole route: a ceiling over every client.
+    Route,
+}
+
+/// A rate limit: `rate` requests per `period`, `burst` at once.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    pub rate: Spanned<u64>,
+    pub period: Spanned<Dur>,
+    /// Requests allowed at once; the rate when absent.
+    #[serde(default)]
+    pub burst: Option<Spanned<u64>>,
+    #[serde(default = "d_scope")]
+    pub scope: LimitScope,
+}
+
+fn d_scope() -> LimitScope {
+    LimitScope::Client
 }
 
 /// Process-wide settings.
@@ -155,6 +212,9 @@ pub struct RouteSpec {
     /// Sharded services: send every request of this route to every shard.
     #[serde(default)]
     pub fan_out: bool,
+    /// Rate-limit policies (names of `[rate_limits.NAME]`); all apply, the strictest decides.
+    #[serde(default)]
+    pub rate_limit: Vec<Spanned<String>>,
     /// The route's HTTP cache; absent means no caching.
     #[serde(default)]
     pub cache: Option<Spanned<CacheSpec>>,

@@ -26,6 +26,25 @@ pub fn validate(cfg: &Config, r: &mut Reporter) {
         }
     }
     limits(cfg, r);
+    for spec in cfg.rate_limits.values() {
+        if *spec.rate.get_ref() == 0 {
+            r.error(spec.rate.span(), "a rate of 0 would refuse every request", "use at least 1");
+        }
+        if spec.period.get_ref().0.is_zero() {
+            r.error(spec.period.span(), "a rate-limit period must be positive", "for example \"1m\" or \"1h\"");
+        }
+        if let Some(b) = &spec.burst {
+            if *b.get_ref() == 0 {
+                r.error(b.span(), "a burst of 0 would refuse every request", "use at least 1");
+            }
+        }
+    }
+    if *cfg.identity.ipv4_prefix.get_ref() > 32 {
+        r.error(cfg.identity.ipv4_prefix.span(), "an IPv4 prefix is at most 32", "");
+    }
+    if *cfg.identity.ipv6_prefix.get_ref() > 128 {
+        r.error(cfg.identity.ipv6_prefix.span(), "an IPv6 prefix is at most 128", "");
+    }
     routes(cfg, r);
     for (name, svc) in &cfg.services {
         service(name, svc, r);
@@ -107,6 +126,15 @@ fn routes(cfg: &Config, r: &mut Reporter) {
         for m in &route.methods {
             if http::Method::from_bytes(m.get_ref().as_bytes()).is_err() || m.get_ref().is_empty() {
                 r.error(m.span(), format!("`{}` is not an HTTP method", m.get_ref()), "write methods in capitals, such as \"GET\"");
+            }
+        }
+        for l in &route.rate_limit {
+            if !cfg.rate_limits.keys().any(|k| k.get_ref() == l.get_ref()) {
+                r.error(
+                    l.span(),
+                    format!("route applies rate limit `{}`, which is not defined", l.get_ref()),
+                    "define it in a [rate_limits.NAME] table",
+                );
             }
         }
         if let Some(c) = &route.cache {

@@ -1,0 +1,86 @@
+//! Rate limits: GCRA per client and per route, reported in headers, 429 when
+//! denied. Clients are told apart through X-Forwarded-For from a trusted peer.
+
+mod common;
+use common::*;
+
+fn limited(policies: &str, route_limits: &str) -> (Proxy, Backend) {
+    let a = backend("a");
+    let cfg = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n\n{policies}\n[[routes]]\nname = \"api\"\nservice = \"app\"\nrate_limit = [{route_limits}]\n\n{}",
+        service("app", "round_robin", &[&a], "")
+    );
+    (Proxy::start(&cfg), a)
+}
+
+fn from(p: &Proxy, client: &str) -> Response {
+    request(p.addr, &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\nConnection: close\r\n\r\n"))
+}
+
+#[test]
+fn burst_headers_and_429() {
+    let (p, _a) = limited("[rate_limits.anonymous]\nrate = 3\nperiod = \"1m\"\n", "\"anonymous\"");
+    let remaining: Vec<String> = (0..3)
+        .map(|_| {
+            let r = from(&p, "203.0.113.1");
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("x-ratelimit-limit"), Some("3"));
+            assert_eq!(r.header("ratelimit-policy"), Some("\"anonymous\";q=3;w=60"));
+            r.header("x-ratelimit-remaining").unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let r = from(&p, "203.0.113.1");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("20"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    assert!(r.header("ratelimit").unwrap().starts_with("\"anonymous\";r=0;t="), "{:?}", r.headers);
+    let body = r.json();
+    assert_eq!((body["policy"].as_str(), body["retry_after_seconds"].as_u64()), (Some("anonymous"), Some(20)));
+    // Another client has its own budget.
+    assert_eq!(from(&p, "203.0.113.2").status, 200);
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"rate_limited\"}"), 1.0);
+}
+
+#[test]
+fn the_strictest_decides_and_a_denial_spends_nothing() {
+    let policies =
+        "[rate_limits.per_client]\nrate = 2\nperiod = \"1m\"\n\n[rate_limits.ceiling]\nrate = 3\nperiod = \"1m\"\nscope = \"route\"\n";
+    let (p, _a) = limited(policies, "\"per_client\", \"ceiling\"");
+    let r = from(&p, "198.51.100.1");
+    // After one request: client 1 left, ceiling 2 left: the client policy is reported.
+    assert_eq!((r.header("x-ratelimit-remaining"), r.header("ratelimit-policy")), (Some("1"), Some("\"per_client\";q=2;w=60")));
+    assert_eq!(from(&p, "198.51.100.1").status, 200);
+    // Denied by its own policy: the route ceiling is not spent.
+    assert_eq!(from(&p, "198.51.100.1").status, 429);
+    let r = from(&p, "198.51.100.2");
+    assert_eq!(r.status, 200, "a denied request must not spend the ceiling");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"ceiling\";q=3;w=60"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    // The ceiling is now spent for everyone.
+    let r = from(&p, "198.51.100.3");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["policy"], "ceiling");
+}
+
+#[test]
+fn ipv6_clients_are_grouped_by_prefix() {
+    let (p, _a) = limited("[rate_limits.anonymous]\nrate = 2\nperiod = \"1m\"\n", "\"anonymous\"");
+    assert_eq!(from(&p, "2001:db8:1:2::1").status, 200);
+    assert_eq!(from(&p, "2001:db8:1:2::ffff").status, 200);
+    assert_eq!(from(&p, "2001:db8:1:2:aaaa::9").status, 429, "same /64, same budget");
+    assert_eq!(from(&p, "2001:db8:1:3::1").status, 200, "another /64");
+}
+
+#[test]
+fn unknown_policy_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[[listeners]]\nname = \"m\"\nlisten = \"127.0.0.1:1\"\n[[routes]]\nservice = \"s\"\nrate_limit = [\"nope\"]\n[services.s]\nkind = \"replicated\"\n").unwrap();
+    let out = std::process::Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":6:15: route applies rate limit `nope`, which is not defined"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
