@@ -48,10 +48,15 @@ impl LocalStore {
     /// Decides a request for `key` under quota `q` at `now` (ns), spending `cost`.
     pub fn decide(&self, key: u64, q: &Quota, now: u64, cost: u64) -> Decision {
         let mut shard = self.shards[(key >> 58) as usize % SHARDS].lock().expect("limit shard lock");
-        let tat = shard.get(&key).copied().unwrap_or(0);
-        let (d, new_tat) = gcra::decide(q, tat, now, cost);
+        // One probe for a known key.
+        if let Some(tat) = shard.get_mut(&key) {
+            let (d, new_tat) = gcra::decide(q, *tat, now, cost);
+            *tat = new_tat;
+            return d;
+        }
+        let (d, new_tat) = gcra::decide(q, 0, now, cost);
         if d.allowed {
-            if shard.len() >= self.cap_per_shard && !shard.contains_key(&key) {
+            if shard.len() >= self.cap_per_shard {
                 self.make_room(&mut shard, now);
             }
             shard.insert(key, new_tat);
