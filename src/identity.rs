@@ -132,3 +132,52 @@ mod tests {
         assert_eq!(ip, "127.0.0.1".parse::<IpAddr>().unwrap());
     }
 }
+
+/// An API key's owner and tier, and the policies that replace the tier's.
+pub struct KeyInfo {
+    pub tier: String,
+    pub owner: String,
+    pub overrides: Option<Vec<crate::limit::Policy>>,
+}
+
+/// Who a request comes from, as far as limits are concerned.
+pub enum Who {
+    Anonymous,
+    Key(std::sync::Arc<KeyInfo>),
+}
+
+/// A presented credential that matches nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("the API key presented is not valid")]
+pub struct BadCredentials;
+
+/// API keys, stored as SHA-256 digests.
+pub struct Credentials {
+    pub header: Option<http::HeaderName>,
+    pub query: Option<String>,
+    pub keys: std::collections::HashMap<[u8; 32], std::sync::Arc<KeyInfo>>,
+    pub reject_invalid: bool,
+}
+
+/// SHA-256 of an API key.
+pub fn key_digest(key: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key).into()
+}
+
+impl Credentials {
+    /// Identifies a request by its API key (header first, then query parameter).
+    pub fn identify(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Who, BadCredentials> {
+        let from_header = self.header.as_ref().and_then(|h| headers.get(h)).map(|v| v.as_bytes().to_vec());
+        let presented = from_header.or_else(|| {
+            let name = self.query.as_deref()?;
+            query?.split('&').find_map(|p| p.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.as_bytes().to_vec()))
+        });
+        let Some(key) = presented else { return Ok(Who::Anonymous) };
+        match self.keys.get(&key_digest(&key)) {
+            Some(info) => Ok(Who::Key(info.clone())),
+            None if self.reject_invalid => Err(BadCredentials),
+            None => Ok(Who::Anonymous),
+        }
+    }
+}

@@ -76,16 +76,41 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         return answer(StatusCode::NOT_FOUND, Answer::NoRoute, "no route matches this request\n");
     };
 
-    // limit: the route's rate limits, for this client
-    let verdict = if route.limits.is_empty() {
+    // identify (credentials) and limit: the route's rate limits for this client
+    let limited = !(route.limits.is_empty() && route.tier_limits.is_empty());
+    let who = match (&snap.credentials, limited) {
+        (Some(c), true) => match c.identify(req.headers(), req.uri().query()) {
+            Ok(w) => w,
+            Err(e) => {
+                let body = serde_json::json!({ "error": e.to_string() }).to_string() + "\n";
+                let mut r = answer_text(StatusCode::UNAUTHORIZED, Answer::BadCredentials, body);
+                r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                return r;
+            }
+        },
+        _ => identity::Who::Anonymous,
+    };
+    let mut policies: Vec<&crate::limit::Policy> = Vec::new();
+    let verdict = if !limited {
         None
     } else {
-        let group = crate::limit::group(client, *snap.config.identity.ipv4_prefix.get_ref(), *snap.config.identity.ipv6_prefix.get_ref());
-        crate::limit::check(&snap.limit_store, &route.limits, group, crate::clock::now_ns())
+        policies.extend(route.limits.iter());
+        let (tier_policies, who_key) = match &who {
+            identity::Who::Anonymous => (
+                route.tier_limits.get("anonymous"),
+                crate::limit::group(client, *snap.config.identity.ipv4_prefix.get_ref(), *snap.config.identity.ipv6_prefix.get_ref()),
+            ),
+            identity::Who::Key(k) => (
+                k.overrides.as_ref().or_else(|| route.tier_limits.get(&k.tier)),
+                crate::shard::hash::xxh3(k.owner.as_bytes()) as u128 | 1u128 << 101,
+            ),
+        };
+        policies.extend(tier_policies.into_iter().flatten());
+        crate::limit::check(&snap.limit_store, &policies, who_key, crate::clock::now_ns())
     };
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed) {
         crate::admin::metrics::count_answer(Answer::RateLimited);
-        let resp = crate::limit::denied(&route.limits, v);
+        let resp = crate::limit::denied(&policies, v);
         route.stats.record(resp.status().as_u16(), start.elapsed());
         return resp;
     }
@@ -162,7 +187,7 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
 
     let mut resp = resp;
     if let Some(v) = &verdict {
-        crate::limit::headers(resp.headers_mut(), &route.limits, v);
+        crate::limit::headers(resp.headers_mut(), &policies, v);
     }
     let elapsed = start.elapsed();
     route.stats.record(resp.status().as_u16(), elapsed);

@@ -42,8 +42,10 @@ pub struct Route {
     /// Sharded services: every request goes to every shard.
     pub fan_out: bool,
     pub cache: Option<Arc<crate::cache::step::RouteCache>>,
-    /// Rate-limit policies; empty for none.
+    /// Rate-limit policies for every request; empty for none.
     pub limits: Vec<crate::limit::Policy>,
+    /// Policies by identity tier (`anonymous`, or an API key's tier).
+    pub tier_limits: std::collections::HashMap<String, Vec<crate::limit::Policy>>,
 }
 
 impl Route {

@@ -84,3 +84,79 @@ fn unknown_policy_is_a_config_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn tiered() -> (Proxy, Backend) {
+    let a = backend("a");
+    // "partner-key" is given as its SHA-256, as an operator would keep it.
+    let cfg = format!(
+        r#"[server]
+trusted_proxies = ["127.0.0.1"]
+
+[identity]
+api_key = {{ header = "x-api-key", query = "api_key" }}
+[[identity.keys]]
+key = "free-key"
+tier = "free"
+owner = "acme"
+[[identity.keys]]
+sha256 = "{}"
+tier = "free"
+owner = "globex"
+rate_limit = ["big"]
+
+[rate_limits.anon]
+rate = 1
+period = "1m"
+[rate_limits.free]
+rate = 3
+period = "1m"
+[rate_limits.big]
+rate = 5
+period = "1m"
+
+[[routes]]
+name = "api"
+service = "app"
+rate_limit_tiers = {{ anonymous = ["anon"], free = ["free"] }}
+
+{}"#,
+        sha256_hex("partner-key"),
+        service("app", "round_robin", &[&a], "")
+    );
+    (Proxy::start(&cfg), a)
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn with_key(p: &Proxy, client: &str, key: &str) -> Response {
+    request(p.addr, &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\nX-Api-Key: {key}\r\nConnection: close\r\n\r\n"))
+}
+
+#[test]
+fn tiers_keys_owners_and_overrides() {
+    let (p, _a) = tiered();
+    // Anonymous: 1 per minute.
+    assert_eq!(from(&p, "192.0.2.1").status, 200);
+    assert_eq!(from(&p, "192.0.2.1").status, 429);
+    // The free tier: 3 per minute per owner, from any address.
+    let got: Vec<u16> = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"].iter().map(|c| with_key(&p, c, "free-key").status).collect();
+    assert_eq!(got, [200, 200, 200, 429]);
+    let r = with_key(&p, "192.0.2.9", "free-key");
+    assert_eq!(r.json()["policy"], "free");
+    // An owner's override (given by SHA-256): 5 per minute, in the query string too.
+    let statuses: Vec<u16> =
+        (0..6).map(|_| request(p.addr, "GET /?api_key=partner-key HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+}
+
+#[test]
+fn invalid_keys_get_401() {
+    let (p, _a) = tiered();
+    let r = with_key(&p, "192.0.2.1", "forged");
+    assert_eq!(r.status, 401);
+    assert!(r.json()["error"].as_str().unwrap().contains("not valid"));
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"bad_credentials\"}"), 1.0);
+}

@@ -63,6 +63,7 @@ impl RouteStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     RateLimited,
+    BadCredentials,
     BadRequest,
     MissingKey,
     HeaderTimeout,
@@ -75,8 +76,9 @@ pub enum Answer {
 }
 
 impl Answer {
-    pub const ALL: [Answer; 10] = [
+    pub const ALL: [Answer; 11] = [
         Answer::RateLimited,
+        Answer::BadCredentials,
         Answer::BadRequest,
         Answer::MissingKey,
         Answer::HeaderTimeout,
@@ -91,6 +93,7 @@ impl Answer {
     pub fn reason(self) -> &'static str {
         match self {
             Answer::RateLimited => "rate_limited",
+            Answer::BadCredentials => "bad_credentials",
             Answer::BadRequest => "bad_request",
             Answer::MissingKey => "missing_key",
             Answer::HeaderTimeout => "header_timeout",

@@ -33,6 +33,8 @@ pub struct Limits {
 /// Everything a request needs, immutable; swapped whole on reload.
 pub struct Snapshot {
     pub generation: u64,
+    /// API keys, when configured.
+    pub credentials: Option<crate::identity::Credentials>,
     /// Rate-limit counters, carried over every reload.
     pub limit_store: Arc<crate::limit::store::LocalStore>,
     pub config: Config,
@@ -129,32 +131,11 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             service,
             stats,
             fan_out: r.fan_out,
-            limits: r
-                .rate_limit
+            limits: r.rate_limit.iter().filter_map(|n| policy(&cfg, n.get_ref(), &name)).collect(),
+            tier_limits: r
+                .rate_limit_tiers
                 .iter()
-                .filter_map(|n| {
-                    let spec = cfg.rate_limits.iter().find(|(k, _)| k.get_ref() == n.get_ref())?.1;
-                    let rate = *spec.rate.get_ref();
-                    // A client's counter is shared by every route applying the policy;
-                    // a route ceiling is the route's own.
-                    let seed_text = match spec.scope {
-                        super::schema::LimitScope::Client => n.get_ref().clone(),
-                        super::schema::LimitScope::Route => format!("{}/{}", name, n.get_ref()),
-                    };
-                    Some(crate::limit::Policy {
-                        name: n.get_ref().clone(),
-                        quota: crate::limit::gcra::Quota::new(
-                            rate,
-                            spec.period.get_ref().0,
-                            spec.burst.as_ref().map(|b| *b.get_ref()).unwrap_or(rate),
-                        ),
-                        scope: match spec.scope {
-                            super::schema::LimitScope::Client => crate::limit::Scope::Client,
-                            super::schema::LimitScope::Route => crate::limit::Scope::Route,
-                        },
-                        seed: crate::shard::hash::xxh3(seed_text.as_bytes()),
-                    })
-                })
+                .map(|(tier, names)| (tier.clone(), names.iter().filter_map(|n| policy(&cfg, n.get_ref(), &name)).collect()))
                 .collect(),
             cache: r.cache.as_ref().filter(|c| c.get_ref().enabled).map(|c| {
                 let spec = c.get_ref();
@@ -180,7 +161,28 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         Some(a) if a.spec == *spec => a.clone(),
         _ => Arc::new(AccessLog::open(spec.clone())),
     });
+    let credentials = cfg.identity.api_key.as_ref().map(|src| crate::identity::Credentials {
+        header: src.header.as_ref().and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+        query: src.query.clone(),
+        reject_invalid: cfg.identity.invalid_credentials == super::schema::InvalidCredentials::Reject,
+        keys: cfg
+            .identity
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let digest = match (&k.key, &k.sha256) {
+                    (Some(plain), _) => crate::identity::key_digest(plain.get_ref().as_bytes()),
+                    (None, Some(hex)) => super::validate::parse_sha256(hex.get_ref())?,
+                    (None, None) => return None,
+                };
+                let overrides = k.rate_limit.as_ref().map(|names| names.iter().filter_map(|n| policy(&cfg, n.get_ref(), "")).collect());
+                let info = crate::identity::KeyInfo { tier: k.tier.get_ref().clone(), owner: k.owner.get_ref().clone(), overrides };
+                Some((digest, Arc::new(info)))
+            })
+            .collect(),
+    });
     let snapshot = Snapshot {
+        credentials,
         limit_store: old.map(|o| o.limit_store.clone()).unwrap_or_else(|| Arc::new(crate::limit::store::LocalStore::new(1_000_000))),
         generation: old.map(|o| o.generation + 1).unwrap_or(1),
         router: Router { routes },
@@ -253,4 +255,22 @@ impl PoolCtx {
             retry: spec.retry.clone(),
         }
     }
+}
+
+/// The compiled rate-limit policy `name` as applied on route `route`. A client's
+/// counter is shared by every route applying the policy; a route ceiling is the
+/// route's own.
+fn policy(cfg: &Config, name: &str, route: &str) -> Option<crate::limit::Policy> {
+    let spec = cfg.rate_limits.iter().find(|(k, _)| k.get_ref() == name)?.1;
+    let rate = *spec.rate.get_ref();
+    let (scope, seed_text) = match spec.scope {
+        super::schema::LimitScope::Client => (crate::limit::Scope::Client, name.to_string()),
+        super::schema::LimitScope::Route => (crate::limit::Scope::Route, format!("{route}/{name}")),
+    };
+    Some(crate::limit::Policy {
+        name: name.to_string(),
+        quota: crate::limit::gcra::Quota::new(rate, spec.period.get_ref().0, spec.burst.as_ref().map(|b| *b.get_ref()).unwrap_or(rate)),
+        scope,
+        seed: crate::shard::hash::xxh3(seed_text.as_bytes()),
+    })
 }

@@ -45,12 +45,63 @@ pub struct IdentitySpec {
     /// Anonymous IPv6 clients are counted by this prefix (64: each subnet).
     #[serde(default = "d_v6_prefix")]
     pub ipv6_prefix: Spanned<u8>,
+    /// Where clients present API keys; absent: no API keys.
+    #[serde(default)]
+    pub api_key: Option<ApiKeySource>,
+    /// The API keys, each with a tier and an owner.
+    #[serde(default)]
+    pub keys: Vec<ApiKeySpec>,
+    /// A presented key that matches none: `reject` (401) or `anonymous`.
+    #[serde(default = "d_invalid")]
+    pub invalid_credentials: InvalidCredentials,
 }
 
 impl Default for IdentitySpec {
     fn default() -> Self {
-        IdentitySpec { ipv4_prefix: d_v4_prefix(), ipv6_prefix: d_v6_prefix() }
+        IdentitySpec {
+            ipv4_prefix: d_v4_prefix(),
+            ipv6_prefix: d_v6_prefix(),
+            api_key: None,
+            keys: Vec::new(),
+            invalid_credentials: d_invalid(),
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidCredentials {
+    Reject,
+    Anonymous,
+}
+
+fn d_invalid() -> InvalidCredentials {
+    InvalidCredentials::Reject
+}
+
+/// Where an API key is read from: a header, a query parameter, or both (header first).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySource {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+/// One API key. Give the key itself (hashed when loaded) or its SHA-256 in hex.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySpec {
+    #[serde(default, skip_serializing)]
+    pub key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sha256: Option<Spanned<String>>,
+    pub tier: Spanned<String>,
+    pub owner: Spanned<String>,
+    /// Policies that replace the tier's for this owner.
+    #[serde(default)]
+    pub rate_limit: Option<Vec<Spanned<String>>>,
 }
 
 fn d_v4_prefix() -> Spanned<u8> {
@@ -215,6 +266,9 @@ pub struct RouteSpec {
     /// Rate-limit policies (names of `[rate_limits.NAME]`); all apply, the strictest decides.
     #[serde(default)]
     pub rate_limit: Vec<Spanned<String>>,
+    /// Policies by identity tier: `anonymous`, or a tier of `[[identity.keys]]`.
+    #[serde(default)]
+    pub rate_limit_tiers: BTreeMap<String, Vec<Spanned<String>>>,
     /// The route's HTTP cache; absent means no caching.
     #[serde(default)]
     pub cache: Option<Spanned<CacheSpec>>,

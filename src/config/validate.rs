@@ -26,6 +26,7 @@ pub fn validate(cfg: &Config, r: &mut Reporter) {
         }
     }
     limits(cfg, r);
+    identity(cfg, r);
     for spec in cfg.rate_limits.values() {
         if *spec.rate.get_ref() == 0 {
             r.error(spec.rate.span(), "a rate of 0 would refuse every request", "use at least 1");
@@ -431,6 +432,64 @@ fn cache(c: &super::schema::CacheSpec, r: &mut Reporter) {
     if let Some(h) = &c.tag_header {
         if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
             r.error(c.memory_bytes.span(), format!("tag_header `{h}` is not a header name"), "for example \"surrogate-key\"");
+        }
+    }
+}
+
+/// A SHA-256 digest written as 64 hex digits.
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn identity(cfg: &Config, r: &mut Reporter) {
+    let known = |n: &Spanned<String>, r: &mut Reporter| {
+        if !cfg.rate_limits.keys().any(|k| k.get_ref() == n.get_ref()) {
+            r.error(n.span(), format!("rate limit `{}` is not defined", n.get_ref()), "define it in a [rate_limits.NAME] table");
+        }
+    };
+    let mut seen = HashSet::new();
+    for k in &cfg.identity.keys {
+        match (&k.key, &k.sha256) {
+            (Some(_), Some(h)) => r.error(h.span(), "give an API key or its sha256, not both", ""),
+            (None, Some(h)) if parse_sha256(h.get_ref()).is_none() => {
+                r.error(h.span(), "sha256 must be 64 hex digits", "compute it with: printf %s KEY | sha256sum")
+            }
+            (None, None) => r.error(k.tier.span(), "an API key needs `key` or `sha256`", ""),
+            _ => {}
+        }
+        let digest = k
+            .key
+            .as_ref()
+            .map(|p| crate::identity::key_digest(p.get_ref().as_bytes()))
+            .or_else(|| k.sha256.as_ref().and_then(|h| parse_sha256(h.get_ref())));
+        if let Some(d) = digest {
+            if !seen.insert(d) {
+                r.error(k.owner.span(), "this API key is listed twice", "list each key once");
+            }
+        }
+        for n in k.rate_limit.iter().flatten() {
+            known(n, r);
+        }
+    }
+    if !cfg.identity.keys.is_empty() && cfg.identity.api_key.is_none() {
+        r.error(
+            cfg.identity.keys[0].owner.span(),
+            "API keys are listed but no `api_key` source says where clients present them",
+            "add [identity] api_key = { header = \"x-api-key\" }",
+        );
+    }
+    for route in &cfg.routes {
+        for names in route.rate_limit_tiers.values() {
+            for n in names {
+                known(n, r);
+            }
         }
     }
 }

@@ -57,7 +57,7 @@ pub struct Verdict {
 
 /// Decides a request against `policies`: the strictest decides, and a denied
 /// request spends nothing from any policy.
-pub fn check(store: &LocalStore, policies: &[Policy], client: u128, now_ns: u64) -> Option<Verdict> {
+pub fn check(store: &LocalStore, policies: &[&Policy], client: u128, now_ns: u64) -> Option<Verdict> {
     if policies.is_empty() {
         return None;
     }
@@ -97,7 +97,7 @@ fn secs_ceil(ns: u64) -> u64 {
 }
 
 /// Adds the rate-limit fields of `v` to response headers.
-pub fn headers(h: &mut HeaderMap, policies: &[Policy], v: &Verdict) {
+pub fn headers(h: &mut HeaderMap, policies: &[&Policy], v: &Verdict) {
     let p = &policies[v.policy];
     let d = &v.decision;
     let reset = secs_ceil(d.reset_ns);
@@ -113,7 +113,7 @@ pub fn headers(h: &mut HeaderMap, policies: &[Policy], v: &Verdict) {
 }
 
 /// The 429 answer for a denied request.
-pub fn denied(policies: &[Policy], v: &Verdict) -> Response<Body> {
+pub fn denied(policies: &[&Policy], v: &Verdict) -> Response<Body> {
     let p = &policies[v.policy];
     let wait = secs_ceil(v.decision.retry_after_ns).max(1);
     let body = serde_json::json!({ "error": "rate limited", "policy": p.name, "retry_after_seconds": wait }).to_string() + "\n";
