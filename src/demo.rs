@@ -25,6 +25,21 @@ grace_period = "2s"
 [admin]
 listen = "{admin}"
 
+# Anonymous callers get 5 requests a minute on /api/; the demo key gets 100.
+[identity]
+api_key = {{ header = "x-api-key", query = "api_key" }}
+[[identity.keys]]
+key = "demo-key"
+tier = "partner"
+owner = "demo"
+
+[rate_limits.anonymous]
+rate = 5
+period = "1m"
+[rate_limits.partner]
+rate = 100
+period = "1m"
+
 [[listeners]]
 name = "main"
 listen = "{listen}"
@@ -39,6 +54,12 @@ name = "everyone"
 path_prefix = "/all/"
 service = "users"
 fan_out = true
+
+[[routes]]
+name = "api"
+path_prefix = "/api/"
+service = "app"
+rate_limit_tiers = {{ anonymous = ["anonymous"], partner = ["partner"] }}
 
 [[routes]]
 name = "cached"
@@ -105,6 +126,8 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
                  \x20 ringmaster ring locate --config {cfg} --service users 42\n\
                  \x20 curl -si 'http://{listen}/cc/page?cc=max-age=30' | grep -iE 'x-cache|age|origin'   # run twice: MISS, then HIT\n\
                  \x20 curl -s http://{admin}/admin/cache\n\
+                 \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/x; done   # 5 a minute, then 429\n\
+                 \x20 curl -si -H 'x-api-key: demo-key' http://{listen}/api/x | grep -i ratelimit        # the partner tier\n\
                  \nCtrl-C stops.",
                 shown.display(),
                 cfg = shown.display()

@@ -1,0 +1,30 @@
+//! `ringmaster demo` starts and does its job: balancing, sharding, caching, limits.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+
+#[test]
+fn demo_serves_every_pattern() {
+    let (listen, admin) = (free_addr(), free_addr());
+    let child = Command::new(BIN)
+        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _demo = Proc(child);
+    wait_port(listen);
+    wait_port(admin);
+    let replicas: std::collections::HashSet<String> = (0..6).map(|_| get(listen, "/").backend()).collect();
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    let shard = get(listen, "/users/42").header("x-shard").unwrap().to_string();
+    assert_eq!(get(listen, "/users/42").header("x-shard").unwrap(), shard);
+    let items: Vec<String> = serde_json::from_slice(&get(listen, "/all/items").body).unwrap();
+    assert_eq!(items.len(), 3);
+    get(listen, "/cc/page?cc=max-age=30");
+    assert_eq!(get(listen, "/cc/page?cc=max-age=30").header("x-cache"), Some("HIT"));
+    let codes: Vec<u16> = (0..6).map(|_| get(listen, "/api/x").status).collect();
+    assert_eq!(codes, [200, 200, 200, 200, 200, 429]);
+    assert_eq!(get(admin, "/readyz").status, 200);
+}
