@@ -106,7 +106,23 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
             ),
         };
         policies.extend(tier_policies.into_iter().flatten());
-        crate::limit::check(&snap.limit_store, &policies, who_key, crate::clock::now_ns())
+        let local = || crate::limit::check(&snap.limit_store, &policies, who_key, crate::clock::now_ns());
+        match &snap.redis {
+            None => local(),
+            Some(_) if policies.is_empty() => None,
+            Some(redis) => match redis.check(&policies, who_key).await {
+                Ok(v) => Some(v),
+                Err(_) if redis.on_failure == crate::limit::redis::OnFailure::Open => local(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "rate limits unavailable");
+                    return answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Answer::LimitsUnavailable,
+                        "rate limits cannot be checked right now; retry shortly\n",
+                    );
+                }
+            },
+        }
     };
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed) {
         crate::admin::metrics::count_answer(Answer::RateLimited);

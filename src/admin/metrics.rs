@@ -63,6 +63,7 @@ impl RouteStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     RateLimited,
+    LimitsUnavailable,
     BadCredentials,
     BadRequest,
     MissingKey,
@@ -76,8 +77,9 @@ pub enum Answer {
 }
 
 impl Answer {
-    pub const ALL: [Answer; 11] = [
+    pub const ALL: [Answer; 12] = [
         Answer::RateLimited,
+        Answer::LimitsUnavailable,
         Answer::BadCredentials,
         Answer::BadRequest,
         Answer::MissingKey,
@@ -93,6 +95,7 @@ impl Answer {
     pub fn reason(self) -> &'static str {
         match self {
             Answer::RateLimited => "rate_limited",
+            Answer::LimitsUnavailable => "limits_unavailable",
             Answer::BadCredentials => "bad_credentials",
             Answer::BadRequest => "bad_request",
             Answer::MissingKey => "missing_key",
@@ -195,6 +198,26 @@ pub fn render(snap: &Snapshot) -> String {
     ];
     for (name, kind, help, v) in simple {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    if let Some(r) = &snap.redis {
+        let rows: [(&str, &str, &str, u64); 3] = [
+            ("ringmaster_rate_limit_store_healthy", "gauge", "1 while the shared (Redis) rate-limit store answers.", r.healthy() as u64),
+            (
+                "ringmaster_rate_limit_store_failures_total",
+                "counter",
+                "Decisions the shared store failed (error or timeout).",
+                r.failures.load(Relaxed),
+            ),
+            (
+                "ringmaster_rate_limit_store_transitions_total",
+                "counter",
+                "Changes between answering and failing.",
+                r.transitions.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, v) in rows {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
     }
     render_pools(&mut o, snap);
     render_caches(&mut o, snap);

@@ -33,6 +33,8 @@ pub struct Limits {
 /// Everything a request needs, immutable; swapped whole on reload.
 pub struct Snapshot {
     pub generation: u64,
+    /// The shared rate-limit store, when configured.
+    pub redis: Option<Arc<crate::limit::redis::RedisStore>>,
     /// API keys, when configured.
     pub credentials: Option<crate::identity::Credentials>,
     /// Rate-limit counters, carried over every reload.
@@ -181,7 +183,18 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             })
             .collect(),
     });
+    let redis = cfg.rate_limit_store.as_ref().and_then(|s| {
+        if let Some(old) = old.and_then(|o| o.redis.as_ref()).filter(|_| old.and_then(|o| o.config.rate_limit_store.as_ref()) == Some(s)) {
+            return Some(old.clone());
+        }
+        let mode = match s.on_failure {
+            super::schema::FailMode::Open => crate::limit::redis::OnFailure::Open,
+            super::schema::FailMode::Closed => crate::limit::redis::OnFailure::Closed,
+        };
+        crate::limit::redis::RedisStore::new(s.redis.get_ref(), s.timeout.0, mode, &s.prefix).ok().map(Arc::new)
+    });
     let snapshot = Snapshot {
+        redis,
         credentials,
         limit_store: old.map(|o| o.limit_store.clone()).unwrap_or_else(|| Arc::new(crate::limit::store::LocalStore::new(1_000_000))),
         generation: old.map(|o| o.generation + 1).unwrap_or(1),

@@ -33,6 +33,42 @@ pub struct Config {
     pub rate_limits: BTreeMap<Spanned<String>, RateLimitSpec>,
     #[serde(default)]
     pub identity: IdentitySpec,
+    /// Where rate-limit counters live: in process (default) or in Redis.
+    #[serde(default)]
+    pub rate_limit_store: Option<RateLimitStoreSpec>,
+}
+
+/// The shared rate-limit store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitStoreSpec {
+    /// `redis://host:port/db`.
+    pub redis: Spanned<String>,
+    /// A decision not answered in this time counts as a failure.
+    #[serde(default = "d_redis_timeout")]
+    pub timeout: Dur,
+    /// While Redis fails: `open` (local counters decide) or `closed` (503).
+    #[serde(default = "d_on_failure")]
+    pub on_failure: FailMode,
+    #[serde(default = "d_redis_prefix")]
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    Open,
+    Closed,
+}
+
+fn d_redis_timeout() -> Dur {
+    Dur::millis(100)
+}
+fn d_on_failure() -> FailMode {
+    FailMode::Open
+}
+fn d_redis_prefix() -> String {
+    "rm:".into()
 }
 
 /// How clients are told apart.

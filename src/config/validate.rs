@@ -27,6 +27,11 @@ pub fn validate(cfg: &Config, r: &mut Reporter) {
     }
     limits(cfg, r);
     identity(cfg, r);
+    if let Some(s) = &cfg.rate_limit_store {
+        if redis::Client::open(s.redis.get_ref().as_str()).is_err() {
+            r.error(s.redis.span(), format!("`{}` is not a Redis URL", s.redis.get_ref()), "write it as \"redis://127.0.0.1:6379\"");
+        }
+    }
     for spec in cfg.rate_limits.values() {
         if *spec.rate.get_ref() == 0 {
             r.error(spec.rate.span(), "a rate of 0 would refuse every request", "use at least 1");

@@ -124,3 +124,4 @@ pub fn denied(policies: &[&Policy], v: &Verdict) -> Response<Body> {
     headers(r.headers_mut(), policies, v);
     r
 }
+pub mod redis;
