@@ -136,3 +136,24 @@ fn slow_header_client_is_cut_off() {
     eventually(5, "timeout counted", || p.metric("ringmaster_local_answers_total{reason=\"header_timeout\"}") >= 1.0);
     still_serving(&p);
 }
+
+#[test]
+fn connections_per_client_are_capped() {
+    let (p, _a) = proxy_with("[limits]\nmax_connections_per_client = 2\n\n", "");
+    // Two idle connections hold the client's slots...
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let s = TcpStream::connect(p.addr).unwrap();
+            s.set_nodelay(true).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // ...so a third is answered 429 and closed.
+    let r = p.get("/");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("too many connections"));
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"too_many_connections\"}"), 1.0);
+    drop(held);
+    eventually(5, "slots released", || p.get("/").status == 200);
+}

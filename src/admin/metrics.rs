@@ -63,6 +63,7 @@ impl RouteStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     RateLimited,
+    TooManyConnections,
     LimitsUnavailable,
     BadCredentials,
     BadRequest,
@@ -77,8 +78,9 @@ pub enum Answer {
 }
 
 impl Answer {
-    pub const ALL: [Answer; 12] = [
+    pub const ALL: [Answer; 13] = [
         Answer::RateLimited,
+        Answer::TooManyConnections,
         Answer::LimitsUnavailable,
         Answer::BadCredentials,
         Answer::BadRequest,
@@ -95,6 +97,7 @@ impl Answer {
     pub fn reason(self) -> &'static str {
         match self {
             Answer::RateLimited => "rate_limited",
+            Answer::TooManyConnections => "too_many_connections",
             Answer::LimitsUnavailable => "limits_unavailable",
             Answer::BadCredentials => "bad_credentials",
             Answer::BadRequest => "bad_request",

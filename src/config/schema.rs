@@ -248,6 +248,17 @@ pub struct LimitsSpec {
     /// Concurrent client connections over all listeners; further accepts wait.
     #[serde(default = "d_max_connections")]
     pub max_connections: usize,
+    /// Concurrent connections from one client address; more are answered 429
+    /// and closed. 0: no limit.
+    #[serde(default)]
+    pub max_connections_per_client: usize,
+    /// HTTP/2 streams a client may have open at once on one connection.
+    #[serde(default = "d_h2_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 streams a client may reset before they are accepted, and streams
+    /// reset for errors, before the connection is closed (reset-flood defence).
+    #[serde(default = "d_h2_resets")]
+    pub h2_max_reset_streams: usize,
 }
 
 impl Default for LimitsSpec {
@@ -258,6 +269,9 @@ impl Default for LimitsSpec {
             max_body_bytes: d_max_body_bytes(),
             header_read_timeout: d_header_timeout(),
             max_connections: d_max_connections(),
+            max_connections_per_client: 0,
+            h2_max_concurrent_streams: d_h2_streams(),
+            h2_max_reset_streams: d_h2_resets(),
         }
     }
 }
@@ -612,6 +626,12 @@ fn d_max_body_bytes() -> u64 {
 }
 fn d_header_timeout() -> Spanned<Dur> {
     Spanned::new(0..0, Dur::secs(10))
+}
+fn d_h2_streams() -> u32 {
+    256
+}
+fn d_h2_resets() -> usize {
+    20
 }
 fn d_max_connections() -> usize {
     50_000

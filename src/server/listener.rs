@@ -40,16 +40,68 @@ impl ListenerHandle {
 }
 
 /// The hyper connection builder for the current limits.
-pub fn builder(max_header_bytes: usize, max_headers: usize, header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+pub fn builder(l: &crate::config::schema::LimitsSpec) -> auto::Builder<TokioExecutor> {
+    let max_header_bytes = *l.max_header_bytes.get_ref();
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        // Also bounds how long an idle keep-alive connection waits for its next request.
+        .header_read_timeout(l.header_read_timeout.get_ref().0)
         .keep_alive(true)
-        .max_headers(max_headers)
+        .max_headers(*l.max_headers.get_ref())
         .max_buf_size((max_header_bytes + 1024).max(8192));
-    b.http2().timer(TokioTimer::new()).max_concurrent_streams(256).max_header_list_size(max_header_bytes as u32);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(l.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(l.h2_max_reset_streams)
+        .max_local_error_reset_streams(l.h2_max_reset_streams.max(1) * 50)
+        .max_header_list_size(max_header_bytes as u32);
     b
+}
+
+/// Open connections per client address, for `max_connections_per_client`.
+#[derive(Default)]
+pub struct PerClient {
+    shards: [std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>; 16],
+}
+
+/// Holds a client's connection slot; gives it back when dropped.
+pub struct ClientSlot<'a> {
+    table: &'a PerClient,
+    ip: std::net::IpAddr,
+}
+
+impl PerClient {
+    fn shard(&self, ip: &std::net::IpAddr) -> &std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>> {
+        let h = match ip {
+            std::net::IpAddr::V4(v4) => u32::from(*v4) as u64,
+            std::net::IpAddr::V6(v6) => (u128::from(*v6) >> 64) as u64 ^ u128::from(*v6) as u64,
+        };
+        &self.shards[(crate::shard::hash::mix64(h) % 16) as usize]
+    }
+
+    /// A slot for `ip`, unless it already holds `max`.
+    pub fn acquire(&self, ip: std::net::IpAddr, max: usize) -> Option<ClientSlot<'_>> {
+        let mut m = self.shard(&ip).lock().expect("per-client lock");
+        let n = m.entry(ip).or_insert(0);
+        if *n as usize >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { table: self, ip })
+    }
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.table.shard(&self.ip).lock().expect("per-client lock");
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Starts accepting on `listener` as listener `name`.
@@ -77,9 +129,28 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>) -> Listener
             };
             let _ = stream.set_nodelay(true);
             GLOBAL.connections_accepted.fetch_add(1, Relaxed);
+            let per_client = shared.builder_limits.load().max_connections_per_client;
             let shared = shared.clone();
             let conn = Arc::new(ConnInfo::new(peer, name.clone(), "http"));
             tokio::spawn(async move {
+                let _slot = if per_client > 0 {
+                    match shared.per_client.acquire(crate::identity::canonical(peer.ip()), per_client) {
+                        Some(s) => Some(s),
+                        None => {
+                            count_answer(Answer::TooManyConnections);
+                            let mut stream = stream;
+                            let _ = tokio::io::AsyncWriteExt::write_all(
+                                &mut stream,
+                                b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\ncontent-length: 45\r\nconnection: close\r\n\r\ntoo many connections from this client address",
+                            )
+                            .await;
+                            drop(permit);
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
                 GLOBAL.connections_active.fetch_add(1, Relaxed);
                 let builder = shared.builder.load_full();
                 let mut stop = shared.shutdown.clone();

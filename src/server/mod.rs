@@ -23,6 +23,9 @@ use tokio::sync::Semaphore;
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub builder: ArcSwap<auto::Builder<TokioExecutor>>,
+    /// The limits the builder was made from (connection-level limits read them).
+    pub builder_limits: ArcSwap<crate::config::schema::LimitsSpec>,
+    pub per_client: listener::PerClient,
     pub connection_limit: Arc<Semaphore>,
     /// Becomes true when shutdown begins; connections then close after their current request.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -56,8 +59,7 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
 }
 
 fn listener_builder(snap: &Snapshot) -> auto::Builder<TokioExecutor> {
-    let l = &snap.config.limits;
-    listener::builder(*l.max_header_bytes.get_ref(), *l.max_headers.get_ref(), l.header_read_timeout.get_ref().0)
+    listener::builder(&snap.config.limits)
 }
 
 /// Serves `cfg` (read from `path`, which reloads re-read) until a shutdown
@@ -82,6 +84,8 @@ pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) ->
     let (begin_shutdown, shutdown) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         builder: ArcSwap::from_pointee(listener_builder(&compiled.snapshot)),
+        builder_limits: ArcSwap::from_pointee(compiled.snapshot.config.limits.clone()),
+        per_client: Default::default(),
         snapshot: ArcSwap::from_pointee(compiled.snapshot),
         connection_limit: Arc::new(Semaphore::new(max_conns)),
         shutdown,

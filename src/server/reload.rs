@@ -61,6 +61,7 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
         tracing::warn!("limits.max_connections takes effect after a restart");
     }
     shared.builder.store(Arc::new(listener_builder(&compiled.snapshot)));
+    shared.builder_limits.store(Arc::new(compiled.snapshot.config.limits.clone()));
     shared.snapshot.store(Arc::new(compiled.snapshot));
     for ep in &compiled.new_endpoints {
         health::spawn(ep);
