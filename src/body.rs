@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -17,6 +18,57 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[error("request body is larger than the limit of {0} bytes")]
 pub struct BodyTooLarge(pub u64);
+
+/// A request body that stalled past the read timeout or crawled below the minimum rate.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent its request body too slowly")]
+pub struct BodyTooSlow;
+
+/// Pacing of a request body: the longest gap between chunks, and a minimum
+/// average rate enforced after a grace period.
+pub struct Pace {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    gap: std::time::Duration,
+    min_rate: u64,
+    started: std::time::Instant,
+    bytes: u64,
+    /// The clock starts when the body is first read, not while an upstream
+    /// connection is still being made.
+    polled: bool,
+}
+
+/// The grace period before the minimum rate applies.
+const RATE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Pace {
+    pub fn new(gap: std::time::Duration, min_rate: u64) -> Box<Pace> {
+        Box::new(Pace {
+            sleep: Box::pin(tokio::time::sleep(gap)),
+            gap,
+            min_rate,
+            started: std::time::Instant::now(),
+            bytes: 0,
+            polled: false,
+        })
+    }
+
+    fn start(&mut self) {
+        if !self.polled {
+            self.polled = true;
+            self.started = std::time::Instant::now();
+            self.sleep.as_mut().reset(tokio::time::Instant::now() + self.gap);
+        }
+    }
+
+    /// Records `n` bytes; false when the average rate is too low.
+    fn advance(&mut self, n: u64) -> bool {
+        self.bytes += n;
+        let now = tokio::time::Instant::now();
+        self.sleep.as_mut().reset(now + self.gap);
+        let elapsed = self.started.elapsed();
+        !(self.min_rate > 0 && elapsed > RATE_GRACE && (self.bytes as f64 / elapsed.as_secs_f64()) < self.min_rate as f64)
+    }
+}
 
 pub enum Body {
     Empty,
@@ -29,6 +81,8 @@ pub enum Body {
         remaining: u64,
         limit: u64,
         held: Option<crate::upstream::endpoint::Held>,
+        /// Request bodies: read timeout and minimum rate.
+        pace: Option<Box<Pace>>,
     },
 }
 
@@ -43,18 +97,20 @@ impl Body {
 
     /// A streamed body with no limit.
     pub fn stream(inner: Incoming) -> Body {
-        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: None }
+        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: None, pace: None }
     }
 
-    /// A streamed body that fails once more than `limit` bytes arrive.
-    pub fn limited(inner: Incoming, limit: u64) -> Body {
-        Body::Stream { inner, remaining: limit, limit, held: None }
+    /// A request body that fails once more than `limit` bytes arrive, or when
+    /// it stalls or crawls (`pace`).
+    pub fn limited(inner: Incoming, limit: u64, pace: Option<Box<Pace>>) -> Body {
+        let pace = if inner.is_end_stream() { None } else { pace };
+        Body::Stream { inner, remaining: limit, limit, held: None, pace }
     }
 
     /// An upstream response body: `held` is finished when the body ends, dropped
     /// (closing the connection) if the body is abandoned.
     pub fn upstream(inner: Incoming, held: crate::upstream::endpoint::Held) -> Body {
-        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: Some(held) }
+        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: Some(held), pace: None }
     }
 }
 
@@ -67,31 +123,49 @@ impl HttpBody for Body {
             Body::Empty => Poll::Ready(None),
             Body::Caching(t) => Pin::new(&mut **t).poll_frame(cx),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream { inner, remaining, limit, held } => match Pin::new(&mut *inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        let n = data.len() as u64;
-                        if n > *remaining {
-                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+            Body::Stream { inner, remaining, limit, held, pace } => {
+                if let Some(p) = pace {
+                    p.start();
+                }
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                match polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            let n = data.len() as u64;
+                            if n > *remaining {
+                                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                            }
+                            *remaining -= n;
+                            if let Some(p) = pace {
+                                if !p.advance(n) {
+                                    return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+                                }
+                            }
                         }
-                        *remaining -= n;
+                        if inner.is_end_stream() {
+                            if let Some(h) = held.take() {
+                                h.finish();
+                            }
+                        }
+                        Poll::Ready(Some(Ok(frame)))
                     }
-                    if inner.is_end_stream() {
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Poll::Ready(None) => {
                         if let Some(h) = held.take() {
                             h.finish();
                         }
+                        Poll::Ready(None)
                     }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(None) => {
-                    if let Some(h) = held.take() {
-                        h.finish();
+                    Poll::Pending => {
+                        if let Some(p) = pace {
+                            if p.sleep.as_mut().poll(cx).is_ready() {
+                                return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+                            }
+                        }
+                        Poll::Pending
                     }
-                    Poll::Ready(None)
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 

@@ -236,7 +236,8 @@ async fn send(
     conn: &ConnInfo,
     snap: &Snapshot,
 ) -> (Response<Body>, Option<Arc<crate::upstream::Endpoint>>) {
-    let body = Body::limited(incoming, snap.limits.max_body_bytes);
+    let l = &snap.config.limits;
+    let body = Body::limited(incoming, snap.limits.max_body_bytes, Some(crate::body::Pace::new(l.body_read_timeout.0, l.body_min_rate)));
     match forward(pool, Request::from_parts(parts, body), retryable, affinity).await {
         Ok(f) => {
             let (mut p, b) = f.response.into_parts();
@@ -329,6 +330,7 @@ pub fn error_answer(e: &ForwardError, service: &str) -> Response<Body> {
             answer(StatusCode::GATEWAY_TIMEOUT, Answer::GatewayTimeout, "the upstream did not answer in time\n")
         }
         ForwardError::BodyTooLarge(_) => answer(StatusCode::PAYLOAD_TOO_LARGE, Answer::BodyTooLarge, "request body is too large\n"),
+        ForwardError::BodyTooSlow => answer(StatusCode::REQUEST_TIMEOUT, Answer::BodyTimeout, "the request body arrived too slowly\n"),
         ForwardError::Connect { .. } | ForwardError::Upstream { .. } | ForwardError::BrokenBody { .. } => {
             tracing::debug!(service, error = %e, "upstream error");
             answer(StatusCode::BAD_GATEWAY, Answer::BadGateway, "the upstream failed to answer\n")

@@ -157,3 +157,19 @@ fn connections_per_client_are_capped() {
     drop(held);
     eventually(5, "slots released", || p.get("/").status == 200);
 }
+
+#[test]
+fn a_stalled_request_body_gets_408() {
+    let (p, _a) = proxy_with("[limits]\nbody_read_timeout = \"300ms\"\n\n", "");
+    let start = Instant::now();
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly ten b").unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"body_timeout\"}"), 1.0);
+    still_serving(&p);
+}

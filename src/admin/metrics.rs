@@ -63,6 +63,7 @@ impl RouteStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
     RateLimited,
+    BodyTimeout,
     TooManyConnections,
     LimitsUnavailable,
     BadCredentials,
@@ -78,8 +79,9 @@ pub enum Answer {
 }
 
 impl Answer {
-    pub const ALL: [Answer; 13] = [
+    pub const ALL: [Answer; 14] = [
         Answer::RateLimited,
+        Answer::BodyTimeout,
         Answer::TooManyConnections,
         Answer::LimitsUnavailable,
         Answer::BadCredentials,
@@ -97,6 +99,7 @@ impl Answer {
     pub fn reason(self) -> &'static str {
         match self {
             Answer::RateLimited => "rate_limited",
+            Answer::BodyTimeout => "body_timeout",
             Answer::TooManyConnections => "too_many_connections",
             Answer::LimitsUnavailable => "limits_unavailable",
             Answer::BadCredentials => "bad_credentials",

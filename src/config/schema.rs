@@ -252,6 +252,12 @@ pub struct LimitsSpec {
     /// and closed. 0: no limit.
     #[serde(default)]
     pub max_connections_per_client: usize,
+    /// Longest pause between chunks of a request body; slower clients get 408.
+    #[serde(default = "d_body_timeout")]
+    pub body_read_timeout: Dur,
+    /// Minimum average request-body rate in bytes per second, enforced after 5 s (0: off).
+    #[serde(default)]
+    pub body_min_rate: u64,
     /// HTTP/2 streams a client may have open at once on one connection.
     #[serde(default = "d_h2_streams")]
     pub h2_max_concurrent_streams: u32,
@@ -270,6 +276,8 @@ impl Default for LimitsSpec {
             header_read_timeout: d_header_timeout(),
             max_connections: d_max_connections(),
             max_connections_per_client: 0,
+            body_read_timeout: d_body_timeout(),
+            body_min_rate: 0,
             h2_max_concurrent_streams: d_h2_streams(),
             h2_max_reset_streams: d_h2_resets(),
         }
@@ -626,6 +634,9 @@ fn d_max_body_bytes() -> u64 {
 }
 fn d_header_timeout() -> Spanned<Dur> {
     Spanned::new(0..0, Dur::secs(10))
+}
+fn d_body_timeout() -> Dur {
+    Dur::secs(30)
 }
 fn d_h2_streams() -> u32 {
     256

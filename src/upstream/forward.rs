@@ -30,6 +30,8 @@ pub enum ForwardError {
     Upstream { endpoint: String, source: hyper::Error },
     #[error("{0}")]
     BodyTooLarge(BodyTooLarge),
+    #[error("the client sent its request body too slowly")]
+    BodyTooSlow,
     #[error("the answer of {endpoint} could not be read whole: {reason}")]
     BrokenBody { endpoint: String, reason: String },
 }
@@ -118,6 +120,9 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                 if let Some(too_large) = body_too_large(&error) {
                     return Err(ForwardError::BodyTooLarge(too_large));
                 }
+                if body_error_is::<crate::body::BodyTooSlow>(&error) {
+                    return Err(ForwardError::BodyTooSlow);
+                }
                 match unsent {
                     // Nothing was written to a connection the upstream had closed
                     // while idle: resending is always safe.
@@ -156,4 +161,16 @@ fn body_too_large(e: &hyper::Error) -> Option<BodyTooLarge> {
         src = s.source();
     }
     None
+}
+
+/// Whether one of `e`'s sources is an `E`.
+fn body_error_is<E: std::error::Error + 'static>(e: &hyper::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if s.is::<E>() {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
