@@ -146,16 +146,17 @@ pub enum Who {
     Key(std::sync::Arc<KeyInfo>),
 }
 
-/// A presented credential that matches nothing.
+/// A presented credential that matches nothing, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("the API key presented is not valid")]
-pub struct BadCredentials;
+#[error("{0}")]
+pub struct BadCredentials(pub String);
 
 /// API keys, stored as SHA-256 digests.
 pub struct Credentials {
     pub header: Option<http::HeaderName>,
     pub query: Option<String>,
     pub keys: std::collections::HashMap<[u8; 32], std::sync::Arc<KeyInfo>>,
+    pub jwt: Option<crate::jwt::JwtVerifier>,
     pub reject_invalid: bool,
 }
 
@@ -168,6 +169,19 @@ pub fn key_digest(key: &[u8]) -> [u8; 32] {
 impl Credentials {
     /// Identifies a request by its API key (header first, then query parameter).
     pub fn identify(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Who, BadCredentials> {
+        if let Some(jwt) = &self.jwt {
+            let bearer = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+            if let Some(token) = bearer {
+                return match jwt.verify(token) {
+                    Ok(b) => Ok(Who::Key(std::sync::Arc::new(KeyInfo { tier: b.tier, owner: b.owner, overrides: None }))),
+                    Err(_) if !self.reject_invalid => Ok(Who::Anonymous),
+                    Err(e) => Err(BadCredentials(e.to_string())),
+                };
+            }
+        }
         let from_header = self.header.as_ref().and_then(|h| headers.get(h)).map(|v| v.as_bytes().to_vec());
         let presented = from_header.or_else(|| {
             let name = self.query.as_deref()?;
@@ -176,7 +190,7 @@ impl Credentials {
         let Some(key) = presented else { return Ok(Who::Anonymous) };
         match self.keys.get(&key_digest(&key)) {
             Some(info) => Ok(Who::Key(info.clone())),
-            None if self.reject_invalid => Err(BadCredentials),
+            None if self.reject_invalid => Err(BadCredentials("the API key presented is not valid".into())),
             None => Ok(Who::Anonymous),
         }
     }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod identity;
+pub mod jwt;
 pub mod limit;
 pub mod pipeline;
 pub mod route;

@@ -163,26 +163,40 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         Some(a) if a.spec == *spec => a.clone(),
         _ => Arc::new(AccessLog::open(spec.clone())),
     });
-    let credentials = cfg.identity.api_key.as_ref().map(|src| crate::identity::Credentials {
-        header: src.header.as_ref().and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
-        query: src.query.clone(),
-        reject_invalid: cfg.identity.invalid_credentials == super::schema::InvalidCredentials::Reject,
-        keys: cfg
-            .identity
-            .keys
-            .iter()
-            .filter_map(|k| {
-                let digest = match (&k.key, &k.sha256) {
-                    (Some(plain), _) => crate::identity::key_digest(plain.get_ref().as_bytes()),
-                    (None, Some(hex)) => super::validate::parse_sha256(hex.get_ref())?,
-                    (None, None) => return None,
-                };
-                let overrides = k.rate_limit.as_ref().map(|names| names.iter().filter_map(|n| policy(&cfg, n.get_ref(), "")).collect());
-                let info = crate::identity::KeyInfo { tier: k.tier.get_ref().clone(), owner: k.owner.get_ref().clone(), overrides };
-                Some((digest, Arc::new(info)))
-            })
-            .collect(),
-    });
+    let no_source = super::schema::ApiKeySource::default();
+    let with_credentials = cfg.identity.api_key.is_some() || cfg.identity.jwt.is_some();
+    let credentials =
+        with_credentials.then(|| cfg.identity.api_key.as_ref().unwrap_or(&no_source)).map(|src| crate::identity::Credentials {
+            header: src.header.as_ref().and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+            query: src.query.clone(),
+            jwt: cfg.identity.jwt.as_ref().map(|j| {
+                let j = j.get_ref();
+                crate::jwt::JwtVerifier {
+                    keys: crate::jwt::load_keys(j).unwrap_or_default(),
+                    issuer: j.issuer.clone(),
+                    audience: j.audience.clone(),
+                    leeway_secs: j.leeway.0.as_secs(),
+                    tier_claim: j.tier_claim.clone(),
+                    owner_claim: j.owner_claim.clone(),
+                }
+            }),
+            reject_invalid: cfg.identity.invalid_credentials == super::schema::InvalidCredentials::Reject,
+            keys: cfg
+                .identity
+                .keys
+                .iter()
+                .filter_map(|k| {
+                    let digest = match (&k.key, &k.sha256) {
+                        (Some(plain), _) => crate::identity::key_digest(plain.get_ref().as_bytes()),
+                        (None, Some(hex)) => super::validate::parse_sha256(hex.get_ref())?,
+                        (None, None) => return None,
+                    };
+                    let overrides = k.rate_limit.as_ref().map(|names| names.iter().filter_map(|n| policy(&cfg, n.get_ref(), "")).collect());
+                    let info = crate::identity::KeyInfo { tier: k.tier.get_ref().clone(), owner: k.owner.get_ref().clone(), overrides };
+                    Some((digest, Arc::new(info)))
+                })
+                .collect(),
+        });
     let redis = cfg.rate_limit_store.as_ref().and_then(|s| {
         if let Some(old) = old.and_then(|o| o.redis.as_ref()).filter(|_| old.and_then(|o| o.config.rate_limit_store.as_ref()) == Some(s)) {
             return Some(old.clone());

@@ -87,6 +87,9 @@ pub struct IdentitySpec {
     /// The API keys, each with a tier and an owner.
     #[serde(default)]
     pub keys: Vec<ApiKeySpec>,
+    /// Bearer JWTs as credentials.
+    #[serde(default)]
+    pub jwt: Option<Spanned<JwtSpec>>,
     /// A presented key that matches none: `reject` (401) or `anonymous`.
     #[serde(default = "d_invalid")]
     pub invalid_credentials: InvalidCredentials,
@@ -99,9 +102,49 @@ impl Default for IdentitySpec {
             ipv6_prefix: d_v6_prefix(),
             api_key: None,
             keys: Vec::new(),
+            jwt: None,
             invalid_credentials: d_invalid(),
         }
     }
+}
+
+/// Bearer JWT verification: keys, claims checked, claims read.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSpec {
+    /// Shared secret for HS256.
+    #[serde(default, skip_serializing)]
+    pub hs256_secret: Option<String>,
+    /// PEM file of the RSA public key for RS256.
+    #[serde(default)]
+    pub rsa_public_key: Option<Spanned<String>>,
+    /// PEM file of the EC P-256 public key for ES256.
+    #[serde(default)]
+    pub ec_public_key: Option<Spanned<String>>,
+    /// A JWKS file (RSA and EC keys, chosen by `kid`).
+    #[serde(default)]
+    pub jwks_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default = "d_tier_claim")]
+    pub tier_claim: String,
+    #[serde(default = "d_owner_claim")]
+    pub owner_claim: String,
+    /// Clock skew allowed on exp and nbf.
+    #[serde(default = "d_leeway")]
+    pub leeway: Dur,
+}
+
+fn d_tier_claim() -> String {
+    "tier".into()
+}
+fn d_owner_claim() -> String {
+    "sub".into()
+}
+fn d_leeway() -> Dur {
+    Dur::secs(30)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -483,6 +483,15 @@ fn identity(cfg: &Config, r: &mut Reporter) {
             known(n, r);
         }
     }
+    if let Some(j) = &cfg.identity.jwt {
+        match crate::jwt::load_keys(j.get_ref()) {
+            Ok(keys) if keys.is_empty() => {
+                r.error(j.span(), "JWT verification has no key", "give hs256_secret, rsa_public_key, ec_public_key or jwks_file")
+            }
+            Ok(_) => {}
+            Err(why) => r.error(j.span(), why, "point it at a readable PEM or JWKS file"),
+        }
+    }
     if !cfg.identity.keys.is_empty() && cfg.identity.api_key.is_none() {
         r.error(
             cfg.identity.keys[0].owner.span(),
