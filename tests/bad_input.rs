@@ -140,15 +140,23 @@ fn slow_header_client_is_cut_off() {
 #[test]
 fn connections_per_client_are_capped() {
     let (p, _a) = proxy_with("[limits]\nmax_connections_per_client = 2\n\n", "");
-    // Two idle connections hold the client's slots...
+    // Two keep-alive connections, each after one answered request (so each
+    // surely holds its slot), hold the client's slots...
     let held: Vec<TcpStream> = (0..2)
         .map(|_| {
-            let s = TcpStream::connect(p.addr).unwrap();
-            s.set_nodelay(true).unwrap();
+            let mut s = TcpStream::connect(p.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !String::from_utf8_lossy(&got).contains("hello from") {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "closed early");
+                got.extend_from_slice(&chunk[..n]);
+            }
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
     // ...so a third is answered 429 and closed.
     let r = p.get("/");
     assert_eq!(r.status, 429, "{}", r.text());
