@@ -160,3 +160,25 @@ fn invalid_keys_get_401() {
     assert!(r.json()["error"].as_str().unwrap().contains("not valid"));
     assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"bad_credentials\"}"), 1.0);
 }
+
+#[test]
+fn api_keys_from_a_file() {
+    let a = backend("a");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, "[[keys]]\nkey = \"filed-key\"\ntier = \"free\"\nowner = \"initech\"\n").unwrap();
+    let cfg = format!(
+        "[identity]\napi_key = {{ header = \"x-api-key\" }}\nkeys_file = \"{}\"\n\n[rate_limits.free]\nrate = 2\nperiod = \"1m\"\n\n[[routes]]\nservice = \"app\"\nrate_limit_tiers = {{ free = [\"free\"] }}\n\n{}",
+        keys.display(),
+        service("app", "round_robin", &[&a], "")
+    );
+    let p = Proxy::start(&cfg);
+    let codes: Vec<u16> = (0..3).map(|_| with_key(&p, "192.0.2.1", "filed-key").status).collect();
+    assert_eq!(codes, [200, 200, 429]);
+    assert_eq!(with_key(&p, "192.0.2.1", "unknown").status, 401);
+    // A broken keys file is reported at its own line.
+    std::fs::write(&keys, "[[keys]]\nkey = \"x\"\ntier = \"free\"\n").unwrap();
+    let out = std::process::Command::new(BIN).args(["check", "--config", p.config.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("keys.toml:1:1: missing field `owner`"), "{err}");
+}

@@ -40,6 +40,27 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             return Err(ConfigError::Invalid(r.found));
         }
     };
+    let mut cfg = cfg;
+    if let Some(path) = cfg.identity.keys_file.clone() {
+        match std::fs::read_to_string(path.get_ref()) {
+            Ok(keys_text) => match toml::from_str::<schema::KeysFile>(&keys_text) {
+                Ok(f) => cfg.identity.keys.extend(f.keys),
+                Err(e) => {
+                    // Report the problem at its place in the keys file.
+                    let mut kr = Reporter::new(path.get_ref(), &keys_text);
+                    kr.error(
+                        e.span().unwrap_or(0..0),
+                        e.message().trim().to_string(),
+                        "each entry is a [[keys]] table with key or sha256, tier and owner",
+                    );
+                    r.found.extend(kr.found);
+                }
+            },
+            Err(e) => {
+                r.error(path.span(), format!("cannot read API keys file {}: {e}", path.get_ref()), "check the path and its permissions")
+            }
+        }
+    }
     validate::validate(&cfg, &mut r);
     r.finish().map(|_| cfg)
 }

@@ -87,6 +87,10 @@ pub struct IdentitySpec {
     /// The API keys, each with a tier and an owner.
     #[serde(default)]
     pub keys: Vec<ApiKeySpec>,
+    /// More API keys, from a TOML file of `[[keys]]` tables like `[[identity.keys]]`
+    /// (kept apart from the config, e.g. as a secret); read at start and reload.
+    #[serde(default)]
+    pub keys_file: Option<Spanned<String>>,
     /// Bearer JWTs as credentials.
     #[serde(default)]
     pub jwt: Option<Spanned<JwtSpec>>,
@@ -102,6 +106,7 @@ impl Default for IdentitySpec {
             ipv6_prefix: d_v6_prefix(),
             api_key: None,
             keys: Vec::new(),
+            keys_file: None,
             jwt: None,
             invalid_credentials: d_invalid(),
         }
@@ -867,4 +872,12 @@ fn d_cache_heuristic() -> Dur {
 }
 fn d_coalesce() -> Dur {
     Dur::secs(5)
+}
+
+/// The content of an API keys file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    #[serde(default)]
+    pub keys: Vec<ApiKeySpec>,
 }
