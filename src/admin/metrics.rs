@@ -125,6 +125,7 @@ pub struct Global {
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub access_log_dropped: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -138,6 +139,7 @@ pub static GLOBAL: Global = Global {
     reloads_ok: ZERO,
     reloads_failed: ZERO,
     access_log_dropped: ZERO,
+    tls_handshake_failures: ZERO,
 };
 
 pub fn count_answer(a: Answer) {
@@ -179,7 +181,13 @@ pub fn render(snap: &Snapshot) -> String {
     for a in Answer::ALL {
         let _ = writeln!(o, "ringmaster_local_answers_total{{reason=\"{}\"}} {}", a.reason(), g.answers[a as usize].load(Relaxed));
     }
-    let simple: [(&str, &str, &str, u64); 6] = [
+    let simple: [(&str, &str, &str, u64); 7] = [
+        (
+            "ringmaster_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out.",
+            g.tls_handshake_failures.load(Relaxed),
+        ),
         ("ringmaster_connections_accepted_total", "counter", "Client connections accepted.", g.connections_accepted.load(Relaxed)),
         ("ringmaster_connections_active", "gauge", "Client connections open.", g.connections_active.load(Relaxed)),
         (

@@ -336,6 +336,27 @@ impl Default for LimitsSpec {
 #[serde(rename_all = "snake_case")]
 pub enum ListenerProtocol {
     Http,
+    /// TLS terminated here (see `tls`).
+    Https,
+}
+
+/// A certificate and its key, in PEM files, and the SNI names it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertSpec {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    /// Exact names or `*.example.com`; the listener's first certificate also
+    /// answers clients without SNI or with an unknown name.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+/// TLS settings of an `https` listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    pub certificates: Vec<CertSpec>,
 }
 
 /// An address the proxy accepts client connections on.
@@ -345,7 +366,9 @@ pub struct ListenerSpec {
     pub name: Spanned<String>,
     pub listen: Spanned<String>,
     #[serde(default = "d_http")]
-    pub protocol: ListenerProtocol,
+    pub protocol: Spanned<ListenerProtocol>,
+    #[serde(default)]
+    pub tls: Option<Spanned<TlsSpec>>,
 }
 
 /// A match on host, path prefix and method that leads to a service.
@@ -695,8 +718,8 @@ fn d_h2_resets() -> usize {
 fn d_max_connections() -> usize {
     50_000
 }
-fn d_http() -> ListenerProtocol {
-    ListenerProtocol::Http
+fn d_http() -> Spanned<ListenerProtocol> {
+    Spanned::new(0..0, ListenerProtocol::Http)
 }
 fn d_slash() -> Spanned<String> {
     Spanned::new(0..0, "/".into())

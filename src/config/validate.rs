@@ -67,6 +67,22 @@ fn listeners(cfg: &Config, r: &mut Reporter) {
         if !names.insert(l.name.get_ref().clone()) {
             r.error(l.name.span(), format!("listener name `{}` is used twice", l.name.get_ref()), "give each listener its own name");
         }
+        match (l.protocol.get_ref(), &l.tls) {
+            (super::schema::ListenerProtocol::Https, None) => r.error(
+                l.protocol.span(),
+                format!("https listener `{}` has no tls table", l.name.get_ref()),
+                "add tls = { certificates = [{ cert = \"cert.pem\", key = \"key.pem\" }] }",
+            ),
+            (super::schema::ListenerProtocol::Http, Some(t)) => {
+                r.error(t.span(), format!("listener `{}` has TLS settings but protocol http", l.name.get_ref()), "set protocol = \"https\"")
+            }
+            (super::schema::ListenerProtocol::Https, Some(t)) => {
+                if let Err(why) = crate::server::tls::server_config(t.get_ref()) {
+                    r.error(t.span(), why, "point cert and key at readable PEM files that belong together");
+                }
+            }
+            _ => {}
+        }
         if let Some(a) = socket_addr(&l.listen, "listen address", r) {
             if !addrs.insert(a) {
                 r.error(l.listen.span(), format!("address {a} is used by two listeners"), "give each listener its own address");

@@ -105,7 +105,7 @@ impl Drop for ClientSlot<'_> {
 }
 
 /// Starts accepting on `listener` as listener `name`.
-pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>) -> ListenerHandle {
+pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) -> ListenerHandle {
     let addr = listener.local_addr().expect("bound listener has an address");
     let (stop, mut stopped) = watch::channel(false);
     let name: Arc<str> = Arc::from(name);
@@ -131,7 +131,8 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>) -> Listener
             GLOBAL.connections_accepted.fetch_add(1, Relaxed);
             let per_client = shared.builder_limits.load().max_connections_per_client;
             let shared = shared.clone();
-            let conn = Arc::new(ConnInfo::new(peer, name.clone(), "http"));
+            let conn = Arc::new(ConnInfo::new(peer, name.clone(), if tls.is_some() { "https" } else { "http" }));
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _slot = if per_client > 0 {
                     match shared.per_client.acquire(crate::identity::canonical(peer.ip()), per_client) {
@@ -152,26 +153,22 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>) -> Listener
                     None
                 };
                 GLOBAL.connections_active.fetch_add(1, Relaxed);
-                let builder = shared.builder.load_full();
-                let mut stop = shared.shutdown.clone();
-                let svc_shared = shared.clone();
-                let svc = service_fn(move |req| {
-                    let conn = conn.clone();
-                    let shared = svc_shared.clone();
-                    async move { Ok::<_, Infallible>(pipeline::handle(req, &conn, &shared).await) }
-                });
-                let mut c = std::pin::pin!(builder.serve_connection(TokioIo::new(stream), svc));
-                // On shutdown, finish the request in flight and close (GOAWAY on HTTP/2).
-                let result = tokio::select! {
-                    r = c.as_mut() => r,
-                    _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
-                        c.as_mut().graceful_shutdown();
-                        c.await
+                match tls {
+                    None => serve(TokioIo::new(stream), &shared, conn).await,
+                    Some(acceptor) => {
+                        let limit = shared.builder_limits.load().header_read_timeout.get_ref().0;
+                        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => serve(TokioIo::new(tls_stream), &shared, conn).await,
+                            Ok(Err(e)) => {
+                                GLOBAL.tls_handshake_failures.fetch_add(1, Relaxed);
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                GLOBAL.tls_handshake_failures.fetch_add(1, Relaxed);
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                            }
+                        }
                     }
-                };
-                if let Err(e) = result {
-                    classify_connection_error(&*e);
-                    tracing::debug!(%peer, error = %e, "client connection error");
                 }
                 GLOBAL.connections_active.fetch_sub(1, Relaxed);
                 drop(permit);
@@ -179,6 +176,35 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>) -> Listener
         }
     });
     ListenerHandle { addr, stop, task }
+}
+
+/// Serves one client connection (plain or TLS) until it ends or shutdown closes it.
+async fn serve<I>(io: I, shared: &Arc<Shared>, conn: Arc<ConnInfo>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let builder = shared.builder.load_full();
+    let mut stop = shared.shutdown.clone();
+    let svc_shared = shared.clone();
+    let peer = conn.peer;
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        let shared = svc_shared.clone();
+        async move { Ok::<_, Infallible>(pipeline::handle(req, &conn, &shared).await) }
+    });
+    let mut c = std::pin::pin!(builder.serve_connection(io, svc));
+    // On shutdown, finish the request in flight and close (GOAWAY on HTTP/2).
+    let result = tokio::select! {
+        r = c.as_mut() => r,
+        _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
+            c.as_mut().graceful_shutdown();
+            c.await
+        }
+    };
+    if let Err(e) = result {
+        classify_connection_error(&*e);
+        tracing::debug!(%peer, error = %e, "client connection error");
+    }
 }
 
 /// Counts a connection that hyper ended with an error: the answers hyper gave

@@ -3,6 +3,7 @@
 
 pub mod listener;
 pub mod reload;
+pub mod tls;
 
 use crate::admin::metrics::GLOBAL;
 use crate::config::compile::{compile, Snapshot};
@@ -58,6 +59,26 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
     rt.block_on(serve(cfg, path, |_| {}))
 }
 
+/// Whether listener `name` is an https listener.
+pub fn is_https(snap: &Snapshot, name: &str) -> bool {
+    snap.config
+        .listeners
+        .iter()
+        .any(|l| l.name.get_ref() == name && *l.protocol.get_ref() == crate::config::schema::ListenerProtocol::Https)
+}
+
+/// The TLS acceptor of listener `name`, if it is an https listener.
+pub fn acceptor(snap: &Snapshot, name: &str) -> Option<tokio_rustls::TlsAcceptor> {
+    let spec = snap.config.listeners.iter().find(|l| l.name.get_ref() == name)?.tls.as_ref()?;
+    match tls::server_config(spec.get_ref()) {
+        Ok(cfg) => Some(tokio_rustls::TlsAcceptor::from(cfg)),
+        Err(e) => {
+            tracing::error!(listener = name, error = %e, "TLS settings could not be loaded");
+            None
+        }
+    }
+}
+
 fn listener_builder(snap: &Snapshot) -> auto::Builder<TokioExecutor> {
     listener::builder(&snap.config.limits)
 }
@@ -100,7 +121,12 @@ pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) ->
     {
         let mut ls = shared.listeners.lock().await;
         for (name, tcp) in sockets {
-            let h = listener::spawn(&name, tcp, shared.clone());
+            let snap = shared.snapshot.load_full();
+            let tls = acceptor(&snap, &name);
+            if tls.is_none() && is_https(&snap, &name) {
+                anyhow::bail!("https listener `{name}` has no usable certificate; refusing to serve it in plain text");
+            }
+            let h = listener::spawn(&name, tcp, shared.clone(), tls);
             tracing::info!(listener = %name, addr = %h.addr, "listening");
             bound.listeners.push((name.clone(), h.addr));
             ls.push((name, h));

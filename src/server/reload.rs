@@ -79,7 +79,13 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
         }
     }
     for (n, tcp) in bound_now {
-        let h = listener::spawn(&n, tcp, shared.clone());
+        let snap = shared.snapshot.load_full();
+        let tls = super::acceptor(&snap, &n);
+        if tls.is_none() && super::is_https(&snap, &n) {
+            tracing::error!(listener = %n, "https listener has no usable certificate; not serving it in plain text");
+            continue;
+        }
+        let h = listener::spawn(&n, tcp, shared.clone(), tls);
         tracing::info!(listener = %n, addr = %h.addr, "listening");
         running.push((n, h));
     }
