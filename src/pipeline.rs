@@ -47,6 +47,20 @@ pub fn answer(status: StatusCode, why: Answer, text: &'static str) -> Response<B
     r
 }
 
+/// A 308 to the same URL over https on `port`.
+fn redirect_https(req: &Request<Incoming>, port: u16) -> Response<Body> {
+    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("localhost");
+    let host = crate::route::strip_port(host);
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = if port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{port}{path}") };
+    let mut r = Response::new(Body::Empty);
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
+}
+
 /// An answer of the proxy's own with a text made for this request.
 pub fn answer_text(status: StatusCode, why: Answer, text: String) -> Response<Body> {
     let mut r = answer(status, why, "");
@@ -58,6 +72,12 @@ pub fn answer_text(status: StatusCode, why: Answer, text: String) -> Response<Bo
 pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<Body> {
     let start = Instant::now();
     let snap = shared.snapshot.load_full();
+
+    // listener policies: redirect plain HTTP to HTTPS
+    let opts = if snap.listener_opts.is_empty() { None } else { snap.listener_opts.get(&*conn.listener) };
+    if let Some(port) = opts.and_then(|o| o.redirect_to_https) {
+        return redirect_https(&req, port);
+    }
 
     // parse: limits hyper does not enforce exactly.
     if let Some(resp) = check_limits(&req, &snap) {
@@ -202,6 +222,9 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
     };
 
     let mut resp = resp;
+    if let Some(h) = opts.and_then(|o| o.hsts.as_ref()) {
+        resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
+    }
     if let Some(v) = &verdict {
         crate::limit::headers(resp.headers_mut(), &policies, v);
     }

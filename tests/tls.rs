@@ -96,3 +96,36 @@ fn a_bad_certificate_file_is_a_config_error() {
     assert!(!out.status.success());
     assert!(err.contains(":5:7:") && err.contains("bad.crt"), "{err}");
 }
+
+#[test]
+fn redirect_to_https_and_hsts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cert(d, "a", "a.test", "DNS:a.test", false);
+    let a = backend("a");
+    let (https, plain) = (free_addr(), free_addr());
+    let cfg = format!(
+        "[[listeners]]\nname = \"tls\"\nlisten = \"{https}\"\nprotocol = \"https\"\nhsts = \"max-age=31536000; includeSubDomains\"\ntls = {{ certificates = [{{ cert = \"{d}/a.crt\", key = \"{d}/a.key\" }}] }}\n\n[[listeners]]\nname = \"plain\"\nlisten = \"{plain}\"\nredirect_to_https = 8443\n\n{}{}",
+        route_all("app"),
+        service("app", "round_robin", &[&a], ""),
+        d = d.display()
+    );
+    let p = Proxy::start(&cfg);
+    wait_port(plain);
+    let r = request(plain, "GET /shop?item=3 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.header("location")), (308, Some("https://a.test:8443/shop?item=3")));
+    // The main (plain, no redirect) listener has no HSTS; the https one has.
+    assert!(p.get("/").header("strict-transport-security").is_none());
+    let (out, err) = curl(&[
+        "--cacert",
+        &format!("{}/a.crt", d.display()),
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "--resolve",
+        &format!("a.test:{}:127.0.0.1", https.port()),
+        &format!("https://a.test:{}/", https.port()),
+    ]);
+    assert!(out.to_ascii_lowercase().contains("strict-transport-security: max-age=31536000; includesubdomains"), "{out} {err}");
+}

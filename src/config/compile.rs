@@ -22,6 +22,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use toml::Spanned;
 
+/// What a listener adds to or does with every request.
+pub struct ListenerOpts {
+    pub redirect_to_https: Option<u16>,
+    pub hsts: Option<http::HeaderValue>,
+}
+
 /// Request limits applied by the parse stage.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -33,6 +39,8 @@ pub struct Limits {
 /// Everything a request needs, immutable; swapped whole on reload.
 pub struct Snapshot {
     pub generation: u64,
+    /// Per-listener answers: redirect to https, HSTS. Empty when none is set.
+    pub listener_opts: HashMap<String, ListenerOpts>,
     /// The shared rate-limit store, when configured.
     pub redis: Option<Arc<crate::limit::redis::RedisStore>>,
     /// API keys, when configured.
@@ -207,7 +215,17 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         };
         crate::limit::redis::RedisStore::new(s.redis.get_ref(), s.timeout.0, mode, &s.prefix).ok().map(Arc::new)
     });
+    let listener_opts = cfg
+        .listeners
+        .iter()
+        .filter(|l| l.redirect_to_https.is_some() || l.hsts.is_some())
+        .map(|l| {
+            let hsts = l.hsts.as_ref().and_then(|h| http::HeaderValue::from_str(h.get_ref()).ok());
+            (l.name.get_ref().clone(), ListenerOpts { redirect_to_https: l.redirect_to_https, hsts })
+        })
+        .collect();
     let snapshot = Snapshot {
+        listener_opts,
         redis,
         credentials,
         limit_store: old.map(|o| o.limit_store.clone()).unwrap_or_else(|| Arc::new(crate::limit::store::LocalStore::new(1_000_000))),

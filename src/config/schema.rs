@@ -369,6 +369,14 @@ pub struct ListenerSpec {
     pub protocol: Spanned<ListenerProtocol>,
     #[serde(default)]
     pub tls: Option<Spanned<TlsSpec>>,
+    /// Plain listeners: answer every request with a 308 to the same URL over
+    /// https, on this port (443 is left out of the URL).
+    #[serde(default)]
+    pub redirect_to_https: Option<u16>,
+    /// https listeners: the Strict-Transport-Security value added to answers,
+    /// such as "max-age=31536000; includeSubDomains".
+    #[serde(default)]
+    pub hsts: Option<Spanned<String>>,
 }
 
 /// A match on host, path prefix and method that leads to a service.

@@ -67,6 +67,13 @@ fn listeners(cfg: &Config, r: &mut Reporter) {
         if !names.insert(l.name.get_ref().clone()) {
             r.error(l.name.span(), format!("listener name `{}` is used twice", l.name.get_ref()), "give each listener its own name");
         }
+        if let Some(h) = &l.hsts {
+            if *l.protocol.get_ref() != super::schema::ListenerProtocol::Https {
+                r.error(h.span(), "HSTS is only sent over https", "move hsts to the https listener");
+            } else if !h.get_ref().starts_with("max-age=") {
+                r.error(h.span(), "an HSTS value starts with max-age=", "for example \"max-age=31536000; includeSubDomains\"");
+            }
+        }
         match (l.protocol.get_ref(), &l.tls) {
             (super::schema::ListenerProtocol::Https, None) => r.error(
                 l.protocol.span(),
