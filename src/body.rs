@@ -102,8 +102,10 @@ impl Body {
 
     /// A request body that fails once more than `limit` bytes arrive, or when
     /// it stalls or crawls (`pace`).
-    pub fn limited(inner: Incoming, limit: u64, pace: Option<Box<Pace>>) -> Body {
-        let pace = if inner.is_end_stream() { None } else { pace };
+    /// `pace` is (read timeout, minimum rate); the pacer is only built when
+    /// there is a body to read, so bodiless requests pay no timer.
+    pub fn limited(inner: Incoming, limit: u64, pace: (std::time::Duration, u64)) -> Body {
+        let pace = if inner.is_end_stream() { None } else { Some(Pace::new(pace.0, pace.1)) };
         Body::Stream { inner, remaining: limit, limit, held: None, pace }
     }
 

@@ -260,7 +260,7 @@ async fn send(
     snap: &Snapshot,
 ) -> (Response<Body>, Option<Arc<crate::upstream::Endpoint>>) {
     let l = &snap.config.limits;
-    let body = Body::limited(incoming, snap.limits.max_body_bytes, Some(crate::body::Pace::new(l.body_read_timeout.0, l.body_min_rate)));
+    let body = Body::limited(incoming, snap.limits.max_body_bytes, (l.body_read_timeout.0, l.body_min_rate));
     match forward(pool, Request::from_parts(parts, body), retryable, affinity).await {
         Ok(f) => {
             let (mut p, b) = f.response.into_parts();
