@@ -21,4 +21,5 @@ pub mod route;
 pub mod server;
 pub mod service;
 pub mod shard;
+pub mod tls;
 pub mod upstream;

@@ -28,13 +28,15 @@ pub struct ConnInfo {
     pub peer_value: HeaderValue,
     pub listener: Arc<str>,
     pub proto: &'static str,
+    /// The rate-limit identity of a verified client certificate (mTLS with a tier).
+    pub client_cert: Option<Arc<identity::KeyInfo>>,
 }
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, listener: Arc<str>, proto: &'static str) -> ConnInfo {
         let ip = identity::canonical(peer.ip());
         let peer_value = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
-        ConnInfo { peer: SocketAddr::new(ip, peer.port()), peer_value, listener, proto }
+        ConnInfo { peer: SocketAddr::new(ip, peer.port()), peer_value, listener, proto, client_cert: None }
     }
 }
 
@@ -98,8 +100,11 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
 
     // identify (credentials) and limit: the route's rate limits for this client
     let limited = !(route.limits.is_empty() && route.tier_limits.is_empty());
+    // Credentials in the request (API key, JWT) first, then a verified client certificate.
+    let cert_or_anonymous = || conn.client_cert.clone().map_or(identity::Who::Anonymous, identity::Who::Key);
     let who = match (&snap.credentials, limited) {
         (Some(c), true) => match c.identify(req.headers(), req.uri().query()) {
+            Ok(identity::Who::Anonymous) => cert_or_anonymous(),
             Ok(w) => w,
             Err(e) => {
                 let body = serde_json::json!({ "error": e.to_string() }).to_string() + "\n";
@@ -108,6 +113,7 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
                 return r;
             }
         },
+        (None, true) => cert_or_anonymous(),
         _ => identity::Who::Anonymous,
     };
     let mut policies: Vec<&crate::limit::Policy> = Vec::new();

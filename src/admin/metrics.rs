@@ -125,7 +125,6 @@ pub struct Global {
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub access_log_dropped: AtomicU64,
-    pub tls_handshake_failures: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -139,7 +138,6 @@ pub static GLOBAL: Global = Global {
     reloads_ok: ZERO,
     reloads_failed: ZERO,
     access_log_dropped: ZERO,
-    tls_handshake_failures: ZERO,
 };
 
 pub fn count_answer(a: Answer) {
@@ -181,13 +179,8 @@ pub fn render(snap: &Snapshot) -> String {
     for a in Answer::ALL {
         let _ = writeln!(o, "ringmaster_local_answers_total{{reason=\"{}\"}} {}", a.reason(), g.answers[a as usize].load(Relaxed));
     }
-    let simple: [(&str, &str, &str, u64); 7] = [
-        (
-            "ringmaster_tls_handshake_failures_total",
-            "counter",
-            "TLS handshakes that failed or timed out.",
-            g.tls_handshake_failures.load(Relaxed),
-        ),
+    crate::tls::handshake::render(&mut o);
+    let simple: [(&str, &str, &str, u64); 6] = [
         ("ringmaster_connections_accepted_total", "counter", "Client connections accepted.", g.connections_accepted.load(Relaxed)),
         ("ringmaster_connections_active", "gauge", "Client connections open.", g.connections_active.load(Relaxed)),
         (
@@ -236,6 +229,35 @@ pub fn render(snap: &Snapshot) -> String {
     render_pools(&mut o, snap);
     render_caches(&mut o, snap);
     o
+}
+
+/// Certificate expiry and reloads of the https listeners.
+pub fn render_tls(o: &mut String, states: &[std::sync::Arc<crate::tls::server::TlsState>]) {
+    o.push_str("# HELP ringmaster_tls_certificate_not_after_seconds When each served certificate expires (Unix time).\n# TYPE ringmaster_tls_certificate_not_after_seconds gauge\n");
+    for s in states {
+        for c in &s.loaded().certs {
+            if let Some(f) = &c.facts {
+                let _ = writeln!(
+                    o,
+                    "ringmaster_tls_certificate_not_after_seconds{{listener=\"{}\",cert=\"{}\",subject=\"{}\"}} {}",
+                    esc(&s.listener),
+                    esc(&c.cert),
+                    esc(&f.subject),
+                    f.not_after
+                );
+            }
+        }
+    }
+    o.push_str("# HELP ringmaster_tls_certificate_reloads_total Certificate reloads of each https listener, by result.\n# TYPE ringmaster_tls_certificate_reloads_total counter\n");
+    for s in states {
+        let l = esc(&s.listener);
+        let _ = writeln!(o, "ringmaster_tls_certificate_reloads_total{{listener=\"{l}\",result=\"ok\"}} {}", s.reloads.load(Relaxed));
+        let _ = writeln!(
+            o,
+            "ringmaster_tls_certificate_reloads_total{{listener=\"{l}\",result=\"failed\"}} {}",
+            s.reload_failures.load(Relaxed)
+        );
+    }
 }
 
 fn render_caches(o: &mut String, snap: &Snapshot) {

@@ -46,7 +46,12 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Body> {
 async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
     let snap = shared.snapshot.load_full();
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics::render(&snap)),
+        (&Method::GET, "/metrics") => {
+            let mut text = metrics::render(&snap);
+            metrics::render_tls(&mut text, &tls_states(shared).await);
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
+        (&Method::GET, "/admin/tls") => json_reply(StatusCode::OK, tls(&tls_states(shared).await)),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => {
             if shared.draining.load(Relaxed) {
@@ -68,9 +73,49 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin paths: /metrics /healthz /readyz /admin/config /admin/pools /admin/shards /admin/cache POST /admin/cache/purge?route=R&key=K|prefix=P|tag=T POST /admin/reload\n".into(),
+            "admin paths: /metrics /healthz /readyz /admin/config /admin/pools /admin/shards /admin/cache /admin/tls POST /admin/cache/purge?route=R&key=K|prefix=P|tag=T POST /admin/reload\n".into(),
         ),
     }
+}
+
+/// The TLS state of every running https listener.
+async fn tls_states(shared: &Shared) -> Vec<Arc<crate::tls::server::TlsState>> {
+    shared.listeners.lock().await.iter().filter_map(|(_, h)| h.tls.clone()).collect()
+}
+
+/// `/admin/tls`: each https listener's certificates with their names and expiry.
+fn tls(states: &[Arc<crate::tls::server::TlsState>]) -> serde_json::Value {
+    let now = crate::tls::unix_now();
+    let listeners: Vec<_> = states
+        .iter()
+        .map(|s| {
+            let l = s.loaded();
+            let certs: Vec<_> = l
+                .certs
+                .iter()
+                .map(|c| {
+                    let mut v = serde_json::to_value(c).unwrap_or_default();
+                    if let Some(f) = &c.facts {
+                        v["expires_in_days"] = json!((f.not_after - now) as f64 / 86400.0);
+                        v["not_after_http_date"] =
+                            json!(httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.not_after.max(0) as u64)));
+                    }
+                    v
+                })
+                .collect();
+            json!({
+                "listener": s.listener,
+                "certificates": certs,
+                "client_auth": l.spec.client_auth.as_ref().map(|c| json!({ "ca": c.get_ref().ca, "required": c.get_ref().required, "tier": c.get_ref().tier })),
+                "session_tickets": l.spec.session_tickets,
+                "session_cache": l.spec.session_cache,
+                "loaded_at": httpdate::fmt_http_date(l.at),
+                "reloads": s.reloads.load(Relaxed),
+                "reload_failures": s.reload_failures.load(Relaxed),
+            })
+        })
+        .collect();
+    json!({ "listeners": listeners })
 }
 
 /// One pool as JSON: endpoints with health and load.

@@ -262,6 +262,12 @@ impl PoolCtx {
             Some(s) => format!("{service}/{s}"),
             None => service.to_string(),
         };
+        let tls = spec.tls.as_ref().map(|t| {
+            crate::tls::client::client_config(t.get_ref(), spec.protocol).map_err(|e| {
+                tracing::error!(pool = %name, error = %e, "upstream TLS cannot be set up; connections to the pool fail");
+                Arc::<str>::from(e)
+            })
+        });
         let mut endpoints = Vec::new();
         for e in v.endpoints {
             let key = EndpointKey {
@@ -271,6 +277,7 @@ impl PoolCtx {
                 connect_timeout: spec.timeouts.connect.get_ref().0,
                 idle_timeout: spec.timeouts.idle.get_ref().0,
                 health: v.health.clone(),
+                tls: spec.tls.as_ref().map(|t| t.get_ref().clone()),
             };
             let ep_name = e.name.as_ref().map(|n| n.get_ref().clone());
             let weight = *e.weight.get_ref();
@@ -279,7 +286,7 @@ impl PoolCtx {
             let ep = match reusable {
                 Some(o) => o.clone(),
                 None => {
-                    let ep = Arc::new(Endpoint::new(key, ep_name, weight));
+                    let ep = Arc::new(Endpoint::new(key, ep_name, weight, tls.clone()));
                     self.new_endpoints.push(ep.clone());
                     ep
                 }

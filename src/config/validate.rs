@@ -84,7 +84,7 @@ fn listeners(cfg: &Config, r: &mut Reporter) {
                 r.error(t.span(), format!("listener `{}` has TLS settings but protocol http", l.name.get_ref()), "set protocol = \"https\"")
             }
             (super::schema::ListenerProtocol::Https, Some(t)) => {
-                if let Err(why) = crate::server::tls::server_config(t.get_ref()) {
+                if let Err(why) = crate::tls::server::check(t.get_ref()) {
                     r.error(t.span(), why, "point cert and key at readable PEM files that belong together");
                 }
             }
@@ -218,6 +218,9 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
     if let Some(h) = &svc.health {
         health(h, r);
     }
+    if let Some(t) = &svc.tls {
+        upstream_tls(svc, t, r);
+    }
     let p = &svc.passive;
     if p.ejection_time.get_ref() > p.max_ejection_time.get_ref() {
         r.error(p.ejection_time.span(), "ejection_time is longer than max_ejection_time", "raise max_ejection_time or lower ejection_time");
@@ -227,6 +230,21 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
     }
     if *svc.retry.attempts.get_ref() > 10 {
         r.error(svc.retry.attempts.span(), "more than 10 retry attempts multiplies load on a failing service", "2 suits most services");
+    }
+}
+
+/// Upstream TLS: the files load, and every endpoint has a name to verify.
+fn upstream_tls(svc: &ServiceSpec, t: &Spanned<super::schema::UpstreamTlsSpec>, r: &mut Reporter) {
+    let spec = t.get_ref();
+    if let Err(why) = crate::tls::client::client_config(spec, svc.protocol) {
+        r.error(t.span(), why, "point ca, cert and key at readable PEM files (cert and key together)");
+    }
+    let sni = spec.sni.as_ref().map(|s| s.get_ref().as_str());
+    let eps = svc.endpoints.iter().chain(svc.shards.values().flat_map(|s| s.endpoints.iter()));
+    for e in eps {
+        if let Err(why) = crate::tls::client::server_name(sni, e.address.get_ref()) {
+            r.error(e.address.span(), why, "set tls.sni to the name in the endpoints' certificates");
+        }
     }
 }
 

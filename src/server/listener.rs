@@ -5,6 +5,7 @@
 use super::Shared;
 use crate::admin::metrics::{count_answer, Answer, GLOBAL};
 use crate::pipeline::{self, ConnInfo};
+use crate::tls::{handshake, server::TlsState};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -27,6 +28,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// A running listener; dropping the handle's sender stops accepting.
 pub struct ListenerHandle {
     pub addr: SocketAddr,
+    /// The certificates of an https listener.
+    pub tls: Option<Arc<TlsState>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -105,7 +108,8 @@ impl Drop for ClientSlot<'_> {
 }
 
 /// Starts accepting on `listener` as listener `name`.
-pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option<tokio_rustls::TlsAcceptor>) -> ListenerHandle {
+pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<TlsState>>) -> ListenerHandle {
+    let handle_tls = tls.clone();
     let addr = listener.local_addr().expect("bound listener has an address");
     let (stop, mut stopped) = watch::channel(false);
     let name: Arc<str> = Arc::from(name);
@@ -131,7 +135,7 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
             GLOBAL.connections_accepted.fetch_add(1, Relaxed);
             let per_client = shared.builder_limits.load().max_connections_per_client;
             let shared = shared.clone();
-            let conn = Arc::new(ConnInfo::new(peer, name.clone(), if tls.is_some() { "https" } else { "http" }));
+            let name = name.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
                 let _slot = if per_client > 0 {
@@ -154,17 +158,24 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
                 };
                 GLOBAL.connections_active.fetch_add(1, Relaxed);
                 match tls {
-                    None => serve(TokioIo::new(stream), &shared, conn).await,
-                    Some(acceptor) => {
+                    None => serve(TokioIo::new(stream), &shared, Arc::new(ConnInfo::new(peer, name, "http"))).await,
+                    Some(state) => {
                         let limit = shared.builder_limits.load().header_read_timeout.get_ref().0;
-                        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                            Ok(Ok(tls_stream)) => serve(TokioIo::new(tls_stream), &shared, conn).await,
+                        match tokio::time::timeout(limit, state.acceptor().accept(stream)).await {
+                            Ok(Ok(tls_stream)) => {
+                                let session = &tls_stream.get_ref().1;
+                                handshake::count_done(session);
+                                let mut conn = ConnInfo::new(peer, name, "https");
+                                conn.client_cert = state.client_identity(session.peer_certificates());
+                                serve(TokioIo::new(tls_stream), &shared, Arc::new(conn)).await
+                            }
                             Ok(Err(e)) => {
-                                GLOBAL.tls_handshake_failures.fetch_add(1, Relaxed);
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                let why = handshake::Failure::of(&e);
+                                handshake::count_failure(why);
+                                tracing::debug!(%peer, reason = why.reason(), error = %e, "TLS handshake failed");
                             }
                             Err(_) => {
-                                GLOBAL.tls_handshake_failures.fetch_add(1, Relaxed);
+                                handshake::count_failure(handshake::Failure::Timeout);
                                 tracing::debug!(%peer, "TLS handshake timed out");
                             }
                         }
@@ -175,7 +186,7 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
             });
         }
     });
-    ListenerHandle { addr, stop, task }
+    ListenerHandle { addr, tls: handle_tls, stop, task }
 }
 
 /// Serves one client connection (plain or TLS) until it ends or shutdown closes it.

@@ -3,11 +3,11 @@
 
 pub mod listener;
 pub mod reload;
-pub mod tls;
 
 use crate::admin::metrics::GLOBAL;
 use crate::config::compile::{compile, Snapshot};
 use crate::config::Config;
+use crate::tls::server::TlsState;
 use crate::upstream::health;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -59,23 +59,14 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
     rt.block_on(serve(cfg, path, |_| {}))
 }
 
-/// Whether listener `name` is an https listener.
-pub fn is_https(snap: &Snapshot, name: &str) -> bool {
-    snap.config
-        .listeners
-        .iter()
-        .any(|l| l.name.get_ref() == name && *l.protocol.get_ref() == crate::config::schema::ListenerProtocol::Https)
-}
-
-/// The TLS acceptor of listener `name`, if it is an https listener.
-pub fn acceptor(snap: &Snapshot, name: &str) -> Option<tokio_rustls::TlsAcceptor> {
-    let spec = snap.config.listeners.iter().find(|l| l.name.get_ref() == name)?.tls.as_ref()?;
-    match tls::server_config(spec.get_ref()) {
-        Ok(cfg) => Some(tokio_rustls::TlsAcceptor::from(cfg)),
-        Err(e) => {
-            tracing::error!(listener = name, error = %e, "TLS settings could not be loaded");
-            None
-        }
+/// The TLS state of listener `name`: `None` for a plain listener, an error
+/// when an https listener's certificates do not load.
+pub fn tls_state(snap: &Snapshot, name: &str) -> Result<Option<Arc<TlsState>>, String> {
+    let Some(l) = snap.config.listeners.iter().find(|l| l.name.get_ref() == name) else { return Ok(None) };
+    match (&l.tls, *l.protocol.get_ref() == crate::config::schema::ListenerProtocol::Https) {
+        (Some(spec), true) => TlsState::new(name, spec.get_ref()).map(Some),
+        (_, true) => Err("no tls table".into()),
+        _ => Ok(None),
     }
 }
 
@@ -122,10 +113,9 @@ pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) ->
         let mut ls = shared.listeners.lock().await;
         for (name, tcp) in sockets {
             let snap = shared.snapshot.load_full();
-            let tls = acceptor(&snap, &name);
-            if tls.is_none() && is_https(&snap, &name) {
-                anyhow::bail!("https listener `{name}` has no usable certificate; refusing to serve it in plain text");
-            }
+            let tls = tls_state(&snap, &name).map_err(|e| {
+                anyhow::anyhow!("https listener `{name}` has no usable certificate ({e}); refusing to serve it in plain text")
+            })?;
             let h = listener::spawn(&name, tcp, shared.clone(), tls);
             tracing::info!(listener = %name, addr = %h.addr, "listening");
             bound.listeners.push((name.clone(), h.addr));

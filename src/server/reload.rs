@@ -35,18 +35,21 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
     if cfg.admin.listen.get_ref() != old.config.admin.listen.get_ref() || cfg.admin.enabled != old.config.admin.enabled {
         tracing::warn!("admin listener changes take effect after a restart");
     }
-    let wanted: Vec<(String, SocketAddr)> =
-        cfg.listeners.iter().map(|l| (l.name.get_ref().clone(), l.listen.get_ref().parse().expect("validated"))).collect();
-    let is_running = |n: &str, a: SocketAddr| running.iter().any(|(rn, h)| rn == n && h.addr == a);
-    let removed: Vec<usize> =
-        (0..running.len()).filter(|&i| !wanted.iter().any(|(n, a)| *n == running[i].0 && *a == running[i].1.addr)).collect();
+    // A listener is kept when its name, address and protocol are unchanged.
+    let wanted: Vec<(String, SocketAddr, bool)> =
+        cfg.listeners.iter().map(|l| (l.name.get_ref().clone(), l.listen.get_ref().parse().expect("validated"), l.tls.is_some())).collect();
+    let same = |(n, a, tls): &(String, SocketAddr, bool), (rn, h): &(String, listener::ListenerHandle)| {
+        n == rn && *a == h.addr && *tls == h.tls.is_some()
+    };
+    let removed: Vec<usize> = (0..running.len()).filter(|&i| !wanted.iter().any(|w| same(w, &running[i]))).collect();
     let removed_addrs: Vec<SocketAddr> = removed.iter().map(|&i| running[i].1.addr).collect();
     let mut bound_now = Vec::new();
     let mut bind_later = Vec::new();
-    for (n, a) in &wanted {
-        if is_running(n, *a) {
+    for w in &wanted {
+        if running.iter().any(|r| same(w, r)) {
             continue;
         }
+        let (n, a, _) = w;
         if removed_addrs.contains(a) {
             bind_later.push((n.clone(), *a));
         } else {
@@ -59,6 +62,17 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
     let generation = compiled.snapshot.generation;
     if compiled.snapshot.config.limits.max_connections != old.config.limits.max_connections {
         tracing::warn!("limits.max_connections takes effect after a restart");
+    }
+    // Kept https listeners read their certificate files again; new handshakes
+    // get the new certificates, open connections keep theirs.
+    for (i, (name, h)) in running.iter().enumerate() {
+        if removed.contains(&i) {
+            continue;
+        }
+        let spec = compiled.snapshot.config.listeners.iter().find(|l| l.name.get_ref() == name).and_then(|l| l.tls.as_ref());
+        if let (Some(state), Some(spec)) = (&h.tls, spec) {
+            let _ = state.reload(spec.get_ref());
+        }
     }
     shared.builder.store(Arc::new(listener_builder(&compiled.snapshot)));
     shared.builder_limits.store(Arc::new(compiled.snapshot.config.limits.clone()));
@@ -80,11 +94,13 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
     }
     for (n, tcp) in bound_now {
         let snap = shared.snapshot.load_full();
-        let tls = super::acceptor(&snap, &n);
-        if tls.is_none() && super::is_https(&snap, &n) {
-            tracing::error!(listener = %n, "https listener has no usable certificate; not serving it in plain text");
-            continue;
-        }
+        let tls = match super::tls_state(&snap, &n) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(listener = %n, error = %e, "https listener has no usable certificate; not serving it in plain text");
+                continue;
+            }
+        };
         let h = listener::spawn(&n, tcp, shared.clone(), tls);
         tracing::info!(listener = %n, addr = %h.addr, "listening");
         running.push((n, h));

@@ -8,6 +8,7 @@
 //! end, and a request that was never written comes back to the caller intact, so
 //! a retry costs nothing.
 
+use super::stream::Stream;
 use crate::body::Body;
 use crate::clock;
 use crate::config::schema::UpstreamProtocol;
@@ -31,6 +32,10 @@ pub enum ConnectError {
     Io(#[from] std::io::Error),
     #[error("handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("TLS is not usable: {0}")]
+    TlsConfig(Arc<str>),
 }
 
 /// Connection counters of an endpoint.
@@ -46,6 +51,8 @@ pub struct ConnPool {
     address: String,
     socket: Option<std::net::SocketAddr>,
     protocol: UpstreamProtocol,
+    /// TLS towards the endpoint, or why it could not be set up.
+    tls: Option<Result<crate::tls::client::Upstream, Arc<str>>>,
     connect_timeout: Duration,
     idle_timeout_ms: u64,
     idle: Mutex<Vec<(http1::SendRequest<Body>, u64)>>,
@@ -83,11 +90,18 @@ impl Lease {
 }
 
 impl ConnPool {
-    pub fn new(address: &str, protocol: UpstreamProtocol, connect_timeout: Duration, idle_timeout: Duration) -> ConnPool {
+    pub fn new(
+        address: &str,
+        protocol: UpstreamProtocol,
+        tls: Option<Result<crate::tls::client::Upstream, Arc<str>>>,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> ConnPool {
         ConnPool {
             address: address.to_string(),
             socket: address.parse().ok(),
             protocol,
+            tls,
             connect_timeout,
             idle_timeout_ms: idle_timeout.as_millis() as u64,
             idle: Mutex::new(Vec::new()),
@@ -98,6 +112,15 @@ impl ConnPool {
 
     pub fn protocol(&self) -> UpstreamProtocol {
         self.protocol
+    }
+
+    /// The scheme requests to the endpoint carry (HTTP/2's `:scheme`).
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
     }
 
     /// A ready connection: an idle one if there is one, else a new one.
@@ -153,7 +176,7 @@ impl ConnPool {
         Ok(Lease::H2 { tx })
     }
 
-    async fn connect(&self) -> Result<TokioIo<TcpStream>, ConnectError> {
+    async fn connect(&self) -> Result<TokioIo<Stream>, ConnectError> {
         let connect = async {
             match self.socket {
                 Some(sa) => TcpStream::connect(sa).await,
@@ -163,6 +186,18 @@ impl ConnPool {
         let stream =
             tokio::time::timeout(self.connect_timeout, connect).await.map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
         let _ = stream.set_nodelay(true);
+        let stream = match &self.tls {
+            None => Stream::Plain(stream),
+            Some(Err(why)) => return Err(ConnectError::TlsConfig(why.clone())),
+            Some(Ok(t)) => {
+                let hs = t.connector.connect(t.name.clone(), stream);
+                let tls = tokio::time::timeout(self.connect_timeout, hs)
+                    .await
+                    .map_err(|_| ConnectError::Timeout(self.connect_timeout))?
+                    .map_err(ConnectError::Tls)?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
         self.stats.opened.fetch_add(1, Relaxed);
         Ok(TokioIo::new(stream))
     }

@@ -6,7 +6,7 @@
 
 use super::connpool::{ConnPool, Lease};
 use crate::clock;
-use crate::config::schema::{HealthSpec, PassiveSpec, UpstreamProtocol};
+use crate::config::schema::{HealthSpec, PassiveSpec, UpstreamProtocol, UpstreamTlsSpec};
 use http::uri::Authority;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -21,6 +21,8 @@ pub struct EndpointKey {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub health: Option<HealthSpec>,
+    /// TLS towards the endpoint; plain HTTP when absent.
+    pub tls: Option<UpstreamTlsSpec>,
 }
 
 /// Live counters and health of an endpoint.
@@ -54,8 +56,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(key: EndpointKey, name: Option<String>, weight: u32) -> Endpoint {
-        let conns = ConnPool::new(&key.address, key.protocol, key.connect_timeout, key.idle_timeout);
+    /// `tls` is the pool's client config (or why it failed to load) when the pool speaks TLS.
+    pub fn new(key: EndpointKey, name: Option<String>, weight: u32, tls: Option<Result<Arc<rustls::ClientConfig>, Arc<str>>>) -> Endpoint {
+        let sni = key.tls.as_ref().and_then(|t| t.sni.as_ref()).map(|s| s.get_ref().as_str());
+        let tls = tls.map(|r| r.and_then(|cfg| crate::tls::client::Upstream::new(cfg, sni, &key.address).map_err(Arc::from)));
+        let conns = ConnPool::new(&key.address, key.protocol, tls, key.connect_timeout, key.idle_timeout);
         let stats = EndpointStats::default();
         stats.probe_healthy.store(true, Relaxed);
         Endpoint {
@@ -155,12 +160,13 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             health: None,
+            tls: None,
         }
     }
 
     #[tokio::test]
     async fn ejects_after_streak_with_backoff() {
-        let ep = Endpoint::new(key(), None, 1);
+        let ep = Endpoint::new(key(), None, 1, None);
         let p = PassiveSpec {
             consecutive_failures: 3,
             ejection_time: Spanned::new(0..0, Dur::secs(10)),

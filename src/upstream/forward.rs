@@ -11,7 +11,7 @@ use super::pool::{Pool, PoolRequest};
 use crate::balance::Affinity;
 use crate::body::{Body, BodyTooLarge};
 use crate::config::schema::UpstreamProtocol;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body::Body as _;
 use std::error::Error as _;
@@ -93,7 +93,7 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
             UpstreamProtocol::Http1 => Uri::from(path.clone()),
             UpstreamProtocol::Http2 => {
                 let mut parts = http::uri::Parts::default();
-                parts.scheme = Some(Scheme::HTTP);
+                parts.scheme = Some(ep.conns.scheme());
                 parts.authority = Some(ep.authority.clone());
                 parts.path_and_query = Some(path.clone());
                 Uri::from_parts(parts).expect("valid upstream uri")

@@ -34,7 +34,7 @@ async fn probe(ep: &Endpoint, path: &str, timeout: Duration) -> bool {
         let mut lease = ep.conns.lease().await.ok()?;
         let mut uri = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(path.as_bytes())).ok()?;
         if ep.conns.protocol() == crate::config::schema::UpstreamProtocol::Http2 {
-            uri = format!("http://{}{}", ep.address, path).parse().ok()?;
+            uri = format!("{}://{}{}", ep.conns.scheme(), ep.address, path).parse().ok()?;
         }
         let req = http::Request::get(uri)
             .header(http::header::HOST, ep.address.as_str())

@@ -6,6 +6,7 @@ pub mod forward;
 pub mod headers;
 pub mod health;
 pub mod pool;
+pub mod stream;
 
 pub use endpoint::{Endpoint, EndpointKey, InFlight};
 pub use pool::Pool;

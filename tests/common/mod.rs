@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod pki;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmaster");
 
 /// A loopback port that was free a moment ago.

@@ -179,6 +179,51 @@ pub struct CertSpec {
 #[serde(deny_unknown_fields)]
 pub struct TlsSpec {
     pub certificates: Vec<CertSpec>,
+    /// Client certificates (mTLS) checked against a CA bundle.
+    #[serde(default)]
+    pub client_auth: Option<Spanned<ClientAuthSpec>>,
+    /// Stateless resumption (TLS 1.3 and 1.2 session tickets, keys rotated by the proxy).
+    #[serde(default = "d_true")]
+    pub session_tickets: bool,
+    /// Sessions remembered for stateful resumption; 0 turns it off.
+    #[serde(default = "d_session_cache")]
+    pub session_cache: usize,
+    /// How often the certificate and key files are checked for changes; "0s" turns it off
+    /// (SIGHUP and `POST /admin/reload` still reload them).
+    #[serde(default = "d_tls_watch")]
+    pub watch_interval: Dur,
+}
+
+/// Client-certificate authentication on an https listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthSpec {
+    /// PEM bundle of the CAs that client certificates must chain to.
+    pub ca: Spanned<String>,
+    /// Refuse the handshake without a client certificate (`false`: ask, accept without).
+    #[serde(default = "d_true")]
+    pub required: bool,
+    /// The identity tier (see `rate_limit_tiers`) of a client with a verified certificate;
+    /// its owner is the certificate subject's common name (the whole subject without one).
+    #[serde(default)]
+    pub tier: Option<Spanned<String>>,
+}
+
+/// TLS towards a pool's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSpec {
+    /// PEM bundle of the CAs the endpoints' certificates must chain to; the system's roots when absent.
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+    /// The name sent as SNI and verified in the certificate; each endpoint's host when absent.
+    #[serde(default)]
+    pub sni: Option<Spanned<String>>,
+    /// A client certificate and key (PEM) presented to endpoints that ask for one.
+    #[serde(default)]
+    pub cert: Option<Spanned<String>>,
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
 }
 
 /// An address the proxy accepts client connections on.
@@ -395,6 +440,9 @@ pub struct ServiceSpec {
     pub cookie: Option<Spanned<CookieSpec>>,
     #[serde(default = "d_http1")]
     pub protocol: UpstreamProtocol,
+    /// TLS to the endpoints (every shard's); plain HTTP when absent.
+    #[serde(default)]
+    pub tls: Option<Spanned<UpstreamTlsSpec>>,
     #[serde(default)]
     pub endpoints: Vec<EndpointSpec>,
     #[serde(default)]
@@ -547,6 +595,12 @@ fn d_h2_resets() -> usize {
 }
 fn d_max_connections() -> usize {
     50_000
+}
+fn d_session_cache() -> usize {
+    20_000
+}
+fn d_tls_watch() -> Dur {
+    Dur::secs(5)
 }
 fn d_http() -> Spanned<ListenerProtocol> {
     Spanned::new(0..0, ListenerProtocol::Http)

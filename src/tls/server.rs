@@ -1,0 +1,234 @@
+//! TLS termination state of one https listener: the rustls config in force,
+//! swapped atomically when certificates are reloaded (on SIGHUP, `POST
+//! /admin/reload`, or when the files change), so a new handshake takes the new
+//! certificate while open connections keep theirs. A reload that fails keeps the
+//! old config and says why. The session cache and ticket keys outlive reloads,
+//! so resumption keeps working across them.
+//!
+//! Files are watched by polling their metadata (modification time, size, inode)
+//! rather than with inotify: it needs no dependency, costs a few `stat` calls,
+//! and sees Kubernetes' secret updates, which swap a symlink in a parent folder.
+
+use super::{certified_key, facts, load_roots, provider, sni::SniResolver, CertFacts};
+use crate::config::schema::TlsSpec;
+use crate::identity::KeyInfo;
+use arc_swap::ArcSwap;
+use rustls::server::{ProducesTickets, StoresServerSessions, WebPkiClientVerifier};
+use rustls::ServerConfig;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+/// A certificate as loaded, for `/admin/tls` and the expiry metric.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoadedCert {
+    pub cert: String,
+    pub key: String,
+    pub names: Vec<String>,
+    #[serde(flatten)]
+    pub facts: Option<CertFacts>,
+}
+
+/// What is in force: the rustls config, the certificates it serves, and the
+/// state of the files it was read from.
+pub struct Loaded {
+    pub config: Arc<ServerConfig>,
+    pub certs: Vec<LoadedCert>,
+    pub spec: TlsSpec,
+    stamps: Vec<Stamp>,
+    pub at: SystemTime,
+}
+
+/// A file's identity and version, to notice a change.
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn stamp(path: &str) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// The files a spec reads.
+fn files(spec: &TlsSpec) -> Vec<&str> {
+    let mut f: Vec<&str> = spec.certificates.iter().flat_map(|c| [c.cert.get_ref().as_str(), c.key.get_ref().as_str()]).collect();
+    if let Some(ca) = &spec.client_auth {
+        f.push(ca.get_ref().ca.get_ref());
+    }
+    f
+}
+
+/// The TLS side of one https listener.
+pub struct TlsState {
+    pub listener: String,
+    loaded: ArcSwap<Loaded>,
+    sessions: Arc<dyn StoresServerSessions>,
+    ticketer: Option<Arc<dyn ProducesTickets>>,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+}
+
+/// Checks that a spec loads (for `ringmaster check` and validation).
+pub fn check(spec: &TlsSpec) -> Result<(), String> {
+    build(spec, Arc::new(rustls::server::NoServerSessionStorage {}), None).map(|_| ())
+}
+
+fn build(
+    spec: &TlsSpec,
+    sessions: Arc<dyn StoresServerSessions>,
+    ticketer: Option<Arc<dyn ProducesTickets>>,
+) -> Result<(ServerConfig, Vec<LoadedCert>), String> {
+    let mut keyed = Vec::new();
+    let mut certs = Vec::new();
+    for c in &spec.certificates {
+        let ck = certified_key(c.cert.get_ref(), c.key.get_ref())?;
+        certs.push(LoadedCert {
+            cert: c.cert.get_ref().clone(),
+            key: c.key.get_ref().clone(),
+            names: c.names.clone(),
+            facts: ck.cert.first().and_then(facts),
+        });
+        keyed.push((ck, c.names.clone()));
+    }
+    let resolver = SniResolver::new(&keyed).ok_or("a TLS listener needs at least one certificate")?;
+    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+    let builder = match &spec.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let ca = ca.get_ref();
+            let roots = load_roots(ca.ca.get_ref())?;
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let v = if ca.required { v } else { v.allow_unauthenticated() };
+            let v = v.build().map_err(|e| format!("client CA bundle {}: {e}", ca.ca.get_ref()))?;
+            builder.with_client_cert_verifier(v)
+        }
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.session_storage = sessions;
+    if let Some(t) = ticketer {
+        cfg.ticketer = t;
+    }
+    Ok((cfg, certs))
+}
+
+impl TlsState {
+    /// Loads `spec` for listener `listener`.
+    pub fn new(listener: &str, spec: &TlsSpec) -> Result<Arc<TlsState>, String> {
+        let sessions: Arc<dyn StoresServerSessions> = if spec.session_cache == 0 {
+            Arc::new(rustls::server::NoServerSessionStorage {})
+        } else {
+            rustls::server::ServerSessionMemoryCache::new(spec.session_cache)
+        };
+        let ticketer = if spec.session_tickets {
+            Some(rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("cannot make session ticket keys: {e}"))?)
+        } else {
+            None
+        };
+        let (config, certs) = build(spec, sessions.clone(), ticketer.clone())?;
+        let loaded = Loaded { config: Arc::new(config), certs, spec: spec.clone(), stamps: stamps(spec), at: SystemTime::now() };
+        let state = Arc::new(TlsState {
+            listener: listener.to_string(),
+            loaded: ArcSwap::from_pointee(loaded),
+            sessions,
+            ticketer,
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        });
+        watch(&state);
+        Ok(state)
+    }
+
+    /// The acceptor for the next connection.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.loaded.load().config.clone())
+    }
+
+    /// What is in force now.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded.load_full()
+    }
+
+    /// Reloads from `spec` (the files are read again); on failure the old
+    /// config stays and the error says why.
+    pub fn reload(&self, spec: &TlsSpec) -> Result<(), String> {
+        match build(spec, self.sessions.clone(), self.ticketer.clone()) {
+            Ok((config, certs)) => {
+                self.loaded.store(Arc::new(Loaded {
+                    config: Arc::new(config),
+                    certs,
+                    spec: spec.clone(),
+                    stamps: stamps(spec),
+                    at: SystemTime::now(),
+                }));
+                self.reloads.fetch_add(1, Relaxed);
+                tracing::info!(listener = %self.listener, "TLS certificates loaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.reload_failures.fetch_add(1, Relaxed);
+                tracing::error!(listener = %self.listener, error = %e, "TLS certificates not reloaded; the previous ones keep serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// The rate-limit identity of a client that presented `chain`, when the
+    /// listener gives verified clients a tier.
+    pub fn client_identity(&self, chain: Option<&[rustls_pki_types::CertificateDer<'static>]>) -> Option<Arc<KeyInfo>> {
+        let loaded = self.loaded.load();
+        let tier = loaded.spec.client_auth.as_ref()?.get_ref().tier.as_ref()?.get_ref().clone();
+        let owner = super::client_identity(chain?.first()?)?;
+        Some(Arc::new(KeyInfo { tier, owner, overrides: None }))
+    }
+
+    /// Reloads when a file changed since the last load. A file caught half
+    /// written fails to load; the next change to it is tried again.
+    fn check_files(&self) {
+        let loaded = self.loaded.load_full();
+        let seen = stamps(&loaded.spec);
+        if seen == loaded.stamps || self.reload(&loaded.spec).is_ok() {
+            return;
+        }
+        // Keep serving the old certificates; remember the files as seen so the
+        // error is logged once per change. A concurrent reload wins.
+        let same =
+            Loaded { config: loaded.config.clone(), certs: loaded.certs.clone(), spec: loaded.spec.clone(), stamps: seen, at: loaded.at };
+        self.loaded.compare_and_swap(&loaded, Arc::new(same));
+    }
+}
+
+fn stamps(spec: &TlsSpec) -> Vec<Stamp> {
+    files(spec).into_iter().map(stamp).collect()
+}
+
+/// Polls the files of `state` while it lives.
+fn watch(state: &Arc<TlsState>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    let weak: Weak<TlsState> = Arc::downgrade(state);
+    rt.spawn(async move {
+        loop {
+            let every = match weak.upgrade() {
+                Some(s) => s.loaded.load().spec.watch_interval.0,
+                None => return,
+            };
+            if every.is_zero() {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                continue;
+            }
+            tokio::time::sleep(every).await;
+            let weak = weak.clone();
+            let alive = tokio::task::spawn_blocking(move || match weak.upgrade() {
+                Some(s) => {
+                    s.check_files();
+                    true
+                }
+                None => false,
+            })
+            .await
+            .unwrap_or(false);
+            if !alive {
+                return;
+            }
+        }
+    });
+}
