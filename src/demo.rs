@@ -12,10 +12,24 @@ use std::path::PathBuf;
 pub struct DemoOpts {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    pub tls_listen: SocketAddr,
 }
 
-/// The demo's config, in front of `backends`.
-pub fn config_text(o: &DemoOpts, backends: &[SocketAddr]) -> String {
+/// Makes a self-signed ECDSA P-256 certificate for localhost and the loopback
+/// addresses, written as `cert.pem` and `key.pem` in `dir`.
+pub fn self_signed(dir: &std::path::Path) -> anyhow::Result<()> {
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "ringmaster demo");
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    std::fs::write(dir.join("cert.pem"), cert.pem())?;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+    Ok(())
+}
+
+/// The demo's config, in front of `backends`, with its certificate in `certs`.
+pub fn config_text(o: &DemoOpts, backends: &[SocketAddr], certs: &std::path::Path) -> String {
     let mut s = format!(
         r#"# Written by `ringmaster demo`. Edit it, then reload:
 #   curl -X POST http://{admin}/admin/reload
@@ -43,6 +57,13 @@ period = "1m"
 [[listeners]]
 name = "main"
 listen = "{listen}"
+
+# The same routes over HTTPS (HTTP/2 by ALPN), with a certificate made at start.
+[[listeners]]
+name = "https"
+listen = "{tls_listen}"
+protocol = "https"
+tls = {{ certificates = [{{ cert = "{certs}/cert.pem", key = "{certs}/key.pem" }}] }}
 
 [[routes]]
 name = "users"
@@ -78,7 +99,9 @@ balancer = "round_robin"
 health = {{ path = "/healthz", interval = "1s", timeout = "500ms" }}
 "#,
         admin = o.admin,
-        listen = o.listen
+        listen = o.listen,
+        tls_listen = o.tls_listen,
+        certs = certs.display()
     );
     for (i, b) in backends.iter().take(3).enumerate() {
         s.push_str(&format!("\n[[services.app.endpoints]]\nname = \"replica-{}\"\naddress = \"{b}\"\n", i + 1));
@@ -110,16 +133,21 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
             backends.push(l.local_addr()?);
             tokio::spawn(crate::backend::serve(l, name.to_string(), std::time::Duration::ZERO));
         }
-        let path: PathBuf = std::env::temp_dir().join(format!("ringmaster-demo-{}.toml", std::process::id()));
-        let text = config_text(&o, &backends);
+        let dir: PathBuf = std::env::temp_dir().join(format!("ringmaster-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        self_signed(&dir).context("making the demo's self-signed certificate")?;
+        let path = dir.join("ringmaster.toml");
+        let text = config_text(&o, &backends, &dir);
         std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
         let cfg = crate::config::parse(&path.display().to_string(), &text)?;
-        let (listen, admin, shown) = (o.listen, o.admin, path.clone());
+        let (listen, admin, tls, shown) = (o.listen, o.admin, o.tls_listen, path.clone());
+        let tls_port = tls.port();
+        let cert = dir.join("cert.pem");
         let result = server::serve(cfg, path.clone(), move |_| {
             println!(
                 "ringmaster demo: a round-robin load balancer in front of three replicas,\n\
                  and a sharded service (3 shards x 2 replicas) keyed by the user id in /users/ID\n\
-                 \n  proxy    http://{listen}/\n  admin    http://{admin}/admin/pools\n  metrics  http://{admin}/metrics\n  config   {}\n\
+                 \n  proxy    http://{listen}/\n  https    https://{tls}/ (self-signed: {})\n  admin    http://{admin}/admin/pools\n  metrics  http://{admin}/metrics\n  config   {}\n\
                  \nTry:\n  for i in 1 2 3 4 5 6; do curl -s http://{listen}/; done\n  curl -s http://{listen}/echo      # what the replica received (X-Forwarded-For, Via, ...)\n  curl -s --http2-prior-knowledge http://{listen}/\n\
                  \x20 curl -si http://{listen}/users/42 | grep -i x-shard   # the same id always lands on the same shard\n\
                  \x20 curl -s http://{listen}/all/items                    # fan-out: every shard answers, arrays merged\n\
@@ -128,13 +156,16 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
                  \x20 curl -s http://{admin}/admin/cache\n\
                  \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/x; done   # 5 a minute, then 429\n\
                  \x20 curl -si -H 'x-api-key: demo-key' http://{listen}/api/x | grep -i ratelimit        # the partner tier\n\
+                 \x20 curl -s --cacert {} https://localhost:{tls_port}/echo   # TLS ends here; the replica sees x-forwarded-proto: https\n\
                  \nCtrl-C stops.",
+                cert.display(),
                 shown.display(),
+                cert.display(),
                 cfg = shown.display()
             );
         })
         .await;
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(&dir);
         result
     })
 }

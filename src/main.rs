@@ -39,6 +39,9 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// HTTPS, with a self-signed certificate made at start.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_listen: SocketAddr,
     },
     /// Sharding functions: where keys go, and how well a function spreads them.
     Ring {
@@ -125,7 +128,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.into()),
         },
-        Cmd::Demo { listen, admin } => ringmaster::demo::run(ringmaster::demo::DemoOpts { listen, admin }),
+        Cmd::Demo { listen, admin, tls_listen } => ringmaster::demo::run(ringmaster::demo::DemoOpts { listen, admin, tls_listen }),
         Cmd::Ring { cmd } => ring(cmd),
         Cmd::Backend { listen, name, garbage, delay_ms } => backend(listen, name, garbage, delay_ms),
     };

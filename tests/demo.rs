@@ -6,9 +6,9 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn demo_serves_every_pattern() {
-    let (listen, admin) = (free_addr(), free_addr());
+    let (listen, admin, tls) = (free_addr(), free_addr(), free_addr());
     let child = Command::new(BIN)
-        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string()])
+        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -27,4 +27,10 @@ fn demo_serves_every_pattern() {
     let codes: Vec<u16> = (0..6).map(|_| get(listen, "/api/x").status).collect();
     assert_eq!(codes, [200, 200, 200, 200, 200, 429]);
     assert_eq!(get(admin, "/readyz").status, 200);
+    // HTTPS with the certificate the demo made, trusted as its own root.
+    wait_port(tls);
+    let cert = std::fs::read_to_string(std::env::temp_dir().join(format!("ringmaster-demo-{}/cert.pem", _demo.0.id()))).unwrap();
+    let cfg = common::pki::client_config(&cert, None, &["http/1.1"]);
+    let r = common::pki::TlsConn::open(tls, "localhost", &cfg).unwrap().get("localhost", "/echo", "").unwrap();
+    assert_eq!(r.json()["headers"]["x-forwarded-proto"], "https");
 }
