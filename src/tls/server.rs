@@ -105,6 +105,9 @@ fn build(
     let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     cfg.session_storage = sessions;
+    // One ticket per handshake, as OpenSSL sends on resumption: a client reconnecting
+    // one connection at a time needs no more, and each costs both sides.
+    cfg.send_tls13_tickets = 1;
     if let Some(t) = ticketer {
         cfg.ticketer = t;
     }
