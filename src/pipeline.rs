@@ -30,13 +30,24 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// The rate-limit identity of a verified client certificate (mTLS with a tier).
     pub client_cert: Option<Arc<identity::KeyInfo>>,
+    /// Requests being handled now, and handled so far (the connection timeouts read them).
+    pub in_flight: std::sync::atomic::AtomicU32,
+    pub requests_started: std::sync::atomic::AtomicU64,
 }
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, listener: Arc<str>, proto: &'static str) -> ConnInfo {
         let ip = identity::canonical(peer.ip());
         let peer_value = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
-        ConnInfo { peer: SocketAddr::new(ip, peer.port()), peer_value, listener, proto, client_cert: None }
+        ConnInfo {
+            peer: SocketAddr::new(ip, peer.port()),
+            peer_value,
+            listener,
+            proto,
+            client_cert: None,
+            in_flight: Default::default(),
+            requests_started: Default::default(),
+        }
     }
 }
 

@@ -182,3 +182,33 @@ fn api_keys_from_a_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("keys.toml:1:1: missing field `owner`"), "{err}");
 }
+
+#[test]
+fn service_policies_apply_to_every_route_and_a_service_ceiling_is_shared() {
+    let a = backend("a");
+    let cfg = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n\n\
+         [rate_limits.per_client]\nrate = 5\nperiod = \"1m\"\n\n[rate_limits.service_ceiling]\nrate = 4\nperiod = \"1m\"\nscope = \"route\"\n\n\
+         [rate_limits.anon]\nrate = 3\nperiod = \"1m\"\n\n\
+         [[routes]]\nname = \"one\"\npath_prefix = \"/one/\"\nservice = \"app\"\nrate_limit = [\"per_client\"]\n\n\
+         [[routes]]\nname = \"two\"\npath_prefix = \"/two/\"\nservice = \"app\"\n\n\
+         [services.app]\nkind = \"replicated\"\nrate_limit = [\"per_client\", \"service_ceiling\"]\nrate_limit_tiers = {{ anonymous = [\"anon\"] }}\n\
+         endpoints = [{{ address = \"{}\" }}]\n",
+        a.addr
+    );
+    let p = Proxy::start(&cfg);
+    let on = |path: &str, client: &str| {
+        request(p.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\nConnection: close\r\n\r\n"))
+    };
+    // The service's anonymous tier (3) is the strictest per client, on both routes, and
+    // per_client, named by both the route and the service, counts once.
+    let r = on("/one/x", "192.0.2.1");
+    assert_eq!((r.status, r.header("x-ratelimit-limit"), r.header("x-ratelimit-remaining")), (200, Some("3"), Some("2")));
+    assert_eq!(on("/two/x", "192.0.2.1").header("x-ratelimit-remaining"), Some("1"));
+    assert_eq!(on("/one/x", "192.0.2.1").status, 200);
+    assert_eq!(on("/two/x", "192.0.2.1").status, 429);
+    // The service ceiling (4) is shared by the two routes: 3 spent above, one left.
+    assert_eq!(on("/two/x", "192.0.2.2").status, 200);
+    let r = on("/one/x", "192.0.2.3");
+    assert_eq!((r.status, r.header("ratelimit-policy")), (429, Some("\"service_ceiling\";q=4;w=60")));
+}

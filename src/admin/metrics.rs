@@ -76,10 +76,11 @@ pub enum Answer {
     BadGateway,
     NoEndpoint,
     GatewayTimeout,
+    H2Flood,
 }
 
 impl Answer {
-    pub const ALL: [Answer; 14] = [
+    pub const ALL: [Answer; 15] = [
         Answer::RateLimited,
         Answer::BodyTimeout,
         Answer::TooManyConnections,
@@ -94,6 +95,7 @@ impl Answer {
         Answer::BadGateway,
         Answer::NoEndpoint,
         Answer::GatewayTimeout,
+        Answer::H2Flood,
     ];
 
     pub fn reason(self) -> &'static str {
@@ -112,6 +114,7 @@ impl Answer {
             Answer::BadGateway => "upstream_error",
             Answer::NoEndpoint => "no_endpoint",
             Answer::GatewayTimeout => "upstream_timeout",
+            Answer::H2Flood => "h2_flood",
         }
     }
 }
@@ -125,6 +128,7 @@ pub struct Global {
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub access_log_dropped: AtomicU64,
+    pub idle_closed: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -138,6 +142,7 @@ pub static GLOBAL: Global = Global {
     reloads_ok: ZERO,
     reloads_failed: ZERO,
     access_log_dropped: ZERO,
+    idle_closed: ZERO,
 };
 
 pub fn count_answer(a: Answer) {
@@ -180,7 +185,13 @@ pub fn render(snap: &Snapshot) -> String {
         let _ = writeln!(o, "ringmaster_local_answers_total{{reason=\"{}\"}} {}", a.reason(), g.answers[a as usize].load(Relaxed));
     }
     crate::tls::handshake::render(&mut o);
-    let simple: [(&str, &str, &str, u64); 6] = [
+    let simple: [(&str, &str, &str, u64); 7] = [
+        (
+            "ringmaster_connections_idle_closed_total",
+            "counter",
+            "Client connections closed after keepalive_timeout with no request.",
+            g.idle_closed.load(Relaxed),
+        ),
         ("ringmaster_connections_accepted_total", "counter", "Client connections accepted.", g.connections_accepted.load(Relaxed)),
         ("ringmaster_connections_active", "gauge", "Client connections open.", g.connections_active.load(Relaxed)),
         (

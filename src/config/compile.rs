@@ -132,6 +132,8 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
     for (i, r) in cfg.routes.iter().enumerate() {
         let name = r.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| format!("route-{i}"));
         let service = services[r.service.get_ref()].clone();
+        let svc_spec = cfg.services.iter().find(|(k, _)| k.get_ref() == r.service.get_ref()).map(|(_, v)| v).expect("validated");
+        let svc_name = service.name.clone();
         let stats = old_route_stats.get(&(name.as_str(), service.name.as_str())).cloned().unwrap_or_default();
         routes.push(Route {
             host: r.host.as_ref().map(|h| HostMatch::parse(h.get_ref())),
@@ -141,12 +143,20 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             service,
             stats,
             fan_out: r.fan_out,
-            limits: r.rate_limit.iter().filter_map(|n| policy(&cfg, n.get_ref(), &name)).collect(),
-            tier_limits: r
-                .rate_limit_tiers
-                .iter()
-                .map(|(tier, names)| (tier.clone(), names.iter().filter_map(|n| policy(&cfg, n.get_ref(), &name)).collect()))
-                .collect(),
+            limits: policies(&cfg, &r.rate_limit, &name, &svc_spec.rate_limit, &svc_name),
+            tier_limits: {
+                let tiers: std::collections::BTreeSet<&String> =
+                    r.rate_limit_tiers.keys().chain(svc_spec.rate_limit_tiers.keys()).collect();
+                let none = Vec::new();
+                tiers
+                    .into_iter()
+                    .map(|tier| {
+                        let (own, svc) =
+                            (r.rate_limit_tiers.get(tier).unwrap_or(&none), svc_spec.rate_limit_tiers.get(tier).unwrap_or(&none));
+                        (tier.clone(), policies(&cfg, own, &name, svc, &svc_name))
+                    })
+                    .collect()
+            },
             cache: r.cache.as_ref().filter(|c| c.get_ref().enabled).map(|c| {
                 let spec = c.get_ref();
                 // Contents survive a reload when the memory budget is unchanged.
@@ -307,6 +317,25 @@ impl PoolCtx {
             retry: spec.retry.clone(),
         }
     }
+}
+
+/// A route's policies: its own (`route_names`, ceilings per route) then its
+/// service's (`service_names`, ceilings over the whole service). A per-client
+/// policy named twice counts once.
+fn policies(
+    cfg: &Config,
+    route_names: &[Spanned<String>],
+    route: &str,
+    service_names: &[Spanned<String>],
+    service: &str,
+) -> Vec<crate::limit::Policy> {
+    let mut out: Vec<crate::limit::Policy> = route_names.iter().filter_map(|n| policy(cfg, n.get_ref(), route)).collect();
+    for p in service_names.iter().filter_map(|n| policy(cfg, n.get_ref(), &format!("service:{service}"))) {
+        if !out.iter().any(|o| o.seed == p.seed) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// The compiled rate-limit policy `name` as applied on route `route`. A client's

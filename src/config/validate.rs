@@ -106,13 +106,9 @@ fn limits(cfg: &Config, r: &mut Reporter) {
     if *l.max_headers.get_ref() == 0 {
         r.error(l.max_headers.span(), "max_headers must be at least 1", "100 suits most traffic");
     }
-    if l.header_read_timeout.get_ref().0.is_zero() {
-        {
-            r.error(
-                l.header_read_timeout.span(),
-                "a timeout of zero would close every connection",
-                "use a positive duration such as \"10s\"",
-            );
+    for t in [&l.header_read_timeout, &l.keepalive_timeout] {
+        if t.get_ref().0.is_zero() {
+            r.error(t.span(), "a timeout of zero would close every connection", "use a positive duration such as \"10s\"");
         }
     }
 }
@@ -545,6 +541,11 @@ fn identity(cfg: &Config, r: &mut Reporter) {
             for n in names {
                 known(n, r);
             }
+        }
+    }
+    for svc in cfg.services.values() {
+        for n in svc.rate_limit.iter().chain(svc.rate_limit_tiers.values().flatten()) {
+            known(n, r);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! limit, and serve each with hyper (HTTP/1.1 and HTTP/2 prior knowledge on one
 //! port), watched by the graceful-shutdown tracker.
 
+use super::timeouts::Timed;
 use super::Shared;
 use crate::admin::metrics::{count_answer, Answer, GLOBAL};
 use crate::pipeline::{self, ConnInfo};
@@ -48,8 +49,8 @@ pub fn builder(l: &crate::config::schema::LimitsSpec) -> auto::Builder<TokioExec
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        // Also bounds how long an idle keep-alive connection waits for its next request.
-        .header_read_timeout(l.header_read_timeout.get_ref().0)
+        // The header read and idle timeouts are kept by `timeouts::Timed`.
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_headers(*l.max_headers.get_ref())
         .max_buf_size((max_header_bytes + 1024).max(8192));
@@ -158,7 +159,7 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
                 };
                 GLOBAL.connections_active.fetch_add(1, Relaxed);
                 match tls {
-                    None => serve(TokioIo::new(stream), &shared, Arc::new(ConnInfo::new(peer, name, "http"))).await,
+                    None => serve(stream, &shared, Arc::new(ConnInfo::new(peer, name, "http"))).await,
                     Some(state) => {
                         let limit = shared.builder_limits.load().header_read_timeout.get_ref().0;
                         match tokio::time::timeout(limit, state.acceptor().accept(stream)).await {
@@ -167,7 +168,7 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
                                 handshake::count_done(session);
                                 let mut conn = ConnInfo::new(peer, name, "https");
                                 conn.client_cert = state.client_identity(session.peer_certificates());
-                                serve(TokioIo::new(tls_stream), &shared, Arc::new(conn)).await
+                                serve(tls_stream, &shared, Arc::new(conn)).await
                             }
                             Ok(Err(e)) => {
                                 let why = handshake::Failure::of(&e);
@@ -192,16 +193,21 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
 /// Serves one client connection (plain or TLS) until it ends or shutdown closes it.
 async fn serve<I>(io: I, shared: &Arc<Shared>, conn: Arc<ConnInfo>)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let builder = shared.builder.load_full();
+    let limits = shared.builder_limits.load();
+    let io = TokioIo::new(Timed::new(io, conn.clone(), limits.keepalive_timeout.get_ref().0, limits.header_read_timeout.get_ref().0));
     let mut stop = shared.shutdown.clone();
     let svc_shared = shared.clone();
     let peer = conn.peer;
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         let shared = svc_shared.clone();
-        async move { Ok::<_, Infallible>(pipeline::handle(req, &conn, &shared).await) }
+        async move {
+            let _busy = Busy::new(&conn);
+            Ok::<_, Infallible>(pipeline::handle(req, &conn, &shared).await)
+        }
     });
     let mut c = std::pin::pin!(builder.serve_connection(io, svc));
     // On shutdown, finish the request in flight and close (GOAWAY on HTTP/2).
@@ -218,6 +224,23 @@ where
     }
 }
 
+/// A request being handled on its connection, for the connection timeouts.
+struct Busy<'a>(&'a ConnInfo);
+
+impl<'a> Busy<'a> {
+    fn new(conn: &'a ConnInfo) -> Busy<'a> {
+        conn.requests_started.fetch_add(1, Relaxed);
+        conn.in_flight.fetch_add(1, Relaxed);
+        Busy(conn)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Counts a connection that hyper ended with an error: the answers hyper gave
 /// itself (400, 431, timeouts) under the same reasons the pipeline uses.
 fn classify_connection_error(e: &(dyn std::error::Error + 'static)) {
@@ -229,6 +252,11 @@ fn classify_connection_error(e: &(dyn std::error::Error + 'static)) {
             count_answer(Answer::BadRequest);
         } else if h.is_timeout() {
             count_answer(Answer::HeaderTimeout);
+        } else if let Some(h2) = std::error::Error::source(h).and_then(|s| s.downcast_ref::<h2::Error>()) {
+            // Too many streams reset (rapid reset) or failed: h2 sent GOAWAY ENHANCE_YOUR_CALM.
+            if h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) && h2.is_go_away() {
+                count_answer(Answer::H2Flood);
+            }
         }
     }
 }

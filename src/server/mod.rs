@@ -3,6 +3,7 @@
 
 pub mod listener;
 pub mod reload;
+pub mod timeouts;
 
 use crate::admin::metrics::GLOBAL;
 use crate::config::compile::{compile, Snapshot};

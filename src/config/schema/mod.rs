@@ -112,9 +112,14 @@ pub struct LimitsSpec {
     /// Request body bytes; more gets 413.
     #[serde(default = "d_max_body_bytes")]
     pub max_body_bytes: u64,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send a request's headers, from their first byte (from
+    /// accept, or the TLS handshake, for the first request).
     #[serde(default = "d_header_timeout")]
     pub header_read_timeout: Spanned<Dur>,
+    /// How long a connection may stay open with no request in flight and nothing
+    /// sent either way (waiting between keep-alive requests, an idle HTTP/2 connection).
+    #[serde(default = "d_keepalive_timeout")]
+    pub keepalive_timeout: Spanned<Dur>,
     /// Concurrent client connections over all listeners; further accepts wait.
     #[serde(default = "d_max_connections")]
     pub max_connections: usize,
@@ -144,6 +149,7 @@ impl Default for LimitsSpec {
             max_headers: d_max_headers(),
             max_body_bytes: d_max_body_bytes(),
             header_read_timeout: d_header_timeout(),
+            keepalive_timeout: d_keepalive_timeout(),
             max_connections: d_max_connections(),
             max_connections_per_client: 0,
             body_read_timeout: d_body_timeout(),
@@ -464,6 +470,13 @@ pub struct ServiceSpec {
     pub shard_header: Option<Spanned<String>>,
     #[serde(default)]
     pub fan_out: FanOutSpec,
+    /// Rate-limit policies on every route to this service, besides the route's own;
+    /// a `route`-scoped policy here is one ceiling over the whole service.
+    #[serde(default)]
+    pub rate_limit: Vec<Spanned<String>>,
+    /// Policies by identity tier on every route to this service.
+    #[serde(default)]
+    pub rate_limit_tiers: BTreeMap<String, Vec<Spanned<String>>>,
 }
 
 /// One upstream address.
@@ -583,6 +596,9 @@ fn d_max_body_bytes() -> u64 {
 }
 fn d_header_timeout() -> Spanned<Dur> {
     Spanned::new(0..0, Dur::secs(10))
+}
+fn d_keepalive_timeout() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(75))
 }
 fn d_body_timeout() -> Dur {
     Dur::secs(30)
