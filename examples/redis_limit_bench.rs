@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 async fn main() {
     let url = std::env::args().nth(1).unwrap_or_else(|| "redis://127.0.0.1:6379".into());
     let secs: u64 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let store = Arc::new(RedisStore::new(&url, Duration::from_secs(1), OnFailure::Closed, "bench:").expect("redis url"));
+    let store = Arc::new(RedisStore::new(&url, false, Duration::from_secs(1), OnFailure::Closed, "bench:").expect("redis url"));
     let policy =
         Policy { name: "bench".into(), quota: Quota::new(1_000_000, Duration::from_secs(1), 1_000_000), scope: Scope::Client, seed: 7 };
     // Connect first.

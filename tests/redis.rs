@@ -59,3 +59,76 @@ fn two_proxies_share_one_limit_and_survive_redis_failures() {
     assert!(p1.stderr().contains("answers again"), "{}", p1.stderr());
     drop(r);
 }
+
+/// A three-master Redis Cluster on loopback, made with redis-cli.
+fn cluster(dir: &std::path::Path) -> (Vec<Proc>, u16) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let nodes: Vec<Proc> = ports
+        .iter()
+        .map(|p| {
+            let child = Command::new("redis-server")
+                .args(["--port", &p.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file", &format!("nodes-{p}.conf")])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed");
+            wait_port(SocketAddr::from(([127, 0, 0, 1], *p)));
+            Proc(child)
+        })
+        .collect();
+    let mut args = vec!["--cluster".to_string(), "create".to_string()];
+    args.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+    args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+    let out = Command::new("redis-cli").args(&args).output().expect("redis-cli is installed");
+    assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+    eventually(20, "cluster ok", || {
+        ports.iter().all(|p| {
+            let o = Command::new("redis-cli").args(["-p", &p.to_string(), "cluster", "info"]).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok")
+        })
+    });
+    (nodes, ports[1])
+}
+
+#[test]
+fn a_redis_cluster_shares_limits_whose_keys_span_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_nodes, seed) = cluster(dir.path());
+    let a = backend("a");
+    // A per-client policy and a route ceiling: their keys hash to different slots.
+    let cfg = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n\n[rate_limit_store]\nredis = \"redis://127.0.0.1:{seed}\"\ncluster = true\ntimeout = \"500ms\"\non_failure = \"closed\"\n\n\
+         [rate_limits.per_client]\nrate = 2\nperiod = \"1m\"\n\n[rate_limits.ceiling]\nrate = 5\nperiod = \"1m\"\nscope = \"route\"\n\n\
+         [[routes]]\nname = \"warm\"\npath_prefix = \"/warm/\"\nservice = \"app\"\nrate_limit = [\"per_client\"]\n\n\
+         [[routes]]\nname = \"api\"\nservice = \"app\"\nrate_limit = [\"per_client\", \"ceiling\"]\n\n{}",
+        service("app", "round_robin", &[&a], "")
+    );
+    let (p1, p2) = (Proxy::start(&cfg), Proxy::start(&cfg));
+    let warm = |p: &Proxy, n: u8| {
+        request(p.addr, &format!("GET /warm/ HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.{n}\r\nConnection: close\r\n\r\n")).status
+    };
+    let mut n = 0;
+    eventually(10, "connected to the cluster", || {
+        n += 1;
+        warm(&p1, n) == 200 && warm(&p2, n) == 200
+    });
+    assert_eq!(from(&p1, "192.0.2.1").status, 200);
+    assert_eq!(from(&p2, "192.0.2.2").status, 200);
+    // Ceiling: 2 spent. Client .3 through both proxies: 2 allowed, then its own policy denies
+    // and the ceiling gets back what the client-slot script did not spend.
+    let s: Vec<u16> = (0..3).map(|i| from(if i % 2 == 0 { &p1 } else { &p2 }, "192.0.2.3").status).collect();
+    assert_eq!(s, [200, 200, 429]);
+    // Ceiling: 4 spent, 1 left, shared by both proxies.
+    let r = from(&p2, "192.0.2.4");
+    assert_eq!(r.status, 200, "{}", p2.stderr());
+    assert_eq!((r.status, r.header("x-ratelimit-remaining"), r.header("ratelimit-policy")), (200, Some("0"), Some("\"ceiling\";q=5;w=60")));
+    // The ceiling is spent: a fresh client is denied by it, and its own counter gets its request back.
+    let r = from(&p1, "192.0.2.5");
+    assert_eq!((r.status, r.header("ratelimit-policy")), (429, Some("\"ceiling\";q=5;w=60")));
+    // Refunded: on the route with only the per-client policy, .5 has its whole budget (2) left.
+    let r = request(p2.addr, "GET /warm/ HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.5\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.header("x-ratelimit-remaining")), (200, Some("1")), "the denied request was given back");
+    assert_eq!(p1.metric("ringmaster_rate_limit_store_healthy"), 1.0);
+}

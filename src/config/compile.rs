@@ -223,7 +223,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             super::schema::FailMode::Open => crate::limit::redis::OnFailure::Open,
             super::schema::FailMode::Closed => crate::limit::redis::OnFailure::Closed,
         };
-        crate::limit::redis::RedisStore::new(s.redis.get_ref(), s.timeout.0, mode, &s.prefix).ok().map(Arc::new)
+        crate::limit::redis::RedisStore::new(s.redis.get_ref(), s.cluster, s.timeout.0, mode, &s.prefix).ok().map(Arc::new)
     });
     let listener_opts = cfg
         .listeners

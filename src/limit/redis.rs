@@ -4,6 +4,14 @@
 //! When Redis is unreachable or slow, the configured failure mode decides:
 //! `open` (the local store takes over) or `closed` (503); each transition is
 //! logged and counted, and the store reconnects by itself.
+//!
+//! Redis Cluster: every key carries a hash tag (the client's identity, or the
+//! route ceiling), so one client's counters share a slot and any decision that
+//! touches one slot stays one atomic script. A decision spanning slots (a
+//! per-client policy with a route ceiling) runs one script per slot, client
+//! first; if a later one denies, what the earlier ones spent is given back, so
+//! a denied request still spends nothing (between the two scripts another
+//! request may see the earlier spend: an overshoot bounded by concurrency).
 
 use super::gcra::Decision;
 use super::{Policy, Scope, Verdict};
@@ -49,6 +57,33 @@ end
 return {1, best - 1, best_rem, best_reset, 0}
 "#;
 
+/// Gives back one request to each key (the TAT moves back one interval).
+const REFUND: &str = r#"
+for i = 1, #KEYS do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat > 0 then
+    redis.call('SET', KEYS[i], tostring(math.max(tat - tonumber(ARGV[i]), 0)), 'KEEPTTL')
+  end
+end
+return {1}
+"#;
+
+/// A connection to one Redis, or to a Redis Cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Conn {
+    async fn invoke(&mut self, inv: &redis::ScriptInvocation<'_>) -> redis::RedisResult<Vec<i64>> {
+        match self {
+            Conn::Single(c) => inv.invoke_async(c).await,
+            Conn::Cluster(c) => inv.invoke_async(c).await,
+        }
+    }
+}
+
 /// What happens to requests while Redis cannot answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnFailure {
@@ -59,10 +94,13 @@ pub enum OnFailure {
 }
 
 pub struct RedisStore {
+    url: String,
     client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
+    cluster: bool,
+    conn: Mutex<Option<Conn>>,
     connecting: AtomicBool,
     script: redis::Script,
+    refund: redis::Script,
     pub timeout: Duration,
     pub on_failure: OnFailure,
     prefix: String,
@@ -77,12 +115,16 @@ pub struct RedisStore {
 pub struct Unavailable(String);
 
 impl RedisStore {
-    pub fn new(url: &str, timeout: Duration, on_failure: OnFailure, prefix: &str) -> Result<RedisStore, redis::RedisError> {
+    /// A store on the Redis at `url`, or on the cluster `url` is a node of.
+    pub fn new(url: &str, cluster: bool, timeout: Duration, on_failure: OnFailure, prefix: &str) -> Result<RedisStore, redis::RedisError> {
         Ok(RedisStore {
+            url: url.to_string(),
             client: redis::Client::open(url)?,
+            cluster,
             conn: Mutex::new(None),
             connecting: AtomicBool::new(false),
             script: redis::Script::new(SCRIPT),
+            refund: redis::Script::new(REFUND),
             timeout,
             on_failure,
             prefix: prefix.to_string(),
@@ -111,16 +153,28 @@ impl RedisStore {
     }
 
     /// A connection, or None while one is being made in the background.
-    fn connection(self: &std::sync::Arc<Self>) -> Option<ConnectionManager> {
+    fn connection(self: &std::sync::Arc<Self>) -> Option<Conn> {
         if let Some(c) = self.conn.lock().expect("redis conn lock").clone() {
             return Some(c);
         }
         if !self.connecting.swap(true, Relaxed) {
             let me = self.clone();
             tokio::spawn(async move {
-                let config =
-                    redis::aio::ConnectionManagerConfig::new().set_connection_timeout(Some(me.timeout.max(Duration::from_millis(200))));
-                match tokio::time::timeout(Duration::from_secs(2), me.client.get_connection_manager_with_config(config)).await {
+                let connect_timeout = me.timeout.max(Duration::from_millis(200));
+                let made = async {
+                    if me.cluster {
+                        let client = redis::cluster::ClusterClient::builder(vec![me.url.as_str()])
+                            .connection_timeout(connect_timeout)
+                            .response_timeout(me.timeout)
+                            .retries(1)
+                            .build()?;
+                        client.get_async_connection().await.map(Conn::Cluster)
+                    } else {
+                        let config = redis::aio::ConnectionManagerConfig::new().set_connection_timeout(Some(connect_timeout));
+                        me.client.get_connection_manager_with_config(config).await.map(Conn::Single)
+                    }
+                };
+                match tokio::time::timeout(Duration::from_secs(2), made).await {
                     Ok(Ok(c)) => *me.conn.lock().expect("redis conn lock") = Some(c),
                     Ok(Err(e)) => me.mark(false, &e.to_string()),
                     Err(_) => me.mark(false, "connect timed out"),
@@ -131,38 +185,86 @@ impl RedisStore {
         None
     }
 
-    /// Decides a request against `policies` for identity `who`, in one script.
+    /// The key of policy `p` for identity `who`, and its hash tag.
+    fn key(&self, p: &Policy, who: u128) -> (String, String) {
+        let tag = match p.scope {
+            Scope::Client => format!("{who:x}"),
+            Scope::Route => format!("route-{:x}", p.seed),
+        };
+        let key = match p.scope {
+            Scope::Client => format!("{}{{{tag}}}:{:x}", self.prefix, p.seed),
+            Scope::Route => format!("{}{{{tag}}}", self.prefix),
+        };
+        (key, tag)
+    }
+
+    /// Decides a request against `policies` for identity `who`: one script per
+    /// hash-tag group (one group unless on a cluster with mixed scopes).
     pub async fn check(self: &std::sync::Arc<Self>, policies: &[&Policy], who: u128) -> Result<Verdict, Unavailable> {
         let Some(mut conn) = self.connection() else {
             self.mark(false, "not connected");
             return Err(Unavailable("not connected".into()));
         };
-        let mut inv = self.script.prepare_invoke();
-        for p in policies {
-            let key = match p.scope {
-                Scope::Client => format!("{}{{{:x}}}:{:x}", self.prefix, who, p.seed),
-                Scope::Route => format!("{}{{route-{:x}}}", self.prefix, p.seed),
-            };
-            inv.key(key);
-            inv.arg((p.quota.interval / 1000).max(1)).arg(p.quota.burst);
+        let keys: Vec<(String, String)> = policies.iter().map(|p| self.key(p, who)).collect();
+        // Groups of policy indexes by slot tag, the client's first; one group off a cluster.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        if self.cluster {
+            let mut order: Vec<usize> = (0..policies.len()).collect();
+            order.sort_by_key(|&i| policies[i].scope != Scope::Client);
+            for i in order {
+                match groups.iter_mut().find(|g| keys[g[0]].1 == keys[i].1) {
+                    Some(g) => g.push(i),
+                    None => groups.push(vec![i]),
+                }
+            }
+        } else {
+            groups.push((0..policies.len()).collect());
         }
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
-            Ok(Ok(v)) if v.len() == 5 => {
-                self.mark(true, "");
-                Ok(Verdict {
+        let result = tokio::time::timeout(self.timeout, async {
+            let mut best: Option<Verdict> = None;
+            for (n, g) in groups.iter().enumerate() {
+                let mut inv = self.script.prepare_invoke();
+                for &i in g {
+                    inv.key(&keys[i].0);
+                    inv.arg((policies[i].quota.interval / 1000).max(1)).arg(policies[i].quota.burst);
+                }
+                let v = conn.invoke(&inv).await?;
+                if v.len() != 5 {
+                    return Err(redis::RedisError::from((redis::ErrorKind::Client, "unexpected script answer")));
+                }
+                let verdict = Verdict {
                     allowed: v[0] == 1,
-                    policy: v[1].max(0) as usize,
+                    policy: g[v[1].clamp(0, g.len() as i64 - 1) as usize],
                     decision: Decision {
                         allowed: v[0] == 1,
                         remaining: v[2].max(0) as u64,
                         reset_ns: v[3].max(0) as u64 * 1000,
                         retry_after_ns: v[4].max(0) as u64 * 1000,
                     },
-                })
+                };
+                if !verdict.allowed {
+                    // Give back what the groups before this one spent.
+                    for g in &groups[..n] {
+                        let mut inv = self.refund.prepare_invoke();
+                        for &i in g {
+                            inv.key(&keys[i].0);
+                            inv.arg((policies[i].quota.interval / 1000).max(1));
+                        }
+                        conn.invoke(&inv).await?;
+                    }
+                    return Ok(verdict);
+                }
+                if best.as_ref().is_none_or(|b| verdict.decision.remaining < b.decision.remaining) {
+                    best = Some(verdict);
+                }
             }
+            best.ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "no policy")))
+        })
+        .await;
+        match result {
             Ok(Ok(v)) => {
-                self.mark(false, "unexpected script answer");
-                Err(Unavailable(format!("unexpected answer {v:?}")))
+                self.mark(true, "");
+                Ok(v)
             }
             Ok(Err(e)) => {
                 self.mark(false, &e.to_string());

@@ -9,8 +9,11 @@ use toml::Spanned;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitStoreSpec {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`; with `cluster`, any node of the cluster.
     pub redis: Spanned<String>,
+    /// Redis Cluster: slots are discovered from the node given in `redis`.
+    #[serde(default)]
+    pub cluster: bool,
     /// A decision not answered in this time counts as a failure.
     #[serde(default = "d_redis_timeout")]
     pub timeout: Dur,
