@@ -1,5 +1,6 @@
 //! The cost of one local rate-limit decision with a million distinct keys
-//! tracked, and the memory each tracked key takes.
+//! tracked, and the memory each tracked key takes. The store is sized for KEYS
+//! keys, as the proxy sizes its own (for a million).
 //!
 //!     cargo run --release --example limit_bench [KEYS]
 
@@ -17,7 +18,7 @@ fn rss_kib() -> u64 {
 
 fn main() {
     let keys: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let store = LocalStore::new(keys as usize * 2);
+    let store = LocalStore::new(keys as usize);
     let q = Quota::new(1000, Duration::from_secs(3600), 1000);
     let before = rss_kib();
     for k in 0..keys {
