@@ -181,3 +181,27 @@ fn a_stalled_request_body_gets_408() {
     assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"body_timeout\"}"), 1.0);
     still_serving(&p);
 }
+
+#[test]
+fn slow_clients_do_not_block_a_fast_one() {
+    let (p, _a) = proxy_with("[limits]\nheader_read_timeout = \"60s\"\nbody_read_timeout = \"60s\"\n\n", "");
+    // Fifty slowloris connections, half stalled in their headers, half in a body.
+    let slow: Vec<TcpStream> = (0..50)
+        .map(|i| {
+            let mut s = TcpStream::connect(p.addr).unwrap();
+            let part: &[u8] =
+                if i % 2 == 0 { b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: " } else { b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nabc" };
+            s.write_all(part).unwrap();
+            s
+        })
+        .collect();
+    // A fast client is answered while every slow one is still waiting.
+    for _ in 0..10 {
+        assert_eq!(p.get("/").status, 200);
+    }
+    for mut s in slow {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 16];
+        assert!(matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "a slow connection was answered or closed");
+    }
+}
