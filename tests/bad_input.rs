@@ -189,8 +189,11 @@ fn slow_clients_do_not_block_a_fast_one() {
     let slow: Vec<TcpStream> = (0..50)
         .map(|i| {
             let mut s = TcpStream::connect(p.addr).unwrap();
-            let part: &[u8] =
-                if i % 2 == 0 { b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: " } else { b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nabc" };
+            let part: &[u8] = if i % 2 == 0 {
+                b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: "
+            } else {
+                b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nabc"
+            };
             s.write_all(part).unwrap();
             s
         })
