@@ -147,7 +147,9 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         match &snap.redis {
             None => local(),
             Some(_) if policies.is_empty() => None,
-            Some(redis) => match redis.check(&policies, who_key).await {
+            // Boxed: a network round trip dwarfs the allocation, and the script's
+            // state would otherwise enlarge every request's future.
+            Some(redis) => match Box::pin(redis.check(&policies, who_key)).await {
                 Ok(v) => Some(v),
                 Err(_) if redis.on_failure == crate::limit::redis::OnFailure::Open => local(),
                 Err(e) => {
@@ -235,7 +237,7 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
         Target::All if !bodiless => {
             (answer(StatusCode::BAD_REQUEST, Answer::BadRequest, "a request sent to every shard cannot carry a body\n"), None)
         }
-        Target::All => (crate::shard::fanout::fan_out(service, &parts, client).await, None),
+        Target::All => (Box::pin(crate::shard::fanout::fan_out(service, &parts, client)).await, None),
     };
 
     let mut resp = resp;
@@ -278,7 +280,11 @@ async fn send(
 ) -> (Response<Body>, Option<Arc<crate::upstream::Endpoint>>) {
     let l = &snap.config.limits;
     let body = Body::limited(incoming, snap.limits.max_body_bytes, (l.body_read_timeout.0, l.body_min_rate));
-    match forward(pool, Request::from_parts(parts, body), retryable, affinity).await {
+    // Boxed: the forwarding future is the largest state of a request (a
+    // connection lease, the upstream exchange, retries). Inline, it made every
+    // request's future about 4 KiB, copied whole each time hyper moves or spawns
+    // it (twice or more per HTTP/2 stream); boxed, it is built once on the heap.
+    match Box::pin(forward(pool, Request::from_parts(parts, body), retryable, affinity)).await {
         Ok(f) => {
             let (mut p, b) = f.response.into_parts();
             headers::downstream_response(&mut p.headers, p.version);

@@ -155,6 +155,12 @@ impl ConnPool {
                 return Ok(Lease::H1 { tx, reused: true });
             }
         }
+        // Connecting is the cold path and its future is large (TCP, TLS, HTTP
+        // handshakes): boxed, so every request's future stays small.
+        Box::pin(self.new_h1()).await
+    }
+
+    async fn new_h1(&self) -> Result<Lease, ConnectError> {
         let io = self.connect().await?;
         let (tx, conn) = http1::Builder::new().handshake(io).await?;
         self.spawn_conn(conn);
@@ -169,6 +175,10 @@ impl ConnPool {
                 return Ok(Lease::H2 { tx });
             }
         }
+        Box::pin(self.new_h2()).await
+    }
+
+    async fn new_h2(&self) -> Result<Lease, ConnectError> {
         let io = self.connect().await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).handshake(io).await?;
         self.spawn_conn(conn);
