@@ -2,15 +2,17 @@
 //! limit, and serve each with hyper (HTTP/1.1 and HTTP/2 prior knowledge on one
 //! port), watched by the graceful-shutdown tracker.
 
+use super::streams::{InPlace, Streams};
 use super::timeouts::Timed;
 use super::Shared;
 use crate::admin::metrics::{count_answer, Answer, GLOBAL};
 use crate::pipeline::{self, ConnInfo};
 use crate::tls::{handshake, server::TlsState};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -44,9 +46,9 @@ impl ListenerHandle {
 }
 
 /// The hyper connection builder for the current limits.
-pub fn builder(l: &crate::config::schema::LimitsSpec) -> auto::Builder<TokioExecutor> {
+pub fn builder(l: &crate::config::schema::LimitsSpec) -> auto::Builder<InPlace> {
     let max_header_bytes = *l.max_header_bytes.get_ref();
-    let mut b = auto::Builder::new(TokioExecutor::new());
+    let mut b = auto::Builder::new(InPlace);
     b.http1()
         .timer(TokioTimer::new())
         // The header read and idle timeouts are kept by `timeouts::Timed`.
@@ -210,14 +212,18 @@ where
         }
     });
     let mut c = std::pin::pin!(builder.serve_connection(io, svc));
-    // On shutdown, finish the request in flight and close (GOAWAY on HTTP/2).
-    let result = tokio::select! {
-        r = c.as_mut() => r,
-        _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
+    let mut streams = Streams::default();
+    // On shutdown, finish the requests in flight and close (GOAWAY on HTTP/2).
+    let mut stopping = std::pin::pin!(async move { stop.wait_for(|s| *s).await.is_ok() });
+    let mut stopped = false;
+    let result = std::future::poll_fn(|cx| {
+        if !stopped && stopping.as_mut().poll(cx).is_ready() {
+            stopped = true;
             c.as_mut().graceful_shutdown();
-            c.await
         }
-    };
+        streams.poll(c.as_mut(), cx)
+    })
+    .await;
     if let Err(e) = result {
         classify_connection_error(&*e);
         tracing::debug!(%peer, error = %e, "client connection error");

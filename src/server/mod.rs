@@ -3,6 +3,7 @@
 
 pub mod listener;
 pub mod reload;
+pub mod streams;
 pub mod timeouts;
 
 use crate::admin::metrics::GLOBAL;
@@ -12,7 +13,6 @@ use crate::tls::server::TlsState;
 use crate::upstream::health;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use listener::ListenerHandle;
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 /// State every connection and request can reach.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
-    pub builder: ArcSwap<auto::Builder<TokioExecutor>>,
+    pub builder: ArcSwap<auto::Builder<streams::InPlace>>,
     /// The limits the builder was made from (connection-level limits read them).
     pub builder_limits: ArcSwap<crate::config::schema::LimitsSpec>,
     pub per_client: listener::PerClient,
@@ -71,7 +71,7 @@ pub fn tls_state(snap: &Snapshot, name: &str) -> Result<Option<Arc<TlsState>>, S
     }
 }
 
-fn listener_builder(snap: &Snapshot) -> auto::Builder<TokioExecutor> {
+fn listener_builder(snap: &Snapshot) -> auto::Builder<streams::InPlace> {
     listener::builder(&snap.config.limits)
 }
 
