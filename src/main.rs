@@ -145,6 +145,8 @@ fn backend(listen: SocketAddr, name: String, garbage: bool, delay_ms: u64) -> an
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let l = tokio::net::TcpListener::bind(listen).await?;
+        // The bound address, for callers that asked for port 0.
+        println!("listening on {}", l.local_addr()?);
         if garbage {
             ringmaster::backend::serve_garbage(l).await;
         } else {

@@ -66,15 +66,20 @@ pub fn backend(name: &str) -> Backend {
     backend_with(name, &[])
 }
 
+/// A backend on a port the OS picks (no race with other tests for a free port);
+/// it prints the address it bound.
 pub fn backend_with(name: &str, extra: &[&str]) -> Backend {
-    let addr = free_addr();
-    let child = Command::new(BIN)
-        .args(["backend", "--listen", &addr.to_string(), "--name", name])
+    let mut child = Command::new(BIN)
+        .args(["backend", "--listen", "127.0.0.1:0", "--name", name])
         .args(extra)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    let addr: SocketAddr =
+        line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("backend said {line:?}"));
     let proc = Proc(child);
     wait_port(addr);
     Backend { proc, addr, name: name.to_string() }
@@ -93,6 +98,17 @@ impl Proxy {
     /// Starts ringmaster on `body`, a config without its `[admin]` table and first
     /// listener, which are added here on free ports.
     pub fn start(body: &str) -> Proxy {
+        // Another test may take a port between free_addr() and the bind: try again.
+        for _ in 0..4 {
+            if let Some(p) = Proxy::try_start(body) {
+                return p;
+            }
+        }
+        panic!("ringmaster could not bind its ports four times");
+    }
+
+    /// Starts the proxy; None when its main or admin port was taken meanwhile.
+    fn try_start(body: &str) -> Option<Proxy> {
         let addr = free_addr();
         let admin = free_addr();
         let dir = tempfile::tempdir().unwrap();
@@ -109,12 +125,16 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(admin).is_err() || TcpStream::connect(addr).is_err() {
             if let Ok(Some(status)) = p.proc.0.try_wait() {
-                panic!("ringmaster exited ({status}) at start:\n{}", p.stderr());
+                let err = p.stderr();
+                if err.contains(&format!("cannot listen on {addr}")) || err.contains(&format!("admin address {admin}")) {
+                    return None;
+                }
+                panic!("ringmaster exited ({status}) at start:\n{err}");
             }
             assert!(Instant::now() < deadline, "ringmaster did not start:\n{}", p.stderr());
             std::thread::sleep(Duration::from_millis(20));
         }
-        p
+        Some(p)
     }
 
     pub fn head(addr: SocketAddr, admin: SocketAddr) -> String {
