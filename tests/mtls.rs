@@ -6,14 +6,21 @@ mod common;
 use common::pki::{client_config, Ca, TlsConn};
 use common::*;
 
-#[test]
-fn required_client_certificates_accept_and_refuse() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A server CA with the listener's certificate in `d/site.crt`, and a client CA
+/// whose bundle is `d/clients.pem`.
+fn pki(d: &std::path::Path) -> (Ca, Ca) {
     let server_ca = Ca::new("server ca");
     server_ca.write_leaf(d, "site", "site", &["a.test"]);
     let clients = Ca::new("client ca");
     std::fs::write(d.join("clients.pem"), &clients.pem).unwrap();
+    (server_ca, clients)
+}
+
+#[test]
+fn required_client_certificates_accept_and_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (server_ca, clients) = pki(d);
     let b = backend("b");
     let https = free_addr();
     let cfg = format!(
@@ -47,10 +54,7 @@ fn required_client_certificates_accept_and_refuse() {
 fn a_verified_client_certificate_is_an_identity_for_rate_limits() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let server_ca = Ca::new("server ca");
-    server_ca.write_leaf(d, "site", "site", &["a.test"]);
-    let clients = Ca::new("client ca");
-    std::fs::write(d.join("clients.pem"), &clients.pem).unwrap();
+    let (server_ca, clients) = pki(d);
     let b = backend("b");
     let https = free_addr();
     let cfg = format!(

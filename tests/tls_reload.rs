@@ -16,20 +16,35 @@ fn https_config(https: std::net::SocketAddr, dir: &std::path::Path, watch: &str,
     )
 }
 
+/// A proxy with an https listener serving `site.crt` (common name `cn`), and a client config trusting its CA.
+struct Site {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    https: std::net::SocketAddr,
+    p: Proxy,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+    _b: Backend,
+}
+
+fn site(cn: &str, watch: &str) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test ca");
+    ca.write_leaf(dir.path(), "site", cn, &["a.test"]);
+    let b = backend("b");
+    let https = free_addr();
+    let p = Proxy::start(&https_config(https, dir.path(), watch, &b));
+    wait_port(https);
+    let cfg = client_config(&ca.pem, None, &["http/1.1"]);
+    Site { dir, ca, https, p, cfg, _b: b }
+}
+
 /// 2031-01-01T00:00:00Z and 2032-01-01T00:00:00Z.
 const Y2031: i64 = 1_924_992_000;
 const Y2032: i64 = 1_956_528_000;
 
 #[test]
 fn file_change_reloads_certificates_and_open_connections_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
-    ca.write_leaf(dir.path(), "site", "old", &["a.test"]);
-    let b = backend("b");
-    let https = free_addr();
-    let p = Proxy::start(&https_config(https, dir.path(), "100ms", &b));
-    wait_port(https);
-    let cfg = client_config(&ca.pem, None, &["http/1.1"]);
+    let Site { dir, ca, https, p, cfg, _b } = site("old", "100ms");
 
     let mut open = TlsConn::open(https, "a.test", &cfg).unwrap();
     assert_eq!(common_name(&open.server_cert()), "old");
@@ -64,14 +79,7 @@ fn file_change_reloads_certificates_and_open_connections_stay() {
 
 #[test]
 fn sighup_and_admin_reload_read_certificates_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
-    ca.write_leaf(dir.path(), "site", "first", &["a.test"]);
-    let b = backend("b");
-    let https = free_addr();
-    let p = Proxy::start(&https_config(https, dir.path(), "0s", &b));
-    wait_port(https);
-    let cfg = client_config(&ca.pem, None, &["http/1.1"]);
+    let Site { dir, ca, https, p, cfg, _b } = site("first", "0s");
     let mut open = TlsConn::open(https, "a.test", &cfg).unwrap();
 
     // The watcher is off: nothing changes until told.
@@ -90,13 +98,7 @@ fn sighup_and_admin_reload_read_certificates_again() {
 
 #[test]
 fn sessions_resume_with_tickets_and_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
-    ca.write_leaf(dir.path(), "site", "site", &["a.test"]);
-    let b = backend("b");
-    let https = free_addr();
-    let p = Proxy::start(&https_config(https, dir.path(), "5s", &b));
-    wait_port(https);
+    let Site { dir: _dir, ca, https, p, cfg: _cfg, _b } = site("site", "5s");
     // TLS 1.3 (tickets): one client config remembers the session.
     let cfg = client_config(&ca.pem, None, &["http/1.1"]);
     let mut first = TlsConn::open(https, "a.test", &cfg).unwrap();
@@ -131,13 +133,7 @@ fn ca_der(pem: &str) -> Vec<u8> {
 
 #[test]
 fn plain_http_to_an_https_port_is_counted_as_not_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
-    ca.write_leaf(dir.path(), "site", "site", &["a.test"]);
-    let b = backend("b");
-    let https = free_addr();
-    let p = Proxy::start(&https_config(https, dir.path(), "5s", &b));
-    wait_port(https);
+    let Site { dir: _dir, ca: _ca, https, p, cfg: _cfg, _b } = site("site", "5s");
     let _ = request_bytes(https, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
     eventually(5, "the failure is counted", || p.metric("ringmaster_tls_handshake_failures_total{reason=\"not_tls\"}") >= 1.0);
     // A client that does not trust the certificate closes with an alert.
