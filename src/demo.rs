@@ -21,6 +21,9 @@ pub fn self_signed(dir: &std::path::Path) -> anyhow::Result<()> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     let mut params = rcgen::CertificateParams::new(names)?;
     params.distinguished_name.push(rcgen::DnType::CommonName, "ringmaster demo");
+    // Valid until the end of next year (rcgen's default runs to the year 4096).
+    let year = 1970 + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) / 31_556_952;
+    params.not_after = rcgen::date_time_ymd(year as i32 + 1, 12, 31);
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     std::fs::write(dir.join("cert.pem"), cert.pem())?;
