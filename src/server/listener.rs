@@ -162,27 +162,9 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
                 GLOBAL.connections_active.fetch_add(1, Relaxed);
                 match tls {
                     None => serve(stream, &shared, Arc::new(ConnInfo::new(peer, name, "http"))).await,
-                    Some(state) => {
-                        let limit = shared.builder_limits.load().header_read_timeout.get_ref().0;
-                        match tokio::time::timeout(limit, state.acceptor().accept(stream)).await {
-                            Ok(Ok(tls_stream)) => {
-                                let session = &tls_stream.get_ref().1;
-                                handshake::count_done(session);
-                                let mut conn = ConnInfo::new(peer, name, "https");
-                                conn.client_cert = state.client_identity(session.peer_certificates());
-                                serve(tls_stream, &shared, Arc::new(conn)).await
-                            }
-                            Ok(Err(e)) => {
-                                let why = handshake::Failure::of(&e);
-                                handshake::count_failure(why);
-                                tracing::debug!(%peer, reason = why.reason(), error = %e, "TLS handshake failed");
-                            }
-                            Err(_) => {
-                                handshake::count_failure(handshake::Failure::Timeout);
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                            }
-                        }
-                    }
+                    // Boxed: a TLS session and handshake are large, and plain
+                    // connections would otherwise reserve their room while idle.
+                    Some(state) => Box::pin(serve_tls(stream, peer, name, state, &shared)).await,
                 }
                 GLOBAL.connections_active.fetch_sub(1, Relaxed);
                 drop(permit);
@@ -190,6 +172,29 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
         }
     });
     ListenerHandle { addr, tls: handle_tls, stop, task }
+}
+
+/// Runs the TLS handshake, then serves the connection.
+async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, name: Arc<str>, state: Arc<TlsState>, shared: &Arc<Shared>) {
+    let limit = shared.builder_limits.load().header_read_timeout.get_ref().0;
+    match tokio::time::timeout(limit, state.acceptor().accept(stream)).await {
+        Ok(Ok(tls_stream)) => {
+            let session = &tls_stream.get_ref().1;
+            handshake::count_done(session);
+            let mut conn = ConnInfo::new(peer, name, "https");
+            conn.client_cert = state.client_identity(session.peer_certificates());
+            serve(tls_stream, shared, Arc::new(conn)).await
+        }
+        Ok(Err(e)) => {
+            let why = handshake::Failure::of(&e);
+            handshake::count_failure(why);
+            tracing::debug!(%peer, reason = why.reason(), error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            handshake::count_failure(handshake::Failure::Timeout);
+            tracing::debug!(%peer, "TLS handshake timed out");
+        }
+    }
 }
 
 /// Serves one client connection (plain or TLS) until it ends or shutdown closes it.

@@ -1,0 +1,273 @@
+//! Accept: bind a listener, accept client connections under the connection
+//! limit, and serve each with hyper (HTTP/1.1 and HTTP/2 prior knowledge on one
+//! port), watched by the graceful-shutdown tracker.
+
+use super::streams::{InPlace, Streams};
+use super::timeouts::Timed;
+use super::Shared;
+use crate::admin::metrics::{count_answer, Answer, GLOBAL};
+use crate::pipeline::{self, ConnInfo};
+use crate::tls::{handshake, server::TlsState};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::future::Future as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+
+/// Binds `addr` with SO_REUSEADDR and a deep accept backlog.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
+}
+
+/// A running listener; dropping the handle's sender stops accepting.
+pub struct ListenerHandle {
+    pub addr: SocketAddr,
+    /// The certificates of an https listener.
+    pub tls: Option<Arc<TlsState>>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ListenerHandle {
+    /// Stops accepting; open connections keep being served.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The hyper connection builder for the current limits.
+pub fn builder(l: &crate::config::schema::LimitsSpec) -> auto::Builder<InPlace> {
+    let max_header_bytes = *l.max_header_bytes.get_ref();
+    let mut b = auto::Builder::new(InPlace);
+    b.http1()
+        .timer(TokioTimer::new())
+        // The header read and idle timeouts are kept by `timeouts::Timed`.
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_headers(*l.max_headers.get_ref())
+        .max_buf_size((max_header_bytes + 1024).max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(l.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(l.h2_max_reset_streams)
+        .max_local_error_reset_streams(l.h2_max_reset_streams.max(1) * 50)
+        .max_header_list_size(max_header_bytes as u32);
+    b
+}
+
+/// Open connections per client address, for `max_connections_per_client`.
+#[derive(Default)]
+pub struct PerClient {
+    shards: [std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>; 16],
+}
+
+/// Holds a client's connection slot; gives it back when dropped.
+pub struct ClientSlot<'a> {
+    table: &'a PerClient,
+    ip: std::net::IpAddr,
+}
+
+impl PerClient {
+    fn shard(&self, ip: &std::net::IpAddr) -> &std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>> {
+        let h = match ip {
+            std::net::IpAddr::V4(v4) => u32::from(*v4) as u64,
+            std::net::IpAddr::V6(v6) => (u128::from(*v6) >> 64) as u64 ^ u128::from(*v6) as u64,
+        };
+        &self.shards[(crate::shard::hash::mix64(h) % 16) as usize]
+    }
+
+    /// A slot for `ip`, unless it already holds `max`.
+    pub fn acquire(&self, ip: std::net::IpAddr, max: usize) -> Option<ClientSlot<'_>> {
+        let mut m = self.shard(&ip).lock().expect("per-client lock");
+        let n = m.entry(ip).or_insert(0);
+        if *n as usize >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { table: self, ip })
+    }
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.table.shard(&self.ip).lock().expect("per-client lock");
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Starts accepting on `listener` as listener `name`.
+pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<TlsState>>) -> ListenerHandle {
+    let handle_tls = tls.clone();
+    let addr = listener.local_addr().expect("bound listener has an address");
+    let (stop, mut stopped) = watch::channel(false);
+    let name: Arc<str> = Arc::from(name);
+    let task = tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                p = shared.connection_limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                _ = stopped.changed() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep the listener.
+                        tracing::warn!(listener = %name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            GLOBAL.connections_accepted.fetch_add(1, Relaxed);
+            let per_client = shared.builder_limits.load().max_connections_per_client;
+            let shared = shared.clone();
+            let name = name.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let _slot = if per_client > 0 {
+                    match shared.per_client.acquire(crate::identity::canonical(peer.ip()), per_client) {
+                        Some(s) => Some(s),
+                        None => {
+                            count_answer(Answer::TooManyConnections);
+                            let mut stream = stream;
+                            let _ = tokio::io::AsyncWriteExt::write_all(
+                                &mut stream,
+                                b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\ncontent-length: 45\r\nconnection: close\r\n\r\ntoo many connections from this client address",
+                            )
+                            .await;
+                            drop(permit);
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
+                GLOBAL.connections_active.fetch_add(1, Relaxed);
+                match tls {
+                    None => serve(stream, &shared, Arc::new(ConnInfo::new(peer, name, "http"))).await,
+                    // Boxed: a TLS session and handshake are large, and plain
+                    // connections would otherwise reserve their room while idle.
+                    Some(state) => Box::pin(serve_tls(stream, peer, name, state, &shared)).await,
+                }
+                GLOBAL.connections_active.fetch_sub(1, Relaxed);
+                drop(permit);
+            });
+        }
+    });
+    ListenerHandle { addr, tls: handle_tls, stop, task }
+}
+
+/// Runs the TLS handshake, then serves the connection.
+async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, name: Arc<str>, state: Arc<TlsState>, shared: &Arc<Shared>) {
+    let limit = shared.builder_limits.load().header_read_timeout.get_ref().0;
+    match tokio::time::timeout(limit, state.acceptor().accept(stream)).await {
+        Ok(Ok(tls_stream)) => {
+            let session = &tls_stream.get_ref().1;
+            handshake::count_done(session);
+            let mut conn = ConnInfo::new(peer, name, "https");
+            conn.client_cert = state.client_identity(session.peer_certificates());
+            serve(tls_stream, shared, Arc::new(conn)).await
+        }
+        Ok(Err(e)) => {
+            let why = handshake::Failure::of(&e);
+            handshake::count_failure(why);
+            tracing::debug!(%peer, reason = why.reason(), error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            handshake::count_failure(handshake::Failure::Timeout);
+            tracing::debug!(%peer, "TLS handshake timed out");
+        }
+    }
+}
+
+/// Serves one client connection (plain or TLS) until it ends or shutdown closes it.
+async fn serve<I>(io: I, shared: &Arc<Shared>, conn: Arc<ConnInfo>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = shared.builder.load_full();
+    let limits = shared.builder_limits.load();
+    let io = TokioIo::new(Timed::new(io, conn.clone(), limits.keepalive_timeout.get_ref().0, limits.header_read_timeout.get_ref().0));
+    let mut stop = shared.shutdown.clone();
+    let svc_shared = shared.clone();
+    let peer = conn.peer;
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        let shared = svc_shared.clone();
+        async move {
+            let _busy = Busy::new(&conn);
+            Ok::<_, Infallible>(pipeline::handle(req, &conn, &shared).await)
+        }
+    });
+    let mut c = std::pin::pin!(builder.serve_connection(io, svc));
+    let mut streams = Streams::default();
+    // On shutdown, finish the requests in flight and close (GOAWAY on HTTP/2).
+    let mut stopping = std::pin::pin!(async move { stop.wait_for(|s| *s).await.is_ok() });
+    let mut stopped = false;
+    let result = std::future::poll_fn(|cx| {
+        if !stopped && stopping.as_mut().poll(cx).is_ready() {
+            stopped = true;
+            c.as_mut().graceful_shutdown();
+        }
+        streams.poll(c.as_mut(), cx)
+    })
+    .await;
+    if let Err(e) = result {
+        classify_connection_error(&*e);
+        tracing::debug!(%peer, error = %e, "client connection error");
+    }
+}
+
+/// A request being handled on its connection, for the connection timeouts.
+struct Busy<'a>(&'a ConnInfo);
+
+impl<'a> Busy<'a> {
+    fn new(conn: &'a ConnInfo) -> Busy<'a> {
+        conn.requests_started.fetch_add(1, Relaxed);
+        conn.in_flight.fetch_add(1, Relaxed);
+        Busy(conn)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts a connection that hyper ended with an error: the answers hyper gave
+/// itself (400, 431, timeouts) under the same reasons the pipeline uses.
+fn classify_connection_error(e: &(dyn std::error::Error + 'static)) {
+    GLOBAL.connection_errors.fetch_add(1, Relaxed);
+    if let Some(h) = e.downcast_ref::<hyper::Error>() {
+        if h.is_parse_too_large() {
+            count_answer(Answer::HeadersTooLarge);
+        } else if h.is_parse() {
+            count_answer(Answer::BadRequest);
+        } else if h.is_timeout() {
+            count_answer(Answer::HeaderTimeout);
+        } else if let Some(h2) = std::error::Error::source(h).and_then(|s| s.downcast_ref::<h2::Error>()) {
+            // Too many streams reset (rapid reset) or failed: h2 sent GOAWAY ENHANCE_YOUR_CALM.
+            if h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) && h2.is_go_away() {
+                count_answer(Answer::H2Flood);
+            }
+        }
+    }
+}
