@@ -81,3 +81,25 @@ fn a_verified_client_certificate_is_an_identity_for_rate_limits() {
     let mut a2 = TlsConn::open(https, "a.test", &alice).unwrap();
     assert_eq!(a2.get("a.test", "/", "").unwrap().header("x-ratelimit-remaining"), Some("48"));
 }
+
+#[test]
+fn a_bad_client_ca_bundle_and_a_zero_keepalive_timeout_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_server_ca, _clients) = pki(d);
+    std::fs::write(d.join("bad.pem"), "not a certificate").unwrap();
+    let path = d.join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[limits]\nkeepalive_timeout = \"0s\"\n\n[[listeners]]\nname = \"mtls\"\nlisten = \"127.0.0.1:1\"\nprotocol = \"https\"\ntls = {{ certificates = [{{ cert = \"{d}/site.crt\", key = \"{d}/site.key\" }}], client_auth = {{ ca = \"{d}/bad.pem\" }} }}\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(":2:21: a timeout of zero would close every connection"), "{err}");
+    assert!(err.contains(":8:7:") && err.contains("bad.pem"), "{err}");
+}

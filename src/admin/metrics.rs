@@ -214,9 +214,7 @@ pub fn render(snap: &Snapshot) -> String {
             g.access_log_dropped.load(Relaxed),
         ),
     ];
-    for (name, kind, help, v) in simple {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-    }
+    unlabelled(&mut o, &simple);
     if let Some(r) = &snap.redis {
         let rows: [(&str, &str, &str, u64); 3] = [
             ("ringmaster_rate_limit_store_healthy", "gauge", "1 while the shared (Redis) rate-limit store answers.", r.healthy() as u64),
@@ -233,13 +231,18 @@ pub fn render(snap: &Snapshot) -> String {
                 r.transitions.load(Relaxed),
             ),
         ];
-        for (name, kind, help, v) in rows {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        }
+        unlabelled(&mut o, &rows);
     }
     render_pools(&mut o, snap);
     render_caches(&mut o, snap);
     o
+}
+
+/// Metrics without labels: (name, kind, help, value).
+fn unlabelled(o: &mut String, rows: &[(&str, &str, &str, u64)]) {
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
 }
 
 /// Certificate expiry and reloads of the https listeners.

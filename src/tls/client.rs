@@ -3,7 +3,7 @@
 //! optional client certificate, and ALPN matching the pool's protocol.
 //! Sessions are resumed on reconnects (rustls' in-memory client cache).
 
-use super::{certified_key, load_chain, load_key, load_roots, provider};
+use super::{certify, load_chain, load_key, load_roots, provider};
 use crate::config::schema::{UpstreamProtocol, UpstreamTlsSpec};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
@@ -47,10 +47,9 @@ pub fn client_config(spec: &UpstreamTlsSpec, protocol: UpstreamProtocol) -> Resu
         .with_root_certificates(roots);
     let mut cfg = match (&spec.cert, &spec.key) {
         (Some(c), Some(k)) => {
-            certified_key(c.get_ref(), k.get_ref())?;
-            builder
-                .with_client_auth_cert(load_chain(c.get_ref())?, load_key(k.get_ref())?)
-                .map_err(|e| format!("client certificate {}: {e}", c.get_ref()))?
+            let (chain, key) = (load_chain(c.get_ref())?, load_key(k.get_ref())?);
+            certify(chain.clone(), key.clone_key(), c.get_ref(), k.get_ref())?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate {}: {e}", c.get_ref()))?
         }
         (None, None) => builder.with_no_client_auth(),
         _ => return Err("an upstream client certificate needs both cert and key".into()),

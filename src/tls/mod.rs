@@ -38,12 +38,21 @@ pub fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
 
 /// A certificate chain and its key, checked to belong together.
 pub fn certified_key(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
-    let chain = load_chain(cert)?;
-    let signing =
-        provider().key_provider.load_private_key(load_key(key)?).map_err(|e| format!("{key} is not a usable RSA or ECDSA key: {e}"))?;
+    certify(load_chain(cert)?, load_key(key)?, cert, key).map(Arc::new)
+}
+
+/// `chain` and `key_der` (read from files `cert` and `key`) as a signing
+/// certificate, checked to belong together.
+pub fn certify(
+    chain: Vec<CertificateDer<'static>>,
+    key_der: PrivateKeyDer<'static>,
+    cert: &str,
+    key: &str,
+) -> Result<CertifiedKey, String> {
+    let signing = provider().key_provider.load_private_key(key_der).map_err(|e| format!("{key} is not a usable RSA or ECDSA key: {e}"))?;
     let ck = CertifiedKey::new(chain, signing);
     ck.keys_match().map_err(|e| format!("the key in {key} does not match the certificate in {cert}: {e}"))?;
-    Ok(Arc::new(ck))
+    Ok(ck)
 }
 
 /// Trust anchors from a PEM bundle of CA certificates.
