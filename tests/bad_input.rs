@@ -44,12 +44,16 @@ fn oversized_headers_get_431() {
     let r = request(p.addr, &format!("GET / HTTP/1.1\r\nHost: a\r\n{many}Connection: close\r\n\r\n"));
     assert_eq!(r.status, 431);
     // Far beyond any buffer: hyper's own limit answers 431 too.
+    let series = "ringmaster_local_answers_total{reason=\"headers_too_large\"}";
+    assert_eq!(p.metric(series), 2.0);
     let huge = "y".repeat(100_000);
     let r = request_bytes(p.addr, format!("GET / HTTP/1.1\r\nHost: a\r\nX-Huge: {huge}\r\n\r\n").as_bytes());
+    // The client may be reset while still writing (the proxy stops reading at its
+    // buffer limit), so the answer is not always readable; the refusal is always counted.
     if let Ok(r) = r {
         assert_eq!(r.status, 431);
     }
-    assert!(p.metric("ringmaster_local_answers_total{reason=\"headers_too_large\"}") >= 2.0);
+    eventually(5, "hyper's 431 counted", || p.metric(series) == 3.0);
     still_serving(&p);
 }
 

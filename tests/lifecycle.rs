@@ -25,6 +25,16 @@ fn check_reports_every_error_with_position() {
     assert!(err.contains(&format!("{f}:11:26: endpoint `10.0.0.1` has no port")), "{err}");
     assert!(err.contains("help: "), "{err}");
 
+    // A twemproxy key hash on a function that does not use one.
+    std::fs::write(
+        &path,
+        "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nservice = \"s\"\n\n[services.s]\nkind = \"sharded\"\nsharder = { function = \"maglev\", hash = \"md5\" }\nshards.a = { endpoints = [{ address = \"127.0.0.1:1\" }] }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{f}:10:41: hash `md5` only applies to function `ketama_twemproxy`")), "{err}");
+
     std::fs::write(&path, "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n").unwrap();
     let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -139,4 +149,60 @@ fn grace_period_bounds_the_drain() {
     assert!(status.success());
     assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
     assert!(p.stderr().contains("grace period ended"), "{}", p.stderr());
+}
+
+#[test]
+fn reloads_under_load_lose_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    let (a, b, c) = (backend("a"), backend("b"), backend("c"));
+    let cfg = |bs: &[&Backend]| route_all("app") + &service("app", "round_robin", bs, "");
+    let p = Arc::new(Proxy::start(&cfg(&[&a, &b])));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // Two clients on keep-alive connections, two opening a connection per request.
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (p, stop, ok, failed) = (p.clone(), stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut conn = KeepAlive::connect(p.addr).unwrap();
+                let mut errors = Vec::new();
+                while !stop.load(Relaxed) {
+                    let r = if i < 2 {
+                        conn.get("/")
+                    } else {
+                        request_bytes(p.addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    };
+                    match r {
+                        Ok(r) if r.status == 200 => ok.fetch_add(1, Relaxed),
+                        Ok(r) => {
+                            errors.push(format!("{} {}", r.status, r.text()));
+                            failed.fetch_add(1, Relaxed)
+                        }
+                        Err(e) => {
+                            errors.push(e.to_string());
+                            conn = KeepAlive::connect(p.addr).unwrap();
+                            failed.fetch_add(1, Relaxed)
+                        }
+                    };
+                }
+                errors
+            })
+        })
+        .collect();
+    // Twenty reloads, each changing the endpoint set: added, removed, replaced.
+    let sets: [&[&Backend]; 4] = [&[&a, &b, &c], &[&b, &c], &[&c, &a], &[&a, &b]];
+    for n in 1..=20 {
+        p.rewrite(&cfg(sets[(n - 1) % 4]));
+        p.proc.signal("HUP");
+        eventually(5, "reload", || p.metric("ringmaster_reloads_total") == n as f64);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    stop.store(true, Relaxed);
+    let errors: Vec<String> = clients.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert_eq!(failed.load(Relaxed), 0, "requests failed across reloads: {errors:?}");
+    assert!(ok.load(Relaxed) > 200, "too little traffic to prove anything: {}", ok.load(Relaxed));
+    // The last set is served: a and b.
+    let seen = spread(&p, "/", 10);
+    assert_eq!(seen.keys().filter(|k| *k == "a" || *k == "b").count(), seen.len(), "{seen:?}");
 }

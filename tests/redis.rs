@@ -42,10 +42,32 @@ fn two_proxies_share_one_limit_and_survive_redis_failures() {
     let remaining = from(&p1, "203.0.113.8").header("x-ratelimit-remaining").map(str::to_string);
     assert_eq!(remaining.as_deref(), Some("3"));
 
-    // Redis dies: fail-open serves on local counters, fail-closed answers 503.
+    // Redis dies while traffic runs: fail-open serves every request (each from a
+    // client of its own, so none is over its limit), fail-closed answers 503.
+    let p1 = std::sync::Arc::new(p1);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (p1, stop) = (p1.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                statuses.push(from(&p1, &format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255)).status);
+            }
+            statuses
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let _ = r.0.kill();
     let _ = r.0.wait();
-    assert_eq!(from(&p1, "203.0.113.7").status, 200, "fail-open: local limits take over");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = traffic.join().unwrap();
+    assert!(statuses.len() > 5 && statuses.iter().all(|s| *s == 200), "fail-open across the kill: {statuses:?}");
+    // Fail-open still limits, on local counters: a fifth request of one client is denied.
+    let local: Vec<u16> = (0..5).map(|_| from(&p1, "203.0.113.50").status).collect();
+    assert_eq!(local, [200, 200, 200, 200, 429], "fail-open must fall back to local limits, not to none");
     assert_eq!(from(&p2, "203.0.113.7").status, 503, "fail-closed");
     eventually(5, "failure counted", || p1.metric("ringmaster_rate_limit_store_healthy") == 0.0);
     assert!(p1.stderr().contains("shared rate-limit store (Redis) failed"), "{}", p1.stderr());

@@ -79,12 +79,54 @@ fn fan_out_merges_json_arrays_from_every_shard() {
         assert_eq!(shards, vec!['a', 'b', 'c'], "{items:?}");
         assert_eq!(r.header("x-shard"), Some("a,b,c"));
     }
-    // One shard failing fails the whole fan-out with its error.
-    let r = p.get("/all/status/503");
-    assert_eq!(r.status, 503);
     // A body cannot be fanned out.
     let r = request(p.addr, "POST /all/items HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
     assert_eq!(r.status, 400);
+    // One shard failing (both replicas of b gone, a and c healthy) fails the whole
+    // fan-out with that shard's error.
+    let mut c = c;
+    drop(c.shards.remove(1));
+    let r = p.get("/all/items");
+    assert_eq!(r.status, 502, "{}", r.text());
+}
+
+/// A cluster whose shards answer after `delay_ms` each (one replica per shard).
+fn slow_cluster(names: &[&str], delay_ms: &[u64]) -> Cluster {
+    let shards = names
+        .iter()
+        .zip(delay_ms)
+        .map(|(s, d)| (s.to_string(), vec![backend_with(&format!("{s}1"), &["--delay-ms", &d.to_string()])]))
+        .collect();
+    Cluster { shards }
+}
+
+#[test]
+fn fan_out_timeout_and_concurrency_are_kept() {
+    let fan = |c: &Cluster, spec: &str| {
+        Proxy::start(&c.config(BY_USER).replace("shard_header = \"x-shard\"", &format!("shard_header = \"x-shard\"\nfan_out = {spec}")))
+    };
+    // One shard hangs past the per-shard timeout: the fan-out answers 504 at the
+    // timeout, not when the slow shard finally answers.
+    let c = slow_cluster(&["a", "b", "c"], &[0, 6000, 0]);
+    let p = fan(&c, "{ timeout = \"300ms\" }");
+    let t = std::time::Instant::now();
+    let r = p.get("/all/items");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "waited {:?} for a shard past its timeout", t.elapsed());
+    // With policy first, the slow shard does not hold the answer back.
+    let p = fan(&c, "{ policy = \"first\", timeout = \"5s\" }");
+    let r = p.get("/all/items");
+    assert_eq!(r.status, 200);
+    assert_ne!(r.header("x-shard"), Some("b"));
+    // Concurrency 1: three shards of 300 ms each are asked one after another.
+    let c = slow_cluster(&["a", "b", "c"], &[300, 300, 300]);
+    let p = fan(&c, "{ concurrency = 1, timeout = \"5s\" }");
+    let t = std::time::Instant::now();
+    let r = p.get("/all/items");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(t.elapsed() >= std::time::Duration::from_millis(900), "concurrency 1 ran shards together: {:?}", t.elapsed());
+    let items: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(items.len(), 3, "{items:?}");
 }
 
 #[test]

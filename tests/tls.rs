@@ -71,14 +71,28 @@ fn sni_alpn_and_forwarded_proto() {
     ]);
     assert_eq!(out, "1.1", "{err}");
     // No SNI match: the default (first) certificate, which does not verify for another name.
-    let (_, err) = curl(&[
+    let (out, err) = curl(&[
         "--cacert",
-        &format!("{}/wild.crt", d.display()),
+        &format!("{}/a.crt", d.display()),
         "--resolve",
         &format!("c.test:{port}:127.0.0.1"),
         &format!("https://c.test:{port}/"),
     ]);
-    assert!(!err.is_empty(), "an unknown name must not get the wildcard certificate");
+    assert!(out.is_empty() && err.contains("c.test") && err.contains("subject name"), "a name mismatch on a.test's certificate: {err}");
+    assert_eq!(served_subject(https, "c.test"), "a.test", "an unknown name gets the first certificate");
+    assert_eq!(served_subject(https, "x.b.test"), "wild.test");
+}
+
+/// The common name of the certificate served for SNI `name`, read with openssl s_client.
+fn served_subject(addr: std::net::SocketAddr, name: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-servername", name])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let subject = text.lines().find_map(|l| l.trim().strip_prefix("subject=")).unwrap_or_else(|| panic!("no subject in: {text}"));
+    subject.rsplit("CN").next().unwrap().trim_start_matches([' ', '=']).trim().to_string()
 }
 
 #[test]

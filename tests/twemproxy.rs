@@ -36,7 +36,10 @@ fn roundtrip(s: &mut TcpStream, req: &[u8], end: &[u8], count: usize) -> Vec<u8>
     buf
 }
 
-fn agree(names: Option<[&str; 3]>) {
+/// Sets 10,000 keys through a real nutcracker (fnv1a_64, ketama) over three
+/// memcached, checks that the ring library places each where nutcracker did,
+/// and returns the keys with the index of the server holding each.
+fn agree(names: Option<[&str; 3]>) -> Vec<(String, usize)> {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let _servers: Vec<Proc> = ports.iter().map(|&p| memcached(p)).collect();
     let dir = tempfile::tempdir().unwrap();
@@ -73,6 +76,7 @@ fn agree(names: Option<[&str; 3]>) {
         (0..3).map(|i| Member::new(names.map(|n| n[i].to_string()).unwrap_or_else(|| format!("127.0.0.1:{}", ports[i])), 1)).collect();
     let ring = Ring::build(Function::KetamaTwemproxy, &members, KeyHash::Fnv1a64);
     let mut checked = 0;
+    let mut placed = Vec::new();
     for (i, &port) in ports.iter().enumerate() {
         let mut m = TcpStream::connect(("127.0.0.1", port)).unwrap();
         m.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -92,13 +96,75 @@ fn agree(names: Option<[&str; 3]>) {
             assert_eq!(ours, held.contains(k), "key {k}: ringmaster says server {i} is {ours}");
         }
         checked += held.len();
+        placed.extend(held.into_iter().map(|k| (k, i)));
     }
     assert_eq!(checked, keys.len(), "every key is on exactly one server");
+    placed
 }
 
 #[test]
 fn ketama_twemproxy_agrees_with_nutcracker_on_named_servers() {
     agree(Some(["mc1", "mc2", "mc3"]));
+}
+
+/// A running proxy's sharded service with `function = "ketama_twemproxy"` and no
+/// `hash` (nutcracker's default, fnv1a_64) sends every key to the shard named like
+/// the nutcracker server that holds it.
+#[test]
+fn a_running_proxy_places_keys_as_nutcracker_does() {
+    let names = ["mc1", "mc2", "mc3"];
+    let placed = agree(Some(names));
+    let backends: Vec<Backend> = names.iter().map(|n| backend(n)).collect();
+    let mut cfg = String::from("[[routes]]\nservice = \"cache\"\n\n[services.cache]\nkind = \"sharded\"\nshard_header = \"x-shard\"\n");
+    cfg.push_str("sharder = { key = { header = \"x-key\" }, function = \"ketama_twemproxy\", fallback = \"reject\" }\n\n");
+    for b in &backends {
+        cfg.push_str(&format!(
+            "[services.cache.shards.{}]\nendpoints = [{{ name = \"{}\", address = \"{}\" }}]\n\n",
+            b.name, b.name, b.addr
+        ));
+    }
+    let p = Proxy::start(&cfg);
+    let mut conn = TcpStream::connect(p.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut wrong = Vec::new();
+    for (key, server) in &placed {
+        conn.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Key: {key}\r\n\r\n").as_bytes()).unwrap();
+        let (mut shard, mut len) = (String::new(), 0usize);
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("x-shard: ") {
+                shard = v.to_string();
+            } else if let Some(v) = l.strip_prefix("content-length: ") {
+                len = v.parse().unwrap();
+            }
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        if shard != names[*server] {
+            wrong.push((key.clone(), shard, names[*server]));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} keys placed unlike nutcracker, e.g. {:?}", wrong.len(), placed.len(), &wrong[..wrong.len().min(5)]);
+    // Another key hash must be asked for, and places keys elsewhere.
+    let md5 = cfg.replace("function = \"ketama_twemproxy\"", "function = \"ketama_twemproxy\", hash = \"md5\"");
+    p.rewrite(&md5);
+    p.proc.signal("HUP");
+    eventually(5, "reload", || p.metric("ringmaster_reloads_total") == 1.0);
+    let moved = placed
+        .iter()
+        .take(300)
+        .filter(|(k, s)| {
+            let r = request(p.addr, &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Key: {k}\r\nConnection: close\r\n\r\n"));
+            r.header("x-shard") != Some(names[*s])
+        })
+        .count();
+    assert!(moved > 100, "md5 placed {moved} of 300 keys elsewhere");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use super::random_ok;
 use crate::config::schema::HashSpec;
-use crate::shard::hash::{hash_tag, KeyHash};
+use crate::shard::hash::hash_tag;
 use crate::shard::ring::{Member, Ring};
 use crate::upstream::Endpoint;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,7 +22,7 @@ pub struct HashBalancer {
 impl HashBalancer {
     pub fn new(spec: &HashSpec, members: &[Member]) -> HashBalancer {
         let tag = spec.hash_tag.as_ref().and_then(|t| <[u8; 2]>::try_from(t.get_ref().as_bytes()).ok());
-        HashBalancer { ring: Ring::build(*spec.function.get_ref(), members, KeyHash::Xxh3), spec: spec.clone(), tag }
+        HashBalancer { ring: Ring::build(*spec.function.get_ref(), members, spec.key_hash()), spec: spec.clone(), tag }
     }
 
     /// The hash of a request key, hash tag applied.

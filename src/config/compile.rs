@@ -12,7 +12,6 @@ use crate::balance::Balancer;
 use crate::identity::TrustedProxies;
 use crate::route::{HostMatch, Route, Router};
 use crate::service::{Service, Sharding};
-use crate::shard::hash::KeyHash;
 use crate::shard::ring::Member;
 use crate::shard::ring::Ring;
 use crate::upstream::pool::PoolStats;
@@ -115,7 +114,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
                 }
                 let sharder = spec.sharder.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default();
                 let sharding = Sharding {
-                    ring: Ring::build(*sharder.function.get_ref(), &members, KeyHash::Xxh3),
+                    ring: Ring::build(*sharder.function.get_ref(), &members, sharder.key_hash()),
                     tag: sharder.hash_tag.as_ref().and_then(|t| <[u8; 2]>::try_from(t.get_ref().as_bytes()).ok()),
                     sharder,
                     fan_out: spec.fan_out.clone(),

@@ -346,6 +346,16 @@ pub fn hash_spec(h: &HashSpec, weights: impl Iterator<Item = u32>, sharder: bool
             r.error(t.span(), format!("hash_tag `{}` must be two characters", t.get_ref()), "for example \"{}\"");
         }
     }
+    if let Some(k) = &h.hash {
+        let twemproxy = *h.function.get_ref() == crate::shard::ring::Function::KetamaTwemproxy;
+        if !twemproxy && *k.get_ref() != crate::shard::hash::KeyHash::Xxh3 {
+            r.error(
+                k.span(),
+                format!("hash `{}` only applies to function `ketama_twemproxy`", k.get_ref().name()),
+                "use function = \"ketama_twemproxy\" for nutcracker's placement, or drop `hash` (xxh3)",
+            );
+        }
+    }
     let weights: Vec<u32> = weights.collect();
     if !h.function.get_ref().supports_weights() && weights.iter().any(|&w| w != 1) {
         r.error(h.function.span(), "jump hashing does not support weights", "give every member weight 1, or use maglev");

@@ -38,6 +38,16 @@ pub enum KeyHash {
 }
 
 impl KeyHash {
+    /// The name config and twemproxy use.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyHash::Xxh3 => "xxh3",
+            KeyHash::Fnv1a64 => "fnv1a_64",
+            KeyHash::Fnv1a32 => "fnv1a_32",
+            KeyHash::Md5 => "md5",
+        }
+    }
+
     /// The hash of `key`; the 32-bit functions fill the low half.
     #[inline]
     pub fn hash(self, key: &[u8]) -> u64 {

@@ -282,3 +282,58 @@ pub fn service(name: &str, balancer: &str, backends: &[&Backend], extra: &str) -
 pub fn route_all(svc: &str) -> String {
     format!("[[routes]]\nname = \"all\"\nservice = \"{svc}\"\n\n")
 }
+
+/// Like [`request`], but from the loopback address `from` (any of 127.0.0.0/8),
+/// so that the proxy sees distinct client addresses.
+pub fn request_from(from: std::net::IpAddr, addr: SocketAddr, raw: &str) -> Response {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(from, 0)).unwrap();
+        sock.connect(addr).await.unwrap()
+    });
+    let mut s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&buf).unwrap_or_else(|| panic!("unparsable answer: {:?}", String::from_utf8_lossy(&buf)))
+}
+
+/// A keep-alive HTTP/1.1 client over one connection, reconnecting only when asked.
+pub struct KeepAlive {
+    addr: SocketAddr,
+    reader: std::io::BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<KeepAlive> {
+        let s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        Ok(KeepAlive { addr, reader: std::io::BufReader::new(s) })
+    }
+
+    /// One GET on the open connection; answers must carry Content-Length.
+    pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
+        use std::io::BufRead;
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n\r\n");
+        self.reader.get_mut().write_all(raw.as_bytes())?;
+        let mut head = Vec::new();
+        loop {
+            let n = self.reader.read_until(b'\n', &mut head)?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("closed by {}", self.addr)));
+            }
+            if head.ends_with(b"\r\n\r\n") {
+                break;
+            }
+        }
+        let mut r = parse_response(&head).ok_or_else(|| std::io::Error::other("unparsable head"))?;
+        let len: usize = r.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body)?;
+        r.body = body;
+        Ok(r)
+    }
+}

@@ -51,7 +51,7 @@ impl Ca {
 /// Writes `contents` to `path` by renaming a temporary file over it, as
 /// certificate managers do (no reader ever sees half a file).
 pub fn replace(path: &Path, contents: &str) {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     std::fs::write(&tmp, contents).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }

@@ -10,6 +10,7 @@ pub use cache::*;
 pub use identity::*;
 
 use super::duration::Dur;
+use crate::shard::hash::KeyHash;
 use crate::shard::key::KeySpec;
 use crate::shard::ring::Function;
 use serde::{Deserialize, Serialize};
@@ -383,6 +384,10 @@ pub struct HashSpec {
     pub fallback: Spanned<Fallback>,
     #[serde(default = "d_function")]
     pub function: Spanned<Function>,
+    /// The key hash: `xxh3` (every function's default), or for `ketama_twemproxy`
+    /// nutcracker's `fnv1a_64` (its default there), `fnv1a_32` or `md5`.
+    #[serde(default)]
+    pub hash: Option<Spanned<KeyHash>>,
     /// No endpoint takes more than this factor of the mean in-flight load; overflow
     /// walks on in the function's order. 0 turns the bound off.
     #[serde(default = "d_balance_factor")]
@@ -399,8 +404,21 @@ impl Default for HashSpec {
             fallback_key: None,
             fallback: d_random(),
             function: d_function(),
+            hash: None,
             balance_factor: d_balance_factor(),
             hash_tag: None,
+        }
+    }
+}
+
+impl HashSpec {
+    /// The key hash in force: the configured one, else nutcracker's `fnv1a_64` for
+    /// `ketama_twemproxy` (placement compatible with a nutcracker fleet) and XXH3 for the rest.
+    pub fn key_hash(&self) -> KeyHash {
+        match (&self.hash, self.function.get_ref()) {
+            (Some(h), _) => *h.get_ref(),
+            (None, Function::KetamaTwemproxy) => KeyHash::Fnv1a64,
+            (None, _) => KeyHash::Xxh3,
         }
     }
 }
