@@ -4,9 +4,9 @@
 //!
 //!     cargo run --release --example limit_bench [KEYS]
 
+use ringmaster::hash::mix64;
 use ringmaster::limit::gcra::Quota;
 use ringmaster::limit::store::LocalStore;
-use ringmaster::shard::hash::mix64;
 use std::time::{Duration, Instant};
 
 fn rss_kib() -> u64 {

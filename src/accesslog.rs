@@ -2,8 +2,8 @@
 //! background thread so that a slow disk never blocks a request. When the writer
 //! falls behind, lines are dropped and counted rather than queued without bound.
 
-use crate::admin::metrics::GLOBAL;
 use crate::config::schema::{AccessLogSpec, LogFormat};
+use crate::metrics::GLOBAL;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;

@@ -70,10 +70,14 @@ impl Pace {
     }
 }
 
+/// A body of another kind, behind one allocation (the cache's tee, which keeps
+/// a response for the store as it streams).
+pub type Boxed = Box<dyn HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + Unpin>;
+
 pub enum Body {
     Empty,
-    /// A response being stored by the cache as it streams.
-    Caching(Box<crate::cache::tee::Tee>),
+    /// A body of another kind (a response being stored by the cache as it streams).
+    Boxed(Boxed),
     Full(Option<Bytes>),
     Stream {
         inner: Incoming,
@@ -100,19 +104,40 @@ impl Body {
         Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: None, pace: None }
     }
 
-    /// A request body that fails once more than `limit` bytes arrive, or when
-    /// it stalls or crawls (`pace`).
-    /// `pace` is (read timeout, minimum rate); the pacer is only built when
-    /// there is a body to read, so bodiless requests pay no timer.
-    pub fn limited(inner: Incoming, limit: u64, pace: (std::time::Duration, u64)) -> Body {
-        let pace = if inner.is_end_stream() { None } else { Some(Pace::new(pace.0, pace.1)) };
-        Body::Stream { inner, remaining: limit, limit, held: None, pace }
+    /// Wraps another body.
+    pub fn boxed(b: impl HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static) -> Body {
+        Body::Boxed(Box::new(b))
+    }
+
+    /// This request body, failing once more than `max` bytes arrive, or when it
+    /// stalls or crawls (`pace`: read timeout, minimum rate). The pacer is only
+    /// built when there is a body to read, so bodiless requests pay no timer.
+    /// A body the proxy made itself is returned as it is.
+    pub fn limit(self, max: u64, pace: (std::time::Duration, u64)) -> Body {
+        match self {
+            Body::Stream { inner, held, .. } => {
+                let pace = if inner.is_end_stream() { None } else { Some(Pace::new(pace.0, pace.1)) };
+                Body::Stream { inner, remaining: max, limit: max, held, pace }
+            }
+            other => other,
+        }
     }
 
     /// An upstream response body: `held` is finished when the body ends, dropped
     /// (closing the connection) if the body is abandoned.
     pub fn upstream(inner: Incoming, held: crate::upstream::endpoint::Held) -> Body {
         Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: Some(held), pace: None }
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Body::Empty => "Body::Empty",
+            Body::Boxed(_) => "Body::Boxed",
+            Body::Full(_) => "Body::Full",
+            Body::Stream { .. } => "Body::Stream",
+        })
     }
 }
 
@@ -123,7 +148,7 @@ impl HttpBody for Body {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
-            Body::Caching(t) => Pin::new(&mut **t).poll_frame(cx),
+            Body::Boxed(b) => Pin::new(&mut **b).poll_frame(cx),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream { inner, remaining, limit, held, pace } => {
                 if let Some(p) = pace {
@@ -174,7 +199,7 @@ impl HttpBody for Body {
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Empty => true,
-            Body::Caching(t) => t.is_end_stream(),
+            Body::Boxed(b) => b.is_end_stream(),
             Body::Full(b) => b.is_none(),
             Body::Stream { inner, .. } => inner.is_end_stream(),
         }
@@ -183,7 +208,7 @@ impl HttpBody for Body {
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Empty => SizeHint::with_exact(0),
-            Body::Caching(t) => t.size_hint(),
+            Body::Boxed(b) => b.size_hint(),
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Stream { inner, .. } => inner.size_hint(),

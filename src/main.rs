@@ -161,7 +161,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> anyhow::Re
 }
 
 fn ring(cmd: RingCmd) -> anyhow::Result<()> {
-    use ringmaster::shard::{analyze, hash::KeyHash, ring};
+    use ringmaster::{hash::KeyHash, ring, ring::analyze};
     match cmd {
         RingCmd::Analyze { function, shards, config, service, keys, zipf, keys_file, hash, json } => {
             let (members, configured) = match (&config, &service) {
@@ -224,12 +224,9 @@ fn ring(cmd: RingCmd) -> anyhow::Result<()> {
 
 /// The ring members and function of service `name` in config `path`: its shards
 /// for a sharded service, its endpoints for a `hash` balancer.
-fn service_ring(
-    path: &std::path::Path,
-    name: &str,
-) -> anyhow::Result<(Vec<ringmaster::shard::ring::Member>, ringmaster::shard::ring::Function)> {
+fn service_ring(path: &std::path::Path, name: &str) -> anyhow::Result<(Vec<ringmaster::ring::Member>, ringmaster::ring::Function)> {
     use ringmaster::config::schema::{BalancerKind, ServiceKind};
-    use ringmaster::shard::ring::Member;
+    use ringmaster::ring::Member;
     let cfg = ringmaster::config::load(path)?;
     let svc = cfg
         .services
@@ -253,7 +250,7 @@ fn service_ring(
                     )
                 })
                 .collect();
-            Ok((members, svc.hash.as_ref().map(|h| *h.get_ref().function.get_ref()).unwrap_or(ringmaster::shard::ring::Function::Maglev)))
+            Ok((members, svc.hash.as_ref().map(|h| *h.get_ref().function.get_ref()).unwrap_or(ringmaster::ring::Function::Maglev)))
         }
         ServiceKind::Replicated => {
             anyhow::bail!("service `{name}` neither is sharded nor uses the hash balancer: no key decides where requests go")
@@ -271,7 +268,7 @@ fn locate_in_config(path: &std::path::Path, name: &str, keys: &[String]) -> anyh
         let (shard, pool) = match &svc.sharding {
             Some(s) => {
                 let tag = s.tag;
-                let i = s.ring.locate(ringmaster::shard::hash::hash_tag(k.as_bytes(), tag)).unwrap_or(0);
+                let i = s.ring.locate(ringmaster::hash::hash_tag(k.as_bytes(), tag)).unwrap_or(0);
                 (svc.pools[i].shard.clone().unwrap_or_default(), &svc.pools[i])
             }
             None => ("-".to_string(), svc.pool()),

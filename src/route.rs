@@ -1,7 +1,7 @@
 //! Route: match a request on listener, host, path prefix and method, in config
 //! order; the first route that matches wins (as in Envoy and HAProxy).
 
-use crate::admin::metrics::RouteStats;
+use crate::metrics::RouteStats;
 use crate::service::Service;
 use http::Method;
 use std::sync::Arc;
@@ -41,11 +41,9 @@ pub struct Route {
     pub stats: Arc<RouteStats>,
     /// Sharded services: every request goes to every shard.
     pub fan_out: bool,
-    pub cache: Option<Arc<crate::cache::step::RouteCache>>,
-    /// Rate-limit policies for every request; empty for none.
-    pub limits: Vec<crate::limit::Policy>,
-    /// Policies by identity tier (`anonymous`, or an API key's tier).
-    pub tier_limits: std::collections::HashMap<String, Vec<crate::limit::Policy>>,
+    pub cache: Option<Arc<crate::cache::flow::RouteCache>>,
+    /// Rate-limit policies, for every request and by identity tier.
+    pub limits: crate::limit::RoutePolicies,
 }
 
 impl Route {
@@ -61,33 +59,8 @@ impl Route {
         }
         match &self.host {
             None => true,
-            Some(m) => host.map(|h| m.matches(strip_port(h))).unwrap_or(false),
+            Some(m) => host.map(|h| m.matches(crate::key::strip_port(h))).unwrap_or(false),
         }
-    }
-}
-
-/// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
-pub fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_inclusive(']').next().unwrap_or(host);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
-/// [`strip_port`] on raw header bytes.
-pub fn strip_port_bytes(host: &[u8]) -> &[u8] {
-    if host.first() == Some(&b'[') {
-        return match host.iter().position(|&b| b == b']') {
-            Some(i) => &host[..=i],
-            None => host,
-        };
-    }
-    match host.iter().rposition(|&b| b == b':') {
-        Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
-        _ => host,
     }
 }
 
@@ -113,7 +86,5 @@ mod tests {
         let w = HostMatch::parse("*.example.com");
         assert!(w.matches("a.example.com"));
         assert!(!w.matches("example.com"));
-        assert_eq!(strip_port("a.com:80"), "a.com");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
     }
 }

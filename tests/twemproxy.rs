@@ -4,8 +4,8 @@
 
 mod common;
 use common::*;
-use ringmaster::shard::hash::KeyHash;
-use ringmaster::shard::ring::{Function, Member, Ring};
+use ringmaster::hash::KeyHash;
+use ringmaster::ring::{Function, Member, Ring};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

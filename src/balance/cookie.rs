@@ -5,7 +5,7 @@
 //! whose replica is unhealthy is re-pinned.
 
 use super::round_robin::RoundRobin;
-use crate::shard::hash::xxh3_seeded;
+use crate::hash::xxh3_seeded;
 
 const SEED: u64 = 0x636f_6f6b_6965_6166; // "cookieaf"
 

@@ -7,8 +7,8 @@
 
 use super::random_ok;
 use crate::config::schema::HashSpec;
-use crate::shard::hash::hash_tag;
-use crate::shard::ring::{Member, Ring};
+use crate::hash::hash_tag;
+use crate::ring::{Member, Ring};
 use crate::upstream::Endpoint;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

@@ -17,7 +17,7 @@ pub use random::WeightedRandom;
 pub use round_robin::RoundRobin;
 
 use crate::config::schema::{BalancerKind, CookieSpec, HashSpec};
-use crate::shard::ring::Member;
+use crate::ring::Member;
 use crate::upstream::Endpoint;
 use std::sync::Arc;
 
@@ -79,7 +79,7 @@ pub fn affinity(balancer: &Balancer, head: &http::request::Parts, client: std::n
     match balancer {
         Balancer::Hash(b) => {
             let spec = &b.spec;
-            if spec.key == crate::shard::key::KeySpec::ClientIp {
+            if spec.key == crate::key::KeySpec::ClientIp {
                 // The common case, hashed from the stack.
                 let h = match client {
                     std::net::IpAddr::V4(v4) => b.hash(&v4.octets()),
@@ -95,7 +95,7 @@ pub fn affinity(balancer: &Balancer, head: &http::request::Parts, client: std::n
             }
         }
         Balancer::Cookie(_, spec) => {
-            let cookie = crate::shard::key::cookie(&head.headers, spec.name.get_ref()).and_then(CookieBalancer::parse);
+            let cookie = crate::key::cookie(&head.headers, spec.name.get_ref()).and_then(CookieBalancer::parse);
             Ok(Affinity { hash: None, cookie })
         }
         _ => Ok(Affinity::default()),

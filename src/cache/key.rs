@@ -39,7 +39,7 @@ pub fn cache_key(spec: &CacheKeySpec, head: &Parts, host: &str) -> String {
         k.push('\u{2}');
         k.push_str(c);
         k.push('=');
-        if let Some(v) = crate::shard::key::cookie(&head.headers, c) {
+        if let Some(v) = crate::key::cookie(&head.headers, c) {
             k.push_str(&String::from_utf8_lossy(v));
         }
     }

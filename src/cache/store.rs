@@ -98,7 +98,7 @@ pub struct Store {
 
 /// The index hash of a cache key.
 pub fn key_hash(key: &str) -> u64 {
-    crate::shard::hash::xxh3(key.as_bytes())
+    crate::hash::xxh3(key.as_bytes())
 }
 
 impl Store {

@@ -7,13 +7,14 @@
 use super::schema::{BalancerKind, Config, CookieSpec, EndpointSpec, HashSpec, HealthSpec, ServiceKind, ServiceSpec};
 use super::validate::parse_cidr;
 use crate::accesslog::AccessLog;
-use crate::admin::metrics::RouteStats;
 use crate::balance::Balancer;
 use crate::identity::TrustedProxies;
+use crate::metrics::RouteStats;
+use crate::ring::Member;
+use crate::ring::Ring;
 use crate::route::{HostMatch, Route, Router};
-use crate::service::{Service, Sharding};
-use crate::shard::ring::Member;
-use crate::shard::ring::Ring;
+use crate::service::Service;
+use crate::shard::Sharding;
 use crate::upstream::pool::PoolStats;
 use crate::upstream::{Endpoint, EndpointKey, Pool};
 use http::HeaderName;
@@ -33,6 +34,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_body_bytes: u64,
+    /// The longest gap between two reads of a request body.
+    pub body_read_timeout: std::time::Duration,
+    /// Bytes per second a request body must average after a grace period; 0 for none.
+    pub body_min_rate: u64,
 }
 
 /// Everything a request needs, immutable; swapped whole on reload.
@@ -40,12 +45,10 @@ pub struct Snapshot {
     pub generation: u64,
     /// Per-listener answers: redirect to https, HSTS. Empty when none is set.
     pub listener_opts: HashMap<String, ListenerOpts>,
-    /// The shared rate-limit store, when configured.
-    pub redis: Option<Arc<crate::limit::redis::RedisStore>>,
     /// API keys, when configured.
     pub credentials: Option<crate::identity::Credentials>,
-    /// Rate-limit counters, carried over every reload.
-    pub limit_store: Arc<crate::limit::store::LocalStore>,
+    /// Rate-limit counters (local, carried over every reload; shared through Redis when configured).
+    pub limiter: crate::limit::Limiter,
     pub config: Config,
     pub router: Router,
     pub services: BTreeMap<String, Arc<Service>>,
@@ -142,19 +145,21 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             service,
             stats,
             fan_out: r.fan_out,
-            limits: policies(&cfg, &r.rate_limit, &name, &svc_spec.rate_limit, &svc_name),
-            tier_limits: {
-                let tiers: std::collections::BTreeSet<&String> =
-                    r.rate_limit_tiers.keys().chain(svc_spec.rate_limit_tiers.keys()).collect();
-                let none = Vec::new();
-                tiers
-                    .into_iter()
-                    .map(|tier| {
-                        let (own, svc) =
-                            (r.rate_limit_tiers.get(tier).unwrap_or(&none), svc_spec.rate_limit_tiers.get(tier).unwrap_or(&none));
-                        (tier.clone(), policies(&cfg, own, &name, svc, &svc_name))
-                    })
-                    .collect()
+            limits: crate::limit::RoutePolicies {
+                all: policies(&cfg, &r.rate_limit, &name, &svc_spec.rate_limit, &svc_name),
+                tiers: {
+                    let tiers: std::collections::BTreeSet<&String> =
+                        r.rate_limit_tiers.keys().chain(svc_spec.rate_limit_tiers.keys()).collect();
+                    let none = Vec::new();
+                    tiers
+                        .into_iter()
+                        .map(|tier| {
+                            let (own, svc) =
+                                (r.rate_limit_tiers.get(tier).unwrap_or(&none), svc_spec.rate_limit_tiers.get(tier).unwrap_or(&none));
+                            (tier.clone(), policies(&cfg, own, &name, svc, &svc_name))
+                        })
+                        .collect()
+                },
             },
             cache: r.cache.as_ref().filter(|c| c.get_ref().enabled).map(|c| {
                 let spec = c.get_ref();
@@ -164,7 +169,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
                     .filter(|s| s.capacity == *spec.memory_bytes.get_ref())
                     .cloned()
                     .unwrap_or_else(|| Arc::new(crate::cache::store::Store::new(*spec.memory_bytes.get_ref())));
-                Arc::new(crate::cache::step::RouteCache::new(spec, store))
+                Arc::new(crate::cache::flow::RouteCache::new(spec, store))
             }),
             name,
         });
@@ -175,6 +180,8 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         max_header_bytes: *cfg.limits.max_header_bytes.get_ref(),
         max_headers: *cfg.limits.max_headers.get_ref(),
         max_body_bytes: cfg.limits.max_body_bytes,
+        body_read_timeout: cfg.limits.body_read_timeout.0,
+        body_min_rate: cfg.limits.body_min_rate,
     };
     let access_log = cfg.access_log.as_ref().map(|spec| match old.and_then(|o| o.access_log.as_ref()) {
         Some(a) if a.spec == *spec => a.clone(),
@@ -215,7 +222,9 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
                 .collect(),
         });
     let redis = cfg.rate_limit_store.as_ref().and_then(|s| {
-        if let Some(old) = old.and_then(|o| o.redis.as_ref()).filter(|_| old.and_then(|o| o.config.rate_limit_store.as_ref()) == Some(s)) {
+        if let Some(old) =
+            old.and_then(|o| o.limiter.redis.as_ref()).filter(|_| old.and_then(|o| o.config.rate_limit_store.as_ref()) == Some(s))
+        {
             return Some(old.clone());
         }
         let mode = match s.on_failure {
@@ -235,9 +244,13 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         .collect();
     let snapshot = Snapshot {
         listener_opts,
-        redis,
+        limiter: crate::limit::Limiter {
+            local: old.map(|o| o.limiter.local.clone()).unwrap_or_else(|| Arc::new(crate::limit::store::LocalStore::new(1_000_000))),
+            redis,
+            ipv4_prefix: *cfg.identity.ipv4_prefix.get_ref(),
+            ipv6_prefix: *cfg.identity.ipv6_prefix.get_ref(),
+        },
         credentials,
-        limit_store: old.map(|o| o.limit_store.clone()).unwrap_or_else(|| Arc::new(crate::limit::store::LocalStore::new(1_000_000))),
         generation: old.map(|o| o.generation + 1).unwrap_or(1),
         router: Router { routes },
         services,
@@ -348,9 +361,9 @@ fn policy(cfg: &Config, name: &str, route: &str) -> Option<crate::limit::Policy>
         super::schema::LimitScope::Route => (crate::limit::Scope::Route, format!("{route}/{name}")),
     };
     Some(crate::limit::Policy {
-        name: name.to_string(),
+        name: name.into(),
         quota: crate::limit::gcra::Quota::new(rate, spec.period.get_ref().0, spec.burst.as_ref().map(|b| *b.get_ref()).unwrap_or(rate)),
         scope,
-        seed: crate::shard::hash::xxh3(seed_text.as_bytes()),
+        seed: crate::hash::xxh3(seed_text.as_bytes()),
     })
 }

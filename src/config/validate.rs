@@ -347,8 +347,8 @@ pub fn hash_spec(h: &HashSpec, weights: impl Iterator<Item = u32>, sharder: bool
         }
     }
     if let Some(k) = &h.hash {
-        let twemproxy = *h.function.get_ref() == crate::shard::ring::Function::KetamaTwemproxy;
-        if !twemproxy && *k.get_ref() != crate::shard::hash::KeyHash::Xxh3 {
+        let twemproxy = *h.function.get_ref() == crate::ring::Function::KetamaTwemproxy;
+        if !twemproxy && *k.get_ref() != crate::hash::KeyHash::Xxh3 {
             r.error(
                 k.span(),
                 format!("hash `{}` only applies to function `ketama_twemproxy`", k.get_ref().name()),
@@ -417,7 +417,7 @@ fn sharded(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
         ),
         Some(s) => hash_spec(s.get_ref(), svc.shards.values().map(|sh| *sh.weight.get_ref()), true, r),
     }
-    if svc.shards.len() > crate::shard::ring::MAX_MEMBERS {
+    if svc.shards.len() > crate::ring::MAX_MEMBERS {
         r.error(name.span(), "too many shards", "use at most 65535 shards");
     }
     for (shard, spec) in &svc.shards {

@@ -1,15 +1,113 @@
-//! Limit: rate limits per identity and per route (GCRA), decided in process,
-//! reported in X-RateLimit-* and the IETF RateLimit/RateLimit-Policy fields,
-//! denied with 429.
+//! Limit: rate limits per identity and per route (GCRA), decided in process
+//! or through Redis, reported in X-RateLimit-* and the IETF
+//! RateLimit/RateLimit-Policy fields, denied with 429. [`decide`] is the one
+//! call the request path makes: a subject and a route's policies in, a verdict out.
+
+// An early answer is a whole response returned by value, as any answer is; boxing
+// it would cost an allocation on every cache hit, which answers early.
+#![allow(clippy::result_large_err)]
 
 pub mod gcra;
 pub mod store;
 
 use crate::body::Body;
+use crate::metrics::Answer;
+use crate::respond;
 use gcra::{Decision, Quota};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use store::LocalStore;
+
+/// The rate-limit state of a snapshot: the local counters (carried over every
+/// reload), the shared store when configured, and how client addresses group.
+pub struct Limiter {
+    pub local: Arc<LocalStore>,
+    pub redis: Option<Arc<redis::RedisStore>>,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+}
+
+/// A route's policies: for every request, and by identity tier (`anonymous`,
+/// or an API key's or token's tier).
+#[derive(Default)]
+pub struct RoutePolicies {
+    pub all: Vec<Policy>,
+    pub tiers: HashMap<String, Vec<Policy>>,
+}
+
+impl RoutePolicies {
+    /// No policy of any tier: requests need no identity and no decision.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.tiers.is_empty()
+    }
+}
+
+/// Whom a request is counted against.
+pub enum Subject<'a> {
+    /// An anonymous client, by its address (grouped by prefix).
+    Client(IpAddr),
+    /// An authenticated owner of a tier; `overrides` replace the tier's policies.
+    Owner { owner: &'a str, tier: &'a str, overrides: Option<&'a [Policy]> },
+}
+
+/// What an allowed request reports in its response headers: the strictest
+/// policy and its decision.
+pub struct Report {
+    policy: Policy,
+    decision: Decision,
+}
+
+impl Report {
+    /// Adds the rate-limit fields to a response.
+    pub fn apply(&self, h: &mut HeaderMap) {
+        headers(h, &self.policy, &self.decision);
+    }
+}
+
+/// The verdict for one request: `Ok(None)` when no policy applies, `Ok(Some)`
+/// when allowed (with what to report), `Err` with the answer when denied (429)
+/// or when the shared store fails and fails closed (503).
+pub async fn decide<'a>(limiter: &Limiter, route: &'a RoutePolicies, who: Subject<'a>) -> Result<Option<Report>, Response<Body>> {
+    let mut policies: Vec<&'a Policy> = route.all.iter().collect();
+    let (tier, key) = match who {
+        Subject::Client(ip) => (route.tiers.get("anonymous").map(Vec::as_slice), group(ip, limiter.ipv4_prefix, limiter.ipv6_prefix)),
+        Subject::Owner { owner, tier, overrides } => (overrides.or_else(|| route.tiers.get(tier).map(Vec::as_slice)), owner_key(owner)),
+    };
+    policies.extend(tier.into_iter().flatten());
+    if policies.is_empty() {
+        return Ok(None);
+    }
+    let verdict = match &limiter.redis {
+        None => check(&limiter.local, &policies, key, crate::clock::now_ns()),
+        // Boxed: a network round trip dwarfs the allocation, and the script's
+        // state would otherwise enlarge every request's future.
+        Some(redis) => match Box::pin(redis.check(&policies, key)).await {
+            Ok(v) => Some(v),
+            Err(_) if redis.on_failure == redis::OnFailure::Open => check(&limiter.local, &policies, key, crate::clock::now_ns()),
+            Err(e) => {
+                tracing::debug!(error = %e, "rate limits unavailable");
+                return Err(respond::answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Answer::LimitsUnavailable,
+                    "rate limits cannot be checked right now; retry shortly\n",
+                ));
+            }
+        },
+    };
+    match verdict {
+        None => Ok(None),
+        Some(v) if !v.allowed => Err(denied(&policies, &v)),
+        Some(v) => Ok(Some(Report { policy: policies[v.policy].clone(), decision: v.decision })),
+    }
+}
+
+/// The counter key of an authenticated owner: a hash of the owner, marked so
+/// that it never equals a client address group (see [`group`]).
+pub fn owner_key(owner: &str) -> u128 {
+    crate::hash::xxh3(owner.as_bytes()) as u128 | 1u128 << 101
+}
 
 /// Whose requests a policy counts together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +121,8 @@ pub enum Scope {
 /// A compiled policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    pub name: String,
+    /// Shared, so that a report of it costs no copy.
+    pub name: std::sync::Arc<str>,
     pub quota: Quota,
     pub scope: Scope,
     /// Hash of the name, mixed into keys so policies do not share counters.
@@ -62,7 +161,7 @@ pub fn check(store: &LocalStore, policies: &[&Policy], client: u128, now_ns: u64
         return None;
     }
     let key = |p: &Policy| match p.scope {
-        Scope::Client => crate::shard::hash::mix64(p.seed ^ (client as u64) ^ crate::shard::hash::mix64((client >> 64) as u64)),
+        Scope::Client => crate::hash::mix64(p.seed ^ (client as u64) ^ crate::hash::mix64((client >> 64) as u64)),
         Scope::Route => p.seed,
     };
     // First look without spending: a denial anywhere spends nothing anywhere.
@@ -96,10 +195,8 @@ fn secs_ceil(ns: u64) -> u64 {
     ns.div_ceil(1_000_000_000)
 }
 
-/// Adds the rate-limit fields of `v` to response headers.
-pub fn headers(h: &mut HeaderMap, policies: &[&Policy], v: &Verdict) {
-    let p = &policies[v.policy];
-    let d = &v.decision;
+/// Adds the rate-limit fields of decision `d` under policy `p` to response headers.
+pub fn headers(h: &mut HeaderMap, p: &Policy, d: &Decision) {
     let reset = secs_ceil(d.reset_ns);
     h.insert("x-ratelimit-limit", HeaderValue::from(p.quota.rate));
     h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
@@ -116,12 +213,10 @@ pub fn headers(h: &mut HeaderMap, policies: &[&Policy], v: &Verdict) {
 pub fn denied(policies: &[&Policy], v: &Verdict) -> Response<Body> {
     let p = &policies[v.policy];
     let wait = secs_ceil(v.decision.retry_after_ns).max(1);
-    let body = serde_json::json!({ "error": "rate limited", "policy": p.name, "retry_after_seconds": wait }).to_string() + "\n";
-    let mut r = Response::new(Body::full(body));
-    *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = serde_json::json!({ "error": "rate limited", "policy": &*p.name, "retry_after_seconds": wait });
+    let mut r = respond::answer_json(StatusCode::TOO_MANY_REQUESTS, Answer::RateLimited, body);
     r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(wait));
-    headers(r.headers_mut(), policies, v);
+    headers(r.headers_mut(), p, &v.decision);
     r
 }
 pub mod redis;

@@ -140,7 +140,7 @@ mod tests {
         let s = LocalStore::new(10_000);
         let q = Quota::new(1, Duration::from_secs(3600), 1);
         for k in 0..200_000u64 {
-            s.decide(crate::shard::hash::mix64(k), &q, 1, 1);
+            s.decide(crate::hash::mix64(k), &q, 1, 1);
         }
         assert!(s.len() <= s.capacity() && s.capacity() <= 4 * 10_000, "{} of {}", s.len(), s.capacity());
         assert!(s.evicted.load(Relaxed) > 0);

@@ -5,8 +5,9 @@
 use super::streams::{InPlace, Streams};
 use super::timeouts::Timed;
 use super::Shared;
-use crate::admin::metrics::{count_answer, Answer, GLOBAL};
-use crate::pipeline::{self, ConnInfo};
+use crate::body::Body;
+use crate::metrics::{count_answer, Answer, GLOBAL};
+use crate::pipeline::{self, Conn};
 use crate::tls::{handshake, server::TlsState};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -83,7 +84,7 @@ impl PerClient {
             std::net::IpAddr::V4(v4) => u32::from(*v4) as u64,
             std::net::IpAddr::V6(v6) => (u128::from(*v6) >> 64) as u64 ^ u128::from(*v6) as u64,
         };
-        &self.shards[(crate::shard::hash::mix64(h) % 16) as usize]
+        &self.shards[(crate::hash::mix64(h) % 16) as usize]
     }
 
     /// A slot for `ip`, unless it already holds `max`.
@@ -140,7 +141,8 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
             let shared = shared.clone();
             let name = name.clone();
             let tls = tls.clone();
-            tokio::spawn(async move {
+            // Tracked: shutdown waits for the connection to finish its requests.
+            shared.tasks.clone().spawn(async move {
                 let _slot = if per_client > 0 {
                     match shared.per_client.acquire(crate::identity::canonical(peer.ip()), per_client) {
                         Some(s) => Some(s),
@@ -161,7 +163,7 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
                 };
                 GLOBAL.connections_active.fetch_add(1, Relaxed);
                 match tls {
-                    None => serve(stream, &shared, Arc::new(ConnInfo::new(peer, name, "http"))).await,
+                    None => serve(stream, &shared, Arc::new(ConnInfo::new(Conn::new(peer, name, "http", shared.tasks.clone())))).await,
                     // Boxed: a TLS session and handshake are large, and plain
                     // connections would otherwise reserve their room while idle.
                     Some(state) => Box::pin(serve_tls(stream, peer, name, state, &shared)).await,
@@ -181,9 +183,9 @@ async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, name: Arc<st
         Ok(Ok(tls_stream)) => {
             let session = &tls_stream.get_ref().1;
             handshake::count_done(session);
-            let mut conn = ConnInfo::new(peer, name, "https");
+            let mut conn = Conn::new(peer, name, "https", shared.tasks.clone());
             conn.client_cert = state.client_identity(session.peer_certificates());
-            serve(tls_stream, shared, Arc::new(conn)).await
+            serve(tls_stream, shared, Arc::new(ConnInfo::new(conn))).await
         }
         Ok(Err(e)) => {
             let why = handshake::Failure::of(&e);
@@ -207,13 +209,14 @@ where
     let io = TokioIo::new(Timed::new(io, conn.clone(), limits.keepalive_timeout.get_ref().0, limits.header_read_timeout.get_ref().0));
     let mut stop = shared.shutdown.clone();
     let svc_shared = shared.clone();
-    let peer = conn.peer;
+    let peer = conn.facts.peer;
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         let shared = svc_shared.clone();
         async move {
             let _busy = Busy::new(&conn);
-            Ok::<_, Infallible>(pipeline::handle(req, &conn, &shared).await)
+            let snap = shared.snapshot.load_full();
+            Ok::<_, Infallible>(pipeline::handle(req.map(Body::stream), &conn.facts, &snap).await)
         }
     });
     let mut c = std::pin::pin!(builder.serve_connection(io, svc));
@@ -232,6 +235,21 @@ where
     if let Err(e) = result {
         classify_connection_error(&*e);
         tracing::debug!(%peer, error = %e, "client connection error");
+    }
+}
+
+/// A client connection: the facts the pipeline reads, and the counts its
+/// timeouts read (`timeouts::Timed`).
+pub struct ConnInfo {
+    pub facts: Conn,
+    /// Requests being handled now, and handled so far.
+    pub in_flight: std::sync::atomic::AtomicU32,
+    pub requests_started: std::sync::atomic::AtomicU64,
+}
+
+impl ConnInfo {
+    pub fn new(facts: Conn) -> ConnInfo {
+        ConnInfo { facts, in_flight: Default::default(), requests_started: Default::default() }
     }
 }
 

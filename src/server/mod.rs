@@ -6,7 +6,6 @@ pub mod reload;
 pub mod streams;
 pub mod timeouts;
 
-use crate::admin::metrics::GLOBAL;
 use crate::config::compile::{compile, Snapshot};
 use crate::config::Config;
 use crate::tls::server::TlsState;
@@ -34,6 +33,9 @@ pub struct Shared {
     /// Set once shutdown begins; `/readyz` then fails.
     pub draining: AtomicBool,
     pub config_path: PathBuf,
+    /// Every client connection and the background work requests start (cache
+    /// refreshes); shutdown closes it and waits for it to empty.
+    pub tasks: tokio_util::task::TaskTracker,
     /// Running listeners, keyed by name and address. Locked only by reloads.
     pub listeners: tokio::sync::Mutex<Vec<(String, ListenerHandle)>>,
 }
@@ -105,6 +107,7 @@ pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) ->
         draining: AtomicBool::new(false),
         config_path: path,
         listeners: tokio::sync::Mutex::new(Vec::new()),
+        tasks: tokio_util::task::TaskTracker::new(),
     });
     for ep in &compiled.new_endpoints {
         health::spawn(ep);
@@ -138,12 +141,8 @@ pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) ->
         h.stop().await;
     }
     let _ = begin_shutdown.send(true);
-    let drained = async {
-        while GLOBAL.connections_active.load(Relaxed) > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
-    match tokio::time::timeout(grace, drained).await {
+    shared.tasks.close();
+    match tokio::time::timeout(grace, shared.tasks.wait()).await {
         Ok(()) => tracing::info!("drained; exiting"),
         Err(_) => tracing::warn!("grace period ended with connections still open; exiting"),
     }

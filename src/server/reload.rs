@@ -4,8 +4,8 @@
 //! stop accepting after it. An invalid config changes nothing.
 
 use super::{listener, listener_builder, Shared};
-use crate::admin::metrics::GLOBAL;
 use crate::config::compile::compile;
+use crate::metrics::GLOBAL;
 use crate::upstream::health;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;

@@ -13,8 +13,8 @@
 //! timeouts apply). HTTP/2 connections, recognised by their preface, have no
 //! head phase: any frame (a PING too) is activity.
 
-use crate::admin::metrics::{count_answer, Answer, GLOBAL};
-use crate::pipeline::ConnInfo;
+use super::listener::ConnInfo;
+use crate::metrics::{count_answer, Answer, GLOBAL};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;

@@ -6,10 +6,10 @@
 //! failure (in shard order) is the answer. Policy `first`: the first 2xx answer
 //! to arrive wins and the other requests are cancelled.
 
-use crate::admin::metrics::Answer;
 use crate::body::Body;
 use crate::config::schema::FanOutPolicy;
-use crate::pipeline::answer;
+use crate::metrics::Answer;
+use crate::respond::answer;
 use crate::service::Service;
 use crate::upstream::forward::{forward, ForwardError};
 use bytes::Bytes;
@@ -77,7 +77,7 @@ pub async fn fan_out(service: &Arc<Service>, head: &http::request::Parts, client
             .await;
             let answer = match result {
                 Ok(Ok((status, headers, body))) => ShardAnswer::Ok { status, headers, body },
-                Ok(Err(e)) => ShardAnswer::Failed(crate::pipeline::error_answer(&e, &pool.name)),
+                Ok(Err(e)) => ShardAnswer::Failed(e.answer(&pool.name)),
                 Err(_) => {
                     ShardAnswer::Failed(answer(StatusCode::GATEWAY_TIMEOUT, Answer::GatewayTimeout, "a shard did not answer in time\n"))
                 }

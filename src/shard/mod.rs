@@ -1,8 +1,8 @@
-//! Sharding: rings (consistent-hashing functions), keys taken from requests,
-//! and the sharder that picks the shard or shards of a request.
+//! Sharding: the sharder that picks the shard (or shards) of a request, and the
+//! fan-out that sends one request to every shard and makes one answer of theirs.
+//! The rings it uses are in `ring`, the keys it hashes in `key`.
 
-pub mod analyze;
 pub mod fanout;
-pub mod hash;
-pub mod key;
-pub mod ring;
+mod sharder;
+
+pub use sharder::{Sharding, Target};

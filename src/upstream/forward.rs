@@ -36,6 +36,31 @@ pub enum ForwardError {
     BrokenBody { endpoint: String, reason: String },
 }
 
+impl ForwardError {
+    /// The proxy's own answer for this failure to reach pool `pool`.
+    pub fn answer(&self, pool: &str) -> http::Response<Body> {
+        use crate::metrics::Answer;
+        use crate::respond::answer;
+        use http::StatusCode;
+        match self {
+            ForwardError::NoEndpoint => {
+                tracing::debug!(pool, "no endpoint available");
+                answer(StatusCode::SERVICE_UNAVAILABLE, Answer::NoEndpoint, "no upstream endpoint is available\n")
+            }
+            ForwardError::Timeout { .. } => {
+                tracing::debug!(pool, error = %self, "upstream timeout");
+                answer(StatusCode::GATEWAY_TIMEOUT, Answer::GatewayTimeout, "the upstream did not answer in time\n")
+            }
+            ForwardError::BodyTooLarge(_) => answer(StatusCode::PAYLOAD_TOO_LARGE, Answer::BodyTooLarge, "request body is too large\n"),
+            ForwardError::BodyTooSlow => answer(StatusCode::REQUEST_TIMEOUT, Answer::BodyTimeout, "the request body arrived too slowly\n"),
+            ForwardError::Connect { .. } | ForwardError::Upstream { .. } | ForwardError::BrokenBody { .. } => {
+                tracing::debug!(pool, error = %self, "upstream error");
+                answer(StatusCode::BAD_GATEWAY, Answer::BadGateway, "the upstream failed to answer\n")
+            }
+        }
+    }
+}
+
 /// The answer of an upstream, and which endpoint gave it.
 pub struct Forwarded {
     pub response: Response<Body>,

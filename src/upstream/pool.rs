@@ -14,7 +14,7 @@ use std::time::Duration;
 pub struct PoolStats {
     /// Answers by status class (1xx..5xx), including the proxy's own.
     pub by_class: [AtomicU64; 5],
-    pub latency: crate::admin::metrics::Histogram,
+    pub latency: crate::metrics::Histogram,
     pub in_flight: AtomicUsize,
     pub retries_in_flight: AtomicUsize,
     pub retries: AtomicU64,

@@ -10,9 +10,9 @@ pub use cache::*;
 pub use identity::*;
 
 use super::duration::Dur;
-use crate::shard::hash::KeyHash;
-use crate::shard::key::KeySpec;
-use crate::shard::ring::Function;
+use crate::hash::KeyHash;
+use crate::key::KeySpec;
+use crate::ring::Function;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use toml::Spanned;

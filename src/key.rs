@@ -51,7 +51,7 @@ impl KeySpec {
                     .get(http::header::HOST)
                     .map(|v| v.as_bytes())
                     .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes()))?;
-                Some(Cow::Borrowed(crate::route::strip_port_bytes(h)))
+                Some(Cow::Borrowed(strip_port_bytes(h)))
             }
             KeySpec::Path => Some(Cow::Borrowed(head.uri.path().as_bytes())),
             KeySpec::Header(name) => {
@@ -65,6 +65,31 @@ impl KeySpec {
                 Some(Cow::Borrowed(seg.as_bytes()))
             }
         }
+    }
+}
+
+/// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// [`strip_port`] on raw header bytes.
+pub fn strip_port_bytes(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return match host.iter().position(|&b| b == b']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) if host[i + 1..].iter().all(u8::is_ascii_digit) => &host[..i],
+        _ => host,
     }
 }
 
@@ -175,6 +200,13 @@ mod tests {
         assert_eq!(key(KeySpec::Query("id".into()), &h).unwrap(), b"7");
         assert_eq!(key(KeySpec::Query("name".into()), &h).unwrap(), b"a b c");
         assert_eq!(key(KeySpec::PathSegment(1), &h).unwrap(), b"42");
+    }
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("a.com:80"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port_bytes(b"a.com:80"), b"a.com");
     }
 
     #[test]

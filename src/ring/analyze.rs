@@ -2,8 +2,8 @@
 //! shards: balance of the key space, keys moved when a shard is added or
 //! removed (against the ideal), and lookup cost.
 
-use super::hash::{mix64, xxh3, KeyHash};
-use super::ring::{Function, Member, Ring};
+use super::{Function, Member, Ring};
+use crate::hash::{mix64, xxh3, KeyHash};
 use std::io::Write;
 use std::time::Instant;
 

@@ -1,7 +1,8 @@
-//! The cache's two steps on the request path: before forwarding (answer from
-//! the store, wait for a coalesced request, or prepare a conditional request)
-//! and after (store the response as it streams, refresh a revalidated entry,
-//! serve stale on error, invalidate after unsafe methods).
+//! The cache flow on the request path, as explicit states: [`lookup`] answers
+//! from the store (fresh, or stale while a refresh runs), waits for a coalesced
+//! request, or prepares a conditional request; the request then goes upstream
+//! and [`After::complete`] stores the answer as it streams, refreshes a
+//! revalidated entry, serves stale on error, or invalidates after an unsafe method.
 
 use super::policy::{self, CacheControl, Settings, Timing, Usable};
 use super::serve;
@@ -9,6 +10,8 @@ use super::store::{Entry, Landing, Store};
 use super::tee::{self, Tee};
 use crate::body::Body;
 use crate::config::schema::CacheSpec;
+use crate::metrics::Answer;
+use crate::respond::{answer, answer_json};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -45,16 +48,39 @@ impl RouteCache {
     }
 }
 
-/// What the request path does after `before`.
-pub enum Before {
+/// What the request path does after [`lookup`].
+pub enum Lookup {
     /// The cache answers.
     Answer(Response<Body>),
-    /// The cache answers with a stale entry; refresh it in the background.
-    AnswerAndRefresh(Response<Body>, Box<Miss>),
-    /// Go upstream, then call `after` with the answer.
-    Forward(Box<Miss>),
-    /// Not cacheable by method; unsafe methods invalidate the key after success.
-    Bypass { invalidate: Option<String> },
+    /// The cache answers with a stale entry; refresh it in the background
+    /// (forward a GET, then complete `After` with its answer).
+    AnswerAndRefresh(Response<Body>, After),
+    /// Go upstream, then complete `After` with the answer.
+    Forward(After),
+}
+
+/// What the cache does with the upstream's answer.
+pub enum After {
+    /// Nothing: no cache, or a method the cache leaves alone.
+    Nothing,
+    /// Store it (or refresh, or serve stale on error): a miss or a revalidation.
+    Store(Arc<RouteCache>, Box<Miss>),
+    /// An unsafe method: a success invalidates what is stored for the URI.
+    Invalidate(Arc<RouteCache>, String),
+}
+
+impl After {
+    /// Applies the cache's part to `resp`, the upstream's answer or the proxy's own error.
+    pub fn complete(self, resp: Response<Body>) -> Response<Body> {
+        match self {
+            After::Nothing => resp,
+            After::Store(rc, miss) => store(&rc, miss, resp),
+            After::Invalidate(rc, key) => {
+                invalidate(&rc, key, resp.status());
+                resp
+            }
+        }
+    }
 }
 
 /// A request the cache sends upstream.
@@ -75,22 +101,22 @@ pub struct Miss {
 static PURGE: &[u8] = b"PURGE";
 
 /// Before forwarding. `head` may gain conditional headers.
-pub async fn before(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: IpAddr) -> Before {
+pub async fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: IpAddr) -> Lookup {
     let store = &rc.store;
     let key = super::key::cache_key(&rc.spec.key, head, host);
     if head.method.as_str().as_bytes() == PURGE {
         let peer = crate::identity::canonical(peer);
         if !rc.purge_from.iter().any(|n| n.contains(&peer)) {
-            return Before::Answer(text(StatusCode::FORBIDDEN, "PURGE is not allowed from this address\n".into()));
+            return Lookup::Answer(answer(StatusCode::FORBIDDEN, Answer::PurgeForbidden, "PURGE is not allowed from this address\n"));
         }
         let n = store.remove(&key);
-        return Before::Answer(text(StatusCode::OK, format!("{{\"purged\":{n}}}\n")));
+        return Lookup::Answer(answer_json(StatusCode::OK, Answer::Purged, serde_json::json!({ "purged": n })));
     }
     let cached_method =
         (head.method == Method::GET || head.method == Method::HEAD) && rc.spec.methods.iter().any(|m| m.get_ref() == head.method.as_str());
     if !cached_method {
         let unsafe_method = !matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
-        return Before::Bypass { invalidate: unsafe_method.then_some(key) };
+        return Lookup::Forward(if unsafe_method { After::Invalidate(rc.clone(), key) } else { After::Nothing });
     }
     let req_cc = CacheControl::parse(&head.headers);
     let now = policy::now_secs();
@@ -102,7 +128,7 @@ pub async fn before(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: Ip
         // The hit path: nothing of the request is copied.
         store.stats.hits.fetch_add(1, Relaxed);
         e.hits.fetch_add(1, Relaxed);
-        return Before::Answer(serve::answer(e, &head.method, &head.headers, now, "hit"));
+        return Lookup::Answer(serve::answer(e, &head.method, &head.headers, now, "hit"));
     }
     let mut miss = Miss {
         key,
@@ -126,19 +152,19 @@ pub async fn before(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: Ip
                     miss.landing = Some(Landing { store: store.clone(), key_hash: super::store::key_hash(&miss.key) });
                     prepare_revalidation(&mut miss, &e, head);
                     miss.method = Method::GET;
-                    return Before::AnswerAndRefresh(answer, Box::new(miss));
+                    return Lookup::AnswerAndRefresh(answer, After::Store(rc.clone(), Box::new(miss)));
                 }
-                return Before::Answer(answer);
+                return Lookup::Answer(answer);
             }
             Usable::Validate { if_error } => {
                 miss.if_error = if_error;
                 prepare_revalidation(&mut miss, &e, head);
-                return Before::Forward(Box::new(miss));
+                return Lookup::Forward(After::Store(rc.clone(), Box::new(miss)));
             }
         }
     }
     if miss.req_cc.only_if_cached {
-        return Before::Answer(text(StatusCode::GATEWAY_TIMEOUT, "not in the cache, and only-if-cached was asked\n".into()));
+        return Lookup::Answer(answer(StatusCode::GATEWAY_TIMEOUT, Answer::NotCached, "not in the cache, and only-if-cached was asked\n"));
     }
     // Coalesce: one request per key goes upstream; the others wait for it.
     match store.take_off(&miss.key) {
@@ -156,13 +182,13 @@ pub async fn before(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: Ip
                 if policy::usable(&miss.req_cc, &e.cc, &e.timing, now, &rc.settings) == Usable::Fresh {
                     store.stats.hits.fetch_add(1, Relaxed);
                     e.hits.fetch_add(1, Relaxed);
-                    return Before::Answer(serve::answer(&e, &head.method, &head.headers, now, "hit; detail=coalesced"));
+                    return Lookup::Answer(serve::answer(&e, &head.method, &head.headers, now, "hit; detail=coalesced"));
                 }
             }
         }
     }
     store.stats.misses.fetch_add(1, Relaxed);
-    Before::Forward(Box::new(miss))
+    Lookup::Forward(After::Store(rc.clone(), Box::new(miss)))
 }
 
 /// Adds our validators to the upstream request when the client sent none of its own.
@@ -182,7 +208,7 @@ fn prepare_revalidation(miss: &mut Miss, e: &Arc<Entry>, head: &mut Parts) {
 }
 
 /// After forwarding a miss: `resp` is the upstream's answer or the proxy's own error.
-pub fn after(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Response<Body> {
+fn store(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Response<Body> {
     let mut miss = *miss;
     let store = &rc.store;
     let now = policy::now_secs();
@@ -233,7 +259,7 @@ pub fn after(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Res
             };
             let job = tee::Pending { store: store.clone(), entry, landing: miss.landing.take() };
             let max = *rc.spec.max_object_bytes.get_ref() as usize;
-            Response::from_parts(parts, Body::Caching(Box::new(Tee::new(body, max, job))))
+            Response::from_parts(parts, Body::boxed(Tee::new(body, max, job)))
         }
         Err(why) => {
             store.stats.not_stored.fetch_add(1, Relaxed);
@@ -245,11 +271,9 @@ pub fn after(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Res
 
 /// After a request that bypassed the cache: a successful unsafe method
 /// invalidates the stored responses of its URI (RFC 9111 section 4.4).
-pub fn after_bypass(rc: &RouteCache, invalidate: Option<String>, status: StatusCode) {
-    if let Some(key) = invalidate {
-        if (status.is_success() || status.is_redirection()) && rc.store.remove(&key) > 0 {
-            rc.store.stats.invalidated.fetch_add(1, Relaxed);
-        }
+fn invalidate(rc: &RouteCache, key: String, status: StatusCode) {
+    if (status.is_success() || status.is_redirection()) && rc.store.remove(&key) > 0 {
+        rc.store.stats.invalidated.fetch_add(1, Relaxed);
     }
 }
 
@@ -321,10 +345,4 @@ fn tags(rc: &RouteCache, h: &HeaderMap) -> Vec<String> {
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = Response::new(Body::full(body));
-    *r.status_mut() = status;
-    r
 }

@@ -8,7 +8,7 @@
 //! where an existing memcached deployment put them.
 
 use super::{Member, Visit};
-use crate::shard::hash::{md5_u32, xxh3_seeded, KeyHash};
+use crate::hash::{md5_u32, xxh3_seeded, KeyHash};
 
 /// Points per unit of weight.
 pub const POINTS: u32 = 160;

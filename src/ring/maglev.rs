@@ -3,7 +3,7 @@
 //! proportion to its weight. A key goes to `table[hash]`.
 
 use super::{Member, Visit};
-use crate::shard::hash::{reduce, xxh3_seeded};
+use crate::hash::{reduce, xxh3_seeded};
 
 const OFFSET_SEED: u64 = 0x6d61_676c_6576_6f66; // "maglevof"
 const SKIP_SEED: u64 = 0x6d61_676c_6576_736b; // "maglevsk"

@@ -6,6 +6,7 @@
 //! of preference over all members (`walk`), used to skip unhealthy or overloaded
 //! ones while moving as few keys as possible.
 
+pub mod analyze;
 mod jump;
 mod ketama;
 mod maglev;
@@ -16,7 +17,7 @@ pub use ketama::{Ketama, TwemproxyKetama};
 pub use maglev::{Maglev, MAX_MEMBERS};
 pub use rendezvous::Rendezvous;
 
-use super::hash::KeyHash;
+use crate::hash::KeyHash;
 use serde::{Deserialize, Serialize};
 
 /// A member of a ring: a shard or an endpoint, by its stable name.
@@ -108,7 +109,7 @@ impl Ring {
     pub fn hash_key(&self, key: &[u8]) -> u64 {
         match self {
             Ring::Twemproxy(r) => r.key_hash.hash(key),
-            _ => super::hash::xxh3(key),
+            _ => crate::hash::xxh3(key),
         }
     }
 

@@ -3,7 +3,7 @@
 //! and Schomaker), so a member's share is its weight over the total.
 
 use super::{Member, Visit};
-use crate::shard::hash::{mix64, xxh3_seeded};
+use crate::hash::{mix64, xxh3_seeded};
 
 const SEED: u64 = 0x7265_6e64_657a_766f; // "rendezvo"
 

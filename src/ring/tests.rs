@@ -1,7 +1,7 @@
 //! Properties every ring must keep: balance, weights, minimal disruption.
 
 use super::*;
-use crate::shard::hash::{mix64, KeyHash};
+use crate::hash::{mix64, KeyHash};
 use proptest::prelude::*;
 
 fn members(n: usize) -> Vec<Member> {

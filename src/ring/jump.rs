@@ -3,7 +3,7 @@
 //! the end, and weights are not supported.
 
 use super::Visit;
-use crate::shard::hash::mix64;
+use crate::hash::mix64;
 
 pub struct Jump {
     n: usize,

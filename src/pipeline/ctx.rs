@@ -1,0 +1,90 @@
+//! The request context the phases read and fill in, and the facts of the
+//! client connection a request arrived on.
+
+use crate::config::compile::{ListenerOpts, Snapshot};
+use crate::identity::{self, KeyInfo};
+use crate::limit::Report;
+use crate::route::Route;
+use crate::upstream::Endpoint;
+use http::header::HeaderValue;
+use http::{Method, Version};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::task::TaskTracker;
+
+/// What the pipeline knows of the client connection, fixed at accept.
+pub struct Conn {
+    pub peer: SocketAddr,
+    /// The peer's IP as a header value, made once per connection.
+    pub peer_value: HeaderValue,
+    pub listener: Arc<str>,
+    pub proto: &'static str,
+    /// The rate-limit identity of a verified client certificate (mTLS with a tier).
+    pub client_cert: Option<Arc<KeyInfo>>,
+    /// Where background work started by a request (cache refreshes) is
+    /// tracked, so that shutdown waits for it.
+    pub tasks: TaskTracker,
+}
+
+impl Conn {
+    pub fn new(peer: SocketAddr, listener: Arc<str>, proto: &'static str, tasks: TaskTracker) -> Conn {
+        let ip = identity::canonical(peer.ip());
+        let peer_value = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
+        Conn { peer: SocketAddr::new(ip, peer.port()), peer_value, listener, proto, client_cert: None, tasks }
+    }
+}
+
+/// One request as it goes through the phases.
+pub struct Ctx<'a> {
+    pub conn: &'a Conn,
+    pub snap: &'a Snapshot,
+    pub start: Instant,
+    /// The listener's own policies (redirect, HSTS), when it has any.
+    pub listener: Option<&'a ListenerOpts>,
+    /// The client address every phase sees (behind trusted proxies: the nearest untrusted hop).
+    pub client: IpAddr,
+    /// Whether the peer is a trusted proxy (its forwarding headers are kept).
+    pub trusted: bool,
+    /// The Host (or the URI authority over HTTP/2), as the client sent it.
+    pub host: Option<HeaderValue>,
+    pub route: Option<&'a Route>,
+    /// The rate-limit verdict of an allowed request, reported on its response.
+    pub limit: Option<Report>,
+    /// What the access log needs of the request, taken before it is forwarded.
+    pub log: Option<LogHead>,
+    /// The endpoint that answered.
+    pub endpoint: Option<Arc<Endpoint>>,
+}
+
+/// The request line and headers an access-log line names.
+pub struct LogHead {
+    pub method: Method,
+    pub path: String,
+    pub version: Version,
+    pub user_agent: String,
+    pub referer: String,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(conn: &'a Conn, snap: &'a Snapshot) -> Ctx<'a> {
+        Ctx {
+            conn,
+            snap,
+            start: Instant::now(),
+            listener: None,
+            client: conn.peer.ip(),
+            trusted: false,
+            host: None,
+            route: None,
+            limit: None,
+            log: None,
+            endpoint: None,
+        }
+    }
+
+    /// The host as text, when it is valid text.
+    pub fn host_str(&self) -> Option<&str> {
+        self.host.as_ref().and_then(|h| h.to_str().ok())
+    }
+}

@@ -1,0 +1,279 @@
+//! The phases of the request path, in the order `handle` runs them. Each is
+//! short and calls into the module of its pattern; an early answer is `Err`.
+
+// An early answer is a whole response returned by value, as any answer is; boxing
+// it would cost an allocation on every cache hit, which answers early.
+#![allow(clippy::result_large_err)]
+
+use super::ctx::{Ctx, LogHead};
+use super::Early;
+use crate::accesslog::Entry;
+use crate::balance::{self, Affinity};
+use crate::body::Body;
+use crate::cache::flow::{self, After, Lookup};
+use crate::identity::Who;
+use crate::limit::{self, Subject};
+use crate::metrics::Answer;
+use crate::respond::{answer, answer_json, answer_text, redirect};
+use crate::shard::{fanout, Target};
+use crate::upstream::forward::forward as send;
+use crate::upstream::headers::{self, Hop};
+use crate::upstream::Pool;
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use std::sync::Arc;
+
+/// Begin: the request as it arrived, before any phase may answer: its host,
+/// and what the access log will name.
+pub fn begin(cx: &mut Ctx, req: &Request<Body>) {
+    let authority = || req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    cx.host = req.headers().get(HOST).cloned().or_else(authority);
+    if cx.snap.access_log.is_some() {
+        cx.log = Some(LogHead {
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            version: req.version(),
+            user_agent: header_string(req.headers(), http::header::USER_AGENT),
+            referer: header_string(req.headers(), http::header::REFERER),
+        });
+    }
+}
+
+/// Listener policy: plain HTTP sent to HTTPS when the listener says so.
+pub fn listener_policy(cx: &mut Ctx, req: &Request<Body>) -> Result<(), Early> {
+    let opts = &cx.snap.listener_opts;
+    cx.listener = if opts.is_empty() { None } else { opts.get(&*cx.conn.listener) };
+    let Some(port) = cx.listener.and_then(|o| o.redirect_to_https) else { return Ok(()) };
+    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("localhost");
+    let host = crate::key::strip_port(host);
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    Err(redirect(&if port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{port}{path}") }))
+}
+
+/// Parse limits hyper does not enforce exactly: header count and bytes, declared body size.
+pub fn parse_limits(cx: &mut Ctx, req: &Request<Body>) -> Result<(), Early> {
+    let l = &cx.snap.limits;
+    let h = req.headers();
+    if h.len() > l.max_headers {
+        return Err(answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Answer::HeadersTooLarge, "too many request headers\n"));
+    }
+    let line = req.uri().path_and_query().map(|p| p.as_str().len()).unwrap_or(1) + req.method().as_str().len() + 12;
+    let size = h.iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4);
+    if size > l.max_header_bytes {
+        return Err(answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Answer::HeadersTooLarge, "request headers are too large\n"));
+    }
+    let declared = h.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > l.max_body_bytes) {
+        return Err(answer(StatusCode::PAYLOAD_TOO_LARGE, Answer::BodyTooLarge, "request body is too large\n"));
+    }
+    Ok(())
+}
+
+/// Identify the client: the peer, or behind a trusted proxy the nearest untrusted hop.
+pub fn identify(cx: &mut Ctx, req: &Request<Body>) {
+    let trusted = &cx.snap.trusted;
+    let peer = cx.conn.peer.ip();
+    cx.trusted = !trusted.is_empty() && trusted.contains(peer);
+    cx.client = if cx.trusted { crate::identity::client_addr(peer, req.headers(), trusted) } else { peer };
+}
+
+/// Route: listener, host, path and method to a route.
+pub fn route(cx: &mut Ctx, req: &Request<Body>) -> Result<(), Early> {
+    let (snap, listener) = (cx.snap, &*cx.conn.listener);
+    match snap.router.find(listener, req.method(), cx.host.as_ref().and_then(|h| h.to_str().ok()), req.uri().path()) {
+        Some(r) => {
+            cx.route = Some(r);
+            Ok(())
+        }
+        None => Err(answer(StatusCode::NOT_FOUND, Answer::NoRoute, "no route matches this request\n")),
+    }
+}
+
+/// Rate limit: credentials to an identity (only where a policy needs one), then the verdict.
+pub async fn rate_limit<'a>(cx: &mut Ctx<'a>, req: &Request<Body>) -> Result<(), Early> {
+    let route = cx.route.expect("routed");
+    if route.limits.is_empty() {
+        return Ok(());
+    }
+    // Credentials in the request (API key, JWT) first, then a verified client certificate.
+    let presented = match &cx.snap.credentials {
+        Some(c) => c.identify(req.headers(), req.uri().query()),
+        None => Ok(Who::Anonymous),
+    };
+    let who = match presented {
+        Ok(Who::Anonymous) => cx.conn.client_cert.clone().map_or(Who::Anonymous, Who::Key),
+        Ok(w) => w,
+        Err(e) => return Err(answer_json(StatusCode::UNAUTHORIZED, Answer::BadCredentials, serde_json::json!({ "error": e.to_string() }))),
+    };
+    let subject = match &who {
+        Who::Anonymous => Subject::Client(cx.client),
+        Who::Key(k) => Subject::Owner { owner: &k.owner, tier: &k.tier, overrides: k.overrides.as_deref() },
+    };
+    cx.limit = limit::decide(&cx.snap.limiter, &route.limits, subject).await?;
+    Ok(())
+}
+
+/// Cache lookup, before forwarding headers (keys and Vary see the client's own):
+/// the cache answers (`Err`), or says what to do with the upstream's answer.
+pub async fn cache_lookup(cx: &mut Ctx<'_>, head: &mut Parts) -> Result<After, Early> {
+    let Some(rc) = &cx.route.expect("routed").cache else { return Ok(After::Nothing) };
+    match flow::lookup(rc, head, cx.host_str().unwrap_or(""), cx.conn.peer.ip()).await {
+        Lookup::Answer(r) => Err(r),
+        Lookup::AnswerAndRefresh(r, after) => {
+            refresh(cx, head, after);
+            Err(r)
+        }
+        Lookup::Forward(after) => Ok(after),
+    }
+}
+
+/// Target: the shard (or every shard) of the route's service.
+pub fn target(cx: &Ctx, head: &Parts) -> Result<Target, Early> {
+    let route = cx.route.expect("routed");
+    route
+        .service
+        .target(head, cx.client, route.fan_out)
+        .map_err(|m| answer_text(StatusCode::BAD_REQUEST, Answer::MissingKey, format!("{m}\n")))
+}
+
+/// Balance: what affinity the pool's balancer needs (read before forwarding headers).
+fn balance(cx: &Ctx, pool: &Pool, head: &Parts) -> Result<Affinity, Early> {
+    balance::affinity(&pool.balancer, head, cx.client)
+        .map_err(|m| answer_text(StatusCode::BAD_REQUEST, Answer::MissingKey, format!("{m}\n")))
+}
+
+/// Forward to pool `i` of the service: balance, forwarding headers, the exchange.
+pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body) -> Result<Response<Body>, Early> {
+    let service = &cx.route.expect("routed").service;
+    let pool = &service.pools[i];
+    let affinity = balance(cx, pool, &head)?;
+    forwarding_headers(cx, &mut head);
+    let retryable = is_idempotent(&head.method) && body.is_end_stream();
+    let l = &cx.snap.limits;
+    let req = Request::from_parts(head, body.limit(l.max_body_bytes, (l.body_read_timeout, l.body_min_rate)));
+    let (mut resp, endpoint) = exchange(pool, req, retryable, &affinity, cx.conn.proto == "https").await;
+    cx.endpoint = endpoint;
+    pool.record(resp.status().as_u16(), cx.start.elapsed());
+    if let (Some(h), Some(shard)) = (service.shard_header(), &pool.shard) {
+        if let Ok(v) = HeaderValue::from_str(shard) {
+            resp.headers_mut().insert(h.clone(), v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Fan-out: a bodiless request to every shard, the answers made into one.
+pub async fn fan_out(cx: &mut Ctx<'_>, mut head: Parts, body: Body) -> Result<Response<Body>, Early> {
+    if !body.is_end_stream() {
+        return Err(answer(StatusCode::BAD_REQUEST, Answer::BadRequest, "a request sent to every shard cannot carry a body\n"));
+    }
+    forwarding_headers(cx, &mut head);
+    Ok(Box::pin(fanout::fan_out(&cx.route.expect("routed").service, &head, cx.client)).await)
+}
+
+/// Forwarding headers (X-Forwarded-*, Forwarded, Via), hop-by-hop ones removed.
+fn forwarding_headers(cx: &Ctx, head: &mut Parts) {
+    let conn = cx.conn;
+    let hop = Hop { peer: conn.peer.ip(), peer_value: &conn.peer_value, trusted: cx.trusted, proto: conn.proto };
+    headers::upstream_request(&mut head.headers, head.version, cx.host.as_ref(), &hop);
+}
+
+/// Sends to one pool and turns the upstream's answer into the client's; the
+/// pin cookie when the cookie balancer (re-)pinned the client.
+async fn exchange(
+    pool: &Pool,
+    req: Request<Body>,
+    retryable: bool,
+    affinity: &Affinity,
+    https: bool,
+) -> (Response<Body>, Option<Arc<crate::upstream::Endpoint>>) {
+    // Boxed: the forwarding future is the largest state of a request (a
+    // connection lease, the upstream exchange, retries). Inline, it made every
+    // request's future about 4 KiB, copied whole each time hyper moves or spawns
+    // it (twice or more per HTTP/2 stream); boxed, it is built once on the heap.
+    match Box::pin(send(pool, req, retryable, affinity)).await {
+        Ok(f) => {
+            let (mut p, b) = f.response.into_parts();
+            headers::downstream_response(&mut p.headers, p.version);
+            if f.pin {
+                if let Some(c) = pool
+                    .endpoints
+                    .iter()
+                    .position(|e| Arc::ptr_eq(e, &f.endpoint))
+                    .and_then(|i| balance::pin_cookie(&pool.balancer, i, https))
+                {
+                    p.headers.append(http::header::SET_COOKIE, c);
+                }
+            }
+            p.version = http::Version::HTTP_11;
+            (Response::from_parts(p, b), Some(f.endpoint))
+        }
+        Err(e) => (e.answer(&pool.name), None),
+    }
+}
+
+/// Refreshes a stale entry in the background (stale-while-revalidate); the
+/// client was already answered from the cache. Only a request with one target
+/// pool is refreshed; the refresh is tracked so that shutdown waits for it.
+fn refresh(cx: &Ctx, head: &Parts, after: After) {
+    let Ok(Target::Pool(i)) = target(cx, head) else { return };
+    let service = cx.route.expect("routed").service.clone();
+    let Ok(affinity) = balance(cx, &service.pools[i], head) else { return };
+    let mut head = head.clone();
+    head.method = Method::GET;
+    forwarding_headers(cx, &mut head);
+    let https = cx.conn.proto == "https";
+    cx.conn.tasks.spawn(async move {
+        let pool = &service.pools[i];
+        let (resp, _) = exchange(pool, Request::from_parts(head, Body::Empty), true, &affinity, https).await;
+        // Reading the body through stores it.
+        let _ = http_body_util::BodyExt::collect(after.complete(resp).into_body()).await;
+    });
+}
+
+/// Respond: what every answer carries (HSTS, the rate-limit fields).
+pub fn respond(cx: &Ctx, mut resp: Response<Body>) -> Response<Body> {
+    if let Some(h) = cx.listener.and_then(|o| o.hsts.as_ref()) {
+        resp.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
+    }
+    if let Some(report) = &cx.limit {
+        report.apply(resp.headers_mut());
+    }
+    resp
+}
+
+/// Log: route counters and the access log.
+pub fn log(cx: &Ctx, resp: Response<Body>) -> Response<Body> {
+    let elapsed = cx.start.elapsed();
+    if let Some(route) = cx.route {
+        route.stats.record(resp.status().as_u16(), elapsed);
+    }
+    if let (Some(al), Some(l)) = (&cx.snap.access_log, &cx.log) {
+        al.log(&Entry {
+            client: cx.client,
+            method: l.method.as_str(),
+            path: &l.path,
+            version: l.version,
+            host: cx.host_str().unwrap_or("-"),
+            status: resp.status().as_u16(),
+            bytes: resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()),
+            duration: elapsed,
+            route: cx.route.map(|r| r.name.as_str()).unwrap_or("-"),
+            endpoint: cx.endpoint.as_ref().map(|e| e.name.as_str()).unwrap_or("-"),
+            user_agent: &l.user_agent,
+            referer: &l.referer,
+        });
+    }
+    resp
+}
+
+fn header_string(h: &http::HeaderMap, n: http::header::HeaderName) -> String {
+    h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+}
+
+/// RFC 9110 section 9.2.2.
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
