@@ -2,7 +2,6 @@
 //! background thread so that a slow disk never blocks a request. When the writer
 //! falls behind, lines are dropped and counted rather than queued without bound.
 
-use crate::config::schema::{AccessLogSpec, LogFormat};
 use crate::metrics::GLOBAL;
 use std::io::Write;
 use std::net::IpAddr;
@@ -10,8 +9,24 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Combined,
+}
+
+/// Where lines go and how they look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub format: LogFormat,
+    /// A file path, or "stdout".
+    pub path: String,
+}
+
 pub struct AccessLog {
-    pub spec: AccessLogSpec,
+    pub settings: Settings,
     tx: SyncSender<String>,
 }
 
@@ -34,7 +49,7 @@ pub struct Entry<'a> {
 impl AccessLog {
     /// Starts the writer thread for `spec`; a file that cannot be opened falls
     /// back to standard error, with a warning.
-    pub fn open(spec: AccessLogSpec) -> AccessLog {
+    pub fn open(spec: Settings) -> AccessLog {
         let out: Box<dyn Write + Send> = if spec.path == "stdout" {
             Box::new(std::io::stdout())
         } else {
@@ -48,11 +63,11 @@ impl AccessLog {
         };
         let (tx, rx) = sync_channel(8192);
         std::thread::Builder::new().name("access-log".into()).spawn(move || writer(rx, out)).expect("spawn access log thread");
-        AccessLog { spec, tx }
+        AccessLog { settings: spec, tx }
     }
 
     pub fn log(&self, e: &Entry) {
-        let line = match self.spec.format {
+        let line = match self.settings.format {
             LogFormat::Json => json_line(e),
             LogFormat::Combined => combined_line(e),
         };

@@ -70,34 +70,42 @@ impl JwtVerifier {
     }
 }
 
-/// Loads the keys a JWT spec names; errors say which file and why.
-pub fn load_keys(spec: &crate::config::schema::JwtSpec) -> Result<Vec<Key>, String> {
+/// Where a verifier's keys come from: a secret, PEM files, a JWKS file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeySources<'a> {
+    pub hs256_secret: Option<&'a str>,
+    pub rsa_public_key: Option<&'a str>,
+    pub ec_public_key: Option<&'a str>,
+    pub jwks_file: Option<&'a str>,
+}
+
+/// Loads the keys `spec` names; errors say which file and why.
+pub fn load_keys(spec: KeySources) -> Result<Vec<Key>, String> {
     let mut keys = Vec::new();
-    if let Some(s) = &spec.hs256_secret {
+    if let Some(s) = spec.hs256_secret {
         keys.push(Key { alg: Algorithm::HS256, kid: None, key: DecodingKey::from_secret(s.as_bytes()) });
     }
     let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
-    if let Some(p) = &spec.rsa_public_key {
-        let pem = read(p.get_ref())?;
-        let key = DecodingKey::from_rsa_pem(&pem).map_err(|e| format!("{} is not an RSA public key in PEM: {e}", p.get_ref()))?;
+    if let Some(p) = spec.rsa_public_key {
+        let pem = read(p)?;
+        let key = DecodingKey::from_rsa_pem(&pem).map_err(|e| format!("{p} is not an RSA public key in PEM: {e}"))?;
         keys.push(Key { alg: Algorithm::RS256, kid: None, key });
     }
-    if let Some(p) = &spec.ec_public_key {
-        let pem = read(p.get_ref())?;
-        let key = DecodingKey::from_ec_pem(&pem).map_err(|e| format!("{} is not an EC public key in PEM: {e}", p.get_ref()))?;
+    if let Some(p) = spec.ec_public_key {
+        let pem = read(p)?;
+        let key = DecodingKey::from_ec_pem(&pem).map_err(|e| format!("{p} is not an EC public key in PEM: {e}"))?;
         keys.push(Key { alg: Algorithm::ES256, kid: None, key });
     }
-    if let Some(p) = &spec.jwks_file {
-        let text = read(p.get_ref())?;
-        let set: jsonwebtoken::jwk::JwkSet =
-            serde_json::from_slice(&text).map_err(|e| format!("{} is not a JWKS document: {e}", p.get_ref()))?;
+    if let Some(p) = spec.jwks_file {
+        let text = read(p)?;
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&text).map_err(|e| format!("{p} is not a JWKS document: {e}"))?;
         for jwk in &set.keys {
             let alg = match &jwk.algorithm {
                 jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
                 jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
                 _ => continue,
             };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("a key in {} cannot be used: {e}", p.get_ref()))?;
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("a key in {p} cannot be used: {e}"))?;
             keys.push(Key { alg, kid: jwk.common.key_id.clone(), key });
         }
     }

@@ -68,6 +68,44 @@ impl KeySpec {
     }
 }
 
+/// What to do with a request that lacks the configured key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Any endpoint (or shard), at random.
+    Random,
+    /// Answer 400, naming the missing key.
+    Reject,
+    /// Every shard (sharded services only): the request fans out.
+    All,
+}
+
+/// A key, a second key to try when a request lacks the first, and what to do
+/// when it lacks both: the one extraction a hash balancer and a sharder share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRule {
+    pub key: KeySpec,
+    pub fallback_key: Option<KeySpec>,
+    pub fallback: Fallback,
+}
+
+impl KeyRule {
+    /// The key of a request (or its fallback key); `None` when it has neither.
+    pub fn extract<'a>(&self, head: &'a Parts, client: IpAddr) -> Option<Cow<'a, [u8]>> {
+        self.key.extract(head, client).or_else(|| self.fallback_key.as_ref().and_then(|k| k.extract(head, client)))
+    }
+
+    /// The error of a request without the key, when the fallback rejects it.
+    pub fn missing(&self) -> MissingKey {
+        MissingKey(self.key.describe())
+    }
+}
+
+/// A request that lacks the key its hash balancer or sharder needs, with no fallback.
+#[derive(Debug, thiserror::Error)]
+#[error("this request has no {0}, which decides where it goes")]
+pub struct MissingKey(pub String);
+
 /// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
 pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {

@@ -2,7 +2,7 @@
 //! identical endpoints; a `sharded` one has a pool per shard and a sharder that
 //! picks the shard of each request (or all of them, for a fan-out).
 
-use crate::balance::MissingKey;
+use crate::key::MissingKey;
 use crate::shard::{Sharding, Target};
 use crate::upstream::Pool;
 use http::HeaderName;

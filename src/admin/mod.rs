@@ -4,26 +4,62 @@
 pub mod metrics;
 
 use crate::body::Body;
-use crate::server::{reload, Shared};
+use crate::config::compile::Snapshot;
+use crate::tls::server::TlsState;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Serves admin requests on `listener` forever.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the admin listener asks of the running server (which implements it):
+/// the admin listener sits below the server and never reaches into it.
+pub trait Control: Send + Sync + 'static {
+    /// The snapshot requests are served on now.
+    fn snapshot(&self) -> Arc<Snapshot>;
+    /// Shutdown has begun (`/readyz` fails).
+    fn draining(&self) -> bool;
+    /// Reloads the config; the new generation, or why it was rejected.
+    fn reload(&self) -> BoxFuture<'_, Result<u64, String>>;
+    /// The TLS state of every running https listener.
+    fn tls_states(&self) -> BoxFuture<'_, Vec<Arc<TlsState>>>;
+}
+
+/// Serves admin requests on `listener` until `shutdown` turns true. Accept
+/// errors (out of file descriptors, say) back off instead of spinning.
+pub async fn serve(listener: TcpListener, ctl: Arc<dyn Control>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(5);
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let shared = shared.clone();
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(5);
+                stream
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "admin accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let ctl = ctl.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(req, &shared).await) }
+                let ctl = ctl.clone();
+                async move { Ok::<_, Infallible>(handle(req, &*ctl).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
@@ -43,18 +79,18 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     reply(status, "application/json", s)
 }
 
-async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
-    let snap = shared.snapshot.load_full();
+async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
+    let snap = ctl.snapshot();
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             let mut text = metrics::render(&snap);
-            metrics::render_tls(&mut text, &tls_states(shared).await);
+            metrics::render_tls(&mut text, &ctl.tls_states().await);
             reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
-        (&Method::GET, "/admin/tls") => json_reply(StatusCode::OK, tls(&tls_states(shared).await)),
+        (&Method::GET, "/admin/tls") => json_reply(StatusCode::OK, tls(&ctl.tls_states().await)),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => {
-            if shared.draining.load(Relaxed) {
+            if ctl.draining() {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into())
             } else {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
@@ -65,7 +101,7 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         (&Method::GET, "/admin/shards") => json_reply(StatusCode::OK, shards(&snap)),
         (&Method::GET, "/admin/cache") => json_reply(StatusCode::OK, caches(&snap)),
         (&Method::POST, "/admin/cache/purge") => purge(&snap, req.uri().query().unwrap_or("")),
-        (&Method::POST, "/admin/reload") => match reload::reload(shared).await {
+        (&Method::POST, "/admin/reload") => match ctl.reload().await {
             Ok(g) => json_reply(StatusCode::OK, json!({ "reloaded": true, "generation": g })),
             Err(e) => json_reply(StatusCode::BAD_REQUEST, json!({ "reloaded": false, "error": e })),
         },
@@ -76,11 +112,6 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
             "admin paths: /metrics /healthz /readyz /admin/config /admin/pools /admin/shards /admin/cache /admin/tls POST /admin/cache/purge?route=R&key=K|prefix=P|tag=T POST /admin/reload\n".into(),
         ),
     }
-}
-
-/// The TLS state of every running https listener.
-async fn tls_states(shared: &Shared) -> Vec<Arc<crate::tls::server::TlsState>> {
-    shared.listeners.lock().await.iter().filter_map(|(_, h)| h.tls.clone()).collect()
 }
 
 /// `/admin/tls`: each https listener's certificates with their names and expiry.
@@ -97,8 +128,9 @@ fn tls(states: &[Arc<crate::tls::server::TlsState>]) -> serde_json::Value {
                     let mut v = serde_json::to_value(c).unwrap_or_default();
                     if let Some(f) = &c.facts {
                         v["expires_in_days"] = json!((f.not_after - now) as f64 / 86400.0);
-                        v["not_after_http_date"] =
-                            json!(httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.not_after.max(0) as u64)));
+                        v["not_after_http_date"] = json!(httpdate::fmt_http_date(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.not_after.max(0) as u64)
+                        ));
                     }
                     v
                 })
@@ -106,7 +138,7 @@ fn tls(states: &[Arc<crate::tls::server::TlsState>]) -> serde_json::Value {
             json!({
                 "listener": s.listener,
                 "certificates": certs,
-                "client_auth": l.spec.client_auth.as_ref().map(|c| json!({ "ca": c.get_ref().ca, "required": c.get_ref().required, "tier": c.get_ref().tier })),
+                "client_auth": l.spec.client_auth.as_ref().map(|c| json!({ "ca": c.ca, "required": c.required, "tier": c.tier })),
                 "session_tickets": l.spec.session_tickets,
                 "session_cache": l.spec.session_cache,
                 "loaded_at": httpdate::fmt_http_date(l.at),
@@ -168,8 +200,8 @@ fn shards(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
             let sh = s.sharding.as_ref()?;
             Some(json!({
                 "service": s.name,
-                "function": sh.sharder.function.get_ref().name(),
-                "key": sh.sharder.key.describe(),
+                "function": sh.ring.function().name(),
+                "key": sh.rule.key.describe(),
                 "shards": s.pools.iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
             }))
         })

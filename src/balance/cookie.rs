@@ -9,6 +9,20 @@ use crate::hash::xxh3_seeded;
 
 const SEED: u64 = 0x636f_6f6b_6965_6166; // "cookieaf"
 
+/// The affinity cookie: its name, path and lifetime (a session cookie without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieSettings {
+    pub name: String,
+    pub path: String,
+    pub ttl: Option<std::time::Duration>,
+}
+
+impl Default for CookieSettings {
+    fn default() -> Self {
+        CookieSettings { name: "rm_affinity".into(), path: "/".into(), ttl: None }
+    }
+}
+
 pub struct CookieBalancer {
     /// The cookie value of each endpoint.
     pub values: Vec<u64>,

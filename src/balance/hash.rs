@@ -6,34 +6,59 @@
 //! hash_balance_factor do. Only the keys of an endpoint that fails or leaves move.
 
 use super::random_ok;
-use crate::config::schema::HashSpec;
 use crate::hash::hash_tag;
+use crate::hash::KeyHash;
+use crate::key::{Fallback, KeyRule, KeySpec};
+use crate::ring::Function;
 use crate::ring::{Member, Ring};
 use crate::upstream::Endpoint;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+/// The settings of a hash balancer (or of a sharder's ring): the key, the ring
+/// function and key hash, the load bound, and the hash tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashSettings {
+    pub rule: KeyRule,
+    pub function: Function,
+    pub key_hash: KeyHash,
+    /// No endpoint takes more than this factor of the mean load; 0 for no bound.
+    pub balance_factor: f64,
+    /// Two characters such as `{}`: only the text between them is hashed.
+    pub tag: Option<[u8; 2]>,
+}
+
+impl Default for HashSettings {
+    fn default() -> Self {
+        HashSettings {
+            rule: KeyRule { key: KeySpec::ClientIp, fallback_key: None, fallback: Fallback::Random },
+            function: Function::Maglev,
+            key_hash: KeyHash::Xxh3,
+            balance_factor: 1.25,
+            tag: None,
+        }
+    }
+}
+
 pub struct HashBalancer {
     pub ring: Ring,
-    pub spec: HashSpec,
-    tag: Option<[u8; 2]>,
+    pub spec: HashSettings,
 }
 
 impl HashBalancer {
-    pub fn new(spec: &HashSpec, members: &[Member]) -> HashBalancer {
-        let tag = spec.hash_tag.as_ref().and_then(|t| <[u8; 2]>::try_from(t.get_ref().as_bytes()).ok());
-        HashBalancer { ring: Ring::build(*spec.function.get_ref(), members, spec.key_hash()), spec: spec.clone(), tag }
+    pub fn new(spec: &HashSettings, members: &[Member]) -> HashBalancer {
+        HashBalancer { ring: Ring::build(spec.function, members, spec.key_hash), spec: spec.clone() }
     }
 
     /// The hash of a request key, hash tag applied.
     pub fn hash(&self, key: &[u8]) -> u64 {
-        self.ring.hash_key(hash_tag(key, self.tag))
+        self.ring.hash_key(hash_tag(key, self.spec.tag))
     }
 
     /// `pool_in_flight` counts this request.
     pub fn pick(&self, eps: &[Arc<Endpoint>], ok: &dyn Fn(usize) -> bool, hash: Option<u64>, pool_in_flight: usize) -> Option<usize> {
         let Some(h) = hash else { return random_ok(eps.len(), ok) };
-        let factor = *self.spec.balance_factor.get_ref();
+        let factor = self.spec.balance_factor;
         let cap = if factor > 0.0 {
             let healthy = (0..eps.len()).filter(|&i| ok(i)).count().max(1);
             (factor * pool_in_flight.max(1) as f64 / healthy as f64).ceil() as u32

@@ -16,17 +16,34 @@ pub use least_request::LeastRequest;
 pub use random::WeightedRandom;
 pub use round_robin::RoundRobin;
 
-use crate::config::schema::{BalancerKind, CookieSpec, HashSpec};
+pub use crate::key::MissingKey;
+pub use cookie::CookieSettings;
+pub use hash::HashSettings;
+
+use crate::key::Fallback;
 use crate::ring::Member;
 use crate::upstream::Endpoint;
 use std::sync::Arc;
+
+/// The balancer of a pool, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    RoundRobin,
+    Random,
+    LeastRequest,
+    /// Consistent hashing of a request key, with bounded load.
+    Hash,
+    /// Affinity by a cookie the proxy sets.
+    Cookie,
+}
 
 pub enum Balancer {
     RoundRobin(RoundRobin),
     Random(WeightedRandom),
     LeastRequest(LeastRequest),
     Hash(HashBalancer),
-    Cookie(CookieBalancer, CookieSpec),
+    Cookie(CookieBalancer, CookieSettings),
 }
 
 /// What a request brings to an affinity balancer.
@@ -41,7 +58,13 @@ pub struct Affinity {
 impl Balancer {
     /// The balancer of a pool whose endpoints are `members` (stable names, weights);
     /// `salt` is the service name, which keys cookie values.
-    pub fn new(kind: BalancerKind, members: &[Member], hash: Option<&HashSpec>, cookie: Option<&CookieSpec>, salt: &str) -> Balancer {
+    pub fn new(
+        kind: BalancerKind,
+        members: &[Member],
+        hash: Option<&HashSettings>,
+        cookie: Option<&CookieSettings>,
+        salt: &str,
+    ) -> Balancer {
         let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
         match kind {
             BalancerKind::RoundRobin => Balancer::RoundRobin(RoundRobin::new(&weights)),
@@ -68,18 +91,13 @@ impl Balancer {
     }
 }
 
-/// A request that lacks the key its hash balancer or sharder needs, with no fallback.
-#[derive(Debug, thiserror::Error)]
-#[error("this request has no {0}, which decides where it goes")]
-pub struct MissingKey(pub String);
-
 /// Takes from a request what `balancer` needs: the hash of its key, or its
 /// affinity cookie.
 pub fn affinity(balancer: &Balancer, head: &http::request::Parts, client: std::net::IpAddr) -> Result<Affinity, MissingKey> {
     match balancer {
         Balancer::Hash(b) => {
-            let spec = &b.spec;
-            if spec.key == crate::key::KeySpec::ClientIp {
+            let rule = &b.spec.rule;
+            if rule.key == crate::key::KeySpec::ClientIp {
                 // The common case, hashed from the stack.
                 let h = match client {
                     std::net::IpAddr::V4(v4) => b.hash(&v4.octets()),
@@ -87,15 +105,14 @@ pub fn affinity(balancer: &Balancer, head: &http::request::Parts, client: std::n
                 };
                 return Ok(Affinity { hash: Some(h), cookie: None });
             }
-            let key = spec.key.extract(head, client).or_else(|| spec.fallback_key.as_ref().and_then(|k| k.extract(head, client)));
-            match (key, spec.fallback.get_ref()) {
+            match (rule.extract(head, client), rule.fallback) {
                 (Some(k), _) => Ok(Affinity { hash: Some(b.hash(&k)), cookie: None }),
-                (None, crate::config::schema::Fallback::Reject) => Err(MissingKey(spec.key.describe())),
+                (None, Fallback::Reject) => Err(rule.missing()),
                 (None, _) => Ok(Affinity::default()),
             }
         }
         Balancer::Cookie(_, spec) => {
-            let cookie = crate::key::cookie(&head.headers, spec.name.get_ref()).and_then(CookieBalancer::parse);
+            let cookie = crate::key::cookie(&head.headers, &spec.name).and_then(CookieBalancer::parse);
             Ok(Affinity { hash: None, cookie })
         }
         _ => Ok(Affinity::default()),
@@ -105,9 +122,9 @@ pub fn affinity(balancer: &Balancer, head: &http::request::Parts, client: std::n
 /// The Set-Cookie value that pins a client to endpoint `index`, if `balancer` pins.
 pub fn pin_cookie(balancer: &Balancer, index: usize, secure: bool) -> Option<http::HeaderValue> {
     let Balancer::Cookie(b, spec) = balancer else { return None };
-    let mut v = format!("{}={}; Path={}; HttpOnly", spec.name.get_ref(), CookieBalancer::format(b.values[index]), spec.path);
+    let mut v = format!("{}={}; Path={}; HttpOnly", spec.name, CookieBalancer::format(b.values[index]), spec.path);
     if let Some(ttl) = spec.ttl {
-        v.push_str(&format!("; Max-Age={}", ttl.0.as_secs()));
+        v.push_str(&format!("; Max-Age={}", ttl.as_secs()));
     }
     if secure {
         v.push_str("; Secure");

@@ -9,7 +9,6 @@ use super::serve;
 use super::store::{Entry, Landing, Store};
 use super::tee::{self, Tee};
 use crate::body::Body;
-use crate::config::schema::CacheSpec;
 use crate::metrics::Answer;
 use crate::respond::{answer, answer_json};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -22,30 +21,20 @@ use std::time::Duration;
 
 /// A route's cache: its settings and its store (kept across reloads).
 pub struct RouteCache {
-    pub spec: CacheSpec,
     pub settings: Settings,
+    /// What beyond host and path makes the key.
+    pub key: super::key::CacheKeySpec,
+    /// Methods answered from the cache (GET, HEAD).
+    pub methods: Vec<Method>,
+    /// Requests waiting for another's upstream answer give up after this.
+    pub coalesce_timeout: Duration,
+    /// Larger responses are passed through and not stored.
+    pub max_object_bytes: usize,
+    /// Peers allowed to send PURGE.
+    pub purge_from: Vec<ipnet::IpNet>,
+    /// Response header listing an entry's tags, for purge by tag.
+    pub tag_header: Option<HeaderName>,
     pub store: Arc<Store>,
-    purge_from: Vec<ipnet::IpNet>,
-    tag_header: Option<HeaderName>,
-}
-
-impl RouteCache {
-    pub fn new(spec: &CacheSpec, store: Arc<Store>) -> RouteCache {
-        RouteCache {
-            settings: Settings {
-                default_ttl: spec.default_ttl.0.as_secs(),
-                max_ttl: spec.max_ttl.0.as_secs(),
-                heuristic_cap: spec.heuristic_cap.0.as_secs(),
-                store_set_cookie: spec.store_set_cookie,
-                stale_while_revalidate: spec.stale_while_revalidate.0.as_secs(),
-                stale_if_error: spec.stale_if_error.0.as_secs(),
-            },
-            purge_from: spec.purge_from.iter().filter_map(|p| crate::config::validate::parse_cidr(p.get_ref())).collect(),
-            tag_header: spec.tag_header.as_ref().and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
-            store,
-            spec: spec.clone(),
-        }
-    }
 }
 
 /// What the request path does after [`lookup`].
@@ -103,7 +92,7 @@ static PURGE: &[u8] = b"PURGE";
 /// Before forwarding. `head` may gain conditional headers.
 pub async fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: IpAddr) -> Lookup {
     let store = &rc.store;
-    let key = super::key::cache_key(&rc.spec.key, head, host);
+    let key = super::key::cache_key(&rc.key, head, host);
     if head.method.as_str().as_bytes() == PURGE {
         let peer = crate::identity::canonical(peer);
         if !rc.purge_from.iter().any(|n| n.contains(&peer)) {
@@ -112,8 +101,7 @@ pub async fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: Ip
         let n = store.remove(&key);
         return Lookup::Answer(answer_json(StatusCode::OK, Answer::Purged, serde_json::json!({ "purged": n })));
     }
-    let cached_method =
-        (head.method == Method::GET || head.method == Method::HEAD) && rc.spec.methods.iter().any(|m| m.get_ref() == head.method.as_str());
+    let cached_method = (head.method == Method::GET || head.method == Method::HEAD) && rc.methods.contains(&head.method);
     if !cached_method {
         let unsafe_method = !matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
         return Lookup::Forward(if unsafe_method { After::Invalidate(rc.clone(), key) } else { After::Nothing });
@@ -175,7 +163,7 @@ pub async fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: Ip
             tokio::pin!(notified);
             notified.as_mut().enable();
             if !flight.landed.load(Relaxed) {
-                let _ = tokio::time::timeout(Duration::from_secs_f64(rc.spec.coalesce_timeout.0.as_secs_f64()), notified).await;
+                let _ = tokio::time::timeout(rc.coalesce_timeout, notified).await;
             }
             if let Some(e) = store.get(&miss.key, &head.headers) {
                 let now = policy::now_secs();
@@ -258,7 +246,7 @@ fn store(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Respons
                 hits: Default::default(),
             };
             let job = tee::Pending { store: store.clone(), entry, landing: miss.landing.take() };
-            let max = *rc.spec.max_object_bytes.get_ref() as usize;
+            let max = rc.max_object_bytes;
             Response::from_parts(parts, Body::boxed(Tee::new(body, max, job)))
         }
         Err(why) => {

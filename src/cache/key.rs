@@ -2,8 +2,33 @@
 //! parameters sorted or dropped), plus named request headers or cookies.
 //! GET and HEAD share a key, so a HEAD is answered from a stored GET.
 
-use crate::config::schema::{CacheKeySpec, QueryMode};
 use http::request::Parts;
+use serde::{Deserialize, Serialize};
+
+/// How the query string enters the cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryMode {
+    #[default]
+    Keep,
+    /// Parameters sorted, so `?b=1&a=2` and `?a=2&b=1` share an entry.
+    Sort,
+    Ignore,
+}
+
+/// The parts of a request that make its cache key, beyond method, host and path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheKeySpec {
+    #[serde(default)]
+    pub query: QueryMode,
+    /// Request headers whose values are part of the key.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Cookies whose values are part of the key.
+    #[serde(default)]
+    pub cookies: Vec<String>,
+}
 
 /// The cache key of `head`, which arrived for `host`.
 pub fn cache_key(spec: &CacheKeySpec, head: &Parts, host: &str) -> String {

@@ -28,6 +28,31 @@ pub struct ListenerOpts {
     pub hsts: Option<http::HeaderValue>,
 }
 
+/// A listener as the server runs it.
+pub struct ListenerPlan {
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+    /// An https listener's certificates; `None` for plain HTTP.
+    pub tls: Option<crate::tls::server::Settings>,
+}
+
+/// What a client connection is held to, read at accept time.
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// From a request head's first byte (from accept for the first request).
+    pub header_read_timeout: std::time::Duration,
+    /// Idle time between requests before the connection is closed.
+    pub keepalive_timeout: std::time::Duration,
+    /// Connections over all listeners (read at start only).
+    pub max_connections: usize,
+    /// Connections from one client address; 0 for no limit.
+    pub max_connections_per_client: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_max_reset_streams: usize,
+}
+
 /// Request limits applied by the parse stage.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -54,6 +79,14 @@ pub struct Snapshot {
     pub services: BTreeMap<String, Arc<Service>>,
     pub trusted: TrustedProxies,
     pub limits: Limits,
+    /// Connection limits (the server builds its connection settings from them).
+    pub conn: ConnLimits,
+    /// The listeners to run.
+    pub listeners: Vec<ListenerPlan>,
+    /// The admin listener's address, when enabled (read at start only).
+    pub admin: Option<std::net::SocketAddr>,
+    /// How long shutdown waits for requests in flight.
+    pub grace_period: std::time::Duration,
     pub access_log: Option<Arc<AccessLog>>,
 }
 
@@ -115,12 +148,12 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
                     pools.push(ctx.build(&name, Some(shard.get_ref()), spec, view));
                     members.push(Member::new(shard.get_ref().clone(), *s.weight.get_ref()));
                 }
-                let sharder = spec.sharder.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default();
+                let sharder = spec.sharder.as_ref().map(|h| super::convert::hash(h.get_ref())).unwrap_or_default();
                 let sharding = Sharding {
-                    ring: Ring::build(*sharder.function.get_ref(), &members, sharder.key_hash()),
-                    tag: sharder.hash_tag.as_ref().and_then(|t| <[u8; 2]>::try_from(t.get_ref().as_bytes()).ok()),
-                    sharder,
-                    fan_out: spec.fan_out.clone(),
+                    ring: Ring::build(sharder.function, &members, sharder.key_hash),
+                    tag: sharder.tag,
+                    rule: sharder.rule,
+                    fan_out: super::convert::fan_out(&spec.fan_out),
                     header: spec.shard_header.as_ref().and_then(|h| HeaderName::from_bytes(h.get_ref().as_bytes()).ok()),
                 };
                 Service { pools, sharding: Some(sharding), name }
@@ -169,7 +202,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
                     .filter(|s| s.capacity == *spec.memory_bytes.get_ref())
                     .cloned()
                     .unwrap_or_else(|| Arc::new(crate::cache::store::Store::new(*spec.memory_bytes.get_ref())));
-                Arc::new(crate::cache::flow::RouteCache::new(spec, store))
+                Arc::new(super::convert::cache(spec, store))
             }),
             name,
         });
@@ -183,10 +216,11 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         body_read_timeout: cfg.limits.body_read_timeout.0,
         body_min_rate: cfg.limits.body_min_rate,
     };
-    let access_log = cfg.access_log.as_ref().map(|spec| match old.and_then(|o| o.access_log.as_ref()) {
-        Some(a) if a.spec == *spec => a.clone(),
-        _ => Arc::new(AccessLog::open(spec.clone())),
-    });
+    let access_log =
+        cfg.access_log.as_ref().map(super::convert::access_log).map(|settings| match old.and_then(|o| o.access_log.as_ref()) {
+            Some(a) if a.settings == settings => a.clone(),
+            _ => Arc::new(AccessLog::open(settings)),
+        });
     let no_source = super::schema::ApiKeySource::default();
     let with_credentials = cfg.identity.api_key.is_some() || cfg.identity.jwt.is_some();
     let credentials =
@@ -196,7 +230,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             jwt: cfg.identity.jwt.as_ref().map(|j| {
                 let j = j.get_ref();
                 crate::jwt::JwtVerifier {
-                    keys: crate::jwt::load_keys(j).unwrap_or_default(),
+                    keys: crate::jwt::load_keys(super::convert::jwt_keys(j)).unwrap_or_default(),
                     issuer: j.issuer.clone(),
                     audience: j.audience.clone(),
                     leeway_secs: j.leeway.0.as_secs(),
@@ -242,7 +276,34 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             (l.name.get_ref().clone(), ListenerOpts { redirect_to_https: l.redirect_to_https, hsts })
         })
         .collect();
+    let l = &cfg.limits;
+    let conn = ConnLimits {
+        max_header_bytes: *l.max_header_bytes.get_ref(),
+        max_headers: *l.max_headers.get_ref(),
+        header_read_timeout: l.header_read_timeout.get_ref().0,
+        keepalive_timeout: l.keepalive_timeout.get_ref().0,
+        max_connections: l.max_connections,
+        max_connections_per_client: l.max_connections_per_client,
+        h2_max_concurrent_streams: l.h2_max_concurrent_streams,
+        h2_max_reset_streams: l.h2_max_reset_streams,
+    };
+    let listeners = cfg
+        .listeners
+        .iter()
+        .map(|l| ListenerPlan {
+            name: l.name.get_ref().clone(),
+            addr: l.listen.get_ref().parse().expect("validated"),
+            tls: match (&l.tls, *l.protocol.get_ref()) {
+                (Some(t), super::schema::ListenerProtocol::Https) => Some(super::convert::tls(t.get_ref())),
+                _ => None,
+            },
+        })
+        .collect();
     let snapshot = Snapshot {
+        admin: cfg.admin.enabled.then(|| cfg.admin.listen.get_ref().parse().expect("validated")),
+        grace_period: cfg.server.grace_period.0,
+        conn,
+        listeners,
         listener_opts,
         limiter: crate::limit::Limiter {
             local: old.map(|o| o.limiter.local.clone()).unwrap_or_else(|| Arc::new(crate::limit::store::LocalStore::new(1_000_000))),
@@ -284,8 +345,10 @@ impl PoolCtx {
             Some(s) => format!("{service}/{s}"),
             None => service.to_string(),
         };
-        let tls = spec.tls.as_ref().map(|t| {
-            crate::tls::client::client_config(t.get_ref(), spec.protocol).map_err(|e| {
+        let tls_settings = spec.tls.as_ref().map(|t| super::convert::upstream_tls(t.get_ref()));
+        let http2 = spec.protocol == crate::upstream::UpstreamProtocol::Http2;
+        let tls = tls_settings.as_ref().map(|t| {
+            crate::tls::client::client_config(t, http2).map_err(|e| {
                 tracing::error!(pool = %name, error = %e, "upstream TLS cannot be set up; connections to the pool fail");
                 Arc::<str>::from(e)
             })
@@ -298,8 +361,8 @@ impl PoolCtx {
                 protocol: spec.protocol,
                 connect_timeout: spec.timeouts.connect.get_ref().0,
                 idle_timeout: spec.timeouts.idle.get_ref().0,
-                health: v.health.clone(),
-                tls: spec.tls.as_ref().map(|t| t.get_ref().clone()),
+                health: v.health.as_ref().map(super::convert::health),
+                tls: tls_settings.clone(),
             };
             let ep_name = e.name.as_ref().map(|n| n.get_ref().clone());
             let weight = *e.weight.get_ref();
@@ -316,7 +379,9 @@ impl PoolCtx {
             endpoints.push(ep);
         }
         let members: Vec<Member> = endpoints.iter().map(|e| Member::new(e.name.clone(), e.weight)).collect();
-        let balancer = Balancer::new(v.balancer, &members, v.hash.map(|h| h.get_ref()), v.cookie.map(|c| c.get_ref()), &name);
+        let hash = v.hash.map(|h| super::convert::hash(h.get_ref()));
+        let cookie = v.cookie.map(|c| super::convert::cookie(c.get_ref()));
+        let balancer = Balancer::new(v.balancer, &members, hash.as_ref(), cookie.as_ref(), &name);
         Pool {
             stats: self.old_pool_stats.get(&name).cloned().unwrap_or_default(),
             name,
@@ -325,8 +390,8 @@ impl PoolCtx {
             balancer,
             endpoints,
             request_timeout: spec.timeouts.request.get_ref().0,
-            passive: spec.passive.clone(),
-            retry: spec.retry.clone(),
+            passive: super::convert::passive(&spec.passive),
+            retry: super::convert::retry(&spec.retry),
         }
     }
 }

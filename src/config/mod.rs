@@ -2,6 +2,7 @@
 //! into an immutable snapshot that requests read.
 
 pub mod compile;
+pub mod convert;
 pub mod duration;
 pub mod error;
 pub mod schema;

@@ -84,7 +84,7 @@ fn listeners(cfg: &Config, r: &mut Reporter) {
                 r.error(t.span(), format!("listener `{}` has TLS settings but protocol http", l.name.get_ref()), "set protocol = \"https\"")
             }
             (super::schema::ListenerProtocol::Https, Some(t)) => {
-                if let Err(why) = crate::tls::server::check(t.get_ref()) {
+                if let Err(why) = crate::tls::server::check(&super::convert::tls(t.get_ref())) {
                     r.error(t.span(), why, "point cert and key at readable PEM files that belong together");
                 }
             }
@@ -232,7 +232,8 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
 /// Upstream TLS: the files load, and every endpoint has a name to verify.
 fn upstream_tls(svc: &ServiceSpec, t: &Spanned<super::schema::UpstreamTlsSpec>, r: &mut Reporter) {
     let spec = t.get_ref();
-    if let Err(why) = crate::tls::client::client_config(spec, svc.protocol) {
+    let http2 = svc.protocol == crate::upstream::UpstreamProtocol::Http2;
+    if let Err(why) = crate::tls::client::client_config(&super::convert::upstream_tls(spec), http2) {
         r.error(t.span(), why, "point ca, cert and key at readable PEM files (cert and key together)");
     }
     let sni = spec.sni.as_ref().map(|s| s.get_ref().as_str());
@@ -531,7 +532,7 @@ fn identity(cfg: &Config, r: &mut Reporter) {
         }
     }
     if let Some(j) = &cfg.identity.jwt {
-        match crate::jwt::load_keys(j.get_ref()) {
+        match crate::jwt::load_keys(super::convert::jwt_keys(j.get_ref())) {
             Ok(keys) if keys.is_empty() => {
                 r.error(j.span(), "JWT verification has no key", "give hs256_secret, rsa_public_key, ec_public_key or jwks_file")
             }

@@ -170,7 +170,9 @@ pub async fn fan_out(cx: &mut Ctx<'_>, mut head: Parts, body: Body) -> Result<Re
         return Err(answer(StatusCode::BAD_REQUEST, Answer::BadRequest, "a request sent to every shard cannot carry a body\n"));
     }
     forwarding_headers(cx, &mut head);
-    Ok(Box::pin(fanout::fan_out(&cx.route.expect("routed").service, &head, cx.client)).await)
+    let service = &cx.route.expect("routed").service;
+    let Some(sharding) = &service.sharding else { unreachable!("only a sharded service fans out") };
+    Ok(Box::pin(fanout::fan_out(&service.pools, &sharding.fan_out, sharding.header.as_ref(), &head, cx.client)).await)
 }
 
 /// Forwarding headers (X-Forwarded-*, Forwarded, Via), hop-by-hop ones removed.

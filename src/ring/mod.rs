@@ -90,6 +90,17 @@ impl Ring {
         }
     }
 
+    /// The function this ring was built with.
+    pub fn function(&self) -> Function {
+        match self {
+            Ring::Maglev(_) => Function::Maglev,
+            Ring::Ketama(_) => Function::Ketama,
+            Ring::Twemproxy(_) => Function::KetamaTwemproxy,
+            Ring::Jump(_) => Function::Jump,
+            Ring::Rendezvous(_) => Function::Rendezvous,
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Ring::Maglev(r) => r.members(),

@@ -47,15 +47,15 @@ impl ListenerHandle {
 }
 
 /// The hyper connection builder for the current limits.
-pub fn builder(l: &crate::config::schema::LimitsSpec) -> auto::Builder<InPlace> {
-    let max_header_bytes = *l.max_header_bytes.get_ref();
+pub fn builder(l: &crate::config::compile::ConnLimits) -> auto::Builder<InPlace> {
+    let max_header_bytes = l.max_header_bytes;
     let mut b = auto::Builder::new(InPlace);
     b.http1()
         .timer(TokioTimer::new())
         // The header read and idle timeouts are kept by `timeouts::Timed`.
         .header_read_timeout(None)
         .keep_alive(true)
-        .max_headers(*l.max_headers.get_ref())
+        .max_headers(l.max_headers)
         .max_buf_size((max_header_bytes + 1024).max(8192));
     b.http2()
         .timer(TokioTimer::new())
@@ -137,7 +137,7 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
             };
             let _ = stream.set_nodelay(true);
             GLOBAL.connections_accepted.fetch_add(1, Relaxed);
-            let per_client = shared.builder_limits.load().max_connections_per_client;
+            let per_client = shared.live.load().snap.conn.max_connections_per_client;
             let shared = shared.clone();
             let name = name.clone();
             let tls = tls.clone();
@@ -178,7 +178,7 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
 
 /// Runs the TLS handshake, then serves the connection.
 async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, name: Arc<str>, state: Arc<TlsState>, shared: &Arc<Shared>) {
-    let limit = shared.builder_limits.load().header_read_timeout.get_ref().0;
+    let limit = shared.live.load().snap.conn.header_read_timeout;
     match tokio::time::timeout(limit, state.acceptor().accept(stream)).await {
         Ok(Ok(tls_stream)) => {
             let session = &tls_stream.get_ref().1;
@@ -204,9 +204,9 @@ async fn serve<I>(io: I, shared: &Arc<Shared>, conn: Arc<ConnInfo>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let builder = shared.builder.load_full();
-    let limits = shared.builder_limits.load();
-    let io = TokioIo::new(Timed::new(io, conn.clone(), limits.keepalive_timeout.get_ref().0, limits.header_read_timeout.get_ref().0));
+    let live = shared.live.load_full();
+    let limits = &live.snap.conn;
+    let io = TokioIo::new(Timed::new(io, conn.clone(), limits.keepalive_timeout, limits.header_read_timeout));
     let mut stop = shared.shutdown.clone();
     let svc_shared = shared.clone();
     let peer = conn.facts.peer;
@@ -215,11 +215,11 @@ where
         let shared = svc_shared.clone();
         async move {
             let _busy = Busy::new(&conn);
-            let snap = shared.snapshot.load_full();
-            Ok::<_, Infallible>(pipeline::handle(req.map(Body::stream), &conn.facts, &snap).await)
+            let live = shared.live.load_full();
+            Ok::<_, Infallible>(pipeline::handle(req.map(Body::stream), &conn.facts, &live.snap).await)
         }
     });
-    let mut c = std::pin::pin!(builder.serve_connection(io, svc));
+    let mut c = std::pin::pin!(live.builder.serve_connection(io, svc));
     let mut streams = Streams::default();
     // On shutdown, finish the requests in flight and close (GOAWAY on HTTP/2).
     let mut stopping = std::pin::pin!(async move { stop.wait_for(|s| *s).await.is_ok() });

@@ -20,12 +20,23 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+/// What a connection and its requests read, swapped whole on reload: the
+/// snapshot and the connection settings built from it. One atomic store, so no
+/// connection sees new settings with an old snapshot.
+pub struct Live {
+    pub snap: Arc<Snapshot>,
+    pub builder: auto::Builder<streams::InPlace>,
+}
+
+impl Live {
+    fn new(snap: Snapshot) -> Live {
+        Live { builder: listener::builder(&snap.conn), snap: Arc::new(snap) }
+    }
+}
+
 /// State every connection and request can reach.
 pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub builder: ArcSwap<auto::Builder<streams::InPlace>>,
-    /// The limits the builder was made from (connection-level limits read them).
-    pub builder_limits: ArcSwap<crate::config::schema::LimitsSpec>,
+    pub live: ArcSwap<Live>,
     pub per_client: listener::PerClient,
     pub connection_limit: Arc<Semaphore>,
     /// Becomes true when shutdown begins; connections then close after their current request.
@@ -38,6 +49,13 @@ pub struct Shared {
     pub tasks: tokio_util::task::TaskTracker,
     /// Running listeners, keyed by name and address. Locked only by reloads.
     pub listeners: tokio::sync::Mutex<Vec<(String, ListenerHandle)>>,
+}
+
+impl Shared {
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load().snap.clone()
+    }
 }
 
 /// Addresses the server actually bound, for callers that asked for port 0.
@@ -65,44 +83,35 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
 /// The TLS state of listener `name`: `None` for a plain listener, an error
 /// when an https listener's certificates do not load.
 pub fn tls_state(snap: &Snapshot, name: &str) -> Result<Option<Arc<TlsState>>, String> {
-    let Some(l) = snap.config.listeners.iter().find(|l| l.name.get_ref() == name) else { return Ok(None) };
-    match (&l.tls, *l.protocol.get_ref() == crate::config::schema::ListenerProtocol::Https) {
-        (Some(spec), true) => TlsState::new(name, spec.get_ref()).map(Some),
-        (_, true) => Err("no tls table".into()),
-        _ => Ok(None),
+    match snap.listeners.iter().find(|l| l.name == name).and_then(|l| l.tls.as_ref()) {
+        Some(settings) => TlsState::new(name, settings).map(Some),
+        None => Ok(None),
     }
-}
-
-fn listener_builder(snap: &Snapshot) -> auto::Builder<streams::InPlace> {
-    listener::builder(&snap.config.limits)
 }
 
 /// Serves `cfg` (read from `path`, which reloads re-read) until a shutdown
 /// signal; `on_ready` is told the bound addresses once every listener is up.
 pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
-    let mut sockets = Vec::new();
-    for l in &cfg.listeners {
-        let addr: SocketAddr = l.listen.get_ref().parse().expect("validated");
-        let tcp = listener::bind(addr)
-            .with_context(|| format!("cannot listen on {addr} (listener `{}`): is another process using it?", l.name.get_ref()))?;
-        sockets.push((l.name.get_ref().clone(), tcp));
-    }
-    let admin = if cfg.admin.enabled {
-        let addr: SocketAddr = cfg.admin.listen.get_ref().parse().expect("validated");
-        Some(listener::bind(addr).with_context(|| format!("cannot listen on admin address {addr}: is another process using it?"))?)
-    } else {
-        None
-    };
-    let max_conns = cfg.limits.max_connections;
-    let grace = cfg.server.grace_period.0;
     let compiled = compile(cfg, None);
+    let snap = compiled.snapshot;
+    let mut sockets = Vec::new();
+    for l in &snap.listeners {
+        let tcp = listener::bind(l.addr)
+            .with_context(|| format!("cannot listen on {} (listener `{}`): is another process using it?", l.addr, l.name))?;
+        sockets.push((l.name.clone(), tcp));
+    }
+    let admin = match snap.admin {
+        Some(addr) => {
+            Some(listener::bind(addr).with_context(|| format!("cannot listen on admin address {addr}: is another process using it?"))?)
+        }
+        None => None,
+    };
+    let grace = snap.grace_period;
     let (begin_shutdown, shutdown) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
-        builder: ArcSwap::from_pointee(listener_builder(&compiled.snapshot)),
-        builder_limits: ArcSwap::from_pointee(compiled.snapshot.config.limits.clone()),
         per_client: Default::default(),
-        snapshot: ArcSwap::from_pointee(compiled.snapshot),
-        connection_limit: Arc::new(Semaphore::new(max_conns)),
+        connection_limit: Arc::new(Semaphore::new(snap.conn.max_connections)),
+        live: ArcSwap::from_pointee(Live::new(snap)),
         shutdown,
         draining: AtomicBool::new(false),
         config_path: path,
@@ -116,8 +125,7 @@ pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) ->
     {
         let mut ls = shared.listeners.lock().await;
         for (name, tcp) in sockets {
-            let snap = shared.snapshot.load_full();
-            let tls = tls_state(&snap, &name).map_err(|e| {
+            let tls = tls_state(&shared.snapshot(), &name).map_err(|e| {
                 anyhow::anyhow!("https listener `{name}` has no usable certificate ({e}); refusing to serve it in plain text")
             })?;
             let h = listener::spawn(&name, tcp, shared.clone(), tls);
@@ -126,11 +134,11 @@ pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) ->
             ls.push((name, h));
         }
     }
-    if let Some(tcp) = admin {
+    let admin_task = admin.map(|tcp| {
         bound.admin = tcp.local_addr().ok();
         tracing::info!(addr = ?bound.admin, "admin listening");
-        tokio::spawn(crate::admin::serve(tcp, shared.clone()));
-    }
+        tokio::spawn(crate::admin::serve(tcp, Arc::new(Admin(shared.clone())), shared.shutdown.clone()))
+    });
     on_ready(&bound);
 
     wait_for_shutdown(&shared).await;
@@ -146,7 +154,31 @@ pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) ->
         Ok(()) => tracing::info!("drained; exiting"),
         Err(_) => tracing::warn!("grace period ended with connections still open; exiting"),
     }
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     Ok(())
+}
+
+/// What the admin listener may ask of the running server.
+struct Admin(Arc<Shared>);
+
+impl crate::admin::Control for Admin {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.0.snapshot()
+    }
+
+    fn draining(&self) -> bool {
+        self.0.draining.load(Relaxed)
+    }
+
+    fn reload(&self) -> crate::admin::BoxFuture<'_, Result<u64, String>> {
+        Box::pin(reload::reload(&self.0))
+    }
+
+    fn tls_states(&self) -> crate::admin::BoxFuture<'_, Vec<Arc<TlsState>>> {
+        Box::pin(async move { self.0.listeners.lock().await.iter().filter_map(|(_, h)| h.tls.clone()).collect() })
+    }
 }
 
 /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.

@@ -3,7 +3,7 @@
 //! added are bound before the swap (a failure rejects the reload); removed ones
 //! stop accepting after it. An invalid config changes nothing.
 
-use super::{listener, listener_builder, Shared};
+use super::{listener, Live, Shared};
 use crate::config::compile::compile;
 use crate::metrics::GLOBAL;
 use crate::upstream::health;
@@ -31,13 +31,14 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
     // Serialises reloads; never held by requests.
     let mut running = shared.listeners.lock().await;
     let cfg = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
-    let old = shared.snapshot.load_full();
-    if cfg.admin.listen.get_ref() != old.config.admin.listen.get_ref() || cfg.admin.enabled != old.config.admin.enabled {
+    let old = shared.snapshot();
+    let compiled = compile(cfg, Some(&old));
+    let new = &compiled.snapshot;
+    if new.admin != old.admin {
         tracing::warn!("admin listener changes take effect after a restart");
     }
     // A listener is kept when its name, address and protocol are unchanged.
-    let wanted: Vec<(String, SocketAddr, bool)> =
-        cfg.listeners.iter().map(|l| (l.name.get_ref().clone(), l.listen.get_ref().parse().expect("validated"), l.tls.is_some())).collect();
+    let wanted: Vec<(String, SocketAddr, bool)> = new.listeners.iter().map(|l| (l.name.clone(), l.addr, l.tls.is_some())).collect();
     let same = |(n, a, tls): &(String, SocketAddr, bool), (rn, h): &(String, listener::ListenerHandle)| {
         n == rn && *a == h.addr && *tls == h.tls.is_some()
     };
@@ -58,9 +59,8 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
         }
     }
 
-    let compiled = compile(cfg, Some(&old));
-    let generation = compiled.snapshot.generation;
-    if compiled.snapshot.config.limits.max_connections != old.config.limits.max_connections {
+    let generation = new.generation;
+    if new.conn.max_connections != old.conn.max_connections {
         tracing::warn!("limits.max_connections takes effect after a restart");
     }
     // Kept https listeners read their certificate files again; new handshakes
@@ -69,14 +69,13 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
         if removed.contains(&i) {
             continue;
         }
-        let spec = compiled.snapshot.config.listeners.iter().find(|l| l.name.get_ref() == name).and_then(|l| l.tls.as_ref());
-        if let (Some(state), Some(spec)) = (&h.tls, spec) {
-            let _ = state.reload(spec.get_ref());
+        let settings = new.listeners.iter().find(|l| &l.name == name).and_then(|l| l.tls.as_ref());
+        if let (Some(state), Some(settings)) = (&h.tls, settings) {
+            let _ = state.reload(settings);
         }
     }
-    shared.builder.store(Arc::new(listener_builder(&compiled.snapshot)));
-    shared.builder_limits.store(Arc::new(compiled.snapshot.config.limits.clone()));
-    shared.snapshot.store(Arc::new(compiled.snapshot));
+    // One store: connections and requests see the new snapshot and its settings together.
+    shared.live.store(Arc::new(Live::new(compiled.snapshot)));
     for ep in &compiled.new_endpoints {
         health::spawn(ep);
     }
@@ -93,8 +92,7 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
         }
     }
     for (n, tcp) in bound_now {
-        let snap = shared.snapshot.load_full();
-        let tls = match super::tls_state(&snap, &n) {
+        let tls = match super::tls_state(&shared.snapshot(), &n) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(listener = %n, error = %e, "https listener has no usable certificate; not serving it in plain text");

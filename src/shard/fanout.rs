@@ -7,19 +7,17 @@
 //! to arrive wins and the other requests are cancelled.
 
 use crate::body::Body;
-use crate::config::schema::FanOutPolicy;
 use crate::metrics::Answer;
 use crate::respond::answer;
-use crate::service::Service;
 use crate::upstream::forward::{forward, ForwardError};
+use crate::upstream::Pool;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 /// One shard's answer, read whole.
 enum ShardAnswer {
@@ -45,26 +43,53 @@ impl ShardAnswer {
     }
 }
 
-/// Sends a bodiless request (`head`, forwarding headers already set) to every shard.
-pub async fn fan_out(service: &Arc<Service>, head: &http::request::Parts, client: IpAddr) -> Response<Body> {
-    let sharding = service.sharding.as_ref().expect("fan-out only targets sharded services");
-    let spec = sharding.fan_out.clone();
-    let limit = Arc::new(Semaphore::new(*spec.concurrency.get_ref()));
-    let mut tasks = JoinSet::new();
-    for i in 0..service.pools.len() {
-        let service = service.clone();
-        let limit = limit.clone();
+/// How a fan-out request's answers become one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FanOutPolicy {
+    /// Every shard must answer 2xx; JSON array bodies are merged into one array,
+    /// other bodies concatenated in shard order; otherwise the first error is returned.
+    All,
+    /// The first 2xx answer wins.
+    First,
+}
+
+/// The fan-out settings of a sharded service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanOut {
+    pub policy: FanOutPolicy,
+    /// Shards asked at once.
+    pub concurrency: usize,
+    /// Each shard's answer must arrive, body and all, within this.
+    pub timeout: Duration,
+    /// Largest answer body kept per shard.
+    pub max_body_bytes: usize,
+}
+
+/// Sends a bodiless request (`head`, forwarding headers already set) to every
+/// shard's pool. The shard requests run together on the request's own task (no
+/// task per shard), at most `concurrency` at once; `header` names the shards
+/// that answered.
+pub async fn fan_out(
+    pools: &[Pool],
+    spec: &FanOut,
+    header: Option<&HeaderName>,
+    head: &http::request::Parts,
+    client: IpAddr,
+) -> Response<Body> {
+    let limit = Semaphore::new(spec.concurrency.max(1));
+    let mut tasks = FuturesUnordered::new();
+    for (i, pool) in pools.iter().enumerate() {
         let mut req = Request::new(Body::Empty);
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = head.uri.clone();
         *req.headers_mut() = head.headers.clone();
-        let spec = spec.clone();
-        let affinity = crate::balance::affinity(&service.pools[i].balancer, head, client).unwrap_or_default();
-        tasks.spawn(async move {
+        let affinity = crate::balance::affinity(&pool.balancer, head, client).unwrap_or_default();
+        let limit = &limit;
+        tasks.push(async move {
             let _permit = limit.acquire().await.expect("never closed");
-            let pool = &service.pools[i];
             let start = Instant::now();
-            let result = tokio::time::timeout(spec.timeout.get_ref().0, async {
+            let result = tokio::time::timeout(spec.timeout, async {
                 let f = forward(pool, req, true, &affinity).await?;
                 let endpoint = f.endpoint.name.clone();
                 let (p, body) = f.response.into_parts();
@@ -90,13 +115,12 @@ pub async fn fan_out(service: &Arc<Service>, head: &http::request::Parts, client
             (i, answer)
         });
     }
-    let names = || service.pools.iter().filter_map(|p| p.shard.as_deref()).collect::<Vec<_>>().join(",");
+    let names = || pools.iter().filter_map(|p| p.shard.as_deref()).collect::<Vec<_>>().join(",");
     let mut resp = match spec.policy {
         FanOutPolicy::First => {
             let mut first_failure: Option<(usize, ShardAnswer)> = None;
             let mut winner = None;
-            while let Some(done) = tasks.join_next().await {
-                let Ok((i, a)) = done else { continue };
+            while let Some((i, a)) = tasks.next().await {
                 if a.is_success() {
                     winner = Some((i, a));
                     break;
@@ -105,32 +129,30 @@ pub async fn fan_out(service: &Arc<Service>, head: &http::request::Parts, client
                     first_failure = Some((i, a));
                 }
             }
-            tasks.abort_all();
+            // The others are cancelled as `tasks` drops.
             match winner.or(first_failure) {
                 Some((i, a)) => {
                     let mut r = a.into_response();
-                    set_shard(&mut r, service, service.pools[i].shard.as_deref().unwrap_or(""));
+                    set_shard(&mut r, header, pools[i].shard.as_deref().unwrap_or(""));
                     return r;
                 }
                 None => answer(StatusCode::BAD_GATEWAY, Answer::BadGateway, "no shard answered\n"),
             }
         }
         FanOutPolicy::All => {
-            let mut answers: Vec<Option<ShardAnswer>> = (0..service.pools.len()).map(|_| None).collect();
-            while let Some(done) = tasks.join_next().await {
-                if let Ok((i, a)) = done {
-                    answers[i] = Some(a);
-                }
+            let mut answers: Vec<Option<ShardAnswer>> = (0..pools.len()).map(|_| None).collect();
+            while let Some((i, a)) = tasks.next().await {
+                answers[i] = Some(a);
             }
             merge_all(answers)
         }
     };
-    set_shard(&mut resp, service, &names());
+    set_shard(&mut resp, header, &names());
     resp
 }
 
-fn set_shard(r: &mut Response<Body>, service: &Service, value: &str) {
-    if let Some(h) = service.sharding.as_ref().and_then(|s| s.header.as_ref()) {
+fn set_shard(r: &mut Response<Body>, header: Option<&HeaderName>, value: &str) {
+    if let Some(h) = header {
         if let Ok(v) = HeaderValue::from_str(value) {
             r.headers_mut().insert(h.clone(), v);
         }

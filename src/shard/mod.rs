@@ -5,4 +5,5 @@
 pub mod fanout;
 mod sharder;
 
+pub use fanout::{FanOut, FanOutPolicy};
 pub use sharder::{Sharding, Target};

@@ -1,9 +1,9 @@
 //! The sharder: picks the shard of a request by a ring over the shard names and
 //! a key taken from the request, or every shard (a fan-out).
 
-use crate::balance::MissingKey;
-use crate::config::schema::{Fallback, FanOutSpec, HashSpec};
+use super::fanout::FanOut;
 use crate::hash::hash_tag;
+use crate::key::{Fallback, KeyRule, MissingKey};
 use crate::ring::Ring;
 use http::HeaderName;
 use std::net::IpAddr;
@@ -12,9 +12,10 @@ use std::net::IpAddr;
 pub struct Sharding {
     /// Over shard names and weights.
     pub ring: Ring,
-    pub sharder: HashSpec,
+    /// The key that picks a shard, and what to do without it.
+    pub rule: KeyRule,
     pub tag: Option<[u8; 2]>,
-    pub fan_out: FanOutSpec,
+    pub fan_out: FanOut,
     /// Response header naming the shard(s) that answered.
     pub header: Option<HeaderName>,
 }
@@ -34,12 +35,10 @@ impl Sharding {
         if fan_out {
             return Ok(Target::All);
         }
-        let spec = &self.sharder;
-        let key = spec.key.extract(head, client).or_else(|| spec.fallback_key.as_ref().and_then(|k| k.extract(head, client)));
-        match (key, spec.fallback.get_ref()) {
+        match (self.rule.extract(head, client), self.rule.fallback) {
             (Some(k), _) => Ok(Target::Pool(self.ring.locate(hash_tag(&k, self.tag)).unwrap_or(0))),
             (None, Fallback::All) => Ok(Target::All),
-            (None, Fallback::Reject) => Err(MissingKey(spec.key.describe())),
+            (None, Fallback::Reject) => Err(self.rule.missing()),
             (None, Fallback::Random) => Ok(Target::Pool(fastrand::usize(..shards.max(1)))),
         }
     }

@@ -4,10 +4,21 @@
 //! Sessions are resumed on reconnects (rustls' in-memory client cache).
 
 use super::{certify, load_chain, load_key, load_roots, provider};
-use crate::config::schema::{UpstreamProtocol, UpstreamTlsSpec};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use std::sync::{Arc, OnceLock};
+
+/// TLS settings towards a pool's endpoints (PEM file paths).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Settings {
+    /// CAs the endpoints' certificates must chain to; the system's roots when absent.
+    pub ca: Option<String>,
+    /// The name sent as SNI and verified; each endpoint's host when absent.
+    pub sni: Option<String>,
+    /// A client certificate and its key, presented when asked.
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
 
 /// The TLS a connection pool speaks to one endpoint.
 #[derive(Clone)]
@@ -35,10 +46,10 @@ fn system_roots() -> Result<Arc<rustls::RootCertStore>, String> {
         .clone()
 }
 
-/// The rustls client config of a pool.
-pub fn client_config(spec: &UpstreamTlsSpec, protocol: UpstreamProtocol) -> Result<Arc<ClientConfig>, String> {
+/// The rustls client config of a pool; ALPN offers `h2` or `http/1.1`.
+pub fn client_config(spec: &Settings, http2: bool) -> Result<Arc<ClientConfig>, String> {
     let roots = match &spec.ca {
-        Some(ca) => Arc::new(load_roots(ca.get_ref())?),
+        Some(ca) => Arc::new(load_roots(ca)?),
         None => system_roots()?,
     };
     let builder = ClientConfig::builder_with_provider(provider())
@@ -47,17 +58,14 @@ pub fn client_config(spec: &UpstreamTlsSpec, protocol: UpstreamProtocol) -> Resu
         .with_root_certificates(roots);
     let mut cfg = match (&spec.cert, &spec.key) {
         (Some(c), Some(k)) => {
-            let (chain, key) = (load_chain(c.get_ref())?, load_key(k.get_ref())?);
-            certify(chain.clone(), key.clone_key(), c.get_ref(), k.get_ref())?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate {}: {e}", c.get_ref()))?
+            let (chain, key) = (load_chain(c)?, load_key(k)?);
+            certify(chain.clone(), key.clone_key(), c, k)?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate {c}: {e}"))?
         }
         (None, None) => builder.with_no_client_auth(),
         _ => return Err("an upstream client certificate needs both cert and key".into()),
     };
-    cfg.alpn_protocols = match protocol {
-        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
-        UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
-    };
+    cfg.alpn_protocols = if http2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     Ok(Arc::new(cfg))
 }
 

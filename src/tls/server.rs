@@ -10,7 +10,6 @@
 //! and sees Kubernetes' secret updates, which swap a symlink in a parent folder.
 
 use super::{certified_key, facts, load_roots, provider, sni::SniResolver, CertFacts};
-use crate::config::schema::TlsSpec;
 use crate::identity::KeyInfo;
 use arc_swap::ArcSwap;
 use rustls::server::{ProducesTickets, StoresServerSessions, WebPkiClientVerifier};
@@ -34,7 +33,7 @@ pub struct LoadedCert {
 pub struct Loaded {
     pub config: Arc<ServerConfig>,
     pub certs: Vec<LoadedCert>,
-    pub spec: TlsSpec,
+    pub spec: Settings,
     stamps: Vec<Stamp>,
     pub at: SystemTime,
 }
@@ -48,11 +47,42 @@ fn stamp(path: &str) -> Stamp {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
+/// The TLS settings of an https listener: certificate and key files with their
+/// SNI names (the first is the default), client authentication, resumption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub certificates: Vec<CertFiles>,
+    pub client_auth: Option<ClientAuth>,
+    pub session_tickets: bool,
+    /// Sessions remembered for stateful resumption; 0 turns it off.
+    pub session_cache: usize,
+    /// How often the files are checked for changes; zero turns it off.
+    pub watch_interval: std::time::Duration,
+}
+
+/// A certificate chain and its key (PEM files), and the names it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: String,
+    pub key: String,
+    pub names: Vec<String>,
+}
+
+/// Client certificates checked against a CA bundle (mTLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub ca: String,
+    /// Refuse handshakes without a client certificate.
+    pub required: bool,
+    /// The identity tier of a verified client.
+    pub tier: Option<String>,
+}
+
 /// The files a spec reads.
-fn files(spec: &TlsSpec) -> Vec<&str> {
-    let mut f: Vec<&str> = spec.certificates.iter().flat_map(|c| [c.cert.get_ref().as_str(), c.key.get_ref().as_str()]).collect();
+fn files(spec: &Settings) -> Vec<&str> {
+    let mut f: Vec<&str> = spec.certificates.iter().flat_map(|c| [c.cert.as_str(), c.key.as_str()]).collect();
     if let Some(ca) = &spec.client_auth {
-        f.push(ca.get_ref().ca.get_ref());
+        f.push(&ca.ca);
     }
     f
 }
@@ -68,25 +98,20 @@ pub struct TlsState {
 }
 
 /// Checks that a spec loads (for `ringmaster check` and validation).
-pub fn check(spec: &TlsSpec) -> Result<(), String> {
+pub fn check(spec: &Settings) -> Result<(), String> {
     build(spec, Arc::new(rustls::server::NoServerSessionStorage {}), None).map(|_| ())
 }
 
 fn build(
-    spec: &TlsSpec,
+    spec: &Settings,
     sessions: Arc<dyn StoresServerSessions>,
     ticketer: Option<Arc<dyn ProducesTickets>>,
 ) -> Result<(ServerConfig, Vec<LoadedCert>), String> {
     let mut keyed = Vec::new();
     let mut certs = Vec::new();
     for c in &spec.certificates {
-        let ck = certified_key(c.cert.get_ref(), c.key.get_ref())?;
-        certs.push(LoadedCert {
-            cert: c.cert.get_ref().clone(),
-            key: c.key.get_ref().clone(),
-            names: c.names.clone(),
-            facts: ck.cert.first().and_then(facts),
-        });
+        let ck = certified_key(&c.cert, &c.key)?;
+        certs.push(LoadedCert { cert: c.cert.clone(), key: c.key.clone(), names: c.names.clone(), facts: ck.cert.first().and_then(facts) });
         keyed.push((ck, c.names.clone()));
     }
     let resolver = SniResolver::new(&keyed).ok_or("a TLS listener needs at least one certificate")?;
@@ -94,11 +119,10 @@ fn build(
     let builder = match &spec.client_auth {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let ca = ca.get_ref();
-            let roots = load_roots(ca.ca.get_ref())?;
+            let roots = load_roots(&ca.ca)?;
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
             let v = if ca.required { v } else { v.allow_unauthenticated() };
-            let v = v.build().map_err(|e| format!("client CA bundle {}: {e}", ca.ca.get_ref()))?;
+            let v = v.build().map_err(|e| format!("client CA bundle {}: {e}", ca.ca))?;
             builder.with_client_cert_verifier(v)
         }
     };
@@ -116,7 +140,7 @@ fn build(
 
 impl TlsState {
     /// Loads `spec` for listener `listener`.
-    pub fn new(listener: &str, spec: &TlsSpec) -> Result<Arc<TlsState>, String> {
+    pub fn new(listener: &str, spec: &Settings) -> Result<Arc<TlsState>, String> {
         let sessions: Arc<dyn StoresServerSessions> = if spec.session_cache == 0 {
             Arc::new(rustls::server::NoServerSessionStorage {})
         } else {
@@ -153,7 +177,7 @@ impl TlsState {
 
     /// Reloads from `spec` (the files are read again); on failure the old
     /// config stays and the error says why.
-    pub fn reload(&self, spec: &TlsSpec) -> Result<(), String> {
+    pub fn reload(&self, spec: &Settings) -> Result<(), String> {
         match build(spec, self.sessions.clone(), self.ticketer.clone()) {
             Ok((config, certs)) => {
                 self.loaded.store(Arc::new(Loaded {
@@ -179,7 +203,7 @@ impl TlsState {
     /// listener gives verified clients a tier.
     pub fn client_identity(&self, chain: Option<&[rustls_pki_types::CertificateDer<'static>]>) -> Option<Arc<KeyInfo>> {
         let loaded = self.loaded.load();
-        let tier = loaded.spec.client_auth.as_ref()?.get_ref().tier.as_ref()?.get_ref().clone();
+        let tier = loaded.spec.client_auth.as_ref()?.tier.clone()?;
         let owner = super::client_identity(chain?.first()?)?;
         Some(Arc::new(KeyInfo { tier, owner, overrides: None }))
     }
@@ -200,7 +224,7 @@ impl TlsState {
     }
 }
 
-fn stamps(spec: &TlsSpec) -> Vec<Stamp> {
+fn stamps(spec: &Settings) -> Vec<Stamp> {
     files(spec).into_iter().map(stamp).collect()
 }
 
@@ -211,7 +235,7 @@ fn watch(state: &Arc<TlsState>) {
     rt.spawn(async move {
         loop {
             let every = match weak.upgrade() {
-                Some(s) => s.loaded.load().spec.watch_interval.0,
+                Some(s) => s.loaded.load().spec.watch_interval,
                 None => return,
             };
             if every.is_zero() {

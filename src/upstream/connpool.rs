@@ -8,10 +8,10 @@
 //! end, and a request that was never written comes back to the caller intact, so
 //! a retry costs nothing.
 
+use super::policy::UpstreamProtocol;
 use super::stream::Stream;
 use crate::body::Body;
 use crate::clock;
-use crate::config::schema::UpstreamProtocol;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

@@ -5,8 +5,8 @@
 //! and with it its health, its counters and its pooled connections.
 
 use super::connpool::{ConnPool, Lease};
+use super::policy::{HealthCheck, Passive, UpstreamProtocol};
 use crate::clock;
-use crate::config::schema::{HealthSpec, PassiveSpec, UpstreamProtocol, UpstreamTlsSpec};
 use http::uri::Authority;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -20,9 +20,9 @@ pub struct EndpointKey {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
-    pub health: Option<HealthSpec>,
+    pub health: Option<HealthCheck>,
     /// TLS towards the endpoint; plain HTTP when absent.
-    pub tls: Option<UpstreamTlsSpec>,
+    pub tls: Option<crate::tls::client::Settings>,
 }
 
 /// Live counters and health of an endpoint.
@@ -58,7 +58,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// `tls` is the pool's client config (or why it failed to load) when the pool speaks TLS.
     pub fn new(key: EndpointKey, name: Option<String>, weight: u32, tls: Option<Result<Arc<rustls::ClientConfig>, Arc<str>>>) -> Endpoint {
-        let sni = key.tls.as_ref().and_then(|t| t.sni.as_ref()).map(|s| s.get_ref().as_str());
+        let sni = key.tls.as_ref().and_then(|t| t.sni.as_deref());
         let tls = tls.map(|r| r.and_then(|cfg| crate::tls::client::Upstream::new(cfg, sni, &key.address).map_err(Arc::from)));
         let conns = ConnPool::new(&key.address, key.protocol, tls, key.connect_timeout, key.idle_timeout);
         let stats = EndpointStats::default();
@@ -91,7 +91,7 @@ impl Endpoint {
 
     /// Records a passive failure; ejects the endpoint when the streak reaches the threshold.
     /// Returns true when this failure caused an ejection.
-    pub fn passive_failure(&self, p: &PassiveSpec) -> bool {
+    pub fn passive_failure(&self, p: &Passive) -> bool {
         self.stats.errors.fetch_add(1, Relaxed);
         if p.consecutive_failures == 0 {
             return false;
@@ -102,8 +102,7 @@ impl Endpoint {
         }
         self.stats.consecutive_failures.store(0, Relaxed);
         let row = self.stats.ejections_in_row.fetch_add(1, Relaxed).min(16);
-        let base = p.ejection_time.get_ref().0;
-        let wait = base.saturating_mul(1u32 << row).min(p.max_ejection_time.get_ref().0);
+        let wait = p.ejection_time.saturating_mul(1u32 << row).min(p.max_ejection_time);
         self.stats.ejected_until_ms.store(clock::now_ms() + wait.as_millis() as u64, Relaxed);
         self.stats.ejections_total.fetch_add(1, Relaxed);
         tracing::warn!(endpoint = %self.name, address = %self.address, ejected_for_ms = wait.as_millis() as u64, "endpoint ejected after consecutive failures");
@@ -149,8 +148,6 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::duration::Dur;
-    use toml::Spanned;
 
     fn key() -> EndpointKey {
         EndpointKey {
@@ -167,11 +164,7 @@ mod tests {
     #[tokio::test]
     async fn ejects_after_streak_with_backoff() {
         let ep = Endpoint::new(key(), None, 1, None);
-        let p = PassiveSpec {
-            consecutive_failures: 3,
-            ejection_time: Spanned::new(0..0, Dur::secs(10)),
-            max_ejection_time: Spanned::new(0..0, Dur::secs(25)),
-        };
+        let p = Passive { consecutive_failures: 3, ejection_time: Duration::from_secs(10), max_ejection_time: Duration::from_secs(25) };
         let now = clock::now_ms();
         assert!(!ep.passive_failure(&p));
         assert!(!ep.passive_failure(&p));

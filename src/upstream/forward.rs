@@ -7,10 +7,10 @@
 
 use super::connpool::{ConnectError, SendError};
 use super::endpoint::Held;
+use super::policy::UpstreamProtocol;
 use super::pool::{Pool, PoolRequest};
 use crate::balance::Affinity;
 use crate::body::{Body, BodyTooLarge};
-use crate::config::schema::UpstreamProtocol;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body::Body as _;
@@ -73,7 +73,7 @@ pub struct Forwarded {
 /// endpoint after a connect failure (idempotent, no body).
 pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affinity: &Affinity) -> Result<Forwarded, ForwardError> {
     let _in_pool = PoolRequest::new(pool);
-    let mut retries_left = if retryable { *pool.retry.attempts.get_ref() as usize } else { 0 };
+    let mut retries_left = if retryable { pool.retry.attempts as usize } else { 0 };
     let mut stale_left = 2;
     let mut tried = [usize::MAX; 11];
     let mut n_tried = 0;

@@ -16,12 +16,12 @@ pub fn spawn(ep: &Arc<Endpoint>) {
     let Some(spec) = ep.key.health.clone() else { return };
     let weak: Weak<Endpoint> = Arc::downgrade(ep);
     tokio::spawn(async move {
-        let interval = spec.interval.get_ref().0;
-        let jitter_ms = spec.jitter.get_ref().0.as_millis() as u64;
+        let interval = spec.interval;
+        let jitter_ms = spec.jitter.as_millis() as u64;
         loop {
             let Some(ep) = weak.upgrade() else { return };
-            let ok = probe(&ep, spec.path.get_ref(), spec.timeout.get_ref().0).await;
-            record(&ep, ok, *spec.healthy_threshold.get_ref(), *spec.unhealthy_threshold.get_ref());
+            let ok = probe(&ep, &spec.path, spec.timeout).await;
+            record(&ep, ok, spec.healthy_threshold, spec.unhealthy_threshold);
             drop(ep);
             let jitter = if jitter_ms > 0 { fastrand::u64(..=jitter_ms) } else { 0 };
             tokio::time::sleep(interval + Duration::from_millis(jitter)).await;
@@ -33,7 +33,7 @@ async fn probe(ep: &Endpoint, path: &str, timeout: Duration) -> bool {
     let attempt = async {
         let mut lease = ep.conns.lease().await.ok()?;
         let mut uri = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(path.as_bytes())).ok()?;
-        if ep.conns.protocol() == crate::config::schema::UpstreamProtocol::Http2 {
+        if ep.conns.protocol() == super::UpstreamProtocol::Http2 {
             uri = format!("{}://{}{}", ep.conns.scheme(), ep.address, path).parse().ok()?;
         }
         let req = http::Request::get(uri)

@@ -5,8 +5,10 @@ pub mod endpoint;
 pub mod forward;
 pub mod headers;
 pub mod health;
+pub mod policy;
 pub mod pool;
 pub mod stream;
 
 pub use endpoint::{Endpoint, EndpointKey, InFlight};
+pub use policy::{HealthCheck, Passive, Retry, UpstreamProtocol};
 pub use pool::Pool;

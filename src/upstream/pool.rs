@@ -2,9 +2,9 @@
 //! their balancer, health state and retry budget.
 
 use super::endpoint::{Endpoint, InFlight};
+use super::policy::{Passive, Retry};
 use crate::balance::{Affinity, Balancer};
 use crate::clock;
-use crate::config::schema::{PassiveSpec, RetrySpec};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +32,8 @@ pub struct Pool {
     pub endpoints: Vec<Arc<Endpoint>>,
     pub balancer: Balancer,
     pub request_timeout: Duration,
-    pub passive: PassiveSpec,
-    pub retry: RetrySpec,
+    pub passive: Passive,
+    pub retry: Retry,
     pub stats: Arc<PoolStats>,
 }
 
@@ -90,7 +90,7 @@ impl Pool {
     /// until the returned guard drops.
     pub fn try_retry(&self) -> Option<RetryGuard> {
         let in_flight = self.stats.in_flight.load(Relaxed);
-        let allowed = (in_flight * *self.retry.budget_percent.get_ref() as usize / 100).max(self.retry.min_concurrency as usize);
+        let allowed = (in_flight * self.retry.budget_percent as usize / 100).max(self.retry.min_concurrency as usize);
         if self.stats.retries_in_flight.load(Relaxed) >= allowed {
             self.stats.retries_denied.fetch_add(1, Relaxed);
             return None;
@@ -144,8 +144,8 @@ mod tests {
             endpoints: Vec::new(),
             balancer: Balancer::new(BalancerKind::RoundRobin, &[], None, None, "p"),
             request_timeout: Duration::from_secs(1),
-            passive: PassiveSpec::default(),
-            retry: RetrySpec::default(),
+            passive: Passive::default(),
+            retry: Retry::default(),
             stats: Arc::default(),
         }
     }

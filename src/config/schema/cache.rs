@@ -2,33 +2,9 @@
 
 use super::super::duration::Dur;
 use super::d_true;
+pub use crate::cache::key::{CacheKeySpec, QueryMode};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
-
-/// How the query string enters the cache key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QueryMode {
-    #[default]
-    Keep,
-    /// Parameters sorted, so `?b=1&a=2` and `?a=2&b=1` share an entry.
-    Sort,
-    Ignore,
-}
-
-/// The parts of a request that make its cache key, beyond method, host and path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheKeySpec {
-    #[serde(default)]
-    pub query: QueryMode,
-    /// Request headers whose values are part of the key.
-    #[serde(default)]
-    pub headers: Vec<String>,
-    /// Cookies whose values are part of the key.
-    #[serde(default)]
-    pub cookies: Vec<String>,
-}
 
 /// A route's RFC 9111 cache.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]

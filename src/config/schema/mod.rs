@@ -10,9 +10,14 @@ pub use cache::*;
 pub use identity::*;
 
 use super::duration::Dur;
+pub use crate::accesslog::LogFormat;
+pub use crate::balance::BalancerKind;
 use crate::hash::KeyHash;
+pub use crate::key::Fallback;
 use crate::key::KeySpec;
 use crate::ring::Function;
+pub use crate::shard::FanOutPolicy;
+pub use crate::upstream::UpstreamProtocol;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use toml::Spanned;
@@ -80,13 +85,6 @@ impl Default for AdminSpec {
     fn default() -> Self {
         AdminSpec { enabled: true, listen: d_admin_listen() }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    Json,
-    Combined,
 }
 
 /// One line per request, off unless this table is present.
@@ -292,17 +290,6 @@ pub enum ServiceKind {
     Sharded,
 }
 
-/// How a fan-out request's answers become one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FanOutPolicy {
-    /// Every shard must answer 2xx; JSON array bodies are merged into one array,
-    /// other bodies concatenated in shard order; otherwise the first error is returned.
-    All,
-    /// The first 2xx answer wins.
-    First,
-}
-
 /// Requests sent to every shard.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -345,30 +332,6 @@ pub struct ShardSpec {
     /// The shard's readiness probes; the service's when absent.
     #[serde(default)]
     pub health: Option<HealthSpec>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BalancerKind {
-    RoundRobin,
-    Random,
-    LeastRequest,
-    /// Consistent hashing of a request key, with bounded load (see `HashSpec`).
-    Hash,
-    /// Affinity by a cookie the proxy sets (see `CookieSpec`).
-    Cookie,
-}
-
-/// What to do with a request that lacks the configured key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fallback {
-    /// Any endpoint (or shard), at random.
-    Random,
-    /// Answer 400, naming the missing key.
-    Reject,
-    /// Every shard (sharded services only): the request fans out.
-    All,
 }
 
 /// The `hash` balancer: a key, the function that maps it, and bounded load.
@@ -440,13 +403,6 @@ impl Default for CookieSpec {
     fn default() -> Self {
         CookieSpec { name: d_cookie_name(), ttl: None, path: d_cookie_path() }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpstreamProtocol {
-    Http1,
-    Http2,
 }
 
 /// What a route sends to. `replicated`: one pool of identical endpoints.
