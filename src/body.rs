@@ -10,6 +10,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,6 +75,51 @@ impl Pace {
 /// a response for the store as it streams).
 pub type Boxed = Box<dyn HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + Unpin>;
 
+/// The HTTP/1 connection an upstream response arrived on.
+pub type Conn = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Whoever lent an upstream response body its connection (an endpoint): told
+/// when the body was read whole, so the connection can serve another request,
+/// and when the response is done with, so its in-flight count drops.
+pub trait Release: Send + Sync {
+    /// The body was read to its end on `conn`.
+    fn reuse(&self, conn: Conn);
+    /// The response is finished or abandoned (a connection not given back closes).
+    fn done(&self);
+}
+
+/// What a streaming upstream response body holds until it ends.
+pub struct Held {
+    owner: Arc<dyn Release>,
+    conn: Option<Conn>,
+}
+
+impl Held {
+    /// Holds `owner` (and, over HTTP/1, the connection to give back) while the body streams.
+    pub fn new(owner: Arc<dyn Release>, conn: Option<Conn>) -> Held {
+        Held { owner, conn }
+    }
+
+    /// Keeps `conn` too, to give back when the body has been read whole.
+    pub fn keep(mut self, conn: Option<Conn>) -> Held {
+        self.conn = conn;
+        self
+    }
+
+    /// The body was read whole: the connection can serve another request.
+    pub fn finish(mut self) {
+        if let Some(c) = self.conn.take() {
+            self.owner.reuse(c);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.owner.done();
+    }
+}
+
 pub enum Body {
     Empty,
     /// A body of another kind (a response being stored by the cache as it streams).
@@ -84,7 +130,7 @@ pub enum Body {
         /// Bytes still allowed; `u64::MAX` for no limit.
         remaining: u64,
         limit: u64,
-        held: Option<crate::upstream::endpoint::Held>,
+        held: Option<Held>,
         /// Request bodies: read timeout and minimum rate.
         pace: Option<Box<Pace>>,
     },
@@ -125,7 +171,7 @@ impl Body {
 
     /// An upstream response body: `held` is finished when the body ends, dropped
     /// (closing the connection) if the body is abandoned.
-    pub fn upstream(inner: Incoming, held: crate::upstream::endpoint::Held) -> Body {
+    pub fn upstream(inner: Incoming, held: Held) -> Body {
         Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: Some(held), pace: None }
     }
 }

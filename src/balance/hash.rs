@@ -5,15 +5,12 @@
 //! ring's order, as HAProxy's hash-balance-factor and Envoy's
 //! hash_balance_factor do. Only the keys of an endpoint that fails or leaves move.
 
-use super::random_ok;
+use super::{random_ok, Members};
 use crate::hash::hash_tag;
 use crate::hash::KeyHash;
 use crate::key::{Fallback, KeyRule, KeySpec};
 use crate::ring::Function;
 use crate::ring::{Member, Ring};
-use crate::upstream::Endpoint;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 
 /// The settings of a hash balancer (or of a sharder's ring): the key, the ring
 /// function and key hash, the load bound, and the hash tag.
@@ -56,11 +53,17 @@ impl HashBalancer {
     }
 
     /// `pool_in_flight` counts this request.
-    pub fn pick(&self, eps: &[Arc<Endpoint>], ok: &dyn Fn(usize) -> bool, hash: Option<u64>, pool_in_flight: usize) -> Option<usize> {
-        let Some(h) = hash else { return random_ok(eps.len(), ok) };
+    pub fn pick<M: Members + ?Sized>(
+        &self,
+        eps: &M,
+        ok: &dyn Fn(usize) -> bool,
+        hash: Option<u64>,
+        pool_in_flight: usize,
+    ) -> Option<usize> {
+        let Some(h) = hash else { return random_ok(eps.count(), ok) };
         let factor = self.spec.balance_factor;
         let cap = if factor > 0.0 {
-            let healthy = (0..eps.len()).filter(|&i| ok(i)).count().max(1);
+            let healthy = (0..eps.count()).filter(|&i| ok(i)).count().max(1);
             (factor * pool_in_flight.max(1) as f64 / healthy as f64).ceil() as u32
         } else {
             u32::MAX
@@ -71,7 +74,7 @@ impl HashBalancer {
                 return false;
             }
             first_ok.get_or_insert(i);
-            eps[i].stats.in_flight.load(Relaxed) < cap
+            eps.load(i) < cap
         });
         // Every healthy endpoint at its cap (only under bursts): the key's own one.
         found.or(first_ok)

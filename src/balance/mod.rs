@@ -22,8 +22,6 @@ pub use hash::HashSettings;
 
 use crate::key::Fallback;
 use crate::ring::Member;
-use crate::upstream::Endpoint;
-use std::sync::Arc;
 
 /// The balancer of a pool, as configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
@@ -36,6 +34,14 @@ pub enum BalancerKind {
     Hash,
     /// Affinity by a cookie the proxy sets.
     Cookie,
+}
+
+/// What a balancer reads of a pool's endpoints, by index: how many there are,
+/// their weights and the requests each has in flight.
+pub trait Members {
+    fn count(&self) -> usize;
+    fn weight(&self, i: usize) -> u32;
+    fn load(&self, i: usize) -> u32;
 }
 
 pub enum Balancer {
@@ -80,7 +86,13 @@ impl Balancer {
 
     /// Picks an endpoint index among those for which `ok(i)` holds; the bool
     /// asks for the affinity cookie to be set on the response.
-    pub fn pick(&self, eps: &[Arc<Endpoint>], ok: &dyn Fn(usize) -> bool, a: &Affinity, pool_in_flight: usize) -> Option<(usize, bool)> {
+    pub fn pick<M: Members + ?Sized>(
+        &self,
+        eps: &M,
+        ok: &dyn Fn(usize) -> bool,
+        a: &Affinity,
+        pool_in_flight: usize,
+    ) -> Option<(usize, bool)> {
         match self {
             Balancer::RoundRobin(b) => b.pick(ok).map(|i| (i, false)),
             Balancer::Random(b) => b.pick(ok).map(|i| (i, false)),

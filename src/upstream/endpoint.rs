@@ -6,6 +6,7 @@
 
 use super::connpool::{ConnPool, Lease};
 use super::policy::{HealthCheck, Passive, UpstreamProtocol};
+use crate::body::Held;
 use crate::clock;
 use http::uri::Authority;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -110,38 +111,33 @@ impl Endpoint {
     }
 }
 
-/// Keeps an endpoint's (and its pool's) in-flight count raised while alive.
-pub struct InFlight {
-    ep: Arc<Endpoint>,
-}
-
-impl InFlight {
-    pub fn new(ep: Arc<Endpoint>) -> InFlight {
-        ep.stats.in_flight.fetch_add(1, Relaxed);
-        ep.stats.requests.fetch_add(1, Relaxed);
-        InFlight { ep }
+impl Endpoint {
+    /// Counts a request in flight here until the returned guard drops. The guard
+    /// goes on into the response body ([`Held::keep`]) and is released when the
+    /// body has been sent.
+    pub fn in_flight(self: &Arc<Self>) -> Held {
+        self.stats.in_flight.fetch_add(1, Relaxed);
+        self.stats.requests.fetch_add(1, Relaxed);
+        Held::new(self.clone(), None)
     }
 }
 
-/// What a streaming response body holds until it ends: the in-flight count,
-/// and the connection, which goes back to the pool once the body was read whole.
-pub struct Held {
-    pub guard: InFlight,
-    pub lease: Option<Lease>,
-}
-
-impl Held {
-    /// The body was read to the end: the connection can serve another request.
-    pub fn finish(self) {
-        if let Some(lease) = self.lease {
-            self.guard.ep.conns.release(lease);
-        }
+/// The connection of `lease` that goes back to the pool once a response body
+/// was read whole (HTTP/1; an HTTP/2 connection is shared and never leased out).
+pub fn reusable(lease: Lease) -> Option<crate::body::Conn> {
+    match lease {
+        Lease::H1 { tx, .. } => Some(tx),
+        Lease::H2 { .. } => None,
     }
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.ep.stats.in_flight.fetch_sub(1, Relaxed);
+impl crate::body::Release for Endpoint {
+    fn reuse(&self, conn: crate::body::Conn) {
+        self.conns.release(Lease::H1 { tx: conn, reused: true });
+    }
+
+    fn done(&self) {
+        self.stats.in_flight.fetch_sub(1, Relaxed);
     }
 }
 

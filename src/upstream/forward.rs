@@ -6,7 +6,6 @@
 //! back unsent and is retried whatever its method, as that is always safe.
 
 use super::connpool::{ConnectError, SendError};
-use super::endpoint::Held;
 use super::policy::UpstreamProtocol;
 use super::pool::{Pool, PoolRequest};
 use crate::balance::Affinity;
@@ -132,7 +131,7 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                     ep.passive_success();
                 }
                 let (p, incoming) = resp.into_parts();
-                let held = Held { guard: pick.guard, lease: Some(lease) };
+                let held = pick.guard.keep(super::endpoint::reusable(lease));
                 let body = if incoming.is_end_stream() {
                     held.finish();
                     Body::Empty

@@ -9,6 +9,6 @@ pub mod policy;
 pub mod pool;
 pub mod stream;
 
-pub use endpoint::{Endpoint, EndpointKey, InFlight};
+pub use endpoint::{Endpoint, EndpointKey};
 pub use policy::{HealthCheck, Passive, Retry, UpstreamProtocol};
 pub use pool::Pool;

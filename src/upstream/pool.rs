@@ -1,9 +1,10 @@
 //! A pool: the identical replicas of one service (or, later, one shard), with
 //! their balancer, health state and retry budget.
 
-use super::endpoint::{Endpoint, InFlight};
+use super::endpoint::Endpoint;
 use super::policy::{Passive, Retry};
 use crate::balance::{Affinity, Balancer};
+use crate::body::Held;
 use crate::clock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -37,11 +38,23 @@ pub struct Pool {
     pub stats: Arc<PoolStats>,
 }
 
+impl crate::balance::Members for [Arc<Endpoint>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn weight(&self, i: usize) -> u32 {
+        self[i].weight
+    }
+    fn load(&self, i: usize) -> u32 {
+        self[i].stats.in_flight.load(Relaxed)
+    }
+}
+
 /// A pick: the endpoint, its index in the pool, and the in-flight guard.
 pub struct Pick {
     pub index: usize,
     pub endpoint: Arc<Endpoint>,
-    pub guard: InFlight,
+    pub guard: Held,
     /// The cookie balancer (re-)pinned the client: set the affinity cookie.
     pub pin: bool,
 }
@@ -63,7 +76,8 @@ impl Pool {
             return None;
         }
         let in_flight = self.stats.in_flight.load(Relaxed);
-        let (index, pin) = match self.balancer.pick(eps, &|i| eps[i].available(now) && !tried.contains(&i), affinity, in_flight) {
+        let (index, pin) = match self.balancer.pick(eps.as_slice(), &|i| eps[i].available(now) && !tried.contains(&i), affinity, in_flight)
+        {
             Some(picked) => {
                 if self.stats.fail_open.load(Relaxed) && eps.iter().any(|e| e.available(now)) {
                     self.stats.fail_open.store(false, Relaxed);
@@ -82,7 +96,7 @@ impl Pool {
             }
         };
         let endpoint = eps[index].clone();
-        let guard = InFlight::new(endpoint.clone());
+        let guard = endpoint.in_flight();
         Some(Pick { index, endpoint, guard, pin })
     }
 
