@@ -1,8 +1,10 @@
 //! ringmaster: an edge proxy for replicated and sharded services.
 //!
-//! The request path is `pipeline`; each stage it calls is a module named after
-//! it (identify, route, balance, upstream/forward). Config is compiled into an
-//! immutable snapshot swapped atomically on reload (`config`, `server`).
+//! The request path is `pipeline`: named phases in order, each calling into the
+//! module of its pattern (identity, route, limit, cache, shard, balance,
+//! upstream). Config is converted into typed runtime values and compiled into an
+//! immutable snapshot, swapped atomically on reload (`config`, `server`). The
+//! map of modules and their layers is docs/DESIGN.md.
 
 pub mod accesslog;
 pub mod admin;

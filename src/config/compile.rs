@@ -97,29 +97,83 @@ pub struct Compiled {
 }
 
 /// Builds a snapshot from `cfg` (already validated), reusing state from `old`.
-pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
-    let mut old_eps: HashMap<EndpointKey, Arc<Endpoint>> = HashMap::new();
-    let mut old_pool_stats: HashMap<String, Arc<PoolStats>> = HashMap::new();
-    let mut old_route_stats: HashMap<(&str, &str), Arc<RouteStats>> = HashMap::new();
-    let mut old_caches: HashMap<String, Arc<crate::cache::store::Store>> = HashMap::new();
-    if let Some(old) = old {
-        for svc in old.services.values() {
-            for pool in &svc.pools {
-                old_pool_stats.insert(pool.name.clone(), pool.stats.clone());
-                for ep in &pool.endpoints {
-                    old_eps.insert(ep.key.clone(), ep.clone());
+/// State of the previous snapshot, by name, for the next one to carry over.
+#[derive(Default)]
+struct Carried<'a> {
+    endpoints: HashMap<EndpointKey, Arc<Endpoint>>,
+    pool_stats: HashMap<String, Arc<PoolStats>>,
+    route_stats: HashMap<(&'a str, &'a str), Arc<RouteStats>>,
+    caches: HashMap<String, Arc<crate::cache::store::Store>>,
+}
+
+impl<'a> Carried<'a> {
+    fn from(old: Option<&'a Snapshot>) -> Carried<'a> {
+        let mut c = Carried::default();
+        if let Some(old) = old {
+            for svc in old.services.values() {
+                for pool in &svc.pools {
+                    c.pool_stats.insert(pool.name.clone(), pool.stats.clone());
+                    for ep in &pool.endpoints {
+                        c.endpoints.insert(ep.key.clone(), ep.clone());
+                    }
+                }
+            }
+            for r in &old.router.routes {
+                c.route_stats.insert((&r.name, &r.service.name), r.stats.clone());
+                if let Some(rc) = &r.cache {
+                    c.caches.insert(r.name.clone(), rc.store.clone());
                 }
             }
         }
-        for r in &old.router.routes {
-            old_route_stats.insert((&r.name, &r.service.name), r.stats.clone());
-            if let Some(c) = &r.cache {
-                old_caches.insert(r.name.clone(), c.store.clone());
-            }
-        }
+        c
     }
+}
 
-    let mut ctx = PoolCtx { old_eps, old_pool_stats, new_endpoints: Vec::new() };
+pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
+    let carried = Carried::from(old);
+    let mut ctx = PoolCtx { old_eps: carried.endpoints, old_pool_stats: carried.pool_stats, new_endpoints: Vec::new() };
+    let services = services(&cfg, &mut ctx);
+    let routes = routes(&cfg, &services, &carried.route_stats, &carried.caches);
+    let trusted = TrustedProxies::new(cfg.server.trusted_proxies.iter().filter_map(|p| parse_cidr(p.get_ref())).collect());
+    let limits = Limits {
+        max_header_bytes: *cfg.limits.max_header_bytes.get_ref(),
+        max_headers: *cfg.limits.max_headers.get_ref(),
+        max_body_bytes: cfg.limits.max_body_bytes,
+        body_read_timeout: cfg.limits.body_read_timeout.0,
+        body_min_rate: cfg.limits.body_min_rate,
+    };
+    let access_log =
+        cfg.access_log.as_ref().map(super::convert::access_log).map(|settings| match old.and_then(|o| o.access_log.as_ref()) {
+            Some(a) if a.settings == settings => a.clone(),
+            _ => Arc::new(AccessLog::open(settings)),
+        });
+    let (listener_opts, listeners, conn) = listeners(&cfg);
+    let snapshot = Snapshot {
+        admin: cfg.admin.enabled.then(|| cfg.admin.listen.get_ref().parse().expect("validated")),
+        grace_period: cfg.server.grace_period.0,
+        conn,
+        listeners,
+        listener_opts,
+        limiter: crate::limit::Limiter {
+            local: old.map(|o| o.limiter.local.clone()).unwrap_or_else(|| Arc::new(crate::limit::store::LocalStore::new(1_000_000))),
+            redis: redis(&cfg, old),
+            ipv4_prefix: *cfg.identity.ipv4_prefix.get_ref(),
+            ipv6_prefix: *cfg.identity.ipv6_prefix.get_ref(),
+        },
+        credentials: credentials(&cfg),
+        generation: old.map(|o| o.generation + 1).unwrap_or(1),
+        router: Router { routes },
+        services,
+        trusted,
+        limits,
+        access_log,
+        config: cfg,
+    };
+    Compiled { snapshot, new_endpoints: ctx.new_endpoints }
+}
+
+/// The services, each with its pools (one, or one per shard) and its sharder.
+fn services(cfg: &Config, ctx: &mut PoolCtx) -> BTreeMap<String, Arc<Service>> {
     let mut services = BTreeMap::new();
     for (name, spec) in &cfg.services {
         let name = name.get_ref().clone();
@@ -161,8 +215,16 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         };
         services.insert(service.name.clone(), Arc::new(service));
     }
-    let new_endpoints = ctx.new_endpoints;
+    services
+}
 
+/// The routes in config order, each with its service, policies, cache and carried counters.
+fn routes(
+    cfg: &Config,
+    services: &BTreeMap<String, Arc<Service>>,
+    old_route_stats: &HashMap<(&str, &str), Arc<RouteStats>>,
+    old_caches: &HashMap<String, Arc<crate::cache::store::Store>>,
+) -> Vec<Route> {
     let mut routes = Vec::new();
     for (i, r) in cfg.routes.iter().enumerate() {
         let name = r.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| format!("route-{i}"));
@@ -179,7 +241,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             stats,
             fan_out: r.fan_out,
             limits: crate::limit::RoutePolicies {
-                all: policies(&cfg, &r.rate_limit, &name, &svc_spec.rate_limit, &svc_name),
+                all: policies(cfg, &r.rate_limit, &name, &svc_spec.rate_limit, &svc_name),
                 tiers: {
                     let tiers: std::collections::BTreeSet<&String> =
                         r.rate_limit_tiers.keys().chain(svc_spec.rate_limit_tiers.keys()).collect();
@@ -189,7 +251,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
                         .map(|tier| {
                             let (own, svc) =
                                 (r.rate_limit_tiers.get(tier).unwrap_or(&none), svc_spec.rate_limit_tiers.get(tier).unwrap_or(&none));
-                            (tier.clone(), policies(&cfg, own, &name, svc, &svc_name))
+                            (tier.clone(), policies(cfg, own, &name, svc, &svc_name))
                         })
                         .collect()
                 },
@@ -208,54 +270,49 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
         });
     }
 
-    let trusted = TrustedProxies::new(cfg.server.trusted_proxies.iter().filter_map(|p| parse_cidr(p.get_ref())).collect());
-    let limits = Limits {
-        max_header_bytes: *cfg.limits.max_header_bytes.get_ref(),
-        max_headers: *cfg.limits.max_headers.get_ref(),
-        max_body_bytes: cfg.limits.max_body_bytes,
-        body_read_timeout: cfg.limits.body_read_timeout.0,
-        body_min_rate: cfg.limits.body_min_rate,
-    };
-    let access_log =
-        cfg.access_log.as_ref().map(super::convert::access_log).map(|settings| match old.and_then(|o| o.access_log.as_ref()) {
-            Some(a) if a.settings == settings => a.clone(),
-            _ => Arc::new(AccessLog::open(settings)),
-        });
+    routes
+}
+
+/// API keys and bearer-token verification, when configured.
+fn credentials(cfg: &Config) -> Option<crate::identity::Credentials> {
     let no_source = super::schema::ApiKeySource::default();
     let with_credentials = cfg.identity.api_key.is_some() || cfg.identity.jwt.is_some();
-    let credentials =
-        with_credentials.then(|| cfg.identity.api_key.as_ref().unwrap_or(&no_source)).map(|src| crate::identity::Credentials {
-            header: src.header.as_ref().and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
-            query: src.query.clone(),
-            jwt: cfg.identity.jwt.as_ref().map(|j| {
-                let j = j.get_ref();
-                crate::jwt::JwtVerifier {
-                    keys: crate::jwt::load_keys(super::convert::jwt_keys(j)).unwrap_or_default(),
-                    issuer: j.issuer.clone(),
-                    audience: j.audience.clone(),
-                    leeway_secs: j.leeway.0.as_secs(),
-                    tier_claim: j.tier_claim.clone(),
-                    owner_claim: j.owner_claim.clone(),
-                }
-            }),
-            reject_invalid: cfg.identity.invalid_credentials == super::schema::InvalidCredentials::Reject,
-            keys: cfg
-                .identity
-                .keys
-                .iter()
-                .filter_map(|k| {
-                    let digest = match (&k.key, &k.sha256) {
-                        (Some(plain), _) => crate::identity::key_digest(plain.get_ref().as_bytes()),
-                        (None, Some(hex)) => super::validate::parse_sha256(hex.get_ref())?,
-                        (None, None) => return None,
-                    };
-                    let overrides = k.rate_limit.as_ref().map(|names| names.iter().filter_map(|n| policy(&cfg, n.get_ref(), "")).collect());
-                    let info = crate::identity::KeyInfo { tier: k.tier.get_ref().clone(), owner: k.owner.get_ref().clone(), overrides };
-                    Some((digest, Arc::new(info)))
-                })
-                .collect(),
-        });
-    let redis = cfg.rate_limit_store.as_ref().and_then(|s| {
+    with_credentials.then(|| cfg.identity.api_key.as_ref().unwrap_or(&no_source)).map(|src| crate::identity::Credentials {
+        header: src.header.as_ref().and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+        query: src.query.clone(),
+        jwt: cfg.identity.jwt.as_ref().map(|j| {
+            let j = j.get_ref();
+            crate::jwt::JwtVerifier {
+                keys: crate::jwt::load_keys(super::convert::jwt_keys(j)).unwrap_or_default(),
+                issuer: j.issuer.clone(),
+                audience: j.audience.clone(),
+                leeway_secs: j.leeway.0.as_secs(),
+                tier_claim: j.tier_claim.clone(),
+                owner_claim: j.owner_claim.clone(),
+            }
+        }),
+        reject_invalid: cfg.identity.invalid_credentials == super::schema::InvalidCredentials::Reject,
+        keys: cfg
+            .identity
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let digest = match (&k.key, &k.sha256) {
+                    (Some(plain), _) => crate::identity::key_digest(plain.get_ref().as_bytes()),
+                    (None, Some(hex)) => super::validate::parse_sha256(hex.get_ref())?,
+                    (None, None) => return None,
+                };
+                let overrides = k.rate_limit.as_ref().map(|names| names.iter().filter_map(|n| policy(cfg, n.get_ref(), "")).collect());
+                let info = crate::identity::KeyInfo { tier: k.tier.get_ref().clone(), owner: k.owner.get_ref().clone(), overrides };
+                Some((digest, Arc::new(info)))
+            })
+            .collect(),
+    })
+}
+
+/// The shared rate-limit store: the previous one while its settings are unchanged.
+fn redis(cfg: &Config, old: Option<&Snapshot>) -> Option<Arc<crate::limit::redis::RedisStore>> {
+    cfg.rate_limit_store.as_ref().and_then(|s| {
         if let Some(old) =
             old.and_then(|o| o.limiter.redis.as_ref()).filter(|_| old.and_then(|o| o.config.rate_limit_store.as_ref()) == Some(s))
         {
@@ -266,7 +323,11 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             super::schema::FailMode::Closed => crate::limit::redis::OnFailure::Closed,
         };
         crate::limit::redis::RedisStore::new(s.redis.get_ref(), s.cluster, s.timeout.0, mode, &s.prefix).ok().map(Arc::new)
-    });
+    })
+}
+
+/// The listeners to run, their own policies, and the connection limits.
+fn listeners(cfg: &Config) -> (HashMap<String, ListenerOpts>, Vec<ListenerPlan>, ConnLimits) {
     let listener_opts = cfg
         .listeners
         .iter()
@@ -299,28 +360,7 @@ pub fn compile(cfg: Config, old: Option<&Snapshot>) -> Compiled {
             },
         })
         .collect();
-    let snapshot = Snapshot {
-        admin: cfg.admin.enabled.then(|| cfg.admin.listen.get_ref().parse().expect("validated")),
-        grace_period: cfg.server.grace_period.0,
-        conn,
-        listeners,
-        listener_opts,
-        limiter: crate::limit::Limiter {
-            local: old.map(|o| o.limiter.local.clone()).unwrap_or_else(|| Arc::new(crate::limit::store::LocalStore::new(1_000_000))),
-            redis,
-            ipv4_prefix: *cfg.identity.ipv4_prefix.get_ref(),
-            ipv6_prefix: *cfg.identity.ipv6_prefix.get_ref(),
-        },
-        credentials,
-        generation: old.map(|o| o.generation + 1).unwrap_or(1),
-        router: Router { routes },
-        services,
-        trusted,
-        limits,
-        access_log,
-        config: cfg,
-    };
-    Compiled { snapshot, new_endpoints }
+    (listener_opts, listeners, conn)
 }
 
 /// The parts of a service or shard table that make a pool.

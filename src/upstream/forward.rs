@@ -112,17 +112,7 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                 return Err(last_err);
             }
         };
-        *req.uri_mut() = match ep.conns.protocol() {
-            // Origin form for HTTP/1.1; HTTP/2 needs scheme and authority.
-            UpstreamProtocol::Http1 => Uri::from(path.clone()),
-            UpstreamProtocol::Http2 => {
-                let mut parts = http::uri::Parts::default();
-                parts.scheme = Some(ep.conns.scheme());
-                parts.authority = Some(ep.authority.clone());
-                parts.path_and_query = Some(path.clone());
-                Uri::from_parts(parts).expect("valid upstream uri")
-            }
-        };
+        *req.uri_mut() = upstream_uri(&ep, &path);
         match tokio::time::timeout(pool.request_timeout, lease.send(req)).await {
             Ok(Ok(resp)) => {
                 if resp.status().is_server_error() {
@@ -131,13 +121,7 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                     ep.passive_success();
                 }
                 let (p, incoming) = resp.into_parts();
-                let held = pick.guard.keep(super::endpoint::reusable(lease));
-                let body = if incoming.is_end_stream() {
-                    held.finish();
-                    Body::Empty
-                } else {
-                    Body::upstream(incoming, held)
-                };
+                let body = response_body(incoming, pick.guard.keep(super::endpoint::reusable(lease)));
                 return Ok(Forwarded { response: Response::from_parts(p, body), endpoint: ep, pin });
             }
             Ok(Err(SendError { error, unsent, reused })) => {
@@ -173,6 +157,31 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                 return Err(ForwardError::Timeout { endpoint: ep.name.clone() });
             }
         }
+    }
+}
+
+/// The request target for `ep`: origin form over HTTP/1.1; HTTP/2 needs scheme and authority.
+fn upstream_uri(ep: &super::Endpoint, path: &PathAndQuery) -> Uri {
+    match ep.conns.protocol() {
+        UpstreamProtocol::Http1 => Uri::from(path.clone()),
+        UpstreamProtocol::Http2 => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(ep.conns.scheme());
+            parts.authority = Some(ep.authority.clone());
+            parts.path_and_query = Some(path.clone());
+            Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+        }
+    }
+}
+
+/// The response body, holding the endpoint (and its connection) until it has been read;
+/// an empty one gives them back at once.
+fn response_body(incoming: hyper::body::Incoming, held: crate::body::Held) -> Body {
+    if incoming.is_end_stream() {
+        held.finish();
+        Body::Empty
+    } else {
+        Body::upstream(incoming, held)
     }
 }
 
