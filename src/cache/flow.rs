@@ -46,6 +46,40 @@ pub enum Lookup {
     AnswerAndRefresh(Response<Body>, After),
     /// Go upstream, then complete `After` with the answer.
     Forward(After),
+    /// Another request for the key is upstream: wait for it ([`Waiting::wait`]).
+    Wait(Waiting),
+}
+
+/// A request coalesced behind another one for the same key.
+pub struct Waiting {
+    rc: Arc<RouteCache>,
+    flight: Arc<super::store::Flight>,
+    miss: Box<Miss>,
+}
+
+impl Waiting {
+    /// Waits (up to the coalesce timeout) for the leading request to land, then
+    /// answers from the store, or goes upstream itself.
+    pub async fn wait(self, head: &Parts) -> Lookup {
+        let Waiting { rc, flight, miss } = self;
+        let store = &rc.store;
+        let notified = flight.done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !flight.landed.load(Relaxed) {
+            let _ = tokio::time::timeout(rc.coalesce_timeout, notified).await;
+        }
+        if let Some(e) = store.get(&miss.key, &head.headers) {
+            let now = policy::now_secs();
+            if policy::usable(&miss.req_cc, &e.cc, &e.timing, now, &rc.settings) == Usable::Fresh {
+                store.stats.hits.fetch_add(1, Relaxed);
+                e.hits.fetch_add(1, Relaxed);
+                return Lookup::Answer(serve::answer(&e, &head.method, &head.headers, now, "hit; detail=coalesced"));
+            }
+        }
+        store.stats.misses.fetch_add(1, Relaxed);
+        Lookup::Forward(After::Store(rc.clone(), miss))
+    }
 }
 
 /// What the cache does with the upstream's answer.
@@ -89,8 +123,9 @@ pub struct Miss {
 
 static PURGE: &[u8] = b"PURGE";
 
-/// Before forwarding. `head` may gain conditional headers.
-pub async fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: IpAddr) -> Lookup {
+/// Before forwarding. `head` may gain conditional headers. Never waits: a
+/// request that must wait for another's answer gets [`Lookup::Wait`].
+pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: IpAddr) -> Lookup {
     let store = &rc.store;
     let key = super::key::cache_key(&rc.key, head, host);
     if head.method.as_str().as_bytes() == PURGE {
@@ -159,20 +194,7 @@ pub async fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: Ip
         Ok(_) => miss.landing = Some(Landing { store: store.clone(), key_hash: super::store::key_hash(&miss.key) }),
         Err(flight) => {
             store.stats.coalesced_waits.fetch_add(1, Relaxed);
-            let notified = flight.done.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !flight.landed.load(Relaxed) {
-                let _ = tokio::time::timeout(rc.coalesce_timeout, notified).await;
-            }
-            if let Some(e) = store.get(&miss.key, &head.headers) {
-                let now = policy::now_secs();
-                if policy::usable(&miss.req_cc, &e.cc, &e.timing, now, &rc.settings) == Usable::Fresh {
-                    store.stats.hits.fetch_add(1, Relaxed);
-                    e.hits.fetch_add(1, Relaxed);
-                    return Lookup::Answer(serve::answer(&e, &head.method, &head.headers, now, "hit; detail=coalesced"));
-                }
-            }
+            return Lookup::Wait(Waiting { rc: rc.clone(), flight, miss: Box::new(miss) });
         }
     }
     store.stats.misses.fetch_add(1, Relaxed);

@@ -2,7 +2,7 @@
 //! phase is a short function in `phases`, over one request context ([`Ctx`]),
 //! that calls into the module of its pattern (identity, route, limit, cache,
 //! shard, balance, upstream). A phase that answers early returns the answer as
-//! `Err`; every answer, early or not, goes through `respond` and `log`.
+//! `Err`; every answer, early or not, goes through `respond` and `log` (`finish`).
 
 // An early answer is a whole response returned by value, as any answer is; boxing
 // it would cost an allocation on every cache hit, which answers early.
@@ -23,27 +23,31 @@ use http::{Request, Response};
 /// An answer given before the request reached an upstream.
 type Early = Response<Body>;
 
-/// Handles one request from a client of connection `conn`, on snapshot `snap`.
-pub async fn handle(req: Request<Body>, conn: &Conn, snap: &Snapshot) -> Response<Body> {
-    let mut cx = Ctx::new(conn, snap);
-    let resp = match serve(&mut cx, req).await {
-        Ok(r) | Err(r) => r,
+/// Takes a phase's result; an early answer ends the request there (respond, log).
+macro_rules! phase {
+    ($cx:expr, $result:expr) => {
+        match $result {
+            Ok(v) => v,
+            Err(early) => return phases::finish($cx, early),
+        }
     };
-    phases::log(&cx, phases::respond(&cx, resp))
 }
 
-async fn serve<'a>(cx: &mut Ctx<'a>, req: Request<Body>) -> Result<Response<Body>, Early> {
+/// Handles one request from a client of connection `conn`, on snapshot `snap`.
+/// One async function over the phases, so the request's future is built once.
+pub async fn handle(req: Request<Body>, conn: &Conn, snap: &Snapshot) -> Response<Body> {
+    let cx = &mut Ctx::new(conn, snap);
     phases::begin(cx, &req);
-    phases::listener_policy(cx, &req)?;
-    phases::parse_limits(cx, &req)?;
+    phase!(cx, phases::listener_policy(cx, &req));
+    phase!(cx, phases::parse_limits(cx, &req));
     phases::identify(cx, &req);
-    phases::route(cx, &req)?;
-    phases::rate_limit(cx, &req).await?;
+    phase!(cx, phases::route(cx, &req));
+    phase!(cx, phases::rate_limit(cx, &req).await);
     let (mut head, body) = req.into_parts();
-    let after = phases::cache_lookup(cx, &mut head).await?;
-    let resp = match phases::target(cx, &head)? {
-        Target::Pool(i) => phases::forward(cx, i, head, body).await?,
-        Target::All => phases::fan_out(cx, head, body).await?,
+    let after = phase!(cx, phases::cache_lookup(cx, &mut head).await);
+    let resp = match phase!(cx, phases::target(cx, &head)) {
+        Target::Pool(i) => phase!(cx, phases::forward(cx, i, head, body).await),
+        Target::All => phase!(cx, phases::fan_out(cx, head, body).await),
     };
-    Ok(after.complete(resp))
+    phases::finish(cx, after.complete(resp))
 }

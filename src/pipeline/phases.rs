@@ -119,13 +119,19 @@ pub async fn rate_limit<'a>(cx: &mut Ctx<'a>, req: &Request<Body>) -> Result<(),
 /// the cache answers (`Err`), or says what to do with the upstream's answer.
 pub async fn cache_lookup(cx: &mut Ctx<'_>, head: &mut Parts) -> Result<After, Early> {
     let Some(rc) = &cx.route.expect("routed").cache else { return Ok(After::Nothing) };
-    match flow::lookup(rc, head, cx.host_str().unwrap_or(""), cx.conn.peer.ip()).await {
+    let mut found = flow::lookup(rc, head, cx.host_str().unwrap_or(""), cx.conn.peer.ip());
+    if let Lookup::Wait(w) = found {
+        // Boxed: only coalesced requests wait, and the hit path keeps a small future.
+        found = Box::pin(w.wait(head)).await;
+    }
+    match found {
         Lookup::Answer(r) => Err(r),
         Lookup::AnswerAndRefresh(r, after) => {
             refresh(cx, head, after);
             Err(r)
         }
         Lookup::Forward(after) => Ok(after),
+        Lookup::Wait(_) => unreachable!("a wait ends in an answer or a forward"),
     }
 }
 
@@ -153,7 +159,11 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body) ->
     let retryable = is_idempotent(&head.method) && body.is_end_stream();
     let l = &cx.snap.limits;
     let req = Request::from_parts(head, body.limit(l.max_body_bytes, (l.body_read_timeout, l.body_min_rate)));
-    let (mut resp, endpoint) = exchange(pool, req, retryable, &affinity, cx.conn.proto == "https").await;
+    // Boxed: the exchange is the largest state of a request (the request itself, a
+    // connection lease, the upstream exchange, retries). Inline, it made every
+    // request's future kilobytes larger, copied whole each time hyper moves or
+    // spawns it (twice or more per HTTP/2 stream); boxed, it is built once on the heap.
+    let (mut resp, endpoint) = Box::pin(exchange(pool, req, retryable, &affinity, cx.conn.proto == "https")).await;
     cx.endpoint = endpoint;
     pool.record(resp.status().as_u16(), cx.start.elapsed());
     if let (Some(h), Some(shard)) = (service.shard_header(), &pool.shard) {
@@ -191,11 +201,7 @@ async fn exchange(
     affinity: &Affinity,
     https: bool,
 ) -> (Response<Body>, Option<Arc<crate::upstream::Endpoint>>) {
-    // Boxed: the forwarding future is the largest state of a request (a
-    // connection lease, the upstream exchange, retries). Inline, it made every
-    // request's future about 4 KiB, copied whole each time hyper moves or spawns
-    // it (twice or more per HTTP/2 stream); boxed, it is built once on the heap.
-    match Box::pin(send(pool, req, retryable, affinity)).await {
+    match send(pool, req, retryable, affinity).await {
         Ok(f) => {
             let (mut p, b) = f.response.into_parts();
             headers::downstream_response(&mut p.headers, p.version);
@@ -233,6 +239,11 @@ fn refresh(cx: &Ctx, head: &Parts, after: After) {
         // Reading the body through stores it.
         let _ = http_body_util::BodyExt::collect(after.complete(resp).into_body()).await;
     });
+}
+
+/// The end of every request, answered early or not: respond, then log.
+pub fn finish(cx: &Ctx, resp: Response<Body>) -> Response<Body> {
+    log(cx, respond(cx, resp))
 }
 
 /// Respond: what every answer carries (HSTS, the rate-limit fields).

@@ -172,3 +172,15 @@ async fn hash_affinity_sends_a_key_to_one_replica() {
     }
     assert_eq!(by_user.values().collect::<std::collections::HashSet<_>>().len(), 2, "keys reach both replicas");
 }
+
+/// The request's future is moved whole when hyper stores or spawns it; the
+/// large, cold states (the upstream exchange, a coalesced wait, fan-out) are
+/// boxed so that it stays small. A budget, so that growth is a decision.
+#[test]
+fn the_request_future_stays_small() {
+    let snap = snapshot("[[routes]]\nservice = \"app\"\n\n[services.app]\nkind = \"replicated\"\n");
+    let c = conn();
+    let f = handle(get("/", &[]), &c, &snap);
+    let size = std::mem::size_of_val(&f);
+    assert!(size <= 2304, "the request future is {size} bytes; box what grew it");
+}
