@@ -83,6 +83,12 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The route of a request past the route phase (the phases after it run
+    /// only on a routed request).
+    pub fn routed(&self) -> &'a Route {
+        self.route.expect("phases after `route` run only on a routed request")
+    }
+
     /// The host as text, when it is valid text.
     pub fn host_str(&self) -> Option<&str> {
         self.host.as_ref().and_then(|h| h.to_str().ok())

@@ -93,7 +93,7 @@ pub fn route(cx: &mut Ctx, req: &Request<Body>) -> Result<(), Early> {
 
 /// Rate limit: credentials to an identity (only where a policy needs one), then the verdict.
 pub async fn rate_limit<'a>(cx: &mut Ctx<'a>, req: &Request<Body>) -> Result<(), Early> {
-    let route = cx.route.expect("routed");
+    let route = cx.routed();
     if route.limits.is_empty() {
         return Ok(());
     }
@@ -118,7 +118,7 @@ pub async fn rate_limit<'a>(cx: &mut Ctx<'a>, req: &Request<Body>) -> Result<(),
 /// Cache lookup, before forwarding headers (keys and Vary see the client's own):
 /// the cache answers (`Err`), or says what to do with the upstream's answer.
 pub async fn cache_lookup(cx: &mut Ctx<'_>, head: &mut Parts) -> Result<After, Early> {
-    let Some(rc) = &cx.route.expect("routed").cache else { return Ok(After::Nothing) };
+    let Some(rc) = &cx.routed().cache else { return Ok(After::Nothing) };
     let mut found = flow::lookup(rc, head, cx.host_str().unwrap_or(""), cx.conn.peer.ip());
     if let Lookup::Wait(w) = found {
         // Boxed: only coalesced requests wait, and the hit path keeps a small future.
@@ -137,7 +137,7 @@ pub async fn cache_lookup(cx: &mut Ctx<'_>, head: &mut Parts) -> Result<After, E
 
 /// Target: the shard (or every shard) of the route's service.
 pub fn target(cx: &Ctx, head: &Parts) -> Result<Target, Early> {
-    let route = cx.route.expect("routed");
+    let route = cx.routed();
     route
         .service
         .target(head, cx.client, route.fan_out)
@@ -152,7 +152,7 @@ fn balance(cx: &Ctx, pool: &Pool, head: &Parts) -> Result<Affinity, Early> {
 
 /// Forward to pool `i` of the service: balance, forwarding headers, the exchange.
 pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body) -> Result<Response<Body>, Early> {
-    let service = &cx.route.expect("routed").service;
+    let service = &cx.routed().service;
     let pool = &service.pools[i];
     let affinity = balance(cx, pool, &head)?;
     forwarding_headers(cx, &mut head);
@@ -180,7 +180,7 @@ pub async fn fan_out(cx: &mut Ctx<'_>, mut head: Parts, body: Body) -> Result<Re
         return Err(answer(StatusCode::BAD_REQUEST, Answer::BadRequest, "a request sent to every shard cannot carry a body\n"));
     }
     forwarding_headers(cx, &mut head);
-    let service = &cx.route.expect("routed").service;
+    let service = &cx.routed().service;
     let Some(sharding) = &service.sharding else { unreachable!("only a sharded service fans out") };
     Ok(Box::pin(fanout::fan_out(&service.pools, &sharding.fan_out, sharding.header.as_ref(), &head, cx.client)).await)
 }
@@ -227,7 +227,7 @@ async fn exchange(
 /// pool is refreshed; the refresh is tracked so that shutdown waits for it.
 fn refresh(cx: &Ctx, head: &Parts, after: After) {
     let Ok(Target::Pool(i)) = target(cx, head) else { return };
-    let service = cx.route.expect("routed").service.clone();
+    let service = cx.routed().service.clone();
     let Ok(affinity) = balance(cx, &service.pools[i], head) else { return };
     let mut head = head.clone();
     head.method = Method::GET;
