@@ -278,7 +278,7 @@ fn credentials(cfg: &Config) -> Option<crate::identity::Credentials> {
     let no_source = super::schema::ApiKeySource::default();
     let with_credentials = cfg.identity.api_key.is_some() || cfg.identity.jwt.is_some();
     with_credentials.then(|| cfg.identity.api_key.as_ref().unwrap_or(&no_source)).map(|src| crate::identity::Credentials {
-        header: src.header.as_ref().and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+        header: src.header.as_ref().and_then(|h| http::HeaderName::from_bytes(h.get_ref().as_bytes()).ok()),
         query: src.query.clone(),
         jwt: cfg.identity.jwt.as_ref().map(|j| {
             let j = j.get_ref();

@@ -149,6 +149,16 @@ mod sharded_tests {
     }
 
     #[test]
+    fn header_names_and_values_are_checked_where_they_are_written() {
+        let e = errors("[identity]\napi_key = { header = \"x api key\" }\n");
+        assert!(e.contains("t.toml:6:22: `x api key` is not a header name"), "{e}");
+        let e = errors(
+            "[[listeners]]\nname = \"tls\"\nlisten = \"127.0.0.1:8443\"\nprotocol = \"https\"\nhsts = \"max-age=1\\u0001\"\ntls = { certificates = [] }\n",
+        );
+        assert!(e.contains("t.toml:9:8: an HSTS value starts with max-age= and holds only printable text"), "{e}");
+    }
+
+    #[test]
     fn sharded_service_checks() {
         let e = errors("[services.s]\nkind = \"sharded\"\n");
         assert!(e.contains("has no shards") && e.contains("has no sharder"), "{e}");

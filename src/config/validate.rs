@@ -70,8 +70,12 @@ fn listeners(cfg: &Config, r: &mut Reporter) {
         if let Some(h) = &l.hsts {
             if *l.protocol.get_ref() != super::schema::ListenerProtocol::Https {
                 r.error(h.span(), "HSTS is only sent over https", "move hsts to the https listener");
-            } else if !h.get_ref().starts_with("max-age=") {
-                r.error(h.span(), "an HSTS value starts with max-age=", "for example \"max-age=31536000; includeSubDomains\"");
+            } else if !h.get_ref().starts_with("max-age=") || http::HeaderValue::from_str(h.get_ref()).is_err() {
+                r.error(
+                    h.span(),
+                    "an HSTS value starts with max-age= and holds only printable text",
+                    "for example \"max-age=31536000; includeSubDomains\"",
+                );
             }
         }
         match (l.protocol.get_ref(), &l.tls) {
@@ -507,6 +511,11 @@ fn identity(cfg: &Config, r: &mut Reporter) {
             r.error(n.span(), format!("rate limit `{}` is not defined", n.get_ref()), "define it in a [rate_limits.NAME] table");
         }
     };
+    if let Some(h) = cfg.identity.api_key.as_ref().and_then(|s| s.header.as_ref()) {
+        if http::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err() {
+            r.error(h.span(), format!("`{}` is not a header name", h.get_ref()), "for example \"x-api-key\"");
+        }
+    }
     let mut seen = HashSet::new();
     for k in &cfg.identity.keys {
         match (&k.key, &k.sha256) {

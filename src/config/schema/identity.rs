@@ -138,7 +138,7 @@ fn d_invalid() -> InvalidCredentials {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeySource {
     #[serde(default)]
-    pub header: Option<String>,
+    pub header: Option<Spanned<String>>,
     #[serde(default)]
     pub query: Option<String>,
 }
