@@ -21,6 +21,7 @@ pub mod jwt;
 pub mod key;
 pub mod limit;
 pub mod metrics;
+pub mod normalise;
 pub mod pipeline;
 pub mod respond;
 pub mod ring;

@@ -85,10 +85,12 @@ pub enum Answer {
     NotCached,
     /// Plain HTTP sent to HTTPS (308).
     RedirectHttps,
+    /// A Host that is not one plain authority, more than one, or one that disagrees with :authority (400).
+    BadHost,
 }
 
 impl Answer {
-    pub const ALL: [Answer; 19] = [
+    pub const ALL: [Answer; 20] = [
         Answer::RateLimited,
         Answer::BodyTimeout,
         Answer::TooManyConnections,
@@ -108,6 +110,7 @@ impl Answer {
         Answer::Purged,
         Answer::NotCached,
         Answer::RedirectHttps,
+        Answer::BadHost,
     ];
 
     pub fn reason(self) -> &'static str {
@@ -131,6 +134,7 @@ impl Answer {
             Answer::Purged => "purged",
             Answer::NotCached => "only_if_cached",
             Answer::RedirectHttps => "https_redirect",
+            Answer::BadHost => "bad_host",
         }
     }
 }

@@ -187,10 +187,10 @@ fn admin_purges_by_tag_prefix_and_key_and_lists_top_keys() {
     assert_eq!(r.json()["purged"], 2);
     assert_eq!(p.get("/cc/t1?cc=max-age=60&tag=red").header("x-cache"), Some("MISS"));
     assert_eq!(p.get("/cc/t3?cc=max-age=60&tag=blue").header("x-cache"), Some("HIT"));
-    let r = admin_post(&p, "/admin/cache/purge?prefix=test.local/cc/x/");
+    let r = admin_post(&p, "/admin/cache/purge?prefix=http://test.local/cc/x/");
     assert_eq!(r.json()["purged"], 2);
     assert_eq!(p.get("/cc/x/1?cc=max-age=60").header("x-cache"), Some("MISS"));
-    let r = admin_post(&p, "/admin/cache/purge?key=test.local/cc/t3?cc=max-age=60%26tag=blue");
+    let r = admin_post(&p, "/admin/cache/purge?key=http://test.local/cc/t3?cc=max-age=60%26tag=blue");
     assert_eq!(r.json()["purged"], 1);
     assert_eq!(admin_post(&p, "/admin/cache/purge?route=nope&tag=x").status, 404);
     assert_eq!(admin_post(&p, "/admin/cache/purge").status, 400);

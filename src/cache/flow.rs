@@ -125,9 +125,9 @@ static PURGE: &[u8] = b"PURGE";
 
 /// Before forwarding. `head` may gain conditional headers. Never waits: a
 /// request that must wait for another's answer gets [`Lookup::Wait`].
-pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, host: &str, peer: IpAddr) -> Lookup {
+pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, peer: IpAddr) -> Lookup {
     let store = &rc.store;
-    let key = super::key::cache_key(&rc.key, head, host);
+    let key = super::key::cache_key(&rc.key, head, scheme, host);
     if head.method.as_str().as_bytes() == PURGE {
         let peer = crate::identity::canonical(peer);
         if !rc.purge_from.iter().any(|n| n.contains(&peer)) {

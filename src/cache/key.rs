@@ -30,9 +30,13 @@ pub struct CacheKeySpec {
     pub cookies: Vec<String>,
 }
 
-/// The cache key of `head`, which arrived for `host`.
-pub fn cache_key(spec: &CacheKeySpec, head: &Parts, host: &str) -> String {
+/// The cache key of `head`, which arrived over `scheme` for `host` (already
+/// normalised: no `/` can be in it, so host and path never run together; and an
+/// answer over http is never served to an https request).
+pub fn cache_key(spec: &CacheKeySpec, head: &Parts, scheme: &str, host: &str) -> String {
     let mut k = String::with_capacity(64);
+    k.push_str(scheme);
+    k.push_str("://");
     k.push_str(&host.to_ascii_lowercase());
     k.push_str(head.uri.path());
     if let Some(q) = head.uri.query() {
@@ -86,14 +90,15 @@ mod tests {
     #[test]
     fn keys() {
         let mut spec = CacheKeySpec::default();
-        assert_eq!(cache_key(&spec, &head("/a?b=2&a=1", &[]), "Example.com"), "example.com/a?b=2&a=1");
+        assert_eq!(cache_key(&spec, &head("/a?b=2&a=1", &[]), "http", "Example.com"), "http://example.com/a?b=2&a=1");
+        assert_eq!(cache_key(&spec, &head("/a", &[]), "https", "x"), "https://x/a");
         spec.query = QueryMode::Sort;
-        assert_eq!(cache_key(&spec, &head("/a?b=2&a=1", &[]), "x"), "x/a?a=1&b=2");
+        assert_eq!(cache_key(&spec, &head("/a?b=2&a=1", &[]), "http", "x"), "http://x/a?a=1&b=2");
         spec.query = QueryMode::Ignore;
-        assert_eq!(cache_key(&spec, &head("/a?b=2", &[]), "x"), "x/a");
+        assert_eq!(cache_key(&spec, &head("/a?b=2", &[]), "http", "x"), "http://x/a");
         spec.headers = vec!["accept-language".into()];
         spec.cookies = vec!["tier".into()];
-        let k = cache_key(&spec, &head("/a", &[("accept-language", "fr"), ("cookie", "tier=gold")]), "x");
-        assert_eq!(k, "x/a\u{1}accept-language=fr\u{2}tier=gold");
+        let k = cache_key(&spec, &head("/a", &[("accept-language", "fr"), ("cookie", "tier=gold")]), "http", "x");
+        assert_eq!(k, "http://x/a\u{1}accept-language=fr\u{2}tier=gold");
     }
 }

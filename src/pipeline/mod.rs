@@ -35,9 +35,10 @@ macro_rules! phase {
 
 /// Handles one request from a client of connection `conn`, on snapshot `snap`.
 /// One async function over the phases, so the request's future is built once.
-pub async fn handle(req: Request<Body>, conn: &Conn, snap: &Snapshot) -> Response<Body> {
+pub async fn handle(mut req: Request<Body>, conn: &Conn, snap: &Snapshot) -> Response<Body> {
     let cx = &mut Ctx::new(conn, snap);
     phases::begin(cx, &req);
+    phase!(cx, phases::normalise(cx, &mut req));
     phase!(cx, phases::listener_policy(cx, &req));
     phase!(cx, phases::parse_limits(cx, &req));
     phases::identify(cx, &req);

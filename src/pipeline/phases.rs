@@ -41,6 +41,19 @@ pub fn begin(cx: &mut Ctx, req: &Request<Body>) {
     }
 }
 
+/// Normalise: the canonical host (written back into Host), hop-by-hop headers
+/// removed; an ambiguous host is refused.
+pub fn normalise(cx: &mut Ctx, req: &mut Request<Body>) -> Result<(), Early> {
+    let https = cx.conn.proto == "https";
+    let (version, authority) = (req.version(), req.uri().authority().cloned());
+    match crate::normalise::host(req.headers_mut(), authority.as_ref(), version, https) {
+        Ok(host) => cx.host = host,
+        Err(why) => return Err(answer_text(StatusCode::BAD_REQUEST, Answer::BadHost, format!("{why}\n"))),
+    }
+    crate::normalise::strip_hop_by_hop(req.headers_mut());
+    Ok(())
+}
+
 /// Listener policy: plain HTTP sent to HTTPS when the listener says so.
 pub fn listener_policy(cx: &mut Ctx, req: &Request<Body>) -> Result<(), Early> {
     let opts = &cx.snap.listener_opts;
@@ -119,7 +132,7 @@ pub async fn rate_limit<'a>(cx: &mut Ctx<'a>, req: &Request<Body>) -> Result<(),
 /// the cache answers (`Err`), or says what to do with the upstream's answer.
 pub async fn cache_lookup(cx: &mut Ctx<'_>, head: &mut Parts) -> Result<After, Early> {
     let Some(rc) = &cx.routed().cache else { return Ok(After::Nothing) };
-    let mut found = flow::lookup(rc, head, cx.host_str().unwrap_or(""), cx.conn.peer.ip());
+    let mut found = flow::lookup(rc, head, cx.conn.proto, cx.host_str().unwrap_or(""), cx.conn.peer.ip());
     if let Lookup::Wait(w) = found {
         // Boxed: only coalesced requests wait, and the hit path keeps a small future.
         found = Box::pin(w.wait(head)).await;

@@ -80,6 +80,8 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
     let mut _retry_guard = None;
     *req.version_mut() = http::Version::HTTP_11;
     let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // Over HTTP/2 the request's host travels as :authority (RFC 9113 section 8.3.1).
+    let host = req.headers().get(http::header::HOST).and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
     loop {
         let Some(pick) = pool.pick(&tried[..n_tried], affinity) else { return Err(last_err) };
         let pin = pick.pin;
@@ -112,7 +114,10 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                 return Err(last_err);
             }
         };
-        *req.uri_mut() = upstream_uri(&ep, &path);
+        *req.uri_mut() = upstream_uri(&ep, &path, host.as_ref());
+        if ep.conns.protocol() == UpstreamProtocol::Http2 {
+            req.headers_mut().remove(http::header::HOST);
+        }
         match tokio::time::timeout(pool.request_timeout, lease.send(req)).await {
             Ok(Ok(resp)) => {
                 if resp.status().is_server_error() {
@@ -160,14 +165,15 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
     }
 }
 
-/// The request target for `ep`: origin form over HTTP/1.1; HTTP/2 needs scheme and authority.
-fn upstream_uri(ep: &super::Endpoint, path: &PathAndQuery) -> Uri {
+/// The request target for `ep`: origin form over HTTP/1.1; HTTP/2 needs scheme
+/// and authority: the request's host, else the endpoint's address.
+fn upstream_uri(ep: &super::Endpoint, path: &PathAndQuery, host: Option<&http::uri::Authority>) -> Uri {
     match ep.conns.protocol() {
         UpstreamProtocol::Http1 => Uri::from(path.clone()),
         UpstreamProtocol::Http2 => {
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(ep.conns.scheme());
-            parts.authority = Some(ep.authority.clone());
+            parts.authority = Some(host.cloned().unwrap_or_else(|| ep.authority.clone()));
             parts.path_and_query = Some(path.clone());
             Uri::from_parts(parts).expect("scheme, authority and path make a URI")
         }

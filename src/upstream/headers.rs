@@ -3,15 +3,13 @@
 //! X-Forwarded-For/-Proto/-Host, RFC 7239 Forwarded and Via are set, believing
 //! incoming values only from trusted proxies.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, FORWARDED, HOST, TE, TRANSFER_ENCODING, UPGRADE, VIA};
+use http::header::{HeaderMap, HeaderName, HeaderValue, FORWARDED, HOST, VIA};
 use http::Version;
 use std::net::IpAddr;
 
 static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
 static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// What the forwarding headers need to know about the client connection.
 pub struct Hop<'a> {
@@ -25,27 +23,7 @@ pub struct Hop<'a> {
     pub proto: &'static str,
 }
 
-/// Removes hop-by-hop headers, including those the Connection header names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
-        h.remove(CONNECTION);
-    }
-    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &TE, &TRANSFER_ENCODING, &UPGRADE] {
-        if h.contains_key(n) {
-            h.remove(n);
-        }
-    }
-}
+use crate::normalise::strip_hop_by_hop;
 
 /// The Via token for a message received with `v`.
 fn via_token(v: Version) -> &'static str {
@@ -131,6 +109,7 @@ pub fn downstream_response(h: &mut HeaderMap, upstream_version: Version) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{CONNECTION, TE};
 
     fn hop<'a>(v: &'a HeaderValue, trusted: bool) -> Hop<'a> {
         Hop { peer: "192.0.2.1".parse().unwrap(), peer_value: v, trusted, proto: "http" }

@@ -1,0 +1,167 @@
+//! Normalise: the request as every later phase must read it. Runs before any
+//! phase reads a value from the request: the host is parsed as an authority,
+//! refused when it is ambiguous, and made canonical (lower case, no trailing dot,
+//! no default port); an absolute-form target's authority wins over Host (RFC 9112
+//! section 3.2.2); more than one Host is refused (section 3.2); over HTTP/2 a
+//! `host` that disagrees with `:authority` is refused; hop-by-hop headers
+//! (including those `Connection` names) are removed, so that no key, cache
+//! variant or identity is computed from them.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::uri::Authority;
+use http::Version;
+
+/// Why a request was refused, as its 400 says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("more than one Host header")]
+    ManyHosts,
+    #[error("the Host is not a valid authority")]
+    BadHost,
+    #[error("the host header disagrees with :authority")]
+    HostMismatch,
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers, including those the Connection header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if h.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+        h.remove(CONNECTION);
+    }
+    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &TE, &TRANSFER_ENCODING, &UPGRADE] {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
+}
+
+/// The canonical host of a request, written back into its Host header; `None`
+/// when the request names none (HTTP/1.0 without Host).
+pub fn host(headers: &mut HeaderMap, authority: Option<&Authority>, version: Version, https: bool) -> Result<Option<HeaderValue>, Refusal> {
+    let mut fields = headers.get_all(HOST).iter();
+    let field = fields.next().cloned();
+    if fields.next().is_some() {
+        return Err(Refusal::ManyHosts);
+    }
+    let raw = match (authority, field) {
+        // HTTP/2: :authority is the target; a host field must say the same.
+        (Some(a), Some(h)) if version == Version::HTTP_2 => {
+            if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) {
+                return Err(Refusal::HostMismatch);
+            }
+            h
+        }
+        // An absolute-form target's authority wins over Host.
+        (Some(a), _) => HeaderValue::from_str(a.as_str()).map_err(|_| Refusal::BadHost)?,
+        (None, Some(h)) => h,
+        (None, None) => return Ok(None),
+    };
+    let canonical = canonical(raw.as_bytes(), if https { 443 } else { 80 }).ok_or(Refusal::BadHost)?;
+    let value =
+        if canonical.as_bytes() == raw.as_bytes() { raw } else { HeaderValue::from_str(&canonical).map_err(|_| Refusal::BadHost)? };
+    headers.insert(HOST, value.clone());
+    Ok(Some(value))
+}
+
+/// `host[:port]` made canonical: lower case, no trailing dot, no port when it is
+/// `default_port`; `None` for anything that is not a plain authority (a user
+/// part, a path, a query or fragment, a backslash, whitespace or control
+/// characters, an empty host, a bad port).
+pub fn canonical(raw: &[u8], default_port: u16) -> Option<String> {
+    let text = std::str::from_utf8(raw).ok()?;
+    if text.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\')) {
+        return None;
+    }
+    let (host, port) = split_port(text)?;
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.starts_with('.') || host.contains("..") {
+        return None;
+    }
+    let valid = if host.starts_with('[') {
+        host.ends_with(']') && host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    };
+    if !valid {
+        return None;
+    }
+    let mut out = host.to_ascii_lowercase();
+    if let Some(p) = port.filter(|&p| p != default_port) {
+        out.push(':');
+        out.push_str(&p.to_string());
+    }
+    Some(out)
+}
+
+/// `example.com:8080` -> (`example.com`, Some(8080)); a bracketed IPv6 literal keeps its brackets.
+fn split_port(text: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match text.rfind(':') {
+        Some(i) if !text.starts_with('[') || text[..i].ends_with(']') => (&text[..i], Some(&text[i + 1..])),
+        _ => (text, None),
+    };
+    match port {
+        None => Some((host, None)),
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => Some((host, Some(p.parse().ok()?))),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_made_canonical() {
+        assert_eq!(canonical(b"Example.COM", 80).as_deref(), Some("example.com"));
+        assert_eq!(canonical(b"example.com.:80", 80).as_deref(), Some("example.com"));
+        assert_eq!(canonical(b"example.com:443", 443).as_deref(), Some("example.com"));
+        assert_eq!(canonical(b"example.com:8080", 80).as_deref(), Some("example.com:8080"));
+        assert_eq!(canonical(b"[::1]:80", 80).as_deref(), Some("[::1]"));
+        assert_eq!(canonical(b"[::1]:8443", 443).as_deref(), Some("[::1]:8443"));
+        assert_eq!(canonical(b"127.0.0.1:9000", 80).as_deref(), Some("127.0.0.1:9000"));
+    }
+
+    #[test]
+    fn ambiguous_hosts_are_refused() {
+        for bad in ["example.com/cc", "a@b", "a?b", "a#b", "a\\b", "a b", "", ":80", "a:", "a:x", "a:99999", "[::1", "..", "a..b", "\u{1}a"]
+        {
+            assert_eq!(canonical(bad.as_bytes(), 80), None, "{bad:?}");
+        }
+    }
+
+    fn headers(hosts: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in hosts {
+            h.append(HOST, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn one_host_written_back_and_the_target_authority_wins() {
+        let mut h = headers(&["Example.com:80"]);
+        assert_eq!(host(&mut h, None, Version::HTTP_11, false).unwrap().unwrap(), "example.com");
+        assert_eq!(h[HOST], "example.com");
+        let mut h = headers(&["a.test", "b.test"]);
+        assert_eq!(host(&mut h, None, Version::HTTP_11, false), Err(Refusal::ManyHosts));
+        let mut h = headers(&["other.test"]);
+        let v = host(&mut h, Some(&"target.test".parse().unwrap()), Version::HTTP_11, false).unwrap().unwrap();
+        assert_eq!((v.to_str().unwrap(), h[HOST].to_str().unwrap()), ("target.test", "target.test"));
+        let mut h = headers(&["other.test"]);
+        assert_eq!(host(&mut h, Some(&"target.test".parse().unwrap()), Version::HTTP_2, true), Err(Refusal::HostMismatch));
+        let mut h = HeaderMap::new();
+        assert_eq!(host(&mut h, None, Version::HTTP_10, false), Ok(None));
+    }
+}

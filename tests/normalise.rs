@@ -1,0 +1,73 @@
+//! Normalise, with real processes: the Host is parsed and made canonical before
+//! routing and cache keys (the cache-poisoning reproduction of issue 11), one Host
+//! only, the absolute-form target wins, and hop-by-hop headers are gone before a
+//! cache variant is computed.
+
+mod common;
+use common::*;
+
+fn cached(b: &Backend) -> Proxy {
+    Proxy::start(&format!("[[routes]]\nname = \"web\"\nservice = \"app\"\ncache = {{ }}\n\n{}", service("app", "round_robin", &[b], "")))
+}
+
+fn raw(p: &Proxy, target: &str, headers: &str) -> Response {
+    request(p.addr, &format!("GET {target} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n"))
+}
+
+#[test]
+fn a_host_with_a_path_cannot_poison_another_pages_cache_entry() {
+    let a = backend("a");
+    let p = cached(&a);
+    // Before: `/cc/p1` for host `example.com/cc` was stored under the key of
+    // `/cc/cc/p1` for host `example.com`, so the second request below was a hit.
+    let r = raw(&p, "/cc/p1?cc=max-age=60", "Host: example.com/cc\r\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("not a valid authority"), "{}", r.text());
+    let r = raw(&p, "/cc/cc/p1?cc=max-age=60", "Host: example.com\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.header("cache-status").unwrap().contains("fwd=uri-miss"), "{:?}", r.headers);
+    for bad in ["a@example.com", "example.com?x", "exa mple.com", "example.com\\x", ""] {
+        assert_eq!(raw(&p, "/", &format!("Host: {bad}\r\n")).status, 400, "{bad:?}");
+    }
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"bad_host\"}"), 6.0);
+}
+
+#[test]
+fn one_host_canonical_and_the_absolute_target_wins() {
+    let a = backend("a");
+    let cfg = format!(
+        "[[routes]]\nhost = \"example.com\"\nservice = \"app\"\n\n[[routes]]\nname = \"other\"\nservice = \"app\"\npath_prefix = \"/nowhere\"\n\n{}",
+        service("app", "round_robin", &[&a], "")
+    );
+    let p = Proxy::start(&cfg);
+    assert_eq!(raw(&p, "/echo", "Host: a.test\r\nHost: b.test\r\n").status, 400, "two Host fields");
+    // Upper case, a trailing dot and the default port: the same host, forwarded canonical.
+    let r = raw(&p, "/echo", "Host: EXAMPLE.com.:80\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["headers"]["host"], "example.com");
+    // An absolute-form target: its authority wins over Host.
+    let r = raw(&p, "http://Example.COM/echo", "Host: elsewhere.test\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["headers"]["host"], "example.com");
+    // Route host patterns match the host without its port (as nginx's server_name does).
+    let r = raw(&p, "/echo", "Host: example.com:8080\r\n");
+    assert_eq!((r.status, r.json()["headers"]["host"].as_str()), (200, Some("example.com:8080")));
+}
+
+#[test]
+fn hop_by_hop_headers_are_gone_before_the_cache_reads_vary() {
+    let a = backend("a");
+    let p = cached(&a);
+    let path = "/cc/v?cc=max-age=60&vary=accept-language";
+    // Accept-Language named in Connection is hop-by-hop: the origin never sees it,
+    // and the answer is stored as the variant without it, not as the `fr` one.
+    let r = raw(&p, path, "Host: test.local\r\nAccept-Language: fr\r\nConnection: accept-language\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.text().trim_end().ends_with("origin request 1"), "the origin saw no accept-language: {}", r.text());
+    let fr = raw(&p, path, "Host: test.local\r\nAccept-Language: fr\r\n");
+    assert!(fr.header("cache-status").unwrap().contains("fwd=uri-miss"), "the fr variant was not stored: {:?}", fr.headers);
+    assert!(fr.text().ends_with("fr"), "{}", fr.text());
+    let plain = raw(&p, path, "Host: test.local\r\n");
+    assert!(plain.header("cache-status").unwrap().starts_with("ringmaster; hit"), "{:?}", plain.headers);
+    assert!(plain.text().trim_end().ends_with("origin request 1"), "{}", plain.text());
+}
