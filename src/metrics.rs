@@ -87,10 +87,12 @@ pub enum Answer {
     RedirectHttps,
     /// A Host that is not one plain authority, more than one, or one that disagrees with :authority (400).
     BadHost,
+    /// A path with an encoded `/`, `\` or NUL, or a broken percent-encoding (400).
+    BadPath,
 }
 
 impl Answer {
-    pub const ALL: [Answer; 20] = [
+    pub const ALL: [Answer; 21] = [
         Answer::RateLimited,
         Answer::BodyTimeout,
         Answer::TooManyConnections,
@@ -111,6 +113,7 @@ impl Answer {
         Answer::NotCached,
         Answer::RedirectHttps,
         Answer::BadHost,
+        Answer::BadPath,
     ];
 
     pub fn reason(self) -> &'static str {
@@ -135,6 +138,7 @@ impl Answer {
             Answer::NotCached => "only_if_cached",
             Answer::RedirectHttps => "https_redirect",
             Answer::BadHost => "bad_host",
+            Answer::BadPath => "bad_path",
         }
     }
 }

@@ -5,7 +5,10 @@
 //! section 3.2.2); more than one Host is refused (section 3.2); over HTTP/2 a
 //! `host` that disagrees with `:authority` is refused; hop-by-hop headers
 //! (including those `Connection` names) are removed, so that no key, cache
-//! variant or identity is computed from them.
+//! variant or identity is computed from them. The path loses `.` and `..`
+//! segments and repeated slashes, and percent-encoded unreserved characters are
+//! decoded (RFC 3986 section 6.2.2), so that `/public/../admin`, `//admin` and
+//! `/%61dmin` are all `/admin`; an encoded `/`, `\` or NUL is refused.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::uri::Authority;
@@ -20,6 +23,92 @@ pub enum Refusal {
     BadHost,
     #[error("the host header disagrees with :authority")]
     HostMismatch,
+    #[error("the path holds an encoded /, \\ or NUL, or a broken percent-encoding")]
+    BadPath,
+}
+
+/// What a listener does to paths (Envoy's `normalize_path` and `merge_slashes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathRules {
+    /// Remove dot segments and decode percent-encoded unreserved characters.
+    pub dot_segments_and_decoding: bool,
+    pub merge_slashes: bool,
+}
+
+impl Default for PathRules {
+    fn default() -> Self {
+        PathRules { dot_segments_and_decoding: true, merge_slashes: true }
+    }
+}
+
+/// The normalised form of `path` (no query); `None` when it is already normal.
+pub fn path(path: &str, rules: PathRules) -> Result<Option<String>, Refusal> {
+    let suspicious = |p: &str| p.contains('%') || p.contains("/.") || (rules.merge_slashes && p.contains("//"));
+    if !suspicious(path) {
+        return Ok(None);
+    }
+    let mut p = if rules.dot_segments_and_decoding { decode_unreserved(path)? } else { path.to_string() };
+    if rules.merge_slashes {
+        while p.contains("//") {
+            p = p.replace("//", "/");
+        }
+    }
+    if rules.dot_segments_and_decoding {
+        p = remove_dot_segments(&p);
+    }
+    Ok((p != path).then_some(p))
+}
+
+/// Decodes `%XX` of unreserved characters, upper-cases the hex of the others
+/// (RFC 3986 section 6.2.2.1-2); refuses an encoded `/`, `\` or NUL, and a `%`
+/// not followed by two hex digits.
+fn decode_unreserved(path: &str) -> Result<String, Refusal> {
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'%' {
+            out.push(b[i] as char);
+            i += 1;
+            continue;
+        }
+        let hex = |c: u8| (c as char).to_digit(16);
+        let (Some(h), Some(l)) = (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) else {
+            return Err(Refusal::BadPath);
+        };
+        let c = (h * 16 + l) as u8;
+        match c {
+            b'/' | b'\\' | 0 => return Err(Refusal::BadPath),
+            c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => out.push(c as char),
+            c => out.push_str(&format!("%{c:02X}")),
+        }
+        i += 3;
+    }
+    Ok(out)
+}
+
+/// RFC 3986 section 5.2.4, on an absolute path.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "." => {
+                if last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
 }
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -121,6 +210,33 @@ fn split_port(text: &str) -> Option<(&str, Option<u16>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_normalised() {
+        let r = PathRules::default();
+        for (raw, want) in [
+            ("/public/../admin", "/admin"),
+            ("//admin", "/admin"),
+            ("/%61dmin", "/admin"),
+            ("/a/./b/../c/", "/a/c/"),
+            ("/a/%2e%2e/b", "/b"),
+            ("/../../etc", "/etc"),
+            ("/a/..", "/"),
+            ("/a/.", "/a/"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/a%20b", "/a%20b"),
+        ] {
+            assert_eq!(path(raw, r).unwrap().as_deref().unwrap_or(raw), want, "{raw}");
+        }
+        assert_eq!(path("/plain/path", r), Ok(None), "nothing to do costs nothing");
+        for bad in ["/a%2fb", "/a%2Fb", "/a%5cb", "/a%00", "/a%zz", "/a%4"] {
+            assert_eq!(path(bad, r), Err(Refusal::BadPath), "{bad}");
+        }
+        let off = PathRules { dot_segments_and_decoding: false, merge_slashes: false };
+        assert_eq!(path("//a/../%61", off), Ok(None));
+        let merge_only = PathRules { dot_segments_and_decoding: false, merge_slashes: true };
+        assert_eq!(path("//a/../b", merge_only), Ok(Some("/a/../b".into())));
+    }
 
     #[test]
     fn hosts_are_made_canonical() {

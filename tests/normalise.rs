@@ -71,3 +71,33 @@ fn hop_by_hop_headers_are_gone_before_the_cache_reads_vary() {
     assert!(plain.header("cache-status").unwrap().starts_with("ringmaster; hit"), "{:?}", plain.headers);
     assert!(plain.text().trim_end().ends_with("origin request 1"), "{}", plain.text());
 }
+
+#[test]
+fn paths_match_routes_normalised_and_are_forwarded_so() {
+    let (a, b) = (backend("a"), backend("b"));
+    let cfg = format!(
+        "[[routes]]\npath_prefix = \"/admin\"\nservice = \"admin\"\n\n[[routes]]\nservice = \"public\"\n\n{}{}",
+        service("admin", "round_robin", &[&a], ""),
+        service("public", "round_robin", &[&b], "")
+    );
+    let p = Proxy::start(&cfg);
+    for target in ["/admin/echo", "/public/../admin/echo", "//admin/echo", "/%61dmin/echo", "/admin/./x/../echo"] {
+        let r = raw(&p, target, "Host: x\r\n");
+        assert_eq!((r.status, r.backend()), (200, "a".to_string()), "{target}: {}", r.text());
+        assert_eq!(r.text().trim(), "hello from a: GET /admin/echo", "{target} is forwarded normalised");
+    }
+    let r = raw(&p, "/admin%2Fecho", "Host: x\r\n");
+    assert_eq!(r.status, 400, "an encoded slash cannot be normalised safely");
+    assert_eq!(raw(&p, "/a%00b", "Host: x\r\n").status, 400);
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"bad_path\"}"), 2.0);
+    // The query is kept as it came.
+    let r = raw(&p, "/x/../admin/echo?q=%2F..", "Host: x\r\n");
+    assert_eq!((r.status, r.backend()), (200, "a".to_string()), "{}", r.text());
+
+    // Off per listener, as Envoy's normalize_path and merge_slashes are (these keys
+    // land in the main [[listeners]] table that the harness writes just before).
+    let p = Proxy::start(&format!("normalize_path = false\nmerge_slashes = false\n\n{cfg}"));
+    let r = raw(&p, "//admin/echo", "Host: x\r\n");
+    assert_eq!((r.status, r.backend(), r.text().trim()), (200, "b".to_string(), "hello from b: GET //admin/echo"));
+    assert_eq!(raw(&p, "/public/../admin/echo", "Host: x\r\n").backend(), "b");
+}

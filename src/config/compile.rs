@@ -26,6 +26,7 @@ use toml::Spanned;
 pub struct ListenerOpts {
     pub redirect_to_https: Option<u16>,
     pub hsts: Option<http::HeaderValue>,
+    pub path: crate::normalise::PathRules,
 }
 
 /// A listener as the server runs it.
@@ -331,10 +332,11 @@ fn listeners(cfg: &Config) -> (HashMap<String, ListenerOpts>, Vec<ListenerPlan>,
     let listener_opts = cfg
         .listeners
         .iter()
-        .filter(|l| l.redirect_to_https.is_some() || l.hsts.is_some())
+        .filter(|l| l.redirect_to_https.is_some() || l.hsts.is_some() || !l.normalize_path || !l.merge_slashes)
         .map(|l| {
             let hsts = l.hsts.as_ref().and_then(|h| http::HeaderValue::from_str(h.get_ref()).ok());
-            (l.name.get_ref().clone(), ListenerOpts { redirect_to_https: l.redirect_to_https, hsts })
+            let path = crate::normalise::PathRules { dot_segments_and_decoding: l.normalize_path, merge_slashes: l.merge_slashes };
+            (l.name.get_ref().clone(), ListenerOpts { redirect_to_https: l.redirect_to_https, hsts, path })
         })
         .collect();
     let l = &cfg.limits;

@@ -28,6 +28,8 @@ use std::sync::Arc;
 /// Begin: the request as it arrived, before any phase may answer: its host,
 /// and what the access log will name.
 pub fn begin(cx: &mut Ctx, req: &Request<Body>) {
+    let opts = &cx.snap.listener_opts;
+    cx.listener = if opts.is_empty() { None } else { opts.get(&*cx.conn.listener) };
     let authority = || req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     cx.host = req.headers().get(HOST).cloned().or_else(authority);
     if cx.snap.access_log.is_some() {
@@ -41,9 +43,17 @@ pub fn begin(cx: &mut Ctx, req: &Request<Body>) {
     }
 }
 
-/// Normalise: the canonical host (written back into Host), hop-by-hop headers
-/// removed; an ambiguous host is refused.
+/// Normalise: the canonical host (written back into Host), the normalised path
+/// (written back into the target), hop-by-hop headers removed; an ambiguous
+/// host or an unsafe path is refused.
 pub fn normalise(cx: &mut Ctx, req: &mut Request<Body>) -> Result<(), Early> {
+    let rules = cx.listener.map(|o| o.path).unwrap_or_default();
+    let bad_path = |why: crate::normalise::Refusal| answer_text(StatusCode::BAD_REQUEST, Answer::BadPath, format!("{why}\n"));
+    match crate::normalise::path(req.uri().path(), rules) {
+        Ok(None) => {}
+        Ok(Some(p)) => *req.uri_mut() = with_path(req.uri(), &p).ok_or_else(|| bad_path(crate::normalise::Refusal::BadPath))?,
+        Err(why) => return Err(bad_path(why)),
+    }
     let https = cx.conn.proto == "https";
     let (version, authority) = (req.version(), req.uri().authority().cloned());
     match crate::normalise::host(req.headers_mut(), authority.as_ref(), version, https) {
@@ -54,10 +64,19 @@ pub fn normalise(cx: &mut Ctx, req: &mut Request<Body>) -> Result<(), Early> {
     Ok(())
 }
 
+/// `uri` with its path replaced (query, scheme and authority kept).
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(http::uri::PathAndQuery::try_from(pq).ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
 /// Listener policy: plain HTTP sent to HTTPS when the listener says so.
 pub fn listener_policy(cx: &mut Ctx, req: &Request<Body>) -> Result<(), Early> {
-    let opts = &cx.snap.listener_opts;
-    cx.listener = if opts.is_empty() { None } else { opts.get(&*cx.conn.listener) };
     let Some(port) = cx.listener.and_then(|o| o.redirect_to_https) else { return Ok(()) };
     let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("localhost");
     let host = crate::key::strip_port(host);

@@ -249,6 +249,13 @@ pub struct ListenerSpec {
     /// such as "max-age=31536000; includeSubDomains".
     #[serde(default)]
     pub hsts: Option<Spanned<String>>,
+    /// Remove `.` and `..` segments and decode percent-encoded unreserved characters
+    /// in the path before routing (Envoy's normalize_path); on by default.
+    #[serde(default = "d_true")]
+    pub normalize_path: bool,
+    /// Merge repeated slashes in the path before routing; on by default.
+    #[serde(default = "d_true")]
+    pub merge_slashes: bool,
 }
 
 /// A match on host, path prefix and method that leads to a service.
