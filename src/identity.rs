@@ -183,15 +183,34 @@ impl Credentials {
             }
         }
         let from_header = self.header.as_ref().and_then(|h| headers.get(h)).map(|v| v.as_bytes().to_vec());
-        let presented = from_header.or_else(|| {
-            let name = self.query.as_deref()?;
-            query?.split('&').find_map(|p| p.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.as_bytes().to_vec()))
-        });
+        // The query parameter is decoded as every other query value is.
+        let presented = from_header.or_else(|| crate::key::query_param(query?, self.query.as_deref()?).map(|v| v.into_owned()));
         let Some(key) = presented else { return Ok(Who::Anonymous) };
         match self.keys.get(&key_digest(&key)) {
             Some(info) => Ok(Who::Key(info.clone())),
             None if self.reject_invalid => Err(BadCredentials("the API key presented is not valid".into())),
             None => Ok(Who::Anonymous),
         }
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn an_api_key_in_the_query_is_decoded_like_every_query_value() {
+        let info = Arc::new(KeyInfo { tier: "gold".into(), owner: "o".into(), overrides: None });
+        let creds = Credentials {
+            header: None,
+            query: Some("api_key".into()),
+            keys: [(key_digest(b"a+b/c d"), info)].into_iter().collect(),
+            jwt: None,
+            reject_invalid: true,
+        };
+        let who = creds.identify(&HeaderMap::new(), Some("x=1&api_key=a%2Bb%2Fc+d")).unwrap();
+        assert!(matches!(who, Who::Key(k) if k.tier == "gold"));
+        assert!(creds.identify(&HeaderMap::new(), Some("api_key=a+b/c")).is_err(), "a wrong key is refused");
     }
 }

@@ -166,46 +166,23 @@ fn trim(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// The value of query parameter `name`, percent-decoded when it needs to be.
-fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, [u8]>> {
-    for pair in query.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k == name && !v.is_empty() {
-            if !v.contains(['%', '+']) {
-                return Some(Cow::Borrowed(v.as_bytes()));
-            }
-            return Some(Cow::Owned(percent_decode(v.as_bytes())));
-        }
+/// The value of query parameter `name`, decoded as forms are (`+` is a space,
+/// `%XX` a byte, names decoded too); the first non-empty one. The one query
+/// decoding every phase uses (shard and balancer keys, API keys, admin queries).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, [u8]>> {
+    if !query.contains(['%', '+']) {
+        // The common case: nothing to decode, nothing copied.
+        return query.split('&').find_map(|pair| match pair.split_once('=') {
+            Some((k, v)) if k == name && !v.is_empty() => Some(Cow::Borrowed(v.as_bytes())),
+            _ => None,
+        });
     }
-    None
+    form_urlencoded::parse(query.as_bytes()).find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| Cow::Owned(v.into_owned().into_bytes()))
 }
 
-/// Percent-decodes a query value into text (lossy on invalid UTF-8).
-pub fn percent_decode_str(s: &str) -> String {
-    String::from_utf8_lossy(&percent_decode(s.as_bytes())).into_owned()
-}
-
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < s.len() => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                match (hex(s[i + 1]), hex(s[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
+/// Every query parameter, decoded as forms are.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
 }
 
 #[cfg(test)]
@@ -245,6 +222,15 @@ mod tests {
         assert_eq!(strip_port("a.com:80"), "a.com");
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port_bytes(b"a.com:80"), b"a.com");
+    }
+
+    #[test]
+    fn query_values_are_decoded_one_way() {
+        assert_eq!(query_param("a=1&user=u%201+x", "user").as_deref(), Some(&b"u 1 x"[..]));
+        assert_eq!(query_param("%75ser=7", "user").as_deref(), Some(&b"7"[..]), "names are decoded too");
+        assert_eq!(query_param("user=&user=2", "user").as_deref(), Some(&b"2"[..]), "the first non-empty one");
+        assert!(matches!(query_param("user=plain", "user"), Some(Cow::Borrowed(_))), "nothing to decode, nothing copied");
+        assert_eq!(query_pairs("k=a%26b&t=x+y"), vec![("k".to_string(), "a&b".to_string()), ("t".to_string(), "x y".to_string())]);
     }
 
     #[test]

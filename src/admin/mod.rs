@@ -236,8 +236,7 @@ fn caches(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
 /// `POST /admin/cache/purge?route=R&key=K` (exact key), `prefix=P`, or `tag=T`;
 /// without `route`, every route's cache.
 fn purge(snap: &crate::config::compile::Snapshot, query: &str) -> Response<Body> {
-    let params: Vec<(String, String)> =
-        query.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.to_string(), crate::key::percent_decode_str(v))).collect();
+    let params = crate::key::query_pairs(query);
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let route = get("route");
     let stores: Vec<_> =
