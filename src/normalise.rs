@@ -13,6 +13,7 @@
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::uri::Authority;
 use http::Version;
+use std::borrow::Cow;
 
 /// Why a request was refused, as its 400 says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -157,9 +158,12 @@ pub fn host(headers: &mut HeaderMap, authority: Option<&Authority>, version: Ver
         (None, Some(h)) => h,
         (None, None) => return Ok(None),
     };
-    let canonical = canonical(raw.as_bytes(), if https { 443 } else { 80 }).ok_or(Refusal::BadHost)?;
-    let value =
-        if canonical.as_bytes() == raw.as_bytes() { raw } else { HeaderValue::from_str(&canonical).map_err(|_| Refusal::BadHost)? };
+    let value = match canonical(raw.as_bytes(), if https { 443 } else { 80 }).ok_or(Refusal::BadHost)? {
+        // The common case: the client sent it canonical; nothing is copied or rewritten.
+        Cow::Borrowed(_) if authority.is_none() => return Ok(Some(raw)),
+        Cow::Borrowed(_) => raw,
+        Cow::Owned(c) => HeaderValue::from_str(&c).map_err(|_| Refusal::BadHost)?,
+    };
     headers.insert(HOST, value.clone());
     Ok(Some(value))
 }
@@ -168,13 +172,14 @@ pub fn host(headers: &mut HeaderMap, authority: Option<&Authority>, version: Ver
 /// `default_port`; `None` for anything that is not a plain authority (a user
 /// part, a path, a query or fragment, a backslash, whitespace or control
 /// characters, an empty host, a bad port).
-pub fn canonical(raw: &[u8], default_port: u16) -> Option<String> {
+pub fn canonical(raw: &[u8], default_port: u16) -> Option<Cow<'_, str>> {
     let text = std::str::from_utf8(raw).ok()?;
     if text.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\')) {
         return None;
     }
     let (host, port) = split_port(text)?;
-    let host = host.strip_suffix('.').unwrap_or(host);
+    let dotted = host.strip_suffix('.');
+    let host = dotted.unwrap_or(host);
     if host.is_empty() || host.starts_with('.') || host.contains("..") {
         return None;
     }
@@ -186,12 +191,15 @@ pub fn canonical(raw: &[u8], default_port: u16) -> Option<String> {
     if !valid {
         return None;
     }
+    if dotted.is_none() && port != Some(default_port) && !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(Cow::Borrowed(text));
+    }
     let mut out = host.to_ascii_lowercase();
     if let Some(p) = port.filter(|&p| p != default_port) {
         out.push(':');
         out.push_str(&p.to_string());
     }
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 /// `example.com:8080` -> (`example.com`, Some(8080)); a bracketed IPv6 literal keeps its brackets.

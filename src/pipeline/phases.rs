@@ -25,13 +25,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use std::sync::Arc;
 
-/// Begin: the request as it arrived, before any phase may answer: its host,
-/// and what the access log will name.
+/// Begin: the request as it arrived, before any phase may answer: the
+/// listener's policies, and what the access log will name.
 pub fn begin(cx: &mut Ctx, req: &Request<Body>) {
     let opts = &cx.snap.listener_opts;
     cx.listener = if opts.is_empty() { None } else { opts.get(&*cx.conn.listener) };
-    let authority = || req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-    cx.host = req.headers().get(HOST).cloned().or_else(authority);
     if cx.snap.access_log.is_some() {
         cx.log = Some(LogHead {
             method: req.method().clone(),
