@@ -117,6 +117,13 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // The common case, no hop-by-hop header at all, costs one walk over the names
+    // (cheap comparisons of standard names) rather than a lookup per name.
+    let hop =
+        |k: &HeaderName| k == CONNECTION || k == TE || k == TRANSFER_ENCODING || k == UPGRADE || k == KEEP_ALIVE || k == PROXY_CONNECTION;
+    if !h.keys().any(hop) {
+        return;
+    }
     if h.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = h
             .get_all(CONNECTION)
