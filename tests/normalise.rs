@@ -101,3 +101,55 @@ fn paths_match_routes_normalised_and_are_forwarded_so() {
     assert_eq!((r.status, r.backend(), r.text().trim()), (200, "b".to_string(), "hello from b: GET //admin/echo"));
     assert_eq!(raw(&p, "/public/../admin/echo", "Host: x\r\n").backend(), "b");
 }
+
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![(payload.len() >> 16) as u8, (payload.len() >> 8) as u8, payload.len() as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The first byte of the header block of the first HEADERS frame the proxy sends
+/// back on stream 1 (an HPACK indexed field: 0x88 is `:status 200`, 0x8c `:status 400`).
+fn h2_status_byte(p: &Proxy, host: &str) -> u8 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&frame(4, 0, 0, &[])).unwrap();
+    // GET / with :scheme http, :authority localhost, and a host field (static index 38).
+    let mut block = vec![0x82, 0x86, 0x84, 0x01, 9];
+    block.extend_from_slice(b"localhost");
+    block.extend_from_slice(&[0x0f, 0x17, host.len() as u8]);
+    block.extend_from_slice(host.as_bytes());
+    s.write_all(&frame(1, 0x5, 1, &block)).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        while got.len() >= at + 9 {
+            let len = (got[at] as usize) << 16 | (got[at + 1] as usize) << 8 | got[at + 2] as usize;
+            if got.len() < at + 9 + len {
+                break;
+            }
+            let stream = u32::from_be_bytes(got[at + 5..at + 9].try_into().unwrap()) & 0x7fff_ffff;
+            if got[at + 3] == 1 && stream == 1 {
+                return got[at + 9];
+            }
+            at += 9 + len;
+        }
+    }
+}
+
+#[test]
+fn over_http2_a_host_field_must_agree_with_authority() {
+    let a = backend("a");
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a], "")));
+    assert_eq!(h2_status_byte(&p, "localhost"), 0x88, "host equal to :authority: 200");
+    assert_eq!(h2_status_byte(&p, "other.test"), 0x8c, "host unlike :authority: 400");
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"bad_host\"}"), 1.0);
+}
