@@ -25,6 +25,16 @@ fn check_reports_every_error_with_position() {
     assert!(err.contains(&format!("{f}:11:26: endpoint `10.0.0.1` has no port")), "{err}");
     assert!(err.contains("help: "), "{err}");
 
+    // A duration too long for the clock is an error at its position, not a panic.
+    std::fs::write(
+        &path,
+        "[server]\ngrace_period = \"99999999999999999999999h\"\n[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("{f}:2:16:")) && err.contains("longer than the 10 years"), "{err}");
+
     // A twemproxy key hash on a function that does not use one.
     std::fs::write(
         &path,
@@ -205,4 +215,17 @@ fn reloads_under_load_lose_no_request() {
     // The last set is served: a and b.
     let seen = spread(&p, "/", 10);
     assert_eq!(seen.keys().filter(|k| *k == "a" || *k == "b").count(), seen.len(), "{seen:?}");
+}
+
+#[test]
+fn a_reload_with_an_overlong_duration_is_rejected_and_the_proxy_keeps_serving() {
+    let a = backend("a");
+    let body = route_all("app") + &service("app", "round_robin", &[&a], "");
+    let mut p = Proxy::start(&body);
+    p.rewrite(&format!("{body}\n[limits]\nkeepalive_timeout = \"99999999999999999999999h\"\n"));
+    p.proc.signal("HUP");
+    eventually(5, "reload rejected", || p.metric("ringmaster_reload_failures_total") == 1.0);
+    assert!(p.proc.0.try_wait().unwrap().is_none(), "the proxy exited on a bad reload");
+    assert_eq!(p.get("/").status, 200);
+    assert!(p.stderr().contains("longer than the 10 years"), "{}", p.stderr());
 }

@@ -20,7 +20,11 @@ impl Dur {
     }
 }
 
-/// Parses `250ms`, `10s`, `1.5s`, `5m`, `1h`.
+/// The longest duration a config may give: ten years. Longer ones overflow the
+/// clock arithmetic of timers and deadlines (a panic, and on reload an exit).
+pub const MAX: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Parses `250ms`, `10s`, `1.5s`, `5m`, `1h`; at most [`MAX`].
 pub fn parse(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
@@ -36,7 +40,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         _ => return Err(format!("`{unit}` is not a duration unit: use ms, s, m or h")),
     };
-    Ok(Duration::from_secs_f64(value * scale))
+    match Duration::try_from_secs_f64(value * scale) {
+        Ok(d) if d <= MAX => Ok(d),
+        _ => Err(format!("`{t}` is longer than the 10 years a duration may be")),
+    }
 }
 
 impl fmt::Display for Dur {
@@ -81,5 +88,9 @@ mod tests {
         assert!(parse("10").unwrap_err().contains("no unit"));
         assert!(parse("10x").unwrap_err().contains("not a duration unit"));
         assert!(parse("..s").is_err());
+        assert!(parse("99999999999999999999999999999h").unwrap_err().contains("longer than"));
+        assert!(parse(&format!("{}h", "9".repeat(400))).unwrap_err().contains("longer than"), "infinite");
+        assert!(parse("100000h").unwrap_err().contains("longer than"));
+        assert_eq!(parse("87600h").unwrap(), MAX);
     }
 }
