@@ -186,10 +186,11 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn head(uri: &str, headers: &[(&str, &str)]) -> Parts {
+    /// A request head for tests of keys (used by the cache key's tests too).
+    pub(crate) fn head(uri: &str, headers: &[(&str, &str)]) -> Parts {
         let mut b = http::Request::get(uri);
         for (k, v) in headers {
             b = b.header(*k, *v);

@@ -102,21 +102,13 @@ fn paths_match_routes_normalised_and_are_forwarded_so() {
     assert_eq!(raw(&p, "/public/../admin/echo", "Host: x\r\n").backend(), "b");
 }
 
-/// One HTTP/2 frame.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![(payload.len() >> 16) as u8, (payload.len() >> 8) as u8, payload.len() as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 /// The first byte of the header block of the first HEADERS frame the proxy sends
 /// back on stream 1 (an HPACK indexed field: 0x88 is `:status 200`, 0x8c `:status 400`).
 fn h2_status_byte(p: &Proxy, host: &str) -> u8 {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(p.addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(PREFACE).unwrap();
     s.write_all(&frame(4, 0, 0, &[])).unwrap();
     // GET / with :scheme http, :authority localhost, and a host field (static index 38).
     let mut block = vec![0x82, 0x86, 0x84, 0x01, 9];

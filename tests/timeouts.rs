@@ -78,16 +78,6 @@ fn the_header_timeout_runs_from_the_first_byte_not_from_the_idle_wait() {
     assert_eq!(p.metric("ringmaster_connections_idle_closed_total"), 0.0);
 }
 
-/// An HTTP/2 frame.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![(payload.len() >> 16) as u8, (payload.len() >> 8) as u8, payload.len() as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 #[test]
 fn idle_http2_connections_have_no_head_timer_and_close_when_idle() {
     let (p, _a) = proxy("keepalive_timeout = \"3s\"\nheader_read_timeout = \"1s\"");

@@ -79,13 +79,7 @@ pub fn cache_key(spec: &CacheKeySpec, head: &Parts, scheme: &str, host: &str) ->
 mod tests {
     use super::*;
 
-    fn head(uri: &str, headers: &[(&str, &str)]) -> Parts {
-        let mut b = http::Request::get(uri);
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        b.body(()).unwrap().into_parts().0
-    }
+    use crate::key::tests::head;
 
     #[test]
     fn keys() {
