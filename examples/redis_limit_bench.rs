@@ -4,7 +4,7 @@
 //!     cargo run --release --example redis_limit_bench redis://127.0.0.1:6379 [SECONDS]
 
 use ringmaster::limit::gcra::Quota;
-use ringmaster::limit::redis::{OnFailure, RedisStore};
+use ringmaster::limit::redis::{OnFailure, RedisStore, Settings};
 use ringmaster::limit::{Policy, Scope};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 async fn main() {
     let url = std::env::args().nth(1).unwrap_or_else(|| "redis://127.0.0.1:6379".into());
     let secs: u64 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let store = Arc::new(RedisStore::new(&url, false, Duration::from_secs(1), OnFailure::Closed, "bench:").expect("redis url"));
+    let client = redis::Client::open(url.as_str()).expect("a Redis URL");
+    let settings =
+        Settings { client, url, cluster: false, timeout: Duration::from_secs(1), on_failure: OnFailure::Closed, prefix: "bench:".into() };
+    let store = Arc::new(RedisStore::new(settings));
     let policy =
         Policy { name: "bench".into(), quota: Quota::new(1_000_000, Duration::from_secs(1), 1_000_000), scope: Scope::Client, seed: 7 };
     // Connect first.

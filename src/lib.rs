@@ -2,7 +2,7 @@
 //!
 //! The request path is `pipeline`: named phases in order, each calling into the
 //! module of its pattern (identity, route, limit, cache, shard, balance,
-//! upstream). Config is converted into typed runtime values and compiled into an
+//! upstream). Config is checked and converted into a typed plan in one pass, then built into an
 //! immutable snapshot, swapped atomically on reload (`config`, `server`). The
 //! map of modules and their layers is docs/DESIGN.md.
 

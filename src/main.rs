@@ -225,44 +225,31 @@ fn ring(cmd: RingCmd) -> anyhow::Result<()> {
 /// The ring members and function of service `name` in config `path`: its shards
 /// for a sharded service, its endpoints for a `hash` balancer.
 fn service_ring(path: &std::path::Path, name: &str) -> anyhow::Result<(Vec<ringmaster::ring::Member>, ringmaster::ring::Function)> {
-    use ringmaster::config::schema::{BalancerKind, ServiceKind};
     use ringmaster::ring::Member;
-    let cfg = ringmaster::config::load(path)?;
-    let svc = cfg
-        .services
-        .iter()
-        .find(|(k, _)| k.get_ref() == name)
-        .map(|(_, v)| v)
-        .ok_or_else(|| anyhow::anyhow!("no service `{name}` in {}", path.display()))?;
-    match svc.kind.get_ref() {
-        ServiceKind::Sharded => {
-            let members = svc.shards.iter().map(|(k, s)| Member::new(k.get_ref().clone(), *s.weight.get_ref())).collect();
-            Ok((members, *svc.sharder.as_ref().expect("validated").get_ref().function.get_ref()))
+    let plan = ringmaster::config::load(path)?;
+    let svc = plan.services.iter().find(|s| s.name == name).ok_or_else(|| anyhow::anyhow!("no service `{name}` in {}", path.display()))?;
+    match (&svc.sharding, &svc.pools[0].balancer) {
+        (Some(sharding), _) => {
+            let weights = plan.config.services.iter().find(|(k, _)| k.get_ref() == name).map(|(_, spec)| &spec.shards);
+            let members = weights.into_iter().flatten().map(|(k, s)| Member::new(k.get_ref().clone(), *s.weight.get_ref())).collect();
+            Ok((members, sharding.ring.function()))
         }
-        ServiceKind::Replicated if *svc.balancer.get_ref() == BalancerKind::Hash => {
-            let members = svc
+        (None, ringmaster::balance::Balancer::Hash(h)) => {
+            let members = svc.pools[0]
                 .endpoints
                 .iter()
-                .map(|e| {
-                    Member::new(
-                        e.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| e.address.get_ref().clone()),
-                        *e.weight.get_ref(),
-                    )
-                })
+                .map(|e| Member::new(e.name.clone().unwrap_or_else(|| e.key.address.clone()), e.weight))
                 .collect();
-            Ok((members, svc.hash.as_ref().map(|h| *h.get_ref().function.get_ref()).unwrap_or(ringmaster::ring::Function::Maglev)))
+            Ok((members, h.ring.function()))
         }
-        ServiceKind::Replicated => {
-            anyhow::bail!("service `{name}` neither is sharded nor uses the hash balancer: no key decides where requests go")
-        }
+        (None, _) => anyhow::bail!("service `{name}` neither is sharded nor uses the hash balancer: no key decides where requests go"),
     }
 }
 
 /// `ring locate --config`: the shard of each key, and the replica when the shard's
 /// balancer is a hash of the same key (otherwise every replica can serve it).
 fn locate_in_config(path: &std::path::Path, name: &str, keys: &[String]) -> anyhow::Result<()> {
-    let cfg = ringmaster::config::load(path)?;
-    let snap = ringmaster::config::compile::compile(cfg, None).snapshot;
+    let snap = ringmaster::config::build(ringmaster::config::load(path)?, None).snapshot;
     let svc = snap.services.get(name).ok_or_else(|| anyhow::anyhow!("no service `{name}` in {}", path.display()))?;
     for k in keys {
         let (shard, pool) = match &svc.sharding {

@@ -1,7 +1,7 @@
 //! The Prometheus text exposition of the counters in `metrics`, the pools,
 //! caches and TLS listeners of the current snapshot. Rendered on scrape only.
 
-use crate::config::compile::Snapshot;
+use crate::config::Snapshot;
 use crate::metrics::{Answer, GLOBAL};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;

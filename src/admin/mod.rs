@@ -4,7 +4,7 @@
 pub mod metrics;
 
 use crate::body::Body;
-use crate::config::compile::Snapshot;
+use crate::config::Snapshot;
 use crate::tls::server::TlsState;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -185,13 +185,13 @@ fn pool_json(p: &crate::upstream::Pool, now: u64) -> serde_json::Value {
     })
 }
 
-fn pools(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
+fn pools(snap: &crate::config::Snapshot) -> serde_json::Value {
     let now = crate::clock::now_ms();
     let pools: Vec<_> = snap.services.values().flat_map(|s| s.pools.iter()).map(|p| pool_json(p, now)).collect();
     json!({ "generation": snap.generation, "pools": pools })
 }
 
-fn shards(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
+fn shards(snap: &crate::config::Snapshot) -> serde_json::Value {
     let now = crate::clock::now_ms();
     let services: Vec<_> = snap
         .services
@@ -209,7 +209,7 @@ fn shards(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
     json!({ "generation": snap.generation, "services": services })
 }
 
-fn caches(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
+fn caches(snap: &crate::config::Snapshot) -> serde_json::Value {
     let routes: Vec<_> = snap
         .router
         .routes
@@ -235,7 +235,7 @@ fn caches(snap: &crate::config::compile::Snapshot) -> serde_json::Value {
 
 /// `POST /admin/cache/purge?route=R&key=K` (exact key), `prefix=P`, or `tag=T`;
 /// without `route`, every route's cache.
-fn purge(snap: &crate::config::compile::Snapshot, query: &str) -> Response<Body> {
+fn purge(snap: &crate::config::Snapshot, query: &str) -> Response<Body> {
     let params = crate::key::query_pairs(query);
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let route = get("route");

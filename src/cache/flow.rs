@@ -21,6 +21,12 @@ use std::time::Duration;
 
 /// A route's cache: its settings and its store (kept across reloads).
 pub struct RouteCache {
+    pub rules: Rules,
+    pub store: Arc<Store>,
+}
+
+/// How a route's cache behaves: freshness settings, the key, what it answers.
+pub struct Rules {
     pub settings: Settings,
     /// What beyond host and path makes the key.
     pub key: super::key::CacheKeySpec,
@@ -34,7 +40,6 @@ pub struct RouteCache {
     pub purge_from: Vec<ipnet::IpNet>,
     /// Response header listing an entry's tags, for purge by tag.
     pub tag_header: Option<HeaderName>,
-    pub store: Arc<Store>,
 }
 
 /// What the request path does after [`lookup`].
@@ -67,11 +72,11 @@ impl Waiting {
         tokio::pin!(notified);
         notified.as_mut().enable();
         if !flight.landed.load(Relaxed) {
-            let _ = tokio::time::timeout(rc.coalesce_timeout, notified).await;
+            let _ = tokio::time::timeout(rc.rules.coalesce_timeout, notified).await;
         }
         if let Some(e) = store.get(&miss.key, &head.headers) {
             let now = policy::now_secs();
-            if policy::usable(&miss.req_cc, &e.cc, &e.timing, now, &rc.settings) == Usable::Fresh {
+            if policy::usable(&miss.req_cc, &e.cc, &e.timing, now, &rc.rules.settings) == Usable::Fresh {
                 store.stats.hits.fetch_add(1, Relaxed);
                 e.hits.fetch_add(1, Relaxed);
                 return Lookup::Answer(serve::answer(&e, &head.method, &head.headers, now, "hit; detail=coalesced"));
@@ -127,16 +132,16 @@ static PURGE: &[u8] = b"PURGE";
 /// request that must wait for another's answer gets [`Lookup::Wait`].
 pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, peer: IpAddr) -> Lookup {
     let store = &rc.store;
-    let key = super::key::cache_key(&rc.key, head, scheme, host);
+    let key = super::key::cache_key(&rc.rules.key, head, scheme, host);
     if head.method.as_str().as_bytes() == PURGE {
         let peer = crate::identity::canonical(peer);
-        if !rc.purge_from.iter().any(|n| n.contains(&peer)) {
+        if !rc.rules.purge_from.iter().any(|n| n.contains(&peer)) {
             return Lookup::Answer(answer(StatusCode::FORBIDDEN, Answer::PurgeForbidden, "PURGE is not allowed from this address\n"));
         }
         let n = store.remove(&key);
         return Lookup::Answer(answer_json(StatusCode::OK, Answer::Purged, serde_json::json!({ "purged": n })));
     }
-    let cached_method = (head.method == Method::GET || head.method == Method::HEAD) && rc.methods.contains(&head.method);
+    let cached_method = (head.method == Method::GET || head.method == Method::HEAD) && rc.rules.methods.contains(&head.method);
     if !cached_method {
         let unsafe_method = !matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
         return Lookup::Forward(if unsafe_method { After::Invalidate(rc.clone(), key) } else { After::Nothing });
@@ -144,7 +149,7 @@ pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, 
     let req_cc = CacheControl::parse(&head.headers);
     let now = policy::now_secs();
     let found = store.get(&key, &head.headers).map(|e| {
-        let usable = policy::usable(&req_cc, &e.cc, &e.timing, now, &rc.settings);
+        let usable = policy::usable(&req_cc, &e.cc, &e.timing, now, &rc.rules.settings);
         (e, usable)
     });
     if let Some((e, Usable::Fresh)) = &found {
@@ -253,7 +258,7 @@ fn store(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Respons
         return Response::from_parts(parts, body);
     }
     let cc = CacheControl::parse(&parts.headers);
-    match policy::storable(&miss.method, &miss.req, &miss.req_cc, status, &parts.headers, &cc, &rc.settings) {
+    match policy::storable(&miss.method, &miss.req, &miss.req_cc, status, &parts.headers, &cc, &rc.rules.settings) {
         Ok(lifetime) => {
             serve::mark(&mut parts.headers, false, &format!("ringmaster; fwd={fwd}; stored"));
             let entry = Entry {
@@ -268,7 +273,7 @@ fn store(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Respons
                 hits: Default::default(),
             };
             let job = tee::Pending { store: store.clone(), entry, landing: miss.landing.take() };
-            let max = rc.max_object_bytes;
+            let max = rc.rules.max_object_bytes;
             Response::from_parts(parts, Body::boxed(Tee::new(body, max, job)))
         }
         Err(why) => {
@@ -301,7 +306,7 @@ fn refresh(rc: &RouteCache, stale: &Entry, fresh: &HeaderMap, request_time: u64,
     }
     let headers = stored_headers(&headers);
     let cc = CacheControl::parse(&headers);
-    let lifetime = policy::freshness_lifetime(stale.status, &headers, &cc, &rc.settings);
+    let lifetime = policy::freshness_lifetime(stale.status, &headers, &cc, &rc.rules.settings);
     let timing = Timing::new(request_time, now, fresh, lifetime);
     Entry {
         key: stale.key.clone(),
@@ -347,7 +352,7 @@ fn vary_values(resp: &HeaderMap, req: &HeaderMap) -> Vec<(HeaderName, Option<Hea
 }
 
 fn tags(rc: &RouteCache, h: &HeaderMap) -> Vec<String> {
-    let Some(name) = &rc.tag_header else { return Vec::new() };
+    let Some(name) = &rc.rules.tag_header else { return Vec::new() };
     h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())

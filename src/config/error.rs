@@ -60,24 +60,47 @@ pub struct Reporter<'a> {
     file: &'a str,
     source: &'a str,
     pub found: Vec<Diagnostic>,
+    /// Problems reported, counting repeats (a value shared by several routes is
+    /// checked by each, and its problem listed once).
+    reported: usize,
 }
 
 impl<'a> Reporter<'a> {
     pub fn new(file: &'a str, source: &'a str) -> Self {
-        Reporter { file, source, found: Vec::new() }
+        Reporter { file, source, found: Vec::new(), reported: 0 }
     }
 
     /// Records a problem at `span`; `hint` says what to do.
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
         let (line, col) = position(self.source, span.start);
         let hint = hint.into();
-        self.found.push(Diagnostic {
+        let d = Diagnostic {
             file: self.file.to_string(),
             line,
             col,
             message: message.into(),
             hint: if hint.is_empty() { None } else { Some(hint) },
-        });
+        };
+        self.reported += 1;
+        if !self.found.contains(&d) {
+            self.found.push(d);
+        }
+    }
+
+    /// A mark to ask [`Reporter::clean_since`] about.
+    pub fn mark(&self) -> usize {
+        self.reported
+    }
+
+    /// Whether nothing was reported since `mark`.
+    pub fn clean_since(&self, mark: usize) -> bool {
+        self.reported == mark
+    }
+
+    /// Records a problem of another file (an API keys file).
+    pub fn extend(&mut self, other: Reporter) {
+        self.reported += other.reported;
+        self.found.extend(other.found);
     }
 
     /// The problems found, in file order.

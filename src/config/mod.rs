@@ -1,27 +1,30 @@
-//! The config: one TOML file, parsed with positions, validated, then compiled
-//! into an immutable snapshot that requests read.
+//! The config: one TOML file, parsed with positions, then checked and
+//! converted in one pass into a [`Plan`] (typed values, files read once); a
+//! separate build step makes the immutable snapshot that requests read.
 
-pub mod compile;
-pub mod convert;
+pub mod build;
+mod check;
 pub mod duration;
 pub mod error;
+pub mod plan;
 pub mod schema;
-pub mod validate;
 
+pub use build::{build, Built, Snapshot};
 pub use error::{ConfigError, Diagnostic};
+pub use plan::Plan;
 pub use schema::Config;
 
 use error::Reporter;
 use std::path::Path;
 
-/// Reads, parses and validates the config file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads, parses, checks and converts the config file at `path`.
+pub fn load(path: &Path) -> Result<Plan, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     parse(&path.display().to_string(), &text)
 }
 
-/// Parses and validates config text; `file` names it in errors.
-pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+/// Parses, checks and converts config text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Plan, ConfigError> {
     let mut r = Reporter::new(file, text);
     let cfg: Config = match toml::from_str(text) {
         Ok(c) => c,
@@ -54,7 +57,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                         e.message().trim().to_string(),
                         "each entry is a [[keys]] table with key or sha256, tier and owner",
                     );
-                    r.found.extend(kr.found);
+                    r.extend(kr);
                 }
             },
             Err(e) => {
@@ -62,8 +65,19 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             }
         }
     }
-    validate::validate(&cfg, &mut r);
-    r.finish().map(|_| cfg)
+    let plan = check::plan(cfg, &mut r);
+    r.finish()?;
+    plan.ok_or_else(|| {
+        // Unreachable by the rule that a check returns nothing only after reporting why;
+        // should that rule be broken, the config is refused, and says so.
+        ConfigError::Invalid(vec![Diagnostic {
+            file: file.to_string(),
+            line: 1,
+            col: 1,
+            message: "the config could not be converted, and no check said why (a bug in ringmaster)".into(),
+            hint: Some("please report it with the config".into()),
+        }])
+    })
 }
 
 #[cfg(test)]
@@ -87,6 +101,22 @@ endpoints = [{ address = "127.0.0.1:9001" }, { address = "localhost:9002", weigh
     fn accepts_a_minimal_config() {
         let c = parse("t.toml", GOOD).unwrap();
         assert_eq!(c.services.len(), 1);
+        assert_eq!(c.services[0].pools[0].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn side_effects_wait_for_the_build_step() {
+        let log = std::env::temp_dir().join(format!("ringmaster-build-step-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let with_log = format!("[access_log]\npath = \"{}\"\n{GOOD}", log.display());
+        let bad = with_log.replace("127.0.0.1:9001", "127.0.0.1");
+        assert!(parse("t.toml", &bad).is_err());
+        let plan = parse("t.toml", &with_log).unwrap();
+        assert!(!log.exists(), "checking a config opened its access log");
+        let built = build(plan, None);
+        assert!(log.exists(), "the build step opens the access log");
+        assert!(built.snapshot.access_log.is_some());
+        let _ = std::fs::remove_file(&log);
     }
 
     #[test]
@@ -187,3 +217,6 @@ mod sharded_tests {
         assert!(e.contains("`a b` is not a valid cookie name"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod read_once_tests;

@@ -93,6 +93,18 @@ pub enum OnFailure {
     Closed,
 }
 
+/// The shared store as the config names it: the client (its URL parsed), the
+/// URL (a cluster's seed node), and how decisions are made.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub client: redis::Client,
+    pub url: String,
+    pub cluster: bool,
+    pub timeout: Duration,
+    pub on_failure: OnFailure,
+    pub prefix: String,
+}
+
 pub struct RedisStore {
     url: String,
     client: redis::Client,
@@ -115,23 +127,23 @@ pub struct RedisStore {
 pub struct Unavailable(String);
 
 impl RedisStore {
-    /// A store on the Redis at `url`, or on the cluster `url` is a node of.
-    pub fn new(url: &str, cluster: bool, timeout: Duration, on_failure: OnFailure, prefix: &str) -> Result<RedisStore, redis::RedisError> {
-        Ok(RedisStore {
-            url: url.to_string(),
-            client: redis::Client::open(url)?,
-            cluster,
+    /// A store on the Redis `s` names, or on the cluster it is a node of.
+    pub fn new(s: Settings) -> RedisStore {
+        RedisStore {
+            url: s.url,
+            client: s.client,
+            cluster: s.cluster,
             conn: Mutex::new(None),
             connecting: AtomicBool::new(false),
             script: redis::Script::new(SCRIPT),
             refund: redis::Script::new(REFUND),
-            timeout,
-            on_failure,
-            prefix: prefix.to_string(),
+            timeout: s.timeout,
+            on_failure: s.on_failure,
+            prefix: s.prefix,
             healthy: AtomicBool::new(true),
             failures: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
-        })
+        }
     }
 
     pub fn healthy(&self) -> bool {

@@ -1,7 +1,7 @@
 //! The request context the phases read and fill in, and the facts of the
 //! client connection a request arrived on.
 
-use crate::config::compile::{ListenerOpts, Snapshot};
+use crate::config::{plan::ListenerOpts, Snapshot};
 use crate::identity::{self, KeyInfo};
 use crate::limit::Report;
 use crate::route::Route;

@@ -16,7 +16,7 @@ mod tests;
 pub use ctx::{Conn, Ctx};
 
 use crate::body::Body;
-use crate::config::compile::Snapshot;
+use crate::config::Snapshot;
 use crate::shard::Target;
 use http::{Request, Response};
 

@@ -1,9 +1,8 @@
-//! The phases driven in process: a snapshot compiled from a config text, requests
+//! The phases driven in process: a snapshot built from a config text, requests
 //! built in memory, and (where a phase forwards) the built-in backend on loopback.
 
 use super::phases;
 use super::*;
-use crate::config::compile::compile;
 use crate::metrics::{Answer, GLOBAL};
 use http_body_util::BodyExt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -11,8 +10,8 @@ use std::sync::atomic::Ordering::Relaxed;
 const LISTENER: &str = "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:1\"\n\n";
 
 fn snapshot(body: &str) -> Snapshot {
-    let cfg = crate::config::parse("test.toml", &(LISTENER.to_string() + body)).unwrap_or_else(|e| panic!("{e}"));
-    compile(cfg, None).snapshot
+    let plan = crate::config::parse("test.toml", &(LISTENER.to_string() + body)).unwrap_or_else(|e| panic!("{e}"));
+    crate::config::build(plan, None).snapshot
 }
 
 fn conn() -> Conn {

@@ -47,7 +47,7 @@ impl ListenerHandle {
 }
 
 /// The hyper connection builder for the current limits.
-pub fn builder(l: &crate::config::compile::ConnLimits) -> auto::Builder<InPlace> {
+pub fn builder(l: &crate::config::plan::ConnLimits) -> auto::Builder<InPlace> {
     let max_header_bytes = l.max_header_bytes;
     let mut b = auto::Builder::new(InPlace);
     b.http1()

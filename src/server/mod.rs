@@ -6,8 +6,7 @@ pub mod reload;
 pub mod streams;
 pub mod timeouts;
 
-use crate::config::compile::{compile, Snapshot};
-use crate::config::Config;
+use crate::config::{build, Plan, Snapshot};
 use crate::tls::server::TlsState;
 use crate::upstream::health;
 use anyhow::Context as _;
@@ -67,9 +66,9 @@ pub struct Bound {
 
 /// Runs the proxy for the config file at `path` until SIGTERM or SIGINT.
 pub fn run(path: PathBuf) -> anyhow::Result<()> {
-    let cfg = crate::config::load(&path)?;
-    let workers =
-        if cfg.server.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.server.workers };
+    let plan = crate::config::load(&path)?;
+    let configured = plan.config.server.workers;
+    let workers = if configured == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { configured };
     // One worker: a current-thread runtime, which skips the work-stealing scheduler's
     // cross-thread bookkeeping on every wake-up.
     let mut b = if workers == 1 { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() };
@@ -77,23 +76,23 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
         b.worker_threads(workers);
     }
     let rt = b.enable_all().build().context("starting the runtime")?;
-    rt.block_on(serve(cfg, path, |_| {}))
+    rt.block_on(serve(plan, path, |_| {}))
 }
 
 /// The TLS state of listener `name`: `None` for a plain listener, an error
 /// when an https listener's certificates do not load.
 pub fn tls_state(snap: &Snapshot, name: &str) -> Result<Option<Arc<TlsState>>, String> {
     match snap.listeners.iter().find(|l| l.name == name).and_then(|l| l.tls.as_ref()) {
-        Some(settings) => TlsState::new(name, settings).map(Some),
+        Some((settings, material)) => TlsState::new(name, settings, material).map(Some),
         None => Ok(None),
     }
 }
 
-/// Serves `cfg` (read from `path`, which reloads re-read) until a shutdown
+/// Serves `plan` (read from `path`, which reloads re-read) until a shutdown
 /// signal; `on_ready` is told the bound addresses once every listener is up.
-pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
-    let compiled = compile(cfg, None);
-    let snap = compiled.snapshot;
+pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
+    let built = build(plan, None);
+    let snap = built.snapshot;
     let mut sockets = Vec::new();
     for l in &snap.listeners {
         let tcp = listener::bind(l.addr)
@@ -118,7 +117,7 @@ pub async fn serve(cfg: Config, path: PathBuf, on_ready: impl FnOnce(&Bound)) ->
         listeners: tokio::sync::Mutex::new(Vec::new()),
         tasks: tokio_util::task::TaskTracker::new(),
     });
-    for ep in &compiled.new_endpoints {
+    for ep in &built.new_endpoints {
         health::spawn(ep);
     }
     let mut bound = Bound { listeners: Vec::new(), admin: None };

@@ -1,10 +1,10 @@
-//! Reload: re-read the config file, validate it, compile a new snapshot that
+//! Reload: re-read and check the config file, build a new snapshot that
 //! carries over long-lived state, and swap it in atomically. Listeners that were
 //! added are bound before the swap (a failure rejects the reload); removed ones
 //! stop accepting after it. An invalid config changes nothing.
 
 use super::{listener, Live, Shared};
-use crate::config::compile::compile;
+use crate::config::build;
 use crate::metrics::GLOBAL;
 use crate::upstream::health;
 use std::net::SocketAddr;
@@ -30,10 +30,10 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<u64, String> {
 async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
     // Serialises reloads; never held by requests.
     let mut running = shared.listeners.lock().await;
-    let cfg = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
+    let plan = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
     let old = shared.snapshot();
-    let compiled = compile(cfg, Some(&old));
-    let new = &compiled.snapshot;
+    let built = build(plan, Some(&old));
+    let new = &built.snapshot;
     if new.admin != old.admin {
         tracing::warn!("admin listener changes take effect after a restart");
     }
@@ -70,13 +70,13 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
             continue;
         }
         let settings = new.listeners.iter().find(|l| &l.name == name).and_then(|l| l.tls.as_ref());
-        if let (Some(state), Some(settings)) = (&h.tls, settings) {
-            let _ = state.reload(settings);
+        if let (Some(state), Some((settings, material))) = (&h.tls, settings) {
+            let _ = state.reload(settings, Ok(material.clone()));
         }
     }
     // One store: connections and requests see the new snapshot and its settings together.
-    shared.live.store(Arc::new(Live::new(compiled.snapshot)));
-    for ep in &compiled.new_endpoints {
+    shared.live.store(Arc::new(Live::new(built.snapshot)));
+    for ep in &built.new_endpoints {
         health::spawn(ep);
     }
 

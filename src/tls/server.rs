@@ -12,6 +12,7 @@
 use super::{certified_key, facts, load_roots, provider, sni::SniResolver, CertFacts};
 use crate::identity::KeyInfo;
 use arc_swap::ArcSwap;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ProducesTickets, StoresServerSessions, WebPkiClientVerifier};
 use rustls::ServerConfig;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,6 +37,22 @@ pub struct Loaded {
     pub spec: Settings,
     stamps: Vec<Stamp>,
     pub at: SystemTime,
+}
+
+/// A spec's files, read once and checked: the certificates by SNI name and the
+/// client verifier. A rustls config is made from it without touching a file.
+#[derive(Clone)]
+pub struct Material {
+    resolver: Arc<SniResolver>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    certs: Vec<LoadedCert>,
+    stamps: Vec<Stamp>,
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Material").field("certs", &self.certs).finish_non_exhaustive()
+    }
 }
 
 /// A file's identity and version, to notice a change.
@@ -97,16 +114,10 @@ pub struct TlsState {
     pub reload_failures: AtomicU64,
 }
 
-/// Checks that a spec loads (for `ringmaster check` and validation).
-pub fn check(spec: &Settings) -> Result<(), String> {
-    build(spec, Arc::new(rustls::server::NoServerSessionStorage {}), None).map(|_| ())
-}
-
-fn build(
-    spec: &Settings,
-    sessions: Arc<dyn StoresServerSessions>,
-    ticketer: Option<Arc<dyn ProducesTickets>>,
-) -> Result<(ServerConfig, Vec<LoadedCert>), String> {
+/// Reads and checks the files of `spec`. The files' versions are noted first,
+/// so a change made while they are read is seen by the next check.
+pub fn load(spec: &Settings) -> Result<Material, String> {
+    let stamps = stamps(spec);
     let mut keyed = Vec::new();
     let mut certs = Vec::new();
     for c in &spec.certificates {
@@ -114,19 +125,31 @@ fn build(
         certs.push(LoadedCert { cert: c.cert.clone(), key: c.key.clone(), names: c.names.clone(), facts: ck.cert.first().and_then(facts) });
         keyed.push((ck, c.names.clone()));
     }
-    let resolver = SniResolver::new(&keyed).ok_or("a TLS listener needs at least one certificate")?;
-    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
-    let builder = match &spec.client_auth {
-        None => builder.with_no_client_auth(),
+    let resolver = Arc::new(SniResolver::new(&keyed).ok_or("a TLS listener needs at least one certificate")?);
+    let verifier = match &spec.client_auth {
+        None => None,
         Some(ca) => {
             let roots = load_roots(&ca.ca)?;
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
             let v = if ca.required { v } else { v.allow_unauthenticated() };
-            let v = v.build().map_err(|e| format!("client CA bundle {}: {e}", ca.ca))?;
-            builder.with_client_cert_verifier(v)
+            Some(v.build().map_err(|e| format!("client CA bundle {}: {e}", ca.ca))?)
         }
     };
-    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
+    Ok(Material { resolver, verifier, certs, stamps })
+}
+
+/// The rustls config of `m`, with the listener's session store and ticket keys.
+fn server_config(
+    m: &Material,
+    sessions: Arc<dyn StoresServerSessions>,
+    ticketer: Option<Arc<dyn ProducesTickets>>,
+) -> Result<ServerConfig, String> {
+    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+    let builder = match &m.verifier {
+        None => builder.with_no_client_auth(),
+        Some(v) => builder.with_client_cert_verifier(v.clone()),
+    };
+    let mut cfg = builder.with_cert_resolver(m.resolver.clone());
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     cfg.session_storage = sessions;
     // One ticket per handshake, as OpenSSL sends on resumption: a client reconnecting
@@ -135,12 +158,12 @@ fn build(
     if let Some(t) = ticketer {
         cfg.ticketer = t;
     }
-    Ok((cfg, certs))
+    Ok(cfg)
 }
 
 impl TlsState {
-    /// Loads `spec` for listener `listener`.
-    pub fn new(listener: &str, spec: &Settings) -> Result<Arc<TlsState>, String> {
+    /// The TLS state of listener `listener`, serving `m` (read from `spec`).
+    pub fn new(listener: &str, spec: &Settings, m: &Material) -> Result<Arc<TlsState>, String> {
         let sessions: Arc<dyn StoresServerSessions> = if spec.session_cache == 0 {
             Arc::new(rustls::server::NoServerSessionStorage {})
         } else {
@@ -151,8 +174,14 @@ impl TlsState {
         } else {
             None
         };
-        let (config, certs) = build(spec, sessions.clone(), ticketer.clone())?;
-        let loaded = Loaded { config: Arc::new(config), certs, spec: spec.clone(), stamps: stamps(spec), at: SystemTime::now() };
+        let config = server_config(m, sessions.clone(), ticketer.clone())?;
+        let loaded = Loaded {
+            config: Arc::new(config),
+            certs: m.certs.clone(),
+            spec: spec.clone(),
+            stamps: m.stamps.clone(),
+            at: SystemTime::now(),
+        };
         let state = Arc::new(TlsState {
             listener: listener.to_string(),
             loaded: ArcSwap::from_pointee(loaded),
@@ -175,16 +204,16 @@ impl TlsState {
         self.loaded.load_full()
     }
 
-    /// Reloads from `spec` (the files are read again); on failure the old
-    /// config stays and the error says why.
-    pub fn reload(&self, spec: &Settings) -> Result<(), String> {
-        match build(spec, self.sessions.clone(), self.ticketer.clone()) {
-            Ok((config, certs)) => {
+    /// Serves `m` (read from `spec`) from the next handshake on; on failure the
+    /// old config stays and the error says why.
+    pub fn reload(&self, spec: &Settings, m: Result<Material, String>) -> Result<(), String> {
+        match m.and_then(|m| Ok((server_config(&m, self.sessions.clone(), self.ticketer.clone())?, m))) {
+            Ok((config, m)) => {
                 self.loaded.store(Arc::new(Loaded {
                     config: Arc::new(config),
-                    certs,
+                    certs: m.certs,
                     spec: spec.clone(),
-                    stamps: stamps(spec),
+                    stamps: m.stamps,
                     at: SystemTime::now(),
                 }));
                 self.reloads.fetch_add(1, Relaxed);
@@ -213,7 +242,7 @@ impl TlsState {
     fn check_files(&self) {
         let loaded = self.loaded.load_full();
         let seen = stamps(&loaded.spec);
-        if seen == loaded.stamps || self.reload(&loaded.spec).is_ok() {
+        if seen == loaded.stamps || self.reload(&loaded.spec, load(&loaded.spec)).is_ok() {
             return;
         }
         // Keep serving the old certificates; remember the files as seen so the

@@ -34,8 +34,6 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
-    #[error("TLS is not usable: {0}")]
-    TlsConfig(Arc<str>),
 }
 
 /// Connection counters of an endpoint.
@@ -52,7 +50,7 @@ pub struct ConnPool {
     socket: Option<std::net::SocketAddr>,
     protocol: UpstreamProtocol,
     /// TLS towards the endpoint, or why it could not be set up.
-    tls: Option<Result<crate::tls::client::Upstream, Arc<str>>>,
+    tls: Option<crate::tls::client::Upstream>,
     connect_timeout: Duration,
     idle_timeout_ms: u64,
     idle: Mutex<Vec<(http1::SendRequest<Body>, u64)>>,
@@ -93,7 +91,7 @@ impl ConnPool {
     pub fn new(
         address: &str,
         protocol: UpstreamProtocol,
-        tls: Option<Result<crate::tls::client::Upstream, Arc<str>>>,
+        tls: Option<crate::tls::client::Upstream>,
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> ConnPool {
@@ -198,8 +196,7 @@ impl ConnPool {
         let _ = stream.set_nodelay(true);
         let stream = match &self.tls {
             None => Stream::Plain(stream),
-            Some(Err(why)) => return Err(ConnectError::TlsConfig(why.clone())),
-            Some(Ok(t)) => {
+            Some(t) => {
                 let hs = t.connector.connect(t.name.clone(), stream);
                 let tls = tokio::time::timeout(self.connect_timeout, hs)
                     .await

@@ -57,22 +57,18 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// `tls` is the pool's client config (or why it failed to load) when the pool speaks TLS.
-    pub fn new(key: EndpointKey, name: Option<String>, weight: u32, tls: Option<Result<Arc<rustls::ClientConfig>, Arc<str>>>) -> Endpoint {
-        let sni = key.tls.as_ref().and_then(|t| t.sni.as_deref());
-        let tls = tls.map(|r| r.and_then(|cfg| crate::tls::client::Upstream::new(cfg, sni, &key.address).map_err(Arc::from)));
+    /// An endpoint at `authority` (its key's address, parsed); `tls` when the pool speaks TLS.
+    pub fn new(
+        key: EndpointKey,
+        authority: Authority,
+        name: Option<String>,
+        weight: u32,
+        tls: Option<crate::tls::client::Upstream>,
+    ) -> Endpoint {
         let conns = ConnPool::new(&key.address, key.protocol, tls, key.connect_timeout, key.idle_timeout);
         let stats = EndpointStats::default();
         stats.probe_healthy.store(true, Relaxed);
-        Endpoint {
-            name: name.unwrap_or_else(|| key.address.clone()),
-            address: key.address.clone(),
-            authority: key.address.parse().expect("validated endpoint address"),
-            weight,
-            conns,
-            stats,
-            key,
-        }
+        Endpoint { name: name.unwrap_or_else(|| key.address.clone()), address: key.address.clone(), authority, weight, conns, stats, key }
     }
 
     /// Whether the balancer should send new requests here.
@@ -159,7 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn ejects_after_streak_with_backoff() {
-        let ep = Endpoint::new(key(), None, 1, None);
+        let ep = Endpoint::new(key(), "127.0.0.1:1".parse().unwrap(), None, 1, None);
         let p = Passive { consecutive_failures: 3, ejection_time: Duration::from_secs(10), max_ejection_time: Duration::from_secs(25) };
         let now = clock::now_ms();
         assert!(!ep.passive_failure(&p));

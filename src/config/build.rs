@@ -1,0 +1,190 @@
+//! The build step: an accepted [`Plan`] becomes the immutable snapshot that
+//! requests read. This is where state is made or carried over from the previous
+//! snapshot by name: endpoints (health, counters, pooled connections) when their
+//! key is unchanged, pool counters by pool, route counters by route, cache
+//! contents by route, rate-limit counters, the Redis client while its settings
+//! are unchanged, the access-log writer while its settings are unchanged.
+
+use super::plan::{ConnLimits, Limits, ListenerOpts, ListenerPlan, Plan, PoolPlan};
+use super::schema::Config;
+use crate::accesslog::AccessLog;
+use crate::identity::TrustedProxies;
+use crate::metrics::RouteStats;
+use crate::route::{Route, Router};
+use crate::service::Service;
+use crate::upstream::pool::PoolStats;
+use crate::upstream::{Endpoint, EndpointKey, Pool};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Everything a request needs, immutable; swapped whole on reload.
+pub struct Snapshot {
+    pub generation: u64,
+    /// Per-listener answers: redirect to https, HSTS. Empty when none is set.
+    pub listener_opts: HashMap<String, ListenerOpts>,
+    /// API keys, when configured.
+    pub credentials: Option<crate::identity::Credentials>,
+    /// Rate-limit counters (local, carried over every reload; shared through Redis when configured).
+    pub limiter: crate::limit::Limiter,
+    pub config: Config,
+    pub router: Router,
+    pub services: BTreeMap<String, Arc<Service>>,
+    pub trusted: TrustedProxies,
+    pub limits: Limits,
+    /// Connection limits (the server builds its connection settings from them).
+    pub conn: ConnLimits,
+    /// The listeners to run.
+    pub listeners: Vec<ListenerPlan>,
+    /// The admin listener's address, when enabled (read at start only).
+    pub admin: Option<std::net::SocketAddr>,
+    /// How long shutdown waits for requests in flight.
+    pub grace_period: std::time::Duration,
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
+/// A built snapshot, and the endpoints it created (whose probes must start).
+pub struct Built {
+    pub snapshot: Snapshot,
+    pub new_endpoints: Vec<Arc<Endpoint>>,
+}
+
+/// State of the previous snapshot, by name, for the next one to carry over.
+#[derive(Default)]
+struct Carried<'a> {
+    endpoints: HashMap<EndpointKey, Arc<Endpoint>>,
+    pool_stats: HashMap<String, Arc<PoolStats>>,
+    route_stats: HashMap<(&'a str, &'a str), Arc<RouteStats>>,
+    caches: HashMap<String, Arc<crate::cache::store::Store>>,
+}
+
+impl<'a> Carried<'a> {
+    fn from(old: Option<&'a Snapshot>) -> Carried<'a> {
+        let mut c = Carried::default();
+        if let Some(old) = old {
+            for svc in old.services.values() {
+                for pool in &svc.pools {
+                    c.pool_stats.insert(pool.name.clone(), pool.stats.clone());
+                    for ep in &pool.endpoints {
+                        c.endpoints.insert(ep.key.clone(), ep.clone());
+                    }
+                }
+            }
+            for r in &old.router.routes {
+                c.route_stats.insert((&r.name, &r.service.name), r.stats.clone());
+                if let Some(rc) = &r.cache {
+                    c.caches.insert(r.name.clone(), rc.store.clone());
+                }
+            }
+        }
+        c
+    }
+}
+
+/// Builds the snapshot of `plan`, carrying state over from `old`.
+pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
+    let carried = Carried::from(old);
+    let mut new_endpoints = Vec::new();
+    let services: Vec<Arc<Service>> = plan
+        .services
+        .into_iter()
+        .map(|s| {
+            let pools = s.pools.into_iter().map(|p| pool(p, &carried, &mut new_endpoints)).collect();
+            Arc::new(Service { name: s.name, pools, sharding: s.sharding })
+        })
+        .collect();
+    let routes = plan
+        .routes
+        .into_iter()
+        .map(|r| {
+            let service = services[r.service].clone();
+            let stats = carried.route_stats.get(&(r.name.as_str(), service.name.as_str())).cloned().unwrap_or_default();
+            let cache = r.cache.map(|(rules, memory_bytes)| {
+                // Contents survive a reload when the memory budget is unchanged.
+                let store = carried
+                    .caches
+                    .get(r.name.as_str())
+                    .filter(|s| s.capacity == memory_bytes)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(crate::cache::store::Store::new(memory_bytes)));
+                Arc::new(crate::cache::flow::RouteCache { rules, store })
+            });
+            Route {
+                name: r.name,
+                host: r.host,
+                path_prefix: r.path_prefix,
+                methods: r.methods,
+                listeners: r.listeners,
+                service,
+                stats,
+                fan_out: r.fan_out,
+                cache,
+                limits: r.limits,
+            }
+        })
+        .collect();
+    let access_log = plan.access_log.map(|settings| match old.and_then(|o| o.access_log.as_ref()) {
+        Some(a) if a.settings == settings => a.clone(),
+        _ => Arc::new(AccessLog::open(settings)),
+    });
+    let redis = plan.redis.map(|settings| {
+        let unchanged = old.filter(|o| o.config.rate_limit_store == plan.config.rate_limit_store);
+        match unchanged.and_then(|o| o.limiter.redis.clone()) {
+            Some(store) => store,
+            None => Arc::new(crate::limit::redis::RedisStore::new(settings)),
+        }
+    });
+    let snapshot = Snapshot {
+        admin: plan.admin,
+        grace_period: plan.grace_period,
+        conn: plan.conn,
+        listeners: plan.listeners,
+        listener_opts: plan.listener_opts,
+        limiter: crate::limit::Limiter {
+            local: old.map(|o| o.limiter.local.clone()).unwrap_or_else(|| Arc::new(crate::limit::store::LocalStore::new(1_000_000))),
+            redis,
+            ipv4_prefix: plan.ipv4_prefix,
+            ipv6_prefix: plan.ipv6_prefix,
+        },
+        credentials: plan.credentials,
+        generation: old.map(|o| o.generation + 1).unwrap_or(1),
+        router: Router { routes },
+        services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        trusted: plan.trusted,
+        limits: plan.limits,
+        access_log,
+        config: plan.config,
+    };
+    Built { snapshot, new_endpoints }
+}
+
+/// A pool with its endpoints: each carried over when its key, name and weight
+/// are unchanged, else new (and listed in `new_endpoints`).
+fn pool(p: PoolPlan, carried: &Carried, new_endpoints: &mut Vec<Arc<Endpoint>>) -> Pool {
+    let endpoints = p
+        .endpoints
+        .into_iter()
+        .map(|e| {
+            let reusable =
+                carried.endpoints.get(&e.key).filter(|o| o.weight == e.weight && Some(&o.name) == e.name.as_ref().or(Some(&e.key.address)));
+            match reusable {
+                Some(o) => o.clone(),
+                None => {
+                    let ep = Arc::new(Endpoint::new(e.key, e.authority, e.name, e.weight, e.tls));
+                    new_endpoints.push(ep.clone());
+                    ep
+                }
+            }
+        })
+        .collect();
+    Pool {
+        stats: carried.pool_stats.get(&p.name).cloned().unwrap_or_default(),
+        name: p.name,
+        service: p.service,
+        shard: p.shard,
+        balancer: p.balancer,
+        endpoints,
+        request_timeout: p.request_timeout,
+        passive: p.passive,
+        retry: p.retry,
+    }
+}

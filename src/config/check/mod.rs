@@ -1,0 +1,233 @@
+//! The one pass from a parsed config to a [`Plan`]: each value is checked where
+//! it is converted into its runtime type, every problem is reported with its
+//! position (all of them, not just the first, so one `ringmaster check` shows
+//! all that is wrong), and each file the config names is read here, once.
+//!
+//! A function returns `None` only after reporting why; the plan exists only when
+//! nothing was reported.
+
+mod identity;
+mod routes;
+mod services;
+
+use super::error::Reporter;
+use super::plan::{ConnLimits, Limits, ListenerOpts, ListenerPlan, Plan};
+use super::schema::{Config, ListenerProtocol, ListenerSpec};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use toml::Spanned;
+
+/// Checks and converts `cfg`, reporting every problem in `r`.
+pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
+    let start = r.mark();
+    let listeners = listeners(&cfg, r);
+    let admin = if cfg.admin.enabled { socket_addr(&cfg.admin.listen, "admin listen address", r).map(Some) } else { Some(None) };
+    let trusted = all(cfg.server.trusted_proxies.iter().map(|p| cidr(p, "write trusted proxies as \"10.0.0.0/8\" or \"192.0.2.7\"", r)));
+    let (conn, limits) = limits(&cfg, r);
+    let defs = identity::rate_limits(&cfg, r);
+    let credentials = identity::credentials(&cfg, &defs, r);
+    let redis = identity::redis(&cfg, r);
+    let prefixes = identity::prefixes(&cfg, r);
+    let services = services::services(&cfg, r);
+    let routes = routes::routes(&cfg, &defs, r);
+    let listener_opts = listener_opts(&cfg, r);
+    let (ipv4_prefix, ipv6_prefix) = prefixes?;
+    let plan = Plan {
+        listeners: listeners?,
+        listener_opts: listener_opts?,
+        admin: admin?,
+        grace_period: cfg.server.grace_period.0,
+        conn,
+        limits,
+        trusted: crate::identity::TrustedProxies::new(trusted?),
+        credentials: credentials?,
+        ipv4_prefix,
+        ipv6_prefix,
+        redis: redis?,
+        services: services?,
+        routes: routes?,
+        access_log: cfg.access_log.as_ref().map(|a| crate::accesslog::Settings { format: a.format, path: a.path.clone() }),
+        config: cfg,
+    };
+    r.clean_since(start).then_some(plan)
+}
+
+/// Every item's value, or `None` when any is missing; every item is checked.
+fn all<T>(items: impl Iterator<Item = Option<T>>) -> Option<Vec<T>> {
+    let checked: Vec<Option<T>> = items.collect();
+    checked.into_iter().collect()
+}
+
+fn listeners(cfg: &Config, r: &mut Reporter) -> Option<Vec<ListenerPlan>> {
+    if cfg.listeners.is_empty() {
+        r.error(0..0, "no listener is configured", "add a [[listeners]] table with name and listen = \"0.0.0.0:8080\"");
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    all(cfg.listeners.iter().map(|l| {
+        if !names.insert(l.name.get_ref().clone()) {
+            r.error(l.name.span(), format!("listener name `{}` is used twice", l.name.get_ref()), "give each listener its own name");
+        }
+        let tls = listener_tls(l, r);
+        let addr = socket_addr(&l.listen, "listen address", r);
+        if let Some(a) = addr {
+            if !addrs.insert(a) {
+                r.error(l.listen.span(), format!("address {a} is used by two listeners"), "give each listener its own address");
+            }
+        }
+        Some(ListenerPlan { name: l.name.get_ref().clone(), addr: addr?, tls: tls? })
+    }))
+}
+
+/// An https listener's certificates, read and checked; `Some(None)` for plain HTTP.
+fn listener_tls(l: &ListenerSpec, r: &mut Reporter) -> Option<Option<(crate::tls::server::Settings, crate::tls::server::Material)>> {
+    match (l.protocol.get_ref(), &l.tls) {
+        (ListenerProtocol::Https, None) => {
+            r.error(
+                l.protocol.span(),
+                format!("https listener `{}` has no tls table", l.name.get_ref()),
+                "add tls = { certificates = [{ cert = \"cert.pem\", key = \"key.pem\" }] }",
+            );
+            None
+        }
+        (ListenerProtocol::Http, Some(t)) => {
+            r.error(t.span(), format!("listener `{}` has TLS settings but protocol http", l.name.get_ref()), "set protocol = \"https\"");
+            None
+        }
+        (ListenerProtocol::Https, Some(t)) => {
+            let settings = tls_settings(t.get_ref());
+            match crate::tls::server::load(&settings) {
+                Ok(m) => Some(Some((settings, m))),
+                Err(why) => {
+                    r.error(t.span(), why, "point cert and key at readable PEM files that belong together");
+                    None
+                }
+            }
+        }
+        (ListenerProtocol::Http, None) => Some(None),
+    }
+}
+
+fn tls_settings(t: &super::schema::TlsSpec) -> crate::tls::server::Settings {
+    use crate::tls::server::{CertFiles, ClientAuth};
+    crate::tls::server::Settings {
+        certificates: t
+            .certificates
+            .iter()
+            .map(|c| CertFiles { cert: c.cert.get_ref().clone(), key: c.key.get_ref().clone(), names: c.names.clone() })
+            .collect(),
+        client_auth: t.client_auth.as_ref().map(|c| {
+            let c = c.get_ref();
+            ClientAuth { ca: c.ca.get_ref().clone(), required: c.required, tier: c.tier.as_ref().map(|t| t.get_ref().clone()) }
+        }),
+        session_tickets: t.session_tickets,
+        session_cache: t.session_cache,
+        watch_interval: t.watch_interval.0,
+    }
+}
+
+/// The listeners that redirect, send HSTS, or normalise paths other than by default.
+fn listener_opts(cfg: &Config, r: &mut Reporter) -> Option<HashMap<String, ListenerOpts>> {
+    let special =
+        cfg.listeners.iter().filter(|l| l.redirect_to_https.is_some() || l.hsts.is_some() || !l.normalize_path || !l.merge_slashes);
+    let opts = all(special.map(|l| {
+        let hsts = match &l.hsts {
+            None => None,
+            Some(h) if *l.protocol.get_ref() != ListenerProtocol::Https => {
+                r.error(h.span(), "HSTS is only sent over https", "move hsts to the https listener");
+                return None;
+            }
+            Some(h) => match http::HeaderValue::from_str(h.get_ref()) {
+                Ok(v) if h.get_ref().starts_with("max-age=") => Some(v),
+                _ => {
+                    r.error(
+                        h.span(),
+                        "an HSTS value starts with max-age= and holds only printable text",
+                        "for example \"max-age=31536000; includeSubDomains\"",
+                    );
+                    return None;
+                }
+            },
+        };
+        let path = crate::normalise::PathRules { dot_segments_and_decoding: l.normalize_path, merge_slashes: l.merge_slashes };
+        Some((l.name.get_ref().clone(), ListenerOpts { redirect_to_https: l.redirect_to_https, hsts, path }))
+    }))?;
+    Some(opts.into_iter().collect())
+}
+
+fn limits(cfg: &Config, r: &mut Reporter) -> (ConnLimits, Limits) {
+    let l = &cfg.limits;
+    if !(1024..=1024 * 1024).contains(l.max_header_bytes.get_ref()) {
+        r.error(l.max_header_bytes.span(), "max_header_bytes must be between 1024 and 1048576", "16384 suits most traffic");
+    }
+    if *l.max_headers.get_ref() == 0 {
+        r.error(l.max_headers.span(), "max_headers must be at least 1", "100 suits most traffic");
+    }
+    for t in [&l.header_read_timeout, &l.keepalive_timeout] {
+        if t.get_ref().0.is_zero() {
+            r.error(t.span(), "a timeout of zero would close every connection", "use a positive duration such as \"10s\"");
+        }
+    }
+    let conn = ConnLimits {
+        max_header_bytes: *l.max_header_bytes.get_ref(),
+        max_headers: *l.max_headers.get_ref(),
+        header_read_timeout: l.header_read_timeout.get_ref().0,
+        keepalive_timeout: l.keepalive_timeout.get_ref().0,
+        max_connections: l.max_connections,
+        max_connections_per_client: l.max_connections_per_client,
+        h2_max_concurrent_streams: l.h2_max_concurrent_streams,
+        h2_max_reset_streams: l.h2_max_reset_streams,
+    };
+    let limits = Limits {
+        max_header_bytes: *l.max_header_bytes.get_ref(),
+        max_headers: *l.max_headers.get_ref(),
+        max_body_bytes: l.max_body_bytes,
+        body_read_timeout: l.body_read_timeout.0,
+        body_min_rate: l.body_min_rate,
+    };
+    (conn, limits)
+}
+
+fn socket_addr(s: &Spanned<String>, what: &str, r: &mut Reporter) -> Option<SocketAddr> {
+    match s.get_ref().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            r.error(
+                s.span(),
+                format!("`{}` is not a valid {what}", s.get_ref()),
+                "write it as \"IP:port\", such as \"0.0.0.0:8080\" or \"[::1]:8080\"",
+            );
+            None
+        }
+    }
+}
+
+/// `10.0.0.0/8`, `::1/128` or a bare address.
+fn cidr(s: &Spanned<String>, hint: &str, r: &mut Reporter) -> Option<ipnet::IpNet> {
+    let t = s.get_ref();
+    let net = t.parse::<ipnet::IpNet>().ok().or_else(|| t.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
+    if net.is_none() {
+        r.error(s.span(), format!("`{t}` is not an IP address or CIDR range"), hint);
+    }
+    net
+}
+
+/// An optional setting's value: `Some(None)` when it is absent, `None` when it
+/// is present and wrong (`check` reported why).
+fn optional<S, T>(setting: Option<S>, check: impl FnOnce(S) -> Option<T>) -> Option<Option<T>> {
+    match setting {
+        None => Some(None),
+        Some(s) => check(s).map(Some),
+    }
+}
+
+/// A header name written in the config.
+fn header_name(s: &Spanned<String>, message: impl FnOnce(&str) -> String, hint: &str, r: &mut Reporter) -> Option<http::HeaderName> {
+    match http::HeaderName::from_bytes(s.get_ref().as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            r.error(s.span(), message(s.get_ref()), hint);
+            None
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! An accepted config: every value checked, parsed and converted into the
+//! runtime types each module owns, and every file it names read once. Nothing
+//! here has state or talks to the world; `build` turns a plan into a snapshot,
+//! carrying live state over from the previous one.
+
+use super::schema::Config;
+use crate::balance::Balancer;
+use crate::shard::Sharding;
+use crate::upstream::{EndpointKey, Passive, Retry};
+use std::time::Duration;
+
+/// What a listener adds to or does with every request.
+pub struct ListenerOpts {
+    pub redirect_to_https: Option<u16>,
+    pub hsts: Option<http::HeaderValue>,
+    pub path: crate::normalise::PathRules,
+}
+
+/// A listener as the server runs it.
+pub struct ListenerPlan {
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+    /// An https listener's certificates (as configured, and as read); `None` for plain HTTP.
+    pub tls: Option<(crate::tls::server::Settings, crate::tls::server::Material)>,
+}
+
+/// What a client connection is held to, read at accept time.
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// From a request head's first byte (from accept for the first request).
+    pub header_read_timeout: Duration,
+    /// Idle time between requests before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// Connections over all listeners (read at start only).
+    pub max_connections: usize,
+    /// Connections from one client address; 0 for no limit.
+    pub max_connections_per_client: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_max_reset_streams: usize,
+}
+
+/// Request limits applied by the parse stage.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body_bytes: u64,
+    /// The longest gap between two reads of a request body.
+    pub body_read_timeout: Duration,
+    /// Bytes per second a request body must average after a grace period; 0 for none.
+    pub body_min_rate: u64,
+}
+
+/// One endpoint of a pool, before it exists: what identifies it across reloads,
+/// and how it is reached.
+pub struct EndpointPlan {
+    pub key: EndpointKey,
+    pub authority: http::uri::Authority,
+    pub name: Option<String>,
+    pub weight: u32,
+    pub tls: Option<crate::tls::client::Upstream>,
+}
+
+/// A pool (a replicated service, or one shard) before its endpoints exist.
+pub struct PoolPlan {
+    /// `service`, or `service/shard`.
+    pub name: String,
+    pub service: String,
+    pub shard: Option<String>,
+    pub endpoints: Vec<EndpointPlan>,
+    pub balancer: Balancer,
+    pub request_timeout: Duration,
+    pub passive: Passive,
+    pub retry: Retry,
+}
+
+pub struct ServicePlan {
+    pub name: String,
+    pub pools: Vec<PoolPlan>,
+    pub sharding: Option<Sharding>,
+}
+
+/// A route; its cache store and counters come from the build step.
+pub struct RoutePlan {
+    pub name: String,
+    /// The index of its service in [`Plan::services`].
+    pub service: usize,
+    pub host: Option<crate::route::HostMatch>,
+    pub path_prefix: String,
+    pub methods: Vec<http::Method>,
+    pub listeners: Vec<String>,
+    pub fan_out: bool,
+    pub limits: crate::limit::RoutePolicies,
+    /// The cache's rules and its memory budget in bytes.
+    pub cache: Option<(crate::cache::flow::Rules, u64)>,
+}
+
+/// The whole accepted config.
+pub struct Plan {
+    /// The file as written, for `/admin/config` and the process settings.
+    pub config: Config,
+    pub listeners: Vec<ListenerPlan>,
+    pub listener_opts: std::collections::HashMap<String, ListenerOpts>,
+    pub admin: Option<std::net::SocketAddr>,
+    pub grace_period: Duration,
+    pub conn: ConnLimits,
+    pub limits: Limits,
+    pub trusted: crate::identity::TrustedProxies,
+    pub credentials: Option<crate::identity::Credentials>,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub redis: Option<crate::limit::redis::Settings>,
+    pub services: Vec<ServicePlan>,
+    pub routes: Vec<RoutePlan>,
+    pub access_log: Option<crate::accesslog::Settings>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let services: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+        let routes: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();
+        f.debug_struct("Plan").field("services", &services).field("routes", &routes).finish_non_exhaustive()
+    }
+}
