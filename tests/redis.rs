@@ -82,6 +82,37 @@ fn two_proxies_share_one_limit_and_survive_redis_failures() {
     drop(r);
 }
 
+#[test]
+fn a_redis_known_down_is_not_waited_for() {
+    let port = free_port();
+    let r = redis(port);
+    let a = backend("a");
+    let (open, closed) = (proxy(&a, port, "open"), proxy(&a, port, "closed"));
+    eventually(5, "redis connected", || from(&open, "192.0.2.200").status == 200 && from(&closed, "192.0.2.201").status == 200);
+    // Stopped, not killed: its connections stay open and every command would wait out the timeout.
+    r.signal("STOP");
+    from(&open, "192.0.2.1");
+    from(&closed, "192.0.2.1");
+    eventually(5, "found down", || open.metric("ringmaster_rate_limit_store_healthy") == 0.0);
+    eventually(5, "found down", || closed.metric("ringmaster_rate_limit_store_healthy") == 0.0);
+    let (failed_open, failed_closed) =
+        (open.metric("ringmaster_rate_limit_store_failures_total"), closed.metric("ringmaster_rate_limit_store_failures_total"));
+    let statuses: Vec<(u16, u16)> =
+        (0..20).map(|i| (from(&open, &format!("10.0.0.{i}")).status, from(&closed, &format!("10.0.1.{i}")).status)).collect();
+    assert!(statuses.iter().all(|s| *s == (200, 503)), "fail-open serves, fail-closed refuses: {statuses:?}");
+    // None of them asked Redis (and so none waited for it): each was decided at once.
+    assert_eq!(open.metric("ringmaster_rate_limit_store_failures_total"), failed_open);
+    assert_eq!(closed.metric("ringmaster_rate_limit_store_failures_total"), failed_closed);
+    assert!(open.metric("ringmaster_rate_limit_store_skipped_total") >= 20.0);
+    assert!(closed.metric("ringmaster_rate_limit_store_skipped_total") >= 20.0);
+    // Back: the probe sees it, and shared limits return without a request failing over it.
+    r.signal("CONT");
+    eventually(5, "probed back", || open.metric("ringmaster_rate_limit_store_healthy") == 1.0);
+    eventually(5, "probed back", || closed.metric("ringmaster_rate_limit_store_healthy") == 1.0);
+    assert_eq!(from(&closed, "198.51.100.9").status, 200);
+    assert!(closed.metric("ringmaster_rate_limit_store_degraded_seconds_total") > 0.0);
+}
+
 /// A three-master Redis Cluster on loopback, made with redis-cli.
 fn cluster(dir: &std::path::Path) -> (Vec<Proc>, u16) {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();

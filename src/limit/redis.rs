@@ -3,7 +3,10 @@
 //! with TTLs, times from the Redis server's clock so every proxy agrees.
 //! When Redis is unreachable or slow, the configured failure mode decides:
 //! `open` (the local store takes over) or `closed` (503); each transition is
-//! logged and counted, and the store reconnects by itself.
+//! logged and counted. Once a decision failed, the store is known down and
+//! requests no longer wait for it (a circuit breaker): each is decided by the
+//! failure mode at once, while a background probe pings Redis every
+//! [`PROBE_EVERY`] and switches back when it answers.
 //!
 //! Redis Cluster: every key carries a hash tag (the client's identity, or the
 //! route ceiling), so one client's counters share a slot and any decision that
@@ -17,8 +20,11 @@ use super::gcra::Decision;
 use super::{Policy, Scope, Verdict};
 use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+/// How often a store known to be down is tried again.
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
@@ -82,6 +88,14 @@ impl Conn {
             Conn::Cluster(c) => inv.invoke_async(c).await,
         }
     }
+
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        let ping = redis::cmd("PING");
+        match self {
+            Conn::Single(c) => ping.query_async(c).await,
+            Conn::Cluster(c) => ping.query_async(c).await,
+        }
+    }
 }
 
 /// What happens to requests while Redis cannot answer.
@@ -117,7 +131,15 @@ pub struct RedisStore {
     pub on_failure: OnFailure,
     prefix: String,
     healthy: AtomicBool,
+    /// A background probe is running.
+    probing: AtomicBool,
+    /// Clock milliseconds when the store was last found down.
+    down_since_ms: AtomicU64,
+    /// Milliseconds spent down, over the periods that ended.
+    degraded_ms: AtomicU64,
     pub failures: AtomicU64,
+    /// Decisions made without asking the store, because it was known down.
+    pub skipped: AtomicU64,
     pub transitions: AtomicU64,
 }
 
@@ -141,7 +163,11 @@ impl RedisStore {
             on_failure: s.on_failure,
             prefix: s.prefix,
             healthy: AtomicBool::new(true),
+            probing: AtomicBool::new(false),
+            down_since_ms: AtomicU64::new(0),
+            degraded_ms: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
         }
     }
@@ -150,9 +176,22 @@ impl RedisStore {
         self.healthy.load(Relaxed)
     }
 
-    fn mark(&self, ok: bool, why: &str) {
+    /// Seconds spent down, including a period still running.
+    pub fn degraded_seconds(&self) -> f64 {
+        let running = if self.healthy() { 0 } else { crate::clock::now_ms().saturating_sub(self.down_since_ms.load(Relaxed)) };
+        (self.degraded_ms.load(Relaxed) + running) as f64 / 1000.0
+    }
+
+    fn mark(self: &Arc<Self>, ok: bool, why: &str) {
         if self.healthy.swap(ok, Relaxed) != ok {
             self.transitions.fetch_add(1, Relaxed);
+            let now = crate::clock::now_ms();
+            if ok {
+                self.degraded_ms.fetch_add(now.saturating_sub(self.down_since_ms.load(Relaxed)), Relaxed);
+            } else {
+                self.down_since_ms.store(now, Relaxed);
+                self.probe();
+            }
             if ok {
                 tracing::info!("shared rate-limit store (Redis) answers again; shared limits are back");
             } else {
@@ -161,6 +200,39 @@ impl RedisStore {
         }
         if !ok {
             self.failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Pings the store every [`PROBE_EVERY`] in the background until it answers
+    /// (or the store is dropped by a reload), then marks it up.
+    fn probe(self: &Arc<Self>) {
+        if self.probing.swap(true, Relaxed) {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let Some(me) = weak.upgrade() else { return };
+                let answered = match me.connection() {
+                    Some(mut c) => matches!(tokio::time::timeout(me.timeout, c.ping()).await, Ok(Ok(()))),
+                    None => false,
+                };
+                if answered {
+                    me.probing.store(false, Relaxed);
+                    me.mark(true, "");
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Starts connecting in the background (when a runtime runs), so the first
+    /// decisions need not wait for it.
+    pub fn connect(self: &Arc<Self>) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = self.connection();
         }
     }
 
@@ -187,7 +259,10 @@ impl RedisStore {
                     }
                 };
                 match tokio::time::timeout(Duration::from_secs(2), made).await {
-                    Ok(Ok(c)) => *me.conn.lock().expect("redis conn lock") = Some(c),
+                    Ok(Ok(c)) => {
+                        *me.conn.lock().expect("redis conn lock") = Some(c);
+                        me.mark(true, "");
+                    }
                     Ok(Err(e)) => me.mark(false, &e.to_string()),
                     Err(_) => me.mark(false, "connect timed out"),
                 }
@@ -213,6 +288,10 @@ impl RedisStore {
     /// Decides a request against `policies` for identity `who`: one script per
     /// hash-tag group (one group unless on a cluster with mixed scopes).
     pub async fn check(self: &std::sync::Arc<Self>, policies: &[&Policy], who: u128) -> Result<Verdict, Unavailable> {
+        if !self.healthy() {
+            self.skipped.fetch_add(1, Relaxed);
+            return Err(Unavailable("known down; a background probe watches for its return".into()));
+        }
         let Some(mut conn) = self.connection() else {
             self.mark(false, "not connected");
             return Err(Unavailable("not connected".into()));
