@@ -200,13 +200,13 @@ fn reloads_under_load_lose_no_request() {
             })
         })
         .collect();
-    // Twenty reloads, each changing the endpoint set: added, removed, replaced.
+    // A hundred reloads, each changing the endpoint set: added, removed, replaced.
     let sets: [&[&Backend]; 4] = [&[&a, &b, &c], &[&b, &c], &[&c, &a], &[&a, &b]];
-    for n in 1..=20 {
+    for n in 1..=100 {
         p.rewrite(&cfg(sets[(n - 1) % 4]));
         p.proc.signal("HUP");
         eventually(5, "reload", || p.metric("ringmaster_reloads_total") == n as f64);
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Relaxed);
     let errors: Vec<String> = clients.into_iter().flat_map(|h| h.join().unwrap()).collect();

@@ -73,7 +73,7 @@ pub fn render(snap: &Snapshot) -> String {
     ];
     unlabelled(&mut o, &simple);
     if let Some(r) = &snap.limiter.redis {
-        let rows: [(&str, &str, &str, u64); 3] = [
+        let rows: [(&str, &str, &str, u64); 4] = [
             ("ringmaster_rate_limit_store_healthy", "gauge", "1 while the shared (Redis) rate-limit store answers.", r.healthy() as u64),
             (
                 "ringmaster_rate_limit_store_failures_total",
@@ -87,8 +87,17 @@ pub fn render(snap: &Snapshot) -> String {
                 "Changes between answering and failing.",
                 r.transitions.load(Relaxed),
             ),
+            (
+                "ringmaster_rate_limit_store_skipped_total",
+                "counter",
+                "Decisions made by the failure mode at once, without asking the store known to be down.",
+                r.skipped.load(Relaxed),
+            ),
         ];
         unlabelled(&mut o, &rows);
+        let name = "ringmaster_rate_limit_store_degraded_seconds_total";
+        let _ =
+            writeln!(o, "# HELP {name} Time the shared store was known down.\n# TYPE {name} counter\n{name} {:.3}", r.degraded_seconds());
     }
     render_pools(&mut o, snap);
     render_caches(&mut o, snap);
@@ -190,13 +199,14 @@ fn render_pools(o: &mut String, snap: &Snapshot) {
     for p in &pools {
         p.stats.latency.render(o, "ringmaster_pool_request_duration_seconds", &pool_labels(p));
     }
-    let pool_metrics: [Row; 6] = [
+    let pool_metrics: [Row; 7] = [
         ("ringmaster_pool_endpoints", "gauge", "Endpoints in the pool."),
         ("ringmaster_pool_healthy_endpoints", "gauge", "Endpoints taking traffic."),
         ("ringmaster_pool_in_flight", "gauge", "Requests in flight to the pool."),
         ("ringmaster_pool_retries_total", "counter", "Retries on another endpoint."),
         ("ringmaster_pool_retries_denied_total", "counter", "Retries refused by the retry budget."),
         ("ringmaster_pool_fail_open_total", "counter", "Picks made while every endpoint was unhealthy."),
+        ("ringmaster_pool_ejections_capped_total", "counter", "Ejections not made because max_ejection_percent of the pool was out."),
     ];
     for (i, (name, kind, help)) in pool_metrics.iter().enumerate() {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -207,7 +217,8 @@ fn render_pools(o: &mut String, snap: &Snapshot) {
                 2 => p.stats.in_flight.load(Relaxed) as u64,
                 3 => p.stats.retries.load(Relaxed),
                 4 => p.stats.retries_denied.load(Relaxed),
-                _ => p.stats.fail_open_picks.load(Relaxed),
+                5 => p.stats.fail_open_picks.load(Relaxed),
+                _ => p.stats.ejections_capped.load(Relaxed),
             };
             let _ = writeln!(o, "{name}{{{}}} {v}", pool_labels(p));
         }

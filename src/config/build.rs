@@ -130,7 +130,11 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
         let unchanged = old.filter(|o| o.config.rate_limit_store == plan.config.rate_limit_store);
         match unchanged.and_then(|o| o.limiter.redis.clone()) {
             Some(store) => store,
-            None => Arc::new(crate::limit::redis::RedisStore::new(settings)),
+            None => {
+                let store = Arc::new(crate::limit::redis::RedisStore::new(settings));
+                store.connect();
+                store
+            }
         }
     });
     let snapshot = Snapshot {

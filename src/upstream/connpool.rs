@@ -36,6 +36,14 @@ pub enum ConnectError {
     Tls(std::io::Error),
 }
 
+impl ConnectError {
+    /// Nothing listens at the address, or it reset the connection: the endpoint is down.
+    pub fn is_refused(&self) -> bool {
+        use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
+        matches!(self, ConnectError::Io(e) if matches!(e.kind(), ConnectionRefused | ConnectionReset))
+    }
+}
+
 /// Connection counters of an endpoint.
 #[derive(Default)]
 pub struct ConnStats {

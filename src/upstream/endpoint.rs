@@ -86,24 +86,30 @@ impl Endpoint {
         }
     }
 
-    /// Records a passive failure; ejects the endpoint when the streak reaches the threshold.
-    /// Returns true when this failure caused an ejection.
-    pub fn passive_failure(&self, p: &Passive) -> bool {
-        self.stats.errors.fetch_add(1, Relaxed);
-        if p.consecutive_failures == 0 {
-            return false;
-        }
+    /// Whether passive ejection keeps the endpoint out at `now_ms`.
+    pub fn ejected(&self, now_ms: u64) -> bool {
+        self.stats.ejected_until_ms.load(Relaxed) > now_ms
+    }
+
+    /// Counts a failure towards the streak; true when it reached the threshold
+    /// (the streak starts again).
+    pub fn streak_reached(&self, p: &Passive) -> bool {
         let n = self.stats.consecutive_failures.fetch_add(1, Relaxed) + 1;
         if n < p.consecutive_failures {
             return false;
         }
         self.stats.consecutive_failures.store(0, Relaxed);
+        true
+    }
+
+    /// Ejects the endpoint for the policy's time, doubled for each ejection in a row.
+    pub fn eject(&self, p: &Passive, why: &'static str) {
+        self.stats.consecutive_failures.store(0, Relaxed);
         let row = self.stats.ejections_in_row.fetch_add(1, Relaxed).min(16);
         let wait = p.ejection_time.saturating_mul(1u32 << row).min(p.max_ejection_time);
         self.stats.ejected_until_ms.store(clock::now_ms() + wait.as_millis() as u64, Relaxed);
         self.stats.ejections_total.fetch_add(1, Relaxed);
-        tracing::warn!(endpoint = %self.name, address = %self.address, ejected_for_ms = wait.as_millis() as u64, "endpoint ejected after consecutive failures");
-        true
+        tracing::warn!(endpoint = %self.name, address = %self.address, ejected_for_ms = wait.as_millis() as u64, why, "endpoint ejected");
     }
 }
 
@@ -134,46 +140,5 @@ impl crate::body::Release for Endpoint {
 
     fn done(&self) {
         self.stats.in_flight.fetch_sub(1, Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key() -> EndpointKey {
-        EndpointKey {
-            service: "s".into(),
-            address: "127.0.0.1:1".into(),
-            protocol: UpstreamProtocol::Http1,
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-            health: None,
-            tls: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn ejects_after_streak_with_backoff() {
-        let ep = Endpoint::new(key(), "127.0.0.1:1".parse().unwrap(), None, 1, None);
-        let p = Passive { consecutive_failures: 3, ejection_time: Duration::from_secs(10), max_ejection_time: Duration::from_secs(25) };
-        let now = clock::now_ms();
-        assert!(!ep.passive_failure(&p));
-        assert!(!ep.passive_failure(&p));
-        assert!(ep.available(now));
-        assert!(ep.passive_failure(&p));
-        assert!(!ep.available(clock::now_ms()));
-        let first = ep.stats.ejected_until_ms.load(Relaxed) - now;
-        assert!((10_000..11_000).contains(&first), "{first}");
-        for _ in 0..3 {
-            ep.passive_failure(&p);
-        }
-        let second = ep.stats.ejected_until_ms.load(Relaxed) - now;
-        assert!((20_000..21_000).contains(&second), "doubled: {second}");
-        for _ in 0..3 {
-            ep.passive_failure(&p);
-        }
-        let third = ep.stats.ejected_until_ms.load(Relaxed) - now;
-        assert!((25_000..26_000).contains(&third), "capped: {third}");
     }
 }

@@ -1,12 +1,14 @@
 //! Forward: send a request to an endpoint of a pool over a pooled connection,
 //! with a request timeout, passive health bookkeeping, and retries on another
-//! endpoint when the connection failed before any byte was sent: for idempotent
-//! requests without a body, within the pool's retry budget. A request written
-//! to a stale keep-alive connection that the upstream had already closed comes
-//! back unsent and is retried whatever its method, as that is always safe.
+//! endpoint, within the pool's retry budget, of idempotent requests without a
+//! body (RFC 9110 section 9.2.2) whose connection failed, or was closed or reset
+//! before the response head arrived (as nginx's `proxy_next_upstream error`):
+//! nothing of the answer has reached the client then. A request written to a
+//! stale keep-alive connection that the upstream had already closed comes back
+//! unsent and is retried whatever its method, as that is always safe.
 
 use super::connpool::{ConnectError, SendError};
-use super::policy::UpstreamProtocol;
+use super::policy::{Failure, UpstreamProtocol};
 use super::pool::{Pool, PoolRequest};
 use crate::balance::Affinity;
 use crate::body::{Body, BodyTooLarge};
@@ -77,11 +79,13 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
     let mut tried = [usize::MAX; 11];
     let mut n_tried = 0;
     let mut last_err = ForwardError::NoEndpoint;
-    let mut _retry_guard = None;
     *req.version_mut() = http::Version::HTTP_11;
     let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     // Over HTTP/2 the request's host travels as :authority (RFC 9113 section 8.3.1).
     let host = req.headers().get(http::header::HOST).and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    // What a retry after the request was sent needs: its method and headers (a
+    // copy only where another endpoint could take it).
+    let spare = (retries_left > 0 && pool.endpoints.len() > 1).then(|| (req.method().clone(), req.headers().clone()));
     loop {
         let Some(pick) = pool.pick(&tried[..n_tried], affinity) else { return Err(last_err) };
         let pin = pick.pin;
@@ -94,18 +98,12 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                 return false;
             }
             retries_left -= 1;
-            match pool.try_retry() {
-                Some(g) => {
-                    _retry_guard = Some(g);
-                    true
-                }
-                None => false,
-            }
+            pool.try_retry()
         };
         let mut lease = match ep.conns.lease().await {
             Ok(l) => l,
             Err(e) => {
-                ep.passive_failure(&pool.passive);
+                pool.failed(&ep, if e.is_refused() { Failure::Down } else { Failure::Failed });
                 tracing::debug!(endpoint = %ep.name, error = %e, "connect failed");
                 last_err = ForwardError::Connect { endpoint: ep.name.clone(), source: e };
                 if may_retry(&mut tried, &mut n_tried) {
@@ -121,7 +119,7 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
         match tokio::time::timeout(pool.request_timeout, lease.send(req)).await {
             Ok(Ok(resp)) => {
                 if resp.status().is_server_error() {
-                    ep.passive_failure(&pool.passive);
+                    pool.failed(&ep, Failure::ServerError);
                 } else {
                     ep.passive_success();
                 }
@@ -144,21 +142,32 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                         req = r;
                     }
                     Some(r) => {
-                        ep.passive_failure(&pool.passive);
+                        pool.failed(&ep, Failure::Failed);
                         req = r;
                         last_err = ForwardError::Upstream { endpoint: ep.name.clone(), source: error };
                         if !may_retry(&mut tried, &mut n_tried) {
                             return Err(last_err);
                         }
                     }
+                    // Sent, and the connection closed or was reset before the
+                    // response head: an idempotent request goes to another endpoint.
                     None => {
-                        ep.passive_failure(&pool.passive);
-                        return Err(ForwardError::Upstream { endpoint: ep.name.clone(), source: error });
+                        let reset = was_reset(&error);
+                        pool.failed(&ep, if reset { Failure::Down } else { Failure::Failed });
+                        last_err = ForwardError::Upstream { endpoint: ep.name.clone(), source: error };
+                        match &spare {
+                            Some((method, headers)) if (reset || closed_early(&last_err)) && may_retry(&mut tried, &mut n_tried) => {
+                                req = Request::new(Body::Empty);
+                                *req.method_mut() = method.clone();
+                                *req.headers_mut() = headers.clone();
+                            }
+                            _ => return Err(last_err),
+                        }
                     }
                 }
             }
             Err(_) => {
-                ep.passive_failure(&pool.passive);
+                pool.failed(&ep, Failure::Failed);
                 return Err(ForwardError::Timeout { endpoint: ep.name.clone() });
             }
         }
@@ -189,6 +198,25 @@ fn response_body(incoming: hyper::body::Incoming, held: crate::body::Held) -> Bo
     } else {
         Body::upstream(incoming, held)
     }
+}
+
+/// Whether the upstream reset the connection (or it broke) under the request.
+fn was_reset(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe);
+        }
+        src = s.source();
+    }
+    false
+}
+
+/// Whether the upstream closed the connection before its answer began (not a
+/// malformed answer, which another endpoint would not be asked for).
+fn closed_early(e: &ForwardError) -> bool {
+    matches!(e, ForwardError::Upstream { source, .. } if source.is_incomplete_message() || source.is_canceled())
 }
 
 fn body_too_large(e: &hyper::Error) -> Option<BodyTooLarge> {

@@ -1,5 +1,6 @@
 //! Upstreams: pools of endpoints, their health, and forwarding a request to one.
 
+pub mod budget;
 pub mod connpool;
 pub mod endpoint;
 pub mod forward;
@@ -10,5 +11,5 @@ pub mod pool;
 pub mod stream;
 
 pub use endpoint::{Endpoint, EndpointKey};
-pub use policy::{HealthCheck, Passive, Retry, UpstreamProtocol};
+pub use policy::{Failure, HealthCheck, Passive, Retry, UpstreamProtocol};
 pub use pool::Pool;

@@ -32,12 +32,35 @@ pub struct Passive {
     /// First ejection time; doubled on each ejection in a row, up to the maximum.
     pub ejection_time: Duration,
     pub max_ejection_time: Duration,
+    /// At most this share of a pool (in percent) is ejected at once.
+    pub max_ejection_percent: u32,
+    /// Whether 5xx answers count towards ejection (connection failures and
+    /// timeouts always do). Off by default: a client must not be able to get
+    /// replicas ejected by asking for a URL that fails.
+    pub on_5xx: bool,
 }
 
 impl Default for Passive {
     fn default() -> Self {
-        Passive { consecutive_failures: 5, ejection_time: Duration::from_secs(5), max_ejection_time: Duration::from_secs(60) }
+        Passive {
+            consecutive_failures: 5,
+            ejection_time: Duration::from_secs(5),
+            max_ejection_time: Duration::from_secs(60),
+            max_ejection_percent: 50,
+            on_5xx: false,
+        }
     }
+}
+
+/// A failure seen while forwarding to an endpoint, as passive ejection weighs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection was refused or reset: the endpoint is down, ejected at once.
+    Down,
+    /// Connect or answer timed out, or the answer was broken.
+    Failed,
+    /// The endpoint answered 5xx.
+    ServerError,
 }
 
 /// Retries of idempotent requests on another endpoint, within a budget.
@@ -45,14 +68,14 @@ impl Default for Passive {
 pub struct Retry {
     /// Extra attempts per request.
     pub attempts: u32,
-    /// Retries in flight may be at most this percentage of requests in flight...
+    /// Retries may be at most this percentage of the requests of the last ten seconds...
     pub budget_percent: u32,
-    /// ...but this many are always allowed.
-    pub min_concurrency: u32,
+    /// ...plus this many per second.
+    pub min_per_second: u32,
 }
 
 impl Default for Retry {
     fn default() -> Self {
-        Retry { attempts: 2, budget_percent: 20, min_concurrency: 3 }
+        Retry { attempts: 2, budget_percent: 20, min_per_second: 10 }
     }
 }

@@ -2,7 +2,7 @@
 //! their balancer, health state and retry budget.
 
 use super::endpoint::Endpoint;
-use super::policy::{Passive, Retry};
+use super::policy::{Failure, Passive, Retry};
 use crate::balance::{Affinity, Balancer};
 use crate::body::Held;
 use crate::clock;
@@ -17,11 +17,13 @@ pub struct PoolStats {
     pub by_class: [AtomicU64; 5],
     pub latency: crate::metrics::Histogram,
     pub in_flight: AtomicUsize,
-    pub retries_in_flight: AtomicUsize,
+    pub retry_budget: super::budget::RetryBudget,
     pub retries: AtomicU64,
     pub retries_denied: AtomicU64,
     pub fail_open: AtomicBool,
     pub fail_open_picks: AtomicU64,
+    /// Ejections not made because `max_ejection_percent` of the pool was out.
+    pub ejections_capped: AtomicU64,
 }
 
 pub struct Pool {
@@ -68,9 +70,13 @@ impl Pool {
     }
 
     /// Picks an endpoint not in `tried`; healthy ones first, and every one
-    /// (failing open) when none is healthy.
+    /// (failing open) when none is healthy. A first pick (nothing tried) counts
+    /// a request towards the retry budget.
     pub fn pick(&self, tried: &[usize], affinity: &Affinity) -> Option<Pick> {
         let now = clock::now_ms();
+        if tried.is_empty() {
+            self.stats.retry_budget.request(now);
+        }
         let eps = &self.endpoints;
         if eps.is_empty() {
             return None;
@@ -100,32 +106,47 @@ impl Pool {
         Some(Pick { index, endpoint, guard, pin })
     }
 
-    /// Whether the retry budget allows one more retry now; if so, counts it as in flight
-    /// until the returned guard drops.
-    pub fn try_retry(&self) -> Option<RetryGuard> {
-        let in_flight = self.stats.in_flight.load(Relaxed);
-        let allowed = (in_flight * self.retry.budget_percent as usize / 100).max(self.retry.min_concurrency as usize);
-        if self.stats.retries_in_flight.load(Relaxed) >= allowed {
+    /// Whether the retry budget allows one more retry now (counted if so).
+    pub fn try_retry(&self) -> bool {
+        if self.stats.retry_budget.try_retry(clock::now_ms(), &self.retry) {
+            self.stats.retries.fetch_add(1, Relaxed);
+            true
+        } else {
             self.stats.retries_denied.fetch_add(1, Relaxed);
-            return None;
+            false
         }
-        self.stats.retries_in_flight.fetch_add(1, Relaxed);
-        self.stats.retries.fetch_add(1, Relaxed);
-        Some(RetryGuard(self.stats.clone()))
+    }
+
+    /// Weighs a failure of `ep` for passive ejection: an endpoint that is down is
+    /// ejected at once, others after a streak of failures; 5xx answers count only
+    /// when the policy says so. No ejection takes more than `max_ejection_percent`
+    /// of the pool out at once (refused ones are counted).
+    pub fn failed(&self, ep: &Endpoint, failure: Failure) {
+        ep.stats.errors.fetch_add(1, Relaxed);
+        let p = &self.passive;
+        if p.consecutive_failures == 0 || (failure == Failure::ServerError && !p.on_5xx) {
+            return;
+        }
+        if failure != Failure::Down && !ep.streak_reached(p) {
+            return;
+        }
+        let now = clock::now_ms();
+        let others = self.endpoints.iter().filter(|e| !std::ptr::eq(e.as_ref(), ep) && e.ejected(now)).count();
+        if ep.ejected(now) {
+            return;
+        }
+        if (others + 1) * 100 > self.endpoints.len() * p.max_ejection_percent as usize {
+            self.stats.ejections_capped.fetch_add(1, Relaxed);
+            tracing::debug!(pool = %self.name, endpoint = %ep.name, "not ejected: max_ejection_percent reached");
+            return;
+        }
+        ep.eject(p, if failure == Failure::Down { "connection refused or reset" } else { "consecutive failures" });
     }
 
     /// Endpoints available now.
     pub fn healthy_count(&self) -> usize {
         let now = clock::now_ms();
         self.endpoints.iter().filter(|e| e.available(now)).count()
-    }
-}
-
-pub struct RetryGuard(Arc<PoolStats>);
-
-impl Drop for RetryGuard {
-    fn drop(&mut self) {
-        self.0.retries_in_flight.fetch_sub(1, Relaxed);
     }
 }
 
@@ -165,19 +186,89 @@ mod tests {
     }
 
     #[test]
-    fn retry_budget_bounds_retries_in_flight() {
-        let p = pool();
-        // Few requests in flight: the minimum concurrency (3) applies.
-        let g: Vec<_> = (0..3).map(|_| p.try_retry().expect("within minimum")).collect();
-        assert!(p.try_retry().is_none());
-        drop(g);
-        // 100 in flight at 20%: 20 retries, not one more.
-        p.stats.in_flight.store(100, Relaxed);
-        let g: Vec<_> = (0..20).map(|_| p.try_retry().expect("within budget")).collect();
-        assert!(p.try_retry().is_none());
-        assert_eq!(p.stats.retries_denied.load(Relaxed), 2);
-        drop(g);
-        assert!(p.try_retry().is_some());
+    fn retries_are_counted_and_denied_by_the_budget() {
+        let p = Pool { retry: Retry { attempts: 2, budget_percent: 0, min_per_second: 1 }, ..pool() };
+        assert_eq!((0..15).filter(|_| p.try_retry()).count(), 10);
+        assert_eq!((p.stats.retries.load(Relaxed), p.stats.retries_denied.load(Relaxed)), (10, 5));
+    }
+
+    fn pool_of(n: usize, passive: Passive) -> Pool {
+        let endpoints = (0..n)
+            .map(|i| {
+                let key = super::super::EndpointKey {
+                    service: "p".into(),
+                    address: format!("127.0.0.1:{}", i + 1),
+                    protocol: super::super::UpstreamProtocol::Http1,
+                    connect_timeout: Duration::from_secs(1),
+                    idle_timeout: Duration::from_secs(1),
+                    health: None,
+                    tls: None,
+                };
+                let authority = key.address.parse().unwrap();
+                Arc::new(Endpoint::new(key, authority, None, 1, None))
+            })
+            .collect();
+        Pool { endpoints, passive, ..pool() }
+    }
+
+    fn until(ep: &Endpoint) -> u64 {
+        ep.stats.ejected_until_ms.load(Relaxed).saturating_sub(clock::now_ms())
+    }
+
+    #[tokio::test]
+    async fn ejects_after_a_streak_with_backoff() {
+        let passive = Passive {
+            consecutive_failures: 3,
+            ejection_time: Duration::from_secs(10),
+            max_ejection_time: Duration::from_secs(25),
+            ..Passive::default()
+        };
+        let p = pool_of(2, passive);
+        let ep = &p.endpoints[0];
+        p.failed(ep, Failure::Failed);
+        p.failed(ep, Failure::Failed);
+        assert!(ep.available(clock::now_ms()));
+        p.failed(ep, Failure::Failed);
+        assert!(!ep.available(clock::now_ms()));
+        assert!((9_000..=10_000).contains(&until(ep)), "{}", until(ep));
+        // Ejected again when the first ejection is over: doubled, then capped.
+        for expect in [19_000..=20_000, 24_000..=25_000] {
+            ep.stats.ejected_until_ms.store(0, Relaxed);
+            for _ in 0..3 {
+                p.failed(ep, Failure::Failed);
+            }
+            assert!(expect.contains(&until(ep)), "{} not in {expect:?}", until(ep));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_down_endpoint_is_ejected_at_once_and_5xx_counts_only_when_asked() {
+        let p = pool_of(2, Passive::default());
+        for _ in 0..10 {
+            p.failed(&p.endpoints[1], Failure::ServerError);
+        }
+        assert!(p.endpoints[1].available(clock::now_ms()), "5xx ejected without on_5xx");
+        p.failed(&p.endpoints[0], Failure::Down);
+        assert!(!p.endpoints[0].available(clock::now_ms()), "refused, not ejected");
+        let p = pool_of(2, Passive { on_5xx: true, ..Passive::default() });
+        for _ in 0..5 {
+            p.failed(&p.endpoints[1], Failure::ServerError);
+        }
+        assert!(!p.endpoints[1].available(clock::now_ms()), "5xx with on_5xx");
+    }
+
+    #[tokio::test]
+    async fn at_most_max_ejection_percent_of_a_pool_is_ejected() {
+        let p = pool_of(4, Passive::default());
+        for ep in &p.endpoints {
+            p.failed(ep, Failure::Down);
+        }
+        let now = clock::now_ms();
+        assert_eq!(p.endpoints.iter().filter(|e| e.ejected(now)).count(), 2, "50% of 4");
+        assert_eq!(p.stats.ejections_capped.load(Relaxed), 2);
+        let one = pool_of(1, Passive::default());
+        one.failed(&one.endpoints[0], Failure::Down);
+        assert!(one.endpoints[0].available(clock::now_ms()), "the only endpoint is never ejected at 50%");
     }
 
     #[test]

@@ -44,6 +44,9 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
     if p.ejection_time.get_ref() > p.max_ejection_time.get_ref() {
         r.error(p.ejection_time.span(), "ejection_time is longer than max_ejection_time", "raise max_ejection_time or lower ejection_time");
     }
+    if *p.max_ejection_percent.get_ref() > 100 {
+        r.error(p.max_ejection_percent.span(), "max_ejection_percent must be between 0 and 100", "50 suits most services");
+    }
     if *svc.retry.budget_percent.get_ref() > 100 {
         r.error(svc.retry.budget_percent.span(), "budget_percent must be between 0 and 100", "20 suits most services");
     }
@@ -58,11 +61,13 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
             consecutive_failures: p.consecutive_failures,
             ejection_time: p.ejection_time.get_ref().0,
             max_ejection_time: p.max_ejection_time.get_ref().0,
+            max_ejection_percent: *p.max_ejection_percent.get_ref(),
+            on_5xx: p.on_5xx,
         },
         retry: Retry {
             attempts: *svc.retry.attempts.get_ref(),
             budget_percent: *svc.retry.budget_percent.get_ref(),
-            min_concurrency: svc.retry.min_concurrency,
+            min_per_second: svc.retry.min_per_second,
         },
     };
     let plan = match svc.kind.get_ref() {

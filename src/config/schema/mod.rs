@@ -514,7 +514,9 @@ pub struct HealthSpec {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveSpec {
-    /// Consecutive connect failures or 5xx answers that eject an endpoint; 0 turns it off.
+    /// Consecutive failures (connect errors, timeouts, broken answers; 5xx with
+    /// `on_5xx`) that eject an endpoint; 0 turns it off. A refused or reset
+    /// connection ejects at once.
     #[serde(default = "d_five")]
     pub consecutive_failures: u32,
     /// First ejection time; doubled on each ejection in a row.
@@ -522,32 +524,49 @@ pub struct PassiveSpec {
     pub ejection_time: Spanned<Dur>,
     #[serde(default = "d_eject_max")]
     pub max_ejection_time: Spanned<Dur>,
+    /// At most this percentage of the pool is ejected at once (Envoy's `max_ejection_percent`).
+    #[serde(default = "d_eject_percent")]
+    pub max_ejection_percent: Spanned<u32>,
+    /// Whether 5xx answers count towards ejection; connection failures and timeouts always do.
+    #[serde(default)]
+    pub on_5xx: bool,
 }
 
 impl Default for PassiveSpec {
     fn default() -> Self {
-        PassiveSpec { consecutive_failures: 5, ejection_time: d_eject_base(), max_ejection_time: d_eject_max() }
+        PassiveSpec {
+            consecutive_failures: 5,
+            ejection_time: d_eject_base(),
+            max_ejection_time: d_eject_max(),
+            max_ejection_percent: d_eject_percent(),
+            on_5xx: false,
+        }
     }
 }
 
-/// Retries of idempotent requests whose connection failed before any byte was sent.
+fn d_eject_percent() -> Spanned<u32> {
+    Spanned::new(0..0, 50)
+}
+
+/// Retries of idempotent requests without a body whose connection failed, or
+/// closed or reset before the answer began.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
     /// Extra attempts per request, each on another endpoint.
     #[serde(default = "d_two")]
     pub attempts: Spanned<u32>,
-    /// Retries in flight may be at most this percentage of requests in flight...
+    /// Retries may be at most this percentage of the requests of the last ten seconds...
     #[serde(default = "d_budget")]
     pub budget_percent: Spanned<u32>,
-    /// ...but this many are always allowed.
-    #[serde(default = "d_min_retry_concurrency")]
-    pub min_concurrency: u32,
+    /// ...plus this many per second.
+    #[serde(default = "d_min_retries_per_second")]
+    pub min_per_second: u32,
 }
 
 impl Default for RetrySpec {
     fn default() -> Self {
-        RetrySpec { attempts: d_two(), budget_percent: d_budget(), min_concurrency: 3 }
+        RetrySpec { attempts: d_two(), budget_percent: d_budget(), min_per_second: d_min_retries_per_second() }
     }
 }
 
@@ -671,8 +690,8 @@ fn d_eject_max() -> Spanned<Dur> {
 fn d_budget() -> Spanned<u32> {
     Spanned::new(0..0, 20)
 }
-fn d_min_retry_concurrency() -> u32 {
-    3
+fn d_min_retries_per_second() -> u32 {
+    10
 }
 fn d_fan_policy() -> FanOutPolicy {
     FanOutPolicy::All
