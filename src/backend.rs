@@ -170,7 +170,8 @@ async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
     }
 }
 
-/// `/cc/...?cc=VALUE&etag=V&lm=1&vary=H&tag=T&cookie=1&delay=MS&status=N`:
+/// `/cc/...?cc=VALUE&etag=V&lm=1&vary=H&tag=T&cookie=1&delay=MS&status=N&h=NAME:VALUE`
+/// (`h` repeated for any other response fields):
 /// a response with those caching headers whose body counts the origin's
 /// requests, so tests can tell cache hits from upstream answers. A matching
 /// If-None-Match gets 304.
@@ -216,5 +217,10 @@ async fn cacheable(b: &Backend, req: &Request<Incoming>) -> Response<Body> {
     set("vary", get("vary").map(str::to_string));
     set("surrogate-key", get("tag").map(str::to_string));
     set("set-cookie", get("cookie").map(|_| "session=abc".to_string()));
+    for (name, value) in q.iter().filter(|(k, _)| k == "h").filter_map(|(_, v)| v.split_once(':')) {
+        if let (Ok(n), Ok(v)) = (header::HeaderName::from_bytes(name.as_bytes()), header::HeaderValue::from_str(value)) {
+            h.insert(n, v);
+        }
+    }
     r
 }

@@ -144,7 +144,7 @@ fn render_caches(o: &mut String, snap: &Snapshot) {
     let caches: Vec<(&str, &crate::cache::store::Store)> =
         snap.router.routes.iter().filter_map(|r| r.cache.as_ref().map(|c| (r.name.as_str(), &*c.store))).collect();
     type Get = fn(&crate::cache::store::Store) -> u64;
-    let rows: [(&str, &str, &str, Get); 14] = [
+    let rows: [(&str, &str, &str, Get); 15] = [
         ("ringmaster_cache_hits_total", "counter", "Requests answered from the cache (fresh).", |s| s.stats.hits.load(Relaxed)),
         ("ringmaster_cache_misses_total", "counter", "Requests with no usable stored answer.", |s| s.stats.misses.load(Relaxed)),
         ("ringmaster_cache_stale_served_total", "counter", "Stale answers served (stale-while-revalidate, stale-if-error).", |s| {
@@ -165,6 +165,9 @@ fn render_caches(o: &mut String, snap: &Snapshot) {
         ("ringmaster_cache_purged_total", "counter", "Entries removed by purges.", |s| s.stats.purged.load(Relaxed)),
         ("ringmaster_cache_invalidated_total", "counter", "Keys invalidated by unsafe methods.", |s| s.stats.invalidated.load(Relaxed)),
         ("ringmaster_cache_evictions_total", "counter", "Entries evicted for space.", |s| s.evictions()),
+        ("ringmaster_cache_variant_evictions_total", "counter", "Variants evicted to keep a key within max_variants.", |s| {
+            s.stats.variant_evictions.load(Relaxed)
+        }),
         ("ringmaster_cache_bytes", "gauge", "Bytes held by the store.", |s| s.bytes()),
         ("ringmaster_cache_entries", "gauge", "Keys held by the store.", |s| s.entries() as u64),
     ];

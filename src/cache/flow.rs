@@ -40,6 +40,47 @@ pub struct Rules {
     pub purge_from: Vec<ipnet::IpNet>,
     /// Response header listing an entry's tags, for purge by tag.
     pub tag_header: Option<HeaderName>,
+    /// What a request's `no-cache` does.
+    pub no_cache: NoCacheMode,
+    /// Variants kept per key.
+    pub max_variants: usize,
+    /// Request credentials beyond Authorization that keep an answer out of the store.
+    pub credentials: Credentials,
+}
+
+/// What a request's `no-cache` makes the cache do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoCacheMode {
+    /// Validate with the origin; concurrent ones share one validation.
+    #[default]
+    Revalidate,
+    /// Each goes to the origin (RFC 9111 to the letter; not coalesced).
+    Honour,
+    /// Answered from the cache as if the client had not asked (nginx's and Varnish's default).
+    Ignore,
+}
+
+/// Where a request carries credentials that make its answer personal: the
+/// API-key header and query parameter, and cookies unless the key names them.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub header: Option<HeaderName>,
+    pub query: Option<String>,
+    /// The cache key names cookies, so a Cookie is part of what the answer is for.
+    pub cookies_in_key: bool,
+}
+
+impl Credentials {
+    /// Whether `head` carries credentials (RFC 9111 section 3.5, extended to the
+    /// credentials ringmaster knows about).
+    pub fn carried_by(&self, head: &Parts) -> bool {
+        let h = &head.headers;
+        h.contains_key(header::AUTHORIZATION)
+            || (!self.cookies_in_key && h.contains_key(header::COOKIE))
+            || self.header.as_ref().is_some_and(|n| h.contains_key(n))
+            || self.query.as_ref().is_some_and(|q| head.uri.query().is_some_and(|qs| crate::key::query_param(qs, q).is_some()))
+    }
 }
 
 /// What the request path does after [`lookup`].
@@ -76,7 +117,11 @@ impl Waiting {
         }
         if let Some(e) = store.get(&miss.key, &head.headers) {
             let now = policy::now_secs();
-            if policy::usable(&miss.req_cc, &e.cc, &e.timing, now, &rc.rules.settings) == Usable::Fresh {
+            // What the leader brought back was fetched or validated just now: it
+            // answers a client's no-cache too (unless every one must go upstream).
+            let landed = flight.landed.load(Relaxed) && rc.rules.no_cache == NoCacheMode::Revalidate;
+            let req_cc = if landed { without_no_cache(&miss.req_cc) } else { miss.req_cc.clone() };
+            if policy::usable(&req_cc, &e.cc, &e.timing, now, &rc.rules.settings) == Usable::Fresh {
                 store.stats.hits.fetch_add(1, Relaxed);
                 e.hits.fetch_add(1, Relaxed);
                 return Lookup::Answer(serve::answer(&e, &head.method, &head.headers, now, "hit; detail=coalesced"));
@@ -118,6 +163,8 @@ pub struct Miss {
     /// The client's request headers as they arrived (Vary values, conditionals).
     req: HeaderMap,
     req_cc: CacheControl,
+    /// The request carried credentials.
+    credentialed: bool,
     request_time: u64,
     stale: Option<Arc<Entry>>,
     if_error: bool,
@@ -146,7 +193,10 @@ pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, 
         let unsafe_method = !matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
         return Lookup::Forward(if unsafe_method { After::Invalidate(rc.clone(), key) } else { After::Nothing });
     }
-    let req_cc = CacheControl::parse(&head.headers);
+    let mut req_cc = CacheControl::parse(&head.headers);
+    if rc.rules.no_cache == NoCacheMode::Ignore {
+        req_cc.no_cache = false;
+    }
     let now = policy::now_secs();
     let found = store.get(&key, &head.headers).map(|e| {
         let usable = policy::usable(&req_cc, &e.cc, &e.timing, now, &rc.rules.settings);
@@ -163,6 +213,7 @@ pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, 
         method: head.method.clone(),
         req: head.headers.clone(),
         req_cc,
+        credentialed: rc.rules.credentials.carried_by(head),
         request_time: now,
         stale: None,
         if_error: false,
@@ -185,6 +236,20 @@ pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, 
                 return Lookup::Answer(answer);
             }
             Usable::Validate { if_error } => {
+                // Only the client's no-cache stands between this entry and a hit:
+                // one validation per key, which concurrent ones wait for.
+                if rc.rules.no_cache == NoCacheMode::Revalidate
+                    && miss.req_cc.no_cache
+                    && policy::usable(&without_no_cache(&miss.req_cc), &e.cc, &e.timing, now, &rc.rules.settings) == Usable::Fresh
+                {
+                    match store.take_off(&miss.key) {
+                        Ok(_) => miss.landing = Some(Landing { store: store.clone(), key_hash: super::store::key_hash(&miss.key) }),
+                        Err(flight) => {
+                            store.stats.coalesced_waits.fetch_add(1, Relaxed);
+                            return Lookup::Wait(Waiting { rc: rc.clone(), flight, miss: Box::new(miss) });
+                        }
+                    }
+                }
                 miss.if_error = if_error;
                 prepare_revalidation(&mut miss, &e, head);
                 return Lookup::Forward(After::Store(rc.clone(), Box::new(miss)));
@@ -204,6 +269,11 @@ pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, 
     }
     store.stats.misses.fetch_add(1, Relaxed);
     Lookup::Forward(After::Store(rc.clone(), Box::new(miss)))
+}
+
+/// A request's directives without its no-cache.
+fn without_no_cache(cc: &CacheControl) -> CacheControl {
+    CacheControl { no_cache: false, ..cc.clone() }
 }
 
 /// Adds our validators to the upstream request when the client sent none of its own.
@@ -234,7 +304,7 @@ fn store(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Respons
             store.stats.revalidated_304.fetch_add(1, Relaxed);
             let refreshed = refresh(rc, &stale, resp.headers(), miss.request_time, now);
             let answer = serve::answer(&refreshed, &miss.method, &miss.req, now, "fwd=stale; fwd-status=304; stored");
-            store.insert(refreshed);
+            store.insert(refreshed, rc.rules.max_variants);
             return answer;
         }
         if miss.revalidating {
@@ -257,8 +327,8 @@ fn store(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Respons
         serve::mark(&mut parts.headers, false, &format!("ringmaster; fwd={fwd}"));
         return Response::from_parts(parts, body);
     }
-    let cc = CacheControl::parse(&parts.headers);
-    match policy::storable(&miss.method, &miss.req, &miss.req_cc, status, &parts.headers, &cc, &rc.rules.settings) {
+    let cc = CacheControl::for_response(&parts.headers, &rc.rules.settings.targeted);
+    match policy::storable(&miss.method, miss.credentialed, &miss.req_cc, status, &parts.headers, &cc, &rc.rules.settings) {
         Ok(lifetime) => {
             serve::mark(&mut parts.headers, false, &format!("ringmaster; fwd={fwd}; stored"));
             let entry = Entry {
@@ -271,8 +341,9 @@ fn store(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Respons
                 tags: tags(rc, &parts.headers),
                 cc,
                 hits: Default::default(),
+                last_used: Default::default(),
             };
-            let job = tee::Pending { store: store.clone(), entry, landing: miss.landing.take() };
+            let job = tee::Pending { store: store.clone(), entry, max_variants: rc.rules.max_variants, landing: miss.landing.take() };
             let max = rc.rules.max_object_bytes;
             Response::from_parts(parts, Body::boxed(Tee::new(body, max, job)))
         }
@@ -305,7 +376,7 @@ fn refresh(rc: &RouteCache, stale: &Entry, fresh: &HeaderMap, request_time: u64,
         }
     }
     let headers = stored_headers(&headers);
-    let cc = CacheControl::parse(&headers);
+    let cc = CacheControl::for_response(&headers, &rc.rules.settings.targeted);
     let lifetime = policy::freshness_lifetime(stale.status, &headers, &cc, &rc.rules.settings);
     let timing = Timing::new(request_time, now, fresh, lifetime);
     Entry {
@@ -318,6 +389,7 @@ fn refresh(rc: &RouteCache, stale: &Entry, fresh: &HeaderMap, request_time: u64,
         cc,
         timing,
         hits: Default::default(),
+        last_used: Default::default(),
     }
 }
 

@@ -26,23 +26,55 @@ pub struct CacheControl {
     pub max_stale: Option<Option<u64>>,
     pub min_fresh: Option<u64>,
     pub only_if_cached: bool,
+    /// Read from a targeted field (RFC 9213), so `Expires` is ignored.
+    pub targeted: bool,
+}
+
+/// A delta-seconds value (RFC 9111 section 1.2.2): digits only; one too large to
+/// represent counts as 2^31.
+pub fn delta_seconds(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse::<u64>().map_or(1 << 31, |n| n.min(1 << 31)))
 }
 
 impl CacheControl {
     /// Parses every Cache-Control field of `h`; a request's `Pragma: no-cache`
     /// counts as `no-cache` when it has no Cache-Control.
     pub fn parse(h: &HeaderMap) -> CacheControl {
+        let mut cc = CacheControl::from_fields(h.get_all(http::header::CACHE_CONTROL));
+        if !h.contains_key(http::header::CACHE_CONTROL)
+            && h.get_all(http::header::PRAGMA).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
+        {
+            cc.no_cache = true;
+        }
+        cc
+    }
+
+    /// A response's directives for this cache: from the first of the `targeted`
+    /// fields (RFC 9213: our own, then `CDN-Cache-Control`) that has a value, else
+    /// from Cache-Control.
+    pub fn for_response(h: &HeaderMap, targeted: &[http::HeaderName]) -> CacheControl {
+        for name in targeted {
+            let values = h.get_all(name);
+            if values.iter().any(|v| v.to_str().is_ok_and(|s| !s.trim().is_empty())) {
+                return CacheControl { targeted: true, ..CacheControl::from_fields(values) };
+            }
+        }
+        CacheControl::from_fields(h.get_all(http::header::CACHE_CONTROL))
+    }
+
+    fn from_fields(fields: http::header::GetAll<'_, http::HeaderValue>) -> CacheControl {
         let mut cc = CacheControl::default();
-        let mut any = false;
-        for v in h.get_all(http::header::CACHE_CONTROL) {
+        for v in fields {
             let Ok(s) = v.to_str() else { continue };
-            any = true;
             for d in split_directives(s) {
                 let (name, value) = match d.split_once('=') {
                     Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
                     None => (d.trim(), None),
                 };
-                let secs = || value.and_then(|v| v.parse::<u64>().ok());
+                let secs = || value.and_then(delta_seconds);
                 match name.to_ascii_lowercase().as_str() {
                     "max-age" => cc.max_age = secs().or(Some(0)),
                     "s-maxage" => cc.s_maxage = secs().or(Some(0)),
@@ -60,9 +92,6 @@ impl CacheControl {
                     _ => {}
                 }
             }
-        }
-        if !any && h.get_all(http::header::PRAGMA).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache")) {
-            cc.no_cache = true;
         }
         cc
     }
@@ -118,6 +147,8 @@ pub struct Settings {
     /// when the response does not say.
     pub stale_while_revalidate: u64,
     pub stale_if_error: u64,
+    /// Targeted cache-control fields, first match wins (RFC 9213).
+    pub targeted: Vec<http::HeaderName>,
 }
 
 /// Why a response was not stored.
@@ -127,7 +158,7 @@ pub enum NotStored {
     Status,
     NoStore,
     Private,
-    Authorization,
+    Credentials,
     SetCookie,
     VaryStar,
     NoFreshness,
@@ -140,7 +171,7 @@ impl NotStored {
             NotStored::Status => "status",
             NotStored::NoStore => "no-store",
             NotStored::Private => "private",
-            NotStored::Authorization => "authorization",
+            NotStored::Credentials => "credentials",
             NotStored::SetCookie => "set-cookie",
             NotStored::VaryStar => "vary-star",
             NotStored::NoFreshness => "no-freshness",
@@ -149,9 +180,11 @@ impl NotStored {
 }
 
 /// Whether a response to a request may be stored, and for how long it is fresh.
+/// `credentialed`: the request carried credentials (Authorization, a cookie, an
+/// API key).
 pub fn storable(
     method: &Method,
-    req: &HeaderMap,
+    credentialed: bool,
     req_cc: &CacheControl,
     status: StatusCode,
     resp: &HeaderMap,
@@ -170,8 +203,9 @@ pub fn storable(
     if cc.private {
         return Err(NotStored::Private);
     }
-    if req.contains_key(http::header::AUTHORIZATION) && !(cc.public || cc.must_revalidate || cc.s_maxage.is_some()) {
-        return Err(NotStored::Authorization);
+    // RFC 9111 section 3.5: only what the response says a shared cache may keep.
+    if credentialed && !(cc.public || cc.must_revalidate || cc.s_maxage.is_some()) {
+        return Err(NotStored::Credentials);
     }
     if resp.contains_key(http::header::SET_COOKIE) && !s.store_set_cookie {
         return Err(NotStored::SetCookie);
@@ -179,7 +213,7 @@ pub fn storable(
     if resp.get_all(http::header::VARY).iter().any(|v| v.to_str().map(|v| v.split(',').any(|t| t.trim() == "*")).unwrap_or(false)) {
         return Err(NotStored::VaryStar);
     }
-    let explicit = cc.s_maxage.is_some() || cc.max_age.is_some() || resp.contains_key(http::header::EXPIRES);
+    let explicit = cc.s_maxage.is_some() || cc.max_age.is_some() || (!cc.targeted && resp.contains_key(http::header::EXPIRES));
     if !explicit && !cc.public && !heuristically_cacheable(status) {
         return Err(NotStored::Status);
     }
@@ -202,8 +236,8 @@ pub fn freshness_lifetime(status: StatusCode, resp: &HeaderMap, cc: &CacheContro
     let date = date_header(resp, http::header::DATE).unwrap_or_else(now_secs);
     let life = if let Some(v) = cc.s_maxage.or(cc.max_age) {
         v
-    } else if resp.contains_key(http::header::EXPIRES) {
-        // An invalid Expires means already expired.
+    } else if !cc.targeted && resp.contains_key(http::header::EXPIRES) {
+        // An invalid Expires means already expired (RFC 9111 section 5.3).
         date_header(resp, http::header::EXPIRES).map(|e| e.saturating_sub(date)).unwrap_or(0)
     } else if let (true, Some(lm)) = (heuristically_cacheable(status), date_header(resp, http::header::LAST_MODIFIED)) {
         (date.saturating_sub(lm) / 10).min(s.heuristic_cap)
@@ -228,7 +262,8 @@ pub struct Timing {
 impl Timing {
     /// Timing of a response that arrived at `response_time` for a request sent at `request_time`.
     pub fn new(request_time: u64, response_time: u64, resp: &HeaderMap, lifetime: u64) -> Timing {
-        let age_value = resp.get(http::header::AGE).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // An invalid Age is ignored (RFC 9111 section 5.1).
+        let age_value = resp.get(http::header::AGE).and_then(|v| v.to_str().ok()).and_then(|v| delta_seconds(v.trim())).unwrap_or(0);
         let date = date_header(resp, http::header::DATE).unwrap_or(response_time);
         let apparent_age = response_time.saturating_sub(date);
         let corrected_age = age_value + response_time.saturating_sub(request_time);
@@ -265,7 +300,11 @@ pub fn usable(req_cc: &CacheControl, cc: &CacheControl, t: &Timing, now: u64, s:
     let age = t.age(now);
     let stale = t.staleness(now);
     let strict = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
-    let if_error = !strict && stale <= cc.stale_if_error.unwrap_or(s.stale_if_error);
+    // A grace of zero allows nothing stale: a response stale at once (a zero
+    // lifetime) is never served without revalidation.
+    let fresh = t.is_fresh(now);
+    let within = |grace: u64| fresh || (grace > 0 && stale <= grace);
+    let if_error = !strict && within(cc.stale_if_error.unwrap_or(s.stale_if_error));
     if cc.no_cache {
         // Never used without a successful validation, not even when the upstream fails.
         return Usable::Validate { if_error: false };
@@ -292,7 +331,7 @@ pub fn usable(req_cc: &CacheControl, cc: &CacheControl, t: &Timing, now: u64, s:
                 return Usable::Fresh;
             }
         }
-        if stale <= cc.stale_while_revalidate.unwrap_or(s.stale_while_revalidate) {
+        if within(cc.stale_while_revalidate.unwrap_or(s.stale_while_revalidate)) {
             return Usable::StaleWhileRevalidate;
         }
     }

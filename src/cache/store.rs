@@ -25,6 +25,9 @@ pub struct Entry {
     /// Surrogate keys, for purge by tag.
     pub tags: Vec<String>,
     pub hits: AtomicU64,
+    /// When a request was last answered by this variant (clock nanoseconds),
+    /// to evict the least recently used of a key's variants.
+    pub last_used: AtomicU64,
 }
 
 impl Entry {
@@ -86,6 +89,8 @@ pub struct CacheStats {
     pub too_large: AtomicU64,
     pub purged: AtomicU64,
     pub invalidated: AtomicU64,
+    /// Variants evicted to keep a key within `max_variants`.
+    pub variant_evictions: AtomicU64,
 }
 
 pub struct Store {
@@ -117,17 +122,29 @@ impl Store {
     /// The stored variant for `key` that matches the request headers.
     pub fn get(&self, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
         let v = self.cache.get(&key_hash(key))?;
-        v.iter().find(|e| e.key == key && e.matches(req)).cloned()
+        let e = v.iter().find(|e| e.key == key && e.matches(req)).cloned()?;
+        // Recency matters only among variants: a key with one writes nothing.
+        if v.len() > 1 {
+            e.last_used.store(crate::clock::now_ns(), Relaxed);
+        }
+        Some(e)
     }
 
-    /// Stores `entry`, replacing the variant with the same Vary values.
-    pub fn insert(&self, entry: Entry) {
+    /// Stores `entry`, replacing the variant with the same Vary values; a key
+    /// keeps at most `max_variants`, the least recently used going first.
+    pub fn insert(&self, entry: Entry, max_variants: usize) {
         let h = key_hash(&entry.key);
         let mut variants: Vec<Arc<Entry>> = self
             .cache
             .get(&h)
             .map(|v| v.iter().filter(|e| e.key == entry.key && e.vary != entry.vary).cloned().collect())
             .unwrap_or_default();
+        while !variants.is_empty() && variants.len() >= max_variants.max(1) {
+            let lru = (0..variants.len()).min_by_key(|&i| variants[i].last_used.load(Relaxed)).unwrap_or(0);
+            variants.remove(lru);
+            self.stats.variant_evictions.fetch_add(1, Relaxed);
+        }
+        entry.last_used.store(crate::clock::now_ns(), Relaxed);
         variants.push(Arc::new(entry));
         self.cache.insert(h, Arc::new(variants));
         self.stats.stored.fetch_add(1, Relaxed);

@@ -15,6 +15,8 @@ use std::task::{Context, Poll};
 pub struct Pending {
     pub store: Arc<Store>,
     pub entry: Entry,
+    /// The route's cap of variants per key.
+    pub max_variants: usize,
     /// Ends the key's flight (waking coalesced requests) when dropped.
     pub landing: Option<Landing>,
 }
@@ -34,7 +36,7 @@ impl Tee {
     fn finish(&mut self) {
         if let Some(mut job) = self.job.take() {
             job.entry.body = std::mem::take(&mut self.buf).freeze();
-            job.store.insert(job.entry);
+            job.store.insert(job.entry, job.max_variants);
         }
     }
 }

@@ -19,6 +19,7 @@ fn settings() -> Settings {
         store_set_cookie: false,
         stale_while_revalidate: 0,
         stale_if_error: 0,
+        targeted: vec![http::HeaderName::from_static("ringmaster-cache-control"), http::HeaderName::from_static("cdn-cache-control")],
     }
 }
 
@@ -26,7 +27,7 @@ fn store(req: &[(&str, &str)], status: u16, resp: &[(&str, &str)]) -> Result<u64
     let (rq, rs) = (h(req), h(resp));
     storable(
         &Method::GET,
-        &rq,
+        rq.contains_key(http::header::AUTHORIZATION),
         &CacheControl::parse(&rq),
         StatusCode::from_u16(status).unwrap(),
         &rs,
@@ -56,7 +57,7 @@ fn storability_rules() {
     assert_eq!(store(&[], 200, &[("cache-control", "no-store, max-age=60")]), Err(NotStored::NoStore));
     assert_eq!(store(&[("cache-control", "no-store")], 200, &[("cache-control", "max-age=60")]), Err(NotStored::NoStore));
     assert_eq!(store(&[], 200, &[("cache-control", "private, max-age=60")]), Err(NotStored::Private));
-    assert_eq!(store(&[("authorization", "Bearer x")], 200, &[("cache-control", "max-age=60")]), Err(NotStored::Authorization));
+    assert_eq!(store(&[("authorization", "Bearer x")], 200, &[("cache-control", "max-age=60")]), Err(NotStored::Credentials));
     assert_eq!(store(&[("authorization", "Bearer x")], 200, &[("cache-control", "public, max-age=60")]), Ok(60));
     assert_eq!(store(&[("authorization", "Bearer x")], 200, &[("cache-control", "s-maxage=9")]), Ok(9));
     assert_eq!(store(&[], 200, &[("cache-control", "max-age=60"), ("set-cookie", "a=1")]), Err(NotStored::SetCookie));
@@ -117,4 +118,35 @@ fn request_directives_and_revalidation() {
     // ...and from the operator's grace.
     let grace = Settings { stale_while_revalidate: 30, ..settings() };
     assert_eq!(usable(&none, &none, &t, 80, &grace), Usable::StaleWhileRevalidate);
+}
+
+#[test]
+fn delta_seconds_are_digits_and_saturate() {
+    assert_eq!(delta_seconds("60"), Some(60));
+    assert_eq!(delta_seconds("+60"), None);
+    assert_eq!(delta_seconds("-1"), None);
+    assert_eq!(delta_seconds(""), None);
+    assert_eq!(delta_seconds("99999999999999999999999"), Some(1 << 31));
+    let cc = CacheControl::parse(&h(&[("cache-control", "max-age=99999999999999999999")]));
+    assert_eq!(cc.max_age, Some(1 << 31));
+}
+
+#[test]
+fn a_targeted_field_replaces_cache_control_and_expires() {
+    let s = settings();
+    let resp = h(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=30"), ("expires", "0")]);
+    let cc = CacheControl::for_response(&resp, &s.targeted);
+    assert!(cc.targeted && !cc.no_store);
+    assert_eq!(freshness_lifetime(StatusCode::OK, &resp, &cc, &s), 30);
+    let resp = h(&[("cache-control", "max-age=5"), ("cdn-cache-control", "")]);
+    assert_eq!(CacheControl::for_response(&resp, &s.targeted).max_age, Some(5), "an empty targeted field is skipped");
+}
+
+#[test]
+fn no_grace_means_a_zero_lifetime_entry_must_be_validated() {
+    let t = Timing { request_time: 100, response_time: 100, initial_age: 0, lifetime: 0 };
+    let none = CacheControl::default();
+    assert_eq!(usable(&none, &none, &t, 100, &settings()), Usable::Validate { if_error: false });
+    let grace = Settings { stale_while_revalidate: 5, ..settings() };
+    assert_eq!(usable(&none, &none, &t, 100, &grace), Usable::StaleWhileRevalidate);
 }

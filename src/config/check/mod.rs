@@ -29,7 +29,7 @@ pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
     let redis = identity::redis(&cfg, r);
     let prefixes = identity::prefixes(&cfg, r);
     let services = services::services(&cfg, r);
-    let routes = routes::routes(&cfg, &defs, r);
+    let routes = routes::routes(&cfg, &defs, credentials.as_ref().and_then(Option::as_ref), r);
     let listener_opts = listener_opts(&cfg, r);
     let (ipv4_prefix, ipv6_prefix) = prefixes?;
     let plan = Plan {

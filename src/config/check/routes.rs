@@ -6,11 +6,13 @@ use super::{all, cidr};
 use crate::config::error::Reporter;
 use crate::config::plan::RoutePlan;
 use crate::config::schema::{CacheSpec, Config, RouteSpec, ServiceKind, ServiceSpec};
+use crate::identity::Credentials;
 use crate::limit::{Policy, RoutePolicies};
 use std::collections::{BTreeSet, HashSet};
 use toml::Spanned;
 
-pub fn routes(cfg: &Config, defs: &Defs, r: &mut Reporter) -> Option<Vec<RoutePlan>> {
+/// `id`: the API-key and bearer-token settings (what a cache must not store answers to).
+pub fn routes(cfg: &Config, defs: &Defs, id: Option<&Credentials>, r: &mut Reporter) -> Option<Vec<RoutePlan>> {
     let listener_names: HashSet<&str> = cfg.listeners.iter().map(|l| l.name.get_ref().as_str()).collect();
     let mut names = HashSet::new();
     all(cfg.routes.iter().enumerate().map(|(i, route)| {
@@ -29,11 +31,11 @@ pub fn routes(cfg: &Config, defs: &Defs, r: &mut Reporter) -> Option<Vec<RoutePl
             }
         }
         let name = route.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| format!("route-{i}"));
-        self::route(cfg, route, name, defs, r)
+        self::route(cfg, route, name, defs, id, r)
     }))
 }
 
-fn route(cfg: &Config, route: &RouteSpec, name: String, defs: &Defs, r: &mut Reporter) -> Option<RoutePlan> {
+fn route(cfg: &Config, route: &RouteSpec, name: String, defs: &Defs, id: Option<&Credentials>, r: &mut Reporter) -> Option<RoutePlan> {
     let target = service(cfg, route, r);
     let methods = all(route.methods.iter().map(|m| match http::Method::from_bytes(m.get_ref().as_bytes()) {
         Ok(method) if !m.get_ref().is_empty() => Some(method),
@@ -43,7 +45,7 @@ fn route(cfg: &Config, route: &RouteSpec, name: String, defs: &Defs, r: &mut Rep
         }
     }));
     // A disabled cache is checked too, so enabling it later holds no surprise.
-    let cache = super::optional(route.cache.as_ref(), |c| cache(c.get_ref(), r))
+    let cache = super::optional(route.cache.as_ref(), |c| cache(c.get_ref(), id, r))
         .map(|c| c.filter(|_| route.cache.as_ref().is_some_and(|c| c.get_ref().enabled)));
     if !route.path_prefix.get_ref().starts_with('/') {
         r.error(route.path_prefix.span(), "path_prefix must start with `/`", "for example \"/api/\"");
@@ -126,7 +128,7 @@ fn policies(defs: &Defs, own: Option<Vec<Policy>>, of_service: &[Spanned<String>
 }
 
 /// A route's cache rules and memory budget.
-fn cache(c: &CacheSpec, r: &mut Reporter) -> Option<(crate::cache::flow::Rules, u64)> {
+fn cache(c: &CacheSpec, id: Option<&Credentials>, r: &mut Reporter) -> Option<(crate::cache::flow::Rules, u64)> {
     let start = r.mark();
     if *c.memory_bytes.get_ref() < 64 * 1024 {
         r.error(
@@ -161,6 +163,21 @@ fn cache(c: &CacheSpec, r: &mut Reporter) -> Option<(crate::cache::flow::Rules, 
             }
         },
     };
+    if !(1..=1024).contains(c.max_variants.get_ref()) {
+        r.error(c.max_variants.span(), "max_variants must be between 1 and 1024", "16 suits most sites");
+    }
+    let own = super::optional(c.targeted_field.as_ref(), |f| {
+        super::header_name(f, |f| format!("`{f}` is not a header name"), "for example \"ringmaster-cache-control\"", r)
+    });
+    let mut targeted: Vec<http::HeaderName> = own?.into_iter().collect();
+    if c.cdn_cache_control {
+        targeted.push(http::HeaderName::from_static("cdn-cache-control"));
+    }
+    let credentials = crate::cache::flow::Credentials {
+        header: id.and_then(|c| c.header.clone()),
+        query: id.and_then(|c| c.query.clone()),
+        cookies_in_key: !c.key.cookies.is_empty(),
+    };
     let rules = crate::cache::flow::Rules {
         settings: crate::cache::policy::Settings {
             default_ttl: c.default_ttl.0.as_secs(),
@@ -169,7 +186,11 @@ fn cache(c: &CacheSpec, r: &mut Reporter) -> Option<(crate::cache::flow::Rules, 
             store_set_cookie: c.store_set_cookie,
             stale_while_revalidate: c.stale_while_revalidate.0.as_secs(),
             stale_if_error: c.stale_if_error.0.as_secs(),
+            targeted,
         },
+        no_cache: c.request_no_cache,
+        max_variants: *c.max_variants.get_ref(),
+        credentials,
         key: c.key.clone(),
         methods: methods?,
         coalesce_timeout: c.coalesce_timeout.0,

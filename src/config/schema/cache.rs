@@ -2,6 +2,7 @@
 
 use super::super::duration::Dur;
 use super::d_true;
+pub use crate::cache::flow::NoCacheMode;
 pub use crate::cache::key::{CacheKeySpec, QueryMode};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -49,6 +50,23 @@ pub struct CacheSpec {
     /// Response header listing an entry's tags, for purge by tag.
     #[serde(default)]
     pub tag_header: Option<String>,
+    /// A response field of our own that, when present, directs this cache instead
+    /// of Cache-Control and Expires (RFC 9213); checked before CDN-Cache-Control.
+    #[serde(default)]
+    pub targeted_field: Option<Spanned<String>>,
+    /// Honour `CDN-Cache-Control` (RFC 9213) before Cache-Control.
+    #[serde(default = "d_true")]
+    pub cdn_cache_control: bool,
+    /// Variants stored per key (by Vary); the least recently used one goes first.
+    #[serde(default = "d_max_variants")]
+    pub max_variants: Spanned<usize>,
+    /// What a client's `Cache-Control: no-cache` (or `Pragma: no-cache`) does.
+    #[serde(default)]
+    pub request_no_cache: NoCacheMode,
+}
+
+fn d_max_variants() -> Spanned<usize> {
+    Spanned::new(0..0, 16)
 }
 fn d_cache_methods() -> Vec<Spanned<String>> {
     vec![Spanned::new(0..0, "GET".into()), Spanned::new(0..0, "HEAD".into())]
