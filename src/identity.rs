@@ -160,6 +160,28 @@ pub struct Credentials {
     pub reject_invalid: bool,
 }
 
+/// A secret (the admin token) kept only as its SHA-256, compared in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret([u8; 32]);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    pub fn new(secret: &str) -> Secret {
+        Secret(key_digest(secret.as_bytes()))
+    }
+
+    /// Whether `presented` is the secret (in time independent of where they differ).
+    pub fn admits(&self, presented: &str) -> bool {
+        let d = key_digest(presented.as_bytes());
+        d.iter().zip(self.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
 /// SHA-256 of an API key.
 pub fn key_digest(key: &[u8]) -> [u8; 32] {
     use sha2::Digest;

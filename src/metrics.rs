@@ -153,6 +153,8 @@ pub struct Global {
     pub reloads_failed: AtomicU64,
     pub access_log_dropped: AtomicU64,
     pub idle_closed: AtomicU64,
+    /// Admin requests refused: no or a wrong token, cross-site, wrong method.
+    pub admin_refused: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -167,6 +169,7 @@ pub static GLOBAL: Global = Global {
     reloads_failed: ZERO,
     access_log_dropped: ZERO,
     idle_closed: ZERO,
+    admin_refused: ZERO,
 };
 
 pub fn count_answer(a: Answer) {

@@ -42,7 +42,7 @@ pub fn render(snap: &Snapshot) -> String {
         let _ = writeln!(o, "ringmaster_local_answers_total{{reason=\"{}\"}} {}", a.reason(), g.answers[a as usize].load(Relaxed));
     }
     crate::tls::handshake::render(&mut o);
-    let simple: [(&str, &str, &str, u64); 7] = [
+    let simple: [(&str, &str, &str, u64); 8] = [
         (
             "ringmaster_connections_idle_closed_total",
             "counter",
@@ -69,6 +69,12 @@ pub fn render(snap: &Snapshot) -> String {
             "counter",
             "Access log lines dropped because the writer fell behind.",
             g.access_log_dropped.load(Relaxed),
+        ),
+        (
+            "ringmaster_admin_refused_total",
+            "counter",
+            "Admin requests refused: no or a wrong token, a wrong method, cross-site.",
+            g.admin_refused.load(Relaxed),
         ),
     ];
     unlabelled(&mut o, &simple);

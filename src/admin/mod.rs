@@ -1,6 +1,8 @@
-//! The admin listener: metrics, liveness and readiness, the effective config,
-//! pool state, and reload. Loopback by default; never on the request path.
+//! The admin listener: metrics, liveness and readiness, the effective config
+//! (secrets redacted), pool state, and reload. Loopback by default (elsewhere
+//! only with a token); never on the request path.
 
+pub mod guard;
 pub mod metrics;
 
 use crate::body::Body;
@@ -56,12 +58,18 @@ pub async fn serve(listener: TcpListener, ctl: Arc<dyn Control>, mut shutdown: t
             }
         };
         let ctl = ctl.clone();
+        // The same header-read timeout as the main listeners: a slow client holds nothing for long.
+        let header_read_timeout = ctl.snapshot().conn.header_read_timeout;
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let ctl = ctl.clone();
                 async move { Ok::<_, Infallible>(handle(req, &*ctl).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -81,6 +89,15 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Body> {
 
 async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
     let snap = ctl.snapshot();
+    if let Some((status, why)) = guard::refuse(&req, snap.admin.as_ref().and_then(|a| a.token.as_ref())) {
+        crate::metrics::GLOBAL.admin_refused.fetch_add(1, Relaxed);
+        tracing::info!(method = %req.method(), path = req.uri().path(), status = status.as_u16(), "admin request refused");
+        let mut r = reply(status, "text/plain", why.into());
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        return r;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             let mut text = metrics::render(&snap);
@@ -96,7 +113,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
             }
         }
-        (&Method::GET, "/admin/config") => json_reply(StatusCode::OK, json!({ "generation": snap.generation, "config": snap.config })),
+        (&Method::GET, "/admin/config") => json_reply(StatusCode::OK, json!({ "generation": snap.generation, "config": redacted(&snap.config) })),
         (&Method::GET, "/admin/pools") => json_reply(StatusCode::OK, pools(&snap)),
         (&Method::GET, "/admin/shards") => json_reply(StatusCode::OK, shards(&snap)),
         (&Method::GET, "/admin/cache") => json_reply(StatusCode::OK, caches(&snap)),
@@ -105,7 +122,6 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
             Ok(g) => json_reply(StatusCode::OK, json!({ "reloaded": true, "generation": g })),
             Err(e) => json_reply(StatusCode::BAD_REQUEST, json!({ "reloaded": false, "error": e })),
         },
-        (_, "/admin/reload") => reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST /admin/reload\n".into()),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -244,6 +260,10 @@ fn purge(snap: &crate::config::Snapshot, query: &str) -> Response<Body> {
     if stores.is_empty() {
         return json_reply(StatusCode::NOT_FOUND, json!({ "error": "no cached route by that name" }));
     }
+    if get("prefix") == Some("") {
+        let why = "an empty prefix would empty the whole cache; give prefix=http:// and prefix=https:// to mean it";
+        return json_reply(StatusCode::BAD_REQUEST, json!({ "error": why }));
+    }
     let purged: usize = match (get("key"), get("prefix"), get("tag")) {
         (Some(k), None, None) => stores.iter().map(|c| c.store.remove(k)).sum(),
         (None, Some(p), None) => stores.iter().map(|c| c.store.purge_where(|e| e.key.starts_with(p))).sum(),
@@ -251,4 +271,46 @@ fn purge(snap: &crate::config::Snapshot, query: &str) -> Response<Body> {
         _ => return json_reply(StatusCode::BAD_REQUEST, json!({ "error": "give exactly one of key=, prefix= or tag=" })),
     };
     json_reply(StatusCode::OK, json!({ "purged": purged }))
+}
+
+/// The config as `/admin/config` shows it: the admin token, JWT secrets, API keys
+/// and their digests, and a Redis URL's password replaced.
+fn redacted(cfg: &crate::config::Config) -> serde_json::Value {
+    const HIDDEN: &str = "<redacted>";
+    let mut v = serde_json::to_value(cfg).unwrap_or_default();
+    let mut hide = |ptr: &str| {
+        if let Some(x) = v.pointer_mut(ptr).filter(|x| !x.is_null()) {
+            *x = json!(HIDDEN);
+        }
+    };
+    hide("/admin/token");
+    hide("/identity/jwt/hs256_secret");
+    if let Some(keys) = v.pointer_mut("/identity/keys").and_then(|k| k.as_array_mut()) {
+        for k in keys {
+            for field in ["key", "sha256"] {
+                if k.get(field).is_some_and(|x| !x.is_null()) {
+                    k[field] = json!(HIDDEN);
+                }
+            }
+        }
+    }
+    if let Some(url) = v.pointer_mut("/rate_limit_store/redis") {
+        if let Some(s) = url.as_str() {
+            *url = json!(without_password(s));
+        }
+    }
+    v
+}
+
+/// `redis://user:secret@host` as `redis://user:<redacted>@host`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map(|(u, _)| format!("{u}:<redacted>")).unwrap_or_else(|| "<redacted>".into());
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
 }

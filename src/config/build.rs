@@ -5,7 +5,7 @@
 //! contents by route, rate-limit counters, the Redis client while its settings
 //! are unchanged, the access-log writer while its settings are unchanged.
 
-use super::plan::{ConnLimits, Limits, ListenerOpts, ListenerPlan, Plan, PoolPlan};
+use super::plan::{AdminPlan, ConnLimits, Limits, ListenerOpts, ListenerPlan, Plan, PoolPlan};
 use super::schema::Config;
 use crate::accesslog::AccessLog;
 use crate::identity::TrustedProxies;
@@ -36,7 +36,7 @@ pub struct Snapshot {
     /// The listeners to run.
     pub listeners: Vec<ListenerPlan>,
     /// The admin listener's address, when enabled (read at start only).
-    pub admin: Option<std::net::SocketAddr>,
+    pub admin: Option<AdminPlan>,
     /// How long shutdown waits for requests in flight.
     pub grace_period: std::time::Duration,
     pub access_log: Option<Arc<AccessLog>>,

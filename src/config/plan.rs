@@ -97,13 +97,20 @@ pub struct RoutePlan {
     pub cache: Option<(crate::cache::flow::Rules, u64)>,
 }
 
+/// The admin listener: its address (read at start only) and the token it asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminPlan {
+    pub addr: std::net::SocketAddr,
+    pub token: Option<crate::identity::Secret>,
+}
+
 /// The whole accepted config.
 pub struct Plan {
     /// The file as written, for `/admin/config` and the process settings.
     pub config: Config,
     pub listeners: Vec<ListenerPlan>,
     pub listener_opts: std::collections::HashMap<String, ListenerOpts>,
-    pub admin: Option<std::net::SocketAddr>,
+    pub admin: Option<AdminPlan>,
     pub grace_period: Duration,
     pub conn: ConnLimits,
     pub limits: Limits,

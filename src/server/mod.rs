@@ -99,7 +99,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
             .with_context(|| format!("cannot listen on {} (listener `{}`): is another process using it?", l.addr, l.name))?;
         sockets.push((l.name.clone(), tcp));
     }
-    let admin = match snap.admin {
+    let admin = match snap.admin.as_ref().map(|a| a.addr) {
         Some(addr) => {
             Some(listener::bind(addr).with_context(|| format!("cannot listen on admin address {addr}: is another process using it?"))?)
         }

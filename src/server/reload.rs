@@ -34,8 +34,8 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
     let old = shared.snapshot();
     let built = build(plan, Some(&old));
     let new = &built.snapshot;
-    if new.admin != old.admin {
-        tracing::warn!("admin listener changes take effect after a restart");
+    if new.admin.as_ref().map(|a| a.addr) != old.admin.as_ref().map(|a| a.addr) {
+        tracing::warn!("a new admin address takes effect after a restart (a new token at once)");
     }
     // A listener is kept when its name, address and protocol are unchanged.
     let wanted: Vec<(String, SocketAddr, bool)> = new.listeners.iter().map(|l| (l.name.clone(), l.addr, l.tls.is_some())).collect();

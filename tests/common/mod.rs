@@ -92,15 +92,22 @@ pub struct Proxy {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// Lines of the `[admin]` table beyond its address.
+    admin_extra: String,
 }
 
 impl Proxy {
     /// Starts ringmaster on `body`, a config without its `[admin]` table and first
     /// listener, which are added here on free ports.
     pub fn start(body: &str) -> Proxy {
+        Proxy::start_with_admin("", body)
+    }
+
+    /// As [`Proxy::start`], with `admin_extra` lines in the `[admin]` table.
+    pub fn start_with_admin(admin_extra: &str, body: &str) -> Proxy {
         // Another test may take a port between free_addr() and the bind: try again.
         for _ in 0..4 {
-            if let Some(p) = Proxy::try_start(body) {
+            if let Some(p) = Proxy::try_start(admin_extra, body) {
                 return p;
             }
         }
@@ -108,12 +115,12 @@ impl Proxy {
     }
 
     /// Starts the proxy; None when its main or admin port was taken meanwhile.
-    fn try_start(body: &str) -> Option<Proxy> {
+    fn try_start(admin_extra: &str, body: &str) -> Option<Proxy> {
         let addr = free_addr();
         let admin = free_addr();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ringmaster.toml");
-        std::fs::write(&config, Proxy::head(addr, admin) + body).unwrap();
+        std::fs::write(&config, Proxy::head(addr, admin, admin_extra) + body).unwrap();
         let child = Command::new(BIN)
             .args(["run", "--config", config.to_str().unwrap()])
             .env("RINGMASTER_LOG", "info")
@@ -121,7 +128,7 @@ impl Proxy {
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr.log")).unwrap()))
             .spawn()
             .unwrap();
-        let mut p = Proxy { proc: Proc(child), addr, admin, dir, config };
+        let mut p = Proxy { proc: Proc(child), addr, admin, dir, config, admin_extra: admin_extra.to_string() };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(admin).is_err() || TcpStream::connect(addr).is_err() {
             if let Ok(Some(status)) = p.proc.0.try_wait() {
@@ -137,13 +144,13 @@ impl Proxy {
         Some(p)
     }
 
-    pub fn head(addr: SocketAddr, admin: SocketAddr) -> String {
-        format!("[admin]\nlisten = \"{admin}\"\n\n[[listeners]]\nname = \"main\"\nlisten = \"{addr}\"\n\n")
+    pub fn head(addr: SocketAddr, admin: SocketAddr, admin_extra: &str) -> String {
+        format!("[admin]\nlisten = \"{admin}\"\n{admin_extra}\n\n[[listeners]]\nname = \"main\"\nlisten = \"{addr}\"\n\n")
     }
 
     /// Rewrites the config (head kept) for a reload.
     pub fn rewrite(&self, body: &str) {
-        std::fs::write(&self.config, Proxy::head(self.addr, self.admin) + body).unwrap();
+        std::fs::write(&self.config, Proxy::head(self.addr, self.admin, &self.admin_extra) + body).unwrap();
     }
 
     pub fn get(&self, path: &str) -> Response {

@@ -21,7 +21,7 @@ use toml::Spanned;
 pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
     let start = r.mark();
     let listeners = listeners(&cfg, r);
-    let admin = if cfg.admin.enabled { socket_addr(&cfg.admin.listen, "admin listen address", r).map(Some) } else { Some(None) };
+    let admin = admin(&cfg, r);
     let trusted = all(cfg.server.trusted_proxies.iter().map(|p| cidr(p, "write trusted proxies as \"10.0.0.0/8\" or \"192.0.2.7\"", r)));
     let (conn, limits) = limits(&cfg, r);
     let defs = identity::rate_limits(&cfg, r);
@@ -50,6 +50,51 @@ pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
         config: cfg,
     };
     r.clean_since(start).then_some(plan)
+}
+
+/// The admin listener: its address, and its token (from the config or a file,
+/// read once); off loopback a token is required.
+fn admin(cfg: &Config, r: &mut Reporter) -> Option<Option<crate::config::plan::AdminPlan>> {
+    let a = &cfg.admin;
+    if !a.enabled {
+        return Some(None);
+    }
+    let addr = socket_addr(&a.listen, "admin listen address", r);
+    let token = match (&a.token, &a.token_file) {
+        (Some(_), Some(f)) => {
+            r.error(f.span(), "give admin.token or admin.token_file, not both", "");
+            None
+        }
+        (Some(t), None) if t.get_ref().trim().is_empty() => {
+            r.error(t.span(), "the admin token is empty", "use a long random string, such as the output of: openssl rand -hex 32");
+            None
+        }
+        (Some(t), None) => Some(Some(t.get_ref().trim().to_string())),
+        (None, Some(f)) => match std::fs::read_to_string(f.get_ref()) {
+            Ok(t) if !t.trim().is_empty() => Some(Some(t.trim().to_string())),
+            Ok(_) => {
+                r.error(f.span(), format!("admin token file {} is empty", f.get_ref()), "write the token into it");
+                None
+            }
+            Err(e) => {
+                r.error(f.span(), format!("cannot read admin token file {}: {e}", f.get_ref()), "check the path and its permissions");
+                None
+            }
+        },
+        (None, None) => Some(None),
+    };
+    if let (Some(addr), Some(None)) = (addr, &token) {
+        if !addr.ip().is_loopback() {
+            r.error(
+                a.listen.span(),
+                format!("the admin listener on {addr} is reachable from other machines, and has no token"),
+                "keep it on 127.0.0.1, or set admin.token (or admin.token_file)",
+            );
+            return None;
+        }
+    }
+    let (addr, token) = (addr?, token?);
+    Some(Some(crate::config::plan::AdminPlan { addr, token: token.map(|t| crate::identity::Secret::new(&t)) }))
 }
 
 /// Every item's value, or `None` when any is missing; every item is checked.

@@ -79,11 +79,18 @@ pub struct AdminSpec {
     pub enabled: bool,
     #[serde(default = "d_admin_listen")]
     pub listen: Spanned<String>,
+    /// A bearer token every admin request but /healthz and /readyz must carry;
+    /// required when `listen` is not a loopback address.
+    #[serde(default)]
+    pub token: Option<Spanned<String>>,
+    /// The token, read from a file (a Kubernetes secret, say).
+    #[serde(default)]
+    pub token_file: Option<Spanned<String>>,
 }
 
 impl Default for AdminSpec {
     fn default() -> Self {
-        AdminSpec { enabled: true, listen: d_admin_listen() }
+        AdminSpec { enabled: true, listen: d_admin_listen(), token: None, token_file: None }
     }
 }
 

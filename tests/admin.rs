@@ -1,0 +1,106 @@
+//! The admin listener's guard: a bearer token when configured, POST only for
+//! what changes state, no cross-site requests, secrets redacted, slow clients
+//! cut off, an empty purge prefix refused, and no token-less admin off loopback.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn admin(p: &Proxy, method: &str, path: &str, headers: &str) -> Response {
+    request(p.admin, &format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n", p.admin))
+}
+
+const BEARER: &str = "Authorization: Bearer t0ken-7\r\n";
+
+#[test]
+fn a_token_guards_everything_but_the_probes() {
+    let a = backend("a");
+    let p = Proxy::start_with_admin("token = \"t0ken-7\"", &(route_all("app") + &service("app", "round_robin", &[&a], "")));
+    assert_eq!(admin(&p, "GET", "/healthz", "").status, 200);
+    assert_eq!(admin(&p, "GET", "/readyz", "").status, 200);
+    let r = admin(&p, "GET", "/metrics", "");
+    assert_eq!((r.status, r.header("www-authenticate")), (401, Some("Bearer")));
+    assert_eq!(admin(&p, "GET", "/admin/config", "Authorization: Bearer wrong\r\n").status, 401);
+    assert_eq!(admin(&p, "POST", "/admin/reload", "").status, 401);
+    assert_eq!(admin(&p, "POST", "/admin/reload", BEARER).status, 200);
+    let m = admin(&p, "GET", "/metrics", BEARER).text();
+    assert!(m.contains("ringmaster_admin_refused_total 3"), "{m}");
+    // Redacted, even for the token holder.
+    let cfg = admin(&p, "GET", "/admin/config", BEARER).text();
+    assert!(!cfg.contains("t0ken-7") && cfg.contains("<redacted>"), "{cfg}");
+}
+
+#[test]
+fn state_changes_need_post_from_the_same_site() {
+    let a = backend("a");
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a], "")));
+    assert_eq!(admin(&p, "GET", "/admin/reload", "").status, 405);
+    assert_eq!(admin(&p, "GET", "/admin/cache/purge", "").status, 405);
+    assert_eq!(admin(&p, "POST", "/admin/reload", "Origin: https://evil.example\r\n").status, 403);
+    assert_eq!(admin(&p, "POST", "/admin/reload", "Sec-Fetch-Site: cross-site\r\n").status, 403);
+    assert_eq!(p.metric("ringmaster_reloads_total"), 0.0, "no refused reload ran");
+    assert_eq!(admin(&p, "POST", "/admin/reload", "Sec-Fetch-Site: same-origin\r\n").status, 200);
+    assert_eq!(admin(&p, "POST", "/admin/reload", &format!("Origin: http://{}\r\n", p.admin)).status, 200);
+    assert_eq!(p.metric("ringmaster_reloads_total"), 2.0);
+}
+
+#[test]
+fn secrets_are_redacted_in_the_config_view() {
+    let a = backend("a");
+    let body = format!(
+        "[identity]\napi_key = {{ header = \"x-api-key\" }}\njwt = {{ hs256_secret = \"jwt-secret-9\" }}\n[[identity.keys]]\nkey = \"plain-key-5\"\ntier = \"t\"\nowner = \"o\"\n\n[rate_limit_store]\nredis = \"redis://user:redis-pw-3@127.0.0.1:1/0\"\n\n{}{}",
+        route_all("app"),
+        service("app", "round_robin", &[&a], "")
+    );
+    let p = Proxy::start(&body);
+    let cfg = admin(&p, "GET", "/admin/config", "").text();
+    for secret in ["jwt-secret-9", "plain-key-5", "redis-pw-3"] {
+        assert!(!cfg.contains(secret), "{secret} shown:\n{cfg}");
+    }
+    assert!(cfg.contains("redis://user:<redacted>@127.0.0.1:1/0"), "{cfg}");
+}
+
+#[test]
+fn an_empty_purge_prefix_is_refused() {
+    let a = backend("a");
+    let p = Proxy::start(&format!(
+        "[[routes]]\nname = \"web\"\nservice = \"app\"\ncache = {{}}\n\n{}",
+        service("app", "round_robin", &[&a], "")
+    ));
+    p.get("/cc/x?cc=max-age=60");
+    let r = admin(&p, "POST", "/admin/cache/purge?route=web&prefix=", "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(p.get("/cc/x?cc=max-age=60").header("x-cache"), Some("HIT"));
+}
+
+#[test]
+fn a_slow_admin_client_is_cut_off() {
+    let a = backend("a");
+    let p = Proxy::start(&format!(
+        "[limits]\nheader_read_timeout = \"500ms\"\n\n{}{}",
+        route_all("app"),
+        service("app", "round_robin", &[&a], "")
+    ));
+    let mut s = std::net::TcpStream::connect(p.admin).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(started.elapsed() < Duration::from_secs(5), "the admin listener waited {:?} for a header", started.elapsed());
+}
+
+#[test]
+fn an_admin_off_loopback_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[admin]\nlisten = \"0.0.0.0:9901\"\n\n[[listeners]]\nname = \"m\"\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    let out = std::process::Command::new(BIN).args(["check", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && err.contains(":2:10: the admin listener on 0.0.0.0:9901 is reachable from other machines"), "{err}");
+    std::fs::write(&cfg, "[admin]\nlisten = \"0.0.0.0:9901\"\ntoken = \"x\"\n\n[[listeners]]\nname = \"m\"\nlisten = \"127.0.0.1:1\"\n")
+        .unwrap();
+    let out = std::process::Command::new(BIN).args(["check", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
