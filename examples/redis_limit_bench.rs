@@ -22,7 +22,7 @@ async fn main() {
         Policy { name: "bench".into(), quota: Quota::new(1_000_000, Duration::from_secs(1), 1_000_000), scope: Scope::Client, seed: 7 };
     // Connect first.
     for _ in 0..50 {
-        if store.check(&[&policy], 1).await.is_ok() {
+        if store.check(&[&policy], 1, 1).await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -37,7 +37,7 @@ async fn main() {
             let mut i = 0u128;
             while Instant::now() < end {
                 let s = Instant::now();
-                store.check(&[&policy], t * 1_000_000 + i % 10_000).await.expect("redis answers");
+                store.check(&[&policy], t * 1_000_000 + i % 10_000, 1).await.expect("redis answers");
                 lat.push(s.elapsed().as_micros() as u64);
                 done.fetch_add(1, Relaxed);
                 i += 1;

@@ -40,28 +40,29 @@ impl KeySpec {
 
     /// The key of a request, or `None` when the request does not carry it.
     pub fn extract<'a>(&self, head: &'a Parts, client: IpAddr) -> Option<Cow<'a, [u8]>> {
+        self.extract_from(&head.uri, &head.headers, client)
+    }
+
+    /// As [`KeySpec::extract`], from a request's target and fields.
+    pub fn extract_from<'a>(&self, uri: &'a http::Uri, headers: &'a http::HeaderMap, client: IpAddr) -> Option<Cow<'a, [u8]>> {
         match self {
             KeySpec::ClientIp => Some(Cow::Owned(match client {
                 IpAddr::V4(v4) => v4.octets().to_vec(),
                 IpAddr::V6(v6) => v6.octets().to_vec(),
             })),
             KeySpec::Host => {
-                let h = head
-                    .headers
-                    .get(http::header::HOST)
-                    .map(|v| v.as_bytes())
-                    .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes()))?;
+                let h = headers.get(http::header::HOST).map(|v| v.as_bytes()).or_else(|| uri.authority().map(|a| a.as_str().as_bytes()))?;
                 Some(Cow::Borrowed(strip_port_bytes(h)))
             }
-            KeySpec::Path => Some(Cow::Borrowed(head.uri.path().as_bytes())),
+            KeySpec::Path => Some(Cow::Borrowed(uri.path().as_bytes())),
             KeySpec::Header(name) => {
-                let v = head.headers.get(name.as_str())?.as_bytes();
+                let v = headers.get(name.as_str())?.as_bytes();
                 (!v.is_empty()).then_some(Cow::Borrowed(v))
             }
-            KeySpec::Cookie(name) => cookie(&head.headers, name).map(Cow::Borrowed),
-            KeySpec::Query(name) => query_param(head.uri.query()?, name),
+            KeySpec::Cookie(name) => cookie(headers, name).map(Cow::Borrowed),
+            KeySpec::Query(name) => query_param(uri.query()?, name),
             KeySpec::PathSegment(n) => {
-                let seg = head.uri.path().split('/').filter(|s| !s.is_empty()).nth(*n)?;
+                let seg = uri.path().split('/').filter(|s| !s.is_empty()).nth(*n)?;
                 Some(Cow::Borrowed(seg.as_bytes()))
             }
         }
@@ -93,6 +94,12 @@ impl KeyRule {
     /// The key of a request (or its fallback key); `None` when it has neither.
     pub fn extract<'a>(&self, head: &'a Parts, client: IpAddr) -> Option<Cow<'a, [u8]>> {
         self.key.extract(head, client).or_else(|| self.fallback_key.as_ref().and_then(|k| k.extract(head, client)))
+    }
+
+    /// Whether a request (its target and fields) carries the key or its fallback key.
+    pub fn carried_by(&self, uri: &http::Uri, headers: &http::HeaderMap, client: IpAddr) -> bool {
+        self.key.extract_from(uri, headers, client).is_some()
+            || self.fallback_key.as_ref().is_some_and(|k| k.extract_from(uri, headers, client).is_some())
     }
 
     /// The error of a request without the key, when the fallback rejects it.

@@ -122,7 +122,10 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Run { config } => ringmaster::server::run(config),
         Cmd::Check { config } => match ringmaster::config::load(&config) {
-            Ok(_) => {
+            Ok(plan) => {
+                for w in &plan.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: ok", config.display());
                 Ok(())
             }

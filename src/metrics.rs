@@ -89,10 +89,16 @@ pub enum Answer {
     BadHost,
     /// A path with an encoded `/`, `\` or NUL, or a broken percent-encoding (400).
     BadPath,
+    /// The service's fan-outs in flight were at their cap past the queue timeout (503).
+    FanOutBusy,
+    /// A fan-out's answers together outgrew its byte budget (502).
+    FanOutTooLarge,
+    /// The endpoint's connections were at their cap past the queue timeout (503).
+    EndpointBusy,
 }
 
 impl Answer {
-    pub const ALL: [Answer; 21] = [
+    pub const ALL: [Answer; 24] = [
         Answer::RateLimited,
         Answer::BodyTimeout,
         Answer::TooManyConnections,
@@ -114,6 +120,9 @@ impl Answer {
         Answer::RedirectHttps,
         Answer::BadHost,
         Answer::BadPath,
+        Answer::FanOutBusy,
+        Answer::FanOutTooLarge,
+        Answer::EndpointBusy,
     ];
 
     pub fn reason(self) -> &'static str {
@@ -139,6 +148,9 @@ impl Answer {
             Answer::RedirectHttps => "https_redirect",
             Answer::BadHost => "bad_host",
             Answer::BadPath => "bad_path",
+            Answer::FanOutBusy => "fan_out_busy",
+            Answer::FanOutTooLarge => "fan_out_too_large",
+            Answer::EndpointBusy => "endpoint_busy",
         }
     }
 }

@@ -130,6 +130,56 @@ fn fan_out_timeout_and_concurrency_are_kept() {
 }
 
 #[test]
+fn fan_outs_in_flight_and_their_bytes_are_bounded() {
+    let fan = |c: &Cluster, spec: &str| {
+        Proxy::start(&c.config(BY_USER).replace("shard_header = \"x-shard\"", &format!("shard_header = \"x-shard\"\nfan_out = {spec}")))
+    };
+    // One fan-out at a time, a short queue: of three at once, two wait past it and get 503.
+    let c = slow_cluster(&["a", "b"], &[400, 400]);
+    let p = std::sync::Arc::new(fan(&c, "{ max_in_flight = 1, queue_timeout = \"50ms\" }"));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || p.get("/all/items").status)
+        })
+        .collect();
+    let mut statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 503, 503]);
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"fan_out_busy\"}"), 2.0);
+    // The shards' answers together over the budget (each is within its own limit): 502, counted.
+    let c = Cluster::new(&["a", "b", "c"]);
+    let one = c.shards[0].1[0].addr;
+    let size = get(one, "/items").body.len();
+    let p = fan(&c, &format!("{{ max_total_bytes = {} }}", size * 2));
+    let r = p.get("/all/items");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"fan_out_too_large\"}"), 1.0);
+    let p = fan(&c, &format!("{{ max_total_bytes = {} }}", size * 3 + 10));
+    assert_eq!(p.get("/all/items").status, 200);
+}
+
+#[test]
+fn a_fan_out_takes_a_rate_limit_token_per_shard() {
+    let c = Cluster::new(&["a", "b", "c"]);
+    let limits = "[rate_limits.few]\nrate = 6\nperiod = \"1m\"\n\n";
+    let cfg = c.config(BY_USER).replace("fan_out = true\n", "fan_out = true\nrate_limit = [\"few\"]\n").replacen(
+        "[[routes]]\nname = \"users\"\nservice = \"users\"\n",
+        "[[routes]]\nname = \"users\"\nservice = \"users\"\nrate_limit = [\"few\"]\n",
+        1,
+    );
+    let p = Proxy::start(&(limits.to_string() + &cfg));
+    // Three shards a fan-out: six tokens are two fan-outs.
+    let statuses: Vec<u16> = (0..3).map(|_| p.get("/all/items").status).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    // Without the key (fallback "all") a request reaches every shard too, and pays for each.
+    let p = Proxy::start(&(limits.to_string() + &cfg));
+    assert_eq!(user(&p, "/items", "u1").status, 200, "one token");
+    let statuses: Vec<u16> = (0..3).map(|_| p.get("/items").status).collect();
+    assert_eq!(statuses, [200, 429, 429], "five tokens left: one fan-out of three");
+}
+
+#[test]
 fn fan_out_first_takes_the_first_success() {
     let c = Cluster::new(&["a", "b"]);
     let cfg = c

@@ -60,6 +60,8 @@ pub struct Reporter<'a> {
     file: &'a str,
     source: &'a str,
     pub found: Vec<Diagnostic>,
+    /// What is allowed but risky: reported, and the config still accepted.
+    pub warnings: Vec<Diagnostic>,
     /// Problems reported, counting repeats (a value shared by several routes is
     /// checked by each, and its problem listed once).
     reported: usize,
@@ -67,7 +69,7 @@ pub struct Reporter<'a> {
 
 impl<'a> Reporter<'a> {
     pub fn new(file: &'a str, source: &'a str) -> Self {
-        Reporter { file, source, found: Vec::new(), reported: 0 }
+        Reporter { file, source, found: Vec::new(), warnings: Vec::new(), reported: 0 }
     }
 
     /// Records a problem at `span`; `hint` says what to do.
@@ -87,6 +89,22 @@ impl<'a> Reporter<'a> {
         }
     }
 
+    /// Records a warning at `span`: the config is accepted, and the operator told.
+    pub fn warn(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
+        let (line, col) = position(self.source, span.start);
+        let hint = hint.into();
+        let d = Diagnostic {
+            file: self.file.to_string(),
+            line,
+            col,
+            message: message.into(),
+            hint: if hint.is_empty() { None } else { Some(hint) },
+        };
+        if !self.warnings.contains(&d) {
+            self.warnings.push(d);
+        }
+    }
+
     /// A mark to ask [`Reporter::clean_since`] about.
     pub fn mark(&self) -> usize {
         self.reported
@@ -101,13 +119,16 @@ impl<'a> Reporter<'a> {
     pub fn extend(&mut self, other: Reporter) {
         self.reported += other.reported;
         self.found.extend(other.found);
+        self.warnings.extend(other.warnings);
     }
 
     /// The problems found, in file order.
-    pub fn finish(mut self) -> Result<(), ConfigError> {
+    /// The warnings when nothing is wrong, else every problem.
+    pub fn finish(mut self) -> Result<Vec<Diagnostic>, ConfigError> {
         self.found.sort_by_key(|d| (d.line, d.col));
         if self.found.is_empty() {
-            Ok(())
+            self.warnings.sort_by_key(|d| (d.line, d.col));
+            Ok(self.warnings)
         } else {
             Err(ConfigError::Invalid(self.found))
         }

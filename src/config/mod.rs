@@ -66,8 +66,8 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, ConfigError> {
         }
     }
     let plan = check::plan(cfg, &mut r);
-    r.finish()?;
-    plan.ok_or_else(|| {
+    let warnings = r.finish()?;
+    plan.map(|p| Plan { warnings, ..p }).ok_or_else(|| {
         // Unreachable by the rule that a check returns nothing only after reporting why;
         // should that rule be broken, the config is refused, and says so.
         ConfigError::Invalid(vec![Diagnostic {
@@ -205,6 +205,21 @@ mod sharded_tests {
         assert!(e.contains("route fans out to `s`, which is not sharded"), "{e}");
         let ok = errors("[services.s]\nkind = \"sharded\"\nsharder = { key = { header = \"x-user\" }, fallback = \"all\" }\n[services.s.shards.a]\nendpoints = [{ address = \"127.0.0.1:1\" }]\n");
         assert_eq!(ok, "");
+    }
+
+    #[test]
+    fn fallback_all_on_a_public_listener_is_a_warning() {
+        let svc = "[[routes]]\nservice = \"s\"\n[services.s]\nkind = \"sharded\"\nsharder = { key = { header = \"x-user\" }, fallback = \"all\" }\n[services.s.shards.a]\nendpoints = [{ address = \"127.0.0.1:1\" }]\n";
+        let public = format!("[[listeners]]\nname = \"pub\"\nlisten = \"0.0.0.0:8080\"\n\n{svc}");
+        let plan = parse("t.toml", &public).unwrap();
+        let w: Vec<String> = plan.warnings.iter().map(|d| d.to_string()).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("t.toml:9:53: fallback `all` sends a request without the key to every shard of `s`, and listener `pub`"),
+            "{w:?}"
+        );
+        let private = format!("[[listeners]]\nname = \"lo\"\nlisten = \"127.0.0.1:8080\"\n\n{svc}");
+        assert!(parse("t.toml", &private).unwrap().warnings.is_empty());
     }
 
     #[test]

@@ -122,6 +122,8 @@ pub struct Plan {
     pub services: Vec<ServicePlan>,
     pub routes: Vec<RoutePlan>,
     pub access_log: Option<crate::accesslog::Settings>,
+    /// What is allowed but risky, for `check` to print and the server to log.
+    pub warnings: Vec<super::Diagnostic>,
 }
 
 impl std::fmt::Debug for Plan {

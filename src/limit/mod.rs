@@ -68,8 +68,14 @@ impl Report {
 
 /// The verdict for one request: `Ok(None)` when no policy applies, `Ok(Some)`
 /// when allowed (with what to report), `Err` with the answer when denied (429)
-/// or when the shared store fails and fails closed (503).
-pub async fn decide<'a>(limiter: &Limiter, route: &'a RoutePolicies, who: Subject<'a>) -> Result<Option<Report>, Response<Body>> {
+/// or when the shared store fails and fails closed (503). `cost`: the tokens the
+/// request takes (one, or one per shard for a fan-out).
+pub async fn decide<'a>(
+    limiter: &Limiter,
+    route: &'a RoutePolicies,
+    who: Subject<'a>,
+    cost: u64,
+) -> Result<Option<Report>, Response<Body>> {
     let mut policies: Vec<&'a Policy> = route.all.iter().collect();
     let (tier, key) = match who {
         Subject::Client(ip) => (route.tiers.get("anonymous").map(Vec::as_slice), group(ip, limiter.ipv4_prefix, limiter.ipv6_prefix)),
@@ -80,12 +86,12 @@ pub async fn decide<'a>(limiter: &Limiter, route: &'a RoutePolicies, who: Subjec
         return Ok(None);
     }
     let verdict = match &limiter.redis {
-        None => check(&limiter.local, &policies, key, crate::clock::now_ns()),
+        None => check(&limiter.local, &policies, key, crate::clock::now_ns(), cost),
         // Boxed: a network round trip dwarfs the allocation, and the script's
         // state would otherwise enlarge every request's future.
-        Some(redis) => match Box::pin(redis.check(&policies, key)).await {
+        Some(redis) => match Box::pin(redis.check(&policies, key, cost)).await {
             Ok(v) => Some(v),
-            Err(_) if redis.on_failure == redis::OnFailure::Open => check(&limiter.local, &policies, key, crate::clock::now_ns()),
+            Err(_) if redis.on_failure == redis::OnFailure::Open => check(&limiter.local, &policies, key, crate::clock::now_ns(), cost),
             Err(e) => {
                 tracing::debug!(error = %e, "rate limits unavailable");
                 return Err(respond::answer(
@@ -156,7 +162,7 @@ pub struct Verdict {
 
 /// Decides a request against `policies`: the strictest decides, and a denied
 /// request spends nothing from any policy.
-pub fn check(store: &LocalStore, policies: &[&Policy], client: u128, now_ns: u64) -> Option<Verdict> {
+pub fn check(store: &LocalStore, policies: &[&Policy], client: u128, now_ns: u64, cost: u64) -> Option<Verdict> {
     if policies.is_empty() {
         return None;
     }
@@ -167,7 +173,7 @@ pub fn check(store: &LocalStore, policies: &[&Policy], client: u128, now_ns: u64
     // First look without spending: a denial anywhere spends nothing anywhere.
     let mut worst: Option<Verdict> = None;
     for (i, p) in policies.iter().enumerate() {
-        let (d, _) = gcra::decide(&p.quota, store.tat(key(p)), now_ns, 1);
+        let (d, _) = gcra::decide(&p.quota, store.tat(key(p)), now_ns, cost);
         if !d.allowed && worst.as_ref().map(|w| d.retry_after_ns > w.decision.retry_after_ns).unwrap_or(true) {
             worst = Some(Verdict { allowed: false, policy: i, decision: d });
         }
@@ -178,7 +184,7 @@ pub fn check(store: &LocalStore, policies: &[&Policy], client: u128, now_ns: u64
     // Then spend from every policy; the one with the fewest requests left is reported.
     let mut report: Option<Verdict> = None;
     for (i, p) in policies.iter().enumerate() {
-        let d = store.decide(key(p), &p.quota, now_ns, 1);
+        let d = store.decide(key(p), &p.quota, now_ns, cost);
         let v = Verdict { allowed: d.allowed, policy: i, decision: d };
         let stricter = match &report {
             None => true,

@@ -30,6 +30,7 @@ const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
+local cost = tonumber(ARGV[2 * n + 1])
 local tats = {}
 local worst, worst_retry = 0, -1
 for i = 1, n do
@@ -37,7 +38,7 @@ for i = 1, n do
   local tol = interval * tonumber(ARGV[2 * i])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   local base = math.max(tat, now)
-  local nt = base + interval
+  local nt = base + interval * cost
   tats[i] = nt
   if nt - now > tol and nt - now - tol > worst_retry then
     worst, worst_retry = i, nt - now - tol
@@ -63,7 +64,7 @@ end
 return {1, best - 1, best_rem, best_reset, 0}
 "#;
 
-/// Gives back one request to each key (the TAT moves back one interval).
+/// Gives back what a request took from each key (the TAT moves back by its cost in intervals).
 const REFUND: &str = r#"
 for i = 1, #KEYS do
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
@@ -287,7 +288,7 @@ impl RedisStore {
 
     /// Decides a request against `policies` for identity `who`: one script per
     /// hash-tag group (one group unless on a cluster with mixed scopes).
-    pub async fn check(self: &std::sync::Arc<Self>, policies: &[&Policy], who: u128) -> Result<Verdict, Unavailable> {
+    pub async fn check(self: &std::sync::Arc<Self>, policies: &[&Policy], who: u128, cost: u64) -> Result<Verdict, Unavailable> {
         if !self.healthy() {
             self.skipped.fetch_add(1, Relaxed);
             return Err(Unavailable("known down; a background probe watches for its return".into()));
@@ -319,6 +320,7 @@ impl RedisStore {
                     inv.key(&keys[i].0);
                     inv.arg((policies[i].quota.interval / 1000).max(1)).arg(policies[i].quota.burst);
                 }
+                inv.arg(cost.max(1));
                 let v = conn.invoke(&inv).await?;
                 if v.len() != 5 {
                     return Err(redis::RedisError::from((redis::ErrorKind::Client, "unexpected script answer")));
@@ -339,7 +341,7 @@ impl RedisStore {
                         let mut inv = self.refund.prepare_invoke();
                         for &i in g {
                             inv.key(&keys[i].0);
-                            inv.arg((policies[i].quota.interval / 1000).max(1));
+                            inv.arg((policies[i].quota.interval / 1000).max(1) * cost.max(1));
                         }
                         conn.invoke(&inv).await?;
                     }

@@ -141,7 +141,14 @@ pub async fn rate_limit<'a>(cx: &mut Ctx<'a>, req: &Request<Body>) -> Result<(),
         Who::Anonymous => Subject::Client(cx.client),
         Who::Key(k) => Subject::Owner { owner: &k.owner, tier: &k.tier, overrides: k.overrides.as_deref() },
     };
-    cx.limit = limit::decide(&cx.snap.limiter, &route.limits, subject).await?;
+    // A fan-out takes a token per shard it reaches: it costs the shards that much.
+    let shards = route.service.pools.len() as u64;
+    let cost = match &route.service.sharding {
+        Some(_) if route.fan_out => shards,
+        Some(s) if s.rule.fallback == crate::key::Fallback::All && !s.rule.carried_by(req.uri(), req.headers(), cx.client) => shards,
+        _ => 1,
+    };
+    cx.limit = limit::decide(&cx.snap.limiter, &route.limits, subject, cost).await?;
     Ok(())
 }
 

@@ -91,6 +91,9 @@ pub fn tls_state(snap: &Snapshot, name: &str) -> Result<Option<Arc<TlsState>>, S
 /// Serves `plan` (read from `path`, which reloads re-read) until a shutdown
 /// signal; `on_ready` is told the bound addresses once every listener is up.
 pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
+    for w in &plan.warnings {
+        tracing::warn!("config: {w}");
+    }
     let built = build(plan, None);
     let snap = built.snapshot;
     let mut sockets = Vec::new();

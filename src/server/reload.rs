@@ -32,6 +32,9 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
     let mut running = shared.listeners.lock().await;
     let plan = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
     let old = shared.snapshot();
+    for w in &plan.warnings {
+        tracing::warn!("config: {w}");
+    }
     let built = build(plan, Some(&old));
     let new = &built.snapshot;
     if new.admin.as_ref().map(|a| a.addr) != old.admin.as_ref().map(|a| a.addr) {

@@ -1,10 +1,14 @@
 //! Fan-out: a request sent to every shard of a sharded service, with bounded
-//! concurrency and a per-shard timeout, and the answers made into one.
+//! concurrency and a per-shard timeout, and the answers made into one. Every
+//! amplifier is bounded: fan-outs in flight per service (beyond the cap a request
+//! waits `queue_timeout`, then gets 503), shards asked at once, and the bytes
+//! kept per shard and per fan-out over all shards (then 502).
 //!
 //! Policy `all`: every shard must answer 2xx; JSON array bodies are merged into
-//! one array, other bodies are concatenated in shard order; otherwise the first
-//! failure (in shard order) is the answer. Policy `first`: the first 2xx answer
-//! to arrive wins and the other requests are cancelled.
+//! one array by splicing their raw elements (no value tree is built), other
+//! bodies are concatenated in shard order; otherwise the first failure (in shard
+//! order) is the answer. Policy `first`: the first 2xx answer to arrive wins and
+//! the other requests are cancelled.
 
 use crate::body::Body;
 use crate::metrics::Answer;
@@ -55,7 +59,7 @@ pub enum FanOutPolicy {
 }
 
 /// The fan-out settings of a sharded service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct FanOut {
     pub policy: FanOutPolicy,
     /// Shards asked at once.
@@ -64,6 +68,12 @@ pub struct FanOut {
     pub timeout: Duration,
     /// Largest answer body kept per shard.
     pub max_body_bytes: usize,
+    /// Largest sum of the answer bodies of one fan-out.
+    pub max_total_bytes: usize,
+    /// Fan-outs in flight over the service (its permits).
+    pub in_flight: std::sync::Arc<Semaphore>,
+    /// How long a fan-out waits for a permit before 503.
+    pub queue_timeout: Duration,
 }
 
 /// Sends a bodiless request (`head`, forwarding headers already set) to every
@@ -77,7 +87,12 @@ pub async fn fan_out(
     head: &http::request::Parts,
     client: IpAddr,
 ) -> Response<Body> {
+    let Ok(Ok(_running)) = tokio::time::timeout(spec.queue_timeout, spec.in_flight.acquire()).await else {
+        tracing::debug!("fan-outs in flight at their cap; refused");
+        return answer(StatusCode::SERVICE_UNAVAILABLE, Answer::FanOutBusy, "too many requests to every shard at once; retry shortly\n");
+    };
     let limit = Semaphore::new(spec.concurrency.max(1));
+    let kept = std::sync::atomic::AtomicUsize::new(0);
     let mut tasks = FuturesUnordered::new();
     for (i, pool) in pools.iter().enumerate() {
         let mut req = Request::new(Body::Empty);
@@ -85,24 +100,27 @@ pub async fn fan_out(
         *req.uri_mut() = head.uri.clone();
         *req.headers_mut() = head.headers.clone();
         let affinity = crate::balance::affinity(&pool.balancer, head, client).unwrap_or_default();
-        let limit = &limit;
+        let (limit, kept) = (&limit, &kept);
         tasks.push(async move {
             let _permit = limit.acquire().await.expect("never closed");
             let start = Instant::now();
             let result = tokio::time::timeout(spec.timeout, async {
-                let f = forward(pool, req, true, &affinity).await?;
+                let f = forward(pool, req, true, &affinity).await.map_err(Some)?;
                 let endpoint = f.endpoint.name.clone();
                 let (p, body) = f.response.into_parts();
-                let body = http_body_util::Limited::new(body, spec.max_body_bytes)
-                    .collect()
-                    .await
-                    .map_err(|e| ForwardError::BrokenBody { endpoint, reason: e.to_string() })?;
-                Ok::<_, ForwardError>((p.status, p.headers, body.to_bytes()))
+                let body =
+                    read_within(body, spec, kept).await.map_err(|e| e.map(|reason| ForwardError::BrokenBody { endpoint, reason }))?;
+                Ok::<_, Option<ForwardError>>((p.status, p.headers, body))
             })
             .await;
             let answer = match result {
                 Ok(Ok((status, headers, body))) => ShardAnswer::Ok { status, headers, body },
-                Ok(Err(e)) => ShardAnswer::Failed(e.answer(&pool.name)),
+                Ok(Err(Some(e))) => ShardAnswer::Failed(e.answer(&pool.name)),
+                Ok(Err(None)) => ShardAnswer::Failed(answer(
+                    StatusCode::BAD_GATEWAY,
+                    Answer::FanOutTooLarge,
+                    "the shards' answers together are larger than the fan-out allows\n",
+                )),
                 Err(_) => {
                     ShardAnswer::Failed(answer(StatusCode::GATEWAY_TIMEOUT, Answer::GatewayTimeout, "a shard did not answer in time\n"))
                 }
@@ -151,6 +169,24 @@ pub async fn fan_out(
     resp
 }
 
+/// A shard's answer body, read whole within the per-shard limit and the
+/// fan-out's budget (`kept`, shared by its shards). `Err(None)`: over a limit.
+async fn read_within(mut body: Body, spec: &FanOut, kept: &std::sync::atomic::AtomicUsize) -> Result<Bytes, Option<String>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Some(e.to_string()))?;
+        if let Some(d) = frame.data_ref() {
+            let total = kept.fetch_add(d.len(), Relaxed) + d.len();
+            if buf.len() + d.len() > spec.max_body_bytes || total > spec.max_total_bytes {
+                return Err(None);
+            }
+            buf.extend_from_slice(d);
+        }
+    }
+    Ok(buf.freeze())
+}
+
 fn set_shard(r: &mut Response<Body>, header: Option<&HeaderName>, value: &str) {
     if let Some(h) = header {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -176,12 +212,21 @@ fn merge_all(answers: Vec<Option<ShardAnswer>>) -> Response<Body> {
             ShardAnswer::Failed(_) => unreachable!("only successes are kept"),
         })
         .collect();
-    let arrays: Option<Vec<Vec<serde_json::Value>>> =
-        bodies.iter().map(|(_, b)| serde_json::from_slice::<Vec<serde_json::Value>>(b).ok()).collect();
+    // Each body as its array's raw elements, borrowed: nothing is parsed into values.
+    let arrays: Option<Vec<Vec<&serde_json::value::RawValue>>> = bodies.iter().map(|(_, b)| serde_json::from_slice(b).ok()).collect();
     let (body, content_type) = match arrays {
         Some(arrays) => {
-            let merged: Vec<serde_json::Value> = arrays.into_iter().flatten().collect();
-            (Bytes::from(serde_json::to_vec(&merged).unwrap_or_default()), HeaderValue::from_static("application/json"))
+            let size: usize = bodies.iter().map(|(_, b)| b.len()).sum();
+            let mut merged = Vec::with_capacity(size + 2);
+            merged.push(b'[');
+            for (i, raw) in arrays.iter().flatten().enumerate() {
+                if i > 0 {
+                    merged.push(b',');
+                }
+                merged.extend_from_slice(raw.get().as_bytes());
+            }
+            merged.push(b']');
+            (Bytes::from(merged), HeaderValue::from_static("application/json"))
         }
         None => {
             let mut all = Vec::new();

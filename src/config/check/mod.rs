@@ -31,6 +31,7 @@ pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
     let services = services::services(&cfg, r);
     let routes = routes::routes(&cfg, &defs, credentials.as_ref().and_then(Option::as_ref), r);
     let listener_opts = listener_opts(&cfg, r);
+    fallback_all_on_public_listeners(&cfg, r);
     let (ipv4_prefix, ipv6_prefix) = prefixes?;
     let plan = Plan {
         listeners: listeners?,
@@ -47,6 +48,7 @@ pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
         services: services?,
         routes: routes?,
         access_log: cfg.access_log.as_ref().map(|a| crate::accesslog::Settings { format: a.format, path: a.path.clone() }),
+        warnings: Vec::new(),
         config: cfg,
     };
     r.clean_since(start).then_some(plan)
@@ -95,6 +97,33 @@ fn admin(cfg: &Config, r: &mut Reporter) -> Option<Option<crate::config::plan::A
     }
     let (addr, token) = (addr?, token?);
     Some(Some(crate::config::plan::AdminPlan { addr, token: token.map(|t| crate::identity::Secret::new(&t)) }))
+}
+
+/// Warns of a sharded service whose sharder fans a request without the key out
+/// to every shard, routed from a listener other machines reach: any client can
+/// multiply its load by the number of shards by leaving the key out.
+fn fallback_all_on_public_listeners(cfg: &Config, r: &mut Reporter) {
+    let public: Vec<&ListenerSpec> =
+        cfg.listeners.iter().filter(|l| l.listen.get_ref().parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback())).collect();
+    for route in &cfg.routes {
+        let Some((_, svc)) = cfg.services.iter().find(|(k, _)| k.get_ref() == route.service.get_ref()) else { continue };
+        let Some(sharder) = svc.sharder.as_ref().filter(|s| *s.get_ref().fallback.get_ref() == super::schema::Fallback::All) else {
+            continue;
+        };
+        let reached = public.iter().find(|l| route.listeners.is_empty() || route.listeners.iter().any(|n| n.get_ref() == l.name.get_ref()));
+        if let Some(l) = reached {
+            r.warn(
+                sharder.get_ref().fallback.span(),
+                format!(
+                    "fallback `all` sends a request without the key to every shard of `{}`, and listener `{}` ({}) is public",
+                    route.service.get_ref(),
+                    l.name.get_ref(),
+                    l.listen.get_ref()
+                ),
+                "any client can multiply its load by leaving the key out: use `reject`, or keep fan_out.max_in_flight and rate limits tight",
+            );
+        }
+    }
 }
 
 /// Every item's value, or `None` when any is missing; every item is checked.

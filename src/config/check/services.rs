@@ -197,11 +197,17 @@ fn sharded(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Servi
     if f.timeout.get_ref().0.is_zero() {
         r.error(f.timeout.span(), "a fan-out timeout of zero would fail every fan-out", "use a positive duration such as \"2s\"");
     }
+    if *f.max_in_flight.get_ref() == 0 {
+        r.error(f.max_in_flight.span(), "max_in_flight of 0 would refuse every fan-out", "64 suits most services");
+    }
     let fan_out = crate::shard::FanOut {
         policy: f.policy,
         concurrency: *f.concurrency.get_ref(),
         timeout: f.timeout.get_ref().0,
         max_body_bytes: f.max_body_bytes,
+        max_total_bytes: f.max_total_bytes,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(*f.max_in_flight.get_ref())),
+        queue_timeout: f.queue_timeout.0,
     };
     let (sharder, header) = (sharder?, header?);
     let sharding = crate::shard::Sharding {

@@ -319,11 +319,28 @@ pub struct FanOutSpec {
     /// Largest answer body kept per shard.
     #[serde(default = "d_fan_body")]
     pub max_body_bytes: usize,
+    /// Largest sum of the answer bodies of one fan-out (502 beyond).
+    #[serde(default = "d_fan_body")]
+    pub max_total_bytes: usize,
+    /// Fan-outs in flight at once over the service.
+    #[serde(default = "d_fan_in_flight")]
+    pub max_in_flight: Spanned<usize>,
+    /// How long a fan-out beyond `max_in_flight` waits before 503.
+    #[serde(default = "d_fan_queue")]
+    pub queue_timeout: Dur,
 }
 
 impl Default for FanOutSpec {
     fn default() -> Self {
-        FanOutSpec { policy: d_fan_policy(), concurrency: d_fan_concurrency(), timeout: d_fan_timeout(), max_body_bytes: d_fan_body() }
+        FanOutSpec {
+            policy: d_fan_policy(),
+            concurrency: d_fan_concurrency(),
+            timeout: d_fan_timeout(),
+            max_body_bytes: d_fan_body(),
+            max_total_bytes: d_fan_body(),
+            max_in_flight: d_fan_in_flight(),
+            queue_timeout: d_fan_queue(),
+        }
     }
 }
 
@@ -710,5 +727,11 @@ fn d_fan_timeout() -> Spanned<Dur> {
     Spanned::new(0..0, Dur::secs(5))
 }
 fn d_fan_body() -> usize {
-    10 * 1024 * 1024
+    1024 * 1024
+}
+fn d_fan_in_flight() -> Spanned<usize> {
+    Spanned::new(0..0, 64)
+}
+fn d_fan_queue() -> Dur {
+    Dur::millis(100)
 }
