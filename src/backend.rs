@@ -156,6 +156,14 @@ async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
             r.headers_mut().insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("1000"));
             r
         }
+        "/stall" => {
+            // Promise 1000 bytes, send 10, then send nothing more for an hour.
+            let mut r = text(b, StatusCode::OK, "");
+            *r.body_mut() =
+                BreaksOff(Some(Bytes::from_static(b"0123456789")), Box::pin(tokio::time::sleep(Duration::from_secs(3600)))).boxed();
+            r.headers_mut().insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("1000"));
+            r
+        }
         p if p.contains("/status/") => {
             let at = p.find("/status/").unwrap_or(0) + 8;
             let code = p[at..].parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);

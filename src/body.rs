@@ -25,8 +25,13 @@ pub struct BodyTooLarge(pub u64);
 #[error("the client sent its request body too slowly")]
 pub struct BodyTooSlow;
 
-/// Pacing of a request body: the longest gap between chunks, and a minimum
-/// average rate enforced after a grace period.
+/// An upstream response body that stalled past the service's `body_idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream stopped sending its response body")]
+pub struct UpstreamStalled;
+
+/// Pacing of a body: the longest gap between chunks, and (request bodies) a
+/// minimum average rate enforced after a grace period.
 pub struct Pace {
     sleep: Pin<Box<tokio::time::Sleep>>,
     gap: std::time::Duration,
@@ -131,8 +136,11 @@ pub enum Body {
         remaining: u64,
         limit: u64,
         held: Option<Held>,
-        /// Request bodies: read timeout and minimum rate.
+        /// Request bodies: read timeout and minimum rate. Response bodies: the
+        /// idle timeout, made only when a read first has to wait.
         pace: Option<Box<Pace>>,
+        /// Response bodies: the longest gap between reads, in milliseconds (0: none).
+        idle_ms: u32,
     },
 }
 
@@ -147,7 +155,7 @@ impl Body {
 
     /// A streamed body with no limit.
     pub fn stream(inner: Incoming) -> Body {
-        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: None, pace: None }
+        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: None, pace: None, idle_ms: 0 }
     }
 
     /// Wraps another body.
@@ -163,16 +171,17 @@ impl Body {
         match self {
             Body::Stream { inner, held, .. } => {
                 let pace = if inner.is_end_stream() { None } else { Some(Pace::new(pace.0, pace.1)) };
-                Body::Stream { inner, remaining: max, limit: max, held, pace }
+                Body::Stream { inner, remaining: max, limit: max, held, pace, idle_ms: 0 }
             }
             other => other,
         }
     }
 
     /// An upstream response body: `held` is finished when the body ends, dropped
-    /// (closing the connection) if the body is abandoned.
-    pub fn upstream(inner: Incoming, held: Held) -> Body {
-        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: Some(held), pace: None }
+    /// (closing the connection) if the body is abandoned or stalls for `idle`.
+    pub fn upstream(inner: Incoming, held: Held, idle: std::time::Duration) -> Body {
+        let idle_ms = idle.as_millis().min(u32::MAX as u128) as u32;
+        Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: Some(held), pace: None, idle_ms }
     }
 }
 
@@ -196,7 +205,7 @@ impl HttpBody for Body {
             Body::Empty => Poll::Ready(None),
             Body::Boxed(b) => Pin::new(&mut **b).poll_frame(cx),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream { inner, remaining, limit, held, pace } => {
+            Body::Stream { inner, remaining, limit, held, pace, idle_ms } => {
                 if let Some(p) = pace {
                     p.start();
                 }
@@ -230,9 +239,22 @@ impl HttpBody for Body {
                         Poll::Ready(None)
                     }
                     Poll::Pending => {
+                        if pace.is_none() && *idle_ms > 0 {
+                            // The first wait of a response body: only now is a timer worth it.
+                            let mut p = Pace::new(std::time::Duration::from_millis(u64::from(*idle_ms)), 0);
+                            p.start();
+                            *pace = Some(p);
+                        }
                         if let Some(p) = pace {
                             if p.sleep.as_mut().poll(cx).is_ready() {
-                                return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+                                let stalled: BoxError = if held.is_some() {
+                                    crate::metrics::GLOBAL.upstream_stalled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    tracing::debug!("upstream response body stalled past body_idle; cut off");
+                                    Box::new(UpstreamStalled)
+                                } else {
+                                    Box::new(BodyTooSlow)
+                                };
+                                return Poll::Ready(Some(Err(stalled)));
                             }
                         }
                         Poll::Pending

@@ -167,6 +167,8 @@ pub struct Global {
     pub idle_closed: AtomicU64,
     /// Admin requests refused: no or a wrong token, cross-site, wrong method.
     pub admin_refused: AtomicU64,
+    /// Upstream response bodies cut off after stalling past `body_idle`.
+    pub upstream_stalled: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -182,6 +184,7 @@ pub static GLOBAL: Global = Global {
     access_log_dropped: ZERO,
     idle_closed: ZERO,
     admin_refused: ZERO,
+    upstream_stalled: ZERO,
 };
 
 pub fn count_answer(a: Answer) {

@@ -132,3 +132,30 @@ fn an_http2_rapid_reset_flood_gets_goaway() {
     assert_eq!(goaway, Some(0xb), "expected GOAWAY ENHANCE_YOUR_CALM");
     eventually(5, "counted", || p.metric("ringmaster_local_answers_total{reason=\"h2_flood\"}") == 1.0);
 }
+
+#[test]
+fn a_stalled_upstream_body_is_cut_off_after_body_idle() {
+    let a = backend("a");
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a], "timeouts = { body_idle = \"300ms\" }")));
+    // HTTP/1.1: the head and the first bytes arrive, then the connection closes.
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10), "held for {:?}", started.elapsed());
+    assert_eq!(p.metric("ringmaster_upstream_stalled_total"), 1.0);
+    // HTTP/2: the stream is reset although the connection stays alive.
+    let started = Instant::now();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{}/stall", p.addr))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "curl read a whole answer: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(started.elapsed() < Duration::from_secs(10), "held for {:?}", started.elapsed());
+    assert_eq!(p.metric("ringmaster_upstream_stalled_total"), 2.0);
+}

@@ -42,7 +42,7 @@ pub fn render(snap: &Snapshot) -> String {
         let _ = writeln!(o, "ringmaster_local_answers_total{{reason=\"{}\"}} {}", a.reason(), g.answers[a as usize].load(Relaxed));
     }
     crate::tls::handshake::render(&mut o);
-    let simple: [(&str, &str, &str, u64); 8] = [
+    let simple: [(&str, &str, &str, u64); 9] = [
         (
             "ringmaster_connections_idle_closed_total",
             "counter",
@@ -75,6 +75,12 @@ pub fn render(snap: &Snapshot) -> String {
             "counter",
             "Admin requests refused: no or a wrong token, a wrong method, cross-site.",
             g.admin_refused.load(Relaxed),
+        ),
+        (
+            "ringmaster_upstream_stalled_total",
+            "counter",
+            "Upstream response bodies cut off after a gap longer than timeouts.body_idle.",
+            g.upstream_stalled.load(Relaxed),
         ),
     ];
     unlabelled(&mut o, &simple);

@@ -188,6 +188,7 @@ fn pool(p: PoolPlan, carried: &Carried, new_endpoints: &mut Vec<Arc<Endpoint>>) 
         balancer: p.balancer,
         endpoints,
         request_timeout: p.request_timeout,
+        body_idle: p.body_idle,
         passive: p.passive,
         retry: p.retry,
     }

@@ -72,6 +72,8 @@ pub struct PoolPlan {
     pub endpoints: Vec<EndpointPlan>,
     pub balancer: Balancer,
     pub request_timeout: Duration,
+    /// The longest gap between two reads of a response body.
+    pub body_idle: Duration,
     pub passive: Passive,
     pub retry: Retry,
 }

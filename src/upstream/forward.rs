@@ -124,7 +124,7 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                     ep.passive_success();
                 }
                 let (p, incoming) = resp.into_parts();
-                let body = response_body(incoming, pick.guard.keep(super::endpoint::reusable(lease)));
+                let body = response_body(incoming, pick.guard.keep(super::endpoint::reusable(lease)), pool.body_idle);
                 return Ok(Forwarded { response: Response::from_parts(p, body), endpoint: ep, pin });
             }
             Ok(Err(SendError { error, unsent, reused })) => {
@@ -191,12 +191,12 @@ fn upstream_uri(ep: &super::Endpoint, path: &PathAndQuery, host: Option<&http::u
 
 /// The response body, holding the endpoint (and its connection) until it has been read;
 /// an empty one gives them back at once.
-fn response_body(incoming: hyper::body::Incoming, held: crate::body::Held) -> Body {
+fn response_body(incoming: hyper::body::Incoming, held: crate::body::Held, idle: std::time::Duration) -> Body {
     if incoming.is_end_stream() {
         held.finish();
         Body::Empty
     } else {
-        Body::upstream(incoming, held)
+        Body::upstream(incoming, held, idle)
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Pool {
     pub endpoints: Vec<Arc<Endpoint>>,
     pub balancer: Balancer,
     pub request_timeout: Duration,
+    /// The longest gap between two reads of a response body.
+    pub body_idle: Duration,
     pub passive: Passive,
     pub retry: Retry,
     pub stats: Arc<PoolStats>,
@@ -179,6 +181,7 @@ mod tests {
             endpoints: Vec::new(),
             balancer: Balancer::new(BalancerKind::RoundRobin, &[], None, None, "p"),
             request_timeout: Duration::from_secs(1),
+            body_idle: Duration::from_secs(60),
             passive: Passive::default(),
             retry: Retry::default(),
             stats: Arc::default(),

@@ -83,7 +83,7 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
 
 fn timeouts(svc: &ServiceSpec, r: &mut Reporter) {
     let t = &svc.timeouts;
-    for d in [&t.connect, &t.request, &t.idle] {
+    for d in [&t.connect, &t.request, &t.idle, &t.body_idle] {
         if d.get_ref().0.is_zero() {
             r.error(d.span(), "a timeout of zero would fail every request", "use a positive duration such as \"2s\"");
         }
@@ -242,6 +242,7 @@ fn pool(s: &Shared, v: PoolView, r: &mut Reporter) -> Option<PoolPlan> {
         shard: v.shard.map(str::to_string),
         endpoints,
         request_timeout: s.spec.timeouts.request.get_ref().0,
+        body_idle: s.spec.timeouts.body_idle.get_ref().0,
         passive: s.passive.clone(),
         retry: s.retry.clone(),
         name,

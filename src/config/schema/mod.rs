@@ -507,12 +507,20 @@ pub struct TimeoutSpec {
     /// An idle pooled upstream connection is closed after this.
     #[serde(default = "d_idle")]
     pub idle: Spanned<Dur>,
+    /// The longest gap between two reads of a response body (nginx's
+    /// proxy_read_timeout): a stalled answer is cut off, and its connection closed.
+    #[serde(default = "d_body_idle")]
+    pub body_idle: Spanned<Dur>,
 }
 
 impl Default for TimeoutSpec {
     fn default() -> Self {
-        TimeoutSpec { connect: d_connect(), request: d_request(), idle: d_idle() }
+        TimeoutSpec { connect: d_connect(), request: d_request(), idle: d_idle(), body_idle: d_body_idle() }
     }
+}
+
+fn d_body_idle() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(60))
 }
 
 /// Active readiness probes.
