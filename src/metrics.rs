@@ -169,6 +169,10 @@ pub struct Global {
     pub admin_refused: AtomicU64,
     /// Upstream response bodies cut off after stalling past `body_idle`.
     pub upstream_stalled: AtomicU64,
+    /// Upgrades (WebSocket and others) forwarded, tunnels open, tunnels closed idle.
+    pub upgrades: AtomicU64,
+    pub tunnels_open: AtomicU64,
+    pub tunnels_idle_closed: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -185,6 +189,9 @@ pub static GLOBAL: Global = Global {
     idle_closed: ZERO,
     admin_refused: ZERO,
     upstream_stalled: ZERO,
+    upgrades: ZERO,
+    tunnels_open: ZERO,
+    tunnels_idle_closed: ZERO,
 };
 
 pub fn count_answer(a: Answer) {

@@ -115,6 +115,23 @@ fn remove_dot_segments(path: &str) -> String {
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade`
+/// with an `Upgrade` field, RFC 9110 section 7.8), read before hop-by-hop
+/// fields are stripped; HTTP/2 has no such upgrade.
+pub fn upgrade(version: Version, h: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = h.get(UPGRADE)?;
+    let asked = h
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asked.then(|| protocol.clone())
+}
+
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // The common case, no hop-by-hop header at all, costs one walk over the names

@@ -68,3 +68,42 @@ async fn http2_prior_knowledge_reaches_an_http1_upstream() {
         assert_eq!(v["headers"]["host"], p.addr.to_string());
     }
 }
+
+#[test]
+fn expect_100_continue_is_answered_without_a_deadlock() {
+    let a = backend("a");
+    let p = Proxy::start(&format!("[limits]\nmax_body_bytes = 100000\n\n{}{}", route_all("app"), service("app", "round_robin", &[&a], "")));
+    let dir = tempfile::tempdir().unwrap();
+    let curl = |size: usize| {
+        let file = dir.path().join(format!("body-{size}"));
+        std::fs::write(&file, "x".repeat(size)).unwrap();
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--expect100-timeout",
+                "20",
+                "--max-time",
+                "30",
+                "-H",
+                "Expect: 100-continue",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["--data-binary", &format!("@{}", file.display())])
+            .arg(format!("http://{}/echo", p.addr))
+            .output()
+            .unwrap();
+        (String::from_utf8_lossy(&out.stdout).to_string(), started.elapsed())
+    };
+    // The body is asked for (100 Continue) and forwarded.
+    let (status, took) = curl(50_000);
+    assert_eq!(status, "200");
+    assert!(took < std::time::Duration::from_secs(10), "curl waited {took:?} for 100 Continue");
+    // Over the limit by its Content-Length: refused at once, the body never asked for.
+    let (status, took) = curl(200_000);
+    assert_eq!(status, "413");
+    assert!(took < std::time::Duration::from_secs(10), "curl waited {took:?}");
+}

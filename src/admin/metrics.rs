@@ -42,7 +42,7 @@ pub fn render(snap: &Snapshot) -> String {
         let _ = writeln!(o, "ringmaster_local_answers_total{{reason=\"{}\"}} {}", a.reason(), g.answers[a as usize].load(Relaxed));
     }
     crate::tls::handshake::render(&mut o);
-    let simple: [(&str, &str, &str, u64); 9] = [
+    let simple: [(&str, &str, &str, u64); 12] = [
         (
             "ringmaster_connections_idle_closed_total",
             "counter",
@@ -81,6 +81,14 @@ pub fn render(snap: &Snapshot) -> String {
             "counter",
             "Upstream response bodies cut off after a gap longer than timeouts.body_idle.",
             g.upstream_stalled.load(Relaxed),
+        ),
+        ("ringmaster_upgrades_total", "counter", "Upgrades (WebSocket and others) switched to a tunnel.", g.upgrades.load(Relaxed)),
+        ("ringmaster_tunnels_open", "gauge", "Upgraded connections open now.", g.tunnels_open.load(Relaxed)),
+        (
+            "ringmaster_tunnels_idle_closed_total",
+            "counter",
+            "Tunnels closed after timeouts.body_idle with no byte either way.",
+            g.tunnels_idle_closed.load(Relaxed),
         ),
     ];
     unlabelled(&mut o, &simple);

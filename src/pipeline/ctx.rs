@@ -55,6 +55,9 @@ pub struct Ctx<'a> {
     pub log: Option<LogHead>,
     /// The endpoint that answered.
     pub endpoint: Option<Arc<Endpoint>>,
+    /// An HTTP/1.1 upgrade the client asked for (its Upgrade value), kept past
+    /// hop-by-hop stripping; boxed, as few requests have one.
+    pub upgrade: Option<Box<HeaderValue>>,
 }
 
 /// The request line and headers an access-log line names.
@@ -77,6 +80,7 @@ impl<'a> Ctx<'a> {
             trusted: false,
             host: None,
             route: None,
+            upgrade: None,
             limit: None,
             log: None,
             endpoint: None,

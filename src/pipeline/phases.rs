@@ -58,6 +58,7 @@ pub fn normalise(cx: &mut Ctx, req: &mut Request<Body>) -> Result<(), Early> {
         Ok(host) => cx.host = host,
         Err(why) => return Err(answer_text(StatusCode::BAD_REQUEST, Answer::BadHost, format!("{why}\n"))),
     }
+    cx.upgrade = crate::normalise::upgrade(req.version(), req.headers()).map(Box::new);
     crate::normalise::strip_hop_by_hop(req.headers_mut());
     Ok(())
 }
@@ -155,7 +156,7 @@ pub async fn rate_limit<'a>(cx: &mut Ctx<'a>, req: &Request<Body>) -> Result<(),
 /// Cache lookup, before forwarding headers (keys and Vary see the client's own):
 /// the cache answers (`Err`), or says what to do with the upstream's answer.
 pub async fn cache_lookup(cx: &mut Ctx<'_>, head: &mut Parts) -> Result<After, Early> {
-    let Some(rc) = &cx.routed().cache else { return Ok(After::Nothing) };
+    let Some(rc) = cx.routed().cache.as_ref().filter(|_| cx.upgrade.is_none()) else { return Ok(After::Nothing) };
     let mut found = flow::lookup(rc, head, cx.conn.proto, cx.host_str().unwrap_or(""), cx.conn.peer.ip());
     if let Lookup::Wait(w) = found {
         // Boxed: only coalesced requests wait, and the hit path keeps a small future.
@@ -193,6 +194,15 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body) ->
     let pool = &service.pools[i];
     let affinity = balance(cx, pool, &head)?;
     forwarding_headers(cx, &mut head);
+    // An upgrade goes on as one: its fields back, and the client's side of it kept for the tunnel.
+    let client_upgrade = match &cx.upgrade {
+        Some(protocol) => {
+            head.headers.insert(http::header::UPGRADE, (**protocol).clone());
+            head.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            head.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        }
+        None => None,
+    };
     let retryable = is_idempotent(&head.method) && body.is_end_stream();
     let l = &cx.snap.limits;
     let req = Request::from_parts(head, body.limit(l.max_body_bytes, (l.body_read_timeout, l.body_min_rate)));
@@ -202,6 +212,9 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body) ->
     // spawns it (twice or more per HTTP/2 stream); boxed, it is built once on the heap.
     let (mut resp, endpoint) = Box::pin(exchange(pool, req, retryable, &affinity, cx.conn.proto == "https")).await;
     cx.endpoint = endpoint;
+    if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
+        crate::upstream::tunnel::spawn(client, hyper::upgrade::on(&mut resp), pool.body_idle);
+    }
     pool.record(resp.status().as_u16(), cx.start.elapsed());
     if let (Some(h), Some(shard)) = (service.shard_header(), &pool.shard) {
         if let Ok(v) = HeaderValue::from_str(shard) {
@@ -241,7 +254,12 @@ async fn exchange(
     match send(pool, req, retryable, affinity).await {
         Ok(f) => {
             let (mut p, b) = f.response.into_parts();
+            let switched = (p.status == StatusCode::SWITCHING_PROTOCOLS).then(|| p.headers.get(http::header::UPGRADE).cloned()).flatten();
             headers::downstream_response(&mut p.headers, p.version);
+            if let Some(protocol) = switched {
+                p.headers.insert(http::header::UPGRADE, protocol);
+                p.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            }
             if f.pin {
                 if let Some(c) = pool
                     .endpoints

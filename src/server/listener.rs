@@ -219,7 +219,7 @@ where
             Ok::<_, Infallible>(pipeline::handle(req.map(Body::stream), &conn.facts, &live.snap).await)
         }
     });
-    let mut c = std::pin::pin!(live.builder.serve_connection(io, svc));
+    let mut c = std::pin::pin!(live.builder.serve_connection_with_upgrades(io, svc));
     let mut streams = Streams::default();
     // On shutdown, finish the requests in flight and close (GOAWAY on HTTP/2).
     let mut stopping = std::pin::pin!(async move { stop.wait_for(|s| *s).await.is_ok() });

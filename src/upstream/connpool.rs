@@ -169,7 +169,8 @@ impl ConnPool {
     async fn new_h1(&self) -> Result<Lease, ConnectError> {
         let io = self.connect().await?;
         let (tx, conn) = http1::Builder::new().handshake(io).await?;
-        self.spawn_conn(conn);
+        // With upgrades: a 101 hands the connection to a tunnel.
+        self.spawn_conn(conn.with_upgrades());
         Ok(Lease::H1 { tx, reused: false })
     }
 

@@ -124,7 +124,9 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                     ep.passive_success();
                 }
                 let (p, incoming) = resp.into_parts();
-                let body = response_body(incoming, pick.guard.keep(super::endpoint::reusable(lease)), pool.body_idle);
+                // After a 101 the connection belongs to the tunnel, never to the pool.
+                let conn = if p.status == http::StatusCode::SWITCHING_PROTOCOLS { None } else { super::endpoint::reusable(lease) };
+                let body = response_body(incoming, pick.guard.keep(conn), pool.body_idle);
                 return Ok(Forwarded { response: Response::from_parts(p, body), endpoint: ep, pin });
             }
             Ok(Err(SendError { error, unsent, reused })) => {

@@ -9,6 +9,7 @@ pub mod health;
 pub mod policy;
 pub mod pool;
 pub mod stream;
+pub mod tunnel;
 
 pub use endpoint::{Endpoint, EndpointKey};
 pub use policy::{Failure, HealthCheck, Passive, Retry, UpstreamProtocol};

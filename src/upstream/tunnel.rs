@@ -1,0 +1,67 @@
+//! A tunnel: after an upgrade (a WebSocket's 101 Switching Protocols), bytes are
+//! copied both ways between the client and the upstream until either side
+//! closes (each half-close passed on) or nothing moves for the idle timeout.
+
+use crate::metrics::GLOBAL;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Joins `client` and `upstream` once both upgrades complete, on a task of its own.
+pub fn spawn(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+    GLOBAL.upgrades.fetch_add(1, Relaxed);
+    tokio::spawn(async move {
+        let (c, u) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        GLOBAL.tunnels_open.fetch_add(1, Relaxed);
+        let (mut cr, mut cw) = tokio::io::split(TokioIo::new(c));
+        let (mut ur, mut uw) = tokio::io::split(TokioIo::new(u));
+        let last = AtomicU64::new(crate::clock::now_ms());
+        let both = async { tokio::join!(pump(&mut cr, &mut uw, &last), pump(&mut ur, &mut cw, &last)) };
+        tokio::select! {
+            _ = both => {}
+            _ = quiet_for(idle, &last) => {
+                GLOBAL.tunnels_idle_closed.fetch_add(1, Relaxed);
+                tracing::debug!(idle_ms = idle.as_millis() as u64, "tunnel idle; closed");
+            }
+        }
+        GLOBAL.tunnels_open.fetch_sub(1, Relaxed);
+    });
+}
+
+/// Copies `from` to `to` until `from` ends (then half-closes `to`) or fails;
+/// each chunk marks `last`.
+async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(from: &mut R, to: &mut W, last: &AtomicU64) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                last.store(crate::clock::now_ms(), Relaxed);
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Ends when nothing moved for `idle`.
+async fn quiet_for(idle: Duration, last: &AtomicU64) {
+    let idle_ms = idle.as_millis() as u64;
+    loop {
+        let since = crate::clock::now_ms().saturating_sub(last.load(Relaxed));
+        if since >= idle_ms {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(idle_ms - since)).await;
+    }
+}
