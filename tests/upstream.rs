@@ -74,3 +74,40 @@ fn http2_to_the_upstream() {
     }
     assert_eq!(ep_metric(&p, "ringmaster_endpoint_connections_opened_total", &a), 1.0);
 }
+
+/// `n` concurrent GETs of `path`; their statuses, sorted.
+fn burst(p: &std::sync::Arc<Proxy>, n: usize, path: &'static str) -> Vec<u16> {
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || p.get(path).status)
+        })
+        .collect();
+    let mut s: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    s.sort();
+    s
+}
+
+#[test]
+fn connections_per_endpoint_are_capped_with_a_queue() {
+    let a = backend("a");
+    let cfg = |queue: &str| {
+        route_all("app")
+            + &service("app", "round_robin", &[&a], &format!("max_connections_per_endpoint = 2\ntimeouts = {{ queue = \"{queue}\" }}"))
+    };
+    // Two connections, four requests of 600 ms, a short queue: two wait past it.
+    let p = std::sync::Arc::new(Proxy::start(&cfg("100ms")));
+    assert_eq!(burst(&p, 4, "/sleep/600"), [200, 200, 503, 503]);
+    assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"endpoint_busy\"}"), 2.0);
+    let pools = p.admin_json("/admin/pools");
+    assert!(pools["pools"][0]["endpoints"][0]["connections_open"].as_u64().unwrap() <= 2, "{pools}");
+    // A queue longer than a request: each waits for a connection to come back.
+    let p = std::sync::Arc::new(Proxy::start(&cfg("3s")));
+    assert_eq!(burst(&p, 4, "/sleep/300"), [200, 200, 200, 200]);
+    // A busy endpoint sends the request to another (nothing was sent, so any method may go).
+    let b = backend("b");
+    let two =
+        route_all("app") + &service("app", "round_robin", &[&a, &b], "max_connections_per_endpoint = 1\ntimeouts = { queue = \"50ms\" }");
+    let p = std::sync::Arc::new(Proxy::start(&two));
+    assert_eq!(burst(&p, 2, "/sleep/400"), [200, 200]);
+}

@@ -34,6 +34,8 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
+    #[error("every connection is in use (max_connections_per_endpoint); waited {0:?}")]
+    Busy(Duration),
 }
 
 impl ConnectError {
@@ -64,6 +66,12 @@ pub struct ConnPool {
     idle: Mutex<Vec<(http1::SendRequest<Body>, u64)>>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     pub stats: Arc<ConnStats>,
+    /// HTTP/1 connections open at most (each holds a permit while it lives); none for no cap.
+    permits: Option<Arc<tokio::sync::Semaphore>>,
+    /// How long a request waits for a connection at the cap.
+    queue_timeout: Duration,
+    /// Woken when a connection goes back to the idle list.
+    released: tokio::sync::Notify,
 }
 
 /// A connection lent to one request.
@@ -102,8 +110,12 @@ impl ConnPool {
         tls: Option<crate::tls::client::Upstream>,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        cap: (usize, Duration),
     ) -> ConnPool {
         ConnPool {
+            permits: (cap.0 > 0).then(|| Arc::new(tokio::sync::Semaphore::new(cap.0))),
+            queue_timeout: cap.1,
+            released: tokio::sync::Notify::new(),
             address: address.to_string(),
             socket: address.parse().ok(),
             protocol,
@@ -138,6 +150,35 @@ impl ConnPool {
     }
 
     async fn lease_h1(&self) -> Result<Lease, ConnectError> {
+        if let Some(l) = self.idle_h1().await {
+            return Ok(l);
+        }
+        let Some(permits) = &self.permits else { return Box::pin(self.new_h1(None)).await };
+        if let Ok(p) = permits.clone().try_acquire_owned() {
+            return Box::pin(self.new_h1(Some(p))).await;
+        }
+        // At the cap: wait for a connection to come back idle, or to close.
+        Box::pin(async {
+            let deadline = tokio::time::Instant::now() + self.queue_timeout;
+            loop {
+                let released = self.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if let Some(l) = self.idle_h1().await {
+                    return Ok(l);
+                }
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => return self.new_h1(p.ok()).await,
+                    _ = released => continue,
+                    _ = tokio::time::sleep_until(deadline) => return Err(ConnectError::Busy(self.queue_timeout)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// An idle connection that is still open and ready, if there is one.
+    async fn idle_h1(&self) -> Option<Lease> {
         let now = clock::now_ms();
         loop {
             let popped = {
@@ -152,25 +193,23 @@ impl ConnPool {
                 self.stats.idle.store(idle.len(), Relaxed);
                 p
             };
-            let Some((mut tx, since)) = popped else { break };
+            let (mut tx, since) = popped?;
             if now.saturating_sub(since) > self.idle_timeout_ms || tx.is_closed() {
                 continue;
             }
             if tx.ready().await.is_ok() {
                 self.stats.reused.fetch_add(1, Relaxed);
-                return Ok(Lease::H1 { tx, reused: true });
+                return Some(Lease::H1 { tx, reused: true });
             }
         }
-        // Connecting is the cold path and its future is large (TCP, TLS, HTTP
-        // handshakes): boxed, so every request's future stays small.
-        Box::pin(self.new_h1()).await
     }
 
-    async fn new_h1(&self) -> Result<Lease, ConnectError> {
+    /// A new connection; `permit` (under a cap) is held while it lives.
+    async fn new_h1(&self, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Result<Lease, ConnectError> {
         let io = self.connect().await?;
         let (tx, conn) = http1::Builder::new().handshake(io).await?;
         // With upgrades: a 101 hands the connection to a tunnel.
-        self.spawn_conn(conn.with_upgrades());
+        self.spawn_conn(conn.with_upgrades(), permit);
         Ok(Lease::H1 { tx, reused: false })
     }
 
@@ -188,7 +227,7 @@ impl ConnPool {
     async fn new_h2(&self) -> Result<Lease, ConnectError> {
         let io = self.connect().await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).handshake(io).await?;
-        self.spawn_conn(conn);
+        self.spawn_conn(conn, None);
         *self.h2.lock().expect("h2 lock") = Some(tx.clone());
         Ok(Lease::H2 { tx })
     }
@@ -218,13 +257,14 @@ impl ConnPool {
         Ok(TokioIo::new(stream))
     }
 
-    fn spawn_conn<F>(&self, conn: F)
+    fn spawn_conn<F>(&self, conn: F, permit: Option<tokio::sync::OwnedSemaphorePermit>)
     where
         F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
         let stats = self.stats.clone();
         stats.open.fetch_add(1, Relaxed);
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
@@ -243,6 +283,8 @@ impl ConnPool {
                 idle.push((tx, clock::now_ms()));
             }
             self.stats.idle.store(idle.len(), Relaxed);
+            drop(idle);
+            self.released.notify_one();
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct EndpointKey {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// HTTP/1 connections open at most (0: no cap), and how long a request waits at the cap.
+    pub max_connections: usize,
+    pub queue_timeout: Duration,
     pub health: Option<HealthCheck>,
     /// TLS towards the endpoint; plain HTTP when absent.
     pub tls: Option<crate::tls::client::Settings>,
@@ -65,7 +68,8 @@ impl Endpoint {
         weight: u32,
         tls: Option<crate::tls::client::Upstream>,
     ) -> Endpoint {
-        let conns = ConnPool::new(&key.address, key.protocol, tls, key.connect_timeout, key.idle_timeout);
+        let cap = (key.max_connections, key.queue_timeout);
+        let conns = ConnPool::new(&key.address, key.protocol, tls, key.connect_timeout, key.idle_timeout, cap);
         let stats = EndpointStats::default();
         stats.probe_healthy.store(true, Relaxed);
         Endpoint { name: name.unwrap_or_else(|| key.address.clone()), address: key.address.clone(), authority, weight, conns, stats, key }

@@ -29,6 +29,8 @@ pub enum ForwardError {
     Timeout { endpoint: String },
     #[error("upstream {endpoint} failed: {source}")]
     Upstream { endpoint: String, source: hyper::Error },
+    #[error("every connection to {endpoint} is in use")]
+    Busy { endpoint: String },
     #[error("{0}")]
     BodyTooLarge(BodyTooLarge),
     #[error("the client sent its request body too slowly")]
@@ -51,6 +53,10 @@ impl ForwardError {
             ForwardError::Timeout { .. } => {
                 tracing::debug!(pool, error = %self, "upstream timeout");
                 answer(StatusCode::GATEWAY_TIMEOUT, Answer::GatewayTimeout, "the upstream did not answer in time\n")
+            }
+            ForwardError::Busy { .. } => {
+                tracing::debug!(pool, error = %self, "endpoint busy");
+                answer(StatusCode::SERVICE_UNAVAILABLE, Answer::EndpointBusy, "every upstream connection is in use; retry shortly\n")
             }
             ForwardError::BodyTooLarge(_) => answer(StatusCode::PAYLOAD_TOO_LARGE, Answer::BodyTooLarge, "request body is too large\n"),
             ForwardError::BodyTooSlow => answer(StatusCode::REQUEST_TIMEOUT, Answer::BodyTimeout, "the request body arrived too slowly\n"),
@@ -102,6 +108,17 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
         };
         let mut lease = match ep.conns.lease().await {
             Ok(l) => l,
+            // At its connection cap: no failure of the endpoint; another may take it.
+            // Nothing was sent, so any method may go on (outside the retry budget).
+            Err(ConnectError::Busy(_)) => {
+                last_err = ForwardError::Busy { endpoint: ep.name.clone() };
+                tried[n_tried] = pick.index;
+                n_tried += 1;
+                if n_tried < tried.len() {
+                    continue;
+                }
+                return Err(last_err);
+            }
             Err(e) => {
                 pool.failed(&ep, if e.is_refused() { Failure::Down } else { Failure::Failed });
                 tracing::debug!(endpoint = %ep.name, error = %e, "connect failed");

@@ -204,6 +204,8 @@ mod tests {
                     protocol: super::super::UpstreamProtocol::Http1,
                     connect_timeout: Duration::from_secs(1),
                     idle_timeout: Duration::from_secs(1),
+                    max_connections: 0,
+                    queue_timeout: Duration::from_secs(1),
                     health: None,
                     tls: None,
                 };

@@ -83,7 +83,7 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
 
 fn timeouts(svc: &ServiceSpec, r: &mut Reporter) {
     let t = &svc.timeouts;
-    for d in [&t.connect, &t.request, &t.idle, &t.body_idle] {
+    for d in [&t.connect, &t.request, &t.idle, &t.queue, &t.body_idle] {
         if d.get_ref().0.is_zero() {
             r.error(d.span(), "a timeout of zero would fail every request", "use a positive duration such as \"2s\"");
         }
@@ -293,6 +293,8 @@ fn endpoints(pool: &str, s: &Shared, eps: &[EndpointSpec], health: Option<&Healt
             protocol: spec.protocol,
             connect_timeout: spec.timeouts.connect.get_ref().0,
             idle_timeout: spec.timeouts.idle.get_ref().0,
+            max_connections: spec.max_connections_per_endpoint,
+            queue_timeout: spec.timeouts.queue.get_ref().0,
             health: health.cloned(),
             tls: s.tls.as_ref().map(|(settings, _)| settings.clone()),
         };

@@ -451,6 +451,10 @@ pub struct ServiceSpec {
     pub cookie: Option<Spanned<CookieSpec>>,
     #[serde(default = "d_http1")]
     pub protocol: UpstreamProtocol,
+    /// HTTP/1 connections open to one endpoint at most (0: no cap); a request
+    /// beyond waits `timeouts.queue`, then tries another endpoint, then gets 503.
+    #[serde(default = "d_max_conns")]
+    pub max_connections_per_endpoint: usize,
     /// TLS to the endpoints (every shard's); plain HTTP when absent.
     #[serde(default)]
     pub tls: Option<Spanned<UpstreamTlsSpec>>,
@@ -507,6 +511,10 @@ pub struct TimeoutSpec {
     /// An idle pooled upstream connection is closed after this.
     #[serde(default = "d_idle")]
     pub idle: Spanned<Dur>,
+    /// How long a request waits for a connection to an endpoint at
+    /// `max_connections_per_endpoint` before it tries another (then 503).
+    #[serde(default = "d_queue")]
+    pub queue: Spanned<Dur>,
     /// The longest gap between two reads of a response body (nginx's
     /// proxy_read_timeout): a stalled answer is cut off, and its connection closed.
     #[serde(default = "d_body_idle")]
@@ -515,10 +523,16 @@ pub struct TimeoutSpec {
 
 impl Default for TimeoutSpec {
     fn default() -> Self {
-        TimeoutSpec { connect: d_connect(), request: d_request(), idle: d_idle(), body_idle: d_body_idle() }
+        TimeoutSpec { connect: d_connect(), request: d_request(), idle: d_idle(), queue: d_queue(), body_idle: d_body_idle() }
     }
 }
 
+fn d_max_conns() -> usize {
+    1024
+}
+fn d_queue() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(1))
+}
 fn d_body_idle() -> Spanned<Dur> {
     Spanned::new(0..0, Dur::secs(60))
 }
