@@ -132,6 +132,16 @@ pub fn upgrade(version: Version, h: &HeaderMap) -> Option<HeaderValue> {
     asked.then(|| protocol.clone())
 }
 
+/// The protocol of an HTTP/2 extended CONNECT (RFC 8441: `:protocol`, for a
+/// WebSocket over one stream).
+pub fn extended_connect<B>(req: &http::Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_2 || req.method() != http::Method::CONNECT {
+        return None;
+    }
+    let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+    HeaderValue::from_str(protocol.as_str()).ok()
+}
+
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // The common case, no hop-by-hop header at all, costs one walk over the names

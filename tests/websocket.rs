@@ -71,3 +71,56 @@ fn an_idle_tunnel_is_closed() {
     assert!(!out.status.success(), "the tunnel outlived its idle timeout: {}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(p.metric("ringmaster_tunnels_idle_closed_total"), 1.0);
 }
+
+/// A WebSocket over one HTTP/2 stream (RFC 8441) with the h2 crate: CONNECT with
+/// `:protocol = websocket`, then one masked text frame; the frame that comes back.
+async fn h2_websocket(addr: std::net::SocketAddr, text: &[u8]) -> (u16, Vec<u8>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    for _ in 0..100 {
+        if client.is_extended_connect_protocol_enabled() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(client.is_extended_connect_protocol_enabled(), "the proxy did not offer SETTINGS_ENABLE_CONNECT_PROTOCOL");
+    let mut req = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{addr}/chat"))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    req.extensions_mut().insert(h2::ext::Protocol::from("websocket"));
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let resp = resp.await.unwrap();
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, Vec::new());
+    }
+    let mask = [7u8, 1, 2, 3];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    send.send_data(frame.into(), false).unwrap();
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while got.len() < 2 + text.len() {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.data()).await.expect("an echo").unwrap().unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    (status, got)
+}
+
+#[test]
+fn a_websocket_over_http2_reaches_an_http1_upstream() {
+    let (_server, echo) = echo_server();
+    let p = proxy(echo, "");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (status, frame) = rt.block_on(h2_websocket(p.addr, b"over h2"));
+    assert_eq!(status, 200);
+    assert_eq!(frame, [&[0x81u8, 7][..], b"over h2"].concat(), "an unmasked text frame echoed");
+    assert_eq!(p.metric("ringmaster_upgrades_total"), 1.0);
+}

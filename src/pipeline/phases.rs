@@ -59,6 +59,12 @@ pub fn normalise(cx: &mut Ctx, req: &mut Request<Body>) -> Result<(), Early> {
         Err(why) => return Err(answer_text(StatusCode::BAD_REQUEST, Answer::BadHost, format!("{why}\n"))),
     }
     cx.upgrade = crate::normalise::upgrade(req.version(), req.headers()).map(Box::new);
+    if let Some(protocol) = crate::normalise::extended_connect(req) {
+        // RFC 8441: a WebSocket over an HTTP/2 stream is routed and forwarded as the
+        // HTTP/1.1 upgrade it stands for.
+        cx.upgrade = Some(Box::new(protocol));
+        *req.method_mut() = http::Method::GET;
+    }
     crate::normalise::strip_hop_by_hop(req.headers_mut());
     Ok(())
 }
@@ -195,10 +201,14 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body) ->
     let affinity = balance(cx, pool, &head)?;
     forwarding_headers(cx, &mut head);
     // An upgrade goes on as one: its fields back, and the client's side of it kept for the tunnel.
+    let over_h2 = head.version == http::Version::HTTP_2;
     let client_upgrade = match &cx.upgrade {
         Some(protocol) => {
             head.headers.insert(http::header::UPGRADE, (**protocol).clone());
             head.headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            if over_h2 {
+                crate::upstream::tunnel::websocket_key(&mut head.headers);
+            }
             head.extensions.remove::<hyper::upgrade::OnUpgrade>()
         }
         None => None,
@@ -214,6 +224,10 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body) ->
     cx.endpoint = endpoint;
     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
         crate::upstream::tunnel::spawn(client, hyper::upgrade::on(&mut resp), pool.body_idle);
+        if over_h2 {
+            // Over HTTP/2 the switch is a 200 to the CONNECT (RFC 8441 section 5).
+            crate::upstream::tunnel::as_h2_answer(&mut resp);
+        }
     }
     pool.record(resp.status().as_u16(), cx.start.elapsed());
     if let (Some(h), Some(shard)) = (service.shard_header(), &pool.shard) {

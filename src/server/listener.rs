@@ -62,7 +62,9 @@ pub fn builder(l: &crate::config::plan::ConnLimits) -> auto::Builder<InPlace> {
         .max_concurrent_streams(l.h2_max_concurrent_streams)
         .max_pending_accept_reset_streams(l.h2_max_reset_streams)
         .max_local_error_reset_streams(l.h2_max_reset_streams.max(1) * 50)
-        .max_header_list_size(max_header_bytes as u32);
+        .max_header_list_size(max_header_bytes as u32)
+        // RFC 8441: WebSocket over HTTP/2 streams (extended CONNECT).
+        .enable_connect_protocol();
     b
 }
 

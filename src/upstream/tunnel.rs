@@ -36,6 +36,32 @@ pub fn spawn(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
     });
 }
 
+/// Adds the Sec-WebSocket-Key an HTTP/1.1 upgrade needs (RFC 6455 section 4.1)
+/// to a WebSocket that arrived over HTTP/2, which has none (RFC 8441).
+pub fn websocket_key(h: &mut http::HeaderMap) {
+    use base64::Engine as _;
+    if !h.contains_key("sec-websocket-key") {
+        let nonce: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+        let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+        if let Ok(v) = http::HeaderValue::from_str(&key) {
+            h.insert("sec-websocket-key", v);
+        }
+    }
+    if !h.contains_key("sec-websocket-version") {
+        h.insert("sec-websocket-version", http::HeaderValue::from_static("13"));
+    }
+}
+
+/// The upstream's 101 as the 200 that accepts an extended CONNECT over HTTP/2
+/// (RFC 8441 section 5): without the fields of the HTTP/1.1 handshake.
+pub fn as_h2_answer<B>(resp: &mut http::Response<B>) {
+    *resp.status_mut() = http::StatusCode::OK;
+    let h = resp.headers_mut();
+    for name in [http::header::UPGRADE, http::header::CONNECTION, http::header::SEC_WEBSOCKET_ACCEPT] {
+        h.remove(name);
+    }
+}
+
 /// Copies `from` to `to` until `from` ends (then half-closes `to`) or fails;
 /// each chunk marks `last`.
 async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(from: &mut R, to: &mut W, last: &AtomicU64) {
