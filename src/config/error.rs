@@ -74,15 +74,7 @@ impl<'a> Reporter<'a> {
 
     /// Records a problem at `span`; `hint` says what to do.
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
-        let (line, col) = position(self.source, span.start);
-        let hint = hint.into();
-        let d = Diagnostic {
-            file: self.file.to_string(),
-            line,
-            col,
-            message: message.into(),
-            hint: if hint.is_empty() { None } else { Some(hint) },
-        };
+        let d = self.diagnostic(span, message.into(), hint.into());
         self.reported += 1;
         if !self.found.contains(&d) {
             self.found.push(d);
@@ -91,18 +83,15 @@ impl<'a> Reporter<'a> {
 
     /// Records a warning at `span`: the config is accepted, and the operator told.
     pub fn warn(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
-        let (line, col) = position(self.source, span.start);
-        let hint = hint.into();
-        let d = Diagnostic {
-            file: self.file.to_string(),
-            line,
-            col,
-            message: message.into(),
-            hint: if hint.is_empty() { None } else { Some(hint) },
-        };
+        let d = self.diagnostic(span, message.into(), hint.into());
         if !self.warnings.contains(&d) {
             self.warnings.push(d);
         }
+    }
+
+    fn diagnostic(&self, span: Range<usize>, message: String, hint: String) -> Diagnostic {
+        let (line, col) = position(self.source, span.start);
+        Diagnostic { file: self.file.to_string(), line, col, message, hint: if hint.is_empty() { None } else { Some(hint) } }
     }
 
     /// A mark to ask [`Reporter::clean_since`] about.
