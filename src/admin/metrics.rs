@@ -93,35 +93,34 @@ pub fn render(snap: &Snapshot) -> String {
     ];
     unlabelled(&mut o, &simple);
     if let Some(r) = &snap.limiter.redis {
-        let rows: [(&str, &str, &str, u64); 4] = [
-            ("ringmaster_rate_limit_store_healthy", "gauge", "1 while the shared (Redis) rate-limit store answers.", r.healthy() as u64),
-            (
-                "ringmaster_rate_limit_store_failures_total",
-                "counter",
-                "Decisions the shared store failed (error or timeout).",
-                r.failures.load(Relaxed),
-            ),
-            (
-                "ringmaster_rate_limit_store_transitions_total",
-                "counter",
-                "Changes between answering and failing.",
-                r.transitions.load(Relaxed),
-            ),
-            (
-                "ringmaster_rate_limit_store_skipped_total",
-                "counter",
-                "Decisions made by the failure mode at once, without asking the store known to be down.",
-                r.skipped.load(Relaxed),
-            ),
-        ];
-        unlabelled(&mut o, &rows);
-        let name = "ringmaster_rate_limit_store_degraded_seconds_total";
-        let _ =
-            writeln!(o, "# HELP {name} Time the shared store was known down.\n# TYPE {name} counter\n{name} {:.3}", r.degraded_seconds());
+        render_redis(&mut o, r);
     }
     render_pools(&mut o, snap);
     render_caches(&mut o, snap);
     o
+}
+
+/// The shared (Redis) rate-limit store: health, failures, transitions, skips, time down.
+fn render_redis(o: &mut String, r: &crate::limit::redis::RedisStore) {
+    let rows: [(&str, &str, &str, u64); 4] = [
+        ("ringmaster_rate_limit_store_healthy", "gauge", "1 while the shared (Redis) rate-limit store answers.", r.healthy() as u64),
+        (
+            "ringmaster_rate_limit_store_failures_total",
+            "counter",
+            "Decisions the shared store failed (error or timeout).",
+            r.failures.load(Relaxed),
+        ),
+        ("ringmaster_rate_limit_store_transitions_total", "counter", "Changes between answering and failing.", r.transitions.load(Relaxed)),
+        (
+            "ringmaster_rate_limit_store_skipped_total",
+            "counter",
+            "Decisions made by the failure mode at once, without asking the store known to be down.",
+            r.skipped.load(Relaxed),
+        ),
+    ];
+    unlabelled(o, &rows);
+    let name = "ringmaster_rate_limit_store_degraded_seconds_total";
+    let _ = writeln!(o, "# HELP {name} Time the shared store was known down.\n# TYPE {name} counter\n{name} {:.3}", r.degraded_seconds());
 }
 
 /// Metrics without labels: (name, kind, help, value).

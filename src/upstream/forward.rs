@@ -76,14 +76,42 @@ pub struct Forwarded {
     pub pin: bool,
 }
 
+/// The endpoints a request has tried, and the retries it has left.
+struct Attempts {
+    tried: [usize; 11],
+    n: usize,
+    retries_left: usize,
+}
+
+impl Attempts {
+    fn tried(&self) -> &[usize] {
+        &self.tried[..self.n]
+    }
+
+    /// Notes endpoint `index` as tried; false when no other may be tried.
+    fn mark(&mut self, index: usize) -> bool {
+        self.tried[self.n] = index;
+        self.n += 1;
+        self.n < self.tried.len()
+    }
+
+    /// After a failure of endpoint `index`: whether a retry elsewhere is allowed
+    /// (attempts left, and the pool's retry budget).
+    fn may_retry(&mut self, pool: &Pool, index: usize) -> bool {
+        if !self.mark(index) || self.retries_left == 0 {
+            return false;
+        }
+        self.retries_left -= 1;
+        pool.try_retry()
+    }
+}
+
 /// Sends `req` to `pool`. `retryable` says whether it may go to another
-/// endpoint after a connect failure (idempotent, no body).
+/// endpoint after a failure (idempotent, no body).
 pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affinity: &Affinity) -> Result<Forwarded, ForwardError> {
     let _in_pool = PoolRequest::new(pool);
-    let mut retries_left = if retryable { pool.retry.attempts as usize } else { 0 };
+    let mut attempts = Attempts { tried: [usize::MAX; 11], n: 0, retries_left: if retryable { pool.retry.attempts as usize } else { 0 } };
     let mut stale_left = 2;
-    let mut tried = [usize::MAX; 11];
-    let mut n_tried = 0;
     let mut last_err = ForwardError::NoEndpoint;
     *req.version_mut() = http::Version::HTTP_11;
     let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -92,30 +120,17 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
     // What a retry after the request was sent needs: its method and headers, kept
     // only where another endpoint could take it, and as one flat buffer (cloning the
     // header map cost about 5% of a small proxied request in reference counts).
-    let spare = (retries_left > 0 && pool.endpoints.len() > 1).then(|| (req.method().clone(), Spare::keep(req.headers())));
+    let spare = (attempts.retries_left > 0 && pool.endpoints.len() > 1).then(|| (req.method().clone(), Spare::keep(req.headers())));
     loop {
-        let Some(pick) = pool.pick(&tried[..n_tried], affinity) else { return Err(last_err) };
-        let pin = pick.pin;
+        let Some(pick) = pool.pick(attempts.tried(), affinity) else { return Err(last_err) };
         let ep = pick.endpoint.clone();
-        // Whether another endpoint may be tried after a failure that sent nothing.
-        let mut may_retry = |tried: &mut [usize; 11], n: &mut usize| {
-            tried[*n] = pick.index;
-            *n += 1;
-            if retries_left == 0 || *n >= tried.len() {
-                return false;
-            }
-            retries_left -= 1;
-            pool.try_retry()
-        };
         let mut lease = match ep.conns.lease().await {
             Ok(l) => l,
             // At its connection cap: no failure of the endpoint; another may take it.
             // Nothing was sent, so any method may go on (outside the retry budget).
             Err(ConnectError::Busy(_)) => {
                 last_err = ForwardError::Busy { endpoint: ep.name.clone() };
-                tried[n_tried] = pick.index;
-                n_tried += 1;
-                if n_tried < tried.len() {
+                if attempts.mark(pick.index) {
                     continue;
                 }
                 return Err(last_err);
@@ -124,7 +139,7 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                 pool.failed(&ep, if e.is_refused() { Failure::Down } else { Failure::Failed });
                 tracing::debug!(endpoint = %ep.name, error = %e, "connect failed");
                 last_err = ForwardError::Connect { endpoint: ep.name.clone(), source: e };
-                if may_retry(&mut tried, &mut n_tried) {
+                if attempts.may_retry(pool, pick.index) {
                     continue;
                 }
                 return Err(last_err);
@@ -145,50 +160,76 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                 // After a 101 the connection belongs to the tunnel, never to the pool.
                 let conn = if p.status == http::StatusCode::SWITCHING_PROTOCOLS { None } else { super::endpoint::reusable(lease) };
                 let body = response_body(incoming, pick.guard.keep(conn), pool.body_idle);
-                return Ok(Forwarded { response: Response::from_parts(p, body), endpoint: ep, pin });
+                return Ok(Forwarded { response: Response::from_parts(p, body), endpoint: ep, pin: pick.pin });
             }
-            Ok(Err(SendError { error, unsent, reused })) => {
-                if let Some(too_large) = body_too_large(&error) {
-                    return Err(ForwardError::BodyTooLarge(too_large));
-                }
-                if body_error_is::<crate::body::BodyTooSlow>(&error) {
-                    return Err(ForwardError::BodyTooSlow);
-                }
-                match unsent {
-                    // Nothing was written to a connection the upstream had closed
-                    // while idle: resending is always safe.
-                    Some(r) if reused && stale_left > 0 => {
-                        stale_left -= 1;
-                        req = r;
-                    }
-                    Some(r) => {
-                        pool.failed(&ep, Failure::Failed);
-                        req = r;
-                        last_err = ForwardError::Upstream { endpoint: ep.name.clone(), source: error };
-                        if !may_retry(&mut tried, &mut n_tried) {
-                            return Err(last_err);
-                        }
-                    }
-                    // Sent, and the connection closed or was reset before the
-                    // response head: an idempotent request goes to another endpoint.
-                    None => {
-                        let reset = was_reset(&error);
-                        pool.failed(&ep, if reset { Failure::Down } else { Failure::Failed });
-                        last_err = ForwardError::Upstream { endpoint: ep.name.clone(), source: error };
-                        match &spare {
-                            Some((method, headers)) if (reset || closed_early(&last_err)) && may_retry(&mut tried, &mut n_tried) => {
-                                req = Request::new(Body::Empty);
-                                *req.method_mut() = method.clone();
-                                *req.headers_mut() = headers.restore();
-                            }
-                            _ => return Err(last_err),
-                        }
-                    }
-                }
+            Ok(Err(failed)) => {
+                let again = Again { pool, ep: &ep, index: pick.index, spare: spare.as_ref() };
+                req = again.after(failed, &mut stale_left, &mut attempts, &mut last_err)?;
             }
             Err(_) => {
                 pool.failed(&ep, Failure::Failed);
                 return Err(ForwardError::Timeout { endpoint: ep.name.clone() });
+            }
+        }
+    }
+}
+
+/// What decides whether a failed send goes again.
+struct Again<'a> {
+    pool: &'a Pool,
+    ep: &'a super::Endpoint,
+    index: usize,
+    spare: Option<&'a (http::Method, Spare)>,
+}
+
+impl Again<'_> {
+    /// The request to send next, or the error to answer with.
+    fn after(
+        &self,
+        SendError { error, unsent, reused }: SendError,
+        stale_left: &mut u32,
+        attempts: &mut Attempts,
+        last_err: &mut ForwardError,
+    ) -> Result<Request<Body>, ForwardError> {
+        if let Some(too_large) = body_too_large(&error) {
+            return Err(ForwardError::BodyTooLarge(too_large));
+        }
+        if body_error_is::<crate::body::BodyTooSlow>(&error) {
+            return Err(ForwardError::BodyTooSlow);
+        }
+        let endpoint = self.ep.name.clone();
+        match unsent {
+            // Nothing was written to a connection the upstream had closed while
+            // idle: resending is always safe (to the same endpoint).
+            Some(r) if reused && *stale_left > 0 => {
+                *stale_left -= 1;
+                Ok(r)
+            }
+            Some(r) => {
+                self.pool.failed(self.ep, Failure::Failed);
+                *last_err = ForwardError::Upstream { endpoint, source: error };
+                if attempts.may_retry(self.pool, self.index) {
+                    Ok(r)
+                } else {
+                    Err(std::mem::replace(last_err, ForwardError::NoEndpoint))
+                }
+            }
+            // Sent, and the connection closed or was reset before the response
+            // head: an idempotent request goes to another endpoint.
+            None => {
+                let reset = was_reset(&error);
+                self.pool.failed(self.ep, if reset { Failure::Down } else { Failure::Failed });
+                let early = reset || error.is_incomplete_message() || error.is_canceled();
+                *last_err = ForwardError::Upstream { endpoint, source: error };
+                match self.spare {
+                    Some((method, headers)) if early && attempts.may_retry(self.pool, self.index) => {
+                        let mut req = Request::new(Body::Empty);
+                        *req.method_mut() = method.clone();
+                        *req.headers_mut() = headers.restore();
+                        Ok(req)
+                    }
+                    _ => Err(std::mem::replace(last_err, ForwardError::NoEndpoint)),
+                }
             }
         }
     }
@@ -260,12 +301,6 @@ fn was_reset(e: &hyper::Error) -> bool {
         src = s.source();
     }
     false
-}
-
-/// Whether the upstream closed the connection before its answer began (not a
-/// malformed answer, which another endpoint would not be asked for).
-fn closed_early(e: &ForwardError) -> bool {
-    matches!(e, ForwardError::Upstream { source, .. } if source.is_incomplete_message() || source.is_canceled())
 }
 
 fn body_too_large(e: &hyper::Error) -> Option<BodyTooLarge> {
