@@ -65,3 +65,32 @@ fn passive_ejection_of_a_failing_replica() {
     assert_eq!(p.metric(&ej), 1.0);
     assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"upstream_error\"}"), 2.0);
 }
+
+#[test]
+fn ejection_is_capped_per_pool_and_5xx_counts_only_when_asked() {
+    // Two replicas that both answer garbage: one is ejected, the other stays (50% of 2).
+    let (g1, g2) = (backend_with("g1", &["--garbage"]), backend_with("g2", &["--garbage"]));
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&g1, &g2], "passive = { consecutive_failures = 1 }")));
+    for _ in 0..6 {
+        p.get("/");
+    }
+    let ejected = ["g1", "g2"].iter().filter(|n| !healthy(&p, n)).count();
+    assert_eq!(ejected, 1, "max_ejection_percent = 50 keeps one of two in");
+    assert!(p.metric("ringmaster_pool_ejections_capped_total{service=\"app\"}") >= 1.0);
+    // A URL that answers 500 does not get a replica ejected by default...
+    let a = backend("a");
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a], "passive = { consecutive_failures = 2 }")));
+    for _ in 0..5 {
+        assert_eq!(p.get("/status/500").status, 500);
+    }
+    assert!(healthy(&p, "a"), "ejected for the client's 5xx URL");
+    // ...and does with on_5xx (a second replica keeps the pool within the cap).
+    let b = backend("b");
+    let p = Proxy::start(
+        &(route_all("app") + &service("app", "round_robin", &[&a, &b], "passive = { consecutive_failures = 2, on_5xx = true }")),
+    );
+    for _ in 0..4 {
+        p.get("/status/500");
+    }
+    assert!(!healthy(&p, "a") || !healthy(&p, "b"), "on_5xx ejects");
+}
