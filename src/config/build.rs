@@ -2,7 +2,7 @@
 //! requests read. This is where state is made or carried over from the previous
 //! snapshot by name: endpoints (health, counters, pooled connections) when their
 //! key is unchanged, pool counters by pool, route counters by route, cache
-//! contents by route, rate-limit counters, the Redis client while its settings
+//! contents by route, fan-outs in flight by service, rate-limit counters, the Redis client while its settings
 //! are unchanged, the access-log writer while its settings are unchanged.
 
 use super::plan::{AdminPlan, ConnLimits, Limits, ListenerOpts, ListenerPlan, Plan, PoolPlan};
@@ -55,6 +55,8 @@ struct Carried<'a> {
     pool_stats: HashMap<String, Arc<PoolStats>>,
     route_stats: HashMap<(&'a str, &'a str), Arc<RouteStats>>,
     caches: HashMap<String, Arc<crate::cache::store::Store>>,
+    /// Each sharded service's fan-out permits and their cap.
+    fan_outs: HashMap<String, (Arc<tokio::sync::Semaphore>, usize)>,
 }
 
 impl<'a> Carried<'a> {
@@ -62,6 +64,9 @@ impl<'a> Carried<'a> {
         let mut c = Carried::default();
         if let Some(old) = old {
             for svc in old.services.values() {
+                if let Some(sh) = &svc.sharding {
+                    c.fan_outs.insert(svc.name.clone(), (sh.fan_out.in_flight.clone(), sh.fan_out.max_in_flight));
+                }
                 for pool in &svc.pools {
                     c.pool_stats.insert(pool.name.clone(), pool.stats.clone());
                     for ep in &pool.endpoints {
@@ -89,7 +94,14 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
         .into_iter()
         .map(|s| {
             let pools = s.pools.into_iter().map(|p| pool(p, &carried, &mut new_endpoints)).collect();
-            Arc::new(Service { name: s.name, pools, sharding: s.sharding })
+            let mut sharding = s.sharding;
+            // Fan-outs in flight keep counting across a reload while the cap is unchanged.
+            if let (Some(new), Some(old)) = (sharding.as_mut(), carried.fan_outs.get(s.name.as_str())) {
+                if new.fan_out.max_in_flight == old.1 {
+                    new.fan_out.in_flight = old.0.clone();
+                }
+            }
+            Arc::new(Service { name: s.name, pools, sharding })
         })
         .collect();
     let routes = plan

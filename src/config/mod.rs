@@ -223,6 +223,20 @@ mod sharded_tests {
     }
 
     #[test]
+    fn fan_outs_in_flight_are_carried_over_a_reload_while_the_cap_is_unchanged() {
+        let cfg = |cap: usize| {
+            format!("[[listeners]]\nname = \"lo\"\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nservice = \"s\"\n[services.s]\nkind = \"sharded\"\nsharder = {{ key = {{ header = \"x-user\" }} }}\nfan_out = {{ max_in_flight = {cap} }}\n[services.s.shards.a]\nendpoints = [{{ address = \"127.0.0.1:1\" }}]\n")
+        };
+        let permits = |snap: &Snapshot| snap.services["s"].sharding.as_ref().unwrap().fan_out.in_flight.clone();
+        let first = build(parse("t.toml", &cfg(4)).unwrap(), None).snapshot;
+        let same = build(parse("t.toml", &cfg(4)).unwrap(), Some(&first)).snapshot;
+        assert!(std::sync::Arc::ptr_eq(&permits(&first), &permits(&same)));
+        let other = build(parse("t.toml", &cfg(8)).unwrap(), Some(&same)).snapshot;
+        assert!(!std::sync::Arc::ptr_eq(&permits(&same), &permits(&other)));
+        assert_eq!(permits(&other).available_permits(), 8);
+    }
+
+    #[test]
     fn affinity_balancer_checks() {
         let e = errors("[services.s]\nkind = \"replicated\"\nhash = { balance_factor = 0.5, fallback = \"all\" }\nendpoints = [{ address = \"127.0.0.1:1\" }]\n");
         assert!(e.contains("has hash settings but its balancer is not `hash`"), "{e}");

@@ -70,8 +70,9 @@ pub struct FanOut {
     pub max_body_bytes: usize,
     /// Largest sum of the answer bodies of one fan-out.
     pub max_total_bytes: usize,
-    /// Fan-outs in flight over the service (its permits).
+    /// Fan-outs in flight over the service (its permits), at most `max_in_flight`.
     pub in_flight: std::sync::Arc<Semaphore>,
+    pub max_in_flight: usize,
     /// How long a fan-out waits for a permit before 503.
     pub queue_timeout: Duration,
 }

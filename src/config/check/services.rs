@@ -207,6 +207,7 @@ fn sharded(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Servi
         max_body_bytes: f.max_body_bytes,
         max_total_bytes: f.max_total_bytes,
         in_flight: Arc::new(tokio::sync::Semaphore::new(*f.max_in_flight.get_ref())),
+        max_in_flight: *f.max_in_flight.get_ref(),
         queue_timeout: f.queue_timeout.0,
     };
     let (sharder, header) = (sharder?, header?);
