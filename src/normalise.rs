@@ -142,13 +142,16 @@ pub fn extended_connect<B>(req: &http::Request<B>) -> Option<HeaderValue> {
     HeaderValue::from_str(protocol.as_str()).ok()
 }
 
+/// Whether `h` has a hop-by-hop field at all. The common case, none, costs one
+/// walk over the names (cheap comparisons of standard names) rather than a
+/// lookup per name.
+pub fn any_hop_by_hop(h: &HeaderMap) -> bool {
+    h.keys().any(|k| k == CONNECTION || k == TE || k == TRANSFER_ENCODING || k == UPGRADE || k == KEEP_ALIVE || k == PROXY_CONNECTION)
+}
+
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // The common case, no hop-by-hop header at all, costs one walk over the names
-    // (cheap comparisons of standard names) rather than a lookup per name.
-    let hop =
-        |k: &HeaderName| k == CONNECTION || k == TE || k == TRANSFER_ENCODING || k == UPGRADE || k == KEEP_ALIVE || k == PROXY_CONNECTION;
-    if !h.keys().any(hop) {
+    if !any_hop_by_hop(h) {
         return;
     }
     if h.contains_key(CONNECTION) {

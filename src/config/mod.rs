@@ -237,6 +237,23 @@ mod sharded_tests {
     }
 
     #[test]
+    fn hardening_settings_are_checked_where_they_are_written() {
+        let e = errors("[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_file = \"/nonexistent/token\"\n");
+        assert!(e.contains("t.toml:7:14: cannot read admin token file /nonexistent/token"), "{e}");
+        let e = errors("[admin]\ntoken = \" \"\n");
+        assert!(e.contains("t.toml:6:9: the admin token is empty"), "{e}");
+        let svc = "[services.s]\nkind = \"replicated\"\nendpoints = [{ address = \"127.0.0.1:1\" }]\n";
+        let e = errors(&format!("{svc}passive = {{ max_ejection_percent = 101 }}\ntimeouts = {{ queue = \"0s\" }}\n"));
+        assert!(e.contains("max_ejection_percent must be between 0 and 100"), "{e}");
+        assert!(e.contains("a timeout of zero would fail every request"), "{e}");
+        let e = errors(&format!("[[routes]]\nservice = \"s\"\ncache = {{ max_variants = 0, targeted_field = \"bad field\" }}\n{svc}"));
+        assert!(e.contains("max_variants must be between 1 and 1024"), "{e}");
+        assert!(e.contains("`bad field` is not a header name"), "{e}");
+        let e = errors("[services.s]\nkind = \"sharded\"\nsharder = { key = \"host\" }\nfan_out = { max_in_flight = 0 }\n[services.s.shards.a]\nendpoints = [{ address = \"127.0.0.1:1\" }]\n");
+        assert!(e.contains("max_in_flight of 0 would refuse every fan-out"), "{e}");
+    }
+
+    #[test]
     fn affinity_balancer_checks() {
         let e = errors("[services.s]\nkind = \"replicated\"\nhash = { balance_factor = 0.5, fallback = \"all\" }\nendpoints = [{ address = \"127.0.0.1:1\" }]\n");
         assert!(e.contains("has hash settings but its balancer is not `hash`"), "{e}");

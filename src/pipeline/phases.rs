@@ -58,14 +58,17 @@ pub fn normalise(cx: &mut Ctx, req: &mut Request<Body>) -> Result<(), Early> {
         Ok(host) => cx.host = host,
         Err(why) => return Err(answer_text(StatusCode::BAD_REQUEST, Answer::BadHost, format!("{why}\n"))),
     }
-    cx.upgrade = crate::normalise::upgrade(req.version(), req.headers()).map(Box::new);
+    // Upgrade is itself hop-by-hop: a request without such fields asks for none.
+    if crate::normalise::any_hop_by_hop(req.headers()) {
+        cx.upgrade = crate::normalise::upgrade(req.version(), req.headers()).map(Box::new);
+        crate::normalise::strip_hop_by_hop(req.headers_mut());
+    }
     if let Some(protocol) = crate::normalise::extended_connect(req) {
         // RFC 8441: a WebSocket over an HTTP/2 stream is routed and forwarded as the
         // HTTP/1.1 upgrade it stands for.
         cx.upgrade = Some(Box::new(protocol));
         *req.method_mut() = http::Method::GET;
     }
-    crate::normalise::strip_hop_by_hop(req.headers_mut());
     Ok(())
 }
 

@@ -44,12 +44,10 @@ pub fn rate_limits(cfg: &Config, r: &mut Reporter) -> Defs {
     defs
 }
 
-fn known(defs: &Defs, n: &Spanned<String>, r: &mut Reporter) -> bool {
-    let found = defs.contains_key(n.get_ref());
-    if !found {
+fn known(defs: &Defs, n: &Spanned<String>, r: &mut Reporter) {
+    if !defs.contains_key(n.get_ref()) {
         r.error(n.span(), format!("rate limit `{}` is not defined", n.get_ref()), "define it in a [rate_limits.NAME] table");
     }
-    found
 }
 
 /// The policy `name` as applied on route `route`. A client's counter is shared
@@ -104,7 +102,7 @@ pub fn credentials(cfg: &Config, defs: &Defs, r: &mut Reporter) -> Option<Option
 
 /// The API keys by digest, each with its tier, owner and own policies.
 fn keys(cfg: &Config, defs: &Defs, r: &mut Reporter) -> Option<HashMap<[u8; 32], Arc<KeyInfo>>> {
-    let mut found = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
     let entries = all(cfg.identity.keys.iter().map(|k| {
         let digest = match (&k.key, &k.sha256) {
             (Some(_), Some(h)) => {
@@ -128,7 +126,7 @@ fn keys(cfg: &Config, defs: &Defs, r: &mut Reporter) -> Option<HashMap<[u8; 32],
             all(names.iter().map(|n| policy(defs, n, "", r, |n| format!("rate limit `{n}` is not defined"))))
         });
         let digest = digest?;
-        if found.insert(digest, ()).is_some() {
+        if !seen.insert(digest) {
             r.error(k.owner.span(), "this API key is listed twice", "list each key once");
         }
         let info = KeyInfo { tier: k.tier.get_ref().clone(), owner: k.owner.get_ref().clone(), overrides: overrides? };

@@ -45,8 +45,10 @@ fn route(cfg: &Config, route: &RouteSpec, name: String, defs: &Defs, id: Option<
         }
     }));
     // A disabled cache is checked too, so enabling it later holds no surprise.
-    let cache = super::optional(route.cache.as_ref(), |c| cache(c.get_ref(), id, r))
-        .map(|c| c.filter(|_| route.cache.as_ref().is_some_and(|c| c.get_ref().enabled)));
+    let cache = match &route.cache {
+        None => Some(None),
+        Some(c) => cache(c.get_ref(), id, r).map(|rules| c.get_ref().enabled.then_some(rules)),
+    };
     if !route.path_prefix.get_ref().starts_with('/') {
         r.error(route.path_prefix.span(), "path_prefix must start with `/`", "for example \"/api/\"");
     }

@@ -109,21 +109,17 @@ fn replicated(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Se
         r.error(sh.span(), format!("replicated service `{n}` has shards"), "set kind = \"sharded\", or list endpoints instead");
     }
     let kind = *svc.balancer.get_ref();
-    if let Some(h) = &svc.hash {
-        if kind != BalancerKind::Hash {
+    // Settings of a balancer the service does not use are a mistake worth naming.
+    let tables = [
+        (svc.hash.as_ref().map(|h| h.span()), BalancerKind::Hash, "hash"),
+        (svc.cookie.as_ref().map(|c| c.span()), BalancerKind::Cookie, "cookie"),
+    ];
+    for (span, wanted, table) in tables {
+        if let Some(span) = span.filter(|_| kind != wanted) {
             r.error(
-                h.span(),
-                format!("service `{n}` has hash settings but its balancer is not `hash`"),
-                "set balancer = \"hash\" or remove the hash table",
-            );
-        }
-    }
-    if let Some(c) = &svc.cookie {
-        if kind != BalancerKind::Cookie {
-            r.error(
-                c.span(),
-                format!("service `{n}` has cookie settings but its balancer is not `cookie`"),
-                "set balancer = \"cookie\" or remove the cookie table",
+                span,
+                format!("service `{n}` has {table} settings but its balancer is not `{table}`"),
+                format!("set balancer = \"{table}\" or remove the {table} table"),
             );
         }
     }
