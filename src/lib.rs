@@ -20,6 +20,7 @@ pub mod identity;
 pub mod jwt;
 pub mod key;
 pub mod limit;
+pub mod memcache;
 pub mod metrics;
 pub mod normalise;
 pub mod pipeline;

@@ -40,6 +40,9 @@ pub struct Snapshot {
     /// How long shutdown waits for requests in flight.
     pub grace_period: std::time::Duration,
     pub access_log: Option<Arc<AccessLog>>,
+    /// memcache services by name, and the listeners of the ambassador.
+    pub memcache: BTreeMap<String, Arc<crate::memcache::Service>>,
+    pub memcache_listeners: Vec<super::plan::McListenerPlan>,
 }
 
 /// A built snapshot, and the endpoints it created (whose probes must start).
@@ -149,7 +152,10 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
             }
         }
     });
+    let memcache = memcache(plan.memcache, old);
     let snapshot = Snapshot {
+        memcache,
+        memcache_listeners: plan.memcache_listeners,
         admin: plan.admin,
         grace_period: plan.grace_period,
         conn: plan.conn,
@@ -204,4 +210,51 @@ fn pool(p: PoolPlan, carried: &Carried, new_endpoints: &mut Vec<Arc<Endpoint>>) 
         passive: p.passive,
         retry: p.retry,
     }
+}
+
+/// The memcache services, keeping from `old` each endpoint (its connections,
+/// health and counters) whose service, address and settings are unchanged, and
+/// the counters of shards and services by name.
+fn memcache(plans: Vec<super::plan::McServicePlan>, old: Option<&Snapshot>) -> BTreeMap<String, Arc<crate::memcache::Service>> {
+    use crate::memcache::{upstream::Endpoint as McEndpoint, Service as McService, Shard};
+    let old_services = old.map(|o| &o.memcache);
+    plans
+        .into_iter()
+        .map(|p| {
+            let before = old_services.and_then(|m| m.get(&p.name));
+            let shards = p
+                .shards
+                .into_iter()
+                .map(|sh| {
+                    let old_shard = before.and_then(|b| b.shards.iter().find(|s| s.name == sh.name));
+                    let replicas = sh
+                        .endpoints
+                        .into_iter()
+                        .map(|(name, addr)| {
+                            let kept = before
+                                .into_iter()
+                                .flat_map(|b| b.endpoints())
+                                .find(|e| e.addr == addr && e.name == name && e.settings == p.settings);
+                            match kept {
+                                Some(e) => e.clone(),
+                                None => Arc::new(McEndpoint::new(name, addr, p.settings.clone(), Default::default())),
+                            }
+                        })
+                        .collect();
+                    Shard::new(sh.name, replicas, old_shard.map(|s| s.stats.clone()).unwrap_or_default())
+                })
+                .collect();
+            let svc = McService {
+                stats: before.map(|b| b.stats.clone()).unwrap_or_default(),
+                name: p.name.clone(),
+                ring: p.ring,
+                tag: p.tag,
+                shards,
+                max_value: p.settings.max_value,
+                policy: p.policy,
+                command_timeout: p.command_timeout,
+            };
+            (p.name, Arc::new(svc))
+        })
+        .collect()
 }

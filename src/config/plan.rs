@@ -84,6 +84,48 @@ pub struct ServicePlan {
     pub sharding: Option<Sharding>,
 }
 
+/// Where a memcache listener accepts clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum McAddr {
+    Tcp(std::net::SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for McAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            McAddr::Tcp(a) => write!(f, "{a}"),
+            McAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A memcache listener: its address and the service its commands go to.
+#[derive(Clone, Debug)]
+pub struct McListenerPlan {
+    pub name: String,
+    pub addr: McAddr,
+    pub service: String,
+}
+
+/// One shard of a memcache service: its endpoints by name and address.
+pub struct McShardPlan {
+    pub name: String,
+    pub endpoints: Vec<(String, std::net::SocketAddr)>,
+}
+
+/// A memcache service before its endpoints exist.
+pub struct McServicePlan {
+    pub name: String,
+    pub ring: crate::ring::Ring,
+    pub tag: Option<[u8; 2]>,
+    pub shards: Vec<McShardPlan>,
+    pub policy: crate::memcache::Policy,
+    pub settings: crate::memcache::upstream::Settings,
+    /// How long a client has to finish a command it began.
+    pub command_timeout: Duration,
+}
+
 /// A route; its cache store and counters come from the build step.
 pub struct RoutePlan {
     pub name: String,
@@ -123,6 +165,8 @@ pub struct Plan {
     pub redis: Option<crate::limit::redis::Settings>,
     pub services: Vec<ServicePlan>,
     pub routes: Vec<RoutePlan>,
+    pub memcache: Vec<McServicePlan>,
+    pub memcache_listeners: Vec<McListenerPlan>,
     pub access_log: Option<crate::accesslog::Settings>,
     /// What is allowed but risky, for `check` to print and the server to log.
     pub warnings: Vec<super::Diagnostic>,

@@ -2,6 +2,7 @@
 //! shutdown around one shared, atomically swapped snapshot.
 
 pub mod listener;
+pub mod memcache;
 pub mod reload;
 pub mod streams;
 pub mod timeouts;
@@ -48,6 +49,8 @@ pub struct Shared {
     pub tasks: tokio_util::task::TaskTracker,
     /// Running listeners, keyed by name and address. Locked only by reloads.
     pub listeners: tokio::sync::Mutex<Vec<(String, ListenerHandle)>>,
+    /// Running memcache listeners. Locked only by reloads.
+    pub memcache_listeners: tokio::sync::Mutex<Vec<memcache::Handle>>,
 }
 
 impl Shared {
@@ -91,6 +94,7 @@ pub fn tls_state(snap: &Snapshot, name: &str) -> Result<Option<Arc<TlsState>>, S
 /// Serves `plan` (read from `path`, which reloads re-read) until a shutdown
 /// signal; `on_ready` is told the bound addresses once every listener is up.
 pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
+    crate::memcache::stats::init();
     for w in &plan.warnings {
         tracing::warn!("config: {w}");
     }
@@ -101,6 +105,12 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         let tcp = listener::bind(l.addr)
             .with_context(|| format!("cannot listen on {} (listener `{}`): is another process using it?", l.addr, l.name))?;
         sockets.push((l.name.clone(), tcp));
+    }
+    let mut mc_sockets = Vec::new();
+    for l in &snap.memcache_listeners {
+        let socket = memcache::bind(&l.addr)
+            .with_context(|| format!("cannot listen on {} (memcache listener `{}`): is another process using it?", l.addr, l.name))?;
+        mc_sockets.push((l.clone(), socket));
     }
     let admin = match snap.admin.as_ref().map(|a| a.addr) {
         Some(addr) => {
@@ -118,6 +128,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         draining: AtomicBool::new(false),
         config_path: path,
         listeners: tokio::sync::Mutex::new(Vec::new()),
+        memcache_listeners: tokio::sync::Mutex::new(Vec::new()),
         tasks: tokio_util::task::TaskTracker::new(),
     });
     for ep in &built.new_endpoints {
@@ -135,6 +146,15 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
             bound.listeners.push((name.clone(), h.addr));
             ls.push((name, h));
         }
+        let mut mls = shared.memcache_listeners.lock().await;
+        for (plan, socket) in mc_sockets {
+            let h = memcache::spawn(plan, socket, shared.clone());
+            tracing::info!(listener = %h.plan.name, addr = %h.bound, "memcache listening");
+            if let crate::config::plan::McAddr::Tcp(a) = h.bound {
+                bound.listeners.push((h.plan.name.clone(), a));
+            }
+            mls.push(h);
+        }
     }
     let admin_task = admin.map(|tcp| {
         bound.admin = tcp.local_addr().ok();
@@ -148,6 +168,9 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
     shared.draining.store(true, Relaxed);
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, draining in-flight requests");
     for (_, h) in shared.listeners.lock().await.drain(..) {
+        h.stop().await;
+    }
+    for h in shared.memcache_listeners.lock().await.drain(..) {
         h.stop().await;
     }
     let _ = begin_shutdown.send(true);

@@ -94,6 +94,7 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
             Err(e) => tracing::error!(listener = %n, addr = %a, error = %e, "cannot listen"),
         }
     }
+    super::memcache::reconcile(shared, &mut *shared.memcache_listeners.lock().await).await;
     for (n, tcp) in bound_now {
         let tls = match super::tls_state(&shared.snapshot(), &n) {
             Ok(t) => t,

@@ -7,6 +7,7 @@
 //! nothing was reported.
 
 mod identity;
+mod memcache;
 mod routes;
 mod services;
 
@@ -29,6 +30,8 @@ pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
     let redis = identity::redis(&cfg, r);
     let prefixes = identity::prefixes(&cfg, r);
     let services = services::services(&cfg, r);
+    let memcache = memcache::services(&cfg, r);
+    let memcache_listeners = memcache::listeners(&cfg, r);
     let routes = routes::routes(&cfg, &defs, credentials.as_ref().and_then(Option::as_ref), r);
     let listener_opts = listener_opts(&cfg, r);
     fallback_all_on_public_listeners(&cfg, r);
@@ -47,6 +50,8 @@ pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
         redis: redis?,
         services: services?,
         routes: routes?,
+        memcache: memcache?,
+        memcache_listeners: memcache_listeners?,
         access_log: cfg.access_log.as_ref().map(|a| crate::accesslog::Settings { format: a.format, path: a.path.clone() }),
         warnings: Vec::new(),
         config: cfg,
@@ -138,9 +143,21 @@ fn listeners(cfg: &Config, r: &mut Reporter) -> Option<Vec<ListenerPlan>> {
     }
     let mut names = HashSet::new();
     let mut addrs = HashSet::new();
-    all(cfg.listeners.iter().map(|l| {
+    let plans = all(cfg.listeners.iter().map(|l| {
         if !names.insert(l.name.get_ref().clone()) {
             r.error(l.name.span(), format!("listener name `{}` is used twice", l.name.get_ref()), "give each listener its own name");
+        }
+        if *l.protocol.get_ref() == ListenerProtocol::Memcache {
+            // Checked by `memcache`; its TCP address is still taken.
+            if let Ok(a) = l.listen.get_ref().parse::<SocketAddr>() {
+                if !addrs.insert(a) {
+                    r.error(l.listen.span(), format!("address {a} is used by two listeners"), "give each listener its own address");
+                }
+            }
+            return Some(None);
+        }
+        if let Some(s) = &l.service {
+            r.error(s.span(), "only memcache listeners name a service", "HTTP listeners reach services through [[routes]]");
         }
         let tls = listener_tls(l, r);
         let addr = socket_addr(&l.listen, "listen address", r);
@@ -149,8 +166,9 @@ fn listeners(cfg: &Config, r: &mut Reporter) -> Option<Vec<ListenerPlan>> {
                 r.error(l.listen.span(), format!("address {a} is used by two listeners"), "give each listener its own address");
             }
         }
-        Some(ListenerPlan { name: l.name.get_ref().clone(), addr: addr?, tls: tls? })
-    }))
+        Some(Some(ListenerPlan { name: l.name.get_ref().clone(), addr: addr?, tls: tls? }))
+    }))?;
+    Some(plans.into_iter().flatten().collect())
 }
 
 /// An https listener's certificates, read and checked; `Some(None)` for plain HTTP.
@@ -178,7 +196,8 @@ fn listener_tls(l: &ListenerSpec, r: &mut Reporter) -> Option<Option<(crate::tls
                 }
             }
         }
-        (ListenerProtocol::Http, None) => Some(None),
+        (ListenerProtocol::Http | ListenerProtocol::Memcache, None) => Some(None),
+        (ListenerProtocol::Memcache, Some(_)) => None,
     }
 }
 

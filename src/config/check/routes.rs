@@ -80,7 +80,18 @@ fn route(cfg: &Config, route: &RouteSpec, name: String, defs: &Defs, id: Option<
 /// The route's service: its index among the services, its name and its table.
 fn service<'a>(cfg: &'a Config, route: &RouteSpec, r: &mut Reporter) -> Option<(usize, &'a str, &'a ServiceSpec)> {
     let svc = route.service.get_ref();
-    let Some((i, (name, spec))) = cfg.services.iter().enumerate().find(|(_, (k, _))| k.get_ref() == svc) else {
+    // Indexes count the HTTP services only, as the plan lists them.
+    let http = cfg.services.iter().filter(|(_, s)| !super::memcache::is_memcache(s));
+    if let Some((_, spec)) = cfg.services.iter().find(|(k, s)| k.get_ref() == svc && super::memcache::is_memcache(s)) {
+        r.error(
+            route.service.span(),
+            format!("route sends HTTP to `{svc}`, a memcache service"),
+            "memcache services are reached through a listener with protocol = \"memcache\" and service = \"NAME\"",
+        );
+        let _ = spec;
+        return None;
+    }
+    let Some((i, (name, spec))) = http.enumerate().find(|(_, (k, _))| k.get_ref() == svc) else {
         let known: Vec<&str> = cfg.services.keys().map(|k| k.get_ref().as_str()).collect();
         r.error(
             route.service.span(),

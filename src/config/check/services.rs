@@ -13,8 +13,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use toml::Spanned;
 
+/// The HTTP services (memcache services are checked by `memcache`).
 pub fn services(cfg: &Config, r: &mut Reporter) -> Option<Vec<ServicePlan>> {
-    all(cfg.services.iter().map(|(name, svc)| service(name, svc, r)))
+    all(cfg.services.iter().filter(|(_, s)| !super::memcache::is_memcache(s)).map(|(name, svc)| service(name, svc, r)))
+}
+
+/// The upstream protocol of an HTTP service.
+fn http_protocol(svc: &ServiceSpec) -> crate::upstream::UpstreamProtocol {
+    match svc.protocol.get_ref() {
+        crate::config::schema::ServiceProtocol::Http2 => crate::upstream::UpstreamProtocol::Http2,
+        _ => crate::upstream::UpstreamProtocol::Http1,
+    }
 }
 
 /// What every pool of a service shares.
@@ -287,7 +296,7 @@ fn endpoints(pool: &str, s: &Shared, eps: &[EndpointSpec], health: Option<&Healt
         let key = EndpointKey {
             service: pool.to_string(),
             address: address.clone(),
-            protocol: spec.protocol,
+            protocol: http_protocol(spec),
             connect_timeout: spec.timeouts.connect.get_ref().0,
             idle_timeout: spec.timeouts.idle.get_ref().0,
             max_connections: spec.max_connections_per_endpoint,
@@ -333,7 +342,7 @@ fn upstream_tls(
     let spec = t.get_ref();
     let s = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.get_ref().clone());
     let settings = crate::tls::client::Settings { ca: s(&spec.ca), sni: s(&spec.sni), cert: s(&spec.cert), key: s(&spec.key) };
-    let http2 = svc.protocol == crate::upstream::UpstreamProtocol::Http2;
+    let http2 = http_protocol(svc) == crate::upstream::UpstreamProtocol::Http2;
     match crate::tls::client::client_config(&settings, http2) {
         Ok(c) => Some((settings, c)),
         Err(why) => {

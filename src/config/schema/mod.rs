@@ -5,9 +5,11 @@
 
 mod cache;
 mod identity;
+mod memcache;
 
 pub use cache::*;
 pub use identity::*;
+pub use memcache::*;
 
 use super::duration::Dur;
 pub use crate::accesslog::LogFormat;
@@ -172,6 +174,8 @@ pub enum ListenerProtocol {
     Http,
     /// TLS terminated here (see `tls`).
     Https,
+    /// The ambassador: memcached's text and meta protocols, to a memcache service.
+    Memcache,
 }
 
 /// A certificate and its key, in PEM files, and the SNI names it serves.
@@ -263,6 +267,9 @@ pub struct ListenerSpec {
     /// Merge repeated slashes in the path before routing; on by default.
     #[serde(default = "d_true")]
     pub merge_slashes: bool,
+    /// memcache listeners: the (memcache) service every command goes to.
+    #[serde(default)]
+    pub service: Option<Spanned<String>>,
 }
 
 /// A match on host, path prefix and method that leads to a service.
@@ -450,7 +457,10 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub cookie: Option<Spanned<CookieSpec>>,
     #[serde(default = "d_http1")]
-    pub protocol: UpstreamProtocol,
+    pub protocol: Spanned<ServiceProtocol>,
+    /// memcache services: replication, failure handling and limits.
+    #[serde(default)]
+    pub memcache: MemcacheSpec,
     /// HTTP/1 connections open to one endpoint at most (0: no cap); a request
     /// beyond waits `timeouts.queue`, then tries another endpoint, then gets 503.
     #[serde(default = "d_max_conns")]
@@ -691,8 +701,8 @@ fn d_cookie_name() -> Spanned<String> {
 fn d_cookie_path() -> String {
     "/".into()
 }
-fn d_http1() -> UpstreamProtocol {
-    UpstreamProtocol::Http1
+fn d_http1() -> Spanned<ServiceProtocol> {
+    Spanned::new(0..0, ServiceProtocol::Http1)
 }
 fn d_weight() -> Spanned<u32> {
     Spanned::new(0..0, 1)

@@ -1,0 +1,96 @@
+//! The config of memcache services: what `[services.NAME.memcache]` holds,
+//! with nutcracker's names where nutcracker has the setting.
+
+use crate::config::duration::Dur;
+pub use crate::memcache::{Reads, Writes};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// What a service's endpoints speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceProtocol {
+    Http1,
+    Http2,
+    /// memcached's protocol: a service for memcache listeners.
+    Memcache,
+}
+
+/// Replication, failure handling and limits of a memcache service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemcacheSpec {
+    /// Connections from the ambassador to each endpoint, shared by all clients (nutcracker's `server_connections`).
+    #[serde(default = "d_one")]
+    pub server_connections: Spanned<usize>,
+    /// Failures in a row that eject an endpoint (nutcracker's `server_failure_limit`); 0 never ejects.
+    #[serde(default = "d_failure_limit")]
+    pub server_failure_limit: u32,
+    /// How long an ejected endpoint is left alone before it is tried again (nutcracker's `server_retry_timeout`).
+    #[serde(default = "d_retry_timeout")]
+    pub server_retry_timeout: Spanned<Dur>,
+    /// A shard whose endpoints are all ejected leaves the ring until one is back,
+    /// its keys placed on the next shard (nutcracker's `auto_eject_hosts`).
+    #[serde(default)]
+    pub auto_eject_hosts: bool,
+    /// Which replica answers a write: `first`, `all` or `majority`.
+    #[serde(default = "d_writes")]
+    pub writes: Writes,
+    /// Where reads go first: `round_robin` or `local_first` (the first listed endpoint).
+    #[serde(default = "d_reads")]
+    pub reads: Reads,
+    /// Ask the next replica when one misses.
+    #[serde(default)]
+    pub miss_failover: bool,
+    /// Largest value stored or read (memcached's `-I`).
+    #[serde(default = "d_max_value")]
+    pub max_value_bytes: Spanned<usize>,
+    /// Keys in one get at most.
+    #[serde(default = "d_max_keys")]
+    pub max_keys_per_get: Spanned<usize>,
+    /// How long a client has to finish a command it began.
+    #[serde(default = "d_command_timeout")]
+    pub command_timeout: Spanned<Dur>,
+}
+
+impl Default for MemcacheSpec {
+    fn default() -> Self {
+        MemcacheSpec {
+            server_connections: d_one(),
+            server_failure_limit: d_failure_limit(),
+            server_retry_timeout: d_retry_timeout(),
+            auto_eject_hosts: false,
+            writes: d_writes(),
+            reads: d_reads(),
+            miss_failover: false,
+            max_value_bytes: d_max_value(),
+            max_keys_per_get: d_max_keys(),
+            command_timeout: d_command_timeout(),
+        }
+    }
+}
+
+fn d_one() -> Spanned<usize> {
+    Spanned::new(0..0, 1)
+}
+fn d_failure_limit() -> u32 {
+    2
+}
+fn d_retry_timeout() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(30))
+}
+fn d_writes() -> Writes {
+    Writes::First
+}
+fn d_reads() -> Reads {
+    Reads::RoundRobin
+}
+fn d_max_value() -> Spanned<usize> {
+    Spanned::new(0..0, 1024 * 1024)
+}
+fn d_max_keys() -> Spanned<usize> {
+    Spanned::new(0..0, 1024)
+}
+fn d_command_timeout() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(10))
+}

@@ -1,0 +1,301 @@
+//! Target, balance and forward for one memcache command: the key's shard, the
+//! replica or replicas, and the answer the client gets. Reads go to one
+//! replica and fail over; writes go to every replica and answer by the write
+//! policy; a `cas` goes to the replica a `gets` reads from and, once it stored,
+//! the value is set on the others; a multi-key get is split by shard and its
+//! answers put back in the client's key order.
+
+use super::reply::{is_miss, is_server_error, Expect};
+use super::request::{Command, Verb};
+use super::service::{Service, Writes};
+use super::upstream::{Answer, Failure};
+use bytes::{Bytes, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An answer still to come.
+pub type Later = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+/// What a command gets.
+pub enum Reply {
+    /// Answered at once (nothing, for a quiet command).
+    Now(Option<Bytes>),
+    Later(Later),
+    /// The client said `quit`: close after the answers before it.
+    Quit,
+}
+
+fn text(s: &'static str) -> Option<Bytes> {
+    Some(Bytes::from_static(s.as_bytes()))
+}
+
+/// Sends `cmd` where it belongs; `lane` is the client's connection lane.
+pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
+    svc.stats.count(cmd.verb.name());
+    match cmd.verb {
+        Verb::Quit => Reply::Quit,
+        Verb::Version => Reply::Now(Some(Bytes::from(format!("VERSION ringmaster-{}\r\n", env!("CARGO_PKG_VERSION"))))),
+        Verb::Verbosity => Reply::Now(if cmd.quiet { None } else { text("OK\r\n") }),
+        Verb::MetaNoop => Reply::Now(text("MN\r\n")),
+        Verb::Stats => Reply::Now(Some(super::stats::answer(svc, &cmd))),
+        Verb::FlushAll => Reply::Later(Box::pin(flush_all(svc.clone(), cmd, lane))),
+        Verb::Get { .. } => match group(svc, &cmd) {
+            Err(answer) => Reply::Now(answer),
+            Ok(g) if g.groups.len() == 1 => {
+                let (svc, shard) = (svc.clone(), g.groups[0].0);
+                let pinned = matches!(cmd.verb, Verb::Get { cas: true, .. });
+                Reply::Later(Box::pin(async move { Some(answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, pinned).await)) }))
+            }
+            Ok(groups) => Reply::Later(Box::pin(multi_get(svc.clone(), cmd, groups, lane))),
+        },
+        Verb::MetaGet | Verb::MetaDebug => {
+            let (svc, shard) = (svc.clone(), svc.shard_of(&cmd.key()));
+            // A get that asks for the cas value reads where a later cas goes.
+            let pinned = cmd.tokens[2..].iter().any(|t| &cmd.raw[t.clone()] == b"c");
+            Reply::Later(Box::pin(async move {
+                let a = answer(read(&svc, shard, cmd.wire.clone(), Expect::Meta, lane, pinned).await);
+                quiet(&cmd, a)
+            }))
+        }
+        _ => {
+            let (svc, shard) = (svc.clone(), svc.shard_of(&cmd.key()));
+            let expect = if matches!(cmd.verb, Verb::MetaSet | Verb::MetaDelete | Verb::MetaArith) { Expect::Meta } else { Expect::Line };
+            Reply::Later(Box::pin(async move {
+                let a = match &cmd.as_set {
+                    Some(set) => cas(&svc, shard, &cmd.wire, set, lane).await,
+                    None => write(&svc, shard, &cmd.wire, expect, lane).await,
+                };
+                quiet(&cmd, answer(a))
+            }))
+        }
+    }
+}
+
+/// The client's answer for a server's answer or failure.
+fn answer(a: Result<Bytes, Failure>) -> Bytes {
+    a.unwrap_or_else(|f| Bytes::from_static(f.answer().as_bytes()))
+}
+
+/// A quiet command's nominal answer is dropped, as memcached drops it: every
+/// answer of a text `noreply`; `EN` of mg; `HD` of ms and md; success of ma.
+fn quiet(cmd: &Command, a: Bytes) -> Option<Bytes> {
+    if !cmd.quiet {
+        return Some(a);
+    }
+    let code = &a[..a.len().min(2)];
+    let nominal = match cmd.verb {
+        Verb::MetaGet => code == b"EN",
+        Verb::MetaSet | Verb::MetaDelete => code == b"HD",
+        Verb::MetaArith => code == b"HD" || code == b"VA",
+        Verb::MetaDebug => false,
+        _ => true,
+    };
+    (!nominal).then_some(a)
+}
+
+/// Waits for an answer; a vanished connection is a closed one.
+async fn arrive(a: Answer) -> Result<Bytes, Failure> {
+    a.await.unwrap_or(Err(Failure::Closed))
+}
+
+/// A read from one replica of `shard`, failing over to the next on a failure
+/// (and on a miss, with `miss_failover`). `pinned` starts at the first replica.
+async fn read(svc: &Service, shard: usize, wire: Bytes, expect: Expect, lane: usize, pinned: bool) -> Result<Bytes, Failure> {
+    let sh = &svc.shards[shard];
+    let started = Instant::now();
+    sh.stats.requests.fetch_add(1, Relaxed);
+    let n = sh.replicas.len();
+    let start = sh.read_start(svc.policy.reads, pinned);
+    let mut last = Err(Failure::Ejected);
+    for i in 0..n {
+        let ep = &sh.replicas[(start + i) % n];
+        if i > 0 && ep.available() {
+            sh.stats.failovers.fetch_add(1, Relaxed);
+        }
+        match arrive(ep.send(lane, wire.clone(), expect)).await {
+            Ok(a) if is_server_error(&a) => last = Ok(a),
+            Ok(a) if is_miss(&a) && svc.policy.miss_failover && i + 1 < n => last = Ok(a),
+            Ok(a) => {
+                last = Ok(a);
+                break;
+            }
+            Err(f) if last.is_err() => last = Err(f),
+            Err(_) => {}
+        }
+    }
+    sh.stats.latency.observe(started.elapsed());
+    match &last {
+        Ok(a) if is_miss(a) => sh.stats.misses.fetch_add(1, Relaxed),
+        Ok(a) if !is_server_error(a) => sh.stats.hits.fetch_add(1, Relaxed),
+        _ => sh.stats.errors.fetch_add(1, Relaxed),
+    };
+    last
+}
+
+/// Whether an answer means the replica did its part.
+fn done(a: &Result<Bytes, Failure>) -> bool {
+    matches!(a, Ok(b) if !is_server_error(b))
+}
+
+/// A write to every replica of `shard`, answered by the write policy.
+async fn write(svc: &Service, shard: usize, wire: &Bytes, expect: Expect, lane: usize) -> Result<Bytes, Failure> {
+    let sh = &svc.shards[shard];
+    let started = Instant::now();
+    sh.stats.requests.fetch_add(1, Relaxed);
+    let sent: Vec<Answer> = sh.replicas.iter().map(|ep| ep.send(lane, wire.clone(), expect)).collect();
+    let n = sent.len();
+    let need = match svc.policy.writes {
+        Writes::First => 1,
+        Writes::All => n,
+        Writes::Majority => n / 2 + 1,
+    };
+    let (mut ok, mut first_ok, mut first_bad) = (0, None, None);
+    for (i, a) in sent.into_iter().enumerate() {
+        let a = arrive(a).await;
+        if done(&a) {
+            ok += 1;
+            first_ok.get_or_insert(a);
+        } else {
+            first_bad.get_or_insert(a);
+        }
+        // Stop waiting once the policy is met, or can no longer be.
+        if ok >= need || ok + (n - i - 1) < need {
+            break;
+        }
+    }
+    sh.stats.latency.observe(started.elapsed());
+    let result = if ok >= need { first_ok } else { first_bad.or(first_ok) };
+    let result = result.unwrap_or(Err(Failure::Ejected));
+    if !done(&result) {
+        sh.stats.errors.fetch_add(1, Relaxed);
+    }
+    result
+}
+
+/// A `cas` on the first available replica (the one a `gets` reads); once it
+/// stored, the value is set on the other replicas, so they stay alike.
+async fn cas(svc: &Service, shard: usize, wire: &Bytes, set: &Bytes, lane: usize) -> Result<Bytes, Failure> {
+    let sh = &svc.shards[shard];
+    sh.stats.requests.fetch_add(1, Relaxed);
+    let Some(first) = sh.replicas.iter().position(|e| e.available()).or((!sh.replicas.is_empty()).then_some(0)) else {
+        return Err(Failure::Ejected);
+    };
+    let a = arrive(sh.replicas[first].send(lane, wire.clone(), Expect::Line)).await;
+    if matches!(&a, Ok(b) if &b[..] == b"STORED\r\n") {
+        for (i, ep) in sh.replicas.iter().enumerate() {
+            if i != first {
+                drop(ep.send(lane, set.clone(), Expect::Line));
+            }
+        }
+    }
+    if !done(&a) {
+        sh.stats.errors.fetch_add(1, Relaxed);
+    }
+    a
+}
+
+/// flush_all on every endpoint of every shard: `OK` when all said so.
+async fn flush_all(svc: Arc<Service>, cmd: Box<Command>, lane: usize) -> Option<Bytes> {
+    let sent: Vec<Answer> = svc.endpoints().map(|ep| ep.send(lane, cmd.wire.clone(), Expect::Line)).collect();
+    let mut result = Bytes::from_static(b"OK\r\n");
+    for a in sent {
+        let a = answer(arrive(a).await);
+        if &a[..] != b"OK\r\n" && &result[..] == b"OK\r\n" {
+            result = a;
+        }
+    }
+    quiet(&cmd, result)
+}
+
+/// The keys of a get grouped by shard: each group's shard and keys (token
+/// indexes, in the client's order), and each key's group.
+struct Groups {
+    groups: Vec<(usize, Vec<usize>)>,
+    of_key: Vec<usize>,
+}
+
+fn group(svc: &Service, cmd: &Command) -> Result<Groups, Option<Bytes>> {
+    let keys = cmd.get_keys();
+    if keys.len() > svc.policy.max_keys {
+        svc.stats.refused.fetch_add(1, Relaxed);
+        return Err(text("CLIENT_ERROR too many keys in one get\r\n"));
+    }
+    let mut g = Groups { groups: Vec::new(), of_key: Vec::with_capacity(keys.len()) };
+    for k in keys {
+        let shard = svc.shard_of(cmd.token(k));
+        let i = match g.groups.iter().position(|(s, _)| *s == shard) {
+            Some(i) => i,
+            None => {
+                g.groups.push((shard, Vec::new()));
+                g.groups.len() - 1
+            }
+        };
+        g.groups[i].1.push(k);
+        g.of_key.push(i);
+    }
+    Ok(g)
+}
+
+/// A get over several shards: one get per shard at once, the values put back
+/// in the client's key order. A shard that fails fails the whole get (its
+/// keys are neither hits nor misses).
+async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, lane: usize) -> Option<Bytes> {
+    let pinned = matches!(cmd.verb, Verb::Get { cas: true, .. });
+    let reads = groups.groups.iter().map(|(shard, keys)| {
+        let mut line = BytesMut::with_capacity(64);
+        line.extend_from_slice(cmd.token(0));
+        if let Verb::Get { touch: true, .. } = cmd.verb {
+            line.extend_from_slice(b" ");
+            line.extend_from_slice(cmd.token(1));
+        }
+        for &k in keys {
+            line.extend_from_slice(b" ");
+            line.extend_from_slice(cmd.token(k));
+        }
+        line.extend_from_slice(b"\r\n");
+        read(&svc, *shard, line.freeze(), Expect::Values, lane, pinned)
+    });
+    let answers = futures_util::future::join_all(reads).await;
+    let mut values = Vec::with_capacity(answers.len());
+    for a in answers {
+        match a {
+            Ok(b) if b.ends_with(b"END\r\n") => values.push(split_values(&b)),
+            other => return Some(answer(other)),
+        }
+    }
+    let mut out = BytesMut::new();
+    let mut cursor = vec![0usize; groups.groups.len()];
+    for (i, k) in cmd.get_keys().enumerate() {
+        let key = cmd.token(k);
+        let g = groups.of_key[i];
+        if let Some((vkey, block)) = values[g].get(cursor[g]) {
+            if &vkey[..] == key {
+                out.extend_from_slice(block);
+                cursor[g] += 1;
+            }
+        }
+    }
+    out.extend_from_slice(b"END\r\n");
+    Some(out.freeze())
+}
+
+/// The `VALUE` blocks of a framed get answer: each key and its whole block.
+fn split_values(b: &Bytes) -> Vec<(Bytes, Bytes)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while b[at..].starts_with(b"VALUE ") {
+        let nl = at + b[at..].iter().position(|&c| c == b'\n').expect("framed");
+        let line = &b[at..nl - 1];
+        let mut parts = line.split(|&c| c == b' ');
+        let key = parts.nth(1).unwrap_or_default();
+        let size: usize = parts.nth(1).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()).unwrap_or(0);
+        let key_at = at + 6;
+        let end = nl + 1 + size + 2;
+        out.push((b.slice(key_at..key_at + key.len()), b.slice(at..end)));
+        at = end;
+    }
+    out
+}

@@ -1,0 +1,18 @@
+//! The ambassador: the `memcache` listener. Clients speak memcached's text and
+//! meta protocols to it; it shards their keys over a service's shards by the
+//! ring, replicates writes over each shard's endpoints, fails reads over, and
+//! answers in order over few pipelined server connections.
+//!
+//! Its own phases: parse (`request`), target and balance and forward
+//! (`dispatch` over `service` and `upstream`), respond (`client`, in order),
+//! and the counters (`stats`). Server answers are framed by `reply`.
+
+pub mod client;
+pub mod dispatch;
+pub mod reply;
+pub mod request;
+pub mod service;
+pub mod stats;
+pub mod upstream;
+
+pub use service::{Policy, Reads, Service, Shard, Writes};

@@ -1,0 +1,139 @@
+//! A memcache service as the ambassador runs it: the ring over its shards,
+//! each shard a pool of replicated memcached endpoints, and the policies that
+//! say how writes are replicated and reads fail over. Immutable; a reload
+//! builds a new one that keeps the endpoints (with their connections and
+//! health) whose address and settings are unchanged.
+
+use super::upstream::Endpoint;
+use crate::hash::hash_tag;
+use crate::ring::Ring;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Which answers a replicated write waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Writes {
+    /// The first replica that answers in order (the next one's if it failed).
+    First,
+    /// Every replica must answer; any failure is the client's answer.
+    All,
+    /// More than half of the replicas must answer.
+    Majority,
+}
+
+/// Which replica a read goes to first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reads {
+    /// Replicas in turn.
+    RoundRobin,
+    /// The first listed replica (the local one), the others when it fails.
+    LocalFirst,
+}
+
+/// How a service's commands are spread and replicated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub writes: Writes,
+    pub reads: Reads,
+    /// A miss on one replica is asked of the next.
+    pub miss_failover: bool,
+    /// A shard whose endpoints are all ejected leaves the ring for the time
+    /// (its keys go to the next shard), as nutcracker's `auto_eject_hosts`.
+    pub auto_eject: bool,
+    /// Keys per get at most.
+    pub max_keys: usize,
+}
+
+/// Counters of one shard, carried over a reload by service and shard name.
+#[derive(Default)]
+pub struct ShardStats {
+    pub requests: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub errors: AtomicU64,
+    pub failovers: AtomicU64,
+    pub latency: crate::metrics::Histogram,
+}
+
+/// One shard: replicas holding the same keys.
+pub struct Shard {
+    pub name: String,
+    pub replicas: Vec<Arc<Endpoint>>,
+    pub stats: Arc<ShardStats>,
+    next: AtomicUsize,
+}
+
+impl Shard {
+    pub fn new(name: String, replicas: Vec<Arc<Endpoint>>, stats: Arc<ShardStats>) -> Shard {
+        Shard { name, replicas, stats, next: AtomicUsize::new(0) }
+    }
+
+    /// Whether any replica takes commands now.
+    pub fn available(&self) -> bool {
+        self.replicas.iter().any(|e| e.available())
+    }
+
+    /// The replica a read starts at: the first available one for reads that
+    /// must meet the replica a later `cas` goes to, else by the read policy.
+    pub fn read_start(&self, reads: Reads, pinned: bool) -> usize {
+        if pinned || reads == Reads::LocalFirst || self.replicas.len() < 2 {
+            return 0;
+        }
+        self.next.fetch_add(1, Relaxed) % self.replicas.len()
+    }
+}
+
+/// Commands by kind, and what the ambassador refused, per service.
+#[derive(Default)]
+pub struct ServiceStats {
+    pub commands: [AtomicU64; COMMANDS.len()],
+    pub refused: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// The command kinds counted (`Verb::name`).
+pub const COMMANDS: [&str; 16] =
+    ["get", "store", "delete", "arith", "touch", "flush_all", "version", "verbosity", "quit", "stats", "mg", "ms", "md", "ma", "me", "mn"];
+
+impl ServiceStats {
+    pub fn count(&self, verb: &str) {
+        if let Some(i) = COMMANDS.iter().position(|c| *c == verb) {
+            self.commands[i].fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// A memcache service.
+pub struct Service {
+    pub name: String,
+    pub ring: Ring,
+    pub tag: Option<[u8; 2]>,
+    pub shards: Vec<Shard>,
+    pub policy: Policy,
+    pub max_value: usize,
+    /// How long a client has to finish a command it began.
+    pub command_timeout: std::time::Duration,
+    pub stats: Arc<ServiceStats>,
+}
+
+impl Service {
+    /// The shard of `key`: its owner on the ring, or with `auto_eject` the
+    /// first shard in the ring's order that has an endpoint up.
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        let hash = self.ring.hash_key(hash_tag(key, self.tag));
+        if self.policy.auto_eject {
+            if let Some(s) = self.ring.walk(hash, &mut |s| self.shards[s].available()) {
+                return s;
+            }
+        }
+        self.ring.locate_hash(hash).unwrap_or(0)
+    }
+
+    /// Every endpoint, shard by shard.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.shards.iter().flat_map(|s| s.replicas.iter())
+    }
+}

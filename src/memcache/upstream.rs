@@ -1,0 +1,320 @@
+//! Forward: the ambassador's connections to one memcached endpoint, shared by
+//! every client and pipelined, and the endpoint's health by nutcracker's rules
+//! (`server_failure_limit` failures in a row eject it for `server_retry_timeout`,
+//! during which it fails fast).
+//!
+//! A connection is two tasks over one socket: the writer drains queued commands
+//! into one write, the reader frames the answers in the order they were sent
+//! and hands each to its waiting command. A timeout, a close or a malformed
+//! answer ends the connection and fails every command still on it; the next
+//! command opens a new one. Sending never waits: a command is queued, or fails
+//! at once when the queue is full.
+
+use super::reply::{frame, Expect};
+use crate::clock;
+use arc_swap::ArcSwapOption;
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Commands queued on one connection at most; beyond, commands fail at once.
+const QUEUE: usize = 4096;
+/// Bytes gathered into one write at most.
+const BATCH: usize = 256 * 1024;
+
+/// Why a command got no answer from a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("connection to the server failed")]
+    Connect,
+    #[error("the server timed out")]
+    Timeout,
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("the server sent a malformed answer")]
+    Garbage,
+    #[error("the server is ejected after repeated failures")]
+    Ejected,
+    #[error("too many commands queued for the server")]
+    Overloaded,
+}
+
+impl Failure {
+    /// The line a client gets for it.
+    pub fn answer(self) -> &'static str {
+        match self {
+            Failure::Connect => "SERVER_ERROR connection to the server failed\r\n",
+            Failure::Timeout => "SERVER_ERROR the server timed out\r\n",
+            Failure::Closed => "SERVER_ERROR the server closed the connection\r\n",
+            Failure::Garbage => "SERVER_ERROR the server sent a malformed answer\r\n",
+            Failure::Ejected => "SERVER_ERROR no server available\r\n",
+            Failure::Overloaded => "SERVER_ERROR too many commands queued for the server\r\n",
+        }
+    }
+}
+
+/// How an endpoint is reached and judged (the service's settings).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Settings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_value: usize,
+    /// Failures in a row that eject the endpoint; 0 never ejects.
+    pub failure_limit: u32,
+    pub retry_timeout: Duration,
+    /// Connections per endpoint; each client uses one of them, so its commands stay in order.
+    pub connections: usize,
+}
+
+/// Counters of one endpoint, carried over a reload with the endpoint.
+#[derive(Default)]
+pub struct EndpointStats {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub ejections: AtomicU64,
+    pub in_flight: AtomicUsize,
+    pub connections: AtomicUsize,
+    pub latency: crate::metrics::Histogram,
+    failures: AtomicU32,
+    ejected_until_ms: AtomicU64,
+}
+
+/// One memcached server.
+pub struct Endpoint {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub settings: Settings,
+    pub stats: Arc<EndpointStats>,
+    conns: Box<[ArcSwapOption<Conn>]>,
+}
+
+/// A command sent, waiting for its answer.
+pub type Answer = oneshot::Receiver<Result<Bytes, Failure>>;
+
+struct Op {
+    wire: Bytes,
+    expect: Expect,
+    reply: oneshot::Sender<Result<Bytes, Failure>>,
+    deadline: Instant,
+    started: Instant,
+}
+
+/// What the reader is told of a command written: its answer's shape, where the
+/// answer goes, its deadline and when it was sent.
+type Pending = (Expect, oneshot::Sender<Result<Bytes, Failure>>, Instant, Instant);
+
+struct Conn {
+    tx: mpsc::Sender<Op>,
+}
+
+impl Endpoint {
+    pub fn new(name: String, addr: SocketAddr, settings: Settings, stats: Arc<EndpointStats>) -> Endpoint {
+        let conns = (0..settings.connections.max(1)).map(|_| ArcSwapOption::empty()).collect();
+        Endpoint { name, addr, settings, stats, conns }
+    }
+
+    /// Whether the endpoint takes commands now (not ejected).
+    pub fn available(&self) -> bool {
+        self.stats.ejected_until_ms.load(Relaxed) <= clock::now_ms()
+    }
+
+    /// Queues `wire` on connection `lane` (a client's own lane keeps its
+    /// commands in order) and returns where its answer will arrive.
+    pub fn send(self: &Arc<Self>, lane: usize, wire: Bytes, expect: Expect) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        if !self.available() {
+            let _ = reply.send(Err(Failure::Ejected));
+            return answer;
+        }
+        self.stats.requests.fetch_add(1, Relaxed);
+        let now = Instant::now();
+        let mut op = Op { wire, expect, reply, deadline: now + self.settings.request_timeout, started: now };
+        let slot = &self.conns[lane % self.conns.len()];
+        for _ in 0..2 {
+            let conn = match slot.load_full() {
+                Some(c) if !c.tx.is_closed() => c,
+                _ => {
+                    let fresh = Arc::new(self.open());
+                    slot.store(Some(fresh.clone()));
+                    fresh
+                }
+            };
+            match conn.tx.try_send(op) {
+                Ok(()) => return answer,
+                Err(mpsc::error::TrySendError::Full(o)) => {
+                    let _ = o.reply.send(Err(Failure::Overloaded));
+                    self.stats.errors.fetch_add(1, Relaxed);
+                    return answer;
+                }
+                // The connection ended since it was loaded: open another once.
+                Err(mpsc::error::TrySendError::Closed(o)) => op = o,
+            }
+        }
+        let _ = op.reply.send(Err(Failure::Closed));
+        answer
+    }
+
+    fn open(self: &Arc<Self>) -> Conn {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(self.clone(), rx));
+        Conn { tx }
+    }
+
+    fn succeeded(&self, started: Instant) {
+        self.stats.latency.observe(started.elapsed());
+        if self.stats.failures.load(Relaxed) != 0 {
+            self.stats.failures.store(0, Relaxed);
+        }
+    }
+
+    /// Counts a failure; the `failure_limit`-th in a row ejects the endpoint.
+    fn failed(&self, why: Failure) {
+        self.stats.errors.fetch_add(1, Relaxed);
+        if why == Failure::Timeout {
+            self.stats.timeouts.fetch_add(1, Relaxed);
+        }
+        let limit = self.settings.failure_limit;
+        if limit == 0 {
+            return;
+        }
+        let n = self.stats.failures.fetch_add(1, Relaxed) + 1;
+        if n >= limit && self.available() {
+            let retry = self.settings.retry_timeout;
+            self.stats.ejected_until_ms.store(clock::now_ms() + retry.as_millis() as u64, Relaxed);
+            // One more failure after the retry timeout ejects it again.
+            self.stats.failures.store(limit - 1, Relaxed);
+            self.stats.ejections.fetch_add(1, Relaxed);
+            tracing::warn!(endpoint = %self.name, addr = %self.addr, failures = n, retry_ms = retry.as_millis() as u64, reason = %why, "memcache endpoint ejected");
+        }
+    }
+
+    /// Whether the endpoint is ejected now, and for how many more milliseconds.
+    pub fn ejected_for_ms(&self) -> u64 {
+        self.stats.ejected_until_ms.load(Relaxed).saturating_sub(clock::now_ms())
+    }
+}
+
+/// One connection's life: connect, then the writer and the reader until either ends.
+async fn run(ep: Arc<Endpoint>, mut rx: mpsc::Receiver<Op>) {
+    let connected = tokio::time::timeout(ep.settings.connect_timeout, tokio::net::TcpStream::connect(ep.addr)).await;
+    let stream = match connected {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) | Err(_) => {
+            tracing::debug!(endpoint = %ep.name, addr = %ep.addr, "memcache connect failed");
+            ep.failed(Failure::Connect);
+            fail_all(&mut rx, Failure::Connect);
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    ep.stats.connections.fetch_add(1, Relaxed);
+    let (r, w) = stream.into_split();
+    let (pending_tx, pending_rx) = mpsc::unbounded_channel();
+    let (dead_tx, dead_rx) = oneshot::channel::<()>();
+    let reader = tokio::spawn(read(ep.clone(), r, pending_rx, dead_tx));
+    write(w, &mut rx, pending_tx, dead_rx).await;
+    fail_all(&mut rx, Failure::Closed);
+    let _ = reader.await;
+    ep.stats.connections.fetch_sub(1, Relaxed);
+}
+
+/// Gathers queued commands into one write at a time, telling the reader what
+/// to expect, until every handle is gone or the reader ends.
+async fn write(
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    rx: &mut mpsc::Receiver<Op>,
+    pending: mpsc::UnboundedSender<Pending>,
+    mut dead: oneshot::Receiver<()>,
+) {
+    let mut buf = BytesMut::new();
+    loop {
+        let op = tokio::select! {
+            op = rx.recv() => match op { Some(op) => op, None => return },
+            _ = &mut dead => return,
+        };
+        let mut next = Some(op);
+        while let Some(op) = next.take() {
+            buf.extend_from_slice(&op.wire);
+            if let Err(e) = pending.send((op.expect, op.reply, op.deadline, op.started)) {
+                let _ = e.0 .1.send(Err(Failure::Closed));
+                return;
+            }
+            if buf.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        tokio::select! {
+            r = w.write_all(&buf) => if r.is_err() { return },
+            _ = &mut dead => return,
+        }
+        buf.clear();
+        if buf.capacity() > BATCH {
+            buf = BytesMut::new();
+        }
+    }
+}
+
+/// Frames answers in order and hands each to its command; a timeout, close or
+/// malformed answer fails the rest and ends the connection.
+async fn read(
+    ep: Arc<Endpoint>,
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut pending: mpsc::UnboundedReceiver<Pending>,
+    dead: oneshot::Sender<()>,
+) {
+    let mut buf = BytesMut::new();
+    let why = 'conn: loop {
+        let Some((expect, reply, deadline, started)) = pending.recv().await else { break 'conn None };
+        loop {
+            match frame(&buf, expect, ep.settings.max_value) {
+                Ok(Some(n)) => {
+                    ep.succeeded(started);
+                    let _ = reply.send(Ok(buf.split_to(n).freeze()));
+                    if buf.is_empty() && buf.capacity() > 64 * 1024 {
+                        buf = BytesMut::new();
+                    }
+                    break;
+                }
+                Ok(None) => {}
+                Err(g) => {
+                    tracing::warn!(endpoint = %ep.name, addr = %ep.addr, error = %g, "memcache server out of step; closing its connection");
+                    let _ = reply.send(Err(Failure::Garbage));
+                    break 'conn Some(Failure::Garbage);
+                }
+            }
+            buf.reserve(16 * 1024);
+            match tokio::time::timeout_at(deadline, r.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => {
+                    let _ = reply.send(Err(Failure::Closed));
+                    break 'conn Some(Failure::Closed);
+                }
+                Err(_) => {
+                    let _ = reply.send(Err(Failure::Timeout));
+                    break 'conn Some(Failure::Timeout);
+                }
+            }
+        }
+    };
+    if let Some(why) = why {
+        ep.failed(why);
+    }
+    let _ = dead.send(());
+    pending.close();
+    while let Ok((_, reply, _, _)) = pending.try_recv() {
+        let _ = reply.send(Err(why.unwrap_or(Failure::Closed)));
+    }
+}
+
+fn fail_all(rx: &mut mpsc::Receiver<Op>, why: Failure) {
+    rx.close();
+    while let Ok(op) = rx.try_recv() {
+        let _ = op.reply.send(Err(why));
+    }
+}
