@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod mc;
 pub mod pki;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmaster");

@@ -1,0 +1,94 @@
+//! Memcache test helpers: real memcached processes, a raw client that sends
+//! bytes and reads answers, and an ambassador config over given shards.
+
+use super::{free_port, wait_port, Proc};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A memcached on a free loopback port.
+pub struct Memcached {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+pub fn memcached() -> Memcached {
+    let port = free_port();
+    let child = Command::new("memcached")
+        .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-m", "64"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("memcached is installed (scripts/test installs it)");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_port(addr);
+    Memcached { proc: Proc(child), addr }
+}
+
+/// A connection speaking raw bytes.
+pub struct Raw(pub TcpStream);
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw(s)
+    }
+
+    /// Sends `req` and reads until the answer holds `count` times `end`.
+    pub fn ask(&mut self, req: &[u8], end: &[u8], count: usize) -> Vec<u8> {
+        self.0.write_all(req).unwrap();
+        self.until(end, count)
+    }
+
+    pub fn until(&mut self, end: &[u8], count: usize) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        while buf.windows(end.len()).filter(|w| *w == end).count() < count {
+            let n = self.0.read(&mut chunk).expect("answer in time");
+            assert!(n > 0, "connection closed; got {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        buf
+    }
+
+    /// One-line answer to a one-line command.
+    pub fn line(&mut self, req: &str) -> String {
+        String::from_utf8(self.ask(req.as_bytes(), b"\r\n", 1)).unwrap()
+    }
+}
+
+/// Sends `req` on a new connection and reads until the peer has been quiet for `quiet`.
+pub fn exchange(addr: SocketAddr, req: &[u8], quiet: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(req).unwrap();
+    s.set_read_timeout(Some(quiet)).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// A memcache listener on `listen` and a sharded memcache service `cache`,
+/// each shard the endpoints given; `extra` goes into `[services.cache.memcache]`.
+pub fn ambassador(listen: SocketAddr, shards: &[(&str, Vec<SocketAddr>)], sharder: &str, extra: &str) -> String {
+    let mut c = format!(
+        "[[listeners]]\nname = \"mc\"\nlisten = \"{listen}\"\nprotocol = \"memcache\"\nservice = \"cache\"\n\n\
+         [services.cache]\nkind = \"sharded\"\nprotocol = \"memcache\"\nsharder = {{ {sharder} }}\n\
+         timeouts = {{ connect = \"500ms\", request = \"1s\" }}\n\n[services.cache.memcache]\n{extra}\n\n"
+    );
+    for (name, eps) in shards {
+        let list: Vec<String> = eps.iter().map(|a| format!("{{ address = \"{a}\" }}")).collect();
+        c.push_str(&format!("[services.cache.shards.{name}]\nendpoints = [{}]\n\n", list.join(", ")));
+    }
+    c
+}

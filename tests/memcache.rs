@@ -1,0 +1,327 @@
+//! The memcache ambassador against real memcached processes: the same bytes
+//! as memcached itself for a one-shard pool, nutcracker's placement, multi-key
+//! gets over shards in order, pipelining, replicas failing over, ejection and
+//! re-admission, and reload under load.
+
+mod common;
+use common::mc::*;
+use common::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Every command of the text and meta protocols, good and bad, in one stream.
+fn command_stream() -> Vec<u8> {
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let long_key = "k".repeat(251);
+    let mut s: Vec<Vec<u8>> = [
+        "set a 0 0 1\r\nx\r\n",
+        "get a\r\n",
+        "gets a\r\n",
+        "add a 0 0 1\r\ny\r\n",
+        "replace a 3 0 2\r\nzz\r\n",
+        "append a 0 0 1\r\n1\r\n",
+        "prepend a 0 0 1\r\n0\r\n",
+        "get a nope a\r\n",
+        "cas a 0 0 1 999\r\nq\r\n",
+        "gets a\r\n",
+        "cas a 0 0 1 3\r\nq\r\n",
+        "get a\r\n",
+        "cas nope 0 0 1 1\r\nq\r\n",
+        "delete a\r\n",
+        "delete a\r\n",
+        "delete a 0\r\n",
+        "delete a 5\r\n",
+        "delete a noreply\r\n",
+        "delete a 0 noreply\r\n",
+        "delete a 1 noreply\r\n",
+        "incr n 1\r\n",
+        "set n 0 0 2\r\n10\r\n",
+        "incr n 5\r\n",
+        "decr n 100\r\n",
+        "incr n x\r\n",
+        "incr n 18446744073709551615\r\n",
+        "incr n\r\n",
+        "set s 0 0 3\r\nabc\r\n",
+        "incr s 1\r\n",
+        "touch s 100\r\n",
+        "touch nope 1\r\n",
+        "touch s\r\n",
+        "touch s x\r\n",
+        "gat 100 s nope\r\n",
+        "gats 100 s\r\n",
+        "gat x s\r\n",
+        "gat 10\r\n",
+        "get\r\n",
+        "gets\r\n",
+        "set b 0 0 x\r\n",
+        "set b 0 0\r\n",
+        "set b 0 0 -1\r\n",
+        "set b x 0 1\r\nz\r\n",
+        "set b -1 0 1\r\nz\r\n",
+        "set b 0 0 2\r\nabcd\r\n",
+        "get b\r\n",
+        "set c 0 0 1 noreply\r\nc\r\n",
+        "get c\r\n",
+        "set c 0 0 x noreply\r\n",
+        "add c 0 0 1 noreply\r\nd\r\n",
+        "incr c 1 noreply\r\n",
+        "touch c 10 noreply\r\n",
+        "flush_all\r\n",
+        "get c\r\n",
+        "flush_all noreply\r\n",
+        "flush_all 0\r\n",
+        "flush_all x\r\n",
+        "verbosity 1\r\n",
+        "verbosity\r\n",
+        "verbosity 1 noreply\r\n",
+        "bogus\r\n",
+        "x\r\n",
+        "\r\n",
+        "GET a\r\n",
+        "set  d  0  0  1\r\nd\r\n",
+        "get d\n",
+        "get  d   d\r\n",
+        "ms m 2 T0 F5\r\nhi\r\n",
+        "mg m v f k s\r\n",
+        "mg m v q\r\n",
+        "mg nope v q\r\n",
+        "mg nope v\r\n",
+        "mn\r\n",
+        "mg m k Oabc v\r\n",
+        "mg m c\r\n",
+        "ms m 2 q\r\nho\r\n",
+        "ms m 2 MA\r\n!!\r\n",
+        "mg m v\r\n",
+        "md m q\r\n",
+        "md m\r\n",
+        "md m q\r\n",
+        "mg\r\n",
+        "ms m\r\n",
+        "ms m x\r\n",
+        "ms m 2 Mz\r\nhi\r\n",
+        "ma cnt N0 J5 v\r\n",
+        "ma cnt v\r\n",
+        "ma cnt q\r\n",
+        "ma cnt MD D2 v\r\n",
+        "ma nope\r\n",
+        "ma nope q\r\n",
+        "me m\r\n",
+        "ms bm9wZQ== 1 b\r\nz\r\n",
+        "mg bm9wZQ== b v k\r\n",
+        "mg nope v Lfoo Pbar\r\n",
+        "ms m 1 T0 F1 I C1 E5 s c k O1 q b x y z w a b c\r\n1\r\n",
+        "mg m v s t f c k O1 x y z a b c d e f g h\r\n",
+        "mn\r\n",
+    ]
+    .iter()
+    .map(|c| c.as_bytes().to_vec())
+    .collect();
+    s.push(format!("set {long_key} 0 0 1\r\nx\r\n").into_bytes());
+    s.push(format!("delete {long_key}\r\nincr {long_key} 1\r\n").into_bytes());
+    let mut set_big = format!("set b 0 0 {}\r\n", big.len()).into_bytes();
+    set_big.extend_from_slice(&big);
+    set_big.extend_from_slice(b"\r\nget b\r\nmn\r\n");
+    s.push(set_big);
+    s.concat()
+}
+
+/// The same command stream to a memcached directly and through the ambassador
+/// to a one-shard pool of another (fresh) memcached gives the same bytes.
+#[test]
+fn a_one_shard_pool_answers_byte_for_byte_like_memcached() {
+    let (direct, behind) = (memcached(), memcached());
+    let listen = free_addr();
+    let p = Proxy::start(&ambassador(listen, &[("only", vec![behind.addr])], "", ""));
+    wait_port(listen);
+    // A get with a key too long is sent on its own: memcached drops the answers
+    // still queued on the connection when it refuses one (a quirk of its own).
+    let long_get = format!("get {}\r\n", "k".repeat(251)).into_bytes();
+    for stream in [command_stream(), long_get] {
+        same_answers(direct.addr, listen, &stream);
+    }
+    drop(p);
+}
+
+fn same_answers(direct: SocketAddr, listen: SocketAddr, stream: &[u8]) {
+    let want = exchange(direct, stream, Duration::from_millis(700));
+    let got = exchange(listen, stream, Duration::from_millis(700));
+    assert!(want.len() > 30, "memcached answered: {}", String::from_utf8_lossy(&want));
+    if want != got {
+        let (w, g) = (String::from_utf8_lossy(&want), String::from_utf8_lossy(&got));
+        let line = w.lines().zip(g.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        let ctx = |s: &str| s.lines().skip(line.saturating_sub(3)).take(6).collect::<Vec<_>>().join(" | ");
+        panic!("answers differ at line {line}:\n memcached:  {}\n ringmaster: {}", ctx(&w), ctx(&g));
+    }
+}
+
+/// Three shards: a multi-key get with misses and repeats, sent pipelined
+/// after hundreds of sets in one write, comes back in the client's key order.
+#[test]
+fn multi_key_gets_over_shards_come_back_in_key_order() {
+    let servers: Vec<Memcached> = (0..3).map(|_| memcached()).collect();
+    let listen = free_addr();
+    let shards: Vec<(&str, Vec<SocketAddr>)> = ["a", "b", "c"].iter().zip(&servers).map(|(n, m)| (*n, vec![m.addr])).collect();
+    let _p = Proxy::start(&ambassador(listen, &shards, "function = \"maglev\"", ""));
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    let sets: String = (0..300).map(|i| format!("set key{i} {i} 0 {}\r\nvalue-{i}\r\n", format!("value-{i}").len())).collect();
+    let answer = c.ask(sets.as_bytes(), b"STORED\r\n", 300);
+    assert_eq!(answer, b"STORED\r\n".repeat(300));
+    // Every shard holds some of them.
+    for m in &servers {
+        let held = Raw::connect(m.addr).ask(b"stats\r\n", b"END\r\n", 1);
+        let items = String::from_utf8_lossy(&held)
+            .lines()
+            .find_map(|l| l.strip_prefix("STAT curr_items ").map(|v| v.trim().parse::<u32>().unwrap()));
+        assert!(items.unwrap() > 50, "a shard holds too few keys: {items:?}");
+    }
+    let order: Vec<String> =
+        (0..300).rev().step_by(7).map(|i| format!("key{i}")).chain(["missing".into(), "key3".into(), "key3".into()]).collect();
+    let mut want = String::new();
+    for k in &order {
+        if let Some(i) = k.strip_prefix("key").map(|n| n.parse::<u32>().unwrap()) {
+            want.push_str(&format!("VALUE {k} {i} {}\r\nvalue-{i}\r\n", format!("value-{i}").len()));
+        }
+    }
+    want.push_str("END\r\n");
+    let req = format!("get {}\r\nget {}\r\n", order.join(" "), order.join(" "));
+    let got = c.ask(req.as_bytes(), b"END\r\n", 2);
+    assert_eq!(String::from_utf8_lossy(&got), want.repeat(2));
+    // Pipelined quiet meta gets: only hits, then MN, in order.
+    let got = c.ask(b"mg key1 v q k\r\nmg nokey v q k\r\nmg key2 v q k\r\nmn\r\n", b"MN\r\n", 1);
+    assert_eq!(String::from_utf8_lossy(&got), "VA 7 kkey1\r\nvalue-1\r\nVA 7 kkey2\r\nvalue-2\r\nMN\r\n");
+}
+
+/// Keys set through nutcracker over three named memcached are all found
+/// through a ringmaster that names the same servers as shards: the same placement.
+#[test]
+fn keys_set_through_nutcracker_are_found_through_the_ambassador() {
+    let servers: Vec<Memcached> = (0..3).map(|_| memcached()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let nc = free_port();
+    let mut yml =
+        format!("mc:\n  listen: 127.0.0.1:{nc}\n  hash: fnv1a_64\n  distribution: ketama\n  auto_eject_hosts: false\n  servers:\n");
+    for (i, m) in servers.iter().enumerate() {
+        yml.push_str(&format!("   - {}:1 mc{}\n", m.addr, i + 1));
+    }
+    std::fs::write(dir.path().join("nc.yml"), yml).unwrap();
+    let _nc = Proc(
+        std::process::Command::new("nutcracker")
+            .args(["-c", dir.path().join("nc.yml").to_str().unwrap(), "-s", &free_port().to_string()])
+            .args(["-o", dir.path().join("nc.log").to_str().unwrap()])
+            .spawn()
+            .expect("nutcracker is installed (scripts/test installs it)"),
+    );
+    let nc_addr = SocketAddr::from(([127, 0, 0, 1], nc));
+    wait_port(nc_addr);
+    let keys: Vec<String> = (0..10_000).map(|i| format!("user:{i}:{}", i * 7919 % 1000)).collect();
+    let mut n = Raw::connect(nc_addr);
+    for batch in keys.chunks(500) {
+        let req: String = batch.iter().map(|k| format!("set {k} 0 0 1\r\nx\r\n")).collect();
+        n.ask(req.as_bytes(), b"STORED\r\n", batch.len());
+    }
+    let listen = free_addr();
+    let shards: Vec<(String, Vec<SocketAddr>)> = servers.iter().enumerate().map(|(i, m)| (format!("mc{}", i + 1), vec![m.addr])).collect();
+    let shards: Vec<(&str, Vec<SocketAddr>)> = shards.iter().map(|(n, a)| (n.as_str(), a.clone())).collect();
+    let _p = Proxy::start(&ambassador(listen, &shards, "function = \"ketama_twemproxy\", hash = \"fnv1a_64\"", ""));
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    let mut found = 0;
+    for batch in keys.chunks(100) {
+        let got = c.ask(format!("get {}\r\n", batch.join(" ")).as_bytes(), b"END\r\n", 1);
+        found += String::from_utf8_lossy(&got).matches("VALUE ").count();
+    }
+    assert_eq!(found, keys.len(), "keys nutcracker placed are found where ringmaster places them");
+}
+
+/// Two replicas: writes reach both; with one killed, reads fail over and
+/// writes still succeed; it is ejected after server_failure_limit failures,
+/// and once back and past server_retry_timeout it gets writes again.
+#[test]
+fn replicas_fail_over_and_an_ejected_endpoint_comes_back() {
+    let (one, two) = (memcached(), memcached());
+    let listen = free_addr();
+    let extra = "server_failure_limit = 1\nserver_retry_timeout = \"1s\"\nreads = \"local_first\"";
+    let p = Proxy::start(&ambassador(listen, &[("s", vec![one.addr, two.addr])], "", extra));
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    assert_eq!(c.line("set k 0 0 2\r\nv1\r\n"), "STORED\r\n");
+    for m in [&one, &two] {
+        assert_eq!(Raw::connect(m.addr).ask(b"get k\r\n", b"END\r\n", 1), b"VALUE k 0 2\r\nv1\r\nEND\r\n", "written to every replica");
+    }
+    let port = one.addr.port();
+    drop(one);
+    for i in 0..20 {
+        assert_eq!(c.ask(b"get k\r\n", b"END\r\n", 1), b"VALUE k 0 2\r\nv1\r\nEND\r\n", "read {i} fails over to the live replica");
+        assert_eq!(c.line(&format!("set w{i} 0 0 1\r\nx\r\n")), "STORED\r\n", "write {i} answered by the live replica");
+    }
+    let stats = String::from_utf8(c.ask(b"stats endpoints\r\n", b"END\r\n", 1)).unwrap();
+    assert!(stats.contains(&format!("STAT s:{}:ejected 1", p_addr(port))), "{stats}");
+    assert!(stats.contains(&format!("STAT s:{}:ejected 0", two.addr)), "{stats}");
+    // Back on the same port: re-admitted after the retry timeout.
+    let back = common::Proc(
+        std::process::Command::new("memcached")
+            .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-m", "64"])
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(SocketAddr::from(([127, 0, 0, 1], port)));
+    eventually(10, "the endpoint is re-admitted and gets writes", || {
+        let _ = c.line("set again 0 0 1\r\ny\r\n");
+        Raw::connect(SocketAddr::from(([127, 0, 0, 1], port))).ask(b"get again\r\n", b"END\r\n", 1) == b"VALUE again 0 1\r\ny\r\nEND\r\n"
+    });
+    drop(back);
+    drop(p);
+}
+
+fn p_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Shards and endpoints change by SIGHUP while clients run: no command fails
+/// (the new replica starts empty; `miss_failover` finds older keys on the other).
+#[test]
+fn a_reload_under_load_fails_no_command() {
+    let servers: Vec<Memcached> = (0..3).map(|_| memcached()).collect();
+    let listen = free_addr();
+    let before = ambassador(listen, &[("a", vec![servers[0].addr]), ("b", vec![servers[1].addr])], "", "");
+    let after = ambassador(
+        listen,
+        &[("a", vec![servers[0].addr, servers[2].addr]), ("b", vec![servers[1].addr])],
+        "",
+        "writes = \"all\"\nmiss_failover = true",
+    );
+    let p = Proxy::start(&before);
+    wait_port(listen);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = Raw::connect(listen);
+                let mut done = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let k = format!("w{w}k{}", done % 100);
+                    assert_eq!(c.line(&format!("set {k} 0 0 1\r\nx\r\n")), "STORED\r\n");
+                    assert_eq!(
+                        c.ask(format!("get {k}\r\n").as_bytes(), b"END\r\n", 1),
+                        format!("VALUE {k} 0 1\r\nx\r\nEND\r\n").into_bytes()
+                    );
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    p.rewrite(&after);
+    p.proc.signal("HUP");
+    eventually(10, "the reload took effect", || p.stderr().contains("config reloaded"));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total: usize = workers.into_iter().map(|w| w.join().expect("no command failed")).sum();
+    assert!(total > 100, "only {total} rounds ran");
+    let mut c = Raw::connect(listen);
+    let stats = String::from_utf8(c.ask(b"stats shards\r\n", b"END\r\n", 1)).unwrap();
+    assert!(stats.contains("STAT a:replicas 2"), "{stats}");
+}
