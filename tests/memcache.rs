@@ -325,3 +325,180 @@ fn a_reload_under_load_fails_no_command() {
     let stats = String::from_utf8(c.ask(b"stats shards\r\n", b"END\r\n", 1)).unwrap();
     assert!(stats.contains("STAT a:replicas 2"), "{stats}");
 }
+
+/// A fake memcached that reads commands and answers with `behaviour`.
+fn fake(behaviour: &'static [u8], close_after: bool) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if !behaviour.is_empty() && s.write_all(behaviour).is_err() {
+                        return;
+                    }
+                    if close_after {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A key (hash tag `{tag}`) that the maglev ring over `shards` (sorted names) puts on `want`.
+fn key_on(shards: &[&str], want: &str) -> String {
+    use ringmaster::ring::{Function, Member, Ring};
+    let members: Vec<Member> = shards.iter().map(|s| Member::new(*s, 1)).collect();
+    let ring = Ring::build(Function::Maglev, &members, ringmaster::hash::KeyHash::Xxh3);
+    let i = shards.iter().position(|s| *s == want).unwrap();
+    (0..).map(|n| format!("t{n}")).find(|t| ring.locate(t.as_bytes()) == Some(i)).map(|t| format!("{{{t}}}:k")).unwrap()
+}
+
+/// A server that answers garbage, one that closes mid-answer and one that
+/// hangs each get a defined SERVER_ERROR, counted; the healthy shard's
+/// clients are not held up meanwhile.
+#[test]
+fn servers_that_answer_garbage_close_or_hang_fail_only_their_keys() {
+    let good = memcached();
+    let garbage = fake(b"HELLO THERE\r\n", false);
+    let closing = fake(b"VALUE k 0 10\r\nabc", true);
+    let hanging = fake(b"", false);
+    let names = ["close", "garbage", "good", "hang"];
+    let listen = free_addr();
+    let shards = [("close", vec![closing]), ("garbage", vec![garbage]), ("good", vec![good.addr]), ("hang", vec![hanging])];
+    let p = Proxy::start(&ambassador(listen, &shards, "function = \"maglev\", hash_tag = \"{}\"", "server_failure_limit = 0"));
+    wait_port(listen);
+    let k = |s: &str| key_on(&names, s);
+    let hang_key = k("hang");
+    let hung = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let a = Raw::connect(listen).ask(format!("get {hang_key}\r\n").as_bytes(), b"\r\n", 1);
+        (a, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let mut c = Raw::connect(listen);
+    let started = std::time::Instant::now();
+    assert_eq!(c.line(&format!("set {} 0 0 1\r\nx\r\n", k("good"))), "STORED\r\n");
+    assert_eq!(
+        c.ask(format!("get {}\r\n", k("good")).as_bytes(), b"END\r\n", 1),
+        format!("VALUE {} 0 1\r\nx\r\nEND\r\n", k("good")).into_bytes()
+    );
+    assert!(started.elapsed() < Duration::from_millis(800), "the good shard waited on the hung one");
+    assert_eq!(c.line(&format!("get {}\r\n", k("garbage"))), "SERVER_ERROR the server sent a malformed answer\r\n");
+    assert_eq!(c.line(&format!("get {}\r\n", k("close"))), "SERVER_ERROR the server closed the connection\r\n");
+    let (a, took) = hung.join().unwrap();
+    assert_eq!(String::from_utf8_lossy(&a), "SERVER_ERROR the server timed out\r\n");
+    assert!(took >= Duration::from_millis(900), "answered before the request timeout: {took:?}");
+    // A multi-get touching a failed shard fails whole, and the connection goes on.
+    assert_eq!(c.line(&format!("get {} {}\r\n", k("good"), k("garbage"))), "SERVER_ERROR the server sent a malformed answer\r\n");
+    assert_eq!(c.line("mn\r\n"), "MN\r\n");
+    let stats = String::from_utf8(c.ask(b"stats endpoints\r\n", b"END\r\n", 1)).unwrap();
+    assert!(stats.contains(&format!("STAT hang:{hanging}:timeouts 1")), "{stats}");
+    assert!(stats.contains(&format!("STAT garbage:{garbage}:errors ")), "{stats}");
+    drop(p);
+}
+
+/// Bad client input: garbage, a line too long, a command left half-sent.
+/// Each gets its answer; other clients are not affected.
+#[test]
+fn bad_client_input_gets_answers_and_leaves_others_alone() {
+    let m = memcached();
+    let listen = free_addr();
+    let p = Proxy::start(&ambassador(listen, &[("s", vec![m.addr])], "", "command_timeout = \"1s\""));
+    wait_port(listen);
+    let mut other = Raw::connect(listen);
+    assert_eq!(other.line("set k 0 0 1\r\nv\r\n"), "STORED\r\n");
+    // Garbage bytes, a bad line, then good commands on the same connection.
+    let mut c = Raw::connect(listen);
+    let got = c.ask(b"\x00\x01\xff garbage\r\n\x16\x03\x01\r\nget k\r\n", b"END\r\n", 1);
+    assert_eq!(got, b"ERROR\r\nERROR\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
+    // A line too long to frame: answered, then closed.
+    let long = vec![b'a'; 5000];
+    let got = exchange(listen, &long, Duration::from_millis(500));
+    assert_eq!(got, b"CLIENT_ERROR line too long\r\n");
+    // Half a command, then silence: answered after the command timeout, then closed.
+    let started = std::time::Instant::now();
+    let got = exchange(listen, b"set k 0 0 10\r\nabc", Duration::from_secs(3));
+    assert_eq!(got, b"SERVER_ERROR timed out reading a command\r\n");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // A value shorter than declared swallows what follows, as memcached would:
+    // the declared bytes are read, then the \r\n check fails.
+    let got = exchange(listen, b"set k 0 0 3\r\nab\r\nget k\r\n", Duration::from_millis(500));
+    assert_eq!(String::from_utf8_lossy(&got), "CLIENT_ERROR bad data chunk\r\nERROR\r\n");
+    assert_eq!(other.ask(b"get k\r\n", b"END\r\n", 1), b"VALUE k 0 1\r\nv\r\nEND\r\n", "the other client is unaffected");
+    let stats = String::from_utf8(other.ask(b"stats\r\n", b"END\r\n", 1)).unwrap();
+    assert!(!stats.contains("STAT bad_commands 0\r\n"), "{stats}");
+    drop(p);
+}
+
+/// Clients nobody here wrote: pymemcache over TCP and libmemcached's memccp,
+/// memccat and memcslap over the ambassador's Unix socket and TCP listener.
+#[test]
+fn real_clients_work_through_the_ambassador() {
+    let servers: Vec<Memcached> = (0..2).map(|_| memcached()).collect();
+    let listen = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("mc.sock");
+    let mut cfg = ambassador(listen, &[("a", vec![servers[0].addr]), ("b", vec![servers[1].addr])], "", "");
+    cfg.push_str(&format!(
+        "[[listeners]]\nname = \"mcu\"\nlisten = \"unix:{}\"\nprotocol = \"memcache\"\nservice = \"cache\"\n",
+        sock.display()
+    ));
+    let _p = Proxy::start(&cfg);
+    wait_port(listen);
+    let script = format!(
+        r#"
+from pymemcache.client.base import Client
+c = Client(('127.0.0.1', {port}), default_noreply=False)
+c.set_many({{'k%d' % i: str(i) for i in range(100)}})
+got = c.get_many(['k%d' % i for i in range(100)] + ['nope'])
+assert got == {{'k%d' % i: str(i).encode() for i in range(100)}}, got
+v, cas = c.gets('k1')
+assert c.cas('k1', 'new', cas) is True and c.cas('k1', 'again', cas) is False
+assert c.get('k1') == b'new'
+c.set('n', '5'); assert c.incr('n', 3) == 8 and c.decr('n', 10) == 0
+assert c.add('k2', 'x') is False and c.replace('k2', 'r') is True
+assert c.append('k2', '+') and c.prepend('k2', '-') and c.get('k2') == b'-r+'
+assert c.touch('k2', 10) and c.delete('k2') and c.get('k2') is None
+assert c.version().startswith(b'ringmaster')
+assert int(c.stats()[b'cmd_get']) > 0
+u = Client('{sock}', default_noreply=False)
+u.set('viaunix', 'yes'); assert c.get('viaunix') == b'yes'
+print('ok')
+"#,
+        port = listen.port(),
+        sock = sock.display()
+    );
+    let out = std::process::Command::new("/usr/bin/python3").args(["-c", &script]).output().expect("python3 runs");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "pymemcache: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = dir.path().join("payload.txt");
+    std::fs::write(&file, "a file through the ambassador\n").unwrap();
+    let servers_arg = format!("--servers={}", sock.display());
+    let cp = std::process::Command::new("memccp").args([&servers_arg, file.to_str().unwrap()]).output().expect("memccp is installed");
+    assert!(cp.status.success(), "memccp: {}", String::from_utf8_lossy(&cp.stderr));
+    let cat = std::process::Command::new("memccat").args([&format!("--servers={listen}"), "payload.txt"]).output().unwrap();
+    // memccat ends what it prints with a newline of its own.
+    assert_eq!(
+        String::from_utf8_lossy(&cat.stdout).trim_end(),
+        "a file through the ambassador",
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    let slap = std::process::Command::new("timeout")
+        .args(["30", "memcslap", &format!("--servers={listen}"), "--concurrency=4", "--execute-number=200"])
+        .output()
+        .unwrap();
+    assert!(slap.status.success(), "memcslap: {}{}", String::from_utf8_lossy(&slap.stdout), String::from_utf8_lossy(&slap.stderr));
+}
