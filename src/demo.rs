@@ -13,6 +13,84 @@ pub struct DemoOpts {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub tls_listen: SocketAddr,
+    /// The memcache ambassador's address (when memcached is installed).
+    pub memcache_listen: SocketAddr,
+}
+
+/// memcached processes the demo started, stopped with it.
+struct Memcacheds(Vec<std::process::Child>);
+
+impl Drop for Memcacheds {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts six small memcached (3 shards x 2 replicas) on free loopback ports,
+/// or says how to install memcached.
+fn start_memcacheds() -> Result<(Memcacheds, Vec<SocketAddr>), String> {
+    let mut procs = Memcacheds(Vec::new());
+    let mut addrs = Vec::new();
+    for _ in 0..6 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let child = std::process::Command::new("memcached")
+            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-m", "16", "-u", "nobody"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|_| {
+                "memcached is not installed (sudo apt-get install memcached), so the demo runs without the memcache ambassador".to_string()
+            })?;
+        procs.0.push(child);
+        addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    for a in &addrs {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::net::TcpStream::connect(a).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("memcached on {a} did not start; the demo runs without the memcache ambassador"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    Ok((procs, addrs))
+}
+
+/// The ambassador's part of the demo config: a memcache listener and a
+/// service of 3 shards x 2 replicas over `servers`.
+fn memcache_text(listen: SocketAddr, servers: &[SocketAddr]) -> String {
+    let mut s = format!(
+        "
+# The memcache ambassador: memcached's protocol on {listen}, keys sharded over
+# 3 shards (nutcracker's ketama placement), each write to both replicas.
+         [[listeners]]
+name = \"memcache\"
+listen = \"{listen}\"
+protocol = \"memcache\"
+service = \"cache\"
+
+         [services.cache]
+kind = \"sharded\"
+protocol = \"memcache\"
+sharder = {{ function = \"ketama_twemproxy\" }}
+timeouts = {{ connect = \"500ms\", request = \"1s\" }}
+"
+    );
+    for (shard, pair) in ["mc-a", "mc-b", "mc-c"].iter().zip(servers.chunks(2)) {
+        s.push_str(&format!(
+            "
+[services.cache.shards.{shard}]
+endpoints = ["
+        ));
+        for (j, b) in pair.iter().enumerate() {
+            s.push_str(&format!("{{ name = \"{shard}{}\", address = \"{b}\" }}, ", j + 1));
+        }
+        s.push_str("]\n");
+    }
+    s
 }
 
 /// Makes a self-signed ECDSA P-256 certificate for localhost and the loopback
@@ -140,7 +218,26 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         self_signed(&dir).context("making the demo's self-signed certificate")?;
         let path = dir.join("ringmaster.toml");
-        let text = config_text(&o, &backends, &dir);
+        let mut text = config_text(&o, &backends, &dir);
+        let memcached = start_memcacheds();
+        let mc_help = match &memcached {
+            Ok((_, servers)) => {
+                text.push_str(&memcache_text(o.memcache_listen, servers));
+                let m = o.memcache_listen;
+                format!(
+                    "\nThe memcache ambassador (3 shards x 2 replicas of memcached) on {m}:\n\
+                     \x20 printf 'set greeting 0 0 5\\r\\nhello\\r\\nset name 0 0 4\\r\\nring\\r\\n' | nc -q1 {} {}\n\
+                     \x20 printf 'get greeting name nothing\\r\\nstats shards\\r\\n' | nc -q1 {} {}   # one get over shards, in key order\n\
+                     \x20 ringmaster ring locate --config {} --service cache greeting name\n",
+                    m.ip(),
+                    m.port(),
+                    m.ip(),
+                    m.port(),
+                    path.display()
+                )
+            }
+            Err(why) => format!("\n({why})\n"),
+        };
         std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
         let cfg = crate::config::parse(&path.display().to_string(), &text)?;
         let (listen, admin, tls, shown) = (o.listen, o.admin, o.tls_listen, path.clone());
@@ -160,7 +257,7 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
                  \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/x; done   # 5 a minute, then 429\n\
                  \x20 curl -si -H 'x-api-key: demo-key' http://{listen}/api/x | grep -i ratelimit        # the partner tier\n\
                  \x20 curl -s --cacert {} https://localhost:{tls_port}/echo   # TLS ends here; the replica sees x-forwarded-proto: https\n\
-                 \nCtrl-C stops.",
+                 {mc_help}\nCtrl-C stops.",
                 cert.display(),
                 shown.display(),
                 cert.display(),
@@ -168,6 +265,7 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
             );
         })
         .await;
+        drop(memcached);
         let _ = std::fs::remove_dir_all(&dir);
         result
     })

@@ -42,6 +42,14 @@ enum Cmd {
         /// HTTPS, with a self-signed certificate made at start.
         #[arg(long, default_value = "127.0.0.1:8443")]
         tls_listen: SocketAddr,
+        /// The memcache ambassador, over memcached processes the demo starts (when installed).
+        #[arg(long, default_value = "127.0.0.1:11311")]
+        memcache_listen: SocketAddr,
+    },
+    /// Convert another proxy's config into ringmaster's (printed as TOML).
+    Import {
+        #[command(subcommand)]
+        from: ImportCmd,
     },
     /// Sharding functions: where keys go, and how well a function spreads them.
     Ring {
@@ -61,6 +69,12 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// A twemproxy (nutcracker) YAML config: each pool becomes a memcache listener and service.
+    Nutcracker { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -131,8 +145,11 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.into()),
         },
-        Cmd::Demo { listen, admin, tls_listen } => ringmaster::demo::run(ringmaster::demo::DemoOpts { listen, admin, tls_listen }),
+        Cmd::Demo { listen, admin, tls_listen, memcache_listen } => {
+            ringmaster::demo::run(ringmaster::demo::DemoOpts { listen, admin, tls_listen, memcache_listen })
+        }
         Cmd::Ring { cmd } => ring(cmd),
+        Cmd::Import { from: ImportCmd::Nutcracker { file } } => import_nutcracker(&file),
         Cmd::Backend { listen, name, garbage, delay_ms } => backend(listen, name, garbage, delay_ms),
     };
     match result {
@@ -161,6 +178,12 @@ fn backend(listen: SocketAddr, name: String, garbage: bool, delay_ms: u64) -> an
 
 fn parse_enum<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> anyhow::Result<T> {
     serde_json::from_value(serde_json::Value::String(v.to_string())).map_err(|_| anyhow::anyhow!("unknown {what} `{v}`"))
+}
+
+fn import_nutcracker(file: &std::path::Path) -> anyhow::Result<()> {
+    let yaml = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    print!("{}", ringmaster::config::import::nutcracker(&file.display().to_string(), &yaml)?);
+    Ok(())
 }
 
 fn ring(cmd: RingCmd) -> anyhow::Result<()> {
@@ -253,6 +276,14 @@ fn service_ring(path: &std::path::Path, name: &str) -> anyhow::Result<(Vec<ringm
 /// balancer is a hash of the same key (otherwise every replica can serve it).
 fn locate_in_config(path: &std::path::Path, name: &str, keys: &[String]) -> anyhow::Result<()> {
     let snap = ringmaster::config::build(ringmaster::config::load(path)?, None).snapshot;
+    if let Some(mc) = snap.memcache.get(name) {
+        for k in keys {
+            let shard = &mc.shards[mc.shard_of(k.as_bytes())];
+            let replicas: Vec<&str> = shard.replicas.iter().map(|e| e.name.as_str()).collect();
+            println!("{k}\tshard={}\treplicas={}", shard.name, replicas.join(","));
+        }
+        return Ok(());
+    }
     let svc = snap.services.get(name).ok_or_else(|| anyhow::anyhow!("no service `{name}` in {}", path.display()))?;
     for k in keys {
         let (shard, pool) = match &svc.sharding {

@@ -6,9 +6,10 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn demo_serves_every_pattern() {
-    let (listen, admin, tls) = (free_addr(), free_addr(), free_addr());
+    let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
     let child = Command::new(BIN)
         .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
+        .args(["--memcache-listen", &mc.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -27,6 +28,13 @@ fn demo_serves_every_pattern() {
     let codes: Vec<u16> = (0..6).map(|_| get(listen, "/api/x").status).collect();
     assert_eq!(codes, [200, 200, 200, 200, 200, 429]);
     assert_eq!(get(admin, "/readyz").status, 200);
+    // The memcache ambassador over the demo's memcached (installed by scripts/test).
+    wait_port(mc);
+    let mut m = common::mc::Raw::connect(mc);
+    let got = m.ask(b"set greeting 0 0 5\r\nhello\r\nset name 0 0 4\r\nring\r\nget greeting name nothing\r\n", b"END\r\n", 1);
+    assert_eq!(String::from_utf8_lossy(&got), "STORED\r\nSTORED\r\nVALUE greeting 0 5\r\nhello\r\nVALUE name 0 4\r\nring\r\nEND\r\n");
+    let shards = get(admin, "/admin/shards").json();
+    assert!(shards["services"].as_array().unwrap().iter().any(|s| s["protocol"] == "memcache"), "{shards}");
     // HTTPS with the certificate the demo made, trusted as its own root.
     wait_port(tls);
     let cert = std::fs::read_to_string(std::env::temp_dir().join(format!("ringmaster-demo-{}/cert.pem", _demo.0.id()))).unwrap();

@@ -96,6 +96,7 @@ pub fn render(snap: &Snapshot) -> String {
         render_redis(&mut o, r);
     }
     render_pools(&mut o, snap);
+    super::memcache::render(&mut o, snap.memcache.values());
     render_caches(&mut o, snap);
     o
 }

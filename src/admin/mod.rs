@@ -3,6 +3,7 @@
 //! only with a token); never on the request path.
 
 pub mod guard;
+pub mod memcache;
 pub mod metrics;
 
 use crate::body::Body;
@@ -221,6 +222,7 @@ fn shards(snap: &crate::config::Snapshot) -> serde_json::Value {
                 "shards": s.pools.iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
             }))
         })
+        .chain(snap.memcache.values().map(|s| memcache::json(s)))
         .collect();
     json!({ "generation": snap.generation, "services": services })
 }

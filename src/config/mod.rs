@@ -6,6 +6,7 @@ pub mod build;
 mod check;
 pub mod duration;
 pub mod error;
+pub mod import;
 pub mod plan;
 pub mod schema;
 

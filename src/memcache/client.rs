@@ -18,35 +18,30 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// Commands in flight per client connection; beyond, reading pauses.
 const MAX_PIPELINE: usize = 1024;
 /// Bytes read at a time.
-const READ: usize = 16 * 1024;
+const READ: usize = 4 * 1024;
 
-/// A socket half the client loop reads from without holding a buffer while idle.
-pub trait Readable: Send {
+/// A socket half the client loop waits on without holding a buffer while
+/// idle; it then reads through `AsyncRead`, whose short reads clear the
+/// readiness (no extra read that only returns EAGAIN).
+pub trait Readable: AsyncRead + Unpin + Send {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
 }
 
 impl Readable for tokio::net::tcp::OwnedReadHalf {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
         tokio::net::tcp::OwnedReadHalf::readable(self)
     }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        tokio::net::tcp::OwnedReadHalf::try_read_buf(self, buf)
-    }
 }
 
 impl Readable for tokio::net::unix::OwnedReadHalf {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
         tokio::net::unix::OwnedReadHalf::readable(self)
-    }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        tokio::net::unix::OwnedReadHalf::try_read_buf(self, buf)
     }
 }
 
@@ -74,7 +69,7 @@ const COMMAND_TIMEOUT: &str = "SERVER_ERROR timed out reading a command\r\n";
 /// Serves one client until it quits, closes, or shutdown; `service` gives the
 /// current snapshot's service at each read.
 pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
-    r: R,
+    mut r: R,
     mut w: W,
     service: impl Fn() -> Option<Arc<Service>>,
     command_timeout: Duration,
@@ -105,14 +100,22 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
         tokio::select! {
             biased;
             Some(a) = pending.next(), if !pending.is_empty() => {
-                out.extend_from_slice(a.as_deref().unwrap_or_default());
+                // One answer ready is written as it is; more are gathered into one write.
+                let mut first = a;
                 while let Some(Some(a)) = pending.next().now_or_never() {
+                    if let Some(f) = first.take() {
+                        out.extend_from_slice(&f);
+                    }
                     out.extend_from_slice(a.as_deref().unwrap_or_default());
                 }
+                let bytes: &[u8] = match &first {
+                    Some(f) => f,
+                    None => &out,
+                };
+                if !bytes.is_empty() && w.write_all(bytes).await.is_err() {
+                    break;
+                }
                 if !out.is_empty() {
-                    if w.write_all(&out).await.is_err() {
-                        break;
-                    }
                     out = BytesMut::new();
                 }
             }
@@ -121,7 +124,8 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
                     break;
                 }
                 inbuf.reserve(READ);
-                match r.try_read_buf(&mut inbuf) {
+                // Ready, so this read does not wait (a spurious wake-up waits again).
+                match r.read_buf(&mut inbuf).await {
                     Ok(0) => closing = true,
                     Ok(_) => {
                         if let Some(s) = service() {
@@ -129,7 +133,6 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
                             parser.max_value = svc.max_value;
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => break,
                 }
             }

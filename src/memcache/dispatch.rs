@@ -34,7 +34,7 @@ fn text(s: &'static str) -> Option<Bytes> {
 
 /// Sends `cmd` where it belongs; `lane` is the client's connection lane.
 pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
-    svc.stats.count(cmd.verb.name());
+    svc.stats.count(cmd.verb.index());
     match cmd.verb {
         Verb::Quit => Reply::Quit,
         Verb::Version => Reply::Now(Some(Bytes::from(format!("VERSION ringmaster-{}\r\n", env!("CARGO_PKG_VERSION"))))),
@@ -106,7 +106,7 @@ async fn arrive(a: Answer) -> Result<Bytes, Failure> {
 async fn read(svc: &Service, shard: usize, wire: Bytes, expect: Expect, lane: usize, pinned: bool) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
     let started = Instant::now();
-    sh.stats.requests.fetch_add(1, Relaxed);
+    let _in_flight = super::service::InFlight::new(&sh.stats);
     let n = sh.replicas.len();
     let start = sh.read_start(svc.policy.reads, pinned);
     let mut last = Err(Failure::Ejected);
@@ -144,7 +144,7 @@ fn done(a: &Result<Bytes, Failure>) -> bool {
 async fn write(svc: &Service, shard: usize, wire: &Bytes, expect: Expect, lane: usize) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
     let started = Instant::now();
-    sh.stats.requests.fetch_add(1, Relaxed);
+    let _in_flight = super::service::InFlight::new(&sh.stats);
     let sent: Vec<Answer> = sh.replicas.iter().map(|ep| ep.send(lane, wire.clone(), expect)).collect();
     let n = sent.len();
     let need = match svc.policy.writes {
@@ -179,7 +179,7 @@ async fn write(svc: &Service, shard: usize, wire: &Bytes, expect: Expect, lane: 
 /// stored, the value is set on the other replicas, so they stay alike.
 async fn cas(svc: &Service, shard: usize, wire: &Bytes, set: &Bytes, lane: usize) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
-    sh.stats.requests.fetch_add(1, Relaxed);
+    let _in_flight = super::service::InFlight::new(&sh.stats);
     let Some(first) = sh.replicas.iter().position(|e| e.available()).or((!sh.replicas.is_empty()).then_some(0)) else {
         return Err(Failure::Ejected);
     };

@@ -58,6 +58,28 @@ impl Verb {
         matches!(self, Verb::Store | Verb::Delete | Verb::Arith | Verb::Touch | Verb::MetaSet | Verb::MetaDelete | Verb::MetaArith)
     }
 
+    /// The index of its name in `service::COMMANDS`.
+    pub fn index(self) -> usize {
+        match self {
+            Verb::Get { .. } => 0,
+            Verb::Store => 1,
+            Verb::Delete => 2,
+            Verb::Arith => 3,
+            Verb::Touch => 4,
+            Verb::FlushAll => 5,
+            Verb::Version => 6,
+            Verb::Verbosity => 7,
+            Verb::Quit => 8,
+            Verb::Stats => 9,
+            Verb::MetaGet => 10,
+            Verb::MetaSet => 11,
+            Verb::MetaDelete => 12,
+            Verb::MetaArith => 13,
+            Verb::MetaDebug => 14,
+            Verb::MetaNoop => 15,
+        }
+    }
+
     /// The name used in metrics and `stats`.
     pub fn name(self) -> &'static str {
         match self {
@@ -257,9 +279,10 @@ impl Parser {
             b"mg" | b"ms" | b"md" | b"ma" | b"me" => return self.meta(buf, end, nl, tokens, n),
             _ => return self.answer(buf, nl, Some(ERROR)),
         };
-        let raw = buf.split_to(nl + 1).freeze().slice(..end);
+        let line = buf.split_to(nl + 1).freeze();
+        let raw = line.slice(..end);
         let quiet = noreply && !matches!(verb, Verb::Get { .. } | Verb::Version | Verb::Quit | Verb::Stats | Verb::MetaNoop);
-        let wire = if quiet { line_without(&raw, &tokens, &[n - 2], None) } else { with_crlf(&raw, end) };
+        let wire = if quiet { line_without(&raw, &tokens, &[n - 2], None) } else { with_crlf(line, end) };
         Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, data: None, quiet, wire, as_set: None })))
     }
 
@@ -345,8 +368,9 @@ impl Parser {
             _ => Verb::MetaSet,
         };
         if !set {
-            let raw = buf.split_to(nl + 1).freeze().slice(..end);
-            let wire = if drop.is_empty() { with_crlf(&raw, end) } else { line_without(&raw, &tokens, &drop, None) };
+            let line = buf.split_to(nl + 1).freeze();
+            let raw = line.slice(..end);
+            let wire = if drop.is_empty() { with_crlf(line, end) } else { line_without(&raw, &tokens, &drop, None) };
             return Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, data: None, quiet, wire, as_set: None })));
         }
         let Some(len) = parse_i32(&line[tokens[2].clone()]).filter(|&l| l >= 0).map(|l| l as usize) else {
@@ -418,10 +442,14 @@ pub fn tokenize(line: &[u8]) -> Vec<Range<usize>> {
     out
 }
 
-/// The line `raw[..end]` with `\r\n` (a bare `\n` line end made canonical).
-fn with_crlf(raw: &Bytes, end: usize) -> Bytes {
+/// The line (`line[..end]` and its end) with `\r\n`: as it came, or with a
+/// bare `\n` line end made canonical.
+fn with_crlf(line: Bytes, end: usize) -> Bytes {
+    if line.len() == end + 2 {
+        return line;
+    }
     let mut b = BytesMut::with_capacity(end + 2);
-    b.extend_from_slice(&raw[..end]);
+    b.extend_from_slice(&line[..end]);
     b.extend_from_slice(b"\r\n");
     b.freeze()
 }

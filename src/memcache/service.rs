@@ -55,7 +55,25 @@ pub struct ShardStats {
     pub misses: AtomicU64,
     pub errors: AtomicU64,
     pub failovers: AtomicU64,
+    pub in_flight: AtomicUsize,
     pub latency: crate::metrics::Histogram,
+}
+
+/// Counts a command in flight on a shard while alive.
+pub struct InFlight<'a>(&'a ShardStats);
+
+impl<'a> InFlight<'a> {
+    pub fn new(s: &'a ShardStats) -> InFlight<'a> {
+        s.in_flight.fetch_add(1, Relaxed);
+        s.requests.fetch_add(1, Relaxed);
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
 }
 
 /// One shard: replicas holding the same keys.
@@ -99,10 +117,9 @@ pub const COMMANDS: [&str; 16] =
     ["get", "store", "delete", "arith", "touch", "flush_all", "version", "verbosity", "quit", "stats", "mg", "ms", "md", "ma", "me", "mn"];
 
 impl ServiceStats {
-    pub fn count(&self, verb: &str) {
-        if let Some(i) = COMMANDS.iter().position(|c| *c == verb) {
-            self.commands[i].fetch_add(1, Relaxed);
-        }
+    /// Counts a command of kind `index` (into [`COMMANDS`]).
+    pub fn count(&self, index: usize) {
+        self.commands[index].fetch_add(1, Relaxed);
     }
 }
 

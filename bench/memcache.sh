@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Issue 12's benchmark: the memcache ambassador against direct memcached and
+# nutcracker (twemproxy), each pinned to one core, in one run per variant:
+#   f            64 connections, one request in flight each, 90% get / 10% set, 100-byte values
+#   f pipelined  the same with 8 requests in flight per connection (MC_PIPELINE=8)
+# then ringmaster with workers = 2 unpinned against itself with one worker
+# (proxy on both cores, so the load generator shares them: see RESULTS.md),
+# then RSS per idle client connection (idle_rss.py over the mc port).
+# usage: bench/memcache.sh [--pairs N] [--duration S]   (extra options go to the harness)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/harness.sh"
+cd "$HARNESS"
+./install.sh >/dev/null
+./run.sh f direct-mc nutcracker ours-mc --targets targets-ours.toml --nice -20 "$@"
+MC_PIPELINE=8 ./run.sh f direct-mc nutcracker ours-mc --targets targets-ours.toml --nice -20 "$@"
+./run.sh f ours-mc ours-mc2 --targets targets-ours.toml --nice -20 --proxy-cpus 0,1 "$@"
