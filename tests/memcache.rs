@@ -193,7 +193,8 @@ fn multi_key_gets_over_shards_come_back_in_key_order() {
 }
 
 /// Keys set through nutcracker over three named memcached are all found
-/// through a ringmaster that names the same servers as shards: the same placement.
+/// through a ringmaster serving `ringmaster import nutcracker` of the same
+/// config: the same placement, and the import passes `check`.
 #[test]
 fn keys_set_through_nutcracker_are_found_through_the_ambassador() {
     let servers: Vec<Memcached> = (0..3).map(|_| memcached()).collect();
@@ -204,7 +205,7 @@ fn keys_set_through_nutcracker_are_found_through_the_ambassador() {
     for (i, m) in servers.iter().enumerate() {
         yml.push_str(&format!("   - {}:1 mc{}\n", m.addr, i + 1));
     }
-    std::fs::write(dir.path().join("nc.yml"), yml).unwrap();
+    std::fs::write(dir.path().join("nc.yml"), &yml).unwrap();
     let _nc = Proc(
         std::process::Command::new("nutcracker")
             .args(["-c", dir.path().join("nc.yml").to_str().unwrap(), "-s", &free_port().to_string()])
@@ -220,10 +221,18 @@ fn keys_set_through_nutcracker_are_found_through_the_ambassador() {
         let req: String = batch.iter().map(|k| format!("set {k} 0 0 1\r\nx\r\n")).collect();
         n.ask(req.as_bytes(), b"STORED\r\n", batch.len());
     }
+    // The same pool imported (on another port), checked, then served.
     let listen = free_addr();
-    let shards: Vec<(String, Vec<SocketAddr>)> = servers.iter().enumerate().map(|(i, m)| (format!("mc{}", i + 1), vec![m.addr])).collect();
-    let shards: Vec<(&str, Vec<SocketAddr>)> = shards.iter().map(|(n, a)| (n.as_str(), a.clone())).collect();
-    let _p = Proxy::start(&ambassador(listen, &shards, "function = \"ketama_twemproxy\", hash = \"fnv1a_64\"", ""));
+    let import_yml = dir.path().join("import.yml");
+    std::fs::write(&import_yml, yml.replace(&format!("127.0.0.1:{nc}"), &listen.to_string())).unwrap();
+    let imported = std::process::Command::new(BIN).args(["import", "nutcracker", import_yml.to_str().unwrap()]).output().unwrap();
+    assert!(imported.status.success(), "import: {}", String::from_utf8_lossy(&imported.stderr));
+    let toml_text = String::from_utf8(imported.stdout).unwrap();
+    std::fs::write(dir.path().join("imported.toml"), &toml_text).unwrap();
+    let check =
+        std::process::Command::new(BIN).args(["check", "--config", dir.path().join("imported.toml").to_str().unwrap()]).output().unwrap();
+    assert!(check.status.success(), "check of the imported config: {}\n{toml_text}", String::from_utf8_lossy(&check.stderr));
+    let _p = Proxy::start(&toml_text);
     wait_port(listen);
     let mut c = Raw::connect(listen);
     let mut found = 0;
