@@ -5,7 +5,7 @@
 #   f pipelined  the same with 8 requests in flight per connection (MC_PIPELINE=8)
 # then ringmaster with workers = 2 unpinned against itself with one worker
 # (proxy on both cores, so the load generator shares them: see RESULTS.md),
-# then RSS per idle client connection (idle_rss.py over the mc port).
+# then RSS per idle client connection (memcache_idle_rss.py, against nutcracker).
 # usage: bench/memcache.sh [--pairs N] [--duration S]   (extra options go to the harness)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,3 +15,4 @@ cd "$HARNESS"
 ./run.sh f direct-mc nutcracker ours-mc --targets targets-ours.toml --nice -20 "$@"
 MC_PIPELINE=8 ./run.sh f direct-mc nutcracker ours-mc --targets targets-ours.toml --nice -20 "$@"
 ./run.sh f ours-mc ours-mc2 --targets targets-ours.toml --nice -20 --proxy-cpus 0,1 "$@"
+python3 "$here/memcache_idle_rss.py" "$RINGMASTER" --conns 5000
