@@ -305,21 +305,10 @@ impl Parser {
         let Some(len) = len.filter(|&l| l >= 0).map(|l| l as usize) else {
             return self.answer(buf, nl, quiet(noreply, BAD_FORMAT));
         };
-        if len > self.max_value {
-            let _ = buf.split_to(nl + 1);
-            self.skip = len + 2;
-            return Step::Done(Parsed::Answer(quiet(noreply, TOO_LARGE)));
-        }
-        let total = nl + 1 + len + 2;
-        if buf.len() < total {
-            buf.reserve(total - buf.len());
-            return Step::Need;
-        }
-        if &buf[total - 2..total] != b"\r\n" {
-            let _ = buf.split_to(total);
-            return Step::Done(Parsed::Answer(quiet(noreply, BAD_CHUNK)));
-        }
-        let block = buf.split_to(total).freeze();
+        let block = match self.data_block(buf, nl, len, noreply) {
+            Ok(b) => b,
+            Err(step) => return step,
+        };
         let data_at = nl + 1;
         let raw = block.clone();
         let wire = if noreply { line_without(&raw, &tokens, &[n - 2], Some(data_at)) } else { raw.clone() };
@@ -376,23 +365,34 @@ impl Parser {
         let Some(len) = parse_i32(&line[tokens[2].clone()]).filter(|&l| l >= 0).map(|l| l as usize) else {
             return self.answer(buf, nl, Some(BAD_FORMAT));
         };
+        // Meta commands always answer errors, quiet or not.
+        let raw = match self.data_block(buf, nl, len, false) {
+            Ok(b) => b,
+            Err(step) => return step,
+        };
+        let wire = if drop.is_empty() { raw.clone() } else { line_without(&raw, &tokens, &drop, Some(nl + 1)) };
+        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, data: Some(nl + 1), quiet, wire, as_set: None })))
+    }
+
+    /// The line (its `\n` at `nl`) and its data block of `len` bytes: a value
+    /// over `max_value` is refused and skipped, a block not ending in `\r\n`
+    /// is refused, as memcached does; `Step::Need` while it is incomplete.
+    fn data_block(&mut self, buf: &mut BytesMut, nl: usize, len: usize, noreply: bool) -> Result<Bytes, Step> {
         if len > self.max_value {
             let _ = buf.split_to(nl + 1);
             self.skip = len + 2;
-            return Step::Done(Parsed::Answer(Some(TOO_LARGE)));
+            return Err(Step::Done(Parsed::Answer(quiet(noreply, TOO_LARGE))));
         }
         let total = nl + 1 + len + 2;
         if buf.len() < total {
             buf.reserve(total - buf.len());
-            return Step::Need;
+            return Err(Step::Need);
         }
         if &buf[total - 2..total] != b"\r\n" {
             let _ = buf.split_to(total);
-            return Step::Done(Parsed::Answer(Some(BAD_CHUNK)));
+            return Err(Step::Done(Parsed::Answer(quiet(noreply, BAD_CHUNK))));
         }
-        let raw = buf.split_to(total).freeze();
-        let wire = if drop.is_empty() { raw.clone() } else { line_without(&raw, &tokens, &drop, Some(nl + 1)) };
-        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, data: Some(nl + 1), quiet, wire, as_set: None })))
+        Ok(buf.split_to(total).freeze())
     }
 
     /// Consumes the line and answers it here.
