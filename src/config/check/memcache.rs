@@ -45,16 +45,7 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
     let shards: Vec<(String, &[crate::config::schema::EndpointSpec], u32)> = match svc.kind.get_ref() {
         ServiceKind::Replicated => vec![(n.clone(), &svc.endpoints[..], 1)],
         ServiceKind::Sharded => {
-            if svc.shards.is_empty() {
-                r.error(
-                    name.span(),
-                    format!("sharded service `{n}` has no shards"),
-                    format!("add [services.{n}.shards.NAME] tables with endpoints"),
-                );
-            }
-            if let Some(ep) = svc.endpoints.first() {
-                r.error(ep.address.span(), format!("sharded service `{n}` lists endpoints of its own"), "endpoints belong in the shards");
-            }
+            super::services::shard_layout(name, svc, r);
             svc.shards.iter().map(|(k, s)| (k.get_ref().clone(), &s.endpoints[..], *s.weight.get_ref())).collect()
         }
     };
@@ -188,4 +179,35 @@ fn listener(cfg: &Config, l: &ListenerSpec, r: &mut Reporter) -> Option<McListen
         },
     };
     Some(McListenerPlan { name: name.clone(), addr: addr?, service: service? })
+}
+
+#[cfg(test)]
+mod tests {
+    fn errors(text: &str) -> String {
+        crate::config::parse("t.toml", text).map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn memcache_listeners_and_services_are_checked_with_positions() {
+        let svc = "[services.c]\nkind = \"sharded\"\nprotocol = \"memcache\"\n[services.c.shards.a]\nendpoints = [{ address = \"127.0.0.1:1\" }]\n";
+        let ok = format!("[[listeners]]\nname = \"m\"\nlisten = \"unix:/tmp/x.sock\"\nprotocol = \"memcache\"\nservice = \"c\"\n{svc}");
+        assert_eq!(errors(&ok), "");
+        let cases = [
+            ("[[listeners]]\nname = \"m\"\nlisten = \"127.0.0.1:1\"\nprotocol = \"memcache\"\n", "names no service"),
+            (
+                "[[listeners]]\nname = \"m\"\nlisten = \"127.0.0.1:1\"\nprotocol = \"memcache\"\nservice = \"nope\"\n",
+                "which is not defined",
+            ),
+            ("[[listeners]]\nname = \"m\"\nlisten = \"nowhere\"\nprotocol = \"memcache\"\nservice = \"c\"\n", "not a valid listen address"),
+            ("[[listeners]]\nname = \"h\"\nlisten = \"127.0.0.1:2\"\n[[routes]]\nservice = \"c\"\n", "a memcache service"),
+            ("[[listeners]]\nname = \"h\"\nlisten = \"127.0.0.1:2\"\nservice = \"c\"\n", "only memcache listeners name a service"),
+        ];
+        for (listener, want) in cases {
+            let e = errors(&format!("{listener}{svc}"));
+            assert!(e.contains(want) && e.contains("t.toml:"), "want {want:?} in:\n{e}");
+        }
+        let bad = format!("[[listeners]]\nname = \"m\"\nlisten = \"127.0.0.1:1\"\nprotocol = \"memcache\"\nservice = \"c\"\n{svc}[services.c.memcache]\nserver_connections = 0\nmax_keys_per_get = 0\n");
+        let e = errors(&bad);
+        assert!(e.contains("server_connections must be between 1 and 64") && e.contains("max_keys_per_get of 0"), "{e}");
+    }
 }

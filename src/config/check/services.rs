@@ -143,8 +143,10 @@ fn replicated(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Se
     Some(ServicePlan { name: n.clone(), pools: vec![pool(s, view, r)?], sharding: None })
 }
 
-fn sharded(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<ServicePlan> {
-    let (n, svc) = (name.get_ref(), s.spec);
+/// What every sharded service must have: shards, endpoints only in them, and
+/// no more shards than a ring takes (HTTP and memcache services alike).
+pub fn shard_layout(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) {
+    let n = name.get_ref();
     if svc.shards.is_empty() {
         r.error(
             name.span(),
@@ -162,6 +164,11 @@ fn sharded(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Servi
     if svc.shards.len() > crate::ring::MAX_MEMBERS {
         r.error(name.span(), "too many shards", "use at most 65535 shards");
     }
+}
+
+fn sharded(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<ServicePlan> {
+    let (n, svc) = (name.get_ref(), s.spec);
+    shard_layout(name, svc, r);
     let sharder = match &svc.sharder {
         None => {
             r.error(
