@@ -267,6 +267,11 @@ fn replicas_fail_over_and_an_ejected_endpoint_comes_back() {
     let stats = String::from_utf8(c.ask(b"stats endpoints\r\n", b"END\r\n", 1)).unwrap();
     assert!(stats.contains(&format!("STAT s:{}:ejected 1", p_addr(port))), "{stats}");
     assert!(stats.contains(&format!("STAT s:{}:ejected 0", two.addr)), "{stats}");
+    let dead = p_addr(port);
+    let labels = format!("{{service=\"cache\",shard=\"s\",endpoint=\"{dead}\",address=\"{dead}\"}}");
+    assert_eq!(p.metric(&format!("ringmaster_memcache_endpoint_healthy{labels}")), 0.0);
+    assert!(p.metric(&format!("ringmaster_memcache_endpoint_ejections_total{labels}")) >= 1.0);
+    assert!(p.metric("ringmaster_memcache_commands_total{service=\"cache\",command=\"get\"}") >= 20.0);
     // Back on the same port: re-admitted after the retry timeout.
     let back = common::Proc(
         std::process::Command::new("memcached")

@@ -88,6 +88,11 @@ pub fn render<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::
             );
         }
     }
+    render_endpoints(o, services);
+}
+
+/// The per-endpoint series.
+fn render_endpoints<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::Arc<Service>> + Clone) {
     type EpGet = fn(&crate::memcache::upstream::Endpoint) -> u64;
     let ep_rows: [(&str, &str, &str, EpGet); 6] = [
         ("ringmaster_memcache_endpoint_requests_total", "counter", "Commands sent to the endpoint.", |e| e.stats.requests.load(Relaxed)),
