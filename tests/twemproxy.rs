@@ -12,17 +12,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn memcached(port: u16) -> Proc {
-    let child = Command::new("memcached")
-        .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-m", "64"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("memcached is installed (scripts/test installs it)");
-    wait_port(SocketAddr::from(([127, 0, 0, 1], port)));
-    Proc(child)
-}
-
 /// Sends `req` and reads until the answer ends with `end`.
 fn roundtrip(s: &mut TcpStream, req: &[u8], end: &[u8], count: usize) -> Vec<u8> {
     s.write_all(req).unwrap();
@@ -40,8 +29,8 @@ fn roundtrip(s: &mut TcpStream, req: &[u8], end: &[u8], count: usize) -> Vec<u8>
 /// memcached, checks that the ring library places each where nutcracker did,
 /// and returns the keys with the index of the server holding each.
 fn agree(names: Option<[&str; 3]>) -> Vec<(String, usize)> {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let _servers: Vec<Proc> = ports.iter().map(|&p| memcached(p)).collect();
+    let servers: Vec<common::mc::Memcached> = (0..3).map(|_| common::mc::memcached()).collect();
+    let ports: Vec<u16> = servers.iter().map(|m| m.addr.port()).collect();
     let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
     let mut yml =

@@ -2,16 +2,13 @@
 //! and endpoint (commands, hits, misses, errors, failovers, latency, in flight,
 //! ejections, connections), and its services in `/admin/shards`.
 
+use super::metrics::esc;
 use crate::memcache::service::COMMANDS;
 use crate::memcache::stats::GLOBAL;
 use crate::memcache::Service;
 use serde_json::json;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
-
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
-}
 
 /// Appends the memcache series to a Prometheus text page.
 pub fn render<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::Arc<Service>> + Clone) {

@@ -6,7 +6,7 @@ use crate::metrics::{Answer, GLOBAL};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 

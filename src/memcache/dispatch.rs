@@ -42,15 +42,21 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
         Verb::MetaNoop => Reply::Now(text("MN\r\n")),
         Verb::Stats => Reply::Now(Some(super::stats::answer(svc, &cmd))),
         Verb::FlushAll => Reply::Later(Box::pin(flush_all(svc.clone(), cmd, lane))),
-        Verb::Get { .. } => match group(svc, &cmd) {
-            Err(answer) => Reply::Now(answer),
-            Ok(g) if g.groups.len() == 1 => {
-                let (svc, shard) = (svc.clone(), g.groups[0].0);
-                let pinned = matches!(cmd.verb, Verb::Get { cas: true, .. });
-                Reply::Later(Box::pin(async move { Some(answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, pinned).await)) }))
-            }
-            Ok(groups) => Reply::Later(Box::pin(multi_get(svc.clone(), cmd, groups, lane))),
-        },
+        Verb::Get { .. } => {
+            // One key, the common get, is placed without grouping.
+            let keys = cmd.get_keys();
+            let shard = match keys.len() {
+                1 => svc.shard_of(cmd.token(keys.start)),
+                _ => match group(svc, &cmd) {
+                    Err(answer) => return Reply::Now(answer),
+                    Ok(g) if g.groups.len() == 1 => g.groups[0].0,
+                    Ok(groups) => return Reply::Later(Box::pin(multi_get(svc.clone(), cmd, groups, lane))),
+                },
+            };
+            let svc = svc.clone();
+            let pinned = matches!(cmd.verb, Verb::Get { cas: true, .. });
+            Reply::Later(Box::pin(async move { Some(answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, pinned).await)) }))
+        }
         Verb::MetaGet | Verb::MetaDebug => {
             let (svc, shard) = (svc.clone(), svc.shard_of(&cmd.key()));
             // A get that asks for the cas value reads where a later cas goes.

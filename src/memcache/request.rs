@@ -53,11 +53,6 @@ pub enum Verb {
 }
 
 impl Verb {
-    /// Writes go to every replica of the key's shard.
-    pub fn writes(self) -> bool {
-        matches!(self, Verb::Store | Verb::Delete | Verb::Arith | Verb::Touch | Verb::MetaSet | Verb::MetaDelete | Verb::MetaArith)
-    }
-
     /// The index of its name in `service::COMMANDS`.
     pub fn index(self) -> usize {
         match self {
@@ -79,28 +74,6 @@ impl Verb {
             Verb::MetaNoop => 15,
         }
     }
-
-    /// The name used in metrics and `stats`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Verb::Get { .. } => "get",
-            Verb::Store => "store",
-            Verb::Delete => "delete",
-            Verb::Arith => "arith",
-            Verb::Touch => "touch",
-            Verb::FlushAll => "flush_all",
-            Verb::Version => "version",
-            Verb::Verbosity => "verbosity",
-            Verb::Quit => "quit",
-            Verb::Stats => "stats",
-            Verb::MetaGet => "mg",
-            Verb::MetaSet => "ms",
-            Verb::MetaDelete => "md",
-            Verb::MetaArith => "ma",
-            Verb::MetaDebug => "me",
-            Verb::MetaNoop => "mn",
-        }
-    }
 }
 
 /// One framed command.
@@ -111,8 +84,6 @@ pub struct Command {
     pub raw: Bytes,
     /// The tokens of the line, as ranges into `raw` (all of them, however many).
     pub tokens: Vec<Range<usize>>,
-    /// Where the data block starts in `raw` (storage commands).
-    pub data: Option<usize>,
     /// `noreply` (text) or `q` (meta): the client wants no nominal answer.
     pub quiet: bool,
     /// The bytes to send to a server: `raw` without `noreply`, meta `q`, `P`
@@ -283,7 +254,7 @@ impl Parser {
         let raw = line.slice(..end);
         let quiet = noreply && !matches!(verb, Verb::Get { .. } | Verb::Version | Verb::Quit | Verb::Stats | Verb::MetaNoop);
         let wire = if quiet { line_without(&raw, &tokens, &[n - 2], None) } else { with_crlf(line, end) };
-        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, data: None, quiet, wire, as_set: None })))
+        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set: None })))
     }
 
     /// set, add, replace, append, prepend, cas: the line's checks, then the data block.
@@ -324,7 +295,7 @@ impl Parser {
             b.extend_from_slice(&raw[data_at..]);
             b.freeze()
         });
-        Step::Done(Parsed::Command(Box::new(Command { verb: Verb::Store, raw, tokens, data: Some(data_at), quiet: noreply, wire, as_set })))
+        Step::Done(Parsed::Command(Box::new(Command { verb: Verb::Store, raw, tokens, quiet: noreply, wire, as_set })))
     }
 
     /// mg, ms, md, ma, me: one key and flags; `q` is kept here (answers are
@@ -360,7 +331,7 @@ impl Parser {
             let line = buf.split_to(nl + 1).freeze();
             let raw = line.slice(..end);
             let wire = if drop.is_empty() { with_crlf(line, end) } else { line_without(&raw, &tokens, &drop, None) };
-            return Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, data: None, quiet, wire, as_set: None })));
+            return Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set: None })));
         }
         let Some(len) = parse_i32(&line[tokens[2].clone()]).filter(|&l| l >= 0).map(|l| l as usize) else {
             return self.answer(buf, nl, Some(BAD_FORMAT));
@@ -371,7 +342,7 @@ impl Parser {
             Err(step) => return step,
         };
         let wire = if drop.is_empty() { raw.clone() } else { line_without(&raw, &tokens, &drop, Some(nl + 1)) };
-        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, data: Some(nl + 1), quiet, wire, as_set: None })))
+        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set: None })))
     }
 
     /// The line (its `\n` at `nl`) and its data block of `len` bytes: a value

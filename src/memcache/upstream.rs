@@ -78,7 +78,6 @@ pub struct EndpointStats {
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,
     pub ejections: AtomicU64,
-    pub in_flight: AtomicUsize,
     pub connections: AtomicUsize,
     pub latency: crate::metrics::Histogram,
     failures: AtomicU32,
