@@ -107,11 +107,22 @@ impl Endpoint {
     }
 
     /// Ejects the endpoint for the policy's time, doubled for each ejection in a row.
+    /// Of several requests that fail at the same instant only one ejects (the
+    /// deadline is swapped in only while the endpoint is still in).
     pub fn eject(&self, p: &Passive, why: &'static str) {
-        self.stats.consecutive_failures.store(0, Relaxed);
-        let row = self.stats.ejections_in_row.fetch_add(1, Relaxed).min(16);
+        let now = clock::now_ms();
+        let until = self.stats.ejected_until_ms.load(Relaxed);
+        if until > now {
+            return;
+        }
+        let row = self.stats.ejections_in_row.load(Relaxed).min(16);
         let wait = p.ejection_time.saturating_mul(1u32 << row).min(p.max_ejection_time);
-        self.stats.ejected_until_ms.store(clock::now_ms() + wait.as_millis() as u64, Relaxed);
+        let deadline = now + wait.as_millis() as u64;
+        if self.stats.ejected_until_ms.compare_exchange(until, deadline, Relaxed, Relaxed).is_err() {
+            return;
+        }
+        self.stats.consecutive_failures.store(0, Relaxed);
+        self.stats.ejections_in_row.fetch_add(1, Relaxed);
         self.stats.ejections_total.fetch_add(1, Relaxed);
         tracing::warn!(endpoint = %self.name, address = %self.address, ejected_for_ms = wait.as_millis() as u64, why, "endpoint ejected");
     }

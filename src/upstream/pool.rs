@@ -246,6 +246,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn failures_at_the_same_instant_eject_once() {
+        let p = Arc::new(pool_of(3, Passive::default()));
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (p, start) = (p.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    (0..100).for_each(|_| p.failed(&p.endpoints[1], Failure::Down))
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(p.endpoints[1].stats.ejections_total.load(Relaxed), 1);
+        assert_eq!(p.endpoints[1].stats.ejections_in_row.load(Relaxed), 1);
+    }
+
     #[tokio::test]
     async fn a_down_endpoint_is_ejected_at_once_and_5xx_counts_only_when_asked() {
         let p = pool_of(2, Passive::default());
