@@ -406,6 +406,9 @@ fn servers_that_answer_garbage_close_or_hang_fail_only_their_keys() {
         format!("VALUE {} 0 1\r\nx\r\nEND\r\n", k("good")).into_bytes()
     );
     assert!(started.elapsed() < Duration::from_millis(800), "the good shard waited on the hung one");
+    let stats = String::from_utf8(c.ask(b"stats endpoints\r\n", b"END\r\n", 1)).unwrap();
+    assert!(stats.contains(&format!("STAT hang:{hanging}:in_flight 1\r\n")), "the hung get is not in flight: {stats}");
+    assert!(stats.contains(&format!("STAT good:{}:in_flight 0\r\n", good.addr)), "{stats}");
     assert_eq!(c.line(&format!("get {}\r\n", k("garbage"))), "SERVER_ERROR the server sent a malformed answer\r\n");
     assert_eq!(c.line(&format!("get {}\r\n", k("close"))), "SERVER_ERROR the server closed the connection\r\n");
     let (a, took) = hung.join().unwrap();
@@ -416,6 +419,13 @@ fn servers_that_answer_garbage_close_or_hang_fail_only_their_keys() {
     assert_eq!(c.line("mn\r\n"), "MN\r\n");
     let stats = String::from_utf8(c.ask(b"stats endpoints\r\n", b"END\r\n", 1)).unwrap();
     assert!(stats.contains(&format!("STAT hang:{hanging}:timeouts 1")), "{stats}");
+    assert!(stats.contains(&format!("STAT hang:{hanging}:in_flight 0\r\n")), "{stats}");
+    assert_eq!(
+        p.metric(&format!(
+            "ringmaster_memcache_endpoint_in_flight{{service=\"cache\",shard=\"hang\",endpoint=\"{hanging}\",address=\"{hanging}\"}}"
+        )),
+        0.0
+    );
     assert!(stats.contains(&format!("STAT garbage:{garbage}:errors ")), "{stats}");
     drop(p);
 }

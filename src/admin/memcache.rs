@@ -91,7 +91,7 @@ pub fn render<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::
 /// The per-endpoint series.
 fn render_endpoints<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::Arc<Service>> + Clone) {
     type EpGet = fn(&crate::memcache::upstream::Endpoint) -> u64;
-    let ep_rows: [(&str, &str, &str, EpGet); 6] = [
+    let ep_rows: [(&str, &str, &str, EpGet); 7] = [
         ("ringmaster_memcache_endpoint_requests_total", "counter", "Commands sent to the endpoint.", |e| e.stats.requests.load(Relaxed)),
         (
             "ringmaster_memcache_endpoint_errors_total",
@@ -108,6 +108,9 @@ fn render_endpoints<'a>(o: &mut String, services: impl Iterator<Item = &'a std::
         ("ringmaster_memcache_endpoint_healthy", "gauge", "1 when the endpoint is not ejected.", |e| e.available() as u64),
         ("ringmaster_memcache_endpoint_connections", "gauge", "Connections open to the endpoint.", |e| {
             e.stats.connections.load(Relaxed) as u64
+        }),
+        ("ringmaster_memcache_endpoint_in_flight", "gauge", "Commands queued or sent to the endpoint and not yet answered.", |e| {
+            e.stats.in_flight.load(Relaxed) as u64
         }),
     ];
     for (name, kind, help, get) in ep_rows {
@@ -164,6 +167,7 @@ pub fn json(s: &Service) -> serde_json::Value {
                     "timeouts": e.stats.timeouts.load(Relaxed),
                     "ejections": e.stats.ejections.load(Relaxed),
                     "connections": e.stats.connections.load(Relaxed),
+                    "in_flight": e.stats.in_flight.load(Relaxed),
                 })).collect::<Vec<_>>(),
             })
         })

@@ -106,6 +106,7 @@ fn endpoints(svc: &Service, o: &mut String) {
             stat(o, &format!("{n}:ejections"), st.ejections.load(Relaxed));
             stat(o, &format!("{n}:ejected"), u8::from(!e.available()));
             stat(o, &format!("{n}:connections"), st.connections.load(Relaxed));
+            stat(o, &format!("{n}:in_flight"), st.in_flight.load(Relaxed));
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct EndpointStats {
     pub timeouts: AtomicU64,
     pub ejections: AtomicU64,
     pub connections: AtomicUsize,
+    /// Commands queued or sent here and not yet answered.
+    pub in_flight: AtomicUsize,
     pub latency: crate::metrics::Histogram,
     failures: AtomicU32,
     ejected_until_ms: AtomicU64,
@@ -99,14 +101,35 @@ pub type Answer = oneshot::Receiver<Result<Bytes, Failure>>;
 struct Op {
     wire: Bytes,
     expect: Expect,
-    reply: oneshot::Sender<Result<Bytes, Failure>>,
+    reply: Reply,
     deadline: Instant,
     started: Instant,
 }
 
 /// What the reader is told of a command written: its answer's shape, where the
 /// answer goes, its deadline and when it was sent.
-type Pending = (Expect, oneshot::Sender<Result<Bytes, Failure>>, Instant, Instant);
+type Pending = (Expect, Reply, Instant, Instant);
+
+/// Where a command's answer goes; the command counts in its endpoint's
+/// in-flight gauge until this is answered or dropped, whichever way it ends.
+struct Reply {
+    tx: oneshot::Sender<Result<Bytes, Failure>>,
+    _flight: Flight,
+}
+
+impl Reply {
+    fn send(self, answer: Result<Bytes, Failure>) {
+        let _ = self.tx.send(answer);
+    }
+}
+
+struct Flight(Arc<EndpointStats>);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
 
 struct Conn {
     tx: mpsc::Sender<Op>,
@@ -126,12 +149,14 @@ impl Endpoint {
     /// Queues `wire` on connection `lane` (a client's own lane keeps its
     /// commands in order) and returns where its answer will arrive.
     pub fn send(self: &Arc<Self>, lane: usize, wire: Bytes, expect: Expect) -> Answer {
-        let (reply, answer) = oneshot::channel();
+        let (tx, answer) = oneshot::channel();
         if !self.available() {
-            let _ = reply.send(Err(Failure::Ejected));
+            let _ = tx.send(Err(Failure::Ejected));
             return answer;
         }
         self.stats.requests.fetch_add(1, Relaxed);
+        self.stats.in_flight.fetch_add(1, Relaxed);
+        let reply = Reply { tx, _flight: Flight(self.stats.clone()) };
         let now = Instant::now();
         let mut op = Op { wire, expect, reply, deadline: now + self.settings.request_timeout, started: now };
         let slot = &self.conns[lane % self.conns.len()];
@@ -147,7 +172,7 @@ impl Endpoint {
             match conn.tx.try_send(op) {
                 Ok(()) => return answer,
                 Err(mpsc::error::TrySendError::Full(o)) => {
-                    let _ = o.reply.send(Err(Failure::Overloaded));
+                    o.reply.send(Err(Failure::Overloaded));
                     self.stats.errors.fetch_add(1, Relaxed);
                     return answer;
                 }
@@ -155,7 +180,7 @@ impl Endpoint {
                 Err(mpsc::error::TrySendError::Closed(o)) => op = o,
             }
         }
-        let _ = op.reply.send(Err(Failure::Closed));
+        op.reply.send(Err(Failure::Closed));
         answer
     }
 
@@ -183,9 +208,13 @@ impl Endpoint {
             return;
         }
         let n = self.stats.failures.fetch_add(1, Relaxed) + 1;
-        if n >= limit && self.available() {
-            let retry = self.settings.retry_timeout;
-            self.stats.ejected_until_ms.store(clock::now_ms() + retry.as_millis() as u64, Relaxed);
+        let (now, until) = (clock::now_ms(), self.stats.ejected_until_ms.load(Relaxed));
+        if n < limit || until > now {
+            return;
+        }
+        // Of failures seen at the same instant, one ejects.
+        let retry = self.settings.retry_timeout;
+        if self.stats.ejected_until_ms.compare_exchange(until, now + retry.as_millis() as u64, Relaxed, Relaxed).is_ok() {
             // One more failure after the retry timeout ejects it again.
             self.stats.failures.store(limit - 1, Relaxed);
             self.stats.ejections.fetch_add(1, Relaxed);
@@ -241,7 +270,7 @@ async fn write(
         while let Some(op) = next.take() {
             buf.extend_from_slice(&op.wire);
             if let Err(e) = pending.send((op.expect, op.reply, op.deadline, op.started)) {
-                let _ = e.0 .1.send(Err(Failure::Closed));
+                e.0 .1.send(Err(Failure::Closed));
                 return;
             }
             if buf.len() < BATCH {
@@ -274,7 +303,7 @@ async fn read(
             match frame(&buf, expect, ep.settings.max_value) {
                 Ok(Some(n)) => {
                     ep.succeeded(started);
-                    let _ = reply.send(Ok(buf.split_to(n).freeze()));
+                    reply.send(Ok(buf.split_to(n).freeze()));
                     if buf.is_empty() && buf.capacity() > 64 * 1024 {
                         buf = BytesMut::new();
                     }
@@ -283,7 +312,7 @@ async fn read(
                 Ok(None) => {}
                 Err(g) => {
                     tracing::warn!(endpoint = %ep.name, addr = %ep.addr, error = %g, "memcache server out of step; closing its connection");
-                    let _ = reply.send(Err(Failure::Garbage));
+                    reply.send(Err(Failure::Garbage));
                     break 'conn Some(Failure::Garbage);
                 }
             }
@@ -291,11 +320,11 @@ async fn read(
             match tokio::time::timeout_at(deadline, r.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => {
-                    let _ = reply.send(Err(Failure::Closed));
+                    reply.send(Err(Failure::Closed));
                     break 'conn Some(Failure::Closed);
                 }
                 Err(_) => {
-                    let _ = reply.send(Err(Failure::Timeout));
+                    reply.send(Err(Failure::Timeout));
                     break 'conn Some(Failure::Timeout);
                 }
             }
@@ -307,13 +336,13 @@ async fn read(
     let _ = dead.send(());
     pending.close();
     while let Ok((_, reply, _, _)) = pending.try_recv() {
-        let _ = reply.send(Err(why.unwrap_or(Failure::Closed)));
+        reply.send(Err(why.unwrap_or(Failure::Closed)));
     }
 }
 
 fn fail_all(rx: &mut mpsc::Receiver<Op>, why: Failure) {
     rx.close();
     while let Ok(op) = rx.try_recv() {
-        let _ = op.reply.send(Err(why));
+        op.reply.send(Err(why));
     }
 }
