@@ -29,6 +29,35 @@ impl Drop for Memcacheds {
     }
 }
 
+/// One small memcached on `port` that dies with the demo, even a killed one: it
+/// gets SIGTERM when its parent ends (set after its user is, since memcached's
+/// own `-u` would clear it; as root it runs as `nobody`).
+fn memcached_command(port: u16) -> std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = std::process::Command::new("memcached");
+    c.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-m", "16"]);
+    // SAFETY: getpwnam's result is read at once, before any other call that could reuse it.
+    let nobody = unsafe { libc::getpwnam(c"nobody".as_ptr()).as_ref().map(|p| (p.pw_uid, p.pw_gid)) };
+    if let (0, Some((uid, gid))) = (unsafe { libc::geteuid() }, nobody) {
+        c.uid(uid).gid(gid);
+    }
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The demo died before the signal was set: do not outlive it.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the demo is gone"));
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
 /// Starts six small memcached (3 shards x 2 replicas) on free loopback ports,
 /// or says how to install memcached.
 fn start_memcacheds() -> Result<(Memcacheds, Vec<SocketAddr>), String> {
@@ -36,13 +65,15 @@ fn start_memcacheds() -> Result<(Memcacheds, Vec<SocketAddr>), String> {
     let mut addrs = Vec::new();
     for _ in 0..6 {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let child = std::process::Command::new("memcached")
-            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-m", "16", "-u", "nobody"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|_| {
-                "memcached is not installed (sudo apt-get install memcached), so the demo runs without the memcache ambassador".to_string()
+        let child =
+            memcached_command(port).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().map_err(|e| match e
+                .kind()
+            {
+                std::io::ErrorKind::NotFound => {
+                    "memcached is not installed (sudo apt-get install memcached), so the demo runs without the memcache ambassador"
+                        .to_string()
+                }
+                _ => format!("memcached did not start ({e}), so the demo runs without the memcache ambassador"),
             })?;
         procs.0.push(child);
         addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));

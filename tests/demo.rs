@@ -41,4 +41,56 @@ fn demo_serves_every_pattern() {
     let cfg = common::pki::client_config(&cert, None, &["http/1.1"]);
     let r = common::pki::TlsConn::open(tls, "localhost", &cfg).unwrap().get("localhost", "/echo", "").unwrap();
     assert_eq!(r.json()["headers"]["x-forwarded-proto"], "https");
+    // SIGTERM stops the demo and the memcached it started.
+    let kids = children(_demo.pid());
+    assert_eq!(kids.len(), 6, "the demo's memcached: {kids:?}");
+    _demo.signal("TERM");
+    let started = std::time::Instant::now();
+    let mut demo = _demo;
+    let status = loop {
+        if let Some(s) = demo.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "the demo did not stop within 15 s of SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    for k in kids {
+        assert!(!alive(k), "memcached {k} outlived the demo");
+    }
+}
+
+/// Whether process `pid` runs (a zombie waiting for init to reap it does not).
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name in parentheses.
+    stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    list.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+/// A killed demo takes its memcached with it (they would otherwise hold their
+/// ports and memory until reboot).
+#[test]
+fn a_killed_demo_leaves_no_memcached_behind() {
+    let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let child = Command::new(BIN)
+        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
+        .args(["--memcache-listen", &mc.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let demo = Proc(child);
+    wait_port(mc);
+    let kids = children(demo.pid());
+    assert_eq!(kids.len(), 6, "the demo's memcached: {kids:?}");
+    drop(demo);
+    for k in kids {
+        eventually(5, "the demo's memcached stopped", || !alive(k));
+    }
 }
