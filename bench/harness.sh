@@ -12,18 +12,23 @@ mkdir -p "$work"
 (cd "$shared" && tar --exclude=./run --exclude=./results --exclude=./tools/mcload/target -cf - .) | (cd "$work" && tar -xf -)
 cp "$here"/peers/* "$work/peers/"
 cp "$here/targets-ours.toml" "$work/"
-# Scenarios of ours: e-full (full TLS handshakes, no resumption) next to the harness's.
+# Scenarios of ours next to the harness's: e-full (full TLS handshakes, no
+# resumption) and f-multi (10-key memcache gets).
 cp "$here"/scenarios/* "$work/scenarios/"
 python3 - "$work/bench.py" <<'PY'
 import sys
 p = sys.argv[1]
 s = open(p).read()
-line = '    "e-full":  ("e_tls_full.sh",    "https", "http", "(e) full TLS 1.3 handshakes, no resumption, one request each"),\n'
-if '"e-full"' not in s:
-    i = s.index('    "e-close":')
-    s = s[:i] + line + s[i:]
-    open(p, "w").write(s)
+lines = {
+    '"e-full"': ('    "e-close":', '    "e-full":  ("e_tls_full.sh",    "https", "http", "(e) full TLS 1.3 handshakes, no resumption, one request each"),\n'),
+    '"f-multi"': ('    "f":', '    "f-multi": ("f_multiget.sh",    "mc",    "mc",   "(f) 10-key gets across the shards through a sharding proxy"),\n'),
+}
+for name, (before, line) in lines.items():
+    if name not in s:
+        i = s.index(before)
+        s = s[:i] + line + s[i:]
+open(p, "w").write(s)
 PY
-(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example tls_full_handshakes)
+(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example tls_full_handshakes --example mcload_multi)
 export RINGMASTER="$root/target/release/ringmaster"
 export HARNESS="$work"

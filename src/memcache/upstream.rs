@@ -297,8 +297,19 @@ async fn read(
     dead: oneshot::Sender<()>,
 ) {
     let mut buf = BytesMut::new();
+    // One timer for the connection, not one per read: it is armed at some
+    // command's deadline, and deadlines only grow in the order commands are
+    // sent, so when it fires it is re-armed for the command now waiting
+    // unless that one's deadline has passed.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed = false;
     let why = 'conn: loop {
         let Some((expect, reply, deadline, started)) = pending.recv().await else { break 'conn None };
+        if !armed {
+            timer.as_mut().reset(deadline);
+            armed = true;
+        }
         loop {
             match frame(&buf, expect, ep.settings.max_value) {
                 Ok(Some(n)) => {
@@ -317,15 +328,22 @@ async fn read(
                 }
             }
             buf.reserve(16 * 1024);
-            match tokio::time::timeout_at(deadline, r.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => {
-                    reply.send(Err(Failure::Closed));
-                    break 'conn Some(Failure::Closed);
-                }
-                Err(_) => {
-                    reply.send(Err(Failure::Timeout));
-                    break 'conn Some(Failure::Timeout);
+            tokio::select! {
+                biased;
+                read = r.read_buf(&mut buf) => match read {
+                    Ok(n) if n > 0 => {}
+                    _ => {
+                        reply.send(Err(Failure::Closed));
+                        break 'conn Some(Failure::Closed);
+                    }
+                },
+                () = &mut timer => {
+                    if deadline > Instant::now() {
+                        timer.as_mut().reset(deadline);
+                    } else {
+                        reply.send(Err(Failure::Timeout));
+                        break 'conn Some(Failure::Timeout);
+                    }
                 }
             }
         }
