@@ -3,8 +3,10 @@
 # nutcracker (twemproxy), each pinned to one core, in one run per variant:
 #   f            64 connections, one request in flight each, 90% get / 10% set, 100-byte values
 #   f pipelined  the same with 8 requests in flight per connection (MC_PIPELINE=8)
-# then ringmaster with workers = 2 unpinned against itself with one worker
-# (proxy on both cores, so the load generator shares them: see RESULTS.md),
+#   f-multi      10-key gets over the three shards (examples/mcload_multi)
+# then ringmaster with workers = 2 against itself with one worker, both free to
+# use both cores, pipelined so that the load side leaves the proxy some room
+# (the load generator still shares the cores: see RESULTS.md),
 # then RSS per idle client connection (memcache_idle_rss.py, against nutcracker).
 # usage: bench/memcache.sh [--pairs N] [--duration S]   (extra options go to the harness)
 set -euo pipefail
@@ -14,5 +16,6 @@ cd "$HARNESS"
 ./install.sh >/dev/null
 ./run.sh f direct-mc nutcracker ours-mc --targets targets-ours.toml --nice -20 "$@"
 MC_PIPELINE=8 ./run.sh f direct-mc nutcracker ours-mc --targets targets-ours.toml --nice -20 "$@"
-./run.sh f ours-mc ours-mc2 --targets targets-ours.toml --nice -20 --proxy-cpus 0,1 "$@"
+./run.sh f-multi direct-mc nutcracker ours-mc --targets targets-ours.toml --nice -20 "$@"
+MC_PIPELINE=8 ./run.sh f ours-mc ours-mc2 --targets targets-ours.toml --nice -20 --proxy-cpus 0,1 "$@"
 python3 "$here/memcache_idle_rss.py" "$RINGMASTER" --conns 5000

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod hash;
+pub mod heat;
 pub mod identity;
 pub mod jwt;
 pub mod key;

@@ -29,6 +29,24 @@ impl Histogram {
         self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
     }
 
+    /// The latency below which a share `q` (0..=1) of the observations fell,
+    /// as the upper bound of its bucket (since start); None before any.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let count = self.count.load(Relaxed);
+        if count == 0 {
+            return None;
+        }
+        let want = (q * count as f64).ceil().max(1.0) as u64;
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            if cumulative >= want {
+                return Some(*b);
+            }
+        }
+        Some(f64::INFINITY)
+    }
+
     /// Writes the histogram's series in the Prometheus text format.
     pub fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;

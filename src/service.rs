@@ -7,12 +7,15 @@ use crate::shard::{Sharding, Target};
 use crate::upstream::Pool;
 use http::HeaderName;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub struct Service {
     pub name: String,
     /// One pool for a replicated service; one per shard, in shard name order.
     pub pools: Vec<Pool>,
     pub sharding: Option<Sharding>,
+    /// The service's hottest keys (sharded services sample them).
+    pub heat: Arc<crate::heat::KeyHeat>,
 }
 
 impl Service {
@@ -25,7 +28,7 @@ impl Service {
     pub fn target(&self, head: &http::request::Parts, client: IpAddr, fan_out: bool) -> Result<Target, MissingKey> {
         match &self.sharding {
             None => Ok(Target::Pool(0)),
-            Some(s) => s.target(head, client, fan_out, self.pools.len()),
+            Some(s) => s.target(head, client, fan_out, self.pools.len(), &self.heat),
         }
     }
 

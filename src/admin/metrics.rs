@@ -97,6 +97,7 @@ pub fn render(snap: &Snapshot) -> String {
     }
     render_pools(&mut o, snap);
     super::memcache::render(&mut o, snap.memcache.values());
+    super::heat::render(&mut o, snap);
     render_caches(&mut o, snap);
     o
 }

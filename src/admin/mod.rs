@@ -3,6 +3,7 @@
 //! only with a token); never on the request path.
 
 pub mod guard;
+pub mod heat;
 pub mod memcache;
 pub mod metrics;
 
@@ -117,6 +118,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
         (&Method::GET, "/admin/config") => json_reply(StatusCode::OK, json!({ "generation": snap.generation, "config": redacted(&snap.config) })),
         (&Method::GET, "/admin/pools") => json_reply(StatusCode::OK, pools(&snap)),
         (&Method::GET, "/admin/shards") => json_reply(StatusCode::OK, shards(&snap)),
+        (&Method::GET, "/admin/heat") => json_reply(StatusCode::OK, heat::json(&snap)),
         (&Method::GET, "/admin/cache") => json_reply(StatusCode::OK, caches(&snap)),
         (&Method::POST, "/admin/cache/purge") => purge(&snap, req.uri().query().unwrap_or("")),
         (&Method::POST, "/admin/reload") => match ctl.reload().await {

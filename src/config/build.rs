@@ -60,6 +60,8 @@ struct Carried<'a> {
     caches: HashMap<String, Arc<crate::cache::store::Store>>,
     /// Each sharded service's fan-out permits and their cap.
     fan_outs: HashMap<String, (Arc<tokio::sync::Semaphore>, usize)>,
+    /// Each service's key heat (HTTP and memcache).
+    key_heat: HashMap<String, Arc<crate::heat::KeyHeat>>,
 }
 
 impl<'a> Carried<'a> {
@@ -70,6 +72,7 @@ impl<'a> Carried<'a> {
                 if let Some(sh) = &svc.sharding {
                     c.fan_outs.insert(svc.name.clone(), (sh.fan_out.in_flight.clone(), sh.fan_out.max_in_flight));
                 }
+                c.key_heat.insert(svc.name.clone(), svc.heat.clone());
                 for pool in &svc.pools {
                     c.pool_stats.insert(pool.name.clone(), pool.stats.clone());
                     for ep in &pool.endpoints {
@@ -104,7 +107,8 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
                     new.fan_out.in_flight = old.0.clone();
                 }
             }
-            Arc::new(Service { name: s.name, pools, sharding })
+            let heat = crate::heat::KeyHeat::carried(carried.key_heat.get(s.name.as_str()), s.heat);
+            Arc::new(Service { name: s.name, pools, sharding, heat })
         })
         .collect();
     let routes = plan
@@ -246,6 +250,7 @@ fn memcache(plans: Vec<super::plan::McServicePlan>, old: Option<&Snapshot>) -> B
                 .collect();
             let svc = McService {
                 stats: before.map(|b| b.stats.clone()).unwrap_or_default(),
+                heat: crate::heat::KeyHeat::carried(before.map(|b| &b.heat), p.heat),
                 name: p.name.clone(),
                 ring: p.ring,
                 tag: p.tag,

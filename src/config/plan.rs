@@ -82,6 +82,7 @@ pub struct ServicePlan {
     pub name: String,
     pub pools: Vec<PoolPlan>,
     pub sharding: Option<Sharding>,
+    pub heat: crate::heat::Policy,
 }
 
 /// Where a memcache listener accepts clients.
@@ -124,6 +125,7 @@ pub struct McServicePlan {
     pub settings: crate::memcache::upstream::Settings,
     /// How long a client has to finish a command it began.
     pub command_timeout: Duration,
+    pub heat: crate::heat::Policy,
 }
 
 /// A route; its cache store and counters come from the build step.

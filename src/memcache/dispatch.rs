@@ -133,6 +133,7 @@ async fn read(svc: &Service, shard: usize, wire: Bytes, expect: Expect, lane: us
         }
     }
     sh.stats.latency.observe(started.elapsed());
+    sh.stats.traffic(&wire, &last);
     match &last {
         Ok(a) if is_miss(a) => sh.stats.misses.fetch_add(1, Relaxed),
         Ok(a) if !is_server_error(a) => sh.stats.hits.fetch_add(1, Relaxed),
@@ -175,6 +176,7 @@ async fn write(svc: &Service, shard: usize, wire: &Bytes, expect: Expect, lane: 
     sh.stats.latency.observe(started.elapsed());
     let result = if ok >= need { first_ok } else { first_bad.or(first_ok) };
     let result = result.unwrap_or(Err(Failure::Ejected));
+    sh.stats.traffic(wire, &result);
     if !done(&result) {
         sh.stats.errors.fetch_add(1, Relaxed);
     }
@@ -190,6 +192,7 @@ async fn cas(svc: &Service, shard: usize, wire: &Bytes, set: &Bytes, lane: usize
         return Err(Failure::Ejected);
     };
     let a = arrive(sh.replicas[first].send(lane, wire.clone(), Expect::Line)).await;
+    sh.stats.traffic(wire, &a);
     if matches!(&a, Ok(b) if &b[..] == b"STORED\r\n") {
         for (i, ep) in sh.replicas.iter().enumerate() {
             if i != first {

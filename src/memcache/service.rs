@@ -57,6 +57,26 @@ pub struct ShardStats {
     pub failovers: AtomicU64,
     pub in_flight: AtomicUsize,
     pub latency: crate::metrics::Histogram,
+    /// Bytes of commands sent and answers received.
+    pub bytes: AtomicU64,
+    /// Rates the heat tick measures from the counters above.
+    pub heat: ShardHeat,
+}
+
+/// A shard's request, error and byte rates.
+#[derive(Default)]
+pub struct ShardHeat {
+    pub requests: crate::heat::rate::Rate,
+    pub errors: crate::heat::rate::Rate,
+    pub bytes: crate::heat::rate::Rate,
+}
+
+impl ShardStats {
+    /// Counts the bytes of a command and of its answer.
+    pub fn traffic(&self, wire: &[u8], answer: &Result<bytes::Bytes, super::upstream::Failure>) {
+        let answered = answer.as_ref().map_or(0, |a| a.len());
+        self.bytes.fetch_add((wire.len() + answered) as u64, Relaxed);
+    }
 }
 
 /// Counts a command in flight on a shard while alive.
@@ -134,12 +154,15 @@ pub struct Service {
     /// How long a client has to finish a command it began.
     pub command_timeout: std::time::Duration,
     pub stats: Arc<ServiceStats>,
+    /// The service's hottest keys, sampled as commands are placed.
+    pub heat: Arc<crate::heat::KeyHeat>,
 }
 
 impl Service {
     /// The shard of `key`: its owner on the ring, or with `auto_eject` the
     /// first shard in the ring's order that has an endpoint up.
     pub fn shard_of(&self, key: &[u8]) -> usize {
+        self.heat.sample(key);
         let hash = self.ring.hash_key(hash_tag(key, self.tag));
         if self.policy.auto_eject {
             if let Some(s) = self.ring.walk(hash, &mut |s| self.shards[s].available()) {

@@ -82,6 +82,8 @@ pub struct EndpointStats {
     /// Commands queued or sent here and not yet answered.
     pub in_flight: AtomicUsize,
     pub latency: crate::metrics::Histogram,
+    /// Its command rate, measured by the heat tick from `requests`.
+    pub rate: crate::heat::rate::Rate,
     failures: AtomicU32,
     ejected_until_ms: AtomicU64,
 }

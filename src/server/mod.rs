@@ -1,6 +1,7 @@
 //! The server: listeners, the admin listener, signals, reload and graceful
 //! shutdown around one shared, atomically swapped snapshot.
 
+pub mod heat;
 pub mod listener;
 pub mod memcache;
 pub mod reload;
@@ -161,6 +162,8 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         tracing::info!(addr = ?bound.admin, "admin listening");
         tokio::spawn(crate::admin::serve(tcp, Arc::new(Admin(shared.clone())), shared.shutdown.clone()))
     });
+    let heat_shared = shared.clone();
+    tokio::spawn(heat::run(move || heat_shared.snapshot(), shared.shutdown.clone()));
     on_ready(&bound);
 
     wait_for_shutdown(&shared).await;

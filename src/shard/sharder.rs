@@ -3,6 +3,7 @@
 
 use super::fanout::FanOut;
 use crate::hash::hash_tag;
+use crate::heat::KeyHeat;
 use crate::key::{Fallback, KeyRule, MissingKey};
 use crate::ring::Ring;
 use http::HeaderName;
@@ -30,13 +31,24 @@ pub enum Target {
 }
 
 impl Sharding {
-    /// The shard (or shards) of a request among `shards`; `fan_out` is the route's setting.
-    pub fn target(&self, head: &http::request::Parts, client: IpAddr, fan_out: bool, shards: usize) -> Result<Target, MissingKey> {
+    /// The shard (or shards) of a request among `shards`; `fan_out` is the
+    /// route's setting. The key, when there is one, is offered to `heat`.
+    pub fn target(
+        &self,
+        head: &http::request::Parts,
+        client: IpAddr,
+        fan_out: bool,
+        shards: usize,
+        heat: &KeyHeat,
+    ) -> Result<Target, MissingKey> {
         if fan_out {
             return Ok(Target::All);
         }
         match (self.rule.extract(head, client), self.rule.fallback) {
-            (Some(k), _) => Ok(Target::Pool(self.ring.locate(hash_tag(&k, self.tag)).unwrap_or(0))),
+            (Some(k), _) => {
+                heat.sample(&k);
+                Ok(Target::Pool(self.ring.locate(hash_tag(&k, self.tag)).unwrap_or(0)))
+            }
             (None, Fallback::All) => Ok(Target::All),
             (None, Fallback::Reject) => Err(self.rule.missing()),
             (None, Fallback::Random) => Ok(Target::Pool(fastrand::usize(..shards.max(1)))),

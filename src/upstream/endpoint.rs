@@ -46,6 +46,8 @@ pub struct EndpointStats {
     pub ejections_total: AtomicU64,
     /// Clock milliseconds until which the endpoint is ejected.
     pub ejected_until_ms: AtomicU64,
+    /// Its request rate, measured by the heat tick from `requests`.
+    pub rate: crate::heat::rate::Rate,
 }
 
 pub struct Endpoint {

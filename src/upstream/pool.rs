@@ -24,6 +24,16 @@ pub struct PoolStats {
     pub fail_open_picks: AtomicU64,
     /// Ejections not made because `max_ejection_percent` of the pool was out.
     pub ejections_capped: AtomicU64,
+    /// Answer and 5xx rates, measured by the heat tick from `by_class`.
+    pub rate: crate::heat::rate::Rate,
+    pub error_rate: crate::heat::rate::Rate,
+}
+
+impl PoolStats {
+    /// Answers given, of every class.
+    pub fn answers(&self) -> u64 {
+        self.by_class.iter().map(|c| c.load(Relaxed)).sum()
+    }
 }
 
 pub struct Pool {

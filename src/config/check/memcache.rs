@@ -113,6 +113,7 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
         max_keys: *m.max_keys_per_get.get_ref(),
     };
     let shards = shard_plans?;
+    let heat = super::heat::policy(&svc.heat, r);
     r.clean_since(start).then(|| McServicePlan {
         name: n.clone(),
         ring: Ring::build(function, &members, key_hash),
@@ -121,6 +122,7 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
         policy,
         settings,
         command_timeout: m.command_timeout.get_ref().0,
+        heat,
     })
 }
 

@@ -140,7 +140,8 @@ fn replicated(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Se
         endpoints: &svc.endpoints,
         health: svc.health.as_ref(),
     };
-    Some(ServicePlan { name: n.clone(), pools: vec![pool(s, view, r)?], sharding: None })
+    let heat = super::heat::policy(&svc.heat, r);
+    Some(ServicePlan { name: n.clone(), pools: vec![pool(s, view, r)?], sharding: None, heat })
 }
 
 /// What every sharded service must have: shards, endpoints only in them, and
@@ -230,7 +231,8 @@ fn sharded(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Servi
         fan_out,
         header,
     };
-    Some(ServicePlan { name: n.clone(), pools: pools?, sharding: Some(sharding) })
+    let heat = super::heat::policy(&svc.heat, r);
+    Some(ServicePlan { name: n.clone(), pools: pools?, sharding: Some(sharding), heat })
 }
 
 /// One pool: its endpoints (checked, with their TLS) and its balancer.

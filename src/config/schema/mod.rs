@@ -4,6 +4,7 @@
 //! its file, line and column. Defaults live here, next to the field they fill.
 
 mod cache;
+pub mod heat;
 mod identity;
 mod memcache;
 
@@ -461,6 +462,9 @@ pub struct ServiceSpec {
     /// memcache services: replication, failure handling and limits.
     #[serde(default)]
     pub memcache: MemcacheSpec,
+    /// How the service's shard, endpoint and key heat is measured.
+    #[serde(default)]
+    pub heat: heat::HeatSpec,
     /// HTTP/1 connections open to one endpoint at most (0: no cap); a request
     /// beyond waits `timeouts.queue`, then tries another endpoint, then gets 503.
     #[serde(default = "d_max_conns")]

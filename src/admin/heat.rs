@@ -1,0 +1,191 @@
+//! Heat as an operator reads it: `GET /admin/heat` (every sharded service,
+//! HTTP and memcache alike, its shards hottest first with their endpoints,
+//! the skew, and the hottest keys) and the `ringmaster_heat_*` series.
+//! Keys appear only in the JSON, never as metric labels: they come from
+//! clients, and a label per key would let them grow the scrape without bound.
+
+use crate::config::Snapshot;
+use crate::heat::rate::skew;
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Keys listed per service.
+const TOP: usize = 10;
+
+struct EndpointHeat {
+    name: String,
+    address: String,
+    rate: f64,
+    in_flight: u64,
+}
+
+struct ShardHeat {
+    name: String,
+    rate: f64,
+    error_rate: f64,
+    in_flight: u64,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    bytes_rate: Option<f64>,
+    endpoints: Vec<EndpointHeat>,
+}
+
+struct ServiceHeat<'a> {
+    name: &'a str,
+    protocol: &'static str,
+    heat: &'a crate::heat::KeyHeat,
+    shards: Vec<ShardHeat>,
+}
+
+impl ServiceHeat<'_> {
+    fn skew(&self) -> f64 {
+        skew(&self.shards.iter().map(|s| s.rate).collect::<Vec<_>>())
+    }
+}
+
+/// Every sharded service's heat, HTTP then memcache.
+fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
+    let http = snap.services.values().filter(|s| s.sharding.is_some()).map(|s| ServiceHeat {
+        name: &s.name,
+        protocol: "http",
+        heat: &s.heat,
+        shards: s
+            .pools
+            .iter()
+            .map(|p| ShardHeat {
+                name: p.shard.clone().unwrap_or_else(|| p.name.clone()),
+                rate: p.stats.rate.get(),
+                error_rate: p.stats.error_rate.get(),
+                in_flight: p.stats.in_flight.load(Relaxed) as u64,
+                p50: p.stats.latency.quantile(0.5),
+                p99: p.stats.latency.quantile(0.99),
+                bytes_rate: None,
+                endpoints: p
+                    .endpoints
+                    .iter()
+                    .map(|e| EndpointHeat {
+                        name: e.name.clone(),
+                        address: e.address.clone(),
+                        rate: e.stats.rate.get(),
+                        in_flight: e.stats.in_flight.load(Relaxed) as u64,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    });
+    let memcache = snap.memcache.values().map(|s| ServiceHeat {
+        name: &s.name,
+        protocol: "memcache",
+        heat: &s.heat,
+        shards: s
+            .shards
+            .iter()
+            .map(|sh| ShardHeat {
+                name: sh.name.clone(),
+                rate: sh.stats.heat.requests.get(),
+                error_rate: sh.stats.heat.errors.get(),
+                in_flight: sh.stats.in_flight.load(Relaxed) as u64,
+                p50: sh.stats.latency.quantile(0.5),
+                p99: sh.stats.latency.quantile(0.99),
+                bytes_rate: Some(sh.stats.heat.bytes.get()),
+                endpoints: sh
+                    .replicas
+                    .iter()
+                    .map(|e| EndpointHeat {
+                        name: e.name.clone(),
+                        address: e.addr.to_string(),
+                        rate: e.stats.rate.get(),
+                        in_flight: e.stats.in_flight.load(Relaxed) as u64,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    });
+    http.chain(memcache).collect()
+}
+
+fn ms(s: Option<f64>) -> Value {
+    s.filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v * 1000.0))
+}
+
+/// `GET /admin/heat`.
+pub fn json(snap: &Snapshot) -> Value {
+    let services: Vec<Value> = services(snap)
+        .into_iter()
+        .map(|s| {
+            let skew = s.skew();
+            let mut shards = s.shards;
+            shards.sort_by(|a, b| b.rate.total_cmp(&a.rate).then_with(|| a.name.cmp(&b.name)));
+            let keys: Vec<Value> = s
+                .heat
+                .top(TOP)
+                .into_iter()
+                .map(|k| json!({ "key": String::from_utf8_lossy(&k.key), "share": k.share, "error": k.error, "hot": k.hot }))
+                .collect();
+            let p = s.heat.policy();
+            json!({
+                "service": s.name,
+                "protocol": s.protocol,
+                "window_s": p.window.as_secs_f64(),
+                "skew": skew,
+                "rate": shards.iter().map(|sh| sh.rate).sum::<f64>(),
+                "shards": shards.iter().map(|sh| json!({
+                    "shard": sh.name,
+                    "rate": sh.rate,
+                    "error_rate": sh.error_rate,
+                    "in_flight": sh.in_flight,
+                    "p50_ms": ms(sh.p50),
+                    "p99_ms": ms(sh.p99),
+                    "bytes_rate": sh.bytes_rate,
+                    "endpoints": sh.endpoints.iter().map(|e| json!({
+                        "endpoint": e.name, "address": e.address, "rate": e.rate, "in_flight": e.in_flight,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "hot_share": p.hot_share,
+                "sample": p.sample,
+                "top_keys": keys,
+            })
+        })
+        .collect();
+    json!({ "generation": snap.generation, "services": services })
+}
+
+/// The `ringmaster_heat_*` series.
+pub fn render(o: &mut String, snap: &Snapshot) {
+    let esc = super::metrics::esc;
+    let all = services(snap);
+    let head = |o: &mut String, name: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+    };
+    head(o, "ringmaster_heat_skew", "The hottest shard's request rate over the mean of the service's shards.");
+    for s in &all {
+        let _ = writeln!(o, "ringmaster_heat_skew{{service=\"{}\"}} {}", esc(s.name), s.skew());
+    }
+    head(o, "ringmaster_heat_hot_keys", "Keys whose share of the service's requests reaches hot_share.");
+    for s in &all {
+        let hot = s.heat.top(s.heat.policy().top_keys).iter().filter(|k| k.hot).count();
+        let _ = writeln!(o, "ringmaster_heat_hot_keys{{service=\"{}\"}} {hot}", esc(s.name));
+    }
+    head(o, "ringmaster_heat_shard_rate", "Requests per second to the shard, averaged over the heat window.");
+    for s in &all {
+        for sh in &s.shards {
+            let _ = writeln!(o, "ringmaster_heat_shard_rate{{service=\"{}\",shard=\"{}\"}} {}", esc(s.name), esc(&sh.name), sh.rate);
+        }
+    }
+    head(o, "ringmaster_heat_endpoint_rate", "Requests per second to the endpoint, averaged over the heat window.");
+    for s in &all {
+        for sh in &s.shards {
+            for e in &sh.endpoints {
+                let labels = format!(
+                    "service=\"{}\",shard=\"{}\",endpoint=\"{}\",address=\"{}\"",
+                    esc(s.name),
+                    esc(&sh.name),
+                    esc(&e.name),
+                    esc(&e.address)
+                );
+                let _ = writeln!(o, "ringmaster_heat_endpoint_rate{{{labels}}} {}", e.rate);
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The config of a service's heat: `[services.NAME.heat]`, how its shard
+//! rates are averaged and how many of its keys are ranked.
+
+use crate::config::duration::Dur;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// Heat measurement of one service (on by default; `top_keys = 0` stops key ranking).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeatSpec {
+    /// Time constant of the request rates and of the key counts' decay.
+    #[serde(default = "d_window")]
+    pub window: Spanned<Dur>,
+    /// Keys ranked per service (memory: about 300 bytes each); 0 ranks none.
+    #[serde(default = "d_top_keys")]
+    pub top_keys: Spanned<usize>,
+    /// One request in this many is counted in the key ranking.
+    #[serde(default = "d_sample")]
+    pub sample: Spanned<u32>,
+    /// Share of the service's requests (0 to 1) from which a key is hot.
+    #[serde(default = "d_hot_share")]
+    pub hot_share: Spanned<f64>,
+}
+
+impl Default for HeatSpec {
+    fn default() -> Self {
+        HeatSpec { window: d_window(), top_keys: d_top_keys(), sample: d_sample(), hot_share: d_hot_share() }
+    }
+}
+
+fn d_window() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(crate::heat::Policy::default().window))
+}
+fn d_top_keys() -> Spanned<usize> {
+    Spanned::new(0..0, crate::heat::Policy::default().top_keys)
+}
+fn d_sample() -> Spanned<u32> {
+    Spanned::new(0..0, crate::heat::Policy::default().sample)
+}
+fn d_hot_share() -> Spanned<f64> {
+    Spanned::new(0..0, crate::heat::Policy::default().hot_share)
+}
