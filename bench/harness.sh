@@ -13,7 +13,8 @@ mkdir -p "$work"
 cp "$here"/peers/* "$work/peers/"
 cp "$here/targets-ours.toml" "$work/"
 # Scenarios of ours next to the harness's: e-full (full TLS handshakes, no
-# resumption) and f-multi (10-key memcache gets).
+# resumption), f-multi (10-key memcache gets) and b-keys (keep-alive requests
+# naming random keys, for sharded services).
 cp "$here"/scenarios/* "$work/scenarios/"
 python3 - "$work/bench.py" <<'PY'
 import sys
@@ -21,6 +22,7 @@ p = sys.argv[1]
 s = open(p).read()
 lines = {
     '"e-full"': ('    "e-close":', '    "e-full":  ("e_tls_full.sh",    "https", "http", "(e) full TLS 1.3 handshakes, no resumption, one request each"),\n'),
+    '"b-keys"': ('    "b4k":', '    "b-keys":  ("b_keys.sh",        "http",  "http", "(b) proxied keep-alive HTTP/1.1, 100 B body, a random key of 100,000 per request"),\n'),
     '"f-multi"': ('    "f":', '    "f-multi": ("f_multiget.sh",    "mc",    "mc",   "(f) 10-key gets across the shards through a sharding proxy"),\n'),
 }
 for name, (before, line) in lines.items():

@@ -288,6 +288,52 @@ fn replicas_fail_over_and_an_ejected_endpoint_comes_back() {
     drop(p);
 }
 
+/// A compare-and-set, text or meta, goes to the replica the cas value came
+/// from and, once it stored, the other replicas get the value too; a stale
+/// compare changes no replica.
+#[test]
+fn a_cas_reaches_every_replica_once_it_stored() {
+    let (one, two) = (memcached(), memcached());
+    let listen = free_addr();
+    let p = Proxy::start(&ambassador(listen, &[("s", vec![one.addr, two.addr])], "", "reads = \"round_robin\""));
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    let on_both = |get: &[u8], want: &[u8], what: &str| {
+        for m in [&one, &two] {
+            let end: &[u8] = if get.starts_with(b"mg") { b"\r\n" } else { b"END\r\n" };
+            assert_eq!(
+                String::from_utf8_lossy(&Raw::connect(m.addr).ask(get, end, 1)),
+                String::from_utf8_lossy(want),
+                "{what} on {}",
+                m.addr
+            );
+        }
+    };
+    // The second replica's cas counter runs ahead, so a compare forwarded to it as is would fail there.
+    assert_eq!(Raw::connect(two.addr).line("set other 0 0 1\r\nx\r\n"), "STORED\r\n");
+    assert_eq!(c.line("set k 0 0 2\r\nv1\r\n"), "STORED\r\n");
+    let gets = String::from_utf8(c.ask(b"gets k\r\n", b"END\r\n", 1)).unwrap();
+    let unique: u64 = gets.lines().next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(c.line(&format!("cas k 0 0 2 {}\r\nv2\r\n", unique + 1000)), "EXISTS\r\n");
+    on_both(b"get k\r\n", b"VALUE k 0 2\r\nv1\r\nEND\r\n", "a stale cas changed nothing");
+    assert_eq!(c.line(&format!("cas k 0 0 2 {unique}\r\nv2\r\n")), "STORED\r\n");
+    eventually(5, "the text cas reached the other replica", || {
+        Raw::connect(two.addr).ask(b"get k\r\n", b"END\r\n", 1) == b"VALUE k 0 2\r\nv2\r\nEND\r\n"
+    });
+    on_both(b"get k\r\n", b"VALUE k 0 2\r\nv2\r\nEND\r\n", "after the text cas");
+    // The meta protocol: mg with c, then ms with C (and a routing hint the servers never see).
+    let mg = c.line("mg k c v\r\n");
+    let cas: u64 = mg.split_whitespace().find_map(|t| t.strip_prefix('c')?.parse().ok()).unwrap_or_else(|| panic!("{mg}"));
+    assert!(c.line(&format!("ms k 2 C{} T0\r\nv3\r\n", cas + 1000)).starts_with("EX"));
+    on_both(b"get k\r\n", b"VALUE k 0 2\r\nv2\r\nEND\r\n", "a stale ms C changed nothing");
+    assert_eq!(c.line(&format!("ms k 2 C{cas} Pa T0\r\nv3\r\n")), "HD\r\n");
+    eventually(5, "the meta cas reached the other replica", || {
+        Raw::connect(two.addr).ask(b"get k\r\n", b"END\r\n", 1) == b"VALUE k 0 2\r\nv3\r\nEND\r\n"
+    });
+    on_both(b"get k\r\n", b"VALUE k 0 2\r\nv3\r\nEND\r\n", "after the meta cas");
+    drop(p);
+}
+
 fn p_addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

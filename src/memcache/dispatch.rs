@@ -71,7 +71,7 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
             let expect = if matches!(cmd.verb, Verb::MetaSet | Verb::MetaDelete | Verb::MetaArith) { Expect::Meta } else { Expect::Line };
             Reply::Later(Box::pin(async move {
                 let a = match &cmd.as_set {
-                    Some(set) => cas(&svc, shard, &cmd.wire, set, lane).await,
+                    Some(set) => cas(&svc, shard, &cmd.wire, set, expect, lane).await,
                     None => write(&svc, shard, &cmd.wire, expect, lane).await,
                 };
                 quiet(&cmd, answer(a))
@@ -183,20 +183,21 @@ async fn write(svc: &Service, shard: usize, wire: &Bytes, expect: Expect, lane: 
     result
 }
 
-/// A `cas` on the first available replica (the one a `gets` reads); once it
-/// stored, the value is set on the other replicas, so they stay alike.
-async fn cas(svc: &Service, shard: usize, wire: &Bytes, set: &Bytes, lane: usize) -> Result<Bytes, Failure> {
+/// A `cas` (or an ms with `C`) on the first available replica (the one a
+/// `gets` or `mg ... c` reads); once it stored, the value is set on the other
+/// replicas, so they stay alike.
+async fn cas(svc: &Service, shard: usize, wire: &Bytes, set: &Bytes, expect: Expect, lane: usize) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
     let _in_flight = super::service::InFlight::new(&sh.stats);
     let Some(first) = sh.replicas.iter().position(|e| e.available()).or((!sh.replicas.is_empty()).then_some(0)) else {
         return Err(Failure::Ejected);
     };
-    let a = arrive(sh.replicas[first].send(lane, wire.clone(), Expect::Line)).await;
+    let a = arrive(sh.replicas[first].send(lane, wire.clone(), expect)).await;
     sh.stats.traffic(wire, &a);
-    if matches!(&a, Ok(b) if &b[..] == b"STORED\r\n") {
+    if matches!(&a, Ok(b) if &b[..] == b"STORED\r\n" || b.starts_with(b"HD")) {
         for (i, ep) in sh.replicas.iter().enumerate() {
             if i != first {
-                drop(ep.send(lane, set.clone(), Expect::Line));
+                drop(ep.send(lane, set.clone(), expect));
             }
         }
     }

@@ -342,7 +342,11 @@ impl Parser {
             Err(step) => return step,
         };
         let wire = if drop.is_empty() { raw.clone() } else { line_without(&raw, &tokens, &drop, Some(nl + 1)) };
-        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set: None })))
+        // An ms with a compare (`C`) goes to one replica like a text cas; what
+        // the others get once it stored: the same ms without the compare.
+        let compare = (flags_from..tokens.len()).find(|&i| raw.get(tokens[i].start) == Some(&b'C'));
+        let as_set = compare.map(|c| line_without(&raw, &tokens, &[&drop[..], &[c]].concat(), Some(nl + 1)));
+        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set })))
     }
 
     /// The line (its `\n` at `nl`) and its data block of `len` bytes: a value

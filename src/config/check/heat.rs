@@ -22,3 +22,29 @@ pub fn policy(h: &HeatSpec, r: &mut Reporter) -> Policy {
     }
     Policy { window, top_keys: *h.top_keys.get_ref(), sample: (*h.sample.get_ref()).max(1), hot_share: share }
 }
+
+#[cfg(test)]
+mod tests {
+    const SHARDED: &str = "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nservice = \"users\"\n\n\
+        [services.users]\nkind = \"sharded\"\nsharder = { key = \"path\" }\n\
+        heat = { window = \"500ms\", top_keys = 5000, sample = 0, hot_share = 1.5 }\n\n\
+        [services.users.shards.a]\nendpoints = [{ address = \"127.0.0.1:9001\" }]\n";
+
+    #[test]
+    fn every_bad_setting_is_named_at_its_position() {
+        let e = crate::config::parse("t.toml", SHARDED).unwrap_err();
+        let found: Vec<(usize, usize, &str)> = e.diagnostics().iter().map(|d| (d.line, d.col, d.message.as_str())).collect();
+        let at = |needle: &str| found.iter().find(|d| d.2.contains(needle)).map(|d| (d.0, d.1)).unwrap_or_else(|| panic!("{needle}: {e}"));
+        assert_eq!(at("heat window"), (11, 19), "{e}");
+        assert_eq!(at("top_keys"), (11, 39), "{e}");
+        assert_eq!(at("sample"), (11, 54), "{e}");
+        assert_eq!(at("hot_share"), (11, 69), "{e}");
+    }
+
+    #[test]
+    fn defaults_when_absent() {
+        let good = SHARDED.replace("heat = { window = \"500ms\", top_keys = 5000, sample = 0, hot_share = 1.5 }\n", "");
+        let plan = crate::config::parse("t.toml", &good).unwrap();
+        assert_eq!(plan.services[0].heat, crate::heat::Policy::default());
+    }
+}
