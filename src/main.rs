@@ -107,6 +107,10 @@ enum RingCmd {
         /// One JSON object per function instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also simulate a root cache of the N most requested keys (a list: 10,100,1000):
+        /// the hottest shard over the mean without and with it.
+        #[arg(long, value_delimiter = ',')]
+        hot_keys: Vec<usize>,
     },
     /// Print the shard (and replica) each key goes to.
     Locate {
@@ -189,7 +193,7 @@ fn import_nutcracker(file: &std::path::Path) -> anyhow::Result<()> {
 fn ring(cmd: RingCmd) -> anyhow::Result<()> {
     use ringmaster::{hash::KeyHash, ring, ring::analyze};
     match cmd {
-        RingCmd::Analyze { function, shards, config, service, keys, zipf, keys_file, hash, json } => {
+        RingCmd::Analyze { function, shards, config, service, keys, zipf, keys_file, hash, json, hot_keys } => {
             let (members, configured) = match (&config, &service) {
                 (Some(c), Some(s)) => {
                     let (members, f) = service_ring(c, s)?;
@@ -217,12 +221,36 @@ fn ring(cmd: RingCmd) -> anyhow::Result<()> {
             if !json {
                 println!("{}", analyze::HEADER);
             }
-            for f in functions {
+            for &f in &functions {
                 let r = analyze::analyze(f, &members, key_hash, &keys, progress);
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
                     println!("{r}");
+                }
+            }
+            if hot_keys.is_empty() {
+                return Ok(());
+            }
+            use ringmaster::heat::simulate;
+            let ranked = simulate::ranked(&keys);
+            if !json {
+                println!(
+                    "\nroot cache of the hottest keys ({} requests, {} distinct keys):\n{}",
+                    keys.len(),
+                    ranked.len(),
+                    simulate::HEADER
+                );
+            }
+            for &f in &functions {
+                let ring = ring::Ring::build(f, &members, key_hash);
+                for &n in &hot_keys {
+                    let m = simulate::mitigate(f.name(), &ring, members.len(), &ranked, n);
+                    if json {
+                        println!("{}", serde_json::to_string(&m)?);
+                    } else {
+                        println!("{m}");
+                    }
                 }
             }
             Ok(())

@@ -6,6 +6,7 @@
 
 use crate::config::Snapshot;
 use crate::heat::rate::skew;
+use crate::memcache::hotcache::HotCache;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -36,6 +37,7 @@ struct ServiceHeat<'a> {
     protocol: &'static str,
     heat: &'a crate::heat::KeyHeat,
     shards: Vec<ShardHeat>,
+    hot_cache: Option<&'a HotCache>,
 }
 
 impl ServiceHeat<'_> {
@@ -50,6 +52,7 @@ fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
         name: &s.name,
         protocol: "http",
         heat: &s.heat,
+        hot_cache: None,
         shards: s
             .pools
             .iter()
@@ -78,6 +81,7 @@ fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
         name: &s.name,
         protocol: "memcache",
         heat: &s.heat,
+        hot_cache: s.hot_cache.as_deref(),
         shards: s
             .shards
             .iter()
@@ -145,10 +149,29 @@ pub fn json(snap: &Snapshot) -> Value {
                 "hot_share": p.hot_share,
                 "sample": p.sample,
                 "top_keys": keys,
+                "mitigation": {
+                    "spread": p.mitigation.spread,
+                    "cache": s.hot_cache.map(cache_json),
+                },
             })
         })
         .collect();
     json!({ "generation": snap.generation, "services": services })
+}
+
+fn cache_json(c: &HotCache) -> Value {
+    let (entries, bytes) = c.size();
+    let st = &c.stats;
+    json!({
+        "ttl_s": c.policy.ttl.as_secs_f64(),
+        "max_bytes": c.policy.max_bytes,
+        "entries": entries,
+        "bytes": bytes,
+        "hits": st.hits.load(Relaxed),
+        "fills": st.fills.load(Relaxed),
+        "invalidations": st.invalidations.load(Relaxed),
+        "refused": st.refused.load(Relaxed),
+    })
 }
 
 /// The `ringmaster_heat_*` series.
@@ -166,6 +189,24 @@ pub fn render(o: &mut String, snap: &Snapshot) {
     for s in &all {
         let hot = s.heat.top(s.heat.policy().top_keys).iter().filter(|k| k.hot).count();
         let _ = writeln!(o, "ringmaster_heat_hot_keys{{service=\"{}\"}} {hot}", esc(s.name));
+    }
+    type Counter = (&'static str, &'static str, fn(&HotCache) -> u64);
+    let counters: [Counter; 4] = [
+        ("hits", "Hot keys' reads answered by the root's hot-key cache.", |c| c.stats.hits.load(Relaxed)),
+        ("fills", "Reads sent to a shard to fill the hot-key cache.", |c| c.stats.fills.load(Relaxed)),
+        ("invalidations", "Hot-key cache entries dropped by a write, delete or flush through this root.", |c| {
+            c.stats.invalidations.load(Relaxed)
+        }),
+        ("refused", "Hot keys' answers not cached because the cache was full.", |c| c.stats.refused.load(Relaxed)),
+    ];
+    for (name, help, value) in counters {
+        let metric = format!("ringmaster_heat_hot_cache_{name}_total");
+        let _ = writeln!(o, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for s in &all {
+            if let Some(c) = s.hot_cache {
+                let _ = writeln!(o, "{metric}{{service=\"{}\"}} {}", esc(s.name), value(c));
+            }
+        }
     }
     head(o, "ringmaster_heat_shard_rate", "Requests per second to the shard, averaged over the heat window.");
     for s in &all {

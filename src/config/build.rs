@@ -248,7 +248,13 @@ fn memcache(plans: Vec<super::plan::McServicePlan>, old: Option<&Snapshot>) -> B
                     Shard::new(sh.name, replicas, old_shard.map(|s| s.stats.clone()).unwrap_or_default())
                 })
                 .collect();
+            // The hot-key cache is kept while its policy is.
+            let hot_cache = p.heat.mitigation.cache.clone().map(|c| match before.and_then(|b| b.hot_cache.as_ref()) {
+                Some(old) if old.policy == c => old.clone(),
+                _ => Arc::new(crate::memcache::hotcache::HotCache::new(c)),
+            });
             let svc = McService {
+                hot_cache,
                 stats: before.map(|b| b.stats.clone()).unwrap_or_default(),
                 heat: crate::heat::KeyHeat::carried(before.map(|b| &b.heat), p.heat),
                 name: p.name.clone(),

@@ -6,9 +6,13 @@
 //! when drawn, an uncontended lock it never waits for.
 
 pub mod rate;
+pub mod simulate;
 pub mod topk;
 
-use std::sync::Mutex;
+use arc_swap::ArcSwap;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A service's heat settings (`[services.NAME.heat]`).
@@ -22,12 +26,38 @@ pub struct Policy {
     pub sample: u32,
     /// A key whose share of the service's requests reaches this is hot.
     pub hot_share: f64,
+    /// What is done for hot keys.
+    pub mitigation: Mitigation,
 }
 
 impl Default for Policy {
     fn default() -> Policy {
-        Policy { window: Duration::from_secs(10), top_keys: 64, sample: 8, hot_share: 0.05 }
+        Policy { window: Duration::from_secs(10), top_keys: 64, sample: 8, hot_share: 0.05, mitigation: Mitigation::default() }
     }
+}
+
+/// What a service does for its hot keys (`[services.NAME.hot_keys]`); nothing by default.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Mitigation {
+    /// Hot keys' read answers kept at the root for a short time.
+    pub cache: Option<CachePolicy>,
+    /// Reads of a hot key go to the shard's replicas in turn, whatever the read policy.
+    pub spread: bool,
+}
+
+impl Mitigation {
+    pub fn any(&self) -> bool {
+        self.cache.is_some() || self.spread
+    }
+}
+
+/// The root-local cache of hot keys' answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachePolicy {
+    /// How long an answer is served from the root.
+    pub ttl: Duration,
+    /// Bytes of answers held at most.
+    pub max_bytes: usize,
 }
 
 /// A key of the ranking with its share of the service's traffic.
@@ -40,20 +70,29 @@ pub struct KeyShare {
     pub hot: bool,
 }
 
-/// The sampled key summary of one service, carried over a reload by name.
+/// The sampled key summary of one service, carried over a reload by name,
+/// and the set of its hot keys the request path asks about when the service
+/// mitigates them (rebuilt by each heat tick, swapped whole).
 pub struct KeyHeat {
     policy: Policy,
     summary: Mutex<topk::SpaceSaving>,
+    hot: ArcSwap<HashSet<Box<[u8]>>>,
+    /// Whether `hot` holds any key: most requests stop at this load.
+    any_hot: AtomicBool,
 }
 
 impl KeyHeat {
     pub fn new(policy: Policy) -> KeyHeat {
-        let summary = Mutex::new(topk::SpaceSaving::new(policy.top_keys));
-        KeyHeat { policy, summary }
+        let summary = topk::SpaceSaving::new(policy.top_keys);
+        KeyHeat::with(policy, summary)
+    }
+
+    fn with(policy: Policy, summary: topk::SpaceSaving) -> KeyHeat {
+        KeyHeat { policy, summary: Mutex::new(summary), hot: ArcSwap::default(), any_hot: AtomicBool::new(false) }
     }
 
     /// Keeps this summary when `policy` sizes it the same; else a fresh one.
-    pub fn carried(old: Option<&std::sync::Arc<KeyHeat>>, policy: Policy) -> std::sync::Arc<KeyHeat> {
+    pub fn carried(old: Option<&Arc<KeyHeat>>, policy: Policy) -> Arc<KeyHeat> {
         match old {
             Some(o) if o.policy.top_keys == policy.top_keys && o.policy.sample == policy.sample => {
                 if o.policy == policy {
@@ -61,9 +100,9 @@ impl KeyHeat {
                 }
                 // Same summary, new thresholds: move the counts over.
                 let summary = std::mem::replace(&mut *o.summary.lock().unwrap_or_else(|e| e.into_inner()), topk::SpaceSaving::new(0));
-                std::sync::Arc::new(KeyHeat { policy, summary: Mutex::new(summary) })
+                Arc::new(KeyHeat::with(policy, summary))
             }
-            _ => std::sync::Arc::new(KeyHeat::new(policy)),
+            _ => Arc::new(KeyHeat::new(policy)),
         }
     }
 
@@ -87,6 +126,25 @@ impl KeyHeat {
     pub fn decay(&self, dt: Duration) {
         let factor = 1.0 - rate::alpha(dt, self.policy.window);
         self.summary.lock().unwrap_or_else(|e| e.into_inner()).decay(factor);
+    }
+
+    /// Whether `key` was hot at the last heat tick (never, unless the service
+    /// mitigates hot keys).
+    #[inline]
+    pub fn is_hot(&self, key: &[u8]) -> bool {
+        self.any_hot.load(Relaxed) && self.hot.load().contains(&key[..key.len().min(topk::MAX_KEY)])
+    }
+
+    /// Rebuilds the hot set from the ranking (called by the heat tick).
+    pub fn refresh_hot(&self) {
+        if !self.policy.mitigation.any() {
+            return;
+        }
+        let now: HashSet<Box<[u8]>> = self.top(self.policy.top_keys).into_iter().filter(|k| k.hot).map(|k| k.key.into()).collect();
+        if **self.hot.load() != now {
+            self.any_hot.store(!now.is_empty(), Relaxed);
+            self.hot.store(Arc::new(now));
+        }
     }
 
     /// The `n` hottest keys with their shares.
@@ -126,11 +184,29 @@ mod tests {
     }
 
     #[test]
+    fn the_hot_set_follows_the_ranking_only_when_mitigating() {
+        let plain = KeyHeat::new(Policy { sample: 1, hot_share: 0.3, ..Policy::default() });
+        (0..10).for_each(|_| plain.sample(b"k"));
+        plain.refresh_hot();
+        assert!(!plain.is_hot(b"k"), "nothing is mitigated, so nothing is asked");
+        let m = Mitigation { spread: true, cache: None };
+        let h = KeyHeat::new(Policy { sample: 1, hot_share: 0.3, mitigation: m, ..Policy::default() });
+        (0..10).for_each(|_| h.sample(b"k"));
+        (0..5).for_each(|i| h.sample(format!("cold{i}").as_bytes()));
+        assert!(!h.is_hot(b"k"), "not before a tick");
+        h.refresh_hot();
+        assert!(h.is_hot(b"k") && !h.is_hot(b"cold0") && !h.is_hot(b"other"));
+        (0..100).for_each(|_| h.sample(b"new"));
+        h.refresh_hot();
+        assert!(h.is_hot(b"new") && !h.is_hot(b"k"));
+    }
+
+    #[test]
     fn a_reload_that_keeps_the_size_keeps_the_counts() {
-        let old = std::sync::Arc::new(KeyHeat::new(Policy { sample: 1, ..Policy::default() }));
+        let old = Arc::new(KeyHeat::new(Policy { sample: 1, ..Policy::default() }));
         (0..10).for_each(|_| old.sample(b"k"));
         let same = KeyHeat::carried(Some(&old), old.policy().clone());
-        assert!(std::sync::Arc::ptr_eq(&same, &old));
+        assert!(Arc::ptr_eq(&same, &old));
         let stricter = KeyHeat::carried(Some(&old), Policy { hot_share: 0.5, ..old.policy().clone() });
         assert_eq!(stricter.top(1)[0].share, 1.0);
         let bigger = KeyHeat::carried(Some(&stricter), Policy { top_keys: 128, ..stricter.policy().clone() });

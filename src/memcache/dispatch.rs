@@ -5,6 +5,7 @@
 //! the value is set on the others; a multi-key get is split by shard and its
 //! answers put back in the client's key order.
 
+use super::hotcache::Lookup;
 use super::reply::{is_miss, is_server_error, Expect};
 use super::request::{Command, Verb};
 use super::service::{Service, Writes};
@@ -42,38 +43,65 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
         Verb::MetaNoop => Reply::Now(text("MN\r\n")),
         Verb::Stats => Reply::Now(Some(super::stats::answer(svc, &cmd))),
         Verb::FlushAll => Reply::Later(Box::pin(flush_all(svc.clone(), cmd, lane))),
-        Verb::Get { .. } => {
+        Verb::Get { cas: with_cas, touch } => {
             // One key, the common get, is placed without grouping.
             let keys = cmd.get_keys();
-            let shard = match keys.len() {
-                1 => svc.shard_of(cmd.token(keys.start)),
+            let (shard, hot) = match keys.len() {
+                1 => {
+                    let key = cmd.token(keys.start);
+                    (svc.shard_of(key), svc.heat.is_hot(key))
+                }
                 _ => match group(svc, &cmd) {
                     Err(answer) => return Reply::Now(answer),
-                    Ok(g) if g.groups.len() == 1 => g.groups[0].0,
+                    Ok(g) if g.groups.len() == 1 => (g.groups[0].0, false),
                     Ok(groups) => return Reply::Later(Box::pin(multi_get(svc.clone(), cmd, groups, lane))),
                 },
             };
+            let fill = match (&svc.hot_cache, hot && !touch) {
+                (Some(c), true) => match c.lookup(cmd.token(keys.start), with_cas, Instant::now()) {
+                    Lookup::Hit(a) => return Reply::Now(Some(a)),
+                    Lookup::Fill(token) => Some((c.clone(), token)),
+                    Lookup::Pass => None,
+                },
+                _ => None,
+            };
             let svc = svc.clone();
-            let pinned = matches!(cmd.verb, Verb::Get { cas: true, .. });
-            Reply::Later(Box::pin(async move { Some(answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, pinned).await)) }))
+            let spread = hot && svc.heat.policy().mitigation.spread;
+            Reply::Later(Box::pin(async move {
+                let a = answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, with_cas, spread).await);
+                if let Some((c, token)) = fill {
+                    c.fill(cmd.token(cmd.get_keys().start), with_cas, token, &a, Instant::now());
+                }
+                Some(a)
+            }))
         }
         Verb::MetaGet | Verb::MetaDebug => {
-            let (svc, shard) = (svc.clone(), svc.shard_of(&cmd.key()));
+            let key = cmd.key();
+            let (shard, spread) = (svc.shard_of(&key), svc.heat.policy().mitigation.spread && svc.heat.is_hot(&key));
+            let svc = svc.clone();
             // A get that asks for the cas value reads where a later cas goes.
             let pinned = cmd.tokens[2..].iter().any(|t| &cmd.raw[t.clone()] == b"c");
             Reply::Later(Box::pin(async move {
-                let a = answer(read(&svc, shard, cmd.wire.clone(), Expect::Meta, lane, pinned).await);
+                let a = answer(read(&svc, shard, cmd.wire.clone(), Expect::Meta, lane, pinned, spread).await);
                 quiet(&cmd, a)
             }))
         }
         _ => {
             let (svc, shard) = (svc.clone(), svc.shard_of(&cmd.key()));
             let expect = if matches!(cmd.verb, Verb::MetaSet | Verb::MetaDelete | Verb::MetaArith) { Expect::Meta } else { Expect::Line };
+            // A write drops the key's answers at the root before it is sent and
+            // once it is answered, so no read that raced it keeps the old value.
+            if let Some(c) = &svc.hot_cache {
+                c.invalidate(&cmd.key());
+            }
             Reply::Later(Box::pin(async move {
                 let a = match &cmd.as_set {
                     Some(set) => cas(&svc, shard, &cmd.wire, set, expect, lane).await,
                     None => write(&svc, shard, &cmd.wire, expect, lane).await,
                 };
+                if let Some(c) = &svc.hot_cache {
+                    c.invalidate(&cmd.key());
+                }
                 quiet(&cmd, answer(a))
             }))
         }
@@ -109,12 +137,12 @@ async fn arrive(a: Answer) -> Result<Bytes, Failure> {
 
 /// A read from one replica of `shard`, failing over to the next on a failure
 /// (and on a miss, with `miss_failover`). `pinned` starts at the first replica.
-async fn read(svc: &Service, shard: usize, wire: Bytes, expect: Expect, lane: usize, pinned: bool) -> Result<Bytes, Failure> {
+async fn read(svc: &Service, shard: usize, wire: Bytes, expect: Expect, lane: usize, pinned: bool, spread: bool) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
     let started = Instant::now();
     let _in_flight = super::service::InFlight::new(&sh.stats);
     let n = sh.replicas.len();
-    let start = sh.read_start(svc.policy.reads, pinned);
+    let start = sh.read_start(svc.policy.reads, pinned, spread);
     let mut last = Err(Failure::Ejected);
     for i in 0..n {
         let ep = &sh.replicas[(start + i) % n];
@@ -209,6 +237,7 @@ async fn cas(svc: &Service, shard: usize, wire: &Bytes, set: &Bytes, expect: Exp
 
 /// flush_all on every endpoint of every shard: `OK` when all said so.
 async fn flush_all(svc: Arc<Service>, cmd: Box<Command>, lane: usize) -> Option<Bytes> {
+    svc.hot_cache.iter().for_each(|c| c.clear());
     let sent: Vec<Answer> = svc.endpoints().map(|ep| ep.send(lane, cmd.wire.clone(), Expect::Line)).collect();
     let mut result = Bytes::from_static(b"OK\r\n");
     for a in sent {
@@ -217,6 +246,7 @@ async fn flush_all(svc: Arc<Service>, cmd: Box<Command>, lane: usize) -> Option<
             result = a;
         }
     }
+    svc.hot_cache.iter().for_each(|c| c.clear());
     quiet(&cmd, result)
 }
 
@@ -266,7 +296,7 @@ async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, lane: u
             line.extend_from_slice(cmd.token(k));
         }
         line.extend_from_slice(b"\r\n");
-        read(&svc, *shard, line.freeze(), Expect::Values, lane, pinned)
+        read(&svc, *shard, line.freeze(), Expect::Values, lane, pinned, false)
     });
     let answers = futures_util::future::join_all(reads).await;
     let mut values = Vec::with_capacity(answers.len());

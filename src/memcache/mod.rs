@@ -5,10 +5,12 @@
 //!
 //! Its own phases: parse (`request`), target and balance and forward
 //! (`dispatch` over `service` and `upstream`), respond (`client`, in order),
-//! and the counters (`stats`). Server answers are framed by `reply`.
+//! and the counters (`stats`). Server answers are framed by `reply`; hot keys'
+//! answers may be kept at the root (`hotcache`).
 
 pub mod client;
 pub mod dispatch;
+pub mod hotcache;
 pub mod reply;
 pub mod request;
 pub mod service;

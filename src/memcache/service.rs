@@ -116,8 +116,9 @@ impl Shard {
 
     /// The replica a read starts at: the first available one for reads that
     /// must meet the replica a later `cas` goes to, else by the read policy.
-    pub fn read_start(&self, reads: Reads, pinned: bool) -> usize {
-        if pinned || reads == Reads::LocalFirst || self.replicas.len() < 2 {
+    /// A hot key's reads are spread (`spread`) over every replica in turn.
+    pub fn read_start(&self, reads: Reads, pinned: bool, spread: bool) -> usize {
+        if pinned || (reads == Reads::LocalFirst && !spread) || self.replicas.len() < 2 {
             return 0;
         }
         self.next.fetch_add(1, Relaxed) % self.replicas.len()
@@ -156,6 +157,8 @@ pub struct Service {
     pub stats: Arc<ServiceStats>,
     /// The service's hottest keys, sampled as commands are placed.
     pub heat: Arc<crate::heat::KeyHeat>,
+    /// Hot keys' get answers at the root, when the service asks for it.
+    pub hot_cache: Option<Arc<super::hotcache::HotCache>>,
 }
 
 impl Service {

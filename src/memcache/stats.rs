@@ -73,13 +73,22 @@ fn general(svc: &Service, o: &mut String) {
     let (hits, misses, errors): (u64, u64, u64) = svc.shards.iter().fold((0, 0, 0), |(h, m, e), s| {
         (h + s.stats.hits.load(Relaxed), m + s.stats.misses.load(Relaxed), e + s.stats.errors.load(Relaxed))
     });
-    stat(o, "get_hits", hits);
+    let root_hits = svc.hot_cache.as_ref().map_or(0, |c| c.stats.hits.load(Relaxed));
+    stat(o, "get_hits", hits + root_hits);
     stat(o, "get_misses", misses);
     stat(o, "server_errors", errors);
     stat(o, "bad_commands", GLOBAL.bad_commands.load(Relaxed));
     stat(o, "shards", svc.shards.len());
     stat(o, "endpoints", svc.endpoints().count());
     stat(o, "endpoints_ejected", svc.endpoints().filter(|e| !e.available()).count());
+    if let Some(c) = &svc.hot_cache {
+        let (entries, bytes) = c.size();
+        stat(o, "hot_cache_hits", root_hits);
+        stat(o, "hot_cache_fills", c.stats.fills.load(Relaxed));
+        stat(o, "hot_cache_invalidations", c.stats.invalidations.load(Relaxed));
+        stat(o, "hot_cache_items", entries);
+        stat(o, "hot_cache_bytes", bytes);
+    }
 }
 
 fn shards(svc: &Service, o: &mut String) {

@@ -52,5 +52,6 @@ pub fn tick(snap: &Snapshot, dt: Duration) {
             }
         }
         svc.heat.decay(dt);
+        svc.heat.refresh_hot();
     }
 }

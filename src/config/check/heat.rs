@@ -1,11 +1,14 @@
 //! A service's heat settings checked and converted (HTTP and memcache services alike).
 
 use crate::config::error::Reporter;
-use crate::config::schema::heat::HeatSpec;
-use crate::heat::Policy;
+use crate::config::schema::heat::{HeatSpec, HotKeysSpec};
+use crate::heat::{CachePolicy, Mitigation, Policy};
 use std::time::Duration;
+use toml::Spanned;
 
-pub fn policy(h: &HeatSpec, r: &mut Reporter) -> Policy {
+/// The heat policy of a service from its `heat` and `hot_keys` tables;
+/// `memcache` says which protocol's mitigations apply.
+pub fn policy(h: &HeatSpec, hot: Option<&Spanned<HotKeysSpec>>, memcache: bool, r: &mut Reporter) -> Policy {
     let window = h.window.get_ref().0;
     if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&window) {
         r.error(h.window.span(), "heat window must be between 1s and 1h (rates are updated once a second)", "\"10s\"");
@@ -20,7 +23,31 @@ pub fn policy(h: &HeatSpec, r: &mut Reporter) -> Policy {
     if !(share > 0.0 && share <= 1.0) {
         r.error(h.hot_share.span(), "hot_share must be above 0 and at most 1", "0.05: a key with 5% of the requests is hot");
     }
-    Policy { window, top_keys: *h.top_keys.get_ref(), sample: (*h.sample.get_ref()).max(1), hot_share: share }
+    let mitigation = hot.map(|m| mitigation(m, *h.top_keys.get_ref(), memcache, r)).unwrap_or_default();
+    Policy { window, top_keys: *h.top_keys.get_ref(), sample: (*h.sample.get_ref()).max(1), hot_share: share, mitigation }
+}
+
+fn mitigation(spec: &Spanned<HotKeysSpec>, top_keys: usize, memcache: bool, r: &mut Reporter) -> Mitigation {
+    let m = spec.get_ref();
+    if !memcache {
+        r.error(
+            spec.span(),
+            "hot_keys is for memcache services for now (HTTP services measure heat but do not mitigate yet)",
+            "remove [hot_keys] here",
+        );
+    }
+    if top_keys == 0 {
+        r.error(spec.span(), "hot_keys needs heat.top_keys above 0: hot keys are found among the ranked ones", "heat = { top_keys = 64 }");
+    }
+    let ttl = m.ttl.get_ref().0;
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&ttl) {
+        r.error(m.ttl.span(), "hot_keys ttl must be between 10ms and 60s (a cached answer may be that stale)", "\"1s\"");
+    }
+    if !(1024..=1 << 30).contains(m.max_bytes.get_ref()) {
+        r.error(m.max_bytes.span(), "hot_keys max_bytes must be between 1024 and 1073741824", "8388608");
+    }
+    let cache = m.cache.then(|| CachePolicy { ttl, max_bytes: *m.max_bytes.get_ref() });
+    Mitigation { cache, spread: m.spread }
 }
 
 #[cfg(test)]

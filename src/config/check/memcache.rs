@@ -113,7 +113,7 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
         max_keys: *m.max_keys_per_get.get_ref(),
     };
     let shards = shard_plans?;
-    let heat = super::heat::policy(&svc.heat, r);
+    let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), true, r);
     r.clean_since(start).then(|| McServicePlan {
         name: n.clone(),
         ring: Ring::build(function, &members, key_hash),

@@ -140,7 +140,7 @@ fn replicated(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Se
         endpoints: &svc.endpoints,
         health: svc.health.as_ref(),
     };
-    let heat = super::heat::policy(&svc.heat, r);
+    let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), false, r);
     Some(ServicePlan { name: n.clone(), pools: vec![pool(s, view, r)?], sharding: None, heat })
 }
 
@@ -231,7 +231,7 @@ fn sharded(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Servi
         fan_out,
         header,
     };
-    let heat = super::heat::policy(&svc.heat, r);
+    let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), false, r);
     Some(ServicePlan { name: n.clone(), pools: pools?, sharding: Some(sharding), heat })
 }
 

@@ -1,5 +1,6 @@
 //! The config of a service's heat: `[services.NAME.heat]`, how its shard
-//! rates are averaged and how many of its keys are ranked.
+//! rates are averaged and how many of its keys are ranked, and
+//! `[services.NAME.hot_keys]`, what is done for the keys it finds hot.
 
 use crate::config::duration::Dur;
 use serde::{Deserialize, Serialize};
@@ -40,4 +41,30 @@ fn d_sample() -> Spanned<u32> {
 }
 fn d_hot_share() -> Spanned<f64> {
     Spanned::new(0..0, crate::heat::Policy::default().hot_share)
+}
+
+/// Hot-key mitigation of one service: off unless asked for. A key is hot by
+/// the service's `heat` settings (`hot_share`, among its `top_keys`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotKeysSpec {
+    /// Answer a hot key's reads from a root-local cache for `ttl` (memcache: get and gets).
+    #[serde(default)]
+    pub cache: bool,
+    /// How long a cached answer is served.
+    #[serde(default = "d_ttl")]
+    pub ttl: Spanned<Dur>,
+    /// Bytes of cached answers at most.
+    #[serde(default = "d_max_bytes")]
+    pub max_bytes: Spanned<usize>,
+    /// Spread a hot key's reads over every replica of its shard in turn.
+    #[serde(default)]
+    pub spread: bool,
+}
+
+fn d_ttl() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(std::time::Duration::from_secs(1)))
+}
+fn d_max_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, 8 * 1024 * 1024)
 }

@@ -465,6 +465,9 @@ pub struct ServiceSpec {
     /// How the service's shard, endpoint and key heat is measured.
     #[serde(default)]
     pub heat: heat::HeatSpec,
+    /// What the service does for its hot keys (nothing unless set).
+    #[serde(default)]
+    pub hot_keys: Option<Spanned<heat::HotKeysSpec>>,
     /// HTTP/1 connections open to one endpoint at most (0: no cap); a request
     /// beyond waits `timeouts.queue`, then tries another endpoint, then gets 503.
     #[serde(default = "d_max_conns")]

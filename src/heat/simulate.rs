@@ -1,0 +1,110 @@
+//! What a root-local cache of hot keys does to a ring's shard loads, by
+//! simulation: `ringmaster ring analyze --hot-keys N`. The keys given are a
+//! stream of requests; the N most requested are answered at the root, so each
+//! costs its shard one refresh instead of its requests. Pure: no clock, no I/O.
+
+use super::rate::skew;
+use crate::ring::Ring;
+use std::collections::HashMap;
+
+/// Shard loads with and without the N hottest keys answered at the root.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Mitigated {
+    pub function: &'static str,
+    pub shards: usize,
+    pub hot_keys: usize,
+    /// Share of the requests that name one of the hot keys (what the root absorbs).
+    pub absorbed: f64,
+    /// The least requested hot key's share: a `hot_share` at or below it, with
+    /// `top_keys` at least `hot_keys`, marks these keys hot.
+    pub threshold: f64,
+    /// Hottest shard's load over the mean, without and with the cache.
+    pub without: f64,
+    pub with_cache: f64,
+}
+
+/// Counts each distinct key of the request stream, most requested first.
+pub fn ranked(requests: &[Vec<u8>]) -> Vec<(&[u8], u64)> {
+    let mut counts: HashMap<&[u8], u64> = HashMap::new();
+    for k in requests {
+        *counts.entry(k.as_slice()).or_default() += 1;
+    }
+    let mut ranked: Vec<(&[u8], u64)> = counts.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    ranked
+}
+
+/// The shard loads of `ranked` keys on `ring` when the first `hot` of them are
+/// cached at the root (one refresh each reaches the shard).
+pub fn mitigate(function: &'static str, ring: &Ring, shards: usize, ranked: &[(&[u8], u64)], hot: usize) -> Mitigated {
+    let mut without = vec![0.0; shards];
+    let mut with = vec![0.0; shards];
+    let total: u64 = ranked.iter().map(|r| r.1).sum();
+    let mut absorbed = 0;
+    for (i, (key, n)) in ranked.iter().enumerate() {
+        let s = ring.locate(key).unwrap_or(0);
+        without[s] += *n as f64;
+        if i < hot {
+            with[s] += 1.0;
+            absorbed += n;
+        } else {
+            with[s] += *n as f64;
+        }
+    }
+    let threshold = match hot {
+        0 => 1.0,
+        h => ranked.get(h - 1).map_or(0.0, |r| r.1 as f64 / total.max(1) as f64),
+    };
+    Mitigated {
+        function,
+        shards,
+        hot_keys: hot,
+        absorbed: absorbed as f64 / total.max(1) as f64,
+        threshold,
+        without: skew(&without),
+        with_cache: skew(&with),
+    }
+}
+
+impl std::fmt::Display for Mitigated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<17} {:>6} {:>9} {:>9} {:>10} {:>13} {:>16}",
+            self.function,
+            self.shards,
+            self.hot_keys,
+            format!("{:.2}%", self.absorbed * 100.0),
+            format!("{:.5}", self.threshold),
+            format!("{:.3}", self.without),
+            format!("{:.3}", self.with_cache),
+        )
+    }
+}
+
+/// The header line matching `Mitigated`'s Display.
+pub const HEADER: &str = "function          shards  hot keys  absorbed  hot_share  hottest/mean  with root cache";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::KeyHash;
+    use crate::ring::{Function, Member};
+
+    #[test]
+    fn caching_the_hot_keys_evens_the_shards() {
+        let members: Vec<Member> = (0..10).map(|i| Member::new(format!("s{i}"), 1)).collect();
+        let ring = Ring::build(Function::Maglev, &members, KeyHash::Xxh3);
+        // One key takes half the requests; the rest are even.
+        let mut requests: Vec<Vec<u8>> = (0..10_000).map(|i| format!("k{i}").into_bytes()).collect();
+        requests.extend((0..10_000).map(|_| b"celebrity".to_vec()));
+        let ranked = ranked(&requests);
+        assert_eq!(ranked[0], (&b"celebrity"[..], 10_000));
+        let none = mitigate("maglev", &ring, 10, &ranked, 0);
+        assert_eq!(none.without, none.with_cache);
+        assert!(none.without > 5.0, "{none:?}");
+        let one = mitigate("maglev", &ring, 10, &ranked, 1);
+        assert!((one.absorbed - 0.5).abs() < 1e-9 && (one.threshold - 0.5).abs() < 1e-9, "{one:?}");
+        assert!(one.with_cache < 1.2, "{one:?}");
+    }
+}

@@ -1,0 +1,139 @@
+//! Hot-key mitigation through the ambassador, with real memcached: once the
+//! heat ranking calls a key hot, its gets are answered at the root (its shard
+//! sees one read per ttl), a write, delete or flush through the root is seen
+//! at once, and with `spread` a hot key's reads use every replica even under
+//! `local_first`.
+
+mod common;
+use common::mc::{ambassador, memcached, Memcached, Raw};
+use common::*;
+use std::net::SocketAddr;
+
+/// `n` gets in one pipelined batch: `hot` every other one, 200 other keys between.
+fn skewed(c: &mut Raw, n: usize, hot: &str) {
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let key = if i % 2 == 0 { hot.to_string() } else { format!("k{}", i % 200) };
+        batch.extend_from_slice(format!("get {key}\r\n").as_bytes());
+    }
+    batch.extend_from_slice(b"mn\r\n");
+    c.ask(&batch, b"MN\r\n", 1);
+}
+
+/// A `STAT NAME VALUE` line's value from an answer of `stats ...`.
+fn stat(c: &mut Raw, which: &str, name: &str) -> u64 {
+    let line = if which.is_empty() { "stats\r\n".to_string() } else { format!("stats {which}\r\n") };
+    let s = String::from_utf8(c.ask(line.as_bytes(), b"END\r\n", 1)).unwrap();
+    s.lines().find_map(|l| l.strip_prefix(&format!("STAT {name} "))?.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in {s}"))
+}
+
+fn start(servers: &[&Memcached], hot_keys: &str) -> (Proxy, SocketAddr) {
+    let listen = free_addr();
+    let shard: Vec<SocketAddr> = servers.iter().map(|m| m.addr).collect();
+    let cfg = ambassador(listen, &[("a", shard)], "function = \"maglev\"", "reads = \"local_first\"")
+        + "[services.cache.heat]\nwindow = \"2s\"\nsample = 1\nhot_share = 0.2\n\n"
+        + &format!("[services.cache.hot_keys]\n{hot_keys}\n");
+    let p = Proxy::start(&cfg);
+    wait_port(listen);
+    (p, listen)
+}
+
+/// Gets of `key` until the root answers them (the heat tick has called it hot and one read filled the cache).
+fn until_cached(p: &Proxy, c: &mut Raw, key: &str) {
+    eventually(10, "the hot key is answered at the root", || {
+        skewed(c, 400, key);
+        p.metric("ringmaster_heat_hot_cache_hits_total{service=\"cache\"}") > 0.0
+    });
+}
+
+#[test]
+fn a_hot_key_is_answered_at_the_root_and_writes_through_it_are_seen_at_once() {
+    let server = memcached();
+    let (p, listen) = start(&[&server], "cache = true\nttl = \"30s\"");
+    let mut c = Raw::connect(listen);
+    assert_eq!(c.line("set hot 0 0 2\r\nv1\r\n"), "STORED\r\n");
+    until_cached(&p, &mut c, "hot");
+    // 500 more gets of the hot key: the shard sees none of them (the ttl is long).
+    let before = stat(&mut c, "shards", "a:requests");
+    let hits = p.metric("ringmaster_heat_hot_cache_hits_total{service=\"cache\"}");
+    let batch: Vec<u8> = (0..500).flat_map(|_| b"get hot\r\n".to_vec()).collect();
+    let answers = c.ask(&batch, b"END\r\n", 500);
+    assert_eq!(answers, b"VALUE hot 0 2\r\nv1\r\nEND\r\n".repeat(500));
+    assert_eq!(stat(&mut c, "shards", "a:requests"), before, "the shard saw a hot key's read");
+    assert_eq!(p.metric("ringmaster_heat_hot_cache_hits_total{service=\"cache\"}"), hits + 500.0);
+    // Served from the root: a write that bypasses it is not seen before the ttl...
+    assert_eq!(Raw::connect(server.addr).line("set hot 0 0 2\r\nvX\r\n"), "STORED\r\n");
+    assert_eq!(c.ask(b"get hot\r\n", b"END\r\n", 1), b"VALUE hot 0 2\r\nv1\r\nEND\r\n");
+    // ...but every write through it is, at once: set, delete, incr, touch, meta set, flush_all.
+    assert_eq!(c.line("set hot 0 0 2\r\nv2\r\n"), "STORED\r\n");
+    assert_eq!(c.ask(b"get hot\r\n", b"END\r\n", 1), b"VALUE hot 0 2\r\nv2\r\nEND\r\n");
+    assert_eq!(c.ask(b"get hot\r\nget hot\r\n", b"END\r\n", 2), b"VALUE hot 0 2\r\nv2\r\nEND\r\n".repeat(2));
+    assert_eq!(c.line("ms hot 2 T0\r\nv3\r\n"), "HD\r\n");
+    assert_eq!(c.ask(b"get hot\r\n", b"END\r\n", 1), b"VALUE hot 0 2\r\nv3\r\nEND\r\n");
+    assert_eq!(c.line("set hot 0 0 1\r\n5\r\n"), "STORED\r\n");
+    c.ask(b"get hot\r\n", b"END\r\n", 1);
+    assert_eq!(c.line("incr hot 2\r\n"), "7\r\n");
+    assert_eq!(c.ask(b"get hot\r\n", b"END\r\n", 1), b"VALUE hot 0 1\r\n7\r\nEND\r\n");
+    assert_eq!(c.line("delete hot\r\n"), "DELETED\r\n");
+    assert_eq!(c.ask(b"get hot\r\n", b"END\r\n", 1), b"END\r\n");
+    // A hot miss is answered at the root too, until a write.
+    assert_eq!(Raw::connect(server.addr).line("set hot 0 0 2\r\nvX\r\n"), "STORED\r\n");
+    assert_eq!(c.ask(b"get hot\r\n", b"END\r\n", 1), b"END\r\n");
+    assert_eq!(c.line("set hot 0 0 2\r\nv4\r\n"), "STORED\r\n");
+    c.ask(b"get hot\r\nget hot\r\n", b"END\r\n", 2);
+    assert_eq!(c.line("flush_all\r\n"), "OK\r\n");
+    assert_eq!(c.ask(b"get hot\r\n", b"END\r\n", 1), b"END\r\n", "flush_all empties the root too");
+    // gets answers carry the cas value and are kept apart from get answers.
+    assert_eq!(c.line("set hot 0 0 2\r\nv5\r\n"), "STORED\r\n");
+    let gets = c.ask(b"gets hot\r\n", b"END\r\n", 1);
+    assert!(gets.starts_with(b"VALUE hot 0 2 "), "{}", String::from_utf8_lossy(&gets));
+    assert_eq!(c.ask(b"get hot\r\n", b"END\r\n", 1), b"VALUE hot 0 2\r\nv5\r\nEND\r\n");
+    let heat = p.admin_json("/admin/heat");
+    let cache = &heat["services"][0]["mitigation"]["cache"];
+    assert!(cache["invalidations"].as_u64().unwrap() >= 6, "{heat:#}");
+    assert!(cache["entries"].as_u64().unwrap() >= 1 && cache["bytes"].as_u64().unwrap() > 0, "{heat:#}");
+    assert_eq!(heat["services"][0]["top_keys"][0]["key"], "hot");
+}
+
+#[test]
+fn a_hot_keys_reads_are_spread_over_the_replicas() {
+    let (one, two) = (memcached(), memcached());
+    let (p, listen) = start(&[&one, &two], "spread = true");
+    let mut c = Raw::connect(listen);
+    assert_eq!(c.line("set hot 0 0 2\r\nv1\r\n"), "STORED\r\n");
+    let reads = |m: &Memcached| stat(&mut Raw::connect(m.addr), "", "cmd_get");
+    // local_first: a cold key is read from the first replica only.
+    let before = reads(&two);
+    let batch: Vec<u8> = (0..50).flat_map(|_| b"get cold\r\n".to_vec()).collect();
+    c.ask(&batch, b"END\r\n", 50);
+    assert_eq!(reads(&two), before, "a cold key's reads went to the second replica");
+    eventually(10, "the hot key's reads reach the second replica", || {
+        skewed(&mut c, 400, "hot");
+        reads(&two) > before + 50
+    });
+    let (a, b) = (reads(&one), reads(&two));
+    let batch: Vec<u8> = (0..200).flat_map(|_| b"get hot\r\n".to_vec()).collect();
+    assert_eq!(c.ask(&batch, b"END\r\n", 200), b"VALUE hot 0 2\r\nv1\r\nEND\r\n".repeat(200));
+    let (da, db) = (reads(&one) - a, reads(&two) - b);
+    assert!(da >= 80 && db >= 80, "hot reads not spread: {da} and {db}");
+    drop(p);
+}
+
+#[test]
+fn hot_keys_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let cfg = ambassador(free_addr(), &[("a", vec![free_addr()])], "", "")
+        + "[services.cache.heat]\ntop_keys = 0\n\n[services.cache.hot_keys]\ncache = true\nttl = \"5ms\"\nmax_bytes = 10\n";
+    std::fs::write(&path, &cfg).unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringmaster")).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in
+        ["hot_keys needs heat.top_keys above 0", "hot_keys ttl must be between 10ms and 60s", "hot_keys max_bytes must be between"]
+    {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(err.contains(&format!("{}:", path.display())), "{err}");
+}
