@@ -16,3 +16,5 @@ cd "$HARNESS"
 ./install.sh >/dev/null
 ./run.sh b-keys ours-shard-noheat ours-shard ours-shard-all --targets targets-ours.toml --nice -20 "$@"
 ./run.sh f ours-mc-noheat ours-mc ours-mc-all --targets targets-ours.toml --nice -20 "$@"
+# The same cost in process, below the noise of the runs above: ns per sampled request.
+(cd "$here/.." && cargo run --release --quiet --example heat_cost)

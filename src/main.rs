@@ -111,6 +111,14 @@ enum RingCmd {
         /// the hottest shard over the mean without and with it.
         #[arg(long, value_delimiter = ',')]
         hot_keys: Vec<usize>,
+        /// Also simulate the keys a service's own heat ranking would call hot, with
+        /// these heat settings (`heat.hot_share`; with --top-keys and --sample).
+        #[arg(long)]
+        hot_share: Option<f64>,
+        #[arg(long, default_value_t = 64, requires = "hot_share")]
+        top_keys: usize,
+        #[arg(long, default_value_t = 8, requires = "hot_share")]
+        sample: u32,
     },
     /// Print the shard (and replica) each key goes to.
     Locate {
@@ -193,7 +201,21 @@ fn import_nutcracker(file: &std::path::Path) -> anyhow::Result<()> {
 fn ring(cmd: RingCmd) -> anyhow::Result<()> {
     use ringmaster::{hash::KeyHash, ring, ring::analyze};
     match cmd {
-        RingCmd::Analyze { function, shards, config, service, keys, zipf, keys_file, hash, json, hot_keys } => {
+        RingCmd::Analyze {
+            function,
+            shards,
+            config,
+            service,
+            keys,
+            zipf,
+            keys_file,
+            hash,
+            json,
+            hot_keys,
+            hot_share,
+            top_keys,
+            sample,
+        } => {
             let (members, configured) = match (&config, &service) {
                 (Some(c), Some(s)) => {
                     let (members, f) = service_ring(c, s)?;
@@ -229,7 +251,7 @@ fn ring(cmd: RingCmd) -> anyhow::Result<()> {
                     println!("{r}");
                 }
             }
-            if hot_keys.is_empty() {
+            if hot_keys.is_empty() && hot_share.is_none() {
                 return Ok(());
             }
             use ringmaster::heat::simulate;
@@ -244,8 +266,14 @@ fn ring(cmd: RingCmd) -> anyhow::Result<()> {
             }
             for &f in &functions {
                 let ring = ring::Ring::build(f, &members, key_hash);
-                for &n in &hot_keys {
-                    let m = simulate::mitigate(f.name(), &ring, members.len(), &ranked, n);
+                let mut rows: Vec<simulate::Mitigated> =
+                    hot_keys.iter().map(|&n| simulate::mitigate(f.name(), &ring, members.len(), &ranked, n)).collect();
+                if let Some(share) = hot_share {
+                    anyhow::ensure!(share > 0.0 && share <= 1.0 && sample >= 1, "--hot-share is in (0, 1], --sample at least 1");
+                    let policy = ringmaster::heat::Policy { hot_share: share, top_keys, sample, ..Default::default() };
+                    rows.push(simulate::ranking(f.name(), &ring, members.len(), &keys, &policy));
+                }
+                for m in rows {
                     if json {
                         println!("{}", serde_json::to_string(&m)?);
                     } else {

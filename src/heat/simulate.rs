@@ -4,8 +4,9 @@
 //! costs its shard one refresh instead of its requests. Pure: no clock, no I/O.
 
 use super::rate::skew;
+use super::{KeyHeat, Policy};
 use crate::ring::Ring;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Shard loads with and without the N hottest keys answered at the root.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -37,28 +38,42 @@ pub fn ranked(requests: &[Vec<u8>]) -> Vec<(&[u8], u64)> {
 /// The shard loads of `ranked` keys on `ring` when the first `hot` of them are
 /// cached at the root (one refresh each reaches the shard).
 pub fn mitigate(function: &'static str, ring: &Ring, shards: usize, ranked: &[(&[u8], u64)], hot: usize) -> Mitigated {
+    let hot = hot.min(ranked.len());
+    let set: HashSet<&[u8]> = ranked[..hot].iter().map(|r| r.0).collect();
+    mitigate_set(function, ring, shards, ranked, &set)
+}
+
+/// The same with the hot keys a service's heat ranking finds in the stream:
+/// `requests` offered in order to a [`KeyHeat`] with `policy`, hot as it says.
+pub fn ranking(function: &'static str, ring: &Ring, shards: usize, requests: &[Vec<u8>], policy: &Policy) -> Mitigated {
+    let heat = KeyHeat::new(policy.clone());
+    requests.iter().for_each(|k| heat.sample(k));
+    let found: Vec<Vec<u8>> = heat.top(policy.top_keys).into_iter().filter(|k| k.hot).map(|k| k.key).collect();
+    let set: HashSet<&[u8]> = found.iter().map(|k| k.as_slice()).collect();
+    mitigate_set(function, ring, shards, &ranked(requests), &set)
+}
+
+fn mitigate_set(function: &'static str, ring: &Ring, shards: usize, ranked: &[(&[u8], u64)], hot: &HashSet<&[u8]>) -> Mitigated {
     let mut without = vec![0.0; shards];
     let mut with = vec![0.0; shards];
     let total: u64 = ranked.iter().map(|r| r.1).sum();
-    let mut absorbed = 0;
-    for (i, (key, n)) in ranked.iter().enumerate() {
+    let (mut absorbed, mut least) = (0, u64::MAX);
+    for (key, n) in ranked {
         let s = ring.locate(key).unwrap_or(0);
         without[s] += *n as f64;
-        if i < hot {
+        if hot.contains(key) {
             with[s] += 1.0;
             absorbed += n;
+            least = least.min(*n);
         } else {
             with[s] += *n as f64;
         }
     }
-    let threshold = match hot {
-        0 => 1.0,
-        h => ranked.get(h - 1).map_or(0.0, |r| r.1 as f64 / total.max(1) as f64),
-    };
+    let threshold = if hot.is_empty() { 1.0 } else { least as f64 / total.max(1) as f64 };
     Mitigated {
         function,
         shards,
-        hot_keys: hot,
+        hot_keys: hot.len(),
         absorbed: absorbed as f64 / total.max(1) as f64,
         threshold,
         without: skew(&without),
@@ -106,5 +121,9 @@ mod tests {
         let one = mitigate("maglev", &ring, 10, &ranked, 1);
         assert!((one.absorbed - 0.5).abs() < 1e-9 && (one.threshold - 0.5).abs() < 1e-9, "{one:?}");
         assert!(one.with_cache < 1.2, "{one:?}");
+        // The service's own ranking finds the celebrity and only it.
+        let policy = Policy { sample: 4, top_keys: 16, hot_share: 0.1, mitigation: Default::default(), ..Policy::default() };
+        let found = ranking("maglev", &ring, 10, &requests, &policy);
+        assert_eq!((found.hot_keys, found.with_cache), (1, one.with_cache), "{found:?}");
     }
 }
