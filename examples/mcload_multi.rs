@@ -5,8 +5,10 @@
 //! Every answer is framed and its values counted: a short answer is an error.
 //!
 //! usage: mcload_multi HOST:PORT DURATION_S   (env CONNS 64, MC_KEYS 10000,
-//! MC_VALUE 100, MC_MULTI 10). Prints one `RESULT {json}` line in the shared
-//! harness's format; `requests` counts gets, `keys` the keys they asked for.
+//! MC_VALUE 100, MC_MULTI 10, MC_ZIPF 0: with an exponent s > 0, keys are drawn
+//! from a Zipf distribution, key 0 the hottest, for bench/hotkeys.sh).
+//! Prints one `RESULT {json}` line in the shared harness's format;
+//! `requests` counts gets, `keys` the keys they asked for.
 
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,12 +26,41 @@ fn key(k: usize) -> String {
 struct Rng(u64);
 
 impl Rng {
-    fn below(&mut self, n: usize) -> usize {
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A key: uniform below `n`, or by rank from a Zipf `cdf` (over `n` keys).
+    fn key(&mut self, n: usize, cdf: &[f64]) -> usize {
+        match cdf.last() {
+            None => self.below(n),
+            Some(sum) => {
+                let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64 * sum;
+                cdf.partition_point(|&c| c < u).min(n - 1)
+            }
+        }
+    }
+}
+
+/// The cumulative weights of ranks 1..=n under Zipf exponent `s` (empty: uniform).
+fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
+    if s <= 0.0 {
+        return Vec::new();
+    }
+    let mut sum = 0.0;
+    (1..=n)
+        .map(|r| {
+            sum += 1.0 / (r as f64).powf(s);
+            sum
+        })
+        .collect()
 }
 
 /// The length of a whole get answer at the start of `buf` and its value count,
@@ -98,12 +129,14 @@ async fn main() {
     };
     let (conns, keys, multi) = (env("CONNS", 64), env("MC_KEYS", 10_000).max(1), env("MC_MULTI", 10).max(1));
     let value = vec![b'x'; env("MC_VALUE", 100)];
+    let s: f64 = std::env::var("MC_ZIPF").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let cdf = std::sync::Arc::new(zipf_cdf(keys, s));
     prefill(&addr, keys, &value).await;
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..conns)
         .map(|i| {
-            let addr = addr.clone();
+            let (addr, cdf) = (addr.clone(), cdf.clone());
             tokio::spawn(async move {
                 let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
                 let (mut lat, mut errors) = (Vec::new(), 0u64);
@@ -115,7 +148,7 @@ async fn main() {
                     req.extend_from_slice(b"get");
                     for _ in 0..multi {
                         req.push(b' ');
-                        req.extend_from_slice(key(rng.below(keys)).as_bytes());
+                        req.extend_from_slice(key(rng.key(keys, &cdf)).as_bytes());
                     }
                     req.extend_from_slice(b"\r\n");
                     let t = Instant::now();
