@@ -41,20 +41,7 @@ fn memcached_command(port: u16) -> std::process::Command {
     if let (0, Some((uid, gid))) = (unsafe { libc::geteuid() }, nobody) {
         c.uid(uid).gid(gid);
     }
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The demo died before the signal was set: do not outlive it.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("the demo is gone"));
-            }
-            Ok(())
-        });
-    }
+    crate::child::dies_with_us(&mut c);
     c
 }
 

@@ -16,6 +16,8 @@ pub struct Service {
     pub sharding: Option<Sharding>,
     /// The service's hottest keys (sharded services sample them).
     pub heat: Arc<crate::heat::KeyHeat>,
+    /// Its autoscaling, if any (`server/scale.rs` acts on it).
+    pub scaler: Option<crate::scale::Policy>,
 }
 
 impl Service {

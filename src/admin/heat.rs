@@ -30,6 +30,8 @@ struct ShardHeat {
     p99: Option<f64>,
     bytes_rate: Option<f64>,
     endpoints: Vec<EndpointHeat>,
+    /// Its scaler's last decision, when the service scales.
+    scaler: Option<crate::scale::PoolView>,
 }
 
 struct ServiceHeat<'a> {
@@ -48,7 +50,8 @@ impl ServiceHeat<'_> {
 
 /// Every sharded service's heat, HTTP then memcache.
 fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
-    let http = snap.services.values().filter(|s| s.sharding.is_some()).map(|s| ServiceHeat {
+    let views = crate::scale::VIEWS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let http = snap.services.values().filter(|s| s.sharding.is_some() || s.scaler.is_some()).map(|s| ServiceHeat {
         name: &s.name,
         protocol: "http",
         heat: &s.heat,
@@ -64,6 +67,7 @@ fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
                 p50: p.stats.latency.quantile(0.5),
                 p99: p.stats.latency.quantile(0.99),
                 bytes_rate: None,
+                scaler: s.scaler.as_ref().map(|_| views.get(&p.name).cloned().unwrap_or_default()),
                 endpoints: p
                     .endpoints
                     .iter()
@@ -93,6 +97,7 @@ fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
                 p50: sh.stats.latency.quantile(0.5),
                 p99: sh.stats.latency.quantile(0.99),
                 bytes_rate: Some(sh.stats.heat.bytes.get()),
+                scaler: None,
                 endpoints: sh
                     .replicas
                     .iter()
@@ -142,6 +147,7 @@ pub fn json(snap: &Snapshot) -> Value {
                     "p50_ms": ms(sh.p50),
                     "p99_ms": ms(sh.p99),
                     "bytes_rate": sh.bytes_rate,
+                    "scaler": sh.scaler,
                     "endpoints": sh.endpoints.iter().map(|e| json!({
                         "endpoint": e.name, "address": e.address, "rate": e.rate, "in_flight": e.in_flight,
                     })).collect::<Vec<_>>(),
@@ -205,6 +211,34 @@ pub fn render(o: &mut String, snap: &Snapshot) {
         for s in &all {
             if let Some(c) = s.hot_cache {
                 let _ = writeln!(o, "{metric}{{service=\"{}\"}} {}", esc(s.name), value(c));
+            }
+        }
+    }
+    head(o, "ringmaster_scaler_replicas", "Replicas of the pool now, and what its scaler wants (desired).");
+    for s in &all {
+        for sh in &s.shards {
+            if let Some(v) = &sh.scaler {
+                let labels = format!("service=\"{}\",shard=\"{}\"", esc(s.name), esc(&sh.name));
+                let _ = writeln!(o, "ringmaster_scaler_replicas{{{labels},of=\"current\"}} {}", v.current);
+                let _ = writeln!(o, "ringmaster_scaler_replicas{{{labels},of=\"desired\"}} {}", v.desired);
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP ringmaster_scaler_steps_total Scale steps taken (up, down) and failed.\n# TYPE ringmaster_scaler_steps_total counter"
+    );
+    for s in &all {
+        for sh in &s.shards {
+            if let Some(v) = &sh.scaler {
+                for (kind, n) in [("up", v.ups), ("down", v.downs), ("failed", v.failures)] {
+                    let _ = writeln!(
+                        o,
+                        "ringmaster_scaler_steps_total{{service=\"{}\",shard=\"{}\",step=\"{kind}\"}} {n}",
+                        esc(s.name),
+                        esc(&sh.name)
+                    );
+                }
             }
         }
     }

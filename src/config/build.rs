@@ -108,7 +108,7 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
                 }
             }
             let heat = crate::heat::KeyHeat::carried(carried.key_heat.get(s.name.as_str()), s.heat);
-            Arc::new(Service { name: s.name, pools, sharding, heat })
+            Arc::new(Service { name: s.name, pools, sharding, heat, scaler: s.scaler })
         })
         .collect();
     let routes = plan

@@ -7,6 +7,7 @@ mod check;
 pub mod duration;
 pub mod error;
 pub mod import;
+pub mod overlay;
 pub mod plan;
 pub mod schema;
 

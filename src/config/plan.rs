@@ -63,6 +63,22 @@ pub struct EndpointPlan {
     pub tls: Option<crate::tls::client::Upstream>,
 }
 
+/// A pool's balancer settings.
+pub struct Balancing {
+    pub kind: crate::balance::BalancerKind,
+    pub hash: Option<crate::balance::HashSettings>,
+    pub cookie: Option<crate::balance::CookieSettings>,
+}
+
+impl Balancing {
+    /// The balancer over `endpoints` (by name, else address, with their weights).
+    pub fn build(&self, endpoints: &[EndpointPlan], salt: &str) -> Balancer {
+        let members: Vec<crate::ring::Member> =
+            endpoints.iter().map(|e| crate::ring::Member::new(e.name.clone().unwrap_or_else(|| e.key.address.clone()), e.weight)).collect();
+        Balancer::new(self.kind, &members, self.hash.as_ref(), self.cookie.as_ref(), salt)
+    }
+}
+
 /// A pool (a replicated service, or one shard) before its endpoints exist.
 pub struct PoolPlan {
     /// `service`, or `service/shard`.
@@ -71,6 +87,8 @@ pub struct PoolPlan {
     pub shard: Option<String>,
     pub endpoints: Vec<EndpointPlan>,
     pub balancer: Balancer,
+    /// What the balancer was built from, to build it again over other endpoints.
+    pub balancing: Balancing,
     pub request_timeout: Duration,
     /// The longest gap between two reads of a response body.
     pub body_idle: Duration,
@@ -83,6 +101,7 @@ pub struct ServicePlan {
     pub pools: Vec<PoolPlan>,
     pub sharding: Option<Sharding>,
     pub heat: crate::heat::Policy,
+    pub scaler: Option<crate::scale::Policy>,
 }
 
 /// Where a memcache listener accepts clients.

@@ -5,6 +5,7 @@ pub mod heat;
 pub mod listener;
 pub mod memcache;
 pub mod reload;
+pub mod scale;
 pub mod streams;
 pub mod timeouts;
 
@@ -52,6 +53,8 @@ pub struct Shared {
     pub listeners: tokio::sync::Mutex<Vec<(String, ListenerHandle)>>,
     /// Running memcache listeners. Locked only by reloads.
     pub memcache_listeners: tokio::sync::Mutex<Vec<memcache::Handle>>,
+    /// The endpoints the scaler added, laid over the config on every build.
+    pub scaled: std::sync::Mutex<crate::config::overlay::Overlay>,
 }
 
 impl Shared {
@@ -131,6 +134,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         listeners: tokio::sync::Mutex::new(Vec::new()),
         memcache_listeners: tokio::sync::Mutex::new(Vec::new()),
         tasks: tokio_util::task::TaskTracker::new(),
+        scaled: Default::default(),
     });
     for ep in &built.new_endpoints {
         health::spawn(ep);
@@ -164,6 +168,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
     });
     let heat_shared = shared.clone();
     tokio::spawn(heat::run(move || heat_shared.snapshot(), shared.shutdown.clone()));
+    let scaler = tokio::spawn(scale::run(shared.clone()));
     on_ready(&bound);
 
     wait_for_shutdown(&shared).await;
@@ -185,6 +190,8 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
     if let Some(t) = admin_task {
         let _ = t.await;
     }
+    // The replicas the scaler started end with the server.
+    let _ = scaler.await;
     Ok(())
 }
 

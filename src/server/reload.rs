@@ -30,7 +30,8 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<u64, String> {
 async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
     // Serialises reloads; never held by requests.
     let mut running = shared.listeners.lock().await;
-    let plan = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
+    let mut plan = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
+    shared.scaled.lock().unwrap_or_else(|e| e.into_inner()).apply(&mut plan);
     let old = shared.snapshot();
     for w in &plan.warnings {
         tracing::warn!("config: {w}");

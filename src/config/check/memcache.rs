@@ -114,6 +114,9 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
     };
     let shards = shard_plans?;
     let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), true, r);
+    if let Some(sc) = &svc.scaler {
+        super::scale::policy(sc, true, r);
+    }
     r.clean_since(start).then(|| McServicePlan {
         name: n.clone(),
         ring: Ring::build(function, &members, key_hash),

@@ -10,6 +10,7 @@ mod heat;
 mod identity;
 mod memcache;
 mod routes;
+mod scale;
 mod services;
 
 use super::error::Reporter;

@@ -2,7 +2,7 @@
 //! a sharded service's ring and sharder, upstream TLS read once per service.
 
 use super::{all, header_name, optional};
-use crate::balance::{Balancer, CookieSettings, HashSettings};
+use crate::balance::{CookieSettings, HashSettings};
 use crate::config::error::Reporter;
 use crate::config::plan::{EndpointPlan, PoolPlan, ServicePlan};
 use crate::config::schema::{BalancerKind, Config, CookieSpec, EndpointSpec, Fallback, HashSpec, HealthSpec, ServiceKind, ServiceSpec};
@@ -141,7 +141,8 @@ fn replicated(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Se
         health: svc.health.as_ref(),
     };
     let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), false, r);
-    Some(ServicePlan { name: n.clone(), pools: vec![pool(s, view, r)?], sharding: None, heat })
+    let scaler = svc.scaler.as_ref().and_then(|sc| super::scale::policy(sc, false, r));
+    Some(ServicePlan { name: n.clone(), pools: vec![pool(s, view, r)?], sharding: None, heat, scaler })
 }
 
 /// What every sharded service must have: shards, endpoints only in them, and
@@ -232,7 +233,8 @@ fn sharded(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Servi
         header,
     };
     let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), false, r);
-    Some(ServicePlan { name: n.clone(), pools: pools?, sharding: Some(sharding), heat })
+    let scaler = svc.scaler.as_ref().and_then(|sc| super::scale::policy(sc, false, r));
+    Some(ServicePlan { name: n.clone(), pools: pools?, sharding: Some(sharding), heat, scaler })
 }
 
 /// One pool: its endpoints (checked, with their TLS) and its balancer.
@@ -249,10 +251,10 @@ fn pool(s: &Shared, v: PoolView, r: &mut Reporter) -> Option<PoolPlan> {
     let hash = optional(v.hash.filter(|_| hashes), |h| hash_spec(h.get_ref(), weights, false, r));
     let cookie = optional(v.cookie, |c| cookie(c.get_ref(), r));
     let (endpoints, hash, cookie, _) = (endpoints?, hash?, cookie?, health?);
-    let members: Vec<Member> =
-        endpoints.iter().map(|e| Member::new(e.name.clone().unwrap_or_else(|| e.key.address.clone()), e.weight)).collect();
+    let balancing = crate::config::plan::Balancing { kind: v.balancer, hash, cookie };
     Some(PoolPlan {
-        balancer: Balancer::new(v.balancer, &members, hash.as_ref(), cookie.as_ref(), &name),
+        balancer: balancing.build(&endpoints, &name),
+        balancing,
         service: s.service.to_string(),
         shard: v.shard.map(str::to_string),
         endpoints,

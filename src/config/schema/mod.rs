@@ -7,6 +7,7 @@ mod cache;
 pub mod heat;
 mod identity;
 mod memcache;
+pub mod scale;
 
 pub use cache::*;
 pub use identity::*;
@@ -468,6 +469,9 @@ pub struct ServiceSpec {
     /// What the service does for its hot keys (nothing unless set).
     #[serde(default)]
     pub hot_keys: Option<Spanned<heat::HotKeysSpec>>,
+    /// Per-shard autoscaling (none unless set).
+    #[serde(default)]
+    pub scaler: Option<Spanned<scale::ScalerSpec>>,
     /// HTTP/1 connections open to one endpoint at most (0: no cap); a request
     /// beyond waits `timeouts.queue`, then tries another endpoint, then gets 503.
     #[serde(default = "d_max_conns")]
