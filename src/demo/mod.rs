@@ -1,7 +1,10 @@
 //! `ringmaster demo`: the main job on embedded defaults. Starts three built-in
-//! backend replicas and the proxy in front of them, prints what to try, and runs
-//! until Ctrl-C. The generated config is written to a file so that it can be
+//! backend replicas and the proxy in front of them, a sharded service, the
+//! memcache ambassador when memcached is installed, and the hot-shard scene
+//! (`hot`), prints what to try, and runs until Ctrl-C. The generated config is written to a file so that it can be
 //! read, edited and reloaded like any other.
+
+mod hot;
 
 use crate::server;
 use anyhow::Context as _;
@@ -188,6 +191,11 @@ service = "app"
 cache = {{ memory_bytes = 67108864, purge_from = ["127.0.0.1"] }}
 
 [[routes]]
+name = "hot"
+path_prefix = "/hot/"
+service = "hot"
+
+[[routes]]
 name = "app"
 path_prefix = "/"
 service = "app"
@@ -225,7 +233,7 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         // Three replicas of a stateless app, then 3 shards x 2 replicas.
-        let names = ["replica-1", "replica-2", "replica-3", "a1", "a2", "b1", "b2", "c1", "c2"];
+        let names = ["replica-1", "replica-2", "replica-3", "a1", "a2", "b1", "b2", "c1", "c2", "h1-base", "h2-base", "h3-base"];
         let mut backends = Vec::new();
         for name in names {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -236,7 +244,8 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         self_signed(&dir).context("making the demo's self-signed certificate")?;
         let path = dir.join("ringmaster.toml");
-        let mut text = config_text(&o, &backends, &dir);
+        let mut text = config_text(&o, &backends[..9], &dir);
+        text.push_str(&hot::config_text(&backends[9..]));
         let memcached = start_memcacheds();
         let mc_help = match &memcached {
             Ok((_, servers)) => {
@@ -262,6 +271,7 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
         let tls_port = tls.port();
         let cert = dir.join("cert.pem");
         let result = server::serve(cfg, path.clone(), move |_| {
+            tokio::spawn(hot::scene(listen, admin));
             println!(
                 "ringmaster demo: a round-robin load balancer in front of three replicas,\n\
                  and a sharded service (3 shards x 2 replicas) keyed by the user id in /users/ID\n\
