@@ -41,6 +41,8 @@ struct Entries {
     /// Key -> slot, for get answers (0) and gets answers, which carry the cas value (1).
     maps: [HashMap<Box<[u8]>, Slot>; 2],
     bytes: usize,
+    /// When expired answers are next swept out (at most once per ttl).
+    sweep_at: Option<Instant>,
 }
 
 impl Entries {
@@ -107,7 +109,7 @@ impl HotCache {
     /// `token` reserved; else frees the slot.
     pub fn fill(&self, key: &[u8], cas: bool, token: u64, answer: &Bytes, now: Instant) {
         let mut e = self.lock();
-        let Entries { maps, bytes } = &mut *e;
+        let Entries { maps, bytes, sweep_at } = &mut *e;
         let Some(slot) = maps[cas as usize].get_mut(key).filter(|s| matches!(s, Slot::Filling(t) if *t == token)) else {
             return;
         };
@@ -123,11 +125,19 @@ impl HotCache {
             }
             maps[cas as usize].remove(key);
         }
-        // Expired answers go as new ones come (at most once per ttl per hot key).
-        for m in maps.iter_mut() {
-            m.retain(|_, s| !matches!(s, Slot::Ready { expires, .. } if *expires <= now));
+        // Expired answers go as new ones come, in one sweep per ttl.
+        if sweep_at.is_none_or(|t| t <= now) {
+            *sweep_at = Some(now + self.policy.ttl);
+            for m in maps.iter_mut() {
+                m.retain(|_, s| match s {
+                    Slot::Ready { answer, expires } if *expires <= now => {
+                        *bytes -= answer.len();
+                        false
+                    }
+                    _ => true,
+                });
+            }
         }
-        *bytes = maps.iter().flat_map(|m| m.values()).map(|s| if let Slot::Ready { answer, .. } = s { answer.len() } else { 0 }).sum();
         self.len.store(e.len(), Relaxed);
     }
 
