@@ -97,7 +97,7 @@ fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
                 p50: sh.stats.latency.quantile(0.5),
                 p99: sh.stats.latency.quantile(0.99),
                 bytes_rate: Some(sh.stats.heat.bytes.get()),
-                scaler: None,
+                scaler: s.scaler.as_ref().map(|_| views.get(&format!("{}/{}", s.name, sh.name)).cloned().unwrap_or_default()),
                 endpoints: sh
                     .replicas
                     .iter()
@@ -162,7 +162,9 @@ pub fn json(snap: &Snapshot) -> Value {
             })
         })
         .collect();
-    json!({ "generation": snap.generation, "services": services })
+    let l = &crate::scale::leader::THIS_ROOT;
+    let leader = json!({ "elected": l.elected.load(Relaxed), "leads": l.leads(), "terms": l.terms.load(Relaxed) });
+    json!({ "generation": snap.generation, "leader": leader, "services": services })
 }
 
 fn cache_json(c: &HotCache) -> Value {
@@ -263,4 +265,7 @@ pub fn render(o: &mut String, snap: &Snapshot) {
             }
         }
     }
+    let l = &crate::scale::leader::THIS_ROOT;
+    head(o, "ringmaster_scaler_leader", "1 while this root leads and may scale (always, with no [leader] election).");
+    let _ = writeln!(o, "ringmaster_scaler_leader {}", u8::from(l.leads()));
 }

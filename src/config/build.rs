@@ -264,6 +264,7 @@ fn memcache(plans: Vec<super::plan::McServicePlan>, old: Option<&Snapshot>) -> B
                 max_value: p.settings.max_value,
                 policy: p.policy,
                 command_timeout: p.command_timeout,
+                scaler: p.scaler,
             };
             (p.name, Arc::new(svc))
         })

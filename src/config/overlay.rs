@@ -10,41 +10,81 @@ use crate::upstream::EndpointKey;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-/// Pool name (`service` or `service/shard`) -> the endpoints added to it.
+/// Pool name (`service` or `service/shard`) -> what the scaler made of it.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Overlay(pub BTreeMap<String, Vec<(String, SocketAddr)>>);
+pub struct Overlay(pub BTreeMap<String, Scaled>);
+
+/// One pool's scaled endpoints.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scaled {
+    /// The pool is exactly `endpoints` (the command back-end's list); else
+    /// they are added to the config's.
+    pub replace: bool,
+    pub endpoints: Vec<(String, SocketAddr)>,
+}
 
 impl Overlay {
     pub fn add(&mut self, pool: &str, name: String, addr: SocketAddr) {
-        self.0.entry(pool.to_string()).or_default().push((name, addr));
+        self.0.entry(pool.to_string()).or_default().endpoints.push((name, addr));
     }
 
     pub fn remove(&mut self, pool: &str, addr: SocketAddr) {
         if let Some(v) = self.0.get_mut(pool) {
-            v.retain(|e| e.1 != addr);
+            v.endpoints.retain(|e| e.1 != addr);
         }
     }
 
-    /// Adds the overlay's endpoints to `plan`; those of pools the config no
-    /// longer has, or whose address the config now lists itself, are left out.
+    /// Makes the pool exactly `endpoints`.
+    pub fn set(&mut self, pool: &str, endpoints: Vec<(String, SocketAddr)>) {
+        self.0.insert(pool.to_string(), Scaled { replace: true, endpoints });
+    }
+
+    /// Lays the overlay over `plan`'s HTTP pools and memcache shards; pools the
+    /// config no longer has are left out, and an added address the config
+    /// lists itself is not added twice.
     pub fn apply(&self, plan: &mut Plan) {
         for pool in plan.services.iter_mut().flat_map(|s| s.pools.iter_mut()) {
-            let (Some(added), Some(template)) = (self.0.get(&pool.name), pool.endpoints.first()) else { continue };
-            let mut extra = Vec::new();
-            for (name, addr) in added {
+            let (Some(scaled), Some(template)) = (self.0.get(&pool.name), pool.endpoints.first().cloned()) else { continue };
+            let reached = |name: &str, addr: &SocketAddr| {
                 let address = addr.to_string();
-                let (Ok(authority), false) = (address.parse(), pool.endpoints.iter().any(|e| e.key.address == address)) else { continue };
-                extra.push(EndpointPlan {
+                let authority = address.parse().ok()?;
+                Some(EndpointPlan {
                     key: EndpointKey { address, ..template.key.clone() },
                     authority,
-                    name: Some(name.clone()),
+                    name: Some(name.to_string()),
                     weight: template.weight,
                     tls: template.tls.clone(),
-                });
-            }
-            if !extra.is_empty() {
+                })
+            };
+            let listed = |e: &EndpointPlan, addr: &SocketAddr| e.key.address == addr.to_string();
+            if scaled.replace {
+                let config = std::mem::take(&mut pool.endpoints);
+                pool.endpoints = scaled
+                    .endpoints
+                    .iter()
+                    .filter_map(|(n, a)| config.iter().find(|e| listed(e, a)).cloned().or_else(|| reached(n, a)))
+                    .collect();
+            } else {
+                let extra: Vec<EndpointPlan> = scaled
+                    .endpoints
+                    .iter()
+                    .filter(|(_, a)| !pool.endpoints.iter().any(|e| listed(e, a)))
+                    .filter_map(|(n, a)| reached(n, a))
+                    .collect();
                 pool.endpoints.extend(extra);
-                pool.balancer = pool.balancing.build(&pool.endpoints, &pool.name);
+            }
+            pool.balancer = pool.balancing.build(&pool.endpoints, &pool.name);
+        }
+        for svc in &mut plan.memcache {
+            for shard in &mut svc.shards {
+                let Some(scaled) = self.0.get(&format!("{}/{}", svc.name, shard.name)) else { continue };
+                if scaled.replace {
+                    shard.endpoints = scaled.endpoints.clone();
+                } else {
+                    let extra: Vec<_> =
+                        scaled.endpoints.iter().filter(|(_, a)| !shard.endpoints.iter().any(|e| e.1 == *a)).cloned().collect();
+                    shard.endpoints.extend(extra);
+                }
             }
         }
     }
@@ -78,5 +118,36 @@ mod tests {
         let mut again = crate::config::parse("t.toml", CFG).unwrap();
         o.apply(&mut again);
         assert_eq!(again.services[0].pools.iter().find(|p| p.name == "users/a").unwrap().endpoints.len(), 1);
+    }
+
+    #[test]
+    fn a_listed_pool_is_exactly_its_list() {
+        let mut plan = crate::config::parse("t.toml", CFG).unwrap();
+        let mut o = Overlay::default();
+        o.set("users/b", vec![("b2".into(), "127.0.0.1:9202".parse().unwrap()), ("b1".into(), "127.0.0.1:9002".parse().unwrap())]);
+        o.apply(&mut plan);
+        let b = plan.services[0].pools.iter().find(|p| p.name == "users/b").unwrap();
+        let names: Vec<_> = b.endpoints.iter().map(|e| (e.name.clone(), e.key.address.as_str())).collect();
+        assert_eq!(
+            names,
+            [(Some("b2".to_string()), "127.0.0.1:9202"), (None, "127.0.0.1:9002")],
+            "the config's own endpoint keeps its settings"
+        );
+        o.set("users/b", vec![("b2".into(), "127.0.0.1:9202".parse().unwrap())]);
+        let mut again = crate::config::parse("t.toml", CFG).unwrap();
+        o.apply(&mut again);
+        assert_eq!(again.services[0].pools.iter().find(|p| p.name == "users/b").unwrap().endpoints.len(), 1);
+    }
+
+    #[test]
+    fn memcache_shards_take_scaled_replicas_too() {
+        let cfg = "[[listeners]]\nname = \"mc\"\nlisten = \"127.0.0.1:11311\"\nprotocol = \"memcache\"\nservice = \"c\"\n\n\
+            [services.c]\nkind = \"sharded\"\nprotocol = \"memcache\"\n\
+            [services.c.shards.a]\nendpoints = [{ address = \"127.0.0.1:11411\" }]\n";
+        let mut plan = crate::config::parse("t.toml", cfg).unwrap();
+        let mut o = Overlay::default();
+        o.add("c/a", "a-11412".into(), "127.0.0.1:11412".parse().unwrap());
+        o.apply(&mut plan);
+        assert_eq!(plan.memcache[0].shards[0].endpoints.len(), 2);
     }
 }

@@ -55,6 +55,7 @@ pub struct Limits {
 
 /// One endpoint of a pool, before it exists: what identifies it across reloads,
 /// and how it is reached.
+#[derive(Clone)]
 pub struct EndpointPlan {
     pub key: EndpointKey,
     pub authority: http::uri::Authority,
@@ -145,6 +146,7 @@ pub struct McServicePlan {
     /// How long a client has to finish a command it began.
     pub command_timeout: Duration,
     pub heat: crate::heat::Policy,
+    pub scaler: Option<crate::scale::Policy>,
 }
 
 /// A route; its cache store and counters come from the build step.
@@ -189,6 +191,8 @@ pub struct Plan {
     pub memcache: Vec<McServicePlan>,
     pub memcache_listeners: Vec<McListenerPlan>,
     pub access_log: Option<crate::accesslog::Settings>,
+    /// How roots agree on the one that scales; `None`: this root leads.
+    pub leader: Option<crate::scale::leader::Settings>,
     /// What is allowed but risky, for `check` to print and the server to log.
     pub warnings: Vec<super::Diagnostic>,
 }

@@ -159,6 +159,8 @@ pub struct Service {
     pub heat: Arc<crate::heat::KeyHeat>,
     /// Hot keys' get answers at the root, when the service asks for it.
     pub hot_cache: Option<Arc<super::hotcache::HotCache>>,
+    /// Per-shard autoscaling, when the service asks for it.
+    pub scaler: Option<crate::scale::Policy>,
 }
 
 impl Service {

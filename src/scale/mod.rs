@@ -6,6 +6,10 @@
 //! for a cooldown after each change and kept within min and max. Pure: the
 //! caller brings the clock and the measurements; `server/scale.rs` acts.
 
+pub mod api;
+pub mod command;
+pub mod kube;
+pub mod leader;
 pub mod local;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -63,6 +67,10 @@ pub struct Policy {
 pub enum Backend {
     /// ringmaster starts and stops replica processes itself.
     Local(local::Settings),
+    /// A command of the operator's scales the shard and prints its endpoints.
+    Command(command::Settings),
+    /// The `scale` subresource of each shard's StatefulSet or Deployment.
+    Kubernetes(kube::Scale),
 }
 
 /// The HPA's recommendation for `current` replicas carrying `observed` each.

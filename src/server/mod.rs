@@ -55,6 +55,8 @@ pub struct Shared {
     pub memcache_listeners: tokio::sync::Mutex<Vec<memcache::Handle>>,
     /// The endpoints the scaler added, laid over the config on every build.
     pub scaled: std::sync::Mutex<crate::config::overlay::Overlay>,
+    /// The election this root entered at start (`[leader]`; a change needs a restart).
+    pub leader: Option<crate::scale::leader::Settings>,
 }
 
 impl Shared {
@@ -102,6 +104,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
     for w in &plan.warnings {
         tracing::warn!("config: {w}");
     }
+    let leader = plan.leader.clone();
     let built = build(plan, None);
     let snap = built.snapshot;
     let mut sockets = Vec::new();
@@ -135,6 +138,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         memcache_listeners: tokio::sync::Mutex::new(Vec::new()),
         tasks: tokio_util::task::TaskTracker::new(),
         scaled: Default::default(),
+        leader: leader.clone(),
     });
     for ep in &built.new_endpoints {
         health::spawn(ep);
@@ -168,6 +172,11 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
     });
     let heat_shared = shared.clone();
     tokio::spawn(heat::run(move || heat_shared.snapshot(), shared.shutdown.clone()));
+    let election = leader.map(|s| {
+        crate::scale::leader::THIS_ROOT.campaign();
+        tracing::info!(identity = %s.identity, ttl = ?s.ttl, "leader election: campaigning; only the leader scales");
+        tokio::spawn(crate::scale::leader::run(s, &crate::scale::leader::THIS_ROOT, shared.shutdown.clone()))
+    });
     let scaler = tokio::spawn(scale::run(shared.clone()));
     on_ready(&bound);
 
@@ -190,8 +199,11 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
     if let Some(t) = admin_task {
         let _ = t.await;
     }
-    // The replicas the scaler started end with the server.
+    // The replicas the scaler started end with the server; a leader steps down.
     let _ = scaler.await;
+    if let Some(e) = election {
+        let _ = e.await;
+    }
     Ok(())
 }
 

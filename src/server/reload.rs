@@ -33,6 +33,9 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
     let mut plan = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
     shared.scaled.lock().unwrap_or_else(|e| e.into_inner()).apply(&mut plan);
     let old = shared.snapshot();
+    if plan.leader != shared.leader {
+        tracing::warn!("a changed [leader] takes effect after a restart");
+    }
     for w in &plan.warnings {
         tracing::warn!("config: {w}");
     }

@@ -1,14 +1,22 @@
 //! The scaler at work: once a second, for every pool of a service with a
-//! scaler, the per-replica load from its heat, a decision (`scale`), and the
-//! step it asks for. A new replica joins its pool once it accepts
-//! connections (the overlay gains it, the snapshot is rebuilt); a removed one
-//! leaves the pool first, finishes what it has in flight (up to `drain`) and
-//! is stopped after. Only replicas the scaler started are ever removed. With
-//! one root and no election configured, this root leads.
+//! scaler (an HTTP pool or a memcache shard), the per-replica load from its
+//! heat, a decision (`scale`), and, on the leader only, the step it asks for
+//! from the back-end:
+//! - `local`: a new replica joins its pool once it accepts connections (the
+//!   overlay gains it, the snapshot is rebuilt); a removed one leaves the
+//!   pool first, finishes what it has in flight (up to `drain`) and is
+//!   stopped after. Only replicas the scaler started are ever removed.
+//! - `command`: the operator's command scales the shard and lists its
+//!   endpoints; the pool becomes that list.
+//! - `kubernetes`: the shard's workload is asked for the new count
+//!   (compare-and-set); an object an HPA owns is left to the HPA.
 
 use super::Shared;
-use crate::scale::{local, Backend, Metric, Policy, PoolView, ShardScaler, VIEWS};
+use crate::config::Snapshot;
+use crate::scale::leader::THIS_ROOT;
+use crate::scale::{command, local, Backend, Decision, Metric, Policy, PoolView, ShardScaler, VIEWS};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +26,78 @@ use std::time::Duration;
 struct PoolScaler {
     scaler: ShardScaler,
     replicas: Vec<local::Replica>,
+}
+
+/// A pool a scaler watches, as the snapshot has it.
+struct Watched {
+    pool: String,
+    service: String,
+    shard: String,
+    /// Endpoints in the pool now.
+    endpoints: usize,
+    /// The pool's load in the policy's metric.
+    load: f64,
+    policy: Policy,
+}
+
+/// Every pool of every scaled service, HTTP and memcache.
+fn watched(snap: &Snapshot) -> Vec<Watched> {
+    let mut out = Vec::new();
+    for svc in snap.services.values() {
+        let Some(policy) = &svc.scaler else { continue };
+        for pool in &svc.pools {
+            let load = match policy.metric {
+                Metric::Rate => pool.stats.rate.get(),
+                Metric::InFlight => pool.stats.in_flight.load(Relaxed) as f64,
+            };
+            out.push(Watched {
+                pool: pool.name.clone(),
+                service: svc.name.clone(),
+                shard: pool.shard.clone().unwrap_or_else(|| svc.name.clone()),
+                endpoints: pool.endpoints.len(),
+                load,
+                policy: policy.clone(),
+            });
+        }
+    }
+    for svc in snap.memcache.values() {
+        let Some(policy) = &svc.scaler else { continue };
+        for sh in &svc.shards {
+            let load = match policy.metric {
+                Metric::Rate => sh.stats.heat.requests.get(),
+                Metric::InFlight => sh.stats.in_flight.load(Relaxed) as f64,
+            };
+            out.push(Watched {
+                pool: format!("{}/{}", svc.name, sh.name),
+                service: svc.name.clone(),
+                shard: sh.name.clone(),
+                endpoints: sh.replicas.len(),
+                load,
+                policy: policy.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The in-flight gauges of `addrs` in `pool`, to tell when they are idle.
+fn gauges(snap: &Snapshot, pool: &str, addrs: &[SocketAddr]) -> Vec<Box<dyn Fn() -> usize + Send>> {
+    let mut out: Vec<Box<dyn Fn() -> usize + Send>> = Vec::new();
+    for ep in snap.services.values().flat_map(|s| s.pools.iter()).filter(|p| p.name == pool).flat_map(|p| p.endpoints.iter()) {
+        if addrs.iter().any(|a| a.to_string() == ep.address) {
+            let ep = ep.clone();
+            out.push(Box::new(move || ep.stats.in_flight.load(Relaxed) as usize));
+        }
+    }
+    for svc in snap.memcache.values() {
+        for sh in svc.shards.iter().filter(|sh| format!("{}/{}", svc.name, sh.name) == pool) {
+            for ep in sh.replicas.iter().filter(|e| addrs.contains(&e.addr)) {
+                let ep = ep.clone();
+                out.push(Box::new(move || ep.stats.in_flight.load(Relaxed)));
+            }
+        }
+    }
+    out
 }
 
 /// Runs until shutdown; the replicas it started are stopped then.
@@ -39,40 +119,66 @@ pub async fn run(shared: Arc<Shared>) {
 }
 
 async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, PoolScaler>) {
-    let snap = shared.snapshot();
     let now = crate::clock::now_ms();
-    for svc in snap.services.values() {
-        let Some(policy) = &svc.scaler else { continue };
-        for pool in &svc.pools {
-            let current = pool.endpoints.len();
-            let load = match policy.metric {
-                Metric::Rate => pool.stats.rate.get(),
-                Metric::InFlight => pool.stats.in_flight.load(Relaxed) as f64,
-            };
-            let observed = load / current.max(1) as f64;
-            let st = pools.entry(pool.name.clone()).or_default();
-            let d = st.scaler.decide(now, current, observed, policy);
-            let shard = pool.shard.clone().unwrap_or_else(|| svc.name.clone());
-            let before = st.replicas.len();
-            if d.desired > current {
-                tracing::info!(pool = %pool.name, current, desired = d.desired, observed, target = policy.target, reason = d.reason, "scaling up");
-                up(shared, st, &pool.name, &svc.name, &shard, d.desired - current, policy).await;
-            } else if d.desired < current && !st.replicas.is_empty() {
-                tracing::info!(pool = %pool.name, current, desired = d.desired, observed, target = policy.target, reason = d.reason, "scaling down");
-                down(shared, st, &pool.name, current - d.desired, policy).await;
-            }
-            let view = PoolView {
-                current: (current + st.replicas.len()).saturating_sub(before),
-                desired: d.desired,
-                observed,
-                reason: d.reason,
-                scaled: st.replicas.iter().map(|r| r.addr.to_string()).collect(),
-                ..Default::default()
-            };
-            let mut views = VIEWS.lock().unwrap_or_else(|e| e.into_inner());
-            let v = views.entry(pool.name.clone()).or_default();
-            *v = PoolView { ups: v.ups, downs: v.downs, failures: v.failures, ..view };
+    let leads = THIS_ROOT.leads();
+    for w in watched(&shared.snapshot()) {
+        let st = pools.entry(w.pool.clone()).or_default();
+        // What the pool has: its endpoints, or what its workload asks for.
+        let (current, kube) = match &w.policy.backend {
+            Backend::Kubernetes(k) => match k.read(&w.service, &w.shard).await {
+                Ok(o) => (o.spec, Some(o)),
+                Err(why) => {
+                    tracing::warn!(pool = %w.pool, "scaler: {why}");
+                    count(&w.pool, |v| v.failures += 1);
+                    continue;
+                }
+            },
+            _ => (w.endpoints, None),
+        };
+        let observed = w.load / current.max(1) as f64;
+        let mut d = st.scaler.decide(now, current, observed, &w.policy);
+        if let Some(hpa) = kube.as_ref().and_then(|o| o.hpa.as_ref()) {
+            tracing::debug!(pool = %w.pool, hpa, "scaler: an HPA owns the workload; heat is exported only");
+            d = Decision { desired: current, reason: "an HPA owns the workload: metrics only", ..d };
+        } else if !leads && d.desired != current {
+            d = Decision { desired: current, reason: "another root leads and scales", ..d };
         }
+        let before = st.replicas.len();
+        if d.desired != current {
+            let dir = if d.desired > current { "up" } else { "down" };
+            tracing::info!(pool = %w.pool, current, desired = d.desired, observed, target = w.policy.target, reason = d.reason, "scaling {dir}");
+            let done = match &w.policy.backend {
+                Backend::Local(s) if d.desired > current => up(shared, st, &w, s, d.desired - current).await,
+                Backend::Local(s) => down(shared, st, &w.pool, s, current - d.desired).await,
+                Backend::Command(s) => listed(shared, &w, s, current, d.desired).await,
+                Backend::Kubernetes(k) => {
+                    let rv = kube.as_ref().map(|o| o.resource_version.as_str()).unwrap_or_default();
+                    k.write(&w.service, &w.shard, d.desired, rv)
+                        .await
+                        .map_err(|why| tracing::error!(pool = %w.pool, "scaler: {why}"))
+                        .is_ok()
+                }
+            };
+            if done {
+                st.scaler.changed(crate::clock::now_ms());
+                count(&w.pool, |v| if d.desired > current { v.ups += 1 } else { v.downs += 1 });
+            } else {
+                count(&w.pool, |v| v.failures += 1);
+            }
+        }
+        let current = match w.policy.backend {
+            Backend::Local(_) => (current + st.replicas.len()).saturating_sub(before),
+            _ => current,
+        };
+        let view = PoolView {
+            current,
+            desired: d.desired,
+            observed,
+            reason: d.reason,
+            scaled: st.replicas.iter().map(|r| r.addr.to_string()).collect(),
+            ..Default::default()
+        };
+        count(&w.pool, |v| *v = PoolView { ups: v.ups, downs: v.downs, failures: v.failures, ..view });
     }
 }
 
@@ -80,32 +186,57 @@ fn count(pool: &str, f: impl FnOnce(&mut PoolView)) {
     f(VIEWS.lock().unwrap_or_else(|e| e.into_inner()).entry(pool.to_string()).or_default());
 }
 
+/// Runs the command back-end and makes the pool the list it prints.
+async fn listed(shared: &Arc<Shared>, w: &Watched, s: &command::Settings, current: usize, desired: usize) -> bool {
+    let step = command::Step { service: &w.service, shard: &w.shard, pool: &w.pool, current, desired };
+    let list = match command::run(s, &step).await {
+        Ok(l) => l,
+        Err(why) => {
+            tracing::error!(pool = %w.pool, "scaler: {why}");
+            return false;
+        }
+    };
+    let before = shared.scaled.lock().unwrap_or_else(|e| e.into_inner()).0.get(&w.pool).cloned();
+    shared.scaled.lock().unwrap_or_else(|e| e.into_inner()).set(&w.pool, list.clone());
+    match super::reload::reload(shared).await {
+        Ok(_) => {
+            tracing::info!(pool = %w.pool, endpoints = ?list.iter().map(|e| e.1).collect::<Vec<_>>(), "scaler: the pool is the command's list");
+            true
+        }
+        Err(why) => {
+            tracing::error!(pool = %w.pool, "scaler: the command's endpoints could not join (the config does not load: {why})");
+            let mut o = shared.scaled.lock().unwrap_or_else(|e| e.into_inner());
+            match before {
+                Some(b) => drop(o.0.insert(w.pool.clone(), b)),
+                None => drop(o.0.remove(&w.pool)),
+            }
+            false
+        }
+    }
+}
+
 /// Starts `n` replicas at once; those that come up join the pool together.
-async fn up(shared: &Arc<Shared>, st: &mut PoolScaler, pool: &str, service: &str, shard: &str, n: usize, p: &Policy) {
-    let Backend::Local(settings) = &p.backend;
+async fn up(shared: &Arc<Shared>, st: &mut PoolScaler, w: &Watched, settings: &local::Settings, n: usize) -> bool {
+    let pool = w.pool.as_str();
     let mut taken: Vec<u16> = st.replicas.iter().map(|r| r.addr.port()).collect();
     let mut starts = Vec::new();
     for _ in 0..n {
         let Some(port) = settings.free_port(&taken) else {
             tracing::error!(pool, ports = ?settings.ports, "scaler: no free port left in the range");
-            count(pool, |v| v.failures += 1);
             break;
         };
         taken.push(port);
-        starts.push(local::start(settings, service, shard, port));
+        starts.push(local::start(settings, &w.service, &w.shard, port));
     }
     let mut started = Vec::new();
     for r in futures_util::future::join_all(starts).await {
         match r {
             Ok(r) => started.push(r),
-            Err(why) => {
-                tracing::error!(pool, "scaler: a new replica did not start: {why}");
-                count(pool, |v| v.failures += 1);
-            }
+            Err(why) => tracing::error!(pool, "scaler: a new replica did not start: {why}"),
         }
     }
     if started.is_empty() {
-        return;
+        return false;
     }
     {
         let mut o = shared.scaled.lock().unwrap_or_else(|e| e.into_inner());
@@ -114,59 +245,49 @@ async fn up(shared: &Arc<Shared>, st: &mut PoolScaler, pool: &str, service: &str
     match super::reload::reload(shared).await {
         Ok(_) => {
             tracing::info!(pool, added = ?started.iter().map(|r| r.addr).collect::<Vec<_>>(), "scaler: replicas joined");
-            count(pool, |v| v.ups += 1);
             st.replicas.extend(started);
-            st.scaler.changed(crate::clock::now_ms());
+            true
         }
         Err(why) => {
             tracing::error!(pool, "scaler: the new replicas could not join (the config does not load: {why}); stopping them");
             let mut o = shared.scaled.lock().unwrap_or_else(|e| e.into_inner());
             started.iter().for_each(|r| o.remove(pool, r.addr));
-            count(pool, |v| v.failures += 1);
+            false
         }
     }
 }
 
 /// Takes the `n` newest scaled replicas out of the pool, then stops each once
 /// it has nothing in flight (or after `drain`).
-async fn down(shared: &Arc<Shared>, st: &mut PoolScaler, pool: &str, n: usize, p: &Policy) {
-    let Backend::Local(settings) = &p.backend;
+async fn down(shared: &Arc<Shared>, st: &mut PoolScaler, pool: &str, settings: &local::Settings, n: usize) -> bool {
     let n = n.min(st.replicas.len());
+    if n == 0 {
+        return false;
+    }
     let leaving: Vec<local::Replica> = st.replicas.split_off(st.replicas.len() - n);
+    let addrs: Vec<SocketAddr> = leaving.iter().map(|r| r.addr).collect();
     // The endpoints as the current snapshot has them: their in-flight counts tell when they are idle.
-    let snap = shared.snapshot();
-    let endpoints: Vec<_> = snap
-        .services
-        .values()
-        .flat_map(|s| s.pools.iter())
-        .filter(|pl| pl.name == pool)
-        .flat_map(|pl| pl.endpoints.iter())
-        .filter(|e| leaving.iter().any(|r| r.addr.to_string() == e.address))
-        .cloned()
-        .collect();
+    let busy = gauges(&shared.snapshot(), pool, &addrs);
     {
         let mut o = shared.scaled.lock().unwrap_or_else(|e| e.into_inner());
-        leaving.iter().for_each(|r| o.remove(pool, r.addr));
+        addrs.iter().for_each(|a| o.remove(pool, *a));
     }
     if let Err(why) = super::reload::reload(shared).await {
         tracing::error!(pool, "scaler: replicas could not leave (the config does not load: {why}); keeping them");
         let mut o = shared.scaled.lock().unwrap_or_else(|e| e.into_inner());
         leaving.iter().for_each(|r| o.add(pool, r.name.clone(), r.addr));
         st.replicas.extend(leaving);
-        count(pool, |v| v.failures += 1);
-        return;
+        return false;
     }
-    tracing::info!(pool, removed = ?leaving.iter().map(|r| r.addr).collect::<Vec<_>>(), "scaler: replicas left the pool; draining");
-    count(pool, |v| v.downs += 1);
-    st.scaler.changed(crate::clock::now_ms());
+    tracing::info!(pool, removed = ?addrs, "scaler: replicas left the pool; draining");
     let drain = settings.drain;
-    drop(snap);
     tokio::spawn(async move {
         let until = tokio::time::Instant::now() + drain;
-        while tokio::time::Instant::now() < until && endpoints.iter().any(|e| e.stats.in_flight.load(Relaxed) > 0) {
+        while tokio::time::Instant::now() < until && busy.iter().any(|g| g() > 0) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Stopping waits for the process: off the runtime's threads.
         let _ = tokio::task::spawn_blocking(move || leaving.into_iter().for_each(|mut r| r.stop(Duration::from_secs(5)))).await;
     });
+    true
 }

@@ -114,9 +114,7 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
     };
     let shards = shard_plans?;
     let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), true, r);
-    if let Some(sc) = &svc.scaler {
-        super::scale::policy(sc, true, r);
-    }
+    let scaler = svc.scaler.as_ref().and_then(|sc| super::scale::policy(sc, r));
     r.clean_since(start).then(|| McServicePlan {
         name: n.clone(),
         ring: Ring::build(function, &members, key_hash),
@@ -126,6 +124,7 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
         settings,
         command_timeout: m.command_timeout.get_ref().0,
         heat,
+        scaler,
     })
 }
 

@@ -36,6 +36,7 @@ pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
     let memcache_listeners = memcache::listeners(&cfg, r);
     let routes = routes::routes(&cfg, &defs, credentials.as_ref().and_then(Option::as_ref), r);
     let listener_opts = listener_opts(&cfg, r);
+    let leader = cfg.leader.as_ref().map(|l| scale::leader(l, r));
     fallback_all_on_public_listeners(&cfg, r);
     let (ipv4_prefix, ipv6_prefix) = prefixes?;
     let plan = Plan {
@@ -55,6 +56,10 @@ pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
         memcache: memcache?,
         memcache_listeners: memcache_listeners?,
         access_log: cfg.access_log.as_ref().map(|a| crate::accesslog::Settings { format: a.format, path: a.path.clone() }),
+        leader: match leader {
+            Some(l) => Some(l?),
+            None => None,
+        },
         warnings: Vec::new(),
         config: cfg,
     };

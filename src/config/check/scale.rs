@@ -1,20 +1,14 @@
-//! A service's scaler checked and converted into `scale::Policy`.
+//! A service's scaler checked and converted into `scale::Policy`, and the
+//! `[leader]` election into `scale::leader::Settings`.
 
 use crate::config::error::Reporter;
-use crate::config::schema::scale::ScalerSpec;
-use crate::scale::{local, Backend, Policy};
+use crate::config::schema::scale::{ClusterSpec, CommandSpec, KubeScaleSpec, LeaderSpec, ScalerSpec};
+use crate::scale::{command, kube, leader, local, Backend, Policy};
 use std::time::Duration;
 use toml::Spanned;
 
-pub fn policy(spec: &Spanned<ScalerSpec>, memcache: bool, r: &mut Reporter) -> Option<Policy> {
+pub fn policy(spec: &Spanned<ScalerSpec>, r: &mut Reporter) -> Option<Policy> {
     let s = spec.get_ref();
-    if memcache {
-        r.error(
-            spec.span(),
-            "a scaler is for HTTP services for now (memcache services measure heat but do not scale yet)",
-            "remove [scaler] here",
-        );
-    }
     let target = *s.target.get_ref();
     if !(target.is_finite() && target > 0.0) {
         r.error(s.target.span(), "scaler target must be above 0: the load one replica should carry", "target = 100");
@@ -36,15 +30,23 @@ pub fn policy(spec: &Spanned<ScalerSpec>, memcache: bool, r: &mut Reporter) -> O
             r.error(d.span(), "scaler windows and cooldown must be at most 1h", "\"30s\"");
         }
     }
-    let Some(l) = &s.local else {
-        r.error(
-            spec.span(),
-            "a scaler needs a back-end that adds and removes replicas",
-            "local = { command = \"...\", ports = \"29100-29199\" }",
-        );
-        return None;
+    let backend = match (&s.local, &s.command, &s.kubernetes) {
+        (Some(l), None, None) => Backend::Local(local_settings(l, r)?),
+        (None, Some(c), None) => Backend::Command(command_settings(c, r)?),
+        (None, None, Some(k)) => Backend::Kubernetes(kube_settings(k, r)?),
+        (None, None, None) => {
+            r.error(
+                spec.span(),
+                "a scaler needs a back-end that adds and removes replicas",
+                "local = { command = \"...\", ports = \"29100-29199\" }, command = { run = \"...\" } or kubernetes = { object = \"statefulset/{service}-{shard}\" }",
+            );
+            return None;
+        }
+        _ => {
+            r.error(spec.span(), "a scaler has one back-end: local, command or kubernetes", "keep one of them");
+            return None;
+        }
     };
-    let backend = Backend::Local(local_settings(l, r)?);
     Some(Policy {
         metric: s.metric,
         target,
@@ -86,4 +88,136 @@ fn local_settings(spec: &Spanned<crate::config::schema::scale::LocalSpec>, r: &m
         r.error(l.ready_timeout.span(), "ready_timeout must be above 0", "\"10s\"");
     }
     Some(local::Settings { command: l.command.get_ref().clone(), host: host?, ports: ports?, ready_timeout, drain: l.drain.get_ref().0 })
+}
+
+fn command_settings(spec: &Spanned<CommandSpec>, r: &mut Reporter) -> Option<command::Settings> {
+    let c = spec.get_ref();
+    if c.run.get_ref().trim().is_empty() {
+        r.error(c.run.span(), "the command is empty", "run = \"./scale-shard {service} {shard} {desired}\"");
+    }
+    let timeout = c.timeout.get_ref().0;
+    if timeout.is_zero() || timeout > Duration::from_secs(3600) {
+        r.error(c.timeout.span(), "timeout must be above 0 and at most 1h", "\"60s\"");
+    }
+    let run = Some(c.run.get_ref().clone()).filter(|r| !r.trim().is_empty())?;
+    Some(command::Settings { run, endpoints_file: c.endpoints_file.as_ref().map(|f| f.get_ref().into()), timeout })
+}
+
+fn kube_settings(spec: &Spanned<KubeScaleSpec>, r: &mut Reporter) -> Option<kube::Scale> {
+    let k = spec.get_ref();
+    let object = k.object.get_ref();
+    if kube::parse_object(object).is_none() {
+        r.error(
+            k.object.span(),
+            format!("`{object}` is not a workload"),
+            "\"statefulset/NAME\" or \"deployment/NAME\"; NAME may hold {service} and {shard}",
+        );
+    }
+    let cluster = cluster(&k.cluster(), spec.span(), r)?;
+    kube::parse_object(object)?;
+    Some(kube::Scale { cluster, object: object.clone() })
+}
+
+/// Where the service account's files are, inside a pod.
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// A cluster from its table, with in-cluster defaults; the CA is read here, once.
+fn cluster(c: &ClusterSpec<'_>, at: std::ops::Range<usize>, r: &mut Reporter) -> Option<kube::Cluster> {
+    let in_cluster = || {
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").ok()?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        Some(if host.contains(':') { format!("https://[{host}]:{port}") } else { format!("https://{host}:{port}") })
+    };
+    let Some(server) = c.api_server.map(|s| s.get_ref().clone()).or_else(in_cluster) else {
+        r.error(at, "no Kubernetes API server: not in a pod, and api_server is not set", "api_server = \"https://10.96.0.1:443\"");
+        return None;
+    };
+    let span = || c.api_server.map(|s| s.span()).unwrap_or(at.clone());
+    let base: http::Uri = match server.parse::<http::Uri>() {
+        Ok(u) if u.authority().is_some() && matches!(u.scheme_str(), Some("http" | "https")) && u.path() == "/" => u,
+        _ => {
+            r.error(span(), format!("`{server}` is not an API server address"), "\"https://HOST:PORT\" with no path");
+            return None;
+        }
+    };
+    let sa = std::path::Path::new(SERVICE_ACCOUNT);
+    let namespace = c
+        .namespace
+        .map(|n| n.get_ref().clone())
+        .or_else(|| std::fs::read_to_string(sa.join("namespace")).ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "default".into());
+    if namespace.is_empty() || !namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        r.error(c.namespace.map(|n| n.span()).unwrap_or(at.clone()), format!("`{namespace}` is not a namespace name"), "\"default\"");
+        return None;
+    }
+    let token = c.token_file.map(|t| t.get_ref().into()).or_else(|| Some(sa.join("token")).filter(|p| p.exists()));
+    let tls = if base.scheme_str() == Some("https") {
+        let ca =
+            c.ca.map(|c| c.get_ref().clone()).or_else(|| Some(sa.join("ca.crt")).filter(|p| p.exists()).map(|p| p.display().to_string()));
+        let settings = crate::tls::client::Settings { ca, sni: None, cert: None, key: None };
+        let made = crate::tls::client::client_config(&settings, false)
+            .and_then(|cfg| crate::tls::client::Upstream::new(cfg, None, base.authority().map(|a| a.as_str()).unwrap_or("")));
+        match made {
+            Ok(u) => Some(u),
+            Err(e) => {
+                r.error(c.ca.map(|c| c.span()).unwrap_or_else(span), format!("TLS to {server}: {e}"), "ca = \"/path/to/ca.crt\"");
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    Some(kube::Cluster { api: crate::scale::api::Api { base, tls, token, timeout: Duration::from_secs(5) }, namespace })
+}
+
+/// `[leader]`: one election, its TTL and this root's name in it.
+pub fn leader(spec: &Spanned<LeaderSpec>, r: &mut Reporter) -> Option<leader::Settings> {
+    let l = spec.get_ref();
+    let ttl = l.ttl.get_ref().0;
+    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(300) {
+        r.error(l.ttl.span(), "ttl must be from 1s to 5m", "\"10s\"");
+    }
+    let identity = match &l.identity {
+        Some(i) if i.get_ref().trim().is_empty() || i.get_ref().len() > 128 => {
+            r.error(i.span(), "identity must be 1 to 128 characters", "leave it out: host name and pid");
+            None
+        }
+        Some(i) => Some(i.get_ref().clone()),
+        None => Some(default_identity()),
+    };
+    let election = match (&l.etcd, &l.kubernetes) {
+        (Some(e), None) => {
+            let ep = e.get_ref();
+            let base = match ep.endpoint.get_ref().parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() && u.path() == "/" => Some(u),
+                _ => {
+                    r.error(
+                        ep.endpoint.span(),
+                        format!("`{}` is not an etcd endpoint", ep.endpoint.get_ref()),
+                        "\"http://127.0.0.1:2379\"",
+                    );
+                    None
+                }
+            };
+            if ep.key.get_ref().is_empty() {
+                r.error(ep.key.span(), "the key is empty", "\"/ringmaster/leader\"");
+            }
+            let api = crate::scale::api::Api { base: base?, tls: None, token: None, timeout: Duration::from_secs(3) };
+            leader::Election::Etcd { api, key: ep.key.get_ref().clone() }
+        }
+        (None, Some(k)) => {
+            let lease = k.get_ref().lease.get_ref().clone();
+            leader::Election::Kubernetes { cluster: cluster(&k.get_ref().cluster(), k.span(), r)?, lease }
+        }
+        _ => {
+            r.error(spec.span(), "an election needs one of etcd or kubernetes", "etcd = { endpoint = \"http://127.0.0.1:2379\" }");
+            return None;
+        }
+    };
+    Some(leader::Settings { identity: identity?, ttl, election })
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "ringmaster".into());
+    format!("{host}-{}", std::process::id())
 }

@@ -141,7 +141,7 @@ fn replicated(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Se
         health: svc.health.as_ref(),
     };
     let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), false, r);
-    let scaler = svc.scaler.as_ref().and_then(|sc| super::scale::policy(sc, false, r));
+    let scaler = svc.scaler.as_ref().and_then(|sc| super::scale::policy(sc, r));
     Some(ServicePlan { name: n.clone(), pools: vec![pool(s, view, r)?], sharding: None, heat, scaler })
 }
 
@@ -233,7 +233,7 @@ fn sharded(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Servi
         header,
     };
     let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), false, r);
-    let scaler = svc.scaler.as_ref().and_then(|sc| super::scale::policy(sc, false, r));
+    let scaler = svc.scaler.as_ref().and_then(|sc| super::scale::policy(sc, r));
     Some(ServicePlan { name: n.clone(), pools: pools?, sharding: Some(sharding), heat, scaler })
 }
 

@@ -52,6 +52,9 @@ pub struct Config {
     /// Where rate-limit counters live: in process (default) or in Redis.
     #[serde(default)]
     pub rate_limit_store: Option<RateLimitStoreSpec>,
+    /// How several roots agree on the one that scales (the only root leads when absent).
+    #[serde(default)]
+    pub leader: Option<Spanned<scale::LeaderSpec>>,
 }
 
 /// Process-wide settings.

@@ -35,6 +35,139 @@ pub struct ScalerSpec {
     /// ringmaster starts and stops replica processes itself.
     #[serde(default)]
     pub local: Option<Spanned<LocalSpec>>,
+    /// An operator's command scales the shard and lists its endpoints.
+    #[serde(default)]
+    pub command: Option<Spanned<CommandSpec>>,
+    /// The scale subresource of each shard's StatefulSet or Deployment.
+    #[serde(default)]
+    pub kubernetes: Option<Spanned<KubeScaleSpec>>,
+}
+
+/// The `command` back-end.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// A command line (`sh -c`) with {service}, {shard}, {pool}, {current} and {desired}.
+    pub run: Spanned<String>,
+    /// Where the command leaves the shard's endpoint list; its output when absent.
+    #[serde(default)]
+    pub endpoints_file: Option<Spanned<String>>,
+    #[serde(default = "d_command_timeout")]
+    pub timeout: Spanned<Dur>,
+}
+
+/// How to reach a Kubernetes API server, in-cluster defaults (the fields
+/// `kubernetes` tables share).
+pub struct ClusterSpec<'a> {
+    pub api_server: Option<&'a Spanned<String>>,
+    pub namespace: Option<&'a Spanned<String>>,
+    pub token_file: Option<&'a Spanned<String>>,
+    pub ca: Option<&'a Spanned<String>>,
+}
+
+/// The `kubernetes` back-end.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeScaleSpec {
+    /// `statefulset/NAME` or `deployment/NAME` with {service} and {shard}.
+    #[serde(default = "d_object")]
+    pub object: Spanned<String>,
+    /// `https://HOST:PORT` (default: from KUBERNETES_SERVICE_HOST and _PORT).
+    #[serde(default)]
+    pub api_server: Option<Spanned<String>>,
+    /// Default: the service account's namespace, else `default`.
+    #[serde(default)]
+    pub namespace: Option<Spanned<String>>,
+    /// A bearer token file (default: the service account's token, when present).
+    #[serde(default)]
+    pub token_file: Option<Spanned<String>>,
+    /// The API server's CA bundle (default: the service account's ca.crt).
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+}
+
+/// `[leader]`: how several roots agree on the one that scales.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderSpec {
+    /// This root's name in the election (default: host name and pid).
+    #[serde(default)]
+    pub identity: Option<Spanned<String>>,
+    /// How long a silent leader keeps the lead.
+    #[serde(default = "d_ttl")]
+    pub ttl: Spanned<Dur>,
+    #[serde(default)]
+    pub etcd: Option<Spanned<EtcdSpec>>,
+    #[serde(default)]
+    pub kubernetes: Option<Spanned<LeaseSpec>>,
+}
+
+/// An etcd election: its v3 JSON gateway and the key the leader holds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSpec {
+    /// `http://HOST:PORT` of one etcd member.
+    pub endpoint: Spanned<String>,
+    #[serde(default = "d_key")]
+    pub key: Spanned<String>,
+}
+
+/// A coordination.k8s.io Lease election.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseSpec {
+    #[serde(default = "d_lease")]
+    pub lease: Spanned<String>,
+    /// `https://HOST:PORT` (default: from KUBERNETES_SERVICE_HOST and _PORT).
+    #[serde(default)]
+    pub api_server: Option<Spanned<String>>,
+    /// Default: the service account's namespace, else `default`.
+    #[serde(default)]
+    pub namespace: Option<Spanned<String>>,
+    /// A bearer token file (default: the service account's token, when present).
+    #[serde(default)]
+    pub token_file: Option<Spanned<String>>,
+    /// The API server's CA bundle (default: the service account's ca.crt).
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+}
+
+impl KubeScaleSpec {
+    pub fn cluster(&self) -> ClusterSpec<'_> {
+        ClusterSpec {
+            api_server: self.api_server.as_ref(),
+            namespace: self.namespace.as_ref(),
+            token_file: self.token_file.as_ref(),
+            ca: self.ca.as_ref(),
+        }
+    }
+}
+
+impl LeaseSpec {
+    pub fn cluster(&self) -> ClusterSpec<'_> {
+        ClusterSpec {
+            api_server: self.api_server.as_ref(),
+            namespace: self.namespace.as_ref(),
+            token_file: self.token_file.as_ref(),
+            ca: self.ca.as_ref(),
+        }
+    }
+}
+
+fn d_command_timeout() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(60))
+}
+fn d_object() -> Spanned<String> {
+    Spanned::new(0..0, "statefulset/{service}-{shard}".into())
+}
+fn d_ttl() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(10))
+}
+fn d_key() -> Spanned<String> {
+    Spanned::new(0..0, "/ringmaster/leader".into())
+}
+fn d_lease() -> Spanned<String> {
+    Spanned::new(0..0, "ringmaster".into())
 }
 
 /// The `local` back-end.
