@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod kube;
 pub mod mc;
 pub mod pki;
 
@@ -355,4 +356,10 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&stream.to_be_bytes());
     f.extend_from_slice(payload);
     f
+}
+
+/// Whether the root behind `admin` leads (its `/admin/heat` says so).
+pub fn leads(admin: SocketAddr) -> bool {
+    let text = get(admin, "/admin/heat").text();
+    serde_json::from_str::<serde_json::Value>(&text).map(|v| v["leader"]["leads"] == true).unwrap_or(false)
 }

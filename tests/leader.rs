@@ -1,0 +1,75 @@
+//! Leader election with a real etcd: of two roots only the leader scales;
+//! killing it hands scaling to the other within the lease TTL; a leader cut
+//! off from etcd stops leading on its own clock once its lease lapses, and
+//! leads again when etcd is back.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A one-member etcd on loopback, in its own data directory.
+fn etcd(dir: &std::path::Path) -> (Proc, String) {
+    let (client, peer) = (free_addr(), free_addr());
+    let child = Command::new("etcd")
+        .args(["--name", "t", "--data-dir", dir.join("etcd").to_str().unwrap()])
+        .args(["--listen-client-urls", &format!("http://{client}"), "--advertise-client-urls", &format!("http://{client}")])
+        .args(["--listen-peer-urls", &format!("http://{peer}"), "--initial-advertise-peer-urls", &format!("http://{peer}")])
+        .args(["--initial-cluster", &format!("t=http://{peer}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.join("etcd.log")).unwrap()))
+        .spawn()
+        .expect("etcd is installed (scripts/test installs etcd-server)");
+    let p = Proc(child);
+    wait_port(client);
+    (p, format!("http://{client}"))
+}
+
+#[test]
+fn only_the_leader_scales_and_another_root_takes_over_within_the_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (etcd, url) = etcd(dir.path());
+    let (b1, b2) = (backend("b1"), backend("b2"));
+    let log = dir.path().join("steps.log");
+    // min_replicas = 2 over a one-endpoint pool: whoever leads runs the command at once.
+    let root = |who: &str| {
+        format!(
+            "[leader]\nidentity = \"{who}\"\nttl = \"2s\"\netcd = {{ endpoint = \"{url}\", key = \"/test/leader\" }}\n\n\
+             [[routes]]\nservice = \"web\"\n\n[services.web]\nkind = \"replicated\"\nendpoints = [{{ address = \"{}\" }}]\n\
+             [services.web.scaler]\ntarget = 1000\nmin_replicas = 2\nmax_replicas = 2\ncooldown = \"0s\"\n\
+             command = {{ run = \"echo {who} >> {}; echo b1 {}; echo b2 {}\" }}\n",
+            b1.addr,
+            log.display(),
+            b1.addr,
+            b2.addr
+        )
+    };
+    let steps = || std::fs::read_to_string(&log).unwrap_or_default();
+    let first = Proxy::start(&root("root-1"));
+    eventually(10, "root-1 leads", || leads(first.admin));
+    let second = Proxy::start(&root("root-2"));
+    eventually(10, "root-1 scaled its pool", || steps() == "root-1\n");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(steps(), "root-1\n", "the follower never runs the scaler's command");
+    assert!(!leads(second.admin));
+    assert_eq!(spread(&first, "/", 20).len(), 2, "root-1's pool is the command's list");
+    assert_eq!(spread(&second, "/", 20).len(), 1, "root-2 has not scaled");
+
+    first.proc.signal("KILL");
+    let died = Instant::now();
+    eventually(10, "root-2 leads", || leads(second.admin));
+    let took = died.elapsed();
+    assert!(took < Duration::from_secs(2 + 2), "handed over within the ttl and a renewal period: {took:?}");
+    eventually(5, "root-2 scaled", || steps() == "root-1\nroot-2\n");
+    assert_eq!(spread(&second, "/", 20).len(), 2);
+
+    // Cut off from etcd, the leader stops leading when its lease lapses.
+    etcd.signal("STOP");
+    let cut = Instant::now();
+    eventually(8, "root-2 no longer leads", || !leads(second.admin));
+    assert!(cut.elapsed() >= Duration::from_millis(500), "not at the first missed renewal: {:?}", cut.elapsed());
+    assert_eq!(second.metric("ringmaster_scaler_leader"), 0.0);
+    etcd.signal("CONT");
+    eventually(10, "root-2 leads again once etcd answers", || leads(second.admin));
+    assert!(second.stderr().contains("leader election:"), "the lost contact is logged");
+}
