@@ -94,3 +94,49 @@ fn a_killed_demo_leaves_no_memcached_behind() {
         eventually(5, "the demo's memcached stopped", || !alive(k));
     }
 }
+
+/// The hot-shard scene: the demo's own load makes one shard of `hot` hot; the
+/// local scaler gives that shard more replicas within 30 s, the cold shards
+/// keep one, and the load generator reports no failed request.
+#[test]
+fn the_hot_shard_scene_scales_the_hot_shard_without_a_failed_request() {
+    let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("stdout");
+    let child = Command::new(BIN)
+        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
+        .args(["--memcache-listen", &mc.to_string()])
+        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let demo = Proc(child);
+    wait_port(admin);
+    let hot = |heat: &serde_json::Value| -> Vec<(String, usize)> {
+        let svc = heat["services"].as_array().unwrap().iter().find(|s| s["service"] == "hot").unwrap();
+        svc["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["shard"].as_str().unwrap().to_string(), s["endpoints"].as_array().unwrap().len()))
+            .collect()
+    };
+    let mut shards = Vec::new();
+    eventually(35, "a shard of `hot` has more than one replica", || {
+        shards = hot(&get(admin, "/admin/heat").json());
+        shards.iter().any(|s| s.1 > 1)
+    });
+    assert_eq!(shards.iter().filter(|s| s.1 > 1).count(), 1, "only the hot shard scales: {shards:?}");
+    let said = std::fs::read_to_string(&out).unwrap();
+    let named = said.lines().find(|l| l.contains("turns hot")).unwrap().to_string();
+    let scaled = &shards.iter().find(|s| s.1 > 1).unwrap().0;
+    assert!(named.contains(&format!("shard {scaled} turns hot")), "the scene names the shard that scaled ({scaled}): {named}");
+    let mut line = String::new();
+    eventually(60, "the hot turn ends", || {
+        line = std::fs::read_to_string(&out).unwrap().lines().find(|l| l.contains("the load moves away")).unwrap_or_default().to_string();
+        !line.is_empty()
+    });
+    let counts: Vec<u64> = line.rsplit('(').next().unwrap().split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert!(counts[0] > 1000 && counts[1] == 0, "requests sent and failed in the hot turn: {line}");
+    drop(demo);
+}

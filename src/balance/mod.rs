@@ -36,6 +36,20 @@ pub enum BalancerKind {
     Cookie,
 }
 
+/// The least share a new endpoint gets during slow start (as Envoy's default 10%).
+const RAMP_FLOOR: f64 = 0.1;
+
+/// Slow start: whether an endpoint that joined at `joined_ms` (0: from the
+/// start) takes a pick at `now_ms`, its chance growing linearly from 10% to
+/// 100% over `slow_ms`, as HAProxy's `slowstart` grows a server's weight.
+pub fn ramp_passes(joined_ms: u64, now_ms: u64, slow_ms: u64) -> bool {
+    let age = now_ms.saturating_sub(joined_ms);
+    if joined_ms == 0 || age >= slow_ms {
+        return true;
+    }
+    fastrand::f64() < (age as f64 / slow_ms as f64).max(RAMP_FLOOR)
+}
+
 /// What a balancer reads of a pool's endpoints, by index: how many there are,
 /// their weights and the requests each has in flight.
 pub trait Members {

@@ -15,6 +15,7 @@ use crate::service::Service;
 use crate::upstream::pool::PoolStats;
 use crate::upstream::{Endpoint, EndpointKey, Pool};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Everything a request needs, immutable; swapped whole on reload.
@@ -54,6 +55,8 @@ pub struct Built {
 /// State of the previous snapshot, by name, for the next one to carry over.
 #[derive(Default)]
 struct Carried<'a> {
+    /// Whether there was a snapshot before this one.
+    reload: bool,
     endpoints: HashMap<EndpointKey, Arc<Endpoint>>,
     pool_stats: HashMap<String, Arc<PoolStats>>,
     route_stats: HashMap<(&'a str, &'a str), Arc<RouteStats>>,
@@ -66,7 +69,7 @@ struct Carried<'a> {
 
 impl<'a> Carried<'a> {
     fn from(old: Option<&'a Snapshot>) -> Carried<'a> {
-        let mut c = Carried::default();
+        let mut c = Carried { reload: old.is_some(), ..Carried::default() };
         if let Some(old) = old {
             for svc in old.services.values() {
                 if let Some(sh) = &svc.sharding {
@@ -196,6 +199,10 @@ fn pool(p: PoolPlan, carried: &Carried, new_endpoints: &mut Vec<Arc<Endpoint>>) 
                 Some(o) => o.clone(),
                 None => {
                     let ep = Arc::new(Endpoint::new(e.key, e.authority, e.name, e.weight, e.tls));
+                    // Endpoints of the first build are there from the start: no slow start.
+                    if carried.reload {
+                        ep.stats.joined_ms.store(crate::clock::now_ms().max(1), Relaxed);
+                    }
                     new_endpoints.push(ep.clone());
                     ep
                 }
@@ -210,6 +217,7 @@ fn pool(p: PoolPlan, carried: &Carried, new_endpoints: &mut Vec<Arc<Endpoint>>) 
         balancer: p.balancer,
         endpoints,
         request_timeout: p.request_timeout,
+        slow_start: p.slow_start,
         body_idle: p.body_idle,
         passive: p.passive,
         retry: p.retry,
@@ -241,7 +249,13 @@ fn memcache(plans: Vec<super::plan::McServicePlan>, old: Option<&Snapshot>) -> B
                                 .find(|e| e.addr == addr && e.name == name && e.settings == p.settings);
                             match kept {
                                 Some(e) => e.clone(),
-                                None => Arc::new(McEndpoint::new(name, addr, p.settings.clone(), Default::default())),
+                                None => {
+                                    let e = Arc::new(McEndpoint::new(name, addr, p.settings.clone(), Default::default()));
+                                    if old.is_some() {
+                                        e.stats.joined_ms.store(crate::clock::now_ms().max(1), Relaxed);
+                                    }
+                                    e
+                                }
                             }
                         })
                         .collect();

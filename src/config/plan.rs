@@ -91,6 +91,8 @@ pub struct PoolPlan {
     /// What the balancer was built from, to build it again over other endpoints.
     pub balancing: Balancing,
     pub request_timeout: Duration,
+    /// How long a new endpoint's share ramps up (zero: at once).
+    pub slow_start: Duration,
     /// The longest gap between two reads of a response body.
     pub body_idle: Duration,
     pub passive: Passive,

@@ -142,7 +142,7 @@ async fn read(svc: &Service, shard: usize, wire: Bytes, expect: Expect, lane: us
     let started = Instant::now();
     let _in_flight = super::service::InFlight::new(&sh.stats);
     let n = sh.replicas.len();
-    let start = sh.read_start(svc.policy.reads, pinned, spread);
+    let start = sh.read_start(&svc.policy, pinned, spread);
     let mut last = Err(Failure::Ejected);
     for i in 0..n {
         let ep = &sh.replicas[(start + i) % n];
@@ -151,7 +151,9 @@ async fn read(svc: &Service, shard: usize, wire: Bytes, expect: Expect, lane: us
         }
         match arrive(ep.send(lane, wire.clone(), expect)).await {
             Ok(a) if is_server_error(&a) => last = Ok(a),
-            Ok(a) if is_miss(&a) && svc.policy.miss_failover && i + 1 < n => last = Ok(a),
+            Ok(a) if is_miss(&a) && (svc.policy.miss_failover || sh.warming((start + i) % n, svc.policy.warm_up)) && i + 1 < n => {
+                last = Ok(a)
+            }
             Ok(a) => {
                 last = Ok(a);
                 break;

@@ -45,6 +45,10 @@ pub struct Policy {
     pub auto_eject: bool,
     /// Keys per get at most.
     pub max_keys: usize,
+    /// A new replica's share of reads ramps up over this long (zero: at once).
+    pub slow_start: std::time::Duration,
+    /// A replica this new has its misses asked again of an older one (zero: never).
+    pub warm_up: std::time::Duration,
 }
 
 /// Counters of one shard, carried over a reload by service and shard name.
@@ -117,11 +121,31 @@ impl Shard {
     /// The replica a read starts at: the first available one for reads that
     /// must meet the replica a later `cas` goes to, else by the read policy.
     /// A hot key's reads are spread (`spread`) over every replica in turn.
-    pub fn read_start(&self, reads: Reads, pinned: bool, spread: bool) -> usize {
-        if pinned || (reads == Reads::LocalFirst && !spread) || self.replicas.len() < 2 {
+    /// With `slow_start`, a new replica keeps its turn with its ramp's
+    /// chance, else the turn passes to the next.
+    pub fn read_start(&self, p: &Policy, pinned: bool, spread: bool) -> usize {
+        if pinned || (p.reads == Reads::LocalFirst && !spread) || self.replicas.len() < 2 {
             return 0;
         }
-        self.next.fetch_add(1, Relaxed) % self.replicas.len()
+        let n = self.replicas.len();
+        let i = self.next.fetch_add(1, Relaxed) % n;
+        if p.slow_start.is_zero() {
+            return i;
+        }
+        let (now, slow) = (crate::clock::now_ms(), p.slow_start.as_millis() as u64);
+        (0..n)
+            .map(|k| (i + k) % n)
+            .find(|&j| crate::balance::ramp_passes(self.replicas[j].stats.joined_ms.load(Relaxed), now, slow))
+            .unwrap_or(i)
+    }
+
+    /// Whether `replica` is warming up: it joined less than `warm_up` ago and
+    /// an older replica can answer for it.
+    pub fn warming(&self, replica: usize, warm_up: std::time::Duration) -> bool {
+        let joined = self.replicas[replica].stats.joined_ms.load(Relaxed);
+        joined != 0
+            && crate::clock::now_ms().saturating_sub(joined) < warm_up.as_millis() as u64
+            && self.replicas.iter().any(|e| e.available() && e.stats.joined_ms.load(Relaxed) < joined)
     }
 }
 

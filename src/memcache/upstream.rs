@@ -74,6 +74,8 @@ pub struct Settings {
 /// Counters of one endpoint, carried over a reload with the endpoint.
 #[derive(Default)]
 pub struct EndpointStats {
+    /// When it joined its shard (ms), for slow start and warm-up; 0 when there from the start.
+    pub joined_ms: AtomicU64,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
     pub timeouts: AtomicU64,

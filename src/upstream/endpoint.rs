@@ -32,6 +32,8 @@ pub struct EndpointKey {
 /// Live counters and health of an endpoint.
 #[derive(Default)]
 pub struct EndpointStats {
+    /// When it joined its pool (ms), for slow start; 0 when there from the start.
+    pub joined_ms: AtomicU64,
     pub in_flight: AtomicU32,
     pub requests: AtomicU64,
     pub errors: AtomicU64,

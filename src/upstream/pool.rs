@@ -45,6 +45,8 @@ pub struct Pool {
     pub endpoints: Vec<Arc<Endpoint>>,
     pub balancer: Balancer,
     pub request_timeout: Duration,
+    /// How long a new endpoint's share ramps up (zero: at once).
+    pub slow_start: Duration,
     /// The longest gap between two reads of a response body.
     pub body_idle: Duration,
     pub passive: Passive,
@@ -94,8 +96,19 @@ impl Pool {
             return None;
         }
         let in_flight = self.stats.in_flight.load(Relaxed);
-        let (index, pin) = match self.balancer.pick(eps.as_slice(), &|i| eps[i].available(now) && !tried.contains(&i), affinity, in_flight)
-        {
+        let ok = |i: usize| eps[i].available(now) && !tried.contains(&i);
+        let picked = if self.slow_start.is_zero() {
+            self.balancer.pick(eps.as_slice(), &ok, affinity, in_flight)
+        } else {
+            // A new endpoint passes with its ramp's chance; when every candidate
+            // is new and none passed, the pick is made without the ramp.
+            let slow = self.slow_start.as_millis() as u64;
+            let warm = |i: usize| crate::balance::ramp_passes(eps[i].stats.joined_ms.load(Relaxed), now, slow);
+            self.balancer
+                .pick(eps.as_slice(), &|i| ok(i) && warm(i), affinity, in_flight)
+                .or_else(|| self.balancer.pick(eps.as_slice(), &ok, affinity, in_flight))
+        };
+        let (index, pin) = match picked {
             Some(picked) => {
                 if self.stats.fail_open.load(Relaxed) && eps.iter().any(|e| e.available(now)) {
                     self.stats.fail_open.store(false, Relaxed);
@@ -182,6 +195,7 @@ impl Drop for PoolRequest {
 mod tests {
     use super::*;
     use crate::config::schema::BalancerKind;
+    use crate::ring::Member;
 
     fn pool() -> Pool {
         Pool {
@@ -191,6 +205,7 @@ mod tests {
             endpoints: Vec::new(),
             balancer: Balancer::new(BalancerKind::RoundRobin, &[], None, None, "p"),
             request_timeout: Duration::from_secs(1),
+            slow_start: Duration::ZERO,
             body_idle: Duration::from_secs(60),
             passive: Passive::default(),
             retry: Retry::default(),
@@ -224,6 +239,24 @@ mod tests {
             })
             .collect();
         Pool { endpoints, passive, ..pool() }
+    }
+
+    #[test]
+    fn a_new_endpoint_ramps_up_and_still_serves_when_it_is_the_only_one() {
+        let mut p = pool_of(2, Passive::default());
+        p.balancer = Balancer::new(BalancerKind::RoundRobin, &[Member::new("a".into(), 1), Member::new("b".into(), 1)], None, None, "p");
+        let share = |p: &Pool| (0..4000).filter(|_| p.pick(&[], &Affinity::default()).unwrap().index == 1).count() as f64 / 4000.0;
+        p.endpoints[1].stats.joined_ms.store(clock::now_ms().max(1), Relaxed);
+        assert!((0.4..0.6).contains(&share(&p)), "no slow start: half");
+        p.slow_start = Duration::from_secs(60);
+        let s = share(&p);
+        assert!((0.03..0.2).contains(&s), "just joined: about 10% ({s})");
+        p.endpoints[0].stats.probe_healthy.store(false, Relaxed);
+        assert_eq!(share(&p), 1.0, "the only healthy endpoint takes every request");
+        p.endpoints[0].stats.probe_healthy.store(true, Relaxed);
+        p.slow_start = Duration::from_millis(2);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!((0.4..0.6).contains(&share(&p)), "ramped up: half again");
     }
 
     fn until(ep: &Endpoint) -> u64 {

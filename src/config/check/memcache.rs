@@ -111,6 +111,13 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
         miss_failover: m.miss_failover,
         auto_eject: m.auto_eject_hosts,
         max_keys: *m.max_keys_per_get.get_ref(),
+        slow_start: super::services::slow_start(svc, r),
+        warm_up: m.warm_up.as_ref().map_or(std::time::Duration::ZERO, |w| {
+            if w.get_ref().0 > std::time::Duration::from_secs(86_400) {
+                r.error(w.span(), "warm_up must be at most 24h", "\"5m\"");
+            }
+            w.get_ref().0
+        }),
     };
     let shards = shard_plans?;
     let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), true, r);

@@ -259,6 +259,7 @@ fn pool(s: &Shared, v: PoolView, r: &mut Reporter) -> Option<PoolPlan> {
         shard: v.shard.map(str::to_string),
         endpoints,
         request_timeout: s.spec.timeouts.request.get_ref().0,
+        slow_start: slow_start(s.spec, r),
         body_idle: s.spec.timeouts.body_idle.get_ref().0,
         passive: s.passive.clone(),
         retry: s.retry.clone(),
@@ -452,4 +453,20 @@ fn hash_spec(h: &HashSpec, weights: impl Iterator<Item = u32>, sharder: bool, r:
         balance_factor: f,
         tag,
     })
+}
+
+/// `slow_start`: at most an hour; only where the balancer has no affinity to keep.
+pub fn slow_start(spec: &ServiceSpec, r: &mut Reporter) -> std::time::Duration {
+    let Some(d) = &spec.slow_start else { return std::time::Duration::ZERO };
+    if d.get_ref().0 > std::time::Duration::from_secs(3600) {
+        r.error(d.span(), "slow_start must be at most 1h", "\"30s\"");
+    }
+    if matches!(spec.balancer.get_ref(), BalancerKind::Hash | BalancerKind::Cookie) {
+        r.error(
+            d.span(),
+            "slow_start would move keys off a new endpoint of a hash or cookie balancer",
+            "use round_robin, random or least_request, or drop slow_start",
+        );
+    }
+    d.get_ref().0
 }

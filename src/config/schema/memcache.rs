@@ -42,6 +42,10 @@ pub struct MemcacheSpec {
     /// Ask the next replica when one misses.
     #[serde(default)]
     pub miss_failover: bool,
+    /// A replica that joined less than this long ago has its misses asked
+    /// again of an older replica (a cold cache warming up); off when absent.
+    #[serde(default)]
+    pub warm_up: Option<Spanned<Dur>>,
     /// Largest value stored or read (memcached's `-I`).
     #[serde(default = "d_max_value")]
     pub max_value_bytes: Spanned<usize>,
@@ -63,6 +67,7 @@ impl Default for MemcacheSpec {
             writes: d_writes(),
             reads: d_reads(),
             miss_failover: false,
+            warm_up: None,
             max_value_bytes: d_max_value(),
             max_keys_per_get: d_max_keys(),
             command_timeout: d_command_timeout(),

@@ -475,6 +475,10 @@ pub struct ServiceSpec {
     /// Per-shard autoscaling (none unless set).
     #[serde(default)]
     pub scaler: Option<Spanned<scale::ScalerSpec>>,
+    /// A new endpoint's share of the traffic ramps up over this long, as
+    /// HAProxy's `slowstart` (round_robin, random, least_request; memcache reads).
+    #[serde(default)]
+    pub slow_start: Option<Spanned<Dur>>,
     /// HTTP/1 connections open to one endpoint at most (0: no cap); a request
     /// beyond waits `timeouts.queue`, then tries another endpoint, then gets 503.
     #[serde(default = "d_max_conns")]
