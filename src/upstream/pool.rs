@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn a_new_endpoint_ramps_up_and_still_serves_when_it_is_the_only_one() {
         let mut p = pool_of(2, Passive::default());
-        p.balancer = Balancer::new(BalancerKind::RoundRobin, &[Member::new("a".into(), 1), Member::new("b".into(), 1)], None, None, "p");
+        p.balancer = Balancer::new(BalancerKind::RoundRobin, &[Member::new("a", 1), Member::new("b", 1)], None, None, "p");
         let share = |p: &Pool| (0..4000).filter(|_| p.pick(&[], &Affinity::default()).unwrap().index == 1).count() as f64 / 4000.0;
         p.endpoints[1].stats.joined_ms.store(clock::now_ms().max(1), Relaxed);
         assert!((0.4..0.6).contains(&share(&p)), "no slow start: half");
