@@ -137,3 +137,52 @@ fn hot_keys_is_checked() {
     }
     assert!(err.contains(&format!("{}:", path.display())), "{err}");
 }
+
+#[test]
+fn hot_keys_inside_a_multi_get_are_answered_at_the_root_in_key_order() {
+    let (a, b) = (memcached(), memcached());
+    let listen = free_addr();
+    let cfg = ambassador(listen, &[("a", vec![a.addr]), ("b", vec![b.addr])], "function = \"maglev\"", "")
+        + "[services.cache.heat]\nwindow = \"2s\"\nsample = 1\nhot_share = 0.2\n\n[services.cache.hot_keys]\ncache = true\nttl = \"30s\"\n";
+    let p = Proxy::start(&cfg);
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    let keys: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    for k in &keys {
+        assert_eq!(c.line(&format!("set {k} 0 0 {}\r\n{k}\r\n", k.len())), "STORED\r\n");
+    }
+    until_cached(&p, &mut c, "hot");
+    assert_eq!(c.line("set hot 0 0 3\r\nyes\r\n"), "STORED\r\n", "the write dropped the cached miss");
+    // The hot key amid keys of both shards, and a key nobody has: one answer, in key order.
+    let line = "get m0 hot m1 nothing m2 m3 m4 m5\r\n";
+    let want = |hot: &str| {
+        let mut w = String::new();
+        for k in ["m0", "hot", "m1", "m2", "m3", "m4", "m5"] {
+            let v = if k == "hot" { hot } else { k };
+            w.push_str(&format!("VALUE {k} 0 {}\r\n{v}\r\n", v.len()));
+        }
+        w + "END\r\n"
+    };
+    assert_eq!(String::from_utf8(c.ask(line.as_bytes(), b"END\r\n", 1)).unwrap(), want("yes"));
+    let hits = p.metric("ringmaster_heat_hot_cache_hits_total{service=\"cache\"}");
+    // The hot key is now kept at the root: its shard does not see it again in multi-gets.
+    let requests = |c: &mut Raw| stat(c, "shards", "a:requests") + stat(c, "shards", "b:requests");
+    let before = requests(&mut c);
+    for _ in 0..20 {
+        assert_eq!(String::from_utf8(c.ask(line.as_bytes(), b"END\r\n", 1)).unwrap(), want("yes"));
+    }
+    assert!(p.metric("ringmaster_heat_hot_cache_hits_total{service=\"cache\"}") >= hits + 20.0);
+    // 20 gets over two shards: at most 2 shard reads each, none of them for the hot key alone.
+    assert!(requests(&mut c) - before <= 40, "{}", requests(&mut c) - before);
+    // A write through the root is seen at once by the next multi-get.
+    assert_eq!(c.line("set hot 0 0 3\r\nnew\r\n"), "STORED\r\n");
+    assert_eq!(String::from_utf8(c.ask(line.as_bytes(), b"END\r\n", 1)).unwrap(), want("new"));
+    // A get of only hot keys is answered without any shard.
+    let before = requests(&mut c);
+    c.ask(b"get hot\r\n", b"END\r\n", 1);
+    assert_eq!(
+        String::from_utf8(c.ask(b"get hot hot\r\n", b"END\r\n", 1)).unwrap(),
+        "VALUE hot 0 3\r\nnew\r\nVALUE hot 0 3\r\nnew\r\nEND\r\n"
+    );
+    assert!(requests(&mut c) - before <= 1, "only the fill after the write read a shard");
+}

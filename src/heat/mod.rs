@@ -131,6 +131,11 @@ impl KeyHeat {
     /// Whether `key` was hot at the last heat tick (never, unless the service
     /// mitigates hot keys).
     #[inline]
+    /// Whether any key is hot now (one atomic load).
+    pub fn is_hot_any(&self) -> bool {
+        self.any_hot.load(Relaxed)
+    }
+
     pub fn is_hot(&self, key: &[u8]) -> bool {
         self.any_hot.load(Relaxed) && self.hot.load().contains(&key[..key.len().min(topk::MAX_KEY)])
     }

@@ -51,11 +51,14 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
                     let key = cmd.token(keys.start);
                     (svc.shard_of(key), svc.heat.is_hot(key))
                 }
-                _ => match group(svc, &cmd) {
-                    Err(answer) => return Reply::Now(answer),
-                    Ok(g) if g.groups.len() == 1 => (g.groups[0].0, false),
-                    Ok(groups) => return Reply::Later(Box::pin(multi_get(svc.clone(), cmd, groups, lane))),
-                },
+                _ => {
+                    let hot = hot_reads(svc, &cmd, with_cas, touch);
+                    match group(svc, &cmd, &hot) {
+                        Err(answer) => return Reply::Now(answer),
+                        Ok(g) if g.groups.len() == 1 && hot.is_empty() => (g.groups[0].0, false),
+                        Ok(groups) => return Reply::Later(Box::pin(multi_get(svc.clone(), cmd, groups, hot, lane))),
+                    }
+                }
             };
             let fill = match (&svc.hot_cache, hot && !touch) {
                 (Some(c), true) => match c.lookup(cmd.token(keys.start), with_cas, Instant::now()) {
@@ -253,20 +256,61 @@ async fn flush_all(svc: Arc<Service>, cmd: Box<Command>, lane: usize) -> Option<
 }
 
 /// The keys of a get grouped by shard: each group's shard and keys (token
-/// indexes, in the client's order), and each key's group.
+/// indexes, in the client's order), and each key's group (`usize::MAX` for a
+/// key the hot-key cache answers).
 struct Groups {
     groups: Vec<(usize, Vec<usize>)>,
     of_key: Vec<usize>,
 }
 
-fn group(svc: &Service, cmd: &Command) -> Result<Groups, Option<Bytes>> {
+/// What the hot-key cache does for each key of a multi-key get, by the key's
+/// place in the get; empty when no key is hot.
+struct HotReads {
+    cache: Option<Arc<super::hotcache::HotCache>>,
+    /// (key's place, cached answer or the token to fill with).
+    keys: Vec<(usize, Result<Bytes, u64>)>,
+}
+
+impl HotReads {
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn cached(&self, place: usize) -> Option<&Bytes> {
+        self.keys.iter().find(|k| k.0 == place).and_then(|k| k.1.as_ref().ok())
+    }
+}
+
+/// Looks up each hot key of a multi-key get in the root's hot-key cache.
+fn hot_reads(svc: &Service, cmd: &Command, cas: bool, touch: bool) -> HotReads {
+    let mut h = HotReads { cache: svc.hot_cache.clone(), keys: Vec::new() };
+    let Some(c) = svc.hot_cache.as_ref().filter(|_| !touch && svc.heat.is_hot_any()) else { return h };
+    let now = Instant::now();
+    for (place, k) in cmd.get_keys().enumerate().take(svc.policy.max_keys) {
+        let key = cmd.token(k);
+        if svc.heat.is_hot(key) {
+            match c.lookup(key, cas, now) {
+                Lookup::Hit(a) => h.keys.push((place, Ok(a))),
+                Lookup::Fill(token) => h.keys.push((place, Err(token))),
+                Lookup::Pass => {}
+            }
+        }
+    }
+    h
+}
+
+fn group(svc: &Service, cmd: &Command, hot: &HotReads) -> Result<Groups, Option<Bytes>> {
     let keys = cmd.get_keys();
     if keys.len() > svc.policy.max_keys {
         svc.stats.refused.fetch_add(1, Relaxed);
         return Err(text("CLIENT_ERROR too many keys in one get\r\n"));
     }
     let mut g = Groups { groups: Vec::new(), of_key: Vec::with_capacity(keys.len()) };
-    for k in keys {
+    for (place, k) in keys.enumerate() {
+        if hot.cached(place).is_some() {
+            g.of_key.push(usize::MAX);
+            continue;
+        }
         let shard = svc.shard_of(cmd.token(k));
         let i = match g.groups.iter().position(|(s, _)| *s == shard) {
             Some(i) => i,
@@ -282,9 +326,10 @@ fn group(svc: &Service, cmd: &Command) -> Result<Groups, Option<Bytes>> {
 }
 
 /// A get over several shards: one get per shard at once, the values put back
-/// in the client's key order. A shard that fails fails the whole get (its
-/// keys are neither hits nor misses).
-async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, lane: usize) -> Option<Bytes> {
+/// in the client's key order, hot keys' answers from the root's cache (and
+/// those read for it kept there). A shard that fails fails the whole get
+/// (its keys are neither hits nor misses).
+async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, hot: HotReads, lane: usize) -> Option<Bytes> {
     let pinned = matches!(cmd.verb, Verb::Get { cas: true, .. });
     let reads = groups.groups.iter().map(|(shard, keys)| {
         let mut line = BytesMut::with_capacity(64);
@@ -305,19 +350,44 @@ async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, lane: u
     for a in answers {
         match a {
             Ok(b) if b.ends_with(b"END\r\n") => values.push(split_values(&b)),
-            other => return Some(answer(other)),
+            other => {
+                // The slots reserved for hot keys are freed (an error is never kept).
+                let a = answer(other);
+                let cas = matches!(cmd.verb, Verb::Get { cas: true, .. });
+                for (place, k) in cmd.get_keys().enumerate() {
+                    if let (Some(c), Some(&(_, Err(token)))) = (&hot.cache, hot.keys.iter().find(|h| h.0 == place)) {
+                        c.fill(cmd.token(k), cas, token, &a, Instant::now());
+                    }
+                }
+                return Some(a);
+            }
         }
     }
     let mut out = BytesMut::new();
     let mut cursor = vec![0usize; groups.groups.len()];
+    let now = Instant::now();
     for (i, k) in cmd.get_keys().enumerate() {
         let key = cmd.token(k);
         let g = groups.of_key[i];
-        if let Some((vkey, block)) = values[g].get(cursor[g]) {
+        if g == usize::MAX {
+            // Answered by the hot-key cache: its value block, without the END.
+            let a = hot.cached(i).map(|a| &a[..a.len() - 5]).unwrap_or_default();
+            out.extend_from_slice(a);
+            continue;
+        }
+        let mut block: &[u8] = b"";
+        if let Some((vkey, b)) = values[g].get(cursor[g]) {
             if &vkey[..] == key {
-                out.extend_from_slice(block);
+                block = b;
                 cursor[g] += 1;
             }
+        }
+        out.extend_from_slice(block);
+        if let (Some(c), Some(&(_, Err(token)))) = (&hot.cache, hot.keys.iter().find(|h| h.0 == i)) {
+            let mut one = BytesMut::with_capacity(block.len() + 5);
+            one.extend_from_slice(block);
+            one.extend_from_slice(b"END\r\n");
+            c.fill(key, matches!(cmd.verb, Verb::Get { cas: true, .. }), token, &one.freeze(), now);
         }
     }
     out.extend_from_slice(b"END\r\n");
