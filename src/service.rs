@@ -18,6 +18,8 @@ pub struct Service {
     pub heat: Arc<crate::heat::KeyHeat>,
     /// Its autoscaling, if any (`server/scale.rs` acts on it).
     pub scaler: Option<crate::scale::Policy>,
+    /// Hot keys' answers at the root (`[hot_keys] cache = true`).
+    pub hot_cache: Option<Arc<crate::cache::flow::RouteCache>>,
 }
 
 impl Service {
@@ -31,6 +33,15 @@ impl Service {
         match &self.sharding {
             None => Ok(Target::Pool(0)),
             Some(s) => s.target(head, client, fan_out, self.pools.len(), &self.heat),
+        }
+    }
+
+    /// Whether the request's shard key is hot now (only asked while some key
+    /// of a service that mitigates is: one atomic load otherwise).
+    pub fn hot_key(&self, head: &http::request::Parts, client: IpAddr) -> bool {
+        match &self.sharding {
+            Some(s) if self.heat.is_hot_any() => s.rule.extract(head, client).is_some_and(|k| self.heat.is_hot(&k)),
+            _ => false,
         }
     }
 

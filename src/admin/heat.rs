@@ -40,6 +40,8 @@ struct ServiceHeat<'a> {
     heat: &'a crate::heat::KeyHeat,
     shards: Vec<ShardHeat>,
     hot_cache: Option<&'a HotCache>,
+    /// An HTTP service's hot-key cache.
+    http_cache: Option<&'a crate::cache::flow::RouteCache>,
 }
 
 impl ServiceHeat<'_> {
@@ -56,6 +58,7 @@ fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
         protocol: "http",
         heat: &s.heat,
         hot_cache: None,
+        http_cache: s.hot_cache.as_deref(),
         shards: s
             .pools
             .iter()
@@ -86,6 +89,7 @@ fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
         protocol: "memcache",
         heat: &s.heat,
         hot_cache: s.hot_cache.as_deref(),
+        http_cache: None,
         shards: s
             .shards
             .iter()
@@ -157,7 +161,13 @@ pub fn json(snap: &Snapshot) -> Value {
                 "top_keys": keys,
                 "mitigation": {
                     "spread": p.mitigation.spread,
-                    "cache": s.hot_cache.map(cache_json),
+                    "cache": s.hot_cache.map(cache_json).or_else(|| s.http_cache.map(|c| json!({
+                        "ttl_s": c.rules.settings.max_ttl,
+                        "max_bytes": c.store.capacity,
+                        "entries": c.store.entries(),
+                        "bytes": c.store.bytes(),
+                        "evictions": c.store.evictions(),
+                    }))),
                 },
             })
         })

@@ -73,6 +73,9 @@ pub struct Affinity {
     pub hash: Option<u64>,
     /// The value of the affinity cookie (cookie balancer).
     pub cookie: Option<u64>,
+    /// No affinity at all: any available endpoint at random (a hot key's
+    /// reads spread over every replica of its shard).
+    pub spread: bool,
 }
 
 impl Balancer {
@@ -107,6 +110,9 @@ impl Balancer {
         a: &Affinity,
         pool_in_flight: usize,
     ) -> Option<(usize, bool)> {
+        if a.spread {
+            return random_ok(eps.count(), ok).map(|i| (i, false));
+        }
         match self {
             Balancer::RoundRobin(b) => b.pick(ok).map(|i| (i, false)),
             Balancer::Random(b) => b.pick(ok).map(|i| (i, false)),
@@ -129,17 +135,17 @@ pub fn affinity(balancer: &Balancer, head: &http::request::Parts, client: std::n
                     std::net::IpAddr::V4(v4) => b.hash(&v4.octets()),
                     std::net::IpAddr::V6(v6) => b.hash(&v6.octets()),
                 };
-                return Ok(Affinity { hash: Some(h), cookie: None });
+                return Ok(Affinity { hash: Some(h), ..Affinity::default() });
             }
             match (rule.extract(head, client), rule.fallback) {
-                (Some(k), _) => Ok(Affinity { hash: Some(b.hash(&k)), cookie: None }),
+                (Some(k), _) => Ok(Affinity { hash: Some(b.hash(&k)), ..Affinity::default() }),
                 (None, Fallback::Reject) => Err(rule.missing()),
                 (None, _) => Ok(Affinity::default()),
             }
         }
         Balancer::Cookie(_, spec) => {
             let cookie = crate::key::cookie(&head.headers, &spec.name).and_then(CookieBalancer::parse);
-            Ok(Affinity { hash: None, cookie })
+            Ok(Affinity { cookie, ..Affinity::default() })
         }
         _ => Ok(Affinity::default()),
     }

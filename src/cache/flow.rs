@@ -48,6 +48,36 @@ pub struct Rules {
     pub credentials: Credentials,
 }
 
+impl Rules {
+    /// The rules of a sharded service's hot-key cache: RFC 9111's shared-cache
+    /// rules with the defaults (nothing private, personal, with Set-Cookie or
+    /// no-store), kept at most `ttl` seconds, and that long when the response
+    /// says nothing of its freshness (micro-caching, as nginx's
+    /// `proxy_cache_valid 1s`); GET and HEAD, one variant per key.
+    pub fn hot_keys(ttl: u64, max_object_bytes: usize) -> Rules {
+        Rules {
+            settings: Settings {
+                default_ttl: ttl,
+                max_ttl: ttl,
+                heuristic_cap: ttl,
+                store_set_cookie: false,
+                stale_while_revalidate: 0,
+                stale_if_error: 0,
+                targeted: Vec::new(),
+            },
+            key: Default::default(),
+            methods: vec![Method::GET, Method::HEAD],
+            coalesce_timeout: Duration::from_secs(5),
+            max_object_bytes,
+            purge_from: Vec::new(),
+            tag_header: None,
+            no_cache: NoCacheMode::Revalidate,
+            max_variants: 1,
+            credentials: Credentials::default(),
+        }
+    }
+}
+
 /// What a request's `no-cache` makes the cache do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

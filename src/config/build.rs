@@ -61,6 +61,8 @@ struct Carried<'a> {
     pool_stats: HashMap<String, Arc<PoolStats>>,
     route_stats: HashMap<(&'a str, &'a str), Arc<RouteStats>>,
     caches: HashMap<String, Arc<crate::cache::store::Store>>,
+    /// Each HTTP service's hot-key cache store.
+    hot_caches: HashMap<String, Arc<crate::cache::store::Store>>,
     /// Each sharded service's fan-out permits and their cap.
     fan_outs: HashMap<String, (Arc<tokio::sync::Semaphore>, usize)>,
     /// Each service's key heat (HTTP and memcache).
@@ -76,6 +78,9 @@ impl<'a> Carried<'a> {
                     c.fan_outs.insert(svc.name.clone(), (sh.fan_out.in_flight.clone(), sh.fan_out.max_in_flight));
                 }
                 c.key_heat.insert(svc.name.clone(), svc.heat.clone());
+                if let Some(hc) = &svc.hot_cache {
+                    c.hot_caches.insert(svc.name.clone(), hc.store.clone());
+                }
                 for pool in &svc.pools {
                     c.pool_stats.insert(pool.name.clone(), pool.stats.clone());
                     for ep in &pool.endpoints {
@@ -110,8 +115,20 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
                     new.fan_out.in_flight = old.0.clone();
                 }
             }
+            // The hot-key cache's store is kept while its size is.
+            let hot_cache = s.heat.mitigation.cache.as_ref().map(|c| {
+                let bytes = c.max_bytes as u64;
+                let store = carried
+                    .hot_caches
+                    .get(s.name.as_str())
+                    .filter(|st| st.capacity == bytes)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(crate::cache::store::Store::new(bytes)));
+                let rules = crate::cache::flow::Rules::hot_keys(c.ttl.as_secs().max(1), (c.max_bytes / 8).max(1024));
+                Arc::new(crate::cache::flow::RouteCache { rules, store })
+            });
             let heat = crate::heat::KeyHeat::carried(carried.key_heat.get(s.name.as_str()), s.heat);
-            Arc::new(Service { name: s.name, pools, sharding, heat, scaler: s.scaler })
+            Arc::new(Service { name: s.name, pools, sharding, heat, scaler: s.scaler, hot_cache })
         })
         .collect();
     let routes = plan

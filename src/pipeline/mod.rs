@@ -46,8 +46,10 @@ pub async fn handle(mut req: Request<Body>, conn: &Conn, snap: &Snapshot) -> Res
     phase!(cx, phases::rate_limit(cx, &req).await);
     let (mut head, body) = req.into_parts();
     let after = phase!(cx, phases::cache_lookup(cx, &mut head).await);
-    let resp = match phase!(cx, phases::target(cx, &head)) {
-        Target::Pool(i) => phase!(cx, phases::forward(cx, i, head, body).await),
+    let target = phase!(cx, phases::target(cx, &head));
+    let (after, spread) = phase!(cx, phases::hot_keys(cx, &mut head, &target, after).await);
+    let resp = match target {
+        Target::Pool(i) => phase!(cx, phases::forward(cx, i, head, body, spread).await),
         Target::All => phase!(cx, phases::fan_out(cx, head, body).await),
     };
     phases::finish(cx, after.complete(resp))

@@ -166,6 +166,28 @@ pub async fn rate_limit<'a>(cx: &mut Ctx<'a>, req: &Request<Body>) -> Result<(),
 /// the cache answers (`Err`), or says what to do with the upstream's answer.
 pub async fn cache_lookup(cx: &mut Ctx<'_>, head: &mut Parts) -> Result<After, Early> {
     let Some(rc) = cx.routed().cache.as_ref().filter(|_| cx.upgrade.is_none()) else { return Ok(After::Nothing) };
+    lookup_in(cx, rc, head).await
+}
+
+/// Hot keys, after the target: a request whose shard key is hot now is
+/// answered from its service's hot-key cache (when its route has no cache of
+/// its own, which already answers it) and, with `spread`, may go to any
+/// replica of its shard instead of the one its affinity pins. Returns what
+/// to do with the answer, and whether to spread.
+pub async fn hot_keys(cx: &mut Ctx<'_>, head: &mut Parts, target: &Target, after: After) -> Result<(After, bool), Early> {
+    let service = &cx.routed().service;
+    if !matches!(target, Target::Pool(_)) || !service.hot_key(head, cx.client) {
+        return Ok((after, false));
+    }
+    let spread = service.heat.policy().mitigation.spread;
+    match (&service.hot_cache, after) {
+        (Some(rc), After::Nothing) if cx.upgrade.is_none() => Ok((lookup_in(cx, rc, head).await?, spread)),
+        (_, after) => Ok((after, spread)),
+    }
+}
+
+/// A lookup in `rc`: the cache answers (`Err`), or says what to do with the upstream's answer.
+async fn lookup_in(cx: &mut Ctx<'_>, rc: &std::sync::Arc<crate::cache::flow::RouteCache>, head: &mut Parts) -> Result<After, Early> {
     let mut found = flow::lookup(rc, head, cx.conn.proto, cx.host_str().unwrap_or(""), cx.conn.peer.ip());
     if let Lookup::Wait(w) = found {
         // Boxed: only coalesced requests wait, and the hit path keeps a small future.
@@ -198,10 +220,10 @@ fn balance(cx: &Ctx, pool: &Pool, head: &Parts) -> Result<Affinity, Early> {
 }
 
 /// Forward to pool `i` of the service: balance, forwarding headers, the exchange.
-pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body) -> Result<Response<Body>, Early> {
+pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body, spread: bool) -> Result<Response<Body>, Early> {
     let service = &cx.routed().service;
     let pool = &service.pools[i];
-    let affinity = balance(cx, pool, &head)?;
+    let affinity = if spread { Affinity { spread: true, ..Affinity::default() } } else { balance(cx, pool, &head)? };
     forwarding_headers(cx, &mut head);
     // An upgrade goes on as one: its fields back, and the client's side of it kept for the tunnel.
     let over_h2 = head.version == http::Version::HTTP_2;

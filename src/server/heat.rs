@@ -39,6 +39,7 @@ pub fn tick(snap: &Snapshot, dt: Duration) {
             }
         }
         svc.heat.decay(dt);
+        svc.heat.refresh_hot();
     }
     for svc in snap.memcache.values() {
         let w = svc.heat.policy().window;

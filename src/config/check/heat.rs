@@ -29,17 +29,13 @@ pub fn policy(h: &HeatSpec, hot: Option<&Spanned<HotKeysSpec>>, memcache: bool, 
 
 fn mitigation(spec: &Spanned<HotKeysSpec>, top_keys: usize, memcache: bool, r: &mut Reporter) -> Mitigation {
     let m = spec.get_ref();
-    if !memcache {
-        r.error(
-            spec.span(),
-            "hot_keys is for memcache services for now (HTTP services measure heat but do not mitigate yet)",
-            "remove [hot_keys] here",
-        );
+    let ttl = m.ttl.get_ref().0;
+    if !memcache && m.cache && (ttl.subsec_nanos() != 0 || ttl.is_zero()) {
+        r.error(m.ttl.span(), "an HTTP service's hot_keys ttl is whole seconds (HTTP freshness counts in seconds, as Age does)", "\"1s\"");
     }
     if top_keys == 0 {
         r.error(spec.span(), "hot_keys needs heat.top_keys above 0: hot keys are found among the ranked ones", "heat = { top_keys = 64 }");
     }
-    let ttl = m.ttl.get_ref().0;
     if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&ttl) {
         r.error(m.ttl.span(), "hot_keys ttl must be between 10ms and 60s (a cached answer may be that stale)", "\"1s\"");
     }
