@@ -73,3 +73,38 @@ fn only_the_leader_scales_and_another_root_takes_over_within_the_ttl() {
     eventually(10, "root-2 leads again once etcd answers", || leads(second.admin));
     assert!(second.stderr().contains("leader election:"), "the lost contact is logged");
 }
+
+#[test]
+fn the_leader_scales_on_the_load_every_root_forwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_etcd, url) = etcd(dir.path());
+    let (b1, b2) = (backend("b1"), backend("b2"));
+    let log = dir.path().join("steps.log");
+    let (admin1, admin2) = (free_addr(), free_addr());
+    // 20 requests a second per replica; the load below (about 60 a second) goes through root-2 only.
+    let root = |who: &str, peer: std::net::SocketAddr| {
+        format!(
+            "[leader]\nidentity = \"{who}\"\nttl = \"2s\"\netcd = {{ endpoint = \"{url}\", key = \"/test/peers\" }}\npeers = [\"http://{peer}\"]\n\n\
+             [[routes]]\nservice = \"web\"\n\n[services.web]\nkind = \"replicated\"\nendpoints = [{{ address = \"{}\" }}]\n\
+             heat = {{ window = \"1s\" }}\n\
+             [services.web.scaler]\ntarget = 20\nmin_replicas = 1\nmax_replicas = 2\ncooldown = \"0s\"\n\
+             command = {{ run = \"echo {who} $RINGMASTER_DESIRED >> {}; echo b1 {}; echo b2 {}\" }}\n",
+            b1.addr,
+            log.display(),
+            b1.addr,
+            b2.addr
+        )
+    };
+    let first = Proxy::start_on(admin1, &root("root-1", admin2));
+    eventually(10, "root-1 leads", || leads(first.admin));
+    let second = Proxy::start_on(admin2, &root("root-2", admin1));
+    let mut c = KeepAlive::connect(second.addr).unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until && std::fs::read_to_string(&log).unwrap_or_default().is_empty() {
+        assert_eq!(c.get("/").unwrap().status, 200);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "root-1 2\n", "the leader scaled on root-2's load");
+    let heat = first.admin_json("/admin/heat");
+    assert!(heat["services"][0]["shards"][0]["rate"].as_f64().unwrap() < 1.0, "root-1 forwarded nothing itself: {heat:#}");
+}

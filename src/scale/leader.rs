@@ -21,6 +21,9 @@ pub struct Settings {
     /// How long a leader that stops renewing keeps leading.
     pub ttl: Duration,
     pub election: Election,
+    /// The other roots' admin listeners: the leader adds the load each of
+    /// them forwards (their `/admin/heat`) to its own before it decides.
+    pub peers: Vec<Api>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

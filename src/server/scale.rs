@@ -118,10 +118,42 @@ pub async fn run(shared: Arc<Shared>) {
     let _ = tokio::task::spawn_blocking(move || replicas.into_iter().for_each(|mut r| r.stop(Duration::from_secs(2)))).await;
 }
 
+/// The load the other roots forward, by pool, in both metrics (rate, in flight).
+async fn peers_load(peers: &[crate::scale::api::Api]) -> HashMap<String, (f64, f64)> {
+    let calls = peers.iter().map(|p| p.call(http::Method::GET, "/admin/heat", None));
+    let mut load: HashMap<String, (f64, f64)> = HashMap::new();
+    for (p, a) in peers.iter().zip(futures_util::future::join_all(calls).await) {
+        match a {
+            Ok((s, heat)) if s.is_success() => {
+                for svc in heat["services"].as_array().into_iter().flatten() {
+                    for sh in svc["shards"].as_array().into_iter().flatten() {
+                        let (service, shard) = (svc["service"].as_str().unwrap_or(""), sh["shard"].as_str().unwrap_or(""));
+                        // A replicated service's one pool is named as the service.
+                        let pool = if shard == service { service.to_string() } else { format!("{service}/{shard}") };
+                        let e = load.entry(pool).or_default();
+                        e.0 += sh["rate"].as_f64().unwrap_or(0.0);
+                        e.1 += sh["in_flight"].as_f64().unwrap_or(0.0);
+                    }
+                }
+            }
+            Ok((s, _)) => tracing::warn!(peer = %p.base, status = %s, "scaler: a peer's heat is not counted"),
+            Err(e) => tracing::warn!(peer = %p.base, "scaler: a peer's heat is not counted: {e}"),
+        }
+    }
+    load
+}
+
 async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, PoolScaler>) {
     let now = crate::clock::now_ms();
     let leads = THIS_ROOT.leads();
-    for w in watched(&shared.snapshot()) {
+    let peers = match shared.leader.as_ref().filter(|l| leads && !l.peers.is_empty()) {
+        Some(l) => peers_load(&l.peers).await,
+        None => HashMap::new(),
+    };
+    for mut w in watched(&shared.snapshot()) {
+        if let Some(&(rate, in_flight)) = peers.get(&w.pool) {
+            w.load += if w.policy.metric == Metric::Rate { rate } else { in_flight };
+        }
         let st = pools.entry(w.pool.clone()).or_default();
         // What the pool has: its endpoints, or what its workload asks for.
         let (current, kube) = match &w.policy.backend {

@@ -116,10 +116,19 @@ impl Proxy {
         panic!("ringmaster could not bind its ports four times");
     }
 
+    /// As [`Proxy::start`], with its admin listener on `admin` (which other
+    /// processes' configs name).
+    pub fn start_on(admin: SocketAddr, body: &str) -> Proxy {
+        Proxy::try_start_on(admin, "", body).expect("the admin address was free")
+    }
+
     /// Starts the proxy; None when its main or admin port was taken meanwhile.
     fn try_start(admin_extra: &str, body: &str) -> Option<Proxy> {
+        Proxy::try_start_on(free_addr(), admin_extra, body)
+    }
+
+    fn try_start_on(admin: SocketAddr, admin_extra: &str, body: &str) -> Option<Proxy> {
         let addr = free_addr();
-        let admin = free_addr();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ringmaster.toml");
         std::fs::write(&config, Proxy::head(addr, admin, admin_extra) + body).unwrap();

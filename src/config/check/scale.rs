@@ -214,7 +214,21 @@ pub fn leader(spec: &Spanned<LeaderSpec>, r: &mut Reporter) -> Option<leader::Se
             return None;
         }
     };
-    Some(leader::Settings { identity: identity?, ttl, election })
+    let peers = l
+        .peers
+        .iter()
+        .filter_map(|p| match p.get_ref().parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() && u.path() == "/" => {
+                let token = l.peers_token_file.as_ref().map(|t| t.get_ref().into());
+                Some(crate::scale::api::Api { base: u, tls: None, token, timeout: Duration::from_millis(800) })
+            }
+            _ => {
+                r.error(p.span(), format!("`{}` is not a peer's admin address", p.get_ref()), "\"http://10.0.0.2:9901\"");
+                None
+            }
+        })
+        .collect();
+    Some(leader::Settings { identity: identity?, ttl, election, peers })
 }
 
 fn default_identity() -> String {

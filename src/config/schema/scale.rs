@@ -100,6 +100,13 @@ pub struct LeaderSpec {
     pub etcd: Option<Spanned<EtcdSpec>>,
     #[serde(default)]
     pub kubernetes: Option<Spanned<LeaseSpec>>,
+    /// The other roots' admin addresses (`http://HOST:PORT`): the leader
+    /// scales on the load of every root, not its own share alone.
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
+    /// The bearer token of the peers' admin listeners, when they ask for one.
+    #[serde(default)]
+    pub peers_token_file: Option<Spanned<String>>,
 }
 
 /// An etcd election: its v3 JSON gateway and the key the leader holds.
