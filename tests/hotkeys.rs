@@ -124,15 +124,22 @@ fn hot_keys_is_checked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     let cfg = ambassador(free_addr(), &[("a", vec![free_addr()])], "", "")
-        + "[services.cache.heat]\ntop_keys = 0\n\n[services.cache.hot_keys]\ncache = true\nttl = \"5ms\"\nmax_bytes = 10\n";
+        + "[services.cache.heat]\ntop_keys = 0\n\n[services.cache.hot_keys]\ncache = true\nttl = \"5ms\"\nmax_bytes = 10\nsplit = 40\n\n\
+           [[routes]]\nservice = \"web\"\n\n[services.web]\nkind = \"sharded\"\nsharder = { key = \"path\" }\n\
+           hot_keys = { cache = true, ttl = \"1500ms\", split = 2 }\n[services.web.shards.a]\nendpoints = [{ address = \"127.0.0.1:9\" }]\n";
     std::fs::write(&path, &cfg).unwrap();
     let out =
         std::process::Command::new(env!("CARGO_BIN_EXE_ringmaster")).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in
-        ["hot_keys needs heat.top_keys above 0", "hot_keys ttl must be between 10ms and 60s", "hot_keys max_bytes must be between"]
-    {
+    for needle in [
+        "hot_keys needs heat.top_keys above 0",
+        "hot_keys ttl must be between 10ms and 60s",
+        "hot_keys max_bytes must be between",
+        "split must be from 2 to 16",
+        "split is for memcache services",
+        "ttl is whole seconds",
+    ] {
         assert!(err.contains(needle), "{needle}: {err}");
     }
     assert!(err.contains(&format!("{}:", path.display())), "{err}");
@@ -185,4 +192,49 @@ fn hot_keys_inside_a_multi_get_are_answered_at_the_root_in_key_order() {
         "VALUE hot 0 3\r\nnew\r\nVALUE hot 0 3\r\nnew\r\nEND\r\n"
     );
     assert!(requests(&mut c) - before <= 1, "only the fill after the write read a shard");
+}
+
+#[test]
+fn a_split_hot_key_is_read_from_several_shards_and_a_write_drops_its_copies() {
+    let servers = [memcached(), memcached(), memcached()];
+    let listen = free_addr();
+    let shards: Vec<(&str, Vec<SocketAddr>)> =
+        vec![("a", vec![servers[0].addr]), ("b", vec![servers[1].addr]), ("c", vec![servers[2].addr])];
+    let cfg = ambassador(listen, &shards, "function = \"maglev\"", "")
+        + "[services.cache.heat]\nwindow = \"2s\"\nsample = 1\nhot_share = 0.2\n\n[services.cache.hot_keys]\nsplit = 3\nttl = \"30s\"\n";
+    let p = Proxy::start(&cfg);
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    assert_eq!(c.line("set hot 5 0 2\r\nv1\r\n"), "STORED\r\n");
+    let held = || servers.iter().filter(|m| Raw::connect(m.addr).line("get hot\r\n").starts_with("VALUE")).count();
+    assert_eq!(held(), 1, "a key starts on its owner only");
+    // Gets of the hot key: every one answers the value; the copies fill from the owner.
+    eventually(15, "the hot key has copies on all three shards", || {
+        for _ in 0..200 {
+            assert_eq!(String::from_utf8(c.ask(b"get hot\r\n", b"END\r\n", 1)).unwrap(), "VALUE hot 5 2\r\nv1\r\nEND\r\n");
+        }
+        held() == 3
+    });
+    let requests = |c: &mut Raw| ["a", "b", "c"].map(|s| stat(c, "shards", &format!("{s}:requests")));
+    let before = requests(&mut c);
+    let batch: Vec<u8> = (0..300).flat_map(|_| b"get hot\r\n".to_vec()).collect();
+    let answers = String::from_utf8(c.ask(&batch, b"END\r\n", 300)).unwrap();
+    assert_eq!(answers.matches("VALUE hot 5 2\r\nv1\r\n").count(), 300);
+    let after = requests(&mut c);
+    for i in 0..3 {
+        assert!(after[i] - before[i] > 50, "each place takes a share of the reads: {before:?} -> {after:?}");
+    }
+    // A write through the root: the owner has it, the copies are gone, every get sees it.
+    assert_eq!(c.line("set hot 5 0 2\r\nv2\r\n"), "STORED\r\n");
+    assert_eq!(held(), 1);
+    for _ in 0..30 {
+        assert_eq!(String::from_utf8(c.ask(b"get hot\r\n", b"END\r\n", 1)).unwrap(), "VALUE hot 5 2\r\nv2\r\nEND\r\n");
+    }
+    // The copies filled again live ttl at most: their exptime is set, the owner's is not.
+    let ttls: Vec<String> = servers.iter().map(|m| Raw::connect(m.addr).line("mg hot t\r\n").trim().to_string()).collect();
+    assert_eq!(ttls.iter().filter(|t| *t == "HD t-1").count(), 1, "{ttls:?}");
+    for t in ttls.iter().filter(|t| *t != "HD t-1" && *t != "EN") {
+        let secs: i64 = t.trim_start_matches("HD t").parse().unwrap();
+        assert!((1..=30).contains(&secs), "{ttls:?}");
+    }
 }

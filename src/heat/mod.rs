@@ -43,11 +43,15 @@ pub struct Mitigation {
     pub cache: Option<CachePolicy>,
     /// Reads of a hot key go to the shard's replicas in turn, whatever the read policy.
     pub spread: bool,
+    /// A hot key's places (memcache key-split): 0 or 1 is off.
+    pub split: usize,
+    /// How long a split key's copy lives (whole seconds, at least 1).
+    pub split_ttl: u64,
 }
 
 impl Mitigation {
     pub fn any(&self) -> bool {
-        self.cache.is_some() || self.spread
+        self.cache.is_some() || self.spread || self.split > 1
     }
 }
 
@@ -194,7 +198,7 @@ mod tests {
         (0..10).for_each(|_| plain.sample(b"k"));
         plain.refresh_hot();
         assert!(!plain.is_hot(b"k"), "nothing is mitigated, so nothing is asked");
-        let m = Mitigation { spread: true, cache: None };
+        let m = Mitigation { spread: true, ..Mitigation::default() };
         let h = KeyHeat::new(Policy { sample: 1, hot_share: 0.3, mitigation: m, ..Policy::default() });
         (0..10).for_each(|_| h.sample(b"k"));
         (0..5).for_each(|i| h.sample(format!("cold{i}").as_bytes()));

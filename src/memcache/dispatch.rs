@@ -69,9 +69,17 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
                 _ => None,
             };
             let svc = svc.clone();
-            let spread = hot && svc.heat.policy().mitigation.spread;
+            let m = &svc.heat.policy().mitigation;
+            let spread = hot && m.spread;
+            // Key-split: a plain get of a hot key reads one of its places.
+            let split = if hot && !with_cas && !touch && keys.len() == 1 { m.split } else { 0 };
             Reply::Later(Box::pin(async move {
-                let a = answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, with_cas, spread).await);
+                let a = if split > 1 {
+                    let key = Bytes::copy_from_slice(cmd.token(cmd.get_keys().start));
+                    super::split::get(svc.clone(), key, shard, split, cmd.wire.clone(), lane).await
+                } else {
+                    answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, with_cas, spread).await)
+                };
                 if let Some((c, token)) = fill {
                     c.fill(cmd.token(cmd.get_keys().start), with_cas, token, &a, Instant::now());
                 }
@@ -105,6 +113,10 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
                 if let Some(c) = &svc.hot_cache {
                     c.invalidate(&cmd.key());
                 }
+                let split = svc.heat.policy().mitigation.split;
+                if split > 1 && svc.heat.is_hot(&cmd.key()) {
+                    super::split::drop_copies(&svc, &cmd.key(), shard, split, lane).await;
+                }
                 quiet(&cmd, answer(a))
             }))
         }
@@ -112,7 +124,7 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
 }
 
 /// The client's answer for a server's answer or failure.
-fn answer(a: Result<Bytes, Failure>) -> Bytes {
+pub(super) fn answer(a: Result<Bytes, Failure>) -> Bytes {
     a.unwrap_or_else(|f| Bytes::from_static(f.answer().as_bytes()))
 }
 
@@ -140,7 +152,15 @@ async fn arrive(a: Answer) -> Result<Bytes, Failure> {
 
 /// A read from one replica of `shard`, failing over to the next on a failure
 /// (and on a miss, with `miss_failover`). `pinned` starts at the first replica.
-async fn read(svc: &Service, shard: usize, wire: Bytes, expect: Expect, lane: usize, pinned: bool, spread: bool) -> Result<Bytes, Failure> {
+pub(super) async fn read(
+    svc: &Service,
+    shard: usize,
+    wire: Bytes,
+    expect: Expect,
+    lane: usize,
+    pinned: bool,
+    spread: bool,
+) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
     let started = Instant::now();
     let _in_flight = super::service::InFlight::new(&sh.stats);
@@ -181,7 +201,7 @@ fn done(a: &Result<Bytes, Failure>) -> bool {
 }
 
 /// A write to every replica of `shard`, answered by the write policy.
-async fn write(svc: &Service, shard: usize, wire: &Bytes, expect: Expect, lane: usize) -> Result<Bytes, Failure> {
+pub(super) async fn write(svc: &Service, shard: usize, wire: &Bytes, expect: Expect, lane: usize) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
     let started = Instant::now();
     let _in_flight = super::service::InFlight::new(&sh.stats);

@@ -6,7 +6,7 @@
 //! Its own phases: parse (`request`), target and balance and forward
 //! (`dispatch` over `service` and `upstream`), respond (`client`, in order),
 //! and the counters (`stats`). Server answers are framed by `reply`; hot keys'
-//! answers may be kept at the root (`hotcache`).
+//! answers may be kept at the root (`hotcache`) or split over shards (`split`).
 
 pub mod client;
 pub mod dispatch;
@@ -14,6 +14,7 @@ pub mod hotcache;
 pub mod reply;
 pub mod request;
 pub mod service;
+pub mod split;
 pub mod stats;
 pub mod upstream;
 

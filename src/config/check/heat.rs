@@ -43,7 +43,17 @@ fn mitigation(spec: &Spanned<HotKeysSpec>, top_keys: usize, memcache: bool, r: &
         r.error(m.max_bytes.span(), "hot_keys max_bytes must be between 1024 and 1073741824", "8388608");
     }
     let cache = m.cache.then(|| CachePolicy { ttl, max_bytes: *m.max_bytes.get_ref() });
-    Mitigation { cache, spread: m.spread }
+    let split = m.split.as_ref().map_or(0, |s| {
+        let n = *s.get_ref();
+        if !memcache {
+            r.error(s.span(), "split is for memcache services (an HTTP answer has no copy to read)", "use cache or spread here");
+        } else if !(2..=16).contains(&n) {
+            r.error(s.span(), "split must be from 2 to 16 places", "split = 3");
+        }
+        n
+    });
+    let split_ttl = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    Mitigation { cache, spread: m.spread, split, split_ttl }
 }
 
 #[cfg(test)]

@@ -60,6 +60,10 @@ pub struct HotKeysSpec {
     /// Spread a hot key's reads over every replica of its shard in turn.
     #[serde(default)]
     pub spread: bool,
+    /// memcache: keep a hot key on this many shards, each get reading one
+    /// (mcrouter's key-split); copies live `ttl` (rounded up to seconds).
+    #[serde(default)]
+    pub split: Option<Spanned<usize>>,
 }
 
 fn d_ttl() -> Spanned<Dur> {
