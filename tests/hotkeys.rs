@@ -208,6 +208,7 @@ fn a_split_hot_key_is_read_from_several_shards_and_a_write_drops_its_copies() {
     assert_eq!(c.line("set hot 5 0 2\r\nv1\r\n"), "STORED\r\n");
     let held = || servers.iter().filter(|m| Raw::connect(m.addr).line("get hot\r\n").starts_with("VALUE")).count();
     assert_eq!(held(), 1, "a key starts on its owner only");
+    assert_eq!(p.admin_json("/admin/heat")["services"][0]["mitigation"]["split"], 3);
     // Gets of the hot key: every one answers the value; the copies fill from the owner.
     eventually(15, "the hot key has copies on all three shards", || {
         for _ in 0..200 {

@@ -161,6 +161,7 @@ pub fn json(snap: &Snapshot) -> Value {
                 "top_keys": keys,
                 "mitigation": {
                     "spread": p.mitigation.spread,
+                    "split": p.mitigation.split,
                     "cache": s.hot_cache.map(cache_json).or_else(|| s.http_cache.map(|c| json!({
                         "ttl_s": c.rules.settings.max_ttl,
                         "max_bytes": c.store.capacity,
