@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Issue 13's hot-key load test: Zipf-distributed gets through the memcache
-ambassador over many shards, hot-key mitigation off and then on, and the skew
+ambassador over many shards, hot-key mitigation off, the root cache, and
+key-split (each hot key on N shards), and the skew
 the shards saw (hottest shard's requests over the mean, from the ambassador's
 own per-shard counters over a measured window, and as /admin/heat reports it).
 
@@ -11,7 +12,7 @@ the case that matters), then only read: writes cannot be absorbed by a root
 cache, so a write-heavy mix keeps the skew of its writes.
 
 usage: bench/hotkeys.py RINGMASTER MCLOAD [--shards 100] [--keys 1000000]
-       [--zipf 1.0] [--measure 10] [--memcached 4] [--hot-share 0.0001]
+       [--zipf 1.0] [--measure 10] [--memcached 4] [--hot-share 0.0001] [--split 4 8]
        (bench/hotkeys.sh runs it)
 """
 import argparse
@@ -68,8 +69,10 @@ def config(listen, admin, shards, memcached, mitigate, hot_share):
     c += '[services.cache]\nkind = "sharded"\nprotocol = "memcache"\nsharder = { function = "maglev" }\n'
     c += 'timeouts = { connect = "1s", request = "2s" }\n\n'
     c += f"[services.cache.heat]\n{HEAT.format(hot_share=hot_share)}\n"
-    if mitigate:
+    if mitigate == "root cache":
         c += '[services.cache.hot_keys]\ncache = true\nttl = "1s"\n\n'
+    elif mitigate.startswith("split"):
+        c += f'[services.cache.hot_keys]\nsplit = {mitigate.split()[1]}\nttl = "1s"\n\n'
     for i in range(shards):
         c += f'[services.cache.shards.s{i:03}]\nendpoints = [{{ address = "{shard_addr(i, memcached)}" }}]\n'
     return c
@@ -83,7 +86,7 @@ def shard_addr(i, memcached):
 
 def run(args, mitigate, memcached, tmp):
     listen, admin = free_port(), free_port()
-    path = os.path.join(tmp, f"hot-{int(mitigate)}.toml")
+    path = os.path.join(tmp, f"hot-{mitigate.replace(' ', '-')}.toml")
     with open(path, "w") as f:
         f.write(config(listen, admin, args.shards, memcached, mitigate, args.hot_share))
     proxy = subprocess.Popen([args.ringmaster, "run", "--config", path], stderr=subprocess.DEVNULL)
@@ -120,7 +123,7 @@ def run(args, mitigate, memcached, tmp):
     root = int(gb.get("hot_cache_hits", 0)) - int(ga.get("hot_cache_hits", 0))
     svc = heat["services"][0]
     return {
-        "mitigation": "root cache" if mitigate else "off",
+        "mitigation": mitigate,
         "rps": out["result"].get("rps"),
         "errors": out["result"].get("err_read", out["result"].get("error")),
         "skew": max(deltas) / mean if mean else 0.0,
@@ -142,6 +145,7 @@ def main():
     p.add_argument("--measure", type=float, default=10.0)
     p.add_argument("--memcached", type=int, default=4)
     p.add_argument("--hot-share", type=float, default=0.0001, help="heat.hot_share: keys above it are hot")
+    p.add_argument("--split", type=int, nargs="*", default=[4], help="key-split runs, one per number of places")
     args = p.parse_args()
     ports = [free_port() for _ in range(args.memcached)]
     user = ["-u", "root"] if os.geteuid() == 0 else []
@@ -151,7 +155,7 @@ def main():
         for j, port in enumerate(ports):
             wait_port(port, host=shard_addr(j, ports).rsplit(":", 1)[0])
         with tempfile.TemporaryDirectory() as tmp:
-            rows = [run(args, m, ports, tmp) for m in (False, True)]
+            rows = [run(args, m, ports, tmp) for m in ["off", "root cache", *(f"split {n}" for n in args.split)]]
     finally:
         for s in servers:
             s.terminate()

@@ -108,3 +108,33 @@ fn the_leader_scales_on_the_load_every_root_forwards() {
     let heat = first.admin_json("/admin/heat");
     assert!(heat["services"][0]["shards"][0]["rate"].as_f64().unwrap() < 1.0, "root-1 forwarded nothing itself: {heat:#}");
 }
+
+#[test]
+fn elections_and_back_ends_are_checked_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let cfg = "[leader]\nttl = \"0s\"\netcd = { endpoint = \"https://x:1/path\" }\npeers = [\"10.0.0.2:9901\"]\n\n\
+               [[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nservice = \"app\"\n\n\
+               [services.app]\nkind = \"replicated\"\nendpoints = [{ address = \"127.0.0.1:9001\" }]\n\
+               scaler = { target = 10, command = { run = \" \", timeout = \"0s\" } }\n\n\
+               [[routes]]\nservice = \"k\"\n\n[services.k]\nkind = \"replicated\"\nendpoints = [{ address = \"127.0.0.1:9002\" }]\n\
+               scaler = { target = 10, kubernetes = { object = \"pod/x\", api_server = \"http://127.0.0.1:1\" }, local = { command = \"x {port}\", ports = \"1-2\" } }\n";
+    std::fs::write(&path, cfg).unwrap();
+    let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (needle, line) in [
+        ("ttl must be from 1s to 5m", 2),
+        ("is not an etcd endpoint", 3),
+        ("is not a peer's admin address", 4),
+        ("the command is empty", 16),
+        ("timeout must be above 0", 16),
+        ("a scaler has one back-end", 24),
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(
+            err.lines().any(|l| l.contains(&format!("{}:{line}:", path.display())) && l.contains(needle)),
+            "{needle} at line {line}: {err}"
+        );
+    }
+}

@@ -185,6 +185,20 @@ pub fn leader(spec: &Spanned<LeaderSpec>, r: &mut Reporter) -> Option<leader::Se
         Some(i) => Some(i.get_ref().clone()),
         None => Some(default_identity()),
     };
+    let peers = l
+        .peers
+        .iter()
+        .filter_map(|p| match p.get_ref().parse::<http::Uri>() {
+            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() && u.path() == "/" => {
+                let token = l.peers_token_file.as_ref().map(|t| t.get_ref().into());
+                Some(crate::scale::api::Api { base: u, tls: None, token, timeout: Duration::from_millis(800) })
+            }
+            _ => {
+                r.error(p.span(), format!("`{}` is not a peer's admin address", p.get_ref()), "\"http://10.0.0.2:9901\"");
+                None
+            }
+        })
+        .collect();
     let election = match (&l.etcd, &l.kubernetes) {
         (Some(e), None) => {
             let ep = e.get_ref();
@@ -214,20 +228,6 @@ pub fn leader(spec: &Spanned<LeaderSpec>, r: &mut Reporter) -> Option<leader::Se
             return None;
         }
     };
-    let peers = l
-        .peers
-        .iter()
-        .filter_map(|p| match p.get_ref().parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() && u.path() == "/" => {
-                let token = l.peers_token_file.as_ref().map(|t| t.get_ref().into());
-                Some(crate::scale::api::Api { base: u, tls: None, token, timeout: Duration::from_millis(800) })
-            }
-            _ => {
-                r.error(p.span(), format!("`{}` is not a peer's admin address", p.get_ref()), "\"http://10.0.0.2:9901\"");
-                None
-            }
-        })
-        .collect();
     Some(leader::Settings { identity: identity?, ttl, election, peers })
 }
 
