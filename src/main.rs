@@ -119,6 +119,9 @@ enum RingCmd {
         top_keys: usize,
         #[arg(long, default_value_t = 8, requires = "hot_share")]
         sample: u32,
+        /// Also simulate key-split: the hot keys on this many places each (memcache `split`).
+        #[arg(long, default_value_t = 0)]
+        split: usize,
     },
     /// Print the shard (and replica) each key goes to.
     Locate {
@@ -215,6 +218,7 @@ fn ring(cmd: RingCmd) -> anyhow::Result<()> {
             hot_share,
             top_keys,
             sample,
+            split,
         } => {
             let (members, configured) = match (&config, &service) {
                 (Some(c), Some(s)) => {
@@ -267,11 +271,11 @@ fn ring(cmd: RingCmd) -> anyhow::Result<()> {
             for &f in &functions {
                 let ring = ring::Ring::build(f, &members, key_hash);
                 let mut rows: Vec<simulate::Mitigated> =
-                    hot_keys.iter().map(|&n| simulate::mitigate(f.name(), &ring, members.len(), &ranked, n)).collect();
+                    hot_keys.iter().map(|&n| simulate::mitigate(f.name(), &ring, members.len(), &ranked, n, split)).collect();
                 if let Some(share) = hot_share {
                     anyhow::ensure!(share > 0.0 && share <= 1.0 && sample >= 1, "--hot-share is in (0, 1], --sample at least 1");
                     let policy = ringmaster::heat::Policy { hot_share: share, top_keys, sample, ..Default::default() };
-                    rows.push(simulate::ranking(f.name(), &ring, members.len(), &keys, &policy));
+                    rows.push(simulate::ranking(f.name(), &ring, members.len(), &keys, &policy, split));
                 }
                 for m in rows {
                     if json {
