@@ -57,7 +57,8 @@ pub struct CommandSpec {
 }
 
 /// How to reach a Kubernetes API server, in-cluster defaults (the fields
-/// `kubernetes` tables share).
+/// `kubernetes` tables share; written out in each table because toml's
+/// spans do not survive `#[serde(flatten)]`).
 pub struct ClusterSpec<'a> {
     pub api_server: Option<&'a Spanned<String>>,
     pub namespace: Option<&'a Spanned<String>>,
