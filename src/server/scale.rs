@@ -118,6 +118,27 @@ pub async fn run(shared: Arc<Shared>) {
     let _ = tokio::task::spawn_blocking(move || replicas.into_iter().for_each(|mut r| r.stop(Duration::from_secs(2)))).await;
 }
 
+/// The peers whose heat could not be read at the last tick: each failure
+/// and each recovery is logged once.
+static FAILING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn peer_state(peer: &http::Uri, failure: Option<String>) {
+    let mut failing = FAILING.lock().unwrap_or_else(|e| e.into_inner());
+    let name = peer.to_string();
+    let was = failing.contains(&name);
+    match failure {
+        Some(why) if !was => {
+            tracing::warn!(peer = %name, "scaler: a peer's heat is not counted until it answers: {why}");
+            failing.push(name);
+        }
+        None if was => {
+            tracing::info!(peer = %name, "scaler: a peer's heat is counted again");
+            failing.retain(|p| *p != name);
+        }
+        _ => {}
+    }
+}
+
 /// The load the other roots forward, by pool, in both metrics (rate, in flight).
 async fn peers_load(peers: &[crate::scale::api::Api]) -> HashMap<String, (f64, f64)> {
     let calls = peers.iter().map(|p| p.call(http::Method::GET, "/admin/heat", None));
@@ -125,6 +146,7 @@ async fn peers_load(peers: &[crate::scale::api::Api]) -> HashMap<String, (f64, f
     for (p, a) in peers.iter().zip(futures_util::future::join_all(calls).await) {
         match a {
             Ok((s, heat)) if s.is_success() => {
+                peer_state(&p.base, None);
                 for svc in heat["services"].as_array().into_iter().flatten() {
                     for sh in svc["shards"].as_array().into_iter().flatten() {
                         let (service, shard) = (svc["service"].as_str().unwrap_or(""), sh["shard"].as_str().unwrap_or(""));
@@ -136,8 +158,8 @@ async fn peers_load(peers: &[crate::scale::api::Api]) -> HashMap<String, (f64, f
                     }
                 }
             }
-            Ok((s, _)) => tracing::warn!(peer = %p.base, status = %s, "scaler: a peer's heat is not counted"),
-            Err(e) => tracing::warn!(peer = %p.base, "scaler: a peer's heat is not counted: {e}"),
+            Ok(a) => peer_state(&p.base, Some(crate::scale::api::refusal(&a))),
+            Err(e) => peer_state(&p.base, Some(e)),
         }
     }
     load
