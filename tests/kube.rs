@@ -45,6 +45,9 @@ fn each_shard_is_scaled_by_compare_and_set_and_an_hpas_object_is_left_alone() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert!(kube.writes(&scale_path("statefulsets", "users-b")).is_empty());
     assert_eq!(kube.replicas("statefulsets", "users-b"), 1);
+    let b_path = scale_path("statefulsets", "users-b");
+    let reads = kube.state.lock().unwrap().log.iter().filter(|(m, p, _)| m == "GET" && *p == b_path).count();
+    assert_eq!(reads, 1, "a workload that does not change is read once per 15 s, not at every tick");
     let heat = p.admin_json("/admin/heat");
     assert_eq!(shard(&heat, "b")["scaler"]["reason"], "an HPA owns the workload: metrics only", "{heat:#}");
     assert_eq!(shard(&heat, "a")["scaler"]["current"], 2, "{heat:#}");

@@ -26,7 +26,14 @@ use std::time::Duration;
 struct PoolScaler {
     scaler: ShardScaler,
     replicas: Vec<local::Replica>,
+    /// kubernetes: the workload as last read, and when (ms).
+    seen: Option<(u64, crate::scale::kube::Observed)>,
 }
+
+/// How long a workload read from the API server is trusted for a decision;
+/// a step re-reads it before it writes. Keeps the calls per shard to one in
+/// 15 s (the HPA's own sync period) while nothing changes.
+const KUBE_SYNC_MS: u64 = 15_000;
 
 /// A pool a scaler watches, as the snapshot has it.
 struct Watched {
@@ -179,13 +186,19 @@ async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, PoolScaler>) {
         let st = pools.entry(w.pool.clone()).or_default();
         // What the pool has: its endpoints, or what its workload asks for.
         let (current, kube) = match &w.policy.backend {
-            Backend::Kubernetes(k) => match k.read(&w.service, &w.shard).await {
-                Ok(o) => (o.spec, Some(o)),
-                Err(why) => {
-                    tracing::warn!(pool = %w.pool, "scaler: {why}");
-                    count(&w.pool, |v| v.failures += 1);
-                    continue;
-                }
+            Backend::Kubernetes(k) => match st.seen.as_ref().filter(|s| now.saturating_sub(s.0) < KUBE_SYNC_MS) {
+                Some((_, o)) => (o.spec, Some(o.clone())),
+                None => match k.read(&w.service, &w.shard).await {
+                    Ok(o) => {
+                        st.seen = Some((now, o.clone()));
+                        (o.spec, Some(o))
+                    }
+                    Err(why) => {
+                        tracing::warn!(pool = %w.pool, "scaler: {why}");
+                        count(&w.pool, |v| v.failures += 1);
+                        continue;
+                    }
+                },
             },
             _ => (w.endpoints, None),
         };
@@ -206,11 +219,16 @@ async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, PoolScaler>) {
                 Backend::Local(s) => down(shared, st, &w.pool, s, current - d.desired).await,
                 Backend::Command(s) => listed(shared, &w, s, current, d.desired).await,
                 Backend::Kubernetes(k) => {
-                    let rv = kube.as_ref().map(|o| o.resource_version.as_str()).unwrap_or_default();
-                    k.write(&w.service, &w.shard, d.desired, rv)
-                        .await
-                        .map_err(|why| tracing::error!(pool = %w.pool, "scaler: {why}"))
-                        .is_ok()
+                    // Read again now (the decision may rest on a read up to 15 s old), then compare-and-set.
+                    st.seen = None;
+                    let step = async {
+                        let o = k.read(&w.service, &w.shard).await?;
+                        match &o.hpa {
+                            Some(hpa) => Err(format!("HPA {hpa} now owns the workload; not scaled")),
+                            None => k.write(&w.service, &w.shard, d.desired, &o.resource_version).await,
+                        }
+                    };
+                    step.await.map_err(|why| tracing::error!(pool = %w.pool, "scaler: {why}")).is_ok()
                 }
             };
             if done {
