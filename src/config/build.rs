@@ -117,13 +117,7 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
             }
             // The hot-key cache's store is kept while its size is.
             let hot_cache = s.heat.mitigation.cache.as_ref().map(|c| {
-                let bytes = c.max_bytes as u64;
-                let store = carried
-                    .hot_caches
-                    .get(s.name.as_str())
-                    .filter(|st| st.capacity == bytes)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(crate::cache::store::Store::new(bytes)));
+                let store = kept_store(&carried.hot_caches, &s.name, c.max_bytes as u64);
                 let rules = crate::cache::flow::Rules::hot_keys(c.ttl.as_secs().max(1), (c.max_bytes / 8).max(1024));
                 Arc::new(crate::cache::flow::RouteCache { rules, store })
             });
@@ -138,13 +132,7 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
             let service = services[r.service].clone();
             let stats = carried.route_stats.get(&(r.name.as_str(), service.name.as_str())).cloned().unwrap_or_default();
             let cache = r.cache.map(|(rules, memory_bytes)| {
-                // Contents survive a reload when the memory budget is unchanged.
-                let store = carried
-                    .caches
-                    .get(r.name.as_str())
-                    .filter(|s| s.capacity == memory_bytes)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(crate::cache::store::Store::new(memory_bytes)));
+                let store = kept_store(&carried.caches, &r.name, memory_bytes);
                 Arc::new(crate::cache::flow::RouteCache { rules, store })
             });
             Route {
@@ -201,6 +189,12 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
         config: plan.config,
     };
     Built { snapshot, new_endpoints }
+}
+
+/// The cache store `name` had, while its memory budget is unchanged (its
+/// contents survive the reload); else a new one of `bytes`.
+fn kept_store(old: &HashMap<String, Arc<crate::cache::store::Store>>, name: &str, bytes: u64) -> Arc<crate::cache::store::Store> {
+    old.get(name).filter(|s| s.capacity == bytes).cloned().unwrap_or_else(|| Arc::new(crate::cache::store::Store::new(bytes)))
 }
 
 /// A pool with its endpoints: each carried over when its key, name and weight
