@@ -87,18 +87,22 @@ pub async fn run(s: Settings, l: &'static Leadership, mut shutdown: tokio::sync:
     loop {
         let was = l.leads();
         let sent = crate::clock::now_ms();
-        match round(&s, &mut state).await {
+        let result = round(&s, &mut state).await;
+        match &result {
             Ok(true) => l.hold(sent, s.ttl),
             Ok(false) => l.lose(),
             // Leadership lapses by itself at its deadline; say each new failure once.
-            Err(e) if e != last_error => {
-                tracing::warn!("leader election: {e}");
-                last_error = e;
-            }
+            Err(e) if *e != last_error => tracing::warn!("leader election: {e}"),
             Err(_) => {}
         }
+        last_error = result.as_ref().err().cloned().unwrap_or_default();
         if l.leads() != was {
-            tracing::info!(identity = %s.identity, leads = l.leads(), "leader election: {}", if l.leads() { "this root leads and scales" } else { "another root leads" });
+            let now = match (l.leads(), &result) {
+                (true, _) => "this root leads and scales",
+                (false, Err(_)) => "this root no longer leads: its lease lapsed unrenewed",
+                (false, Ok(_)) => "another root leads",
+            };
+            tracing::info!(identity = %s.identity, leads = l.leads(), "leader election: {now}");
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

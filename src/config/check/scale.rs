@@ -2,7 +2,7 @@
 //! `[leader]` election into `scale::leader::Settings`.
 
 use crate::config::error::Reporter;
-use crate::config::schema::scale::{ClusterSpec, CommandSpec, KubeScaleSpec, LeaderSpec, ScalerSpec};
+use crate::config::schema::scale::{CommandSpec, KubernetesSpec, LeaderSpec, ScalerSpec};
 use crate::scale::{command, kube, leader, local, Backend, Policy};
 use std::time::Duration;
 use toml::Spanned;
@@ -103,36 +103,43 @@ fn command_settings(spec: &Spanned<CommandSpec>, r: &mut Reporter) -> Option<com
     Some(command::Settings { run, endpoints_file: c.endpoints_file.as_ref().map(|f| f.get_ref().into()), timeout })
 }
 
-fn kube_settings(spec: &Spanned<KubeScaleSpec>, r: &mut Reporter) -> Option<kube::Scale> {
+fn kube_settings(spec: &Spanned<KubernetesSpec>, r: &mut Reporter) -> Option<kube::Scale> {
     let k = spec.get_ref();
-    let object = k.object.get_ref();
+    if let Some(l) = &k.lease {
+        r.error(
+            l.span(),
+            "lease names an election's Lease; a scaler's kubernetes table names its workload",
+            "object = \"statefulset/{service}-{shard}\", and the Lease under [leader]",
+        );
+    }
+    let object = k.object.as_ref().map_or("statefulset/{service}-{shard}", |o| o.get_ref());
     if kube::parse_object(object).is_none() {
         r.error(
-            k.object.span(),
+            k.object.as_ref().map_or(spec.span(), |o| o.span()),
             format!("`{object}` is not a workload"),
             "\"statefulset/NAME\" or \"deployment/NAME\"; NAME may hold {service} and {shard}",
         );
     }
-    let cluster = cluster(&k.cluster(), spec.span(), r)?;
+    let cluster = cluster(k, spec.span(), r)?;
     kube::parse_object(object)?;
-    Some(kube::Scale { cluster, object: object.clone() })
+    Some(kube::Scale { cluster, object: object.to_string() })
 }
 
 /// Where the service account's files are, inside a pod.
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// A cluster from its table, with in-cluster defaults; the CA is read here, once.
-fn cluster(c: &ClusterSpec<'_>, at: std::ops::Range<usize>, r: &mut Reporter) -> Option<kube::Cluster> {
+fn cluster(c: &KubernetesSpec, at: std::ops::Range<usize>, r: &mut Reporter) -> Option<kube::Cluster> {
     let in_cluster = || {
         let host = std::env::var("KUBERNETES_SERVICE_HOST").ok()?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
         Some(if host.contains(':') { format!("https://[{host}]:{port}") } else { format!("https://{host}:{port}") })
     };
-    let Some(server) = c.api_server.map(|s| s.get_ref().clone()).or_else(in_cluster) else {
+    let Some(server) = c.api_server.as_ref().map(|s| s.get_ref().clone()).or_else(in_cluster) else {
         r.error(at, "no Kubernetes API server: not in a pod, and api_server is not set", "api_server = \"https://10.96.0.1:443\"");
         return None;
     };
-    let span = || c.api_server.map(|s| s.span()).unwrap_or(at.clone());
+    let span = || c.api_server.as_ref().map(|s| s.span()).unwrap_or(at.clone());
     let base: http::Uri = match server.parse::<http::Uri>() {
         Ok(u) if u.authority().is_some() && matches!(u.scheme_str(), Some("http" | "https")) && u.path() == "/" => u,
         _ => {
@@ -143,24 +150,31 @@ fn cluster(c: &ClusterSpec<'_>, at: std::ops::Range<usize>, r: &mut Reporter) ->
     let sa = std::path::Path::new(SERVICE_ACCOUNT);
     let namespace = c
         .namespace
+        .as_ref()
         .map(|n| n.get_ref().clone())
         .or_else(|| std::fs::read_to_string(sa.join("namespace")).ok().map(|s| s.trim().to_string()))
         .unwrap_or_else(|| "default".into());
     if namespace.is_empty() || !namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        r.error(c.namespace.map(|n| n.span()).unwrap_or(at.clone()), format!("`{namespace}` is not a namespace name"), "\"default\"");
+        r.error(
+            c.namespace.as_ref().map(|n| n.span()).unwrap_or(at.clone()),
+            format!("`{namespace}` is not a namespace name"),
+            "\"default\"",
+        );
         return None;
     }
-    let token = c.token_file.map(|t| t.get_ref().into()).or_else(|| Some(sa.join("token")).filter(|p| p.exists()));
+    let token = c.token_file.as_ref().map(|t| t.get_ref().into()).or_else(|| Some(sa.join("token")).filter(|p| p.exists()));
     let tls = if base.scheme_str() == Some("https") {
         let ca =
-            c.ca.map(|c| c.get_ref().clone()).or_else(|| Some(sa.join("ca.crt")).filter(|p| p.exists()).map(|p| p.display().to_string()));
+            c.ca.as_ref()
+                .map(|c| c.get_ref().clone())
+                .or_else(|| Some(sa.join("ca.crt")).filter(|p| p.exists()).map(|p| p.display().to_string()));
         let settings = crate::tls::client::Settings { ca, sni: None, cert: None, key: None };
         let made = crate::tls::client::client_config(&settings, false)
             .and_then(|cfg| crate::tls::client::Upstream::new(cfg, None, base.authority().map(|a| a.as_str()).unwrap_or("")));
         match made {
             Ok(u) => Some(u),
             Err(e) => {
-                r.error(c.ca.map(|c| c.span()).unwrap_or_else(span), format!("TLS to {server}: {e}"), "ca = \"/path/to/ca.crt\"");
+                r.error(c.ca.as_ref().map(|c| c.span()).unwrap_or_else(span), format!("TLS to {server}: {e}"), "ca = \"/path/to/ca.crt\"");
                 return None;
             }
         }
@@ -220,8 +234,16 @@ pub fn leader(spec: &Spanned<LeaderSpec>, r: &mut Reporter) -> Option<leader::Se
             leader::Election::Etcd { api, key: ep.key.get_ref().clone() }
         }
         (None, Some(k)) => {
-            let lease = k.get_ref().lease.get_ref().clone();
-            leader::Election::Kubernetes { cluster: cluster(&k.get_ref().cluster(), k.span(), r)?, lease }
+            let ks = k.get_ref();
+            if let Some(o) = &ks.object {
+                r.error(
+                    o.span(),
+                    "object names a scaler's workload; an election's kubernetes table names its Lease",
+                    "lease = \"ringmaster\"",
+                );
+            }
+            let lease = ks.lease.as_ref().map_or("ringmaster", |l| l.get_ref()).to_string();
+            leader::Election::Kubernetes { cluster: cluster(ks, k.span(), r)?, lease }
         }
         _ => {
             r.error(spec.span(), "an election needs one of etcd or kubernetes", "etcd = { endpoint = \"http://127.0.0.1:2379\" }");

@@ -40,7 +40,7 @@ pub struct ScalerSpec {
     pub command: Option<Spanned<CommandSpec>>,
     /// The scale subresource of each shard's StatefulSet or Deployment.
     #[serde(default)]
-    pub kubernetes: Option<Spanned<KubeScaleSpec>>,
+    pub kubernetes: Option<Spanned<KubernetesSpec>>,
 }
 
 /// The `command` back-end.
@@ -56,23 +56,19 @@ pub struct CommandSpec {
     pub timeout: Spanned<Dur>,
 }
 
-/// How to reach a Kubernetes API server, in-cluster defaults (the fields
-/// `kubernetes` tables share; written out in each table because toml's
-/// spans do not survive `#[serde(flatten)]`).
-pub struct ClusterSpec<'a> {
-    pub api_server: Option<&'a Spanned<String>>,
-    pub namespace: Option<&'a Spanned<String>>,
-    pub token_file: Option<&'a Spanned<String>>,
-    pub ca: Option<&'a Spanned<String>>,
-}
-
-/// The `kubernetes` back-end.
+/// A `kubernetes` table: how to reach the API server (in-cluster defaults),
+/// and what it is about: a scaler's workload (`object`) or an election's
+/// Lease (`lease`). One shape for both, so the connection fields are one.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct KubeScaleSpec {
-    /// `statefulset/NAME` or `deployment/NAME` with {service} and {shard}.
-    #[serde(default = "d_object")]
-    pub object: Spanned<String>,
+pub struct KubernetesSpec {
+    /// A scaler's `statefulset/NAME` or `deployment/NAME` with {service} and
+    /// {shard} (default `statefulset/{service}-{shard}`).
+    #[serde(default)]
+    pub object: Option<Spanned<String>>,
+    /// An election's Lease name (default `ringmaster`).
+    #[serde(default)]
+    pub lease: Option<Spanned<String>>,
     /// `https://HOST:PORT` (default: from KUBERNETES_SERVICE_HOST and _PORT).
     #[serde(default)]
     pub api_server: Option<Spanned<String>>,
@@ -100,7 +96,7 @@ pub struct LeaderSpec {
     #[serde(default)]
     pub etcd: Option<Spanned<EtcdSpec>>,
     #[serde(default)]
-    pub kubernetes: Option<Spanned<LeaseSpec>>,
+    pub kubernetes: Option<Spanned<KubernetesSpec>>,
     /// The other roots' admin addresses (`http://HOST:PORT`): the leader
     /// scales on the load of every root, not its own share alone.
     #[serde(default)]
@@ -120,62 +116,14 @@ pub struct EtcdSpec {
     pub key: Spanned<String>,
 }
 
-/// A coordination.k8s.io Lease election.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeaseSpec {
-    #[serde(default = "d_lease")]
-    pub lease: Spanned<String>,
-    /// `https://HOST:PORT` (default: from KUBERNETES_SERVICE_HOST and _PORT).
-    #[serde(default)]
-    pub api_server: Option<Spanned<String>>,
-    /// Default: the service account's namespace, else `default`.
-    #[serde(default)]
-    pub namespace: Option<Spanned<String>>,
-    /// A bearer token file (default: the service account's token, when present).
-    #[serde(default)]
-    pub token_file: Option<Spanned<String>>,
-    /// The API server's CA bundle (default: the service account's ca.crt).
-    #[serde(default)]
-    pub ca: Option<Spanned<String>>,
-}
-
-impl KubeScaleSpec {
-    pub fn cluster(&self) -> ClusterSpec<'_> {
-        ClusterSpec {
-            api_server: self.api_server.as_ref(),
-            namespace: self.namespace.as_ref(),
-            token_file: self.token_file.as_ref(),
-            ca: self.ca.as_ref(),
-        }
-    }
-}
-
-impl LeaseSpec {
-    pub fn cluster(&self) -> ClusterSpec<'_> {
-        ClusterSpec {
-            api_server: self.api_server.as_ref(),
-            namespace: self.namespace.as_ref(),
-            token_file: self.token_file.as_ref(),
-            ca: self.ca.as_ref(),
-        }
-    }
-}
-
 fn d_command_timeout() -> Spanned<Dur> {
     Spanned::new(0..0, Dur::secs(60))
-}
-fn d_object() -> Spanned<String> {
-    Spanned::new(0..0, "statefulset/{service}-{shard}".into())
 }
 fn d_ttl() -> Spanned<Dur> {
     Spanned::new(0..0, Dur::secs(10))
 }
 fn d_key() -> Spanned<String> {
     Spanned::new(0..0, "/ringmaster/leader".into())
-}
-fn d_lease() -> Spanned<String> {
-    Spanned::new(0..0, "ringmaster".into())
 }
 
 /// The `local` back-end.
