@@ -122,3 +122,21 @@ fn a_scaler_is_checked() {
     }
     assert!(err.contains(&format!("{}:11:", path.display())), "{err}");
 }
+
+#[test]
+fn slow_start_and_warm_up_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let cfg = "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nservice = \"app\"\n\n\
+               [services.app]\nkind = \"replicated\"\nbalancer = \"hash\"\nslow_start = \"2h\"\nendpoints = [{ address = \"127.0.0.1:9001\" }]\n\n\
+               [[listeners]]\nname = \"mc\"\nlisten = \"127.0.0.1:11311\"\nprotocol = \"memcache\"\nservice = \"c\"\n\n\
+               [services.c]\nkind = \"sharded\"\nprotocol = \"memcache\"\nmemcache = { warm_up = \"48h\" }\n\
+               [services.c.shards.a]\nendpoints = [{ address = \"127.0.0.1:11411\" }]\n";
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (needle, line) in [("slow_start must be at most 1h", 11), ("slow_start would move keys", 11), ("warm_up must be at most 24h", 23)] {
+        assert!(err.lines().any(|l| l.contains(&format!("{}:{line}:", path.display())) && l.contains(needle)), "{needle} at {line}: {err}");
+    }
+}
