@@ -30,7 +30,7 @@ fn stat(c: &mut Raw, which: &str, name: &str) -> u64 {
 fn start(servers: &[&Memcached], hot_keys: &str) -> (Proxy, SocketAddr) {
     let listen = free_addr();
     let shard: Vec<SocketAddr> = servers.iter().map(|m| m.addr).collect();
-    let cfg = ambassador(listen, &[("a", shard)], "function = \"maglev\"", "reads = \"local_first\"")
+    let cfg = ambassador(listen, &[("a", shard)], "function = \"maglev\"", "reads = \"local_first\"\nallow_flush_all = true")
         + "[services.cache.heat]\nwindow = \"2s\"\nsample = 1\nhot_share = 0.2\n\n"
         + &format!("[services.cache.hot_keys]\n{hot_keys}\n");
     let p = Proxy::start(&cfg);

@@ -116,7 +116,8 @@ fn command_stream() -> Vec<u8> {
     .iter()
     .map(|c| c.as_bytes().to_vec())
     .collect();
-    s.push(format!("set {long_key} 0 0 1\r\nx\r\n").into_bytes());
+    // (A storage command with a key too long is left out: memcached 1.6.18 runs
+    // its data block as a command, the ambassador swallows it; memcache_hostile.rs.)
     s.push(format!("delete {long_key}\r\nincr {long_key} 1\r\n").into_bytes());
     let mut set_big = format!("set b 0 0 {}\r\n", big.len()).into_bytes();
     set_big.extend_from_slice(&big);
@@ -131,7 +132,7 @@ fn command_stream() -> Vec<u8> {
 fn a_one_shard_pool_answers_byte_for_byte_like_memcached() {
     let (direct, behind) = (memcached(), memcached());
     let listen = free_addr();
-    let p = Proxy::start(&ambassador(listen, &[("only", vec![behind.addr])], "", ""));
+    let p = Proxy::start(&ambassador(listen, &[("only", vec![behind.addr])], "", "allow_flush_all = true"));
     wait_port(listen);
     // A get with a key too long is sent on its own: memcached drops the answers
     // still queued on the connection when it refuses one (a quirk of its own).
@@ -250,7 +251,7 @@ fn keys_set_through_nutcracker_are_found_through_the_ambassador() {
 fn replicas_fail_over_and_an_ejected_endpoint_comes_back() {
     let (one, two) = (memcached(), memcached());
     let listen = free_addr();
-    let extra = "server_failure_limit = 1\nserver_retry_timeout = \"1s\"\nreads = \"local_first\"";
+    let extra = "server_failure_limit = 1\nserver_retry_timeout = \"1s\"\nreads = \"local_first\"\nstats_detail = true";
     let p = Proxy::start(&ambassador(listen, &[("s", vec![one.addr, two.addr])], "", extra));
     wait_port(listen);
     let mut c = Raw::connect(listen);
@@ -434,7 +435,12 @@ fn servers_that_answer_garbage_close_or_hang_fail_only_their_keys() {
     let names = ["close", "garbage", "good", "hang"];
     let listen = free_addr();
     let shards = [("close", vec![closing]), ("garbage", vec![garbage]), ("good", vec![good.addr]), ("hang", vec![hanging])];
-    let p = Proxy::start(&ambassador(listen, &shards, "function = \"maglev\", hash_tag = \"{}\"", "server_failure_limit = 0"));
+    let p = Proxy::start(&ambassador(
+        listen,
+        &shards,
+        "function = \"maglev\", hash_tag = \"{}\"",
+        "server_failure_limit = 0\nstats_detail = true",
+    ));
     wait_port(listen);
     let k = |s: &str| key_on(&names, s);
     let hang_key = k("hang");
@@ -489,7 +495,7 @@ fn bad_client_input_gets_answers_and_leaves_others_alone() {
     // Garbage bytes, a bad line, then good commands on the same connection.
     let mut c = Raw::connect(listen);
     let got = c.ask(b"\x00\x01\xff garbage\r\n\x16\x03\x01\r\nget k\r\n", b"END\r\n", 1);
-    assert_eq!(got, b"ERROR\r\nERROR\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
+    assert_eq!(got, b"CLIENT_ERROR bad command line format\r\nERROR\r\nVALUE k 0 1\r\nv\r\nEND\r\n", "a NUL is refused");
     // A line too long to frame: answered, then closed.
     let long = vec![b'a'; 5000];
     let got = exchange(listen, &long, Duration::from_millis(500));

@@ -39,6 +39,12 @@ pub fn render<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::
             "Client connections closed for a command left half-sent.",
             g.command_timeouts.load(Relaxed),
         ),
+        (
+            "ringmaster_memcache_desyncs_total",
+            "counter",
+            "Server connections closed because an answer did not match the command it answered.",
+            g.desyncs.load(Relaxed),
+        ),
     ];
     for (name, kind, help, v) in rows {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");

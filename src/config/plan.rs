@@ -129,6 +129,8 @@ pub struct McListenerPlan {
     pub name: String,
     pub addr: McAddr,
     pub service: String,
+    /// Limits on the listener's clients.
+    pub clients: crate::memcache::client::Limits,
 }
 
 /// One shard of a memcache service: its endpoints by name and address.

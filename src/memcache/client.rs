@@ -18,8 +18,38 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+
+/// A memcache listener's limits on its clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Client connections open at once on the listener.
+    pub max_connections: usize,
+    /// Connections from one address at once; 0: no limit.
+    pub max_per_address: usize,
+    /// A client idle this long (nothing sent, nothing in flight) is closed.
+    pub idle_timeout: Option<Duration>,
+    /// A client that takes no answer bytes this long while answers wait is closed.
+    pub write_timeout: Duration,
+    /// Answer bytes waiting for the client past which its commands are not read.
+    pub max_pending_bytes: usize,
+    /// Commands in flight per client past which reading pauses.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_per_address: 0,
+            idle_timeout: None,
+            write_timeout: Duration::from_secs(30),
+            max_pending_bytes: 1024 * 1024,
+            max_in_flight: 256,
+        }
+    }
+}
 
 /// Commands in flight per client connection; beyond, reading pauses.
 const MAX_PIPELINE: usize = 1024;
@@ -27,21 +57,30 @@ const MAX_PIPELINE: usize = 1024;
 const READ: usize = 4 * 1024;
 
 /// A socket half the client loop waits on without holding a buffer while
-/// idle; it then reads through `AsyncRead`, whose short reads clear the
-/// readiness (no extra read that only returns EAGAIN).
-pub trait Readable: AsyncRead + Unpin + Send {
+/// idle, then reads without waiting: a read that finds nothing clears the
+/// readiness and the loop goes back to writing answers. (An awaited read
+/// after a readiness that a full buffer left set would wait for the client's
+/// next bytes while its answers sat unwritten.)
+pub trait Readable: Unpin + Send {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
 }
 
 impl Readable for tokio::net::tcp::OwnedReadHalf {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
         tokio::net::tcp::OwnedReadHalf::readable(self)
     }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        tokio::net::tcp::OwnedReadHalf::try_read_buf(self, buf)
+    }
 }
 
 impl Readable for tokio::net::unix::OwnedReadHalf {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
         tokio::net::unix::OwnedReadHalf::readable(self)
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        tokio::net::unix::OwnedReadHalf::try_read_buf(self, buf)
     }
 }
 
@@ -69,7 +108,7 @@ const COMMAND_TIMEOUT: &str = "SERVER_ERROR timed out reading a command\r\n";
 /// Serves one client until it quits, closes, or shutdown; `service` gives the
 /// current snapshot's service at each read.
 pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
-    mut r: R,
+    r: R,
     mut w: W,
     service: impl Fn() -> Option<Arc<Service>>,
     command_timeout: Duration,
@@ -127,8 +166,8 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
                     break;
                 }
                 inbuf.reserve(READ);
-                // Ready, so this read does not wait (a spurious wake-up waits again).
-                match r.read_buf(&mut inbuf).await {
+                // Never waits: nothing there (a stale or spurious readiness) clears it.
+                match r.try_read_buf(&mut inbuf) {
                     Ok(0) => closing = true,
                     Ok(_) => {
                         if let Some(s) = service() {
@@ -136,6 +175,7 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
                             parser.max_value = svc.max_value;
                         }
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => break,
                 }
             }

@@ -6,7 +6,7 @@
 //! answers put back in the client's key order.
 
 use super::hotcache::Lookup;
-use super::reply::{is_miss, is_server_error, Expect};
+use super::reply::{count_reads, is_miss, is_server_error, Expect};
 use super::request::{Command, Verb};
 use super::service::{Service, Writes};
 use super::upstream::{Answer, Failure};
@@ -42,6 +42,13 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
         Verb::Verbosity => Reply::Now(if cmd.quiet { None } else { text("OK\r\n") }),
         Verb::MetaNoop => Reply::Now(text("MN\r\n")),
         Verb::Stats => Reply::Now(Some(super::stats::answer(svc, &cmd))),
+        Verb::FlushAll if !svc.policy.allow_flush_all => {
+            // memcached's answer when started with -F.
+            svc.stats.flush_refused.fetch_add(1, Relaxed);
+            svc.stats.refused.fetch_add(1, Relaxed);
+            tracing::debug!(service = %svc.name, "flush_all refused (allow_flush_all is off)");
+            Reply::Now(if cmd.quiet { None } else { text("CLIENT_ERROR flush_all not allowed\r\n") })
+        }
         Verb::FlushAll => Reply::Later(Box::pin(flush_all(svc.clone(), cmd, lane))),
         Verb::Get { cas: with_cas, touch } => {
             // One key, the common get, is placed without grouping.
@@ -62,8 +69,11 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
             };
             let fill = match (&svc.hot_cache, hot && !touch) {
                 (Some(c), true) => match c.lookup(cmd.token(keys.start), with_cas, Instant::now()) {
-                    Lookup::Hit(a) => return Reply::Now(Some(a)),
-                    Lookup::Fill(token) => Some((c.clone(), token)),
+                    Lookup::Hit(a) => {
+                        count_reads(&cmd.wire, &a, Expect::Values, &svc.stats.get_hits, &svc.stats.get_misses);
+                        return Reply::Now(Some(a));
+                    }
+                    Lookup::Fill(token) => Some(token),
                     Lookup::Pass => None,
                 },
                 _ => None,
@@ -80,30 +90,32 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
                 } else {
                     answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, with_cas, spread).await)
                 };
-                if let Some((c, token)) = fill {
-                    c.fill(cmd.token(cmd.get_keys().start), with_cas, token, &a, Instant::now());
+                if let Some(token) = fill {
+                    token.fill(&a, Instant::now());
                 }
+                count_reads(&cmd.wire, &a, Expect::Values, &svc.stats.get_hits, &svc.stats.get_misses);
                 Some(a)
             }))
         }
         Verb::MetaGet | Verb::MetaDebug => {
             let key = cmd.key();
-            let (shard, spread) = (svc.shard_of(&key), svc.heat.policy().mitigation.spread && svc.heat.is_hot(&key));
+            let (shard, spread) = (svc.shard_of(key), svc.heat.policy().mitigation.spread && svc.heat.is_hot(key));
             let svc = svc.clone();
             // A get that asks for the cas value reads where a later cas goes.
             let pinned = cmd.tokens[2..].iter().any(|t| &cmd.raw[t.clone()] == b"c");
             Reply::Later(Box::pin(async move {
                 let a = answer(read(&svc, shard, cmd.wire.clone(), Expect::Meta, lane, pinned, spread).await);
+                count_reads(&cmd.wire, &a, Expect::Meta, &svc.stats.get_hits, &svc.stats.get_misses);
                 quiet(&cmd, a)
             }))
         }
         _ => {
-            let (svc, shard) = (svc.clone(), svc.shard_of(&cmd.key()));
+            let (svc, shard) = (svc.clone(), svc.shard_of(cmd.key()));
             let expect = if matches!(cmd.verb, Verb::MetaSet | Verb::MetaDelete | Verb::MetaArith) { Expect::Meta } else { Expect::Line };
             // A write drops the key's answers at the root before it is sent and
             // once it is answered, so no read that raced it keeps the old value.
             if let Some(c) = &svc.hot_cache {
-                c.invalidate(&cmd.key());
+                c.invalidate(cmd.key());
             }
             Reply::Later(Box::pin(async move {
                 let a = match &cmd.as_set {
@@ -111,11 +123,11 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
                     None => write(&svc, shard, &cmd.wire, expect, lane).await,
                 };
                 if let Some(c) = &svc.hot_cache {
-                    c.invalidate(&cmd.key());
+                    c.invalidate(cmd.key());
                 }
                 let split = svc.heat.policy().mitigation.split;
-                if split > 1 && svc.heat.is_hot(&cmd.key()) {
-                    super::split::drop_copies(&svc, &cmd.key(), shard, split, lane).await;
+                if split > 1 && svc.heat.is_hot(cmd.key()) {
+                    super::split::drop_copies(&svc, cmd.key(), shard, split, lane).await;
                 }
                 quiet(&cmd, answer(a))
             }))
@@ -188,9 +200,10 @@ pub(super) async fn read(
     sh.stats.latency.observe(started.elapsed());
     sh.stats.traffic(&wire, &last);
     match &last {
-        Ok(a) if is_miss(a) => sh.stats.misses.fetch_add(1, Relaxed),
-        Ok(a) if !is_server_error(a) => sh.stats.hits.fetch_add(1, Relaxed),
-        _ => sh.stats.errors.fetch_add(1, Relaxed),
+        Ok(a) if !is_server_error(a) => count_reads(&wire, a, expect, &sh.stats.hits, &sh.stats.misses),
+        _ => {
+            sh.stats.errors.fetch_add(1, Relaxed);
+        }
     };
     last
 }
@@ -286,9 +299,8 @@ struct Groups {
 /// What the hot-key cache does for each key of a multi-key get, by the key's
 /// place in the get; empty when no key is hot.
 struct HotReads {
-    cache: Option<Arc<super::hotcache::HotCache>>,
-    /// (key's place, cached answer or the token to fill with).
-    keys: Vec<(usize, Result<Bytes, u64>)>,
+    /// (key's place, cached answer or the slot to fill).
+    keys: Vec<(usize, Result<Bytes, Option<super::hotcache::Reservation>>)>,
 }
 
 impl HotReads {
@@ -299,11 +311,19 @@ impl HotReads {
     fn cached(&self, place: usize) -> Option<&Bytes> {
         self.keys.iter().find(|k| k.0 == place).and_then(|k| k.1.as_ref().ok())
     }
+
+    /// The slot reserved for the key at `place`, once.
+    fn reserved(&mut self, place: usize) -> Option<super::hotcache::Reservation> {
+        match self.keys.iter_mut().find(|k| k.0 == place)? {
+            (_, Err(r)) => r.take(),
+            _ => None,
+        }
+    }
 }
 
 /// Looks up each hot key of a multi-key get in the root's hot-key cache.
 fn hot_reads(svc: &Service, cmd: &Command, cas: bool, touch: bool) -> HotReads {
-    let mut h = HotReads { cache: svc.hot_cache.clone(), keys: Vec::new() };
+    let mut h = HotReads { keys: Vec::new() };
     let Some(c) = svc.hot_cache.as_ref().filter(|_| !touch && svc.heat.is_hot_any()) else { return h };
     let now = Instant::now();
     for (place, k) in cmd.get_keys().enumerate().take(svc.policy.max_keys) {
@@ -311,7 +331,7 @@ fn hot_reads(svc: &Service, cmd: &Command, cas: bool, touch: bool) -> HotReads {
         if svc.heat.is_hot(key) {
             match c.lookup(key, cas, now) {
                 Lookup::Hit(a) => h.keys.push((place, Ok(a))),
-                Lookup::Fill(token) => h.keys.push((place, Err(token))),
+                Lookup::Fill(token) => h.keys.push((place, Err(Some(token)))),
                 Lookup::Pass => {}
             }
         }
@@ -349,7 +369,7 @@ fn group(svc: &Service, cmd: &Command, hot: &HotReads) -> Result<Groups, Option<
 /// in the client's key order, hot keys' answers from the root's cache (and
 /// those read for it kept there). A shard that fails fails the whole get
 /// (its keys are neither hits nor misses).
-async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, hot: HotReads, lane: usize) -> Option<Bytes> {
+async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, mut hot: HotReads, lane: usize) -> Option<Bytes> {
     let pinned = matches!(cmd.verb, Verb::Get { cas: true, .. });
     let reads = groups.groups.iter().map(|(shard, keys)| {
         let mut line = BytesMut::with_capacity(64);
@@ -370,17 +390,8 @@ async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, hot: Ho
     for a in answers {
         match a {
             Ok(b) if b.ends_with(b"END\r\n") => values.push(split_values(&b)),
-            other => {
-                // The slots reserved for hot keys are freed (an error is never kept).
-                let a = answer(other);
-                let cas = matches!(cmd.verb, Verb::Get { cas: true, .. });
-                for (place, k) in cmd.get_keys().enumerate() {
-                    if let (Some(c), Some(&(_, Err(token)))) = (&hot.cache, hot.keys.iter().find(|h| h.0 == place)) {
-                        c.fill(cmd.token(k), cas, token, &a, Instant::now());
-                    }
-                }
-                return Some(a);
-            }
+            // The slots reserved for hot keys are freed as `hot` drops (an error is never kept).
+            other => return Some(answer(other)),
         }
     }
     let mut out = BytesMut::new();
@@ -403,15 +414,17 @@ async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, hot: Ho
             }
         }
         out.extend_from_slice(block);
-        if let (Some(c), Some(&(_, Err(token)))) = (&hot.cache, hot.keys.iter().find(|h| h.0 == i)) {
+        if let Some(token) = hot.reserved(i) {
             let mut one = BytesMut::with_capacity(block.len() + 5);
             one.extend_from_slice(block);
             one.extend_from_slice(b"END\r\n");
-            c.fill(key, matches!(cmd.verb, Verb::Get { cas: true, .. }), token, &one.freeze(), now);
+            token.fill(&one.freeze(), now);
         }
     }
     out.extend_from_slice(b"END\r\n");
-    Some(out.freeze())
+    let out = out.freeze();
+    count_reads(&cmd.wire, &out, Expect::Values, &svc.stats.get_hits, &svc.stats.get_misses);
+    Some(out)
 }
 
 /// The `VALUE` blocks of a framed get answer: each key and its whole block.

@@ -7,12 +7,14 @@
 //! answered, so a read that raced the write cannot put the old value back: a
 //! fill only lands in the slot it reserved, and a write empties that slot.
 //! Bounded: only hot keys enter (at most `top_keys`), and `max_bytes` in all.
+//! A fill is a [`Reservation`] that frees its slot when dropped unfilled (a
+//! client that resets mid-read), so a slot never stays filling for good.
 
 use crate::heat::CachePolicy;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Counters of a hot-key cache, carried with it.
@@ -55,10 +57,35 @@ impl Entries {
 pub enum Lookup {
     /// The cached answer.
     Hit(Bytes),
-    /// Read from the shard, then `fill` with this token.
-    Fill(u64),
+    /// Read from the shard, then fill the slot reserved.
+    Fill(Reservation),
     /// Another read is filling: read from the shard, keep nothing.
     Pass,
+}
+
+/// The right to fill one slot; dropped unfilled, it frees the slot.
+pub struct Reservation {
+    cache: Arc<HotCache>,
+    key: Box<[u8]>,
+    cas: bool,
+    token: u64,
+    done: bool,
+}
+
+impl Reservation {
+    /// Keeps `answer` in the slot if it is a hit and the slot is still this one.
+    pub fn fill(mut self, answer: &Bytes, now: Instant) {
+        self.done = true;
+        self.cache.fill(&self.key, self.cas, self.token, answer, now);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cache.release(&self.key, self.cas, self.token);
+        }
+    }
 }
 
 pub struct HotCache {
@@ -86,7 +113,7 @@ impl HotCache {
     }
 
     /// A read of hot `key` (`cas`: a `gets`).
-    pub fn lookup(&self, key: &[u8], cas: bool, now: Instant) -> Lookup {
+    pub fn lookup(self: &Arc<Self>, key: &[u8], cas: bool, now: Instant) -> Lookup {
         let mut e = self.lock();
         match e.maps[cas as usize].get(key) {
             Some(Slot::Ready { answer, expires }) if *expires > now => {
@@ -102,12 +129,21 @@ impl HotCache {
         }
         self.len.store(e.len(), Relaxed);
         self.stats.fills.fetch_add(1, Relaxed);
-        Lookup::Fill(token)
+        Lookup::Fill(Reservation { cache: self.clone(), key: key.into(), cas, token, done: false })
+    }
+
+    /// Frees `key`'s slot if `token` still holds it (a fill that never came).
+    fn release(&self, key: &[u8], cas: bool, token: u64) {
+        let mut e = self.lock();
+        if matches!(e.maps[cas as usize].get(key), Some(Slot::Filling(t)) if *t == token) {
+            e.maps[cas as usize].remove(key);
+            self.len.store(e.len(), Relaxed);
+        }
     }
 
     /// Keeps `answer` for `key` if it is a hit and the slot is still the one
     /// `token` reserved; else frees the slot.
-    pub fn fill(&self, key: &[u8], cas: bool, token: u64, answer: &Bytes, now: Instant) {
+    fn fill(&self, key: &[u8], cas: bool, token: u64, answer: &Bytes, now: Instant) {
         let mut e = self.lock();
         let Entries { maps, bytes, sweep_at } = &mut *e;
         let Some(slot) = maps[cas as usize].get_mut(key).filter(|s| matches!(s, Slot::Filling(t) if *t == token)) else {
@@ -178,8 +214,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn cache(max_bytes: usize) -> HotCache {
-        HotCache::new(CachePolicy { ttl: Duration::from_secs(1), max_bytes })
+    fn cache(max_bytes: usize) -> Arc<HotCache> {
+        Arc::new(HotCache::new(CachePolicy { ttl: Duration::from_secs(1), max_bytes }))
     }
 
     const HIT: &[u8] = b"VALUE k 0 1\r\nv\r\nEND\r\n";
@@ -189,10 +225,20 @@ mod tests {
         let (c, t0) = (cache(1 << 20), Instant::now());
         let Lookup::Fill(token) = c.lookup(b"k", false, t0) else { panic!("first read fills") };
         assert!(matches!(c.lookup(b"k", false, t0), Lookup::Pass), "one fill at a time");
-        c.fill(b"k", false, token, &Bytes::from_static(HIT), t0);
+        token.fill(&Bytes::from_static(HIT), t0);
         assert!(matches!(c.lookup(b"k", false, t0), Lookup::Hit(a) if a == HIT));
         assert!(matches!(c.lookup(b"k", true, t0), Lookup::Fill(_)), "gets answers carry cas: kept apart");
         assert!(matches!(c.lookup(b"k", false, t0 + Duration::from_secs(2)), Lookup::Fill(_)), "expired");
+    }
+
+    #[test]
+    fn a_fill_that_never_comes_frees_its_slot() {
+        let (c, t0) = (cache(1 << 20), Instant::now());
+        let Lookup::Fill(token) = c.lookup(b"k", false, t0) else { panic!("first read fills") };
+        drop(token);
+        let Lookup::Fill(token) = c.lookup(b"k", false, t0) else { panic!("the dropped fill freed its slot") };
+        token.fill(&Bytes::from_static(HIT), t0);
+        assert!(matches!(c.lookup(b"k", false, t0), Lookup::Hit(_)));
     }
 
     #[test]
@@ -200,7 +246,7 @@ mod tests {
         let (c, t0) = (cache(1 << 20), Instant::now());
         let Lookup::Fill(token) = c.lookup(b"k", false, t0) else { panic!() };
         c.invalidate(b"k");
-        c.fill(b"k", false, token, &Bytes::from_static(HIT), t0);
+        token.fill(&Bytes::from_static(HIT), t0);
         assert!(matches!(c.lookup(b"k", false, t0), Lookup::Fill(_)), "the raced fill was dropped");
         assert_eq!(c.stats.invalidations.load(Relaxed), 1);
     }
@@ -210,17 +256,17 @@ mod tests {
         let (c, t0) = (cache(HIT.len() + 5), Instant::now());
         for answer in [&b"SERVER_ERROR out of memory\r\n"[..], b"CLIENT_ERROR bad data chunk\r\n", b"VALUE k 0 1\r\nv\r\n"] {
             let Lookup::Fill(token) = c.lookup(b"k", false, t0) else { panic!() };
-            c.fill(b"k", false, token, &Bytes::copy_from_slice(answer), t0);
+            token.fill(&Bytes::copy_from_slice(answer), t0);
             assert_eq!(c.size(), (0, 0));
         }
         let Lookup::Fill(token) = c.lookup(b"gone", false, t0) else { panic!() };
-        c.fill(b"gone", false, token, &Bytes::from_static(b"END\r\n"), t0);
+        token.fill(&Bytes::from_static(b"END\r\n"), t0);
         assert!(matches!(c.lookup(b"gone", false, t0), Lookup::Hit(a) if &a[..] == b"END\r\n"));
         c.invalidate(b"gone");
         let Lookup::Fill(token) = c.lookup(b"a", false, t0) else { panic!() };
-        c.fill(b"a", false, token, &Bytes::from_static(HIT), t0);
+        token.fill(&Bytes::from_static(HIT), t0);
         let Lookup::Fill(token) = c.lookup(b"b", false, t0) else { panic!() };
-        c.fill(b"b", false, token, &Bytes::from_static(HIT), t0);
+        token.fill(&Bytes::from_static(HIT), t0);
         assert_eq!(c.size(), (1, HIT.len()), "bounded by max_bytes");
         assert_eq!(c.stats.refused.load(Relaxed), 1);
         c.clear();

@@ -3,7 +3,7 @@
 //! ring, replicates writes over each shard's endpoints, fails reads over, and
 //! answers in order over few pipelined server connections.
 //!
-//! Its own phases: parse (`request`), target and balance and forward
+//! Its own phases: parse (`request`), validate (`validate`, keys and lines), target and balance and forward
 //! (`dispatch` over `service` and `upstream`), respond (`client`, in order),
 //! and the counters (`stats`). Server answers are framed by `reply`; hot keys'
 //! answers may be kept at the root (`hotcache`) or split over shards (`split`).
@@ -17,5 +17,6 @@ pub mod service;
 pub mod split;
 pub mod stats;
 pub mod upstream;
+pub mod validate;
 
 pub use service::{Policy, Reads, Service, Shard, Writes};

@@ -8,18 +8,13 @@
 //! server interprets (flags, exptime, deltas, meta flags) are left for the
 //! server to judge, and its answer goes back unchanged.
 
+use super::validate::{self, Refusal, MAX_GET_LINE, MAX_LINE};
 use bytes::{Bytes, BytesMut};
 use std::ops::Range;
 
-/// memcached's longest key.
-pub const MAX_KEY: usize = 250;
+pub use super::validate::MAX_KEY;
 /// memcached's token limit per command line (the rest is one last token).
 const MAX_TOKENS: usize = 24;
-/// A command line longer than this without its end is refused (memcached
-/// closes such a connection unless the line is a get).
-const MAX_LINE: usize = 2048;
-/// A get's line may carry many keys, up to this.
-const MAX_GET_LINE: usize = 64 * 1024;
 /// Meta commands take at most this many tokens (memcached's MFLAG_MAX_OPT_LENGTH).
 const MAX_META_TOKENS: usize = 20;
 
@@ -92,6 +87,8 @@ pub struct Command {
     pub wire: Bytes,
     /// For `cas`: the plain `set` the other replicas get once the cas succeeded.
     pub as_set: Option<Bytes>,
+    /// A meta key sent in base64 (`b`), decoded and checked.
+    pub decoded: Option<Bytes>,
 }
 
 impl Command {
@@ -101,15 +98,11 @@ impl Command {
 
     /// The key that places a single-key command: the first key, decoded for a
     /// meta command with the `b` (base64) flag.
-    pub fn key(&self) -> std::borrow::Cow<'_, [u8]> {
-        let key = self.token(1);
-        if self.is_meta() && self.tokens[2..].iter().any(|t| &self.raw[t.clone()] == b"b") {
-            use base64::Engine as _;
-            if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(key) {
-                return decoded.into();
-            }
+    pub fn key(&self) -> &[u8] {
+        match &self.decoded {
+            Some(k) => k,
+            None => self.token(1),
         }
-        key.into()
     }
 
     /// The keys of a get-family command, as token indexes.
@@ -119,10 +112,6 @@ impl Command {
             _ => 1..self.tokens.len(),
         }
     }
-
-    fn is_meta(&self) -> bool {
-        matches!(self.verb, Verb::MetaGet | Verb::MetaSet | Verb::MetaDelete | Verb::MetaArith | Verb::MetaDebug)
-    }
 }
 
 /// What the parser made of the front of the buffer.
@@ -131,7 +120,8 @@ pub enum Parsed {
     Command(Box<Command>),
     /// Answered here, as memcached would (nothing when the client said noreply).
     Answer(Option<&'static str>),
-    /// Answered, and the connection closes: the stream cannot be framed any more.
+    /// Answered (nothing when empty), and the connection closes: the stream
+    /// cannot be framed any more, or it is another protocol.
     Close(&'static str),
 }
 
@@ -170,15 +160,19 @@ impl Parser {
                 return None;
             }
         }
+        let limit = if starts_get(buf) { MAX_GET_LINE } else { MAX_LINE };
         let Some(nl) = memchr(b'\n', buf) else {
-            let limit = if starts_get(buf) { MAX_GET_LINE } else { MAX_LINE };
             return (buf.len() > limit).then_some(Parsed::Close(LINE_TOO_LONG));
         };
-        if nl > MAX_GET_LINE {
+        // The same limit whether or not the line's end came in the same read.
+        if nl > limit {
             return Some(Parsed::Close(LINE_TOO_LONG));
         }
         let end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
         let tokens = tokenize(&buf[..end]);
+        if let Err(why) = validate::line(&buf[..end]) {
+            return Some(self.refuse(buf, end, nl, &tokens, why));
+        }
         match self.frame(buf, end, nl, tokens) {
             Step::Need => None,
             Step::Done(p) => Some(p),
@@ -194,7 +188,7 @@ impl Parser {
             return self.answer(buf, nl, Some(ERROR));
         }
         let noreply = n > 2 && tokens.get(n - 2).is_some_and(|t| &line[t.clone()] == b"noreply");
-        let key_len = tokens.get(1).map_or(0, |t| t.len());
+        let key = tokens.get(1).map_or(Err(Refusal::KeyLength), |t| validate::text_key(&line[t.clone()]));
         let verb = match word {
             b"get" | b"gets" | b"gat" | b"gats" => {
                 let (cas, touch) = (word.ends_with(b"s"), word.starts_with(b"gat"));
@@ -207,8 +201,8 @@ impl Parser {
                 if touch && n == 3 {
                     return self.answer(buf, nl, Some(END));
                 }
-                if tokens[1 + touch as usize..].iter().any(|t| t.len() > MAX_KEY) {
-                    return self.answer(buf, nl, Some(BAD_FORMAT));
+                if let Some(why) = tokens[1 + touch as usize..].iter().find_map(|t| validate::text_key(&line[t.clone()]).err()) {
+                    return self.answer(buf, nl, Some(why.answer()));
                 }
                 Verb::Get { cas, touch }
             }
@@ -223,8 +217,8 @@ impl Parser {
                         return self.answer(buf, nl, quiet(noreply, BAD_DELETE));
                     }
                 }
-                if key_len > MAX_KEY {
-                    return self.answer(buf, nl, quiet(noreply, BAD_FORMAT));
+                if let Err(why) = key {
+                    return self.answer(buf, nl, quiet(noreply, why.answer()));
                 }
                 Verb::Delete
             }
@@ -232,8 +226,8 @@ impl Parser {
                 if n != 4 && n != 5 {
                     return self.answer(buf, nl, Some(ERROR));
                 }
-                if key_len > MAX_KEY {
-                    return self.answer(buf, nl, quiet(noreply, BAD_FORMAT));
+                if let Err(why) = key {
+                    return self.answer(buf, nl, quiet(noreply, why.answer()));
                 }
                 if word == b"touch" {
                     Verb::Touch
@@ -244,17 +238,28 @@ impl Parser {
             b"flush_all" if (2..=4).contains(&n) => Verb::FlushAll,
             b"version" => Verb::Version,
             b"quit" => Verb::Quit,
-            b"verbosity" if n == 3 || n == 4 => Verb::Verbosity,
+            b"verbosity" if n == 3 || n == 4 => {
+                if !is_u32(&line[tokens[1].clone()]) {
+                    return self.answer(buf, nl, quiet(noreply, BAD_FORMAT));
+                }
+                Verb::Verbosity
+            }
             b"stats" => Verb::Stats,
             b"mn" => Verb::MetaNoop,
             b"mg" | b"ms" | b"md" | b"ma" | b"me" => return self.meta(buf, end, nl, tokens, n),
+            // memcached closes a connection that sends it an HTTP request line,
+            // so a browser cannot be made to send commands across protocols.
+            _ if tokens.get(n - 2).is_some_and(|t| line[t.clone()].starts_with(b"HTTP/")) => {
+                let _ = buf.split_to(nl + 1);
+                return Step::Done(Parsed::Close(""));
+            }
             _ => return self.answer(buf, nl, Some(ERROR)),
         };
         let line = buf.split_to(nl + 1).freeze();
         let raw = line.slice(..end);
         let quiet = noreply && !matches!(verb, Verb::Get { .. } | Verb::Version | Verb::Quit | Verb::Stats | Verb::MetaNoop);
         let wire = if quiet { line_without(&raw, &tokens, &[n - 2], None) } else { with_crlf(line, end) };
-        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set: None })))
+        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set: None, decoded: None })))
     }
 
     /// set, add, replace, append, prepend, cas: the line's checks, then the data block.
@@ -265,8 +270,8 @@ impl Parser {
         if !want.contains(&n) {
             return self.answer(buf, nl, Some(ERROR));
         }
-        if tokens[1].len() > MAX_KEY {
-            return self.answer(buf, nl, quiet(noreply, BAD_FORMAT));
+        if let Err(why) = validate::text_key(&line[tokens[1].clone()]) {
+            return Step::Done(self.refuse(buf, end, nl, &tokens, why));
         }
         let t = |i: usize| &line[tokens[i].clone()];
         let len = parse_i32(t(4));
@@ -295,7 +300,7 @@ impl Parser {
             b.extend_from_slice(&raw[data_at..]);
             b.freeze()
         });
-        Step::Done(Parsed::Command(Box::new(Command { verb: Verb::Store, raw, tokens, quiet: noreply, wire, as_set })))
+        Step::Done(Parsed::Command(Box::new(Command { verb: Verb::Store, raw, tokens, quiet: noreply, wire, as_set, decoded: None })))
     }
 
     /// mg, ms, md, ma, me: one key and flags; `q` is kept here (answers are
@@ -308,7 +313,7 @@ impl Parser {
             // memcached: `me` without a key is a bad line, the others fail its token count.
             return self.answer(buf, nl, Some(if word == b"me" { BAD_FORMAT } else { ERROR }));
         }
-        if tokens[1].len() > MAX_KEY || (set && n == 3) {
+        if set && n == 3 {
             return self.answer(buf, nl, Some(BAD_FORMAT));
         }
         if n > MAX_META_TOKENS && word != b"me" {
@@ -316,6 +321,14 @@ impl Parser {
         }
         let flags_from = if set { 3 } else { 2 };
         let flag = |t: &Range<usize>| line.get(t.start).copied();
+        // The key, checked as text, or decoded from base64 with the `b` flag.
+        let key = &line[tokens[1].clone()];
+        let b64 = tokens[flags_from.min(tokens.len())..].iter().any(|t| &line[t.clone()] == b"b");
+        let checked = if b64 { validate::base64_key(key).map(Some) } else { validate::text_key(key).map(|()| None) };
+        let decoded = match checked {
+            Ok(d) => d,
+            Err(why) => return Step::Done(self.refuse(buf, end, nl, &tokens, why)),
+        };
         let quiet = tokens[flags_from.min(tokens.len())..].iter().any(|t| t.len() == 1 && flag(t) == Some(b'q'));
         let drop: Vec<usize> = (flags_from..tokens.len())
             .filter(|&i| matches!(flag(&tokens[i]), Some(b'P' | b'L')) || (tokens[i].len() == 1 && flag(&tokens[i]) == Some(b'q')))
@@ -331,7 +344,7 @@ impl Parser {
             let line = buf.split_to(nl + 1).freeze();
             let raw = line.slice(..end);
             let wire = if drop.is_empty() { with_crlf(line, end) } else { line_without(&raw, &tokens, &drop, None) };
-            return Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set: None })));
+            return Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set: None, decoded })));
         }
         let Some(len) = parse_i32(&line[tokens[2].clone()]).filter(|&l| l >= 0).map(|l| l as usize) else {
             return self.answer(buf, nl, Some(BAD_FORMAT));
@@ -346,7 +359,29 @@ impl Parser {
         // the others get once it stored: the same ms without the compare.
         let compare = (flags_from..tokens.len()).find(|&i| raw.get(tokens[i].start) == Some(&b'C'));
         let as_set = compare.map(|c| line_without(&raw, &tokens, &[&drop[..], &[c]].concat(), Some(nl + 1)));
-        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set })))
+        Step::Done(Parsed::Command(Box::new(Command { verb, raw, tokens, quiet, wire, as_set, decoded })))
+    }
+
+    /// A line refused for `why` (a bad key, a NUL): answered as memcached
+    /// answers a bad line; a storage command's data block, when its length
+    /// reads right, is swallowed with it, so a value is never run as commands.
+    fn refuse(&mut self, buf: &mut BytesMut, end: usize, nl: usize, tokens: &[Range<usize>], why: Refusal) -> Parsed {
+        let line = &buf[..end];
+        let t = |i: usize| tokens.get(i).map(|r| &line[r.clone()]);
+        let n = tokens.len().min(MAX_TOKENS - 1) + 1;
+        let noreply = n > 2 && t(n - 2) == Some(b"noreply");
+        let (len_at, quiet_ok) = match t(0) {
+            Some(b"set" | b"add" | b"replace" | b"append" | b"prepend") if n == 6 || n == 7 => (Some(4), true),
+            Some(b"cas") if n == 7 || n == 8 => (Some(4), true),
+            Some(b"ms") if n >= 4 => (Some(2), false),
+            Some(b"get" | b"gets" | b"gat" | b"gats" | b"delete" | b"incr" | b"decr" | b"touch") => (None, true),
+            _ => (None, false),
+        };
+        if let Some(len) = len_at.and_then(|i| parse_i32(t(i)?)).filter(|&l| l >= 0) {
+            self.skip = len as usize + 2;
+        }
+        let _ = buf.split_to(nl + 1);
+        Parsed::Answer(if quiet_ok { quiet(noreply, why.answer()) } else { Some(why.answer()) })
     }
 
     /// The line (its `\n` at `nl`) and its data block of `len` bytes: a value

@@ -49,6 +49,10 @@ pub struct Policy {
     pub slow_start: std::time::Duration,
     /// A replica this new has its misses asked again of an older one (zero: never).
     pub warm_up: std::time::Duration,
+    /// A client's `flush_all` is sent on; else refused.
+    pub allow_flush_all: bool,
+    /// `stats` shows the pid and endpoint names and addresses.
+    pub stats_detail: bool,
 }
 
 /// Counters of one shard, carried over a reload by service and shard name.
@@ -155,6 +159,12 @@ pub struct ServiceStats {
     pub commands: [AtomicU64; COMMANDS.len()],
     pub refused: AtomicU64,
     pub errors: AtomicU64,
+    /// Keys read and found, and not found, as clients saw them (one per key
+    /// of a multi-key get, as memcached counts them; root-cache answers included).
+    pub get_hits: AtomicU64,
+    pub get_misses: AtomicU64,
+    /// `flush_all` refused (`allow_flush_all` is off).
+    pub flush_refused: AtomicU64,
 }
 
 /// The command kinds counted (`Verb::name`).

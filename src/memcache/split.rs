@@ -46,7 +46,7 @@ pub async fn get(svc: Arc<Service>, key: Bytes, owner: usize, n: usize, wire: By
     }
     let a = super::dispatch::answer(super::dispatch::read(&svc, owner, wire, Expect::Values, lane, false, false).await);
     if pick != owner {
-        if let Some(set) = fill(&a, ttl_secs(&svc)) {
+        if let Some(set) = fill(&key, &a, ttl_secs(&svc)) {
             let svc = svc.clone();
             tokio::spawn(async move { super::dispatch::write(&svc, pick, &set, Expect::Line, lane).await });
         }
@@ -55,37 +55,54 @@ pub async fn get(svc: Arc<Service>, key: Bytes, owner: usize, n: usize, wire: By
 }
 
 /// Deletes `key`'s copies (a write of it went to its owner); the write is
-/// answered after, so the client's next get sees what it wrote.
+/// answered after, so the client's next get sees what it wrote. The delete is
+/// a meta delete built by the validator: a key that is not a text key (one
+/// sent in base64) goes in base64 again, never as raw bytes on a line.
 pub async fn drop_copies(svc: &Service, key: &[u8], owner: usize, n: usize, lane: usize) {
     let copies: Vec<usize> = places(svc, key, owner, n).into_iter().skip(1).collect();
-    let mut line = BytesMut::with_capacity(key.len() + 9);
-    line.extend_from_slice(b"delete ");
-    line.extend_from_slice(key);
+    let line = delete_line(key);
+    futures_util::future::join_all(copies.into_iter().map(|s| super::dispatch::write(svc, s, &line, Expect::Meta, lane))).await;
+}
+
+/// `md KEY\r\n`, or `md BASE64 b\r\n` for a key that is not a text key.
+pub fn delete_line(key: &[u8]) -> Bytes {
+    let mut line = BytesMut::with_capacity(key.len() * 4 / 3 + 12);
+    line.extend_from_slice(b"md");
+    let flag = super::validate::put_meta_key(&mut line, key);
+    line.extend_from_slice(flag.as_bytes());
     line.extend_from_slice(b"\r\n");
-    let line = line.freeze();
-    futures_util::future::join_all(copies.into_iter().map(|s| super::dispatch::write(svc, s, &line, Expect::Line, lane))).await;
+    line.freeze()
 }
 
 fn ttl_secs(svc: &Service) -> u64 {
     svc.heat.policy().mitigation.split_ttl.max(1)
 }
 
-/// The `set` that copies a one-value get answer (`VALUE key flags bytes`,
-/// the data, `END`) with exptime `ttl`; `None` for a miss or anything else.
-pub fn fill(answer: &[u8], ttl: u64) -> Option<Bytes> {
+/// The `set` that copies a one-value get answer of `key` (`VALUE key flags
+/// bytes`, the data, `END`) with exptime `ttl`; `None` for a miss or anything
+/// else. The line is built from `key` (a client's validated text key) and the
+/// numbers read back, never from the server's bytes as they came.
+pub fn fill(key: &[u8], answer: &[u8], ttl: u64) -> Option<Bytes> {
+    super::validate::text_key(key).ok()?;
     let nl = answer.iter().position(|&c| c == b'\n')?;
-    let head = std::str::from_utf8(answer[..nl].strip_suffix(b"\r")?).ok()?;
-    let mut w = head.split(' ');
-    let (Some("VALUE"), Some(key), Some(flags), Some(bytes), None) = (w.next(), w.next(), w.next(), w.next(), w.next()) else {
+    let head = answer[..nl].strip_suffix(b"\r")?;
+    let mut w = head.split(|&c| c == b' ');
+    let (Some(b"VALUE"), Some(named), Some(flags), Some(bytes), None) = (w.next(), w.next(), w.next(), w.next(), w.next()) else {
         return None;
     };
-    let size: usize = bytes.parse().ok()?;
+    let number = |t: &[u8]| std::str::from_utf8(t).ok()?.parse::<u64>().ok();
+    let (flags, size) = (number(flags)?, number(bytes)? as usize);
+    if named != key {
+        return None;
+    }
     let data = answer.get(nl + 1..nl + 1 + size + 2)?;
     if answer.get(nl + 1 + size + 2..)? != b"END\r\n" || !data.ends_with(b"\r\n") {
         return None;
     }
     let mut set = BytesMut::with_capacity(head.len() + data.len() + 16);
-    set.extend_from_slice(format!("set {key} {flags} {ttl} {size}\r\n").as_bytes());
+    set.extend_from_slice(b"set ");
+    set.extend_from_slice(key);
+    set.extend_from_slice(format!(" {flags} {ttl} {size}\r\n").as_bytes());
     set.extend_from_slice(data);
     Some(set.freeze())
 }
@@ -96,11 +113,23 @@ mod tests {
 
     #[test]
     fn a_copy_is_set_from_a_whole_value_only() {
-        let set = fill(b"VALUE k 7 3\r\nabc\r\nEND\r\n", 2).unwrap();
+        let set = fill(b"k", b"VALUE k 7 3\r\nabc\r\nEND\r\n", 2).unwrap();
         assert_eq!(&set[..], b"set k 7 2 3\r\nabc\r\n");
-        assert_eq!(fill(b"END\r\n", 2), None);
-        assert_eq!(fill(b"VALUE k 7 3\r\nabcd\r\nEND\r\n", 2), None, "a size that does not match");
-        assert_eq!(fill(b"VALUE k 7 3 99\r\nabc\r\nEND\r\n", 2), None, "a gets answer");
-        assert_eq!(fill(b"SERVER_ERROR out of memory\r\n", 2), None);
+        assert_eq!(fill(b"k", b"END\r\n", 2), None);
+        assert_eq!(fill(b"k", b"VALUE k 7 3\r\nabcd\r\nEND\r\n", 2), None, "a size that does not match");
+        assert_eq!(fill(b"k", b"VALUE k 7 3 99\r\nabc\r\nEND\r\n", 2), None, "a gets answer");
+        assert_eq!(fill(b"k", b"SERVER_ERROR out of memory\r\n", 2), None);
+        assert_eq!(fill(b"k", b"VALUE other 7 3\r\nabc\r\nEND\r\n", 2), None, "another key's answer");
+        assert_eq!(fill(b"k", b"VALUE k 7\r\n 3\r\nabc\r\nEND\r\n", 2), None);
+        assert_eq!(fill(b"k", b"VALUE k x7 3\r\nabc\r\nEND\r\n", 2), None, "flags that are not a number");
+        assert_eq!(fill(b"a b", b"VALUE a b 7 3\r\nabc\r\nEND\r\n", 2), None, "a key that is not a text key");
+    }
+
+    #[test]
+    fn copies_are_dropped_by_a_line_that_holds_the_key_whole() {
+        assert_eq!(&delete_line(b"hot")[..], b"md hot\r\n");
+        let line = delete_line(b"x\r\nset injected 0 0 3\r\nabc");
+        assert!(line.starts_with(b"md ") && line.ends_with(b" b\r\n"), "{line:?}");
+        assert_eq!(line.iter().filter(|&&c| c == b'\n').count(), 1);
     }
 }

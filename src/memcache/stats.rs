@@ -1,6 +1,8 @@
 //! The ambassador's own counters, and its answer to `stats` in memcached's
 //! format: `stats` for the proxy and its service, `stats shards` and
-//! `stats endpoints` for each shard and endpoint.
+//! `stats endpoints` for each shard and endpoint. Any client may ask, so the
+//! pid and the endpoints' names and addresses are told only when the service
+//! says `stats_detail = true` (endpoints are numbered in their shard otherwise).
 
 use super::request::Command;
 use super::service::{Service, COMMANDS};
@@ -20,6 +22,8 @@ pub struct Global {
     /// Connections closed for a line too long, or a command that never finished.
     pub closed_bad_input: AtomicU64,
     pub command_timeouts: AtomicU64,
+    /// Server connections closed because an answer did not match its command.
+    pub desyncs: AtomicU64,
 }
 
 pub static GLOBAL: Global = Global {
@@ -28,6 +32,7 @@ pub static GLOBAL: Global = Global {
     bad_commands: AtomicU64::new(0),
     closed_bad_input: AtomicU64::new(0),
     command_timeouts: AtomicU64::new(0),
+    desyncs: AtomicU64::new(0),
 };
 
 fn started() -> Instant {
@@ -60,7 +65,9 @@ fn stat(o: &mut String, name: &str, value: impl std::fmt::Display) {
 
 fn general(svc: &Service, o: &mut String) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    stat(o, "pid", std::process::id());
+    if svc.policy.stats_detail {
+        stat(o, "pid", std::process::id());
+    }
     stat(o, "uptime", started().elapsed().as_secs());
     stat(o, "time", now);
     stat(o, "version", format!("ringmaster-{}", env!("CARGO_PKG_VERSION")));
@@ -70,13 +77,12 @@ fn general(svc: &Service, o: &mut String) {
     for (i, c) in COMMANDS.iter().enumerate() {
         stat(o, &format!("cmd_{c}"), svc.stats.commands[i].load(Relaxed));
     }
-    let (hits, misses, errors): (u64, u64, u64) = svc.shards.iter().fold((0, 0, 0), |(h, m, e), s| {
-        (h + s.stats.hits.load(Relaxed), m + s.stats.misses.load(Relaxed), e + s.stats.errors.load(Relaxed))
-    });
+    let errors: u64 = svc.shards.iter().map(|s| s.stats.errors.load(Relaxed)).sum();
     let root_hits = svc.hot_cache.as_ref().map_or(0, |c| c.stats.hits.load(Relaxed));
-    stat(o, "get_hits", hits + root_hits);
-    stat(o, "get_misses", misses);
+    stat(o, "get_hits", svc.stats.get_hits.load(Relaxed));
+    stat(o, "get_misses", svc.stats.get_misses.load(Relaxed));
     stat(o, "server_errors", errors);
+    stat(o, "flush_refused", svc.stats.flush_refused.load(Relaxed));
     stat(o, "bad_commands", GLOBAL.bad_commands.load(Relaxed));
     stat(o, "shards", svc.shards.len());
     stat(o, "endpoints", svc.endpoints().count());
@@ -106,9 +112,9 @@ fn shards(svc: &Service, o: &mut String) {
 
 fn endpoints(svc: &Service, o: &mut String) {
     for s in &svc.shards {
-        for e in &s.replicas {
+        for (i, e) in s.replicas.iter().enumerate() {
             let st = &e.stats;
-            let n = format!("{}:{}", s.name, e.name);
+            let n = if svc.policy.stats_detail { format!("{}:{}", s.name, e.name) } else { format!("{}:{i}", s.name) };
             stat(o, &format!("{n}:requests"), st.requests.load(Relaxed));
             stat(o, &format!("{n}:errors"), st.errors.load(Relaxed));
             stat(o, &format!("{n}:timeouts"), st.timeouts.load(Relaxed));

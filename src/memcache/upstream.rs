@@ -5,12 +5,15 @@
 //!
 //! A connection is two tasks over one socket: the writer drains queued commands
 //! into one write, the reader frames the answers in the order they were sent
-//! and hands each to its waiting command. A timeout, a close or a malformed
-//! answer ends the connection and fails every command still on it; the next
-//! command opens a new one. Sending never waits: a command is queued, or fails
+//! and hands each to its waiting command. Each answer is matched to its
+//! command (a meta command carries an opaque the answer must echo, a get's
+//! values must be of its keys, in order): an answer that does not match means
+//! the connection is out of step, and it is closed rather than read on. A
+//! timeout, a close, a malformed or mismatched answer ends the connection and
+//! fails every command still on it; the next command opens a new one. Sending never waits: a command is queued, or fails
 //! at once when the queue is full.
 
-use super::reply::{frame, Expect};
+use super::reply::{frame, matches, Check, Expect};
 use crate::clock;
 use arc_swap::ArcSwapOption;
 use bytes::{Bytes, BytesMut};
@@ -38,6 +41,8 @@ pub enum Failure {
     Closed,
     #[error("the server sent a malformed answer")]
     Garbage,
+    #[error("the server's answers were out of step with the commands sent")]
+    Desync,
     #[error("the server is ejected after repeated failures")]
     Ejected,
     #[error("too many commands queued for the server")]
@@ -52,6 +57,7 @@ impl Failure {
             Failure::Timeout => "SERVER_ERROR the server timed out\r\n",
             Failure::Closed => "SERVER_ERROR the server closed the connection\r\n",
             Failure::Garbage => "SERVER_ERROR the server sent a malformed answer\r\n",
+            Failure::Desync => "SERVER_ERROR the server's answers were out of step\r\n",
             Failure::Ejected => "SERVER_ERROR no server available\r\n",
             Failure::Overloaded => "SERVER_ERROR too many commands queued for the server\r\n",
         }
@@ -110,9 +116,15 @@ struct Op {
     started: Instant,
 }
 
-/// What the reader is told of a command written: its answer's shape, where the
-/// answer goes, its deadline and when it was sent.
-type Pending = (Expect, Reply, Instant, Instant);
+/// What the reader is told of a command written: its answer's shape, how the
+/// answer is matched to it, where the answer goes, its deadline and when it was sent.
+struct Pending {
+    expect: Expect,
+    check: Check,
+    reply: Reply,
+    deadline: Instant,
+    started: Instant,
+}
 
 /// Where a command's answer goes; the command counts in its endpoint's
 /// in-flight gauge until this is answered or dropped, whichever way it ends.
@@ -265,6 +277,7 @@ async fn write(
     mut dead: oneshot::Receiver<()>,
 ) {
     let mut buf = BytesMut::new();
+    let mut opaque = 0u32;
     loop {
         let op = tokio::select! {
             op = rx.recv() => match op { Some(op) => op, None => return },
@@ -272,9 +285,10 @@ async fn write(
         };
         let mut next = Some(op);
         while let Some(op) = next.take() {
-            buf.extend_from_slice(&op.wire);
-            if let Err(e) = pending.send((op.expect, op.reply, op.deadline, op.started)) {
-                e.0 .1.send(Err(Failure::Closed));
+            let check = put(&mut buf, &op.wire, op.expect, &mut opaque);
+            let p = Pending { expect: op.expect, check, reply: op.reply, deadline: op.deadline, started: op.started };
+            if let Err(e) = pending.send(p) {
+                e.0.reply.send(Err(Failure::Closed));
                 return;
             }
             if buf.len() < BATCH {
@@ -292,8 +306,45 @@ async fn write(
     }
 }
 
-/// Frames answers in order and hands each to its command; a timeout, close or
-/// malformed answer fails the rest and ends the connection.
+/// Writes `wire` into `buf` as it goes to the server, and says how its answer
+/// is matched: a meta command without an opaque of its own gets ` O<n>` (`n`
+/// counts on this connection) at the end of its line; one with its own is
+/// matched by it; a get by its keys. `me` answers carry no opaque.
+fn put(buf: &mut BytesMut, wire: &Bytes, expect: Expect, opaque: &mut u32) -> Check {
+    match expect {
+        Expect::Line => {
+            buf.extend_from_slice(wire);
+            Check::None
+        }
+        Expect::Values => {
+            buf.extend_from_slice(wire);
+            Check::Keys(wire.clone())
+        }
+        Expect::Meta => {
+            let nl = wire.iter().position(|&c| c == b'\n').unwrap_or(wire.len());
+            let end = if nl > 0 && wire[nl - 1] == b'\r' { nl - 1 } else { nl };
+            let line = &wire[..end];
+            if line.starts_with(b"me ") {
+                buf.extend_from_slice(wire);
+                return Check::None;
+            }
+            if let Some(own) = line.split(|&c| c == b' ').skip(2).find(|t| t.first() == Some(&b'O')) {
+                buf.extend_from_slice(wire);
+                return Check::Echo(wire.slice_ref(own));
+            }
+            *opaque = opaque.wrapping_add(1);
+            let mut digits = [0u8; 10];
+            buf.extend_from_slice(line);
+            buf.extend_from_slice(b" O");
+            buf.extend_from_slice(super::reply::decimal(*opaque, &mut digits));
+            buf.extend_from_slice(&wire[end..]);
+            Check::Added(*opaque)
+        }
+    }
+}
+
+/// Frames answers in order and hands each to its command; a timeout, close,
+/// malformed or mismatched answer fails the rest and ends the connection.
 async fn read(
     ep: Arc<Endpoint>,
     mut r: tokio::net::tcp::OwnedReadHalf,
@@ -309,7 +360,7 @@ async fn read(
     tokio::pin!(timer);
     let mut armed = false;
     let why = 'conn: loop {
-        let Some((expect, reply, deadline, started)) = pending.recv().await else { break 'conn None };
+        let Some(Pending { expect, check, reply, deadline, started }) = pending.recv().await else { break 'conn None };
         if !armed {
             timer.as_mut().reset(deadline);
             armed = true;
@@ -317,6 +368,21 @@ async fn read(
         loop {
             match frame(&buf, expect, ep.settings.max_value) {
                 Ok(Some(n)) => {
+                    let n = match matches(&buf[..n], &check) {
+                        Ok(None) => n,
+                        // The opaque added here is cut out of the answer's first line.
+                        Ok(Some(cut)) => {
+                            buf.copy_within(0..cut.start, cut.len());
+                            bytes::Buf::advance(&mut buf, cut.len());
+                            n - cut.len()
+                        }
+                        Err(g) => {
+                            super::stats::GLOBAL.desyncs.fetch_add(1, Relaxed);
+                            tracing::warn!(endpoint = %ep.name, addr = %ep.addr, error = %g, "memcache server connection out of step; closing it");
+                            reply.send(Err(Failure::Desync));
+                            break 'conn Some(Failure::Desync);
+                        }
+                    };
                     ep.succeeded(started);
                     reply.send(Ok(buf.split_to(n).freeze()));
                     if buf.is_empty() && buf.capacity() > 64 * 1024 {
@@ -357,8 +423,8 @@ async fn read(
     }
     let _ = dead.send(());
     pending.close();
-    while let Ok((_, reply, _, _)) = pending.try_recv() {
-        reply.send(Err(why.unwrap_or(Failure::Closed)));
+    while let Ok(p) = pending.try_recv() {
+        p.reply.send(Err(why.unwrap_or(Failure::Closed)));
     }
 }
 

@@ -118,6 +118,8 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
             }
             w.get_ref().0
         }),
+        allow_flush_all: m.allow_flush_all,
+        stats_detail: m.stats_detail,
     };
     let shards = shard_plans?;
     let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), true, r);
@@ -189,7 +191,34 @@ fn listener(cfg: &Config, l: &ListenerSpec, r: &mut Reporter) -> Option<McListen
             }
         },
     };
-    Some(McListenerPlan { name: name.clone(), addr: addr?, service: service? })
+    let clients = clients(l.clients.as_ref().map(|c| c.get_ref()).unwrap_or(&Default::default()), r);
+    Some(McListenerPlan { name: name.clone(), addr: addr?, service: service?, clients: clients? })
+}
+
+/// A memcache listener's client limits, checked.
+fn clients(c: &crate::config::schema::McClientsSpec, r: &mut Reporter) -> Option<crate::memcache::client::Limits> {
+    let start = r.mark();
+    if *c.max_connections.get_ref() == 0 {
+        r.error(c.max_connections.span(), "max_connections of 0 would refuse every client", "1024, memcached's default (-c)");
+    }
+    if !(1..=65_536).contains(c.max_in_flight.get_ref()) {
+        r.error(c.max_in_flight.span(), "max_in_flight must be between 1 and 65536", "256 suits pipelining clients");
+    }
+    if *c.max_pending_bytes.get_ref() < 4096 {
+        r.error(c.max_pending_bytes.span(), "max_pending_bytes must be at least 4096", "1048576 (1 MiB)");
+    }
+    if c.write_timeout.get_ref().0.is_zero() {
+        r.error(c.write_timeout.span(), "a write_timeout of zero would close every client with answers waiting", "\"30s\"");
+    }
+    let idle = c.idle_timeout.get_ref().0;
+    r.clean_since(start).then(|| crate::memcache::client::Limits {
+        max_connections: *c.max_connections.get_ref(),
+        max_per_address: c.max_per_address,
+        idle_timeout: (!idle.is_zero()).then_some(idle),
+        write_timeout: c.write_timeout.get_ref().0,
+        max_pending_bytes: *c.max_pending_bytes.get_ref(),
+        max_in_flight: *c.max_in_flight.get_ref(),
+    })
 }
 
 #[cfg(test)]
@@ -220,5 +249,12 @@ mod tests {
         let bad = format!("[[listeners]]\nname = \"m\"\nlisten = \"127.0.0.1:1\"\nprotocol = \"memcache\"\nservice = \"c\"\n{svc}[services.c.memcache]\nserver_connections = 0\nmax_keys_per_get = 0\n");
         let e = errors(&bad);
         assert!(e.contains("server_connections must be between 1 and 64") && e.contains("max_keys_per_get of 0"), "{e}");
+        let bad = format!("[[listeners]]\nname = \"m\"\nlisten = \"127.0.0.1:1\"\nprotocol = \"memcache\"\nservice = \"c\"\nclients = {{ max_connections = 0, max_in_flight = 0, max_pending_bytes = 10, write_timeout = \"0s\" }}\n{svc}");
+        let e = errors(&bad);
+        for want in ["t.toml:6:", "max_connections of 0", "max_in_flight must be", "max_pending_bytes must be", "write_timeout of zero"] {
+            assert!(e.contains(want), "want {want:?} in:\n{e}");
+        }
+        let e = errors(&format!("[[listeners]]\nname = \"h\"\nlisten = \"127.0.0.1:2\"\nclients = {{ max_connections = 5 }}\n{svc}"));
+        assert!(e.contains("`clients` is for memcache listeners") && e.contains("t.toml:4:"), "{e}");
     }
 }

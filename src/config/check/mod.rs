@@ -166,6 +166,9 @@ fn listeners(cfg: &Config, r: &mut Reporter) -> Option<Vec<ListenerPlan>> {
         if let Some(s) = &l.service {
             r.error(s.span(), "only memcache listeners name a service", "HTTP listeners reach services through [[routes]]");
         }
+        if let Some(c) = &l.clients {
+            r.error(c.span(), "`clients` is for memcache listeners", "limit HTTP clients in [limits]");
+        }
         let tls = listener_tls(l, r);
         let addr = socket_addr(&l.listen, "listen address", r);
         if let Some(a) = addr {

@@ -55,6 +55,14 @@ pub struct MemcacheSpec {
     /// How long a client has to finish a command it began.
     #[serde(default = "d_command_timeout")]
     pub command_timeout: Spanned<Dur>,
+    /// Whether a client's `flush_all` is sent to every endpoint (memcached's
+    /// `-F` turned the other way); off, it is refused and counted.
+    #[serde(default)]
+    pub allow_flush_all: bool,
+    /// Whether `stats` tells clients the proxy's pid and the endpoints' names
+    /// and addresses (`stats endpoints`).
+    #[serde(default)]
+    pub stats_detail: bool,
 }
 
 impl Default for MemcacheSpec {
@@ -71,6 +79,8 @@ impl Default for MemcacheSpec {
             max_value_bytes: d_max_value(),
             max_keys_per_get: d_max_keys(),
             command_timeout: d_command_timeout(),
+            allow_flush_all: false,
+            stats_detail: false,
         }
     }
 }
@@ -98,4 +108,63 @@ fn d_max_keys() -> Spanned<usize> {
 }
 fn d_command_timeout() -> Spanned<Dur> {
     Spanned::new(0..0, Dur::secs(10))
+}
+
+/// A memcache listener's limits on its clients (`clients = { ... }` on the
+/// listener), each listener its own: memcached's `-c` and `idle_timeout`, and
+/// the bounds that keep a client that pipelines and never reads from pinning
+/// the proxy's memory.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McClientsSpec {
+    /// Client connections open at once on this listener (memcached's `-c`);
+    /// one more is answered `ERROR Too many open connections` and closed.
+    #[serde(default = "d_max_clients")]
+    pub max_connections: Spanned<usize>,
+    /// Connections from one client address at once; 0: no limit.
+    #[serde(default)]
+    pub max_per_address: usize,
+    /// A client that sends nothing for this long, with nothing in flight, is
+    /// closed (memcached's `idle_timeout`); 0: never.
+    #[serde(default = "d_zero")]
+    pub idle_timeout: Spanned<Dur>,
+    /// A client that takes no answer bytes for this long while answers wait is closed.
+    #[serde(default = "d_write_timeout")]
+    pub write_timeout: Spanned<Dur>,
+    /// Answer bytes waiting for a client; past this, its commands are not read
+    /// until it takes some (back-pressure).
+    #[serde(default = "d_pending_bytes")]
+    pub max_pending_bytes: Spanned<usize>,
+    /// Commands of one client in flight at once; past this, reading pauses.
+    #[serde(default = "d_in_flight")]
+    pub max_in_flight: Spanned<usize>,
+}
+
+impl Default for McClientsSpec {
+    fn default() -> Self {
+        McClientsSpec {
+            max_connections: d_max_clients(),
+            max_per_address: 0,
+            idle_timeout: d_zero(),
+            write_timeout: d_write_timeout(),
+            max_pending_bytes: d_pending_bytes(),
+            max_in_flight: d_in_flight(),
+        }
+    }
+}
+
+fn d_max_clients() -> Spanned<usize> {
+    Spanned::new(0..0, 1024)
+}
+fn d_zero() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(0))
+}
+fn d_write_timeout() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur::secs(30))
+}
+fn d_pending_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, 1024 * 1024)
+}
+fn d_in_flight() -> Spanned<usize> {
+    Spanned::new(0..0, 256)
 }

@@ -275,6 +275,9 @@ pub struct ListenerSpec {
     /// memcache listeners: the (memcache) service every command goes to.
     #[serde(default)]
     pub service: Option<Spanned<String>>,
+    /// memcache listeners: limits on their clients.
+    #[serde(default)]
+    pub clients: Option<Spanned<McClientsSpec>>,
 }
 
 /// A match on host, path prefix and method that leads to a service.

@@ -77,5 +77,32 @@ fn numbers_are_read_as_memcached_reads_them() {
 #[test]
 fn meta_base64_keys_are_placed_by_their_decoded_bytes() {
     let c = command(b"mg Zm9v b v\r\n");
-    assert_eq!(&c.key()[..], b"foo");
+    assert_eq!(c.key(), b"foo");
+}
+
+#[test]
+fn refused_lines_never_leave_a_data_block_to_be_read_as_commands() {
+    // A NUL, a bad key byte, a key too long: refused, the data block swallowed.
+    let long = "k".repeat(251);
+    for line in [&b"set k\0 0 0 9\r\n"[..], b"set a\x01 0 0 9\r\n", format!("set {long} 0 0 9\r\n").as_bytes(), b"ms a\x02 9\r\n"] {
+        let mut input = line.to_vec();
+        input.extend_from_slice(b"flush_all\r\nmn\r\n");
+        let got = parse_all(&input);
+        assert!(matches!(got[0], Parsed::Answer(Some(BAD_FORMAT))), "{line:?}: {got:?}");
+        assert!(matches!(&got[1], Parsed::Command(c) if c.verb == Verb::MetaNoop), "{line:?}: {got:?}");
+        assert_eq!(got.len(), 2);
+    }
+    // A length that does not read cannot be swallowed: the rest is read as memcached reads it.
+    let got = parse_all(b"set k\0 0 0 -1\r\nmn\r\n");
+    assert!(matches!(got[..], [Parsed::Answer(Some(BAD_FORMAT)), Parsed::Command(_)]), "{got:?}");
+    // A base64 key is decoded once, and any bytes are allowed in it.
+    let c = command(b"mg eAENCg== b v\r\n");
+    assert_eq!(c.key(), b"x\x01\r\n");
+    assert!(matches!(parse_all(b"mg !!!! b v\r\n")[..], [Parsed::Answer(Some("CLIENT_ERROR error decoding key\r\n"))]));
+    // An HTTP request line closes with no answer; a get naming HTTP/1.1 as a key is a get.
+    assert!(matches!(parse_all(b"GET / HTTP/1.1\r\nmn\r\n")[0], Parsed::Close("")));
+    assert!(matches!(&parse_all(b"get HTTP/1.1\r\n")[..], [Parsed::Command(c)] if matches!(c.verb, Verb::Get { .. })));
+    // The line limit does not depend on where the line's end arrives.
+    let long_delete = format!("delete {}\r\n", "k".repeat(3000));
+    assert!(matches!(parse_all(long_delete.as_bytes())[0], Parsed::Close(LINE_TOO_LONG)));
 }
