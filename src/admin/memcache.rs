@@ -45,6 +45,24 @@ pub fn render<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::
             "Server connections closed because an answer did not match the command it answered.",
             g.desyncs.load(Relaxed),
         ),
+        (
+            "ringmaster_memcache_write_timeouts_total",
+            "counter",
+            "Client connections closed for taking no answer bytes for the write timeout.",
+            g.write_timeouts.load(Relaxed),
+        ),
+        (
+            "ringmaster_memcache_idle_closed_total",
+            "counter",
+            "Client connections closed after the idle timeout.",
+            g.idle_closed.load(Relaxed),
+        ),
+        (
+            "ringmaster_memcache_refused_connections_total",
+            "counter",
+            "Client connections refused by a listener's max_connections or max_per_address.",
+            g.refused_connections.load(Relaxed),
+        ),
     ];
     for (name, kind, help, v) in rows {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");

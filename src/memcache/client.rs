@@ -5,14 +5,16 @@
 //! is answered and the connection closed; every other bad line gets
 //! memcached's answer and the connection goes on.
 
-use super::dispatch::{dispatch, Later, Reply};
+use super::dispatch::{dispatch, Later, LaterChain, Reply};
 use super::request::{Parsed, Parser};
 use super::service::Service;
 use super::stats::GLOBAL;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
+use std::collections::VecDeque;
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -51,8 +53,6 @@ impl Default for Limits {
     }
 }
 
-/// Commands in flight per client connection; beyond, reading pauses.
-const MAX_PIPELINE: usize = 1024;
 /// Bytes read at a time.
 const READ: usize = 4 * 1024;
 
@@ -88,14 +88,23 @@ impl Readable for tokio::net::unix::OwnedReadHalf {
 enum Pending {
     Ready(Option<Option<Bytes>>),
     Wait(Later),
+    Chain(LaterChain),
+}
+
+/// What a command's answer is made of: nothing (a quiet command), one
+/// buffer, or parts written in order.
+enum Out {
+    One(Option<Bytes>),
+    Chain(Vec<Bytes>),
 }
 
 impl Future for Pending {
-    type Output = Option<Bytes>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    type Output = Out;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Out> {
         match self.get_mut() {
-            Pending::Ready(a) => Poll::Ready(a.take().flatten()),
-            Pending::Wait(f) => f.as_mut().poll(cx),
+            Pending::Ready(a) => Poll::Ready(Out::One(a.take().flatten())),
+            Pending::Wait(f) => f.as_mut().poll(cx).map(Out::One),
+            Pending::Chain(f) => f.as_mut().poll(cx).map(Out::Chain),
         }
     }
 }
@@ -105,12 +114,86 @@ static LANES: AtomicUsize = AtomicUsize::new(0);
 
 const COMMAND_TIMEOUT: &str = "SERVER_ERROR timed out reading a command\r\n";
 
+/// Answers ready for the client and not yet written, in order; written with
+/// one vectored write for many small answers, never copied.
+#[derive(Default)]
+struct Outbox {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+/// Chunks gathered into one write at most.
+const IOV: usize = 64;
+
+impl Outbox {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.bytes += b.len();
+            self.chunks.push_back(b);
+        }
+    }
+
+    fn push_out(&mut self, out: Out) {
+        match out {
+            Out::One(b) => self.push(b.unwrap_or_default()),
+            Out::Chain(parts) => parts.into_iter().for_each(|b| self.push(b)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Drops the first `n` bytes, written.
+    fn advance(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let front = self.chunks.front_mut().expect("advanced past the outbox");
+            if n < front.len() {
+                bytes::Buf::advance(front, n);
+                return;
+            }
+            n -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+
+    /// Writes what it can; `Ok(true)` when something was written.
+    async fn write<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<usize> {
+        let mut iov = [IoSlice::new(&[]); IOV];
+        let k = self.chunks.len().min(IOV);
+        for (slot, c) in iov.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(c);
+        }
+        let n = w.write_vectored(&iov[..k]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.advance(n);
+        Ok(n)
+    }
+}
+
+/// Why the loop closes a client itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    Command,
+    Write,
+    Idle,
+}
+
 /// Serves one client until it quits, closes, or shutdown; `service` gives the
-/// current snapshot's service at each read.
+/// current snapshot's service at each read. Answers are written as they come
+/// (in order) without holding up reading; the client's commands are read and
+/// dispatched only while fewer than `max_in_flight` are in flight and fewer
+/// than `max_pending_bytes` of answers wait for it (back-pressure). A client
+/// that takes no answer bytes for `write_timeout`, or sends nothing with
+/// nothing in flight for `idle_timeout`, is closed and counted.
 pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
     r: R,
     mut w: W,
     service: impl Fn() -> Option<Arc<Service>>,
+    limits: &Limits,
     command_timeout: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -120,48 +203,64 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
     let Some(mut svc) = service() else { return };
     let mut parser = Parser::new(svc.max_value);
     let mut inbuf = BytesMut::new();
-    let mut out = BytesMut::new();
+    let mut outbox = Outbox::default();
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let (mut closing, mut partial_since) = (false, None::<Instant>);
-    // Made once, not at every turn of the loop (its waiter registration shows in profiles).
+    // The last time the client sent bytes or took answer bytes.
+    let (mut read_at, mut wrote_at) = (Instant::now(), Instant::now());
     let mut shutdown = shutdown;
     let mut stop = std::pin::pin!(shutdown.changed());
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
-        if !closing && !inbuf.is_empty() && pending.len() < MAX_PIPELINE {
-            let (close, partial) = parse(&mut parser, &mut inbuf, &svc, lane, &mut pending);
+        let open = |pending: &FuturesOrdered<Pending>, outbox: &Outbox| {
+            pending.len() < limits.max_in_flight && outbox.bytes < limits.max_pending_bytes
+        };
+        if !closing && !inbuf.is_empty() && open(&pending, &outbox) {
+            let (close, partial) = parse(&mut parser, &mut inbuf, &svc, lane, &mut pending, limits.max_in_flight);
             closing = close;
             partial_since = if partial { partial_since.or(Some(Instant::now())) } else { None };
         }
         if inbuf.is_empty() && inbuf.capacity() > 0 {
             inbuf = BytesMut::new();
         }
-        if closing && pending.is_empty() {
+        // Answers ready now go to the outbox, and as much as the socket takes is written at once.
+        let mut progress = false;
+        while let Some(Some(a)) = pending.next().now_or_never() {
+            outbox.push_out(a);
+            progress = true;
+        }
+        while !outbox.is_empty() {
+            match outbox.write(&mut w).now_or_never() {
+                Some(Ok(_)) => (wrote_at, progress) = (Instant::now(), true),
+                Some(Err(_)) => return close(w).await,
+                None => break,
+            }
+        }
+        if closing && pending.is_empty() && outbox.is_empty() {
             break;
         }
-        let deadline = partial_since.map(|t| t + command_timeout);
+        // Room was made for commands already read: parse them before waiting on the socket.
+        if progress && !closing && !inbuf.is_empty() && open(&pending, &outbox) {
+            continue;
+        }
+        // A command left half-sent matters only while the client may still finish it.
+        let partial = partial_since.filter(|_| !closing);
+        let deadline = next_deadline(limits, command_timeout, partial, &outbox, wrote_at, read_at, pending.is_empty() && inbuf.is_empty());
+        if let Some((at, _)) = deadline.filter(|d| armed != Some(d.0)) {
+            timer.as_mut().reset(at);
+            armed = Some(at);
+        }
+        let reading = !closing && open(&pending, &outbox);
         tokio::select! {
             biased;
-            Some(a) = pending.next(), if !pending.is_empty() => {
-                // One answer ready is written as it is; more are gathered into one write.
-                let mut first = a;
-                while let Some(Some(a)) = pending.next().now_or_never() {
-                    if let Some(f) = first.take() {
-                        out.extend_from_slice(&f);
-                    }
-                    out.extend_from_slice(a.as_deref().unwrap_or_default());
-                }
-                let bytes: &[u8] = match &first {
-                    Some(f) => f,
-                    None => &out,
-                };
-                if !bytes.is_empty() && w.write_all(bytes).await.is_err() {
-                    break;
-                }
-                if !out.is_empty() {
-                    out = BytesMut::new();
-                }
-            }
-            ready = r.readable(), if !closing && pending.len() < MAX_PIPELINE => {
+            Some(a) = pending.next(), if !pending.is_empty() => outbox.push_out(a),
+            written = outbox.write(&mut w), if !outbox.is_empty() => match written {
+                Ok(_) => wrote_at = Instant::now(),
+                Err(_) => break,
+            },
+            ready = r.readable(), if reading => {
                 if ready.is_err() {
                     break;
                 }
@@ -170,6 +269,7 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
                 match r.try_read_buf(&mut inbuf) {
                     Ok(0) => closing = true,
                     Ok(_) => {
+                        read_at = Instant::now();
                         if let Some(s) = service() {
                             svc = s;
                             parser.max_value = svc.max_value;
@@ -179,16 +279,52 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
                     Err(_) => break,
                 }
             }
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !closing => {
-                GLOBAL.command_timeouts.fetch_add(1, Relaxed);
-                GLOBAL.closed_bad_input.fetch_add(1, Relaxed);
-                pending.push_back(Pending::Ready(Some(Some(Bytes::from_static(COMMAND_TIMEOUT.as_bytes())))));
-                closing = true;
+            () = &mut timer, if deadline.is_some() => {
+                armed = None;
+                match deadline.map(|d| d.1) {
+                    Some(Deadline::Command) if !closing => {
+                        GLOBAL.command_timeouts.fetch_add(1, Relaxed);
+                        GLOBAL.closed_bad_input.fetch_add(1, Relaxed);
+                        pending.push_back(Pending::Ready(Some(Some(Bytes::from_static(COMMAND_TIMEOUT.as_bytes())))));
+                        closing = true;
+                    }
+                    Some(Deadline::Write) => {
+                        GLOBAL.write_timeouts.fetch_add(1, Relaxed);
+                        tracing::debug!("memcache client closed: it took no answer bytes for the write timeout");
+                        break;
+                    }
+                    Some(Deadline::Idle) => {
+                        GLOBAL.idle_closed.fetch_add(1, Relaxed);
+                        break;
+                    }
+                    _ => {}
+                }
             }
             _ = &mut stop, if !closing => closing = true,
         }
     }
-    let _ = w.shutdown().await;
+    close(w).await
+}
+
+/// The next time the loop must act on its own, and why: a command left
+/// half-sent, answers the client does not take, or a client idle too long.
+fn next_deadline(
+    limits: &Limits,
+    command_timeout: Duration,
+    partial_since: Option<Instant>,
+    outbox: &Outbox,
+    wrote_at: Instant,
+    read_at: Instant,
+    quiet: bool,
+) -> Option<(Instant, Deadline)> {
+    let command = partial_since.map(|t| (t + command_timeout, Deadline::Command));
+    let write = (!outbox.is_empty()).then(|| (wrote_at + limits.write_timeout, Deadline::Write));
+    let idle = limits.idle_timeout.filter(|_| quiet && outbox.is_empty()).map(|t| (read_at.max(wrote_at) + t, Deadline::Idle));
+    [command, write, idle].into_iter().flatten().min_by_key(|d| d.0)
+}
+
+async fn close<W: AsyncWrite + Unpin>(mut w: W) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
     GLOBAL.connections.fetch_sub(1, Relaxed);
 }
 
@@ -200,13 +336,15 @@ fn parse(
     svc: &Arc<Service>,
     lane: usize,
     pending: &mut FuturesOrdered<Pending>,
+    max_in_flight: usize,
 ) -> (bool, bool) {
-    while pending.len() < MAX_PIPELINE {
+    while pending.len() < max_in_flight {
         let Some(p) = parser.next(inbuf) else { return (false, !inbuf.is_empty()) };
         match p {
             Parsed::Command(cmd) => match dispatch(svc, cmd, lane) {
                 Reply::Now(a) => pending.push_back(Pending::Ready(Some(a))),
                 Reply::Later(f) => pending.push_back(Pending::Wait(f)),
+                Reply::Chain(f) => pending.push_back(Pending::Chain(f)),
                 Reply::Quit => {
                     inbuf.clear();
                     return (true, false);

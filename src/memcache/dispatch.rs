@@ -20,11 +20,16 @@ use std::time::Instant;
 /// An answer still to come.
 pub type Later = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
 
+/// An answer still to come in several parts, written in order (a multi-key
+/// get's values, shared with the shards' answers rather than copied).
+pub type LaterChain = Pin<Box<dyn Future<Output = Vec<Bytes>> + Send>>;
+
 /// What a command gets.
 pub enum Reply {
     /// Answered at once (nothing, for a quiet command).
     Now(Option<Bytes>),
     Later(Later),
+    Chain(LaterChain),
     /// The client said `quit`: close after the answers before it.
     Quit,
 }
@@ -62,8 +67,8 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
                     let hot = hot_reads(svc, &cmd, with_cas, touch);
                     match group(svc, &cmd, &hot) {
                         Err(answer) => return Reply::Now(answer),
-                        Ok(g) if g.groups.len() == 1 && hot.is_empty() => (g.groups[0].0, false),
-                        Ok(groups) => return Reply::Later(Box::pin(multi_get(svc.clone(), cmd, groups, hot, lane))),
+                        Ok(g) if g.groups.len() == 1 && hot.is_empty() && !g.repeats => (g.groups[0].0, false),
+                        Ok(groups) => return Reply::Chain(Box::pin(multi_get(svc.clone(), cmd, groups, hot, lane))),
                     }
                 }
             };
@@ -294,6 +299,8 @@ async fn flush_all(svc: Arc<Service>, cmd: Box<Command>, lane: usize) -> Option<
 struct Groups {
     groups: Vec<(usize, Vec<usize>)>,
     of_key: Vec<usize>,
+    /// Some key is asked more than once.
+    repeats: bool,
 }
 
 /// What the hot-key cache does for each key of a multi-key get, by the key's
@@ -345,7 +352,9 @@ fn group(svc: &Service, cmd: &Command, hot: &HotReads) -> Result<Groups, Option<
         svc.stats.refused.fetch_add(1, Relaxed);
         return Err(text("CLIENT_ERROR too many keys in one get\r\n"));
     }
-    let mut g = Groups { groups: Vec::new(), of_key: Vec::with_capacity(keys.len()) };
+    let mut g = Groups { groups: Vec::new(), of_key: Vec::with_capacity(keys.len()), repeats: false };
+    // A key asked again is read once (its value is answered again from that one read).
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
     for (place, k) in keys.enumerate() {
         if hot.cached(place).is_some() {
             g.of_key.push(usize::MAX);
@@ -359,17 +368,23 @@ fn group(svc: &Service, cmd: &Command, hot: &HotReads) -> Result<Groups, Option<
                 g.groups.len() - 1
             }
         };
-        g.groups[i].1.push(k);
+        if seen.insert(cmd.token(k)) {
+            g.groups[i].1.push(k);
+        } else {
+            g.repeats = true;
+        }
         g.of_key.push(i);
     }
     Ok(g)
 }
 
-/// A get over several shards: one get per shard at once, the values put back
-/// in the client's key order, hot keys' answers from the root's cache (and
-/// those read for it kept there). A shard that fails fails the whole get
-/// (its keys are neither hits nor misses).
-async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, mut hot: HotReads, lane: usize) -> Option<Bytes> {
+/// A get over several shards, or with keys asked more than once: one get per
+/// shard at once for its distinct keys, the values put back in the client's
+/// key order as shared slices of the shards' answers (a value asked for twice
+/// is held once), hot keys' answers from the root's cache (and those read for
+/// it kept there). A shard that fails fails the whole get (its keys are
+/// neither hits nor misses).
+async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, mut hot: HotReads, lane: usize) -> Vec<Bytes> {
     let pinned = matches!(cmd.verb, Verb::Get { cas: true, .. });
     let reads = groups.groups.iter().map(|(shard, keys)| {
         let mut line = BytesMut::with_capacity(64);
@@ -386,45 +401,44 @@ async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, mut hot
         read(&svc, *shard, line.freeze(), Expect::Values, lane, pinned, false)
     });
     let answers = futures_util::future::join_all(reads).await;
-    let mut values = Vec::with_capacity(answers.len());
+    let mut values = std::collections::HashMap::new();
     for a in answers {
         match a {
-            Ok(b) if b.ends_with(b"END\r\n") => values.push(split_values(&b)),
+            Ok(b) if b.ends_with(b"END\r\n") => values.extend(split_values(&b)),
             // The slots reserved for hot keys are freed as `hot` drops (an error is never kept).
-            other => return Some(answer(other)),
+            other => return vec![answer(other)],
         }
     }
-    let mut out = BytesMut::new();
-    let mut cursor = vec![0usize; groups.groups.len()];
-    let now = Instant::now();
+    let mut out = Vec::with_capacity(cmd.get_keys().len() + 1);
+    let (mut hits, now) = (0, Instant::now());
     for (i, k) in cmd.get_keys().enumerate() {
         let key = cmd.token(k);
-        let g = groups.of_key[i];
-        if g == usize::MAX {
+        if groups.of_key[i] == usize::MAX {
             // Answered by the hot-key cache: its value block, without the END.
-            let a = hot.cached(i).map(|a| &a[..a.len() - 5]).unwrap_or_default();
-            out.extend_from_slice(a);
+            if let Some(a) = hot.cached(i).filter(|a| a.len() > 5) {
+                out.push(a.slice(..a.len() - 5));
+                hits += 1;
+            }
             continue;
         }
-        let mut block: &[u8] = b"";
-        if let Some((vkey, b)) = values[g].get(cursor[g]) {
-            if &vkey[..] == key {
-                block = b;
-                cursor[g] += 1;
-            }
+        let block: Option<&Bytes> = values.get(key);
+        if let Some(b) = block {
+            out.push(b.clone());
+            hits += 1;
         }
-        out.extend_from_slice(block);
         if let Some(token) = hot.reserved(i) {
-            let mut one = BytesMut::with_capacity(block.len() + 5);
-            one.extend_from_slice(block);
+            let b = block.map_or(&b""[..], |b| &b[..]);
+            let mut one = BytesMut::with_capacity(b.len() + 5);
+            one.extend_from_slice(b);
             one.extend_from_slice(b"END\r\n");
             token.fill(&one.freeze(), now);
         }
     }
-    out.extend_from_slice(b"END\r\n");
-    let out = out.freeze();
-    count_reads(&cmd.wire, &out, Expect::Values, &svc.stats.get_hits, &svc.stats.get_misses);
-    Some(out)
+    out.push(Bytes::from_static(b"END\r\n"));
+    let asked = cmd.get_keys().len() as u64;
+    svc.stats.get_hits.fetch_add(hits, Relaxed);
+    svc.stats.get_misses.fetch_add(asked - hits, Relaxed);
+    out
 }
 
 /// The `VALUE` blocks of a framed get answer: each key and its whole block.

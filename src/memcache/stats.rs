@@ -24,6 +24,12 @@ pub struct Global {
     pub command_timeouts: AtomicU64,
     /// Server connections closed because an answer did not match its command.
     pub desyncs: AtomicU64,
+    /// Clients closed for taking no answer bytes for the write timeout.
+    pub write_timeouts: AtomicU64,
+    /// Clients closed for sending nothing for the idle timeout.
+    pub idle_closed: AtomicU64,
+    /// Connections refused by a listener's max_connections or max_per_address.
+    pub refused_connections: AtomicU64,
 }
 
 pub static GLOBAL: Global = Global {
@@ -33,6 +39,9 @@ pub static GLOBAL: Global = Global {
     closed_bad_input: AtomicU64::new(0),
     command_timeouts: AtomicU64::new(0),
     desyncs: AtomicU64::new(0),
+    write_timeouts: AtomicU64::new(0),
+    idle_closed: AtomicU64::new(0),
+    refused_connections: AtomicU64::new(0),
 };
 
 fn started() -> Instant {

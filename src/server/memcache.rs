@@ -1,7 +1,10 @@
 //! Accept for the ambassador: memcache listeners on TCP or a Unix socket, each
-//! client connection served by `memcache::client` under the connection limit
-//! and the shutdown tracker, reading its service from the current snapshot, so
-//! a reload changes shards and endpoints under open connections.
+//! client connection served by `memcache::client` under the listener's own
+//! connection limits (never the HTTP listeners': an idle memcache client takes
+//! no HTTP client's place) and the shutdown tracker, reading its service from
+//! the current snapshot, so a reload changes shards and endpoints under open
+//! connections. A client past a limit is answered as memcached answers it
+//! (`ERROR Too many open connections`) and closed.
 
 use super::Shared;
 use crate::config::plan::{McAddr, McListenerPlan};
@@ -57,17 +60,16 @@ pub fn spawn(plan: McListenerPlan, socket: Socket, shared: Arc<Shared>) -> Handl
     let (stop, mut stopped) = watch::channel(false);
     let service = plan.service.clone();
     let name = plan.name.clone();
+    let limits = Arc::new(plan.clients.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(super::listener::PerClient::default());
     let task = tokio::spawn(async move {
         loop {
-            let permit = tokio::select! {
-                p = shared.connection_limit.clone().acquire_owned() => p.expect("semaphore is never closed"),
-                _ = stopped.changed() => return,
-            };
             let accepted = tokio::select! {
                 r = accept(&socket) => r,
                 _ = stopped.changed() => return,
             };
-            let stream = match accepted {
+            let (stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(listener = %name, error = %e, "accept failed");
@@ -75,23 +77,35 @@ pub fn spawn(plan: McListenerPlan, socket: Socket, shared: Arc<Shared>) -> Handl
                     continue;
                 }
             };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                refuse(stream, &name, "max_connections");
+                continue;
+            };
             let shared2 = shared.clone();
-            let service = service.clone();
+            let (service, limits, per_address) = (service.clone(), limits.clone(), per_address.clone());
             let timeout = shared.snapshot().memcache.get(&service).map(|s| s.command_timeout).unwrap_or(Duration::from_secs(10));
             let stop = shared.shutdown.clone();
+            let name = name.clone();
             shared.tasks.spawn(async move {
+                let slot = match peer.filter(|_| limits.max_per_address > 0) {
+                    Some(ip) => match per_address.acquire(ip, limits.max_per_address) {
+                        Some(slot) => Some(slot),
+                        None => return refuse(stream, &name, "max_per_address"),
+                    },
+                    None => None,
+                };
                 let lookup = || shared2.live.load().snap.memcache.get(&service).cloned();
                 match stream {
                     Stream::Tcp(s) => {
                         let (r, w) = s.into_split();
-                        crate::memcache::client::serve(r, w, lookup, timeout, stop).await
+                        crate::memcache::client::serve(r, w, lookup, &limits, timeout, stop).await
                     }
                     Stream::Unix(s) => {
                         let (r, w) = s.into_split();
-                        crate::memcache::client::serve(r, w, lookup, timeout, stop).await
+                        crate::memcache::client::serve(r, w, lookup, &limits, timeout, stop).await
                     }
                 }
-                drop(permit);
+                drop((slot, permit));
             });
         }
     });
@@ -103,15 +117,28 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(socket: &Socket) -> std::io::Result<Stream> {
+/// A connection and its peer's address (none on a Unix socket).
+async fn accept(socket: &Socket) -> std::io::Result<(Stream, Option<std::net::IpAddr>)> {
     Ok(match socket {
         Socket::Tcp(l) => {
-            let (s, _) = l.accept().await?;
+            let (s, peer) = l.accept().await?;
             let _ = s.set_nodelay(true);
-            Stream::Tcp(s)
+            (Stream::Tcp(s), Some(peer.ip()))
         }
-        Socket::Unix(l, _) => Stream::Unix(l.accept().await?.0),
+        Socket::Unix(l, _) => (Stream::Unix(l.accept().await?.0), None),
     })
+}
+
+/// memcached's answer to a client past its connection limit, written if the
+/// socket takes it at once; then the connection closes.
+fn refuse(stream: Stream, listener: &str, limit: &str) {
+    const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
+    crate::memcache::stats::GLOBAL.refused_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(listener, limit, "memcache client refused");
+    let _ = match &stream {
+        Stream::Tcp(s) => s.try_write(TOO_MANY),
+        Stream::Unix(s) => s.try_write(TOO_MANY),
+    };
 }
 
 /// Brings the running memcache listeners in line with the snapshot's: a
@@ -122,7 +149,9 @@ pub async fn reconcile(shared: &Arc<Shared>, running: &mut Vec<Handle>) {
     let wanted = shared.snapshot().memcache_listeners.clone();
     let mut kept = Vec::new();
     for h in running.drain(..) {
-        let same = wanted.iter().any(|w| w.name == h.plan.name && w.service == h.plan.service && (w.addr == h.plan.addr));
+        let same = wanted
+            .iter()
+            .any(|w| w.name == h.plan.name && w.service == h.plan.service && w.addr == h.plan.addr && w.clients == h.plan.clients);
         if same {
             kept.push(h);
         } else {

@@ -14,9 +14,15 @@ pub struct Memcached {
 }
 
 pub fn memcached() -> Memcached {
+    memcached_with(&[])
+}
+
+/// A memcached with extra arguments (such as `-I 2m`).
+pub fn memcached_with(extra: &[&str]) -> Memcached {
     let port = free_port();
     let child = Command::new("memcached")
         .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-m", "64"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
