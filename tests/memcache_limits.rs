@@ -104,7 +104,12 @@ fn rss_kib(pid: i32) -> u64 {
 fn a_client_that_never_reads_pins_little_and_is_closed_after_the_write_timeout() {
     let m = memcached_with(&["-I", "2m"]);
     let listen = free_addr();
-    let cfg = with_clients(listen, &[("s", vec![m.addr])], "max_value_bytes = 2097152", "write_timeout = \"2s\"");
+    let cfg = with_clients(
+        listen,
+        &[("s", vec![m.addr])],
+        "max_value_bytes = 2097152",
+        "write_timeout = \"2s\", max_total_pending_bytes = 17179869184",
+    );
     let p = Proxy::start(&cfg);
     wait_port(listen);
     let value = vec![b'v'; 1024 * 1024];
@@ -160,5 +165,41 @@ fn a_pipeline_deeper_than_max_in_flight_is_answered_whole() {
     want.push_str("MN\r\n");
     let got = c.ask(batch.as_bytes(), b"MN\r\n", 501);
     assert!(String::from_utf8_lossy(&got) == want, "answers missing or out of order");
+    drop(p);
+}
+
+/// Past the listener's max_total_pending_bytes, clients that do not read
+/// their answers are closed, and a client that reads keeps being served.
+#[test]
+fn clients_that_never_read_are_closed_once_the_listener_budget_is_spent() {
+    let m = memcached_with(&["-I", "2m"]);
+    let listen = free_addr();
+    let clients = "max_pending_bytes = 65536, max_total_pending_bytes = 4194304, write_timeout = \"60s\"";
+    let p = Proxy::start(&with_clients(listen, &[("s", vec![m.addr])], "max_value_bytes = 2097152", clients));
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    let value = vec![b'v'; 1024 * 1024];
+    for k in ["b0", "b1", "b2", "b3"] {
+        let mut set = format!("set {k} 0 0 1048576\r\n").into_bytes();
+        set.extend_from_slice(&value);
+        set.extend_from_slice(b"\r\n");
+        assert_eq!(c.ask(&set, b"\r\n", 1), b"STORED\r\n");
+    }
+    let before = rss_kib(p.proc.pid());
+    let mut idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(listen).unwrap()).collect();
+    for s in &mut idle {
+        s.write_all(b"get b0 b1 b2 b3\r\nget b0 b1 b2 b3\r\n").unwrap();
+    }
+    eventually(10, "clients that never read are closed", || p.metric("ringmaster_memcache_closed_memory_total") >= 20.0);
+    // 40 clients asked 320 MB; the proxy holds a small part of it.
+    let during = rss_kib(p.proc.pid());
+    assert!(during < before + 128 * 1024, "RSS went from {before} KiB to {during} KiB");
+    // A client that reads is answered meanwhile.
+    let mut reader = TcpStream::connect(listen).unwrap();
+    reader.write_all(b"get b0 b1\r\n").unwrap();
+    let mut got = vec![0u8; 2 * (value.len() + 22) + 5];
+    reader.read_exact(&mut got).unwrap();
+    assert!(got.starts_with(b"VALUE b0 0 1048576\r\n") && got.ends_with(b"\r\nEND\r\n"));
+    drop(idle);
     drop(p);
 }

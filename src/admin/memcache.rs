@@ -63,6 +63,12 @@ pub fn render<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::
             "Client connections refused by a listener's max_connections or max_per_address.",
             g.refused_connections.load(Relaxed),
         ),
+        (
+            "ringmaster_memcache_closed_memory_total",
+            "counter",
+            "Client connections closed with answers unread while their listener's max_total_pending_bytes was spent.",
+            g.closed_memory.load(Relaxed),
+        ),
     ];
     for (name, kind, help, v) in rows {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");

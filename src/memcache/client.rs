@@ -38,6 +38,9 @@ pub struct Limits {
     pub max_pending_bytes: usize,
     /// Commands in flight per client past which reading pauses.
     pub max_in_flight: usize,
+    /// Answer bytes waiting for all the listener's clients at most: past it,
+    /// a client that is itself past `max_pending_bytes` is closed.
+    pub max_total_pending_bytes: usize,
 }
 
 impl Default for Limits {
@@ -49,7 +52,20 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(30),
             max_pending_bytes: 1024 * 1024,
             max_in_flight: 256,
+            max_total_pending_bytes: 256 * 1024 * 1024,
         }
+    }
+}
+
+/// Answer bytes waiting for a listener's clients, all together.
+#[derive(Default)]
+pub struct Budget {
+    used: AtomicUsize,
+}
+
+impl Budget {
+    pub fn used(&self) -> usize {
+        self.used.load(Relaxed)
     }
 }
 
@@ -115,20 +131,28 @@ static LANES: AtomicUsize = AtomicUsize::new(0);
 const COMMAND_TIMEOUT: &str = "SERVER_ERROR timed out reading a command\r\n";
 
 /// Answers ready for the client and not yet written, in order; written with
-/// one vectored write for many small answers, never copied.
-#[derive(Default)]
-struct Outbox {
+/// one vectored write for many small answers, never copied. Its bytes are
+/// charged to the listener's budget while they wait.
+struct Outbox<'a> {
     chunks: VecDeque<Bytes>,
     bytes: usize,
+    budget: &'a Budget,
+}
+
+impl Drop for Outbox<'_> {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Relaxed);
+    }
 }
 
 /// Chunks gathered into one write at most.
 const IOV: usize = 64;
 
-impl Outbox {
+impl Outbox<'_> {
     fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
             self.bytes += b.len();
+            self.budget.used.fetch_add(b.len(), Relaxed);
             self.chunks.push_back(b);
         }
     }
@@ -147,6 +171,7 @@ impl Outbox {
     /// Drops the first `n` bytes, written.
     fn advance(&mut self, mut n: usize) {
         self.bytes -= n;
+        self.budget.used.fetch_sub(n, Relaxed);
         while n > 0 {
             let front = self.chunks.front_mut().expect("advanced past the outbox");
             if n < front.len() {
@@ -188,12 +213,15 @@ enum Deadline {
 /// dispatched only while fewer than `max_in_flight` are in flight and fewer
 /// than `max_pending_bytes` of answers wait for it (back-pressure). A client
 /// that takes no answer bytes for `write_timeout`, or sends nothing with
-/// nothing in flight for `idle_timeout`, is closed and counted.
+/// nothing in flight for `idle_timeout`, is closed and counted; so is one
+/// past `max_pending_bytes` while the listener's clients together are past
+/// `max_total_pending_bytes` (those that read keep being served).
 pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
     r: R,
     mut w: W,
     service: impl Fn() -> Option<Arc<Service>>,
     limits: &Limits,
+    budget: &Budget,
     command_timeout: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -203,7 +231,7 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
     let Some(mut svc) = service() else { return };
     let mut parser = Parser::new(svc.max_value);
     let mut inbuf = BytesMut::new();
-    let mut outbox = Outbox::default();
+    let mut outbox = Outbox { chunks: VecDeque::new(), bytes: 0, budget };
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let (mut closing, mut partial_since) = (false, None::<Instant>);
     // The last time the client sent bytes or took answer bytes.
@@ -239,6 +267,11 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
             }
         }
         if closing && pending.is_empty() && outbox.is_empty() {
+            break;
+        }
+        if outbox.bytes > limits.max_pending_bytes && budget.used() > limits.max_total_pending_bytes {
+            GLOBAL.closed_memory.fetch_add(1, Relaxed);
+            tracing::debug!(pending = outbox.bytes, "memcache client closed: its answers wait unread while the listener's budget is spent");
             break;
         }
         // Room was made for commands already read: parse them before waiting on the socket.

@@ -30,6 +30,8 @@ pub struct Global {
     pub idle_closed: AtomicU64,
     /// Connections refused by a listener's max_connections or max_per_address.
     pub refused_connections: AtomicU64,
+    /// Clients closed with answers unread while the listener's budget was spent.
+    pub closed_memory: AtomicU64,
 }
 
 pub static GLOBAL: Global = Global {
@@ -42,6 +44,7 @@ pub static GLOBAL: Global = Global {
     write_timeouts: AtomicU64::new(0),
     idle_closed: AtomicU64::new(0),
     refused_connections: AtomicU64::new(0),
+    closed_memory: AtomicU64::new(0),
 };
 
 fn started() -> Instant {

@@ -63,6 +63,7 @@ pub fn spawn(plan: McListenerPlan, socket: Socket, shared: Arc<Shared>) -> Handl
     let limits = Arc::new(plan.clients.clone());
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let per_address = Arc::new(super::listener::PerClient::default());
+    let budget = Arc::new(crate::memcache::client::Budget::default());
     let task = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -82,7 +83,7 @@ pub fn spawn(plan: McListenerPlan, socket: Socket, shared: Arc<Shared>) -> Handl
                 continue;
             };
             let shared2 = shared.clone();
-            let (service, limits, per_address) = (service.clone(), limits.clone(), per_address.clone());
+            let (service, limits, per_address, budget) = (service.clone(), limits.clone(), per_address.clone(), budget.clone());
             let timeout = shared.snapshot().memcache.get(&service).map(|s| s.command_timeout).unwrap_or(Duration::from_secs(10));
             let stop = shared.shutdown.clone();
             let name = name.clone();
@@ -98,11 +99,11 @@ pub fn spawn(plan: McListenerPlan, socket: Socket, shared: Arc<Shared>) -> Handl
                 match stream {
                     Stream::Tcp(s) => {
                         let (r, w) = s.into_split();
-                        crate::memcache::client::serve(r, w, lookup, &limits, timeout, stop).await
+                        crate::memcache::client::serve(r, w, lookup, &limits, &budget, timeout, stop).await
                     }
                     Stream::Unix(s) => {
                         let (r, w) = s.into_split();
-                        crate::memcache::client::serve(r, w, lookup, &limits, timeout, stop).await
+                        crate::memcache::client::serve(r, w, lookup, &limits, &budget, timeout, stop).await
                     }
                 }
                 drop((slot, permit));

@@ -207,6 +207,9 @@ fn clients(c: &crate::config::schema::McClientsSpec, r: &mut Reporter) -> Option
     if *c.max_pending_bytes.get_ref() < 4096 {
         r.error(c.max_pending_bytes.span(), "max_pending_bytes must be at least 4096", "1048576 (1 MiB)");
     }
+    if c.max_total_pending_bytes.get_ref() < c.max_pending_bytes.get_ref() {
+        r.error(c.max_total_pending_bytes.span(), "max_total_pending_bytes must be at least max_pending_bytes", "268435456 (256 MiB)");
+    }
     if c.write_timeout.get_ref().0.is_zero() {
         r.error(c.write_timeout.span(), "a write_timeout of zero would close every client with answers waiting", "\"30s\"");
     }
@@ -218,6 +221,7 @@ fn clients(c: &crate::config::schema::McClientsSpec, r: &mut Reporter) -> Option
         write_timeout: c.write_timeout.get_ref().0,
         max_pending_bytes: *c.max_pending_bytes.get_ref(),
         max_in_flight: *c.max_in_flight.get_ref(),
+        max_total_pending_bytes: *c.max_total_pending_bytes.get_ref(),
     })
 }
 

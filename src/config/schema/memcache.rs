@@ -138,6 +138,10 @@ pub struct McClientsSpec {
     /// Commands of one client in flight at once; past this, reading pauses.
     #[serde(default = "d_in_flight")]
     pub max_in_flight: Spanned<usize>,
+    /// Answer bytes waiting for all of the listener's clients together; past
+    /// this, clients past their own max_pending_bytes are closed.
+    #[serde(default = "d_total_pending")]
+    pub max_total_pending_bytes: Spanned<usize>,
 }
 
 impl Default for McClientsSpec {
@@ -149,6 +153,7 @@ impl Default for McClientsSpec {
             write_timeout: d_write_timeout(),
             max_pending_bytes: d_pending_bytes(),
             max_in_flight: d_in_flight(),
+            max_total_pending_bytes: d_total_pending(),
         }
     }
 }
@@ -164,6 +169,9 @@ fn d_write_timeout() -> Spanned<Dur> {
 }
 fn d_pending_bytes() -> Spanned<usize> {
     Spanned::new(0..0, 1024 * 1024)
+}
+fn d_total_pending() -> Spanned<usize> {
+    Spanned::new(0..0, 256 * 1024 * 1024)
 }
 fn d_in_flight() -> Spanned<usize> {
     Spanned::new(0..0, 256)
