@@ -116,6 +116,7 @@ fn a_hot_keys_reads_are_spread_over_the_replicas() {
     assert_eq!(c.ask(&batch, b"END\r\n", 200), b"VALUE hot 0 2\r\nv1\r\nEND\r\n".repeat(200));
     let (da, db) = (reads(&one) - a, reads(&two) - b);
     assert!(da >= 80 && db >= 80, "hot reads not spread: {da} and {db}");
+    assert_eq!(p.metric("ringmaster_memcache_desyncs_total"), 0.0);
     drop(p);
 }
 

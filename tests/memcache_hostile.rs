@@ -281,3 +281,43 @@ fn a_client_reset_during_a_hot_fill_does_not_disable_the_root_cache() {
     });
     drop(p);
 }
+
+/// Item 5: a memcached that restarts closes the ambassador's idle pooled
+/// connections; the close is noticed when it happens, so no command after
+/// the restart fails (as with nutcracker).
+#[test]
+fn a_restarted_memcached_costs_no_command() {
+    let m = memcached();
+    let listen = free_addr();
+    let p = Proxy::start(&ambassador(listen, &[("s", vec![m.addr])], "", "server_connections = 4"));
+    wait_port(listen);
+    // Several clients, so that every pooled server connection is open.
+    let mut clients: Vec<Raw> = (0..8).map(|_| Raw::connect(listen)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.line(&format!("set k{i} 0 0 1\r\nv\r\n")), "STORED\r\n");
+    }
+    let addr = m.addr;
+    let (mut first, mut current) = (Some(m), None::<Proc>);
+    for round in 0..3 {
+        // Stopped (by its pid, as Proc drops), then a new one on the same port.
+        drop(first.take());
+        drop(current.take());
+        std::thread::sleep(Duration::from_millis(300));
+        current = Some(Proc(
+            std::process::Command::new("memcached")
+                .args(["-u", "root", "-l", "127.0.0.1", "-p", &addr.port().to_string(), "-U", "0", "-t", "1", "-m", "64"])
+                .spawn()
+                .unwrap(),
+        ));
+        wait_port(addr);
+        std::thread::sleep(Duration::from_millis(200));
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert_eq!(c.line(&format!("set k{i} 0 0 1\r\nv\r\n")), "STORED\r\n", "round {round}, client {i}");
+            assert_eq!(c.ask(format!("get k{i}\r\n").as_bytes(), b"END\r\n", 1), format!("VALUE k{i} 0 1\r\nv\r\nEND\r\n").into_bytes());
+        }
+    }
+    let stats = String::from_utf8(clients[0].ask(b"stats\r\n", b"END\r\n", 1)).unwrap();
+    assert!(stats.contains("STAT server_errors 0\r\n"), "{stats}");
+    assert_eq!(p.metric("ringmaster_memcache_desyncs_total"), 0.0);
+    drop(p);
+}

@@ -165,6 +165,7 @@ fn a_pipeline_deeper_than_max_in_flight_is_answered_whole() {
     want.push_str("MN\r\n");
     let got = c.ask(batch.as_bytes(), b"MN\r\n", 501);
     assert!(String::from_utf8_lossy(&got) == want, "answers missing or out of order");
+    assert_eq!(p.metric("ringmaster_memcache_desyncs_total"), 0.0, "a server connection in step was called out of step");
     drop(p);
 }
 

@@ -114,6 +114,8 @@ struct Op {
     reply: Reply,
     deadline: Instant,
     started: Instant,
+    /// Already re-sent once after its connection ended before writing it.
+    resent: bool,
 }
 
 /// What the reader is told of a command written: its answer's shape, how the
@@ -174,35 +176,52 @@ impl Endpoint {
         self.stats.in_flight.fetch_add(1, Relaxed);
         let reply = Reply { tx, _flight: Flight(self.stats.clone()) };
         let now = Instant::now();
-        let mut op = Op { wire, expect, reply, deadline: now + self.settings.request_timeout, started: now };
+        let op = Op { wire, expect, reply, deadline: now + self.settings.request_timeout, started: now, resent: false };
+        self.enqueue(lane, op);
+        answer
+    }
+
+    /// Queues `op` on lane `lane`'s connection, opening one when there is
+    /// none or it has ended.
+    fn enqueue(self: &Arc<Self>, lane: usize, mut op: Op) {
         let slot = &self.conns[lane % self.conns.len()];
         for _ in 0..2 {
             let conn = match slot.load_full() {
                 Some(c) if !c.tx.is_closed() => c,
                 _ => {
-                    let fresh = Arc::new(self.open());
+                    let fresh = Arc::new(self.open(lane));
                     slot.store(Some(fresh.clone()));
                     fresh
                 }
             };
             match conn.tx.try_send(op) {
-                Ok(()) => return answer,
+                Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(o)) => {
                     o.reply.send(Err(Failure::Overloaded));
                     self.stats.errors.fetch_add(1, Relaxed);
-                    return answer;
+                    return;
                 }
                 // The connection ended since it was loaded: open another once.
                 Err(mpsc::error::TrySendError::Closed(o)) => op = o,
             }
         }
         op.reply.send(Err(Failure::Closed));
-        answer
     }
 
-    fn open(self: &Arc<Self>) -> Conn {
+    /// A command its connection never wrote (the connection ended first) is
+    /// sent once more, on a fresh connection; it cannot have reached the server.
+    fn resend(self: &Arc<Self>, lane: usize, mut op: Op, why: Failure) {
+        if op.resent || op.deadline <= Instant::now() {
+            op.reply.send(Err(why));
+            return;
+        }
+        op.resent = true;
+        self.enqueue(lane, op);
+    }
+
+    fn open(self: &Arc<Self>, lane: usize) -> Conn {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(self.clone(), rx));
+        tokio::spawn(run(self.clone(), lane, rx));
         Conn { tx }
     }
 
@@ -244,8 +263,9 @@ impl Endpoint {
     }
 }
 
-/// One connection's life: connect, then the writer and the reader until either ends.
-async fn run(ep: Arc<Endpoint>, mut rx: mpsc::Receiver<Op>) {
+/// One connection's life: connect, then the writer and the reader until either
+/// ends; commands queued and never written then go to a fresh connection.
+async fn run(ep: Arc<Endpoint>, lane: usize, mut rx: mpsc::Receiver<Op>) {
     let connected = tokio::time::timeout(ep.settings.connect_timeout, tokio::net::TcpStream::connect(ep.addr)).await;
     let stream = match connected {
         Ok(Ok(s)) => s,
@@ -263,9 +283,13 @@ async fn run(ep: Arc<Endpoint>, mut rx: mpsc::Receiver<Op>) {
     let (dead_tx, dead_rx) = oneshot::channel::<()>();
     let reader = tokio::spawn(read(ep.clone(), r, pending_rx, dead_tx));
     write(w, &mut rx, pending_tx, dead_rx).await;
-    fail_all(&mut rx, Failure::Closed);
+    // Closed first, so the slot sees this connection ended and opens another.
+    rx.close();
     let _ = reader.await;
     ep.stats.connections.fetch_sub(1, Relaxed);
+    while let Ok(op) = rx.try_recv() {
+        ep.resend(lane, op, Failure::Closed);
+    }
 }
 
 /// Gathers queued commands into one write at a time, telling the reader what
@@ -360,7 +384,31 @@ async fn read(
     tokio::pin!(timer);
     let mut armed = false;
     let why = 'conn: loop {
-        let Some(Pending { expect, check, reply, deadline, started }) = pending.recv().await else { break 'conn None };
+        // While nothing is in flight the socket is watched too: a server that
+        // closes an idle connection is noticed now, not by the next command.
+        let next = if buf.is_empty() {
+            tokio::select! {
+                // The writer queues a command here before writing it, so its
+                // answer never finds this empty: bytes read below are unasked.
+                biased;
+                p = pending.recv() => p,
+                idle = r.read_buf(&mut buf) => match idle {
+                    Ok(0) | Err(_) => {
+                        tracing::debug!(endpoint = %ep.name, addr = %ep.addr, "memcache server closed an idle connection");
+                        break 'conn None;
+                    }
+                    // Bytes no command asked for: out of step.
+                    Ok(_) => {
+                        super::stats::GLOBAL.desyncs.fetch_add(1, Relaxed);
+                        tracing::warn!(endpoint = %ep.name, addr = %ep.addr, "memcache server sent bytes no command asked for; closing its connection");
+                        break 'conn Some(Failure::Desync);
+                    }
+                },
+            }
+        } else {
+            pending.recv().await
+        };
+        let Some(Pending { expect, check, reply, deadline, started }) = next else { break 'conn None };
         if !armed {
             timer.as_mut().reset(deadline);
             armed = true;
