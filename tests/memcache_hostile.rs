@@ -321,3 +321,40 @@ fn a_restarted_memcached_costs_no_command() {
     assert_eq!(p.metric("ringmaster_memcache_desyncs_total"), 0.0);
     drop(p);
 }
+
+/// Item 6: a delete and an overwrite made while a replica was stopped (its
+/// writes timed out, then it was ejected) are repaired before it serves
+/// reads again: no read ever returns the old value.
+#[test]
+fn a_replica_back_from_ejection_never_serves_what_was_deleted_or_overwritten() {
+    let (one, two) = (memcached(), memcached());
+    let listen = free_addr();
+    let extra = "server_failure_limit = 1\nserver_retry_timeout = \"1s\"\nreads = \"round_robin\"\nstats_detail = true";
+    let p = Proxy::start(&ambassador(listen, &[("s", vec![one.addr, two.addr])], "", extra));
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    assert_eq!(c.line("set gone 0 0 3\r\nold\r\n"), "STORED\r\n");
+    assert_eq!(c.line("set changed 0 0 3\r\nold\r\n"), "STORED\r\n");
+    two.proc.signal("STOP");
+    // writes = "first": answered by the first replica; the stopped one times out, and is ejected.
+    assert_eq!(c.line("delete gone\r\n"), "DELETED\r\n");
+    std::thread::sleep(Duration::from_millis(1300));
+    assert_eq!(c.line("set changed 0 0 3\r\nnew\r\n"), "STORED\r\n");
+    two.proc.signal("CONT");
+    std::thread::sleep(Duration::from_millis(1200));
+    // Back (the retry timeout passed): reads go round robin over both again.
+    let mut served_by_two = 0;
+    for i in 0..40 {
+        assert_eq!(c.ask(b"get gone\r\n", b"END\r\n", 1), b"END\r\n", "read {i} of a deleted key");
+        let got = String::from_utf8(c.ask(b"get changed\r\n", b"END\r\n", 1)).unwrap();
+        assert!(got == "VALUE changed 0 3\r\nnew\r\nEND\r\n" || got == "END\r\n", "read {i}: {got}");
+        served_by_two += (got == "END\r\n") as u32;
+    }
+    assert!(served_by_two > 0, "the replica came back and serves reads");
+    let stats = String::from_utf8(c.ask(b"stats endpoints\r\n", b"END\r\n", 1)).unwrap();
+    assert!(stats.contains(&format!("STAT s:{}:repair_replayed 2\r\n", two.addr)), "{stats}");
+    assert!(stats.contains(&format!("STAT s:{}:repair_owed 0\r\n", two.addr)), "{stats}");
+    // The stopped replica itself no longer holds either old value.
+    assert_eq!(Raw::connect(two.addr).ask(b"get gone changed\r\n", b"END\r\n", 1), b"END\r\n");
+    drop(p);
+}

@@ -121,7 +121,7 @@ pub fn render<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::
 /// The per-endpoint series.
 fn render_endpoints<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::Arc<Service>> + Clone) {
     type EpGet = fn(&crate::memcache::upstream::Endpoint) -> u64;
-    let ep_rows: [(&str, &str, &str, EpGet); 7] = [
+    let ep_rows: [(&str, &str, &str, EpGet); 10] = [
         ("ringmaster_memcache_endpoint_requests_total", "counter", "Commands sent to the endpoint.", |e| e.stats.requests.load(Relaxed)),
         (
             "ringmaster_memcache_endpoint_errors_total",
@@ -141,6 +141,18 @@ fn render_endpoints<'a>(o: &mut String, services: impl Iterator<Item = &'a std::
         }),
         ("ringmaster_memcache_endpoint_in_flight", "gauge", "Commands queued or sent to the endpoint and not yet answered.", |e| {
             e.stats.in_flight.load(Relaxed) as u64
+        }),
+        (
+            "ringmaster_memcache_endpoint_repair_owed",
+            "gauge",
+            "Keys the endpoint missed writes of, to delete before it serves reads.",
+            |e| e.stats.repair.pending() as u64,
+        ),
+        ("ringmaster_memcache_endpoint_repair_replayed_total", "counter", "Keys deleted on the endpoint by repair replays.", |e| {
+            e.stats.repair.replayed.load(Relaxed)
+        }),
+        ("ringmaster_memcache_endpoint_repair_flushes_total", "counter", "Flushes of the endpoint after its repair log overflowed.", |e| {
+            e.stats.repair.flushes.load(Relaxed)
         }),
     ];
     for (name, kind, help, get) in ep_rows {

@@ -123,9 +123,10 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
                 c.invalidate(cmd.key());
             }
             Reply::Later(Box::pin(async move {
+                let key = Bytes::copy_from_slice(cmd.key());
                 let a = match &cmd.as_set {
-                    Some(set) => cas(&svc, shard, &cmd.wire, set, expect, lane).await,
-                    None => write(&svc, shard, &cmd.wire, expect, lane).await,
+                    Some(set) => cas(&svc, shard, &cmd.wire, set, expect, lane, &key).await,
+                    None => write(&svc, shard, &cmd.wire, expect, lane, Some(&key)).await,
                 };
                 if let Some(c) = &svc.hot_cache {
                     c.invalidate(cmd.key());
@@ -186,7 +187,14 @@ pub(super) async fn read(
     let mut last = Err(Failure::Ejected);
     for i in 0..n {
         let ep = &sh.replicas[(start + i) % n];
-        if i > 0 && ep.available() {
+        // A replica that owes a repair (or is ejected) is passed over, as a failure.
+        if !ep.serves_reads() {
+            if last.is_err() {
+                last = Err(Failure::Ejected);
+            }
+            continue;
+        }
+        if i > 0 {
             sh.stats.failovers.fetch_add(1, Relaxed);
         }
         match arrive(ep.send(lane, wire.clone(), expect)).await {
@@ -218,12 +226,21 @@ fn done(a: &Result<Bytes, Failure>) -> bool {
     matches!(a, Ok(b) if !is_server_error(b))
 }
 
-/// A write to every replica of `shard`, answered by the write policy.
-pub(super) async fn write(svc: &Service, shard: usize, wire: &Bytes, expect: Expect, lane: usize) -> Result<Bytes, Failure> {
+/// A write to every replica of `shard`, answered by the write policy. A
+/// replica where it fails (even after the client was answered) logs `key`
+/// for repair, when given.
+pub(super) async fn write(
+    svc: &Service,
+    shard: usize,
+    wire: &Bytes,
+    expect: Expect,
+    lane: usize,
+    key: Option<&Bytes>,
+) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
     let started = Instant::now();
     let _in_flight = super::service::InFlight::new(&sh.stats);
-    let sent: Vec<Answer> = sh.replicas.iter().map(|ep| ep.send(lane, wire.clone(), expect)).collect();
+    let sent: Vec<Answer> = sh.replicas.iter().map(|ep| ep.send_write(lane, wire.clone(), expect, key.cloned())).collect();
     let n = sent.len();
     let need = match svc.policy.writes {
         Writes::First => 1,
@@ -257,10 +274,11 @@ pub(super) async fn write(svc: &Service, shard: usize, wire: &Bytes, expect: Exp
 /// A `cas` (or an ms with `C`) on the first available replica (the one a
 /// `gets` or `mg ... c` reads); once it stored, the value is set on the other
 /// replicas, so they stay alike.
-async fn cas(svc: &Service, shard: usize, wire: &Bytes, set: &Bytes, expect: Expect, lane: usize) -> Result<Bytes, Failure> {
+async fn cas(svc: &Service, shard: usize, wire: &Bytes, set: &Bytes, expect: Expect, lane: usize, key: &Bytes) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
     let _in_flight = super::service::InFlight::new(&sh.stats);
-    let Some(first) = sh.replicas.iter().position(|e| e.available()).or((!sh.replicas.is_empty()).then_some(0)) else {
+    // The first replica that serves reads: the one a `gets` read the cas value from.
+    let Some(first) = sh.replicas.iter().position(|e| e.serves_reads()) else {
         return Err(Failure::Ejected);
     };
     let a = arrive(sh.replicas[first].send(lane, wire.clone(), expect)).await;
@@ -268,9 +286,12 @@ async fn cas(svc: &Service, shard: usize, wire: &Bytes, set: &Bytes, expect: Exp
     if matches!(&a, Ok(b) if &b[..] == b"STORED\r\n" || b.starts_with(b"HD")) {
         for (i, ep) in sh.replicas.iter().enumerate() {
             if i != first {
-                drop(ep.send(lane, set.clone(), expect));
+                drop(ep.send_write(lane, set.clone(), expect, Some(key.clone())));
             }
         }
+    } else if a.is_err() {
+        // The compare may or may not have been applied there: the others keep what they hold.
+        sh.replicas[first].stats.repair.log(key);
     }
     if !done(&a) {
         sh.stats.errors.fetch_add(1, Relaxed);

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod dispatch;
 pub mod hotcache;
+pub mod repair;
 pub mod reply;
 pub mod request;
 pub mod service;

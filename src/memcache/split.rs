@@ -48,7 +48,7 @@ pub async fn get(svc: Arc<Service>, key: Bytes, owner: usize, n: usize, wire: By
     if pick != owner {
         if let Some(set) = fill(&key, &a, ttl_secs(&svc)) {
             let svc = svc.clone();
-            tokio::spawn(async move { super::dispatch::write(&svc, pick, &set, Expect::Line, lane).await });
+            tokio::spawn(async move { super::dispatch::write(&svc, pick, &set, Expect::Line, lane, Some(&key)).await });
         }
     }
     a
@@ -61,7 +61,8 @@ pub async fn get(svc: Arc<Service>, key: Bytes, owner: usize, n: usize, wire: By
 pub async fn drop_copies(svc: &Service, key: &[u8], owner: usize, n: usize, lane: usize) {
     let copies: Vec<usize> = places(svc, key, owner, n).into_iter().skip(1).collect();
     let line = delete_line(key);
-    futures_util::future::join_all(copies.into_iter().map(|s| super::dispatch::write(svc, s, &line, Expect::Meta, lane))).await;
+    let key = Bytes::copy_from_slice(key);
+    futures_util::future::join_all(copies.into_iter().map(|s| super::dispatch::write(svc, s, &line, Expect::Meta, lane, Some(&key)))).await;
 }
 
 /// `md KEY\r\n`, or `md BASE64 b\r\n` for a key that is not a text key.

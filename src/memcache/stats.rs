@@ -134,6 +134,10 @@ fn endpoints(svc: &Service, o: &mut String) {
             stat(o, &format!("{n}:ejected"), u8::from(!e.available()));
             stat(o, &format!("{n}:connections"), st.connections.load(Relaxed));
             stat(o, &format!("{n}:in_flight"), st.in_flight.load(Relaxed));
+            stat(o, &format!("{n}:repair_owed"), st.repair.pending());
+            stat(o, &format!("{n}:repair_logged"), st.repair.logged.load(Relaxed));
+            stat(o, &format!("{n}:repair_replayed"), st.repair.replayed.load(Relaxed));
+            stat(o, &format!("{n}:repair_flushes"), st.repair.flushes.load(Relaxed));
         }
     }
 }

@@ -92,6 +92,8 @@ pub struct EndpointStats {
     pub latency: crate::metrics::Histogram,
     /// Its command rate, measured by the heat tick from `requests`.
     pub rate: crate::heat::rate::Rate,
+    /// Keys it missed writes of, to delete before it serves reads again.
+    pub repair: super::repair::RepairLog,
     failures: AtomicU32,
     ejected_until_ms: AtomicU64,
 }
@@ -130,13 +132,21 @@ struct Pending {
 
 /// Where a command's answer goes; the command counts in its endpoint's
 /// in-flight gauge until this is answered or dropped, whichever way it ends.
+/// A write carries its key: if it fails here, the key goes to the endpoint's
+/// repair log.
 struct Reply {
     tx: oneshot::Sender<Result<Bytes, Failure>>,
     _flight: Flight,
+    repair: Option<Bytes>,
 }
 
 impl Reply {
     fn send(self, answer: Result<Bytes, Failure>) {
+        if let Some(key) = &self.repair {
+            if answer.as_ref().map_or(true, |a| super::reply::is_server_error(a)) {
+                self._flight.0.repair.log(key);
+            }
+        }
         let _ = self.tx.send(answer);
     }
 }
@@ -164,17 +174,41 @@ impl Endpoint {
         self.stats.ejected_until_ms.load(Relaxed) <= clock::now_ms()
     }
 
+    /// Whether the endpoint serves reads (and `cas`) now: not ejected, and no
+    /// repair owed; an owed repair is started here.
+    pub fn serves_reads(self: &Arc<Self>) -> bool {
+        if !self.available() {
+            return false;
+        }
+        if !self.stats.repair.owed() {
+            return true;
+        }
+        if let Some(replay) = self.stats.repair.begin() {
+            tokio::spawn(repair(self.clone(), replay));
+        }
+        false
+    }
+
     /// Queues `wire` on connection `lane` (a client's own lane keeps its
     /// commands in order) and returns where its answer will arrive.
     pub fn send(self: &Arc<Self>, lane: usize, wire: Bytes, expect: Expect) -> Answer {
+        self.send_write(lane, wire, expect, None)
+    }
+
+    /// As `send`, for a write of `key`: if it fails here, `key` goes to the
+    /// endpoint's repair log.
+    pub fn send_write(self: &Arc<Self>, lane: usize, wire: Bytes, expect: Expect, key: Option<Bytes>) -> Answer {
         let (tx, answer) = oneshot::channel();
         if !self.available() {
+            if let Some(k) = &key {
+                self.stats.repair.log(k);
+            }
             let _ = tx.send(Err(Failure::Ejected));
             return answer;
         }
         self.stats.requests.fetch_add(1, Relaxed);
         self.stats.in_flight.fetch_add(1, Relaxed);
-        let reply = Reply { tx, _flight: Flight(self.stats.clone()) };
+        let reply = Reply { tx, _flight: Flight(self.stats.clone()), repair: key };
         let now = Instant::now();
         let op = Op { wire, expect, reply, deadline: now + self.settings.request_timeout, started: now, resent: false };
         self.enqueue(lane, op);
@@ -261,6 +295,33 @@ impl Endpoint {
     pub fn ejected_for_ms(&self) -> u64 {
         self.stats.ejected_until_ms.load(Relaxed).saturating_sub(clock::now_ms())
     }
+}
+
+/// Replays an endpoint's repair log: deletes its keys (pipelined, in order),
+/// or flushes it after an overflow; what failed stays owed.
+async fn repair(ep: Arc<Endpoint>, replay: super::repair::Replay) {
+    use super::repair::Replay;
+    let ok = |a: &Result<Bytes, Failure>| matches!(a, Ok(b) if !super::reply::is_error(b.strip_suffix(b"\r\n").unwrap_or(b)));
+    let done = match &replay {
+        Replay::Flush => {
+            let a = ep.send(0, Bytes::from_static(b"flush_all\r\n"), Expect::Line).await.unwrap_or(Err(Failure::Closed));
+            usize::from(ok(&a))
+        }
+        Replay::Delete(keys) => {
+            let sent: Vec<Answer> = keys.iter().map(|k| ep.send(0, super::split::delete_line(k), Expect::Meta)).collect();
+            let mut done = 0;
+            for a in sent {
+                if !ok(&a.await.unwrap_or(Err(Failure::Closed))) {
+                    break;
+                }
+                done += 1;
+            }
+            done
+        }
+    };
+    ep.stats.repair.end(&replay, done);
+    let flush = matches!(replay, Replay::Flush);
+    tracing::info!(endpoint = %ep.name, addr = %ep.addr, flush, done, owed = ep.stats.repair.pending(), "memcache endpoint repair replayed");
 }
 
 /// One connection's life: connect, then the writer and the reader until either
