@@ -578,3 +578,36 @@ print('ok')
         .unwrap();
     assert!(slap.status.success(), "memcslap: {}{}", String::from_utf8_lossy(&slap.stdout), String::from_utf8_lossy(&slap.stderr));
 }
+
+/// The demo's layout (3 shards of 2 replicas) answers like one memcached,
+/// byte for byte, to a stream of lease-style meta commands (invalidation
+/// with stale serving: `md ... I`, then X/W/Z on reads; vivify-on-miss with
+/// `N`; recache with `R`) and plain commands over many keys: a key's meta
+/// gets all reach its home replica, whose lease state is the one memcached's.
+/// (Cas values and TTLs are left out: they follow each server's own history.)
+#[test]
+fn a_replicated_layout_answers_lease_commands_like_one_memcached() {
+    let direct = memcached();
+    let servers: Vec<Memcached> = (0..6).map(|_| memcached()).collect();
+    let listen = free_addr();
+    let shards: Vec<(&str, Vec<SocketAddr>)> =
+        ["a", "b", "c"].iter().zip(servers.chunks(2)).map(|(n, pair)| (*n, pair.iter().map(|m| m.addr).collect())).collect();
+    let p = Proxy::start(&ambassador(listen, &shards, "", "reads = \"round_robin\""));
+    wait_port(listen);
+    let mut stream = String::new();
+    for i in 0..24 {
+        let k = format!("lease{i}");
+        stream.push_str(&format!(
+            "ms {k} 1 T60\r\nx\r\nmd {k} I T30\r\nmg {k} v\r\nmg {k} v\r\nmg {k} v k\r\nms {k} 1 I\r\ny\r\nmg {k} v\r\n"
+        ));
+        stream.push_str(&format!("ms {k} 1\r\nz\r\nmg {k} v\r\nmg {k} v\r\n"));
+        let v = format!("viv{i}");
+        stream.push_str(&format!("mg {v} v N30\r\nmg {v} v N30\r\nmg {v} s v\r\nms {v} 2\r\nok\r\nmg {v} v\r\nmg {v} v\r\n"));
+        let r = format!("re{i}");
+        stream.push_str(&format!("set {r} 0 10 1\r\nr\r\nmg {r} v R30\r\nmg {r} v R30\r\nmg {r} v\r\nmg {r} v\r\n"));
+        stream.push_str(&format!("md nolease{i} I\r\nmg nolease{i} v\r\nset p{i} 0 0 2\r\n{:02}\r\nget p{i} lease{i} nope\r\nincr p{i} 5\r\nappend p{i} 0 0 1\r\n!\r\nmg p{i} v\r\n", i % 100));
+        stream.push_str(&format!("delete p{i}\r\nmg p{i} v\r\nmn\r\n"));
+    }
+    same_answers(direct.addr, listen, stream.as_bytes());
+    drop(p);
+}

@@ -47,6 +47,8 @@ fn memcache_clients_have_their_own_limits_and_never_lock_out_http() {
         + &with_clients(listen, &[("s", vec![m.addr])], "", "max_connections = 8, max_per_address = 6, idle_timeout = \"2s\"");
     let p = Proxy::start(&cfg);
     wait_port(listen);
+    // wait_port's own connection gives its slot back once the proxy sees it close.
+    eventually(5, "the readiness probe's connection is gone", || p.metric("ringmaster_memcache_connections") == 0.0);
     // Six idle clients from one address: all served.
     let mut idle: Vec<Raw> = (0..6).map(|_| Raw::connect(listen)).collect();
     for c in &mut idle {

@@ -67,7 +67,7 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
                     let hot = hot_reads(svc, &cmd, with_cas, touch);
                     match group(svc, &cmd, &hot) {
                         Err(answer) => return Reply::Now(answer),
-                        Ok(g) if g.groups.len() == 1 && hot.is_empty() && !g.repeats => (g.groups[0].0, false),
+                        Ok(g) if g.groups.len() == 1 && hot.is_empty() && !g.repeats => (g.groups[0].shard, false),
                         Ok(groups) => return Reply::Chain(Box::pin(multi_get(svc.clone(), cmd, groups, hot, lane))),
                     }
                 }
@@ -93,7 +93,9 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
                     let key = Bytes::copy_from_slice(cmd.token(cmd.get_keys().start));
                     super::split::get(svc.clone(), key, shard, split, cmd.wire.clone(), lane).await
                 } else {
-                    answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, with_cas, spread).await)
+                    // A cas value is read where a later cas goes: the (first) key's home.
+                    let home = with_cas.then(|| svc.shards[shard].home(cmd.token(cmd.get_keys().start)));
+                    answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, home, spread).await)
                 };
                 if let Some(token) = fill {
                     token.fill(&a, Instant::now());
@@ -105,11 +107,13 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
         Verb::MetaGet | Verb::MetaDebug => {
             let key = cmd.key();
             let (shard, spread) = (svc.shard_of(key), svc.heat.policy().mitigation.spread && svc.heat.is_hot(key));
+            // Meta gets read the key's home replica (lease and win tokens, cas
+            // values are per server); `spread` gives that up for a hot key's plain reads.
+            let cas = cmd.tokens[2..].iter().any(|t| &cmd.raw[t.clone()] == b"c");
+            let home = (!spread || cas).then(|| svc.shards[shard].home(key));
             let svc = svc.clone();
-            // A get that asks for the cas value reads where a later cas goes.
-            let pinned = cmd.tokens[2..].iter().any(|t| &cmd.raw[t.clone()] == b"c");
             Reply::Later(Box::pin(async move {
-                let a = answer(read(&svc, shard, cmd.wire.clone(), Expect::Meta, lane, pinned, spread).await);
+                let a = answer(read(&svc, shard, cmd.wire.clone(), Expect::Meta, lane, home, spread).await);
                 count_reads(&cmd.wire, &a, Expect::Meta, &svc.stats.get_hits, &svc.stats.get_misses);
                 quiet(&cmd, a)
             }))
@@ -169,21 +173,22 @@ async fn arrive(a: Answer) -> Result<Bytes, Failure> {
 }
 
 /// A read from one replica of `shard`, failing over to the next on a failure
-/// (and on a miss, with `miss_failover`). `pinned` starts at the first replica.
+/// (and on a miss, with `miss_failover`): from `home` when given, else where
+/// the read policy says.
 pub(super) async fn read(
     svc: &Service,
     shard: usize,
     wire: Bytes,
     expect: Expect,
     lane: usize,
-    pinned: bool,
+    home: Option<usize>,
     spread: bool,
 ) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
     let started = Instant::now();
     let _in_flight = super::service::InFlight::new(&sh.stats);
     let n = sh.replicas.len();
-    let start = sh.read_start(&svc.policy, pinned, spread);
+    let start = home.unwrap_or_else(|| sh.read_start(&svc.policy, spread));
     let mut last = Err(Failure::Ejected);
     for i in 0..n {
         let ep = &sh.replicas[(start + i) % n];
@@ -277,8 +282,9 @@ pub(super) async fn write(
 async fn cas(svc: &Service, shard: usize, wire: &Bytes, set: &Bytes, expect: Expect, lane: usize, key: &Bytes) -> Result<Bytes, Failure> {
     let sh = &svc.shards[shard];
     let _in_flight = super::service::InFlight::new(&sh.stats);
-    // The first replica that serves reads: the one a `gets` read the cas value from.
-    let Some(first) = sh.replicas.iter().position(|e| e.serves_reads()) else {
+    // The key's home, or the next that serves reads: where a `gets` read the cas value.
+    let (n, home) = (sh.replicas.len(), sh.home(key));
+    let Some(first) = (0..n).map(|i| (home + i) % n).find(|&i| sh.replicas[i].serves_reads()) else {
         return Err(Failure::Ejected);
     };
     let a = arrive(sh.replicas[first].send(lane, wire.clone(), expect)).await;
@@ -314,11 +320,18 @@ async fn flush_all(svc: Arc<Service>, cmd: Box<Command>, lane: usize) -> Option<
     quiet(&cmd, result)
 }
 
+/// The keys of a get that go to one shard (and, for a `gets`, one home replica).
+struct Group {
+    shard: usize,
+    home: Option<usize>,
+    keys: Vec<usize>,
+}
+
 /// The keys of a get grouped by shard: each group's shard and keys (token
 /// indexes, in the client's order), and each key's group (`usize::MAX` for a
 /// key the hot-key cache answers).
 struct Groups {
-    groups: Vec<(usize, Vec<usize>)>,
+    groups: Vec<Group>,
     of_key: Vec<usize>,
     /// Some key is asked more than once.
     repeats: bool,
@@ -369,6 +382,7 @@ fn hot_reads(svc: &Service, cmd: &Command, cas: bool, touch: bool) -> HotReads {
 
 fn group(svc: &Service, cmd: &Command, hot: &HotReads) -> Result<Groups, Option<Bytes>> {
     let keys = cmd.get_keys();
+    let cas = matches!(cmd.verb, Verb::Get { cas: true, .. });
     if keys.len() > svc.policy.max_keys {
         svc.stats.refused.fetch_add(1, Relaxed);
         return Err(text("CLIENT_ERROR too many keys in one get\r\n"));
@@ -382,15 +396,16 @@ fn group(svc: &Service, cmd: &Command, hot: &HotReads) -> Result<Groups, Option<
             continue;
         }
         let shard = svc.shard_of(cmd.token(k));
-        let i = match g.groups.iter().position(|(s, _)| *s == shard) {
+        let home = cas.then(|| svc.shards[shard].home(cmd.token(k)));
+        let i = match g.groups.iter().position(|x| x.shard == shard && x.home == home) {
             Some(i) => i,
             None => {
-                g.groups.push((shard, Vec::new()));
+                g.groups.push(Group { shard, home, keys: Vec::new() });
                 g.groups.len() - 1
             }
         };
         if seen.insert(cmd.token(k)) {
-            g.groups[i].1.push(k);
+            g.groups[i].keys.push(k);
         } else {
             g.repeats = true;
         }
@@ -406,8 +421,7 @@ fn group(svc: &Service, cmd: &Command, hot: &HotReads) -> Result<Groups, Option<
 /// it kept there). A shard that fails fails the whole get (its keys are
 /// neither hits nor misses).
 async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, mut hot: HotReads, lane: usize) -> Vec<Bytes> {
-    let pinned = matches!(cmd.verb, Verb::Get { cas: true, .. });
-    let reads = groups.groups.iter().map(|(shard, keys)| {
+    let reads = groups.groups.iter().map(|Group { shard, home, keys }| {
         let mut line = BytesMut::with_capacity(64);
         line.extend_from_slice(cmd.token(0));
         if let Verb::Get { touch: true, .. } = cmd.verb {
@@ -419,7 +433,7 @@ async fn multi_get(svc: Arc<Service>, cmd: Box<Command>, groups: Groups, mut hot
             line.extend_from_slice(cmd.token(k));
         }
         line.extend_from_slice(b"\r\n");
-        read(&svc, *shard, line.freeze(), Expect::Values, lane, pinned, false)
+        read(&svc, *shard, line.freeze(), Expect::Values, lane, *home, false)
     });
     let answers = futures_util::future::join_all(reads).await;
     let mut values = std::collections::HashMap::new();

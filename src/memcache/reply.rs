@@ -104,8 +104,9 @@ fn is_text_code(line: &[u8]) -> bool {
 pub enum Check {
     /// Nothing to match (text storage, delete, arithmetic, touch answers).
     None,
-    /// The opaque the ambassador added (` O<n>`, last on the line): the answer
-    /// must end its first line with it, and it is taken off before the client sees it.
+    /// The opaque the ambassador added (` O<n>`, last on the request line):
+    /// the answer's first line must carry it among its flags, and it is taken
+    /// off before the client sees it.
     Added(u32),
     /// The client's own opaque token (`Oxyz`): the answer must carry it.
     Echo(bytes::Bytes),
@@ -131,14 +132,17 @@ pub fn matches(answer: &[u8], check: &Check) -> Result<Option<std::ops::Range<us
     match check {
         Check::None => Ok(None),
         Check::Added(n) => {
+            // Echoed among the flags; memcached adds its own (X, W, Z) after them.
             let mut buf = [0u8; 10];
             let digits = decimal(*n, &mut buf);
-            let at = line.len().checked_sub(digits.len() + 2).ok_or(Garbage("answer without its opaque"))?;
-            if &line[at..at + 2] == b" O" && &line[at + 2..] == digits {
-                Ok(Some(at..line.len()))
-            } else {
-                Err(Garbage("answer with another opaque"))
+            let mut at = 0;
+            for t in line.split(|&c| c == b' ') {
+                if at > 0 && t.len() == digits.len() + 1 && t[0] == b'O' && &t[1..] == digits {
+                    return Ok(Some(at - 1..at + t.len()));
+                }
+                at += t.len() + 1;
             }
+            Err(Garbage("answer without its opaque"))
         }
         Check::Echo(token) => {
             let found = line.split(|&c| c == b' ').skip(1).any(|t| t == &token[..]);
@@ -292,7 +296,9 @@ mod tests {
         let added = Check::Added(17);
         assert_eq!(matches(b"HD O17\r\n", &added), Ok(Some(2..6)));
         assert_eq!(matches(b"VA 2 f0 O17\r\nhi\r\n", &added), Ok(Some(7..11)));
+        assert_eq!(matches(b"VA 1 O17 X W\r\nx\r\n", &added), Ok(Some(4..8)), "before memcached's own flags");
         assert!(matches(b"HD O1\r\n", &added).is_err());
+        assert!(matches(b"O17\r\n", &added).is_err(), "not the code");
         assert!(matches(b"HD O117\r\n", &added).is_err());
         assert!(matches(b"HD\r\n", &added).is_err());
         assert_eq!(matches(b"CLIENT_ERROR bad data chunk\r\n", &added), Ok(None), "an error answers any command");

@@ -122,13 +122,23 @@ impl Shard {
         self.replicas.iter().any(|e| e.available())
     }
 
-    /// The replica a read starts at: the first available one for reads that
-    /// must meet the replica a later `cas` goes to, else by the read policy.
-    /// A hot key's reads are spread (`spread`) over every replica in turn.
-    /// With `slow_start`, a new replica keeps its turn with its ramp's
-    /// chance, else the turn passes to the next.
-    pub fn read_start(&self, p: &Policy, pinned: bool, spread: bool) -> usize {
-        if pinned || (p.reads == Reads::LocalFirst && !spread) || self.replicas.len() < 2 {
+    /// A key's home replica: where its meta gets, cas reads and `cas` go, so
+    /// that state one memcached keeps per key (cas values, lease and win
+    /// tokens after `md ... I`, vivify-on-miss) looks the same as from one
+    /// server. Reads fail over from it in a fixed order.
+    pub fn home(&self, key: &[u8]) -> usize {
+        match self.replicas.len() {
+            0 | 1 => 0,
+            n => (crate::hash::mix64(crate::hash::xxh3(key)) % n as u64) as usize,
+        }
+    }
+
+    /// The replica a read starts at by the read policy. A hot key's reads
+    /// are spread (`spread`) over every replica in turn. With `slow_start`, a
+    /// new replica keeps its turn with its ramp's chance, else the turn passes
+    /// to the next.
+    pub fn read_start(&self, p: &Policy, spread: bool) -> usize {
+        if (p.reads == Reads::LocalFirst && !spread) || self.replicas.len() < 2 {
             return 0;
         }
         let n = self.replicas.len();

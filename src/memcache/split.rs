@@ -39,12 +39,12 @@ pub async fn get(svc: Arc<Service>, key: Bytes, owner: usize, n: usize, wire: By
     let at = places(&svc, &key, owner, n);
     let pick = at[fastrand::usize(..at.len())];
     if pick != owner {
-        match super::dispatch::read(&svc, pick, wire.clone(), Expect::Values, lane, false, false).await {
+        match super::dispatch::read(&svc, pick, wire.clone(), Expect::Values, lane, None, false).await {
             Ok(a) if a.starts_with(b"VALUE ") => return a,
             _ => {}
         }
     }
-    let a = super::dispatch::answer(super::dispatch::read(&svc, owner, wire, Expect::Values, lane, false, false).await);
+    let a = super::dispatch::answer(super::dispatch::read(&svc, owner, wire, Expect::Values, lane, None, false).await);
     if pick != owner {
         if let Some(set) = fill(&key, &a, ttl_secs(&svc)) {
             let svc = svc.clone();
