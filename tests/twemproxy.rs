@@ -29,16 +29,25 @@ fn roundtrip(s: &mut TcpStream, req: &[u8], end: &[u8], count: usize) -> Vec<u8>
 /// memcached, checks that the ring library places each where nutcracker did,
 /// and returns the keys with the index of the server holding each.
 fn agree(names: Option<[&str; 3]>) -> Vec<(String, usize)> {
+    agree_with("fnv1a_64", [1, 1, 1], None, names)
+}
+
+/// As [`agree`], for nutcracker's `hash`, the servers' weights and a `hash_tag`.
+fn agree_with(hash: &str, weights: [u32; 3], tag: Option<&str>, names: Option<[&str; 3]>) -> Vec<(String, usize)> {
     let servers: Vec<common::mc::Memcached> = (0..3).map(|_| common::mc::memcached()).collect();
     let ports: Vec<u16> = servers.iter().map(|m| m.addr.port()).collect();
     let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
-    let mut yml =
-        format!("mc:\n  listen: 127.0.0.1:{listen}\n  hash: fnv1a_64\n  distribution: ketama\n  auto_eject_hosts: false\n  servers:\n");
+    let mut yml = format!("mc:\n  listen: 127.0.0.1:{listen}\n  hash: {hash}\n  distribution: ketama\n  auto_eject_hosts: false\n");
+    if let Some(t) = tag {
+        yml.push_str(&format!("  hash_tag: \"{t}\"\n"));
+    }
+    yml.push_str("  servers:\n");
     for (i, p) in ports.iter().enumerate() {
+        let w = weights[i];
         match names {
-            Some(n) => yml.push_str(&format!("   - 127.0.0.1:{p}:1 {}\n", n[i])),
-            None => yml.push_str(&format!("   - 127.0.0.1:{p}:1\n")),
+            Some(n) => yml.push_str(&format!("   - 127.0.0.1:{p}:{w} {}\n", n[i])),
+            None => yml.push_str(&format!("   - 127.0.0.1:{p}:{w}\n")),
         }
     }
     let conf = dir.path().join("nutcracker.yml");
@@ -53,7 +62,11 @@ fn agree(names: Option<[&str; 3]>) -> Vec<(String, usize)> {
     let _nc = Proc(child);
     wait_port(SocketAddr::from(([127, 0, 0, 1], listen)));
 
-    let keys: Vec<String> = (0..10_000).map(|i| format!("user:{i}:{}", i * 7919 % 1000)).collect();
+    let keys: Vec<String> = match tag {
+        // Keys that share a tag share a server; some keys have none.
+        Some(_) => (0..10_000).map(|i| if i % 5 == 0 { format!("plain:{i}") } else { format!("x{i}:{{user:{}}}:y", i % 700) }).collect(),
+        None => (0..10_000).map(|i| format!("user:{i}:{}", i * 7919 % 1000)).collect(),
+    };
     let mut s = TcpStream::connect(("127.0.0.1", listen)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     for batch in keys.chunks(500) {
@@ -61,9 +74,16 @@ fn agree(names: Option<[&str; 3]>) -> Vec<(String, usize)> {
         roundtrip(&mut s, req.as_bytes(), b"STORED\r\n", batch.len());
     }
 
-    let members: Vec<Member> =
-        (0..3).map(|i| Member::new(names.map(|n| n[i].to_string()).unwrap_or_else(|| format!("127.0.0.1:{}", ports[i])), 1)).collect();
-    let ring = Ring::build(Function::KetamaTwemproxy, &members, KeyHash::Fnv1a64);
+    let members: Vec<Member> = (0..3)
+        .map(|i| Member::new(names.map(|n| n[i].to_string()).unwrap_or_else(|| format!("127.0.0.1:{}", ports[i])), weights[i]))
+        .collect();
+    let key_hash = match hash {
+        "md5" => KeyHash::Md5,
+        "fnv1a_32" => KeyHash::Fnv1a32,
+        _ => KeyHash::Fnv1a64,
+    };
+    let ring = Ring::build(Function::KetamaTwemproxy, &members, key_hash);
+    let tag_pair = tag.map(|t| <[u8; 2]>::try_from(t.as_bytes()).unwrap());
     let mut checked = 0;
     let mut placed = Vec::new();
     for (i, &port) in ports.iter().enumerate() {
@@ -81,7 +101,7 @@ fn agree(names: Option<[&str; 3]>) -> Vec<(String, usize)> {
             }
         }
         for k in &keys {
-            let ours = ring.locate(k.as_bytes()).unwrap() == i;
+            let ours = ring.locate(ringmaster::hash::hash_tag(k.as_bytes(), tag_pair)).unwrap() == i;
             assert_eq!(ours, held.contains(k), "key {k}: ringmaster says server {i} is {ours}");
         }
         checked += held.len();
@@ -94,6 +114,22 @@ fn agree(names: Option<[&str; 3]>) -> Vec<(String, usize)> {
 #[test]
 fn ketama_twemproxy_agrees_with_nutcracker_on_named_servers() {
     agree(Some(["mc1", "mc2", "mc3"]));
+}
+
+/// nutcracker's other hashes, weights other than 1, and a hash tag: each key
+/// is on the server ringmaster's ring names.
+#[test]
+fn placement_agrees_with_nutcracker_for_md5_fnv1a_32_weights_and_hash_tags() {
+    let names = Some(["mc1", "mc2", "mc3"]);
+    for hash in ["md5", "fnv1a_32"] {
+        agree_with(hash, [1, 1, 1], None, names);
+    }
+    let placed = agree_with("fnv1a_64", [1, 3, 2], None, names);
+    let on = |i: usize| placed.iter().filter(|p| p.1 == i).count();
+    assert!(on(1) > 2 * on(0), "weight 3 holds more than weight 1: {} and {}", on(1), on(0));
+    let placed = agree_with("md5", [1, 1, 1], Some("{}"), names);
+    let server_of = |k: &str| placed.iter().find(|p| p.0 == k).map(|p| p.1);
+    assert_eq!(server_of("x1:{user:1}:y"), server_of("x701:{user:1}:y"), "one tag, one server");
 }
 
 /// A running proxy's sharded service with `function = "ketama_twemproxy"` and no

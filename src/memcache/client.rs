@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// A memcache listener's limits on its clients.
@@ -73,30 +73,24 @@ impl Budget {
 const READ: usize = 4 * 1024;
 
 /// A socket half the client loop waits on without holding a buffer while
-/// idle, then reads without waiting: a read that finds nothing clears the
-/// readiness and the loop goes back to writing answers. (An awaited read
-/// after a readiness that a full buffer left set would wait for the client's
-/// next bytes while its answers sat unwritten.)
-pub trait Readable: Unpin + Send {
+/// idle, then reads by polling its `AsyncRead` once, never awaiting it: a
+/// short read clears the readiness (no extra read that only finds EAGAIN),
+/// and a read that finds nothing leaves the loop free to write answers. (An
+/// awaited read after a readiness that a full buffer left set waited for the
+/// client's next bytes while its answers sat unwritten.)
+pub trait Readable: AsyncRead + Unpin + Send {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
 }
 
 impl Readable for tokio::net::tcp::OwnedReadHalf {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
         tokio::net::tcp::OwnedReadHalf::readable(self)
     }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        tokio::net::tcp::OwnedReadHalf::try_read_buf(self, buf)
-    }
 }
 
 impl Readable for tokio::net::unix::OwnedReadHalf {
     fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
         tokio::net::unix::OwnedReadHalf::readable(self)
-    }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
-        tokio::net::unix::OwnedReadHalf::try_read_buf(self, buf)
     }
 }
 
@@ -217,7 +211,7 @@ enum Deadline {
 /// past `max_pending_bytes` while the listener's clients together are past
 /// `max_total_pending_bytes` (those that read keep being served).
 pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
-    r: R,
+    mut r: R,
     mut w: W,
     service: impl Fn() -> Option<Arc<Service>>,
     limits: &Limits,
@@ -234,8 +228,10 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
     let mut outbox = Outbox { chunks: VecDeque::new(), bytes: 0, budget };
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let (mut closing, mut partial_since) = (false, None::<Instant>);
-    // The last time the client sent bytes or took answer bytes.
-    let (mut read_at, mut wrote_at) = (Instant::now(), Instant::now());
+    // Since when answers wait that the client does not take (write timeout),
+    // and when it last sent or took bytes (idle timeout; kept only when one is set).
+    let (mut stalled_since, mut active_at) = (None::<Instant>, Instant::now());
+    let idle_clock = limits.idle_timeout.is_some();
     let mut shutdown = shutdown;
     let mut stop = std::pin::pin!(shutdown.changed());
     let timer = tokio::time::sleep(Duration::ZERO);
@@ -261,10 +257,17 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
         }
         while !outbox.is_empty() {
             match outbox.write(&mut w).now_or_never() {
-                Some(Ok(_)) => (wrote_at, progress) = (Instant::now(), true),
+                Some(Ok(_)) => (stalled_since, progress) = (None, true),
                 Some(Err(_)) => return close(w).await,
                 None => break,
             }
+        }
+        if outbox.is_empty() {
+            if progress && idle_clock {
+                active_at = Instant::now();
+            }
+        } else if stalled_since.is_none() {
+            stalled_since = Some(Instant::now());
         }
         if closing && pending.is_empty() && outbox.is_empty() {
             break;
@@ -280,7 +283,8 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
         }
         // A command left half-sent matters only while the client may still finish it.
         let partial = partial_since.filter(|_| !closing);
-        let deadline = next_deadline(limits, command_timeout, partial, &outbox, wrote_at, read_at, pending.is_empty() && inbuf.is_empty());
+        let quiet = pending.is_empty() && inbuf.is_empty() && outbox.is_empty();
+        let deadline = next_deadline(limits, command_timeout, partial, stalled_since, active_at, quiet);
         if let Some((at, _)) = deadline.filter(|d| armed != Some(d.0)) {
             timer.as_mut().reset(at);
             armed = Some(at);
@@ -290,7 +294,7 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
             biased;
             Some(a) = pending.next(), if !pending.is_empty() => outbox.push_out(a),
             written = outbox.write(&mut w), if !outbox.is_empty() => match written {
-                Ok(_) => wrote_at = Instant::now(),
+                Ok(_) => stalled_since = (!outbox.is_empty()).then(Instant::now),
                 Err(_) => break,
             },
             ready = r.readable(), if reading => {
@@ -298,18 +302,20 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
                     break;
                 }
                 inbuf.reserve(READ);
-                // Never waits: nothing there (a stale or spurious readiness) clears it.
-                match r.try_read_buf(&mut inbuf) {
-                    Ok(0) => closing = true,
-                    Ok(_) => {
-                        read_at = Instant::now();
+                // Polled once, never awaited: nothing there (a stale or spurious readiness) clears it.
+                match r.read_buf(&mut inbuf).now_or_never() {
+                    None => {}
+                    Some(Ok(0)) => closing = true,
+                    Some(Ok(_)) => {
+                        if idle_clock {
+                            active_at = Instant::now();
+                        }
                         if let Some(s) = service() {
                             svc = s;
                             parser.max_value = svc.max_value;
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
+                    Some(Err(_)) => break,
                 }
             }
             () = &mut timer, if deadline.is_some() => {
@@ -345,14 +351,13 @@ fn next_deadline(
     limits: &Limits,
     command_timeout: Duration,
     partial_since: Option<Instant>,
-    outbox: &Outbox,
-    wrote_at: Instant,
-    read_at: Instant,
+    stalled_since: Option<Instant>,
+    active_at: Instant,
     quiet: bool,
 ) -> Option<(Instant, Deadline)> {
     let command = partial_since.map(|t| (t + command_timeout, Deadline::Command));
-    let write = (!outbox.is_empty()).then(|| (wrote_at + limits.write_timeout, Deadline::Write));
-    let idle = limits.idle_timeout.filter(|_| quiet && outbox.is_empty()).map(|t| (read_at.max(wrote_at) + t, Deadline::Idle));
+    let write = stalled_since.map(|t| (t + limits.write_timeout, Deadline::Write));
+    let idle = limits.idle_timeout.filter(|_| quiet).map(|t| (active_at + t, Deadline::Idle));
     [command, write, idle].into_iter().flatten().min_by_key(|d| d.0)
 }
 
