@@ -142,7 +142,7 @@ impl Drop for Outbox<'_> {
 /// Chunks gathered into one write at most.
 const IOV: usize = 64;
 
-impl Outbox<'_> {
+impl<'a> Outbox<'a> {
     fn push(&mut self, b: Bytes) {
         if !b.is_empty() {
             self.bytes += b.len();
@@ -177,19 +177,24 @@ impl Outbox<'_> {
         }
     }
 
-    /// Writes what it can; `Ok(true)` when something was written.
-    async fn write<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<usize> {
+    /// Writes what the socket takes now. The slices are gathered in `poll`,
+    /// on the stack, so no connection's future carries them while it idles.
+    fn poll_write<W: AsyncWrite + Unpin>(&mut self, w: &mut W, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         let mut iov = [IoSlice::new(&[]); IOV];
         let k = self.chunks.len().min(IOV);
         for (slot, c) in iov.iter_mut().zip(self.chunks.iter()) {
             *slot = IoSlice::new(c);
         }
-        let n = w.write_vectored(&iov[..k]).await?;
+        let n = std::task::ready!(Pin::new(w).poll_write_vectored(cx, &iov[..k]))?;
         if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
         }
         self.advance(n);
-        Ok(n)
+        Poll::Ready(Ok(n))
+    }
+
+    fn write<'b, W: AsyncWrite + Unpin>(&'b mut self, w: &'b mut W) -> impl Future<Output = std::io::Result<usize>> + use<'a, 'b, W> {
+        std::future::poll_fn(move |cx| self.poll_write(w, cx))
     }
 }
 
@@ -234,8 +239,8 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
     let idle_clock = limits.idle_timeout.is_some();
     let mut shutdown = shutdown;
     let mut stop = std::pin::pin!(shutdown.changed());
-    let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(timer);
+    // Made only once some deadline needs it (an idle connection holds none).
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut armed: Option<Instant> = None;
     loop {
         let open = |pending: &FuturesOrdered<Pending>, outbox: &Outbox| {
@@ -286,7 +291,10 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
         let quiet = pending.is_empty() && inbuf.is_empty() && outbox.is_empty();
         let deadline = next_deadline(limits, command_timeout, partial, stalled_since, active_at, quiet);
         if let Some((at, _)) = deadline.filter(|d| armed != Some(d.0)) {
-            timer.as_mut().reset(at);
+            match &mut timer {
+                Some(t) => t.as_mut().reset(at),
+                None => timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
             armed = Some(at);
         }
         let reading = !closing && open(&pending, &outbox);
@@ -318,7 +326,7 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
                     Some(Err(_)) => break,
                 }
             }
-            () = &mut timer, if deadline.is_some() => {
+            () = async { timer.as_mut().expect("armed with the deadline").await }, if deadline.is_some() => {
                 armed = None;
                 match deadline.map(|d| d.1) {
                     Some(Deadline::Command) if !closing => {

@@ -3,15 +3,19 @@
 //! ring, replicates writes over each shard's endpoints, fails reads over, and
 //! answers in order over few pipelined server connections.
 //!
-//! Its own phases: parse (`request`), validate (`validate`, keys and lines), target and balance and forward
-//! (`dispatch` over `service` and `upstream`), respond (`client`, in order),
-//! and the counters (`stats`). Server answers are framed by `reply`; hot keys'
-//! answers may be kept at the root (`hotcache`) or split over shards (`split`).
+//! Its own phases, each in its place: parse (`request`), validate
+//! (`validate`, keys and lines), target (`dispatch`, by verb, over `service`),
+//! hot keys (`hotcache`, `split`), read | write | cas of a shard's replicas
+//! (`replicas`, with the `repair` log), gets of several keys (`multiget`),
+//! forward (`upstream`, answers framed and matched by `reply`), and answer
+//! (`client`, in order, with its limits) with the counters (`stats`).
 
 pub mod client;
 pub mod dispatch;
 pub mod hotcache;
+pub mod multiget;
 pub mod repair;
+pub mod replicas;
 pub mod reply;
 pub mod request;
 pub mod service;

@@ -39,16 +39,16 @@ pub async fn get(svc: Arc<Service>, key: Bytes, owner: usize, n: usize, wire: By
     let at = places(&svc, &key, owner, n);
     let pick = at[fastrand::usize(..at.len())];
     if pick != owner {
-        match super::dispatch::read(&svc, pick, wire.clone(), Expect::Values, lane, None, false).await {
+        match super::replicas::read(&svc, pick, wire.clone(), Expect::Values, lane, None, false).await {
             Ok(a) if a.starts_with(b"VALUE ") => return a,
             _ => {}
         }
     }
-    let a = super::dispatch::answer(super::dispatch::read(&svc, owner, wire, Expect::Values, lane, None, false).await);
+    let a = super::replicas::answer(super::replicas::read(&svc, owner, wire, Expect::Values, lane, None, false).await);
     if pick != owner {
         if let Some(set) = fill(&key, &a, ttl_secs(&svc)) {
             let svc = svc.clone();
-            tokio::spawn(async move { super::dispatch::write(&svc, pick, &set, Expect::Line, lane, Some(&key)).await });
+            tokio::spawn(async move { super::replicas::write(&svc, pick, &set, Expect::Line, lane, Some(&key)).await });
         }
     }
     a
@@ -62,7 +62,7 @@ pub async fn drop_copies(svc: &Service, key: &[u8], owner: usize, n: usize, lane
     let copies: Vec<usize> = places(svc, key, owner, n).into_iter().skip(1).collect();
     let line = delete_line(key);
     let key = Bytes::copy_from_slice(key);
-    futures_util::future::join_all(copies.into_iter().map(|s| super::dispatch::write(svc, s, &line, Expect::Meta, lane, Some(&key)))).await;
+    futures_util::future::join_all(copies.into_iter().map(|s| super::replicas::write(svc, s, &line, Expect::Meta, lane, Some(&key)))).await;
 }
 
 /// `md KEY\r\n`, or `md BASE64 b\r\n` for a key that is not a text key.
