@@ -207,3 +207,49 @@ fn many_reloads_under_pipelined_load_keep_every_answer_in_order() {
     assert_eq!(p.metric("ringmaster_memcache_desyncs_total"), 0.0);
     drop(p);
 }
+
+/// Two worker threads, 32 clients sending gets and meta gets over one
+/// server connection per endpoint for three seconds: no answer is ever
+/// taken for one nobody asked for (the writer and the reader of a server
+/// connection run on different threads), no command fails.
+#[test]
+fn two_workers_under_pipelined_load_never_call_a_server_out_of_step() {
+    let servers: Vec<Memcached> = (0..2).map(|_| memcached()).collect();
+    let listen = free_addr();
+    let cfg =
+        format!("[server]\nworkers = 2\n\n{}", ambassador(listen, &[("a", vec![servers[0].addr]), ("b", vec![servers[1].addr])], "", ""));
+    let p = Proxy::start(&cfg);
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    for i in 0..20 {
+        assert_eq!(c.line(&format!("set k{i} 0 0 2\r\nv{}\r\n", i % 10)), "STORED\r\n");
+    }
+    let until = Instant::now() + Duration::from_secs(3);
+    let clients: Vec<_> = (0..32)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut c = Raw::connect(listen);
+                // Half pipeline 16 commands; half send one at a time, so that
+                // the server connections go idle between answers.
+                let depth = if w % 2 == 0 { 8 } else { 1 };
+                let mut batch = String::new();
+                for i in 0..depth {
+                    let k = (w + i) % 20;
+                    batch.push_str(&format!("get k{k}\r\nmg k{k} v\r\n"));
+                }
+                batch.push_str("mn\r\n");
+                while Instant::now() < until {
+                    let got = String::from_utf8(c.ask(batch.as_bytes(), b"MN\r\n", 1)).unwrap();
+                    assert!(!got.contains("ERROR"), "{got}");
+                    assert_eq!(got.matches("VALUE ").count(), depth, "{got}");
+                    assert_eq!(got.matches("VA 2").count(), depth, "{got}");
+                }
+            })
+        })
+        .collect();
+    for t in clients {
+        t.join().expect("no command failed");
+    }
+    assert_eq!(p.metric("ringmaster_memcache_desyncs_total"), 0.0);
+    drop(p);
+}

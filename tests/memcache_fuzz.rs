@@ -170,7 +170,7 @@ fn random_streams_from_many_clients_keep_every_client_in_step() {
     wait_port(listen);
     let case = AtomicUsize::new(0);
     let clients = proptest::collection::vec((proptest::collection::vec(cmd(), 1..24), proptest::collection::vec(1usize..64, 8)), 2..6);
-    let mut runner = TestRunner::new(Config { cases: 48, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config { cases: 48, max_shrink_iters: 32, failure_persistence: None, ..Config::default() });
     runner
         .run(&clients, |clients| {
             let n = case.fetch_add(1, Relaxed);

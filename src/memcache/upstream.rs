@@ -449,8 +449,7 @@ async fn read(
         // closes an idle connection is noticed now, not by the next command.
         let next = if buf.is_empty() {
             tokio::select! {
-                // The writer queues a command here before writing it, so its
-                // answer never finds this empty: bytes read below are unasked.
+                // The writer queues a command here before writing it.
                 biased;
                 p = pending.recv() => p,
                 idle = r.read_buf(&mut buf) => match idle {
@@ -458,12 +457,17 @@ async fn read(
                         tracing::debug!(endpoint = %ep.name, addr = %ep.addr, "memcache server closed an idle connection");
                         break 'conn None;
                     }
-                    // Bytes no command asked for: out of step.
-                    Ok(_) => {
-                        super::stats::GLOBAL.desyncs.fetch_add(1, Relaxed);
-                        tracing::warn!(endpoint = %ep.name, addr = %ep.addr, "memcache server sent bytes no command asked for; closing its connection");
-                        break 'conn Some(Failure::Desync);
-                    }
+                    // On another thread the writer may have queued a command,
+                    // written it and had it answered since the channel was
+                    // polled: the answer is that command's. Else nobody asked.
+                    Ok(_) => match pending.try_recv() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            super::stats::GLOBAL.desyncs.fetch_add(1, Relaxed);
+                            tracing::warn!(endpoint = %ep.name, addr = %ep.addr, "memcache server sent bytes no command asked for; closing its connection");
+                            break 'conn Some(Failure::Desync);
+                        }
+                    },
                 },
             }
         } else {
