@@ -7,7 +7,8 @@
 # then ringmaster with workers = 2 against itself with one worker, both free to
 # use both cores, pipelined so that the load side leaves the proxy some room
 # (the load generator still shares the cores: see RESULTS.md),
-# then RSS per idle client connection (memcache_idle_rss.py, against nutcracker).
+# then RSS per idle client connection (memcache_idle_rss.py, against nutcracker),
+# then RSS while 1,000 clients ask 8 MB each and never read (memcache_pinned_rss.py).
 # usage: bench/memcache.sh [--pairs N] [--duration S]   (extra options go to the harness)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,3 +20,4 @@ MC_PIPELINE=8 ./run.sh f direct-mc nutcracker ours-mc --targets targets-ours.tom
 ./run.sh f-multi direct-mc nutcracker ours-mc --targets targets-ours.toml --nice -20 "$@"
 MC_PIPELINE=8 ./run.sh f ours-mc ours-mc2 --targets targets-ours.toml --nice -20 --proxy-cpus 0,1 "$@"
 python3 "$here/memcache_idle_rss.py" "$RINGMASTER" --conns 5000
+python3 "$here/memcache_pinned_rss.py" "$RINGMASTER" --clients 1000 --seconds 10
