@@ -59,8 +59,11 @@ fn a_hot_memcache_shard_gets_a_replica_that_warms_up_from_the_old_one() {
     ));
     assert!(on_new > 10.0, "reads reach the new replica: {on_new}");
     // A write through the ambassador reaches the new replica too.
+    // (writes = "first": the client is answered once the first replica stored it.)
     assert_eq!(c.line("set fresh 0 0 1\r\nx\r\n"), "STORED\r\n");
-    assert_eq!(String::from_utf8(Raw::connect(scaled).ask(b"get fresh\r\n", b"END\r\n", 1)).unwrap(), "VALUE fresh 0 1\r\nx\r\nEND\r\n");
+    eventually(5, "the write reached the new replica", || {
+        String::from_utf8(Raw::connect(scaled).ask(b"get fresh\r\n", b"END\r\n", 1)).unwrap() == "VALUE fresh 0 1\r\nx\r\nEND\r\n"
+    });
     calm.store(true, Relaxed);
     eventually(40, "shard a is back to one replica", || replicas(&p) == 1);
     std::thread::sleep(Duration::from_secs(2));

@@ -53,17 +53,45 @@ async fn stub(how: Stub) -> SocketAddr {
     addr
 }
 
-/// A one-shard service over `replicas` with `extra` in its memcache table.
-fn service(replicas: &[SocketAddr], extra: &str) -> Arc<Service> {
-    let eps: Vec<String> = replicas.iter().map(|a| format!("{{ address = \"{a}\" }}")).collect();
-    let text = format!(
-        "[[listeners]]\nname = \"m\"\nlisten = \"127.0.0.1:1\"\nprotocol = \"memcache\"\nservice = \"cache\"\n\
-         [services.cache]\nkind = \"sharded\"\nprotocol = \"memcache\"\ntimeouts = {{ connect = \"200ms\", request = \"300ms\" }}\n\
-         [services.cache.memcache]\n{extra}\n[services.cache.shards.s]\nendpoints = [{}]\n",
-        eps.join(", ")
-    );
-    let plan = crate::config::parse("t.toml", &text).unwrap();
-    crate::config::build::build(plan, None).snapshot.memcache["cache"].clone()
+/// A one-shard service over `replicas` (built from the ambassador's own
+/// types: the config module is above this one).
+fn service(replicas: &[SocketAddr], writes: Writes, reads: super::super::Reads) -> Arc<Service> {
+    use super::super::upstream::{Endpoint, Settings};
+    use std::time::Duration;
+    let settings = Settings {
+        connect_timeout: Duration::from_millis(200),
+        request_timeout: Duration::from_millis(300),
+        max_value: 1 << 20,
+        failure_limit: 0,
+        retry_timeout: Duration::from_secs(30),
+        connections: 1,
+    };
+    let eps = replicas.iter().map(|a| Arc::new(Endpoint::new(a.to_string(), *a, settings.clone(), Default::default()))).collect();
+    let ring = crate::ring::Ring::build(crate::ring::Function::Maglev, &[crate::ring::Member::new("s", 1)], crate::hash::KeyHash::Xxh3);
+    let policy = super::super::Policy {
+        writes,
+        reads,
+        miss_failover: false,
+        auto_eject: false,
+        max_keys: 1024,
+        slow_start: Duration::ZERO,
+        warm_up: Duration::ZERO,
+        allow_flush_all: false,
+        stats_detail: false,
+    };
+    Arc::new(Service {
+        name: "cache".into(),
+        ring,
+        tag: None,
+        shards: vec![super::super::Shard::new("s".into(), eps, Default::default())],
+        policy,
+        max_value: 1 << 20,
+        command_timeout: Duration::from_secs(10),
+        stats: Default::default(),
+        heat: Arc::new(crate::heat::KeyHeat::new(Default::default())),
+        hot_cache: None,
+        scaler: None,
+    })
 }
 
 fn wire(s: &'static str) -> Bytes {
@@ -73,7 +101,7 @@ fn wire(s: &'static str) -> Bytes {
 #[tokio::test]
 async fn a_read_fails_over_past_a_replica_that_closes() {
     let (bad, good) = (stub(Stub::Close).await, stub(Stub::Answer("VALUE k 0 1\r\nv\r\nEND\r\n")).await);
-    let svc = service(&[bad, good], "reads = \"local_first\"\nserver_failure_limit = 0");
+    let svc = service(&[bad, good], Writes::First, super::super::Reads::LocalFirst);
     let a = read(&svc, 0, wire("get k\r\n"), Expect::Values, 0, None, false).await;
     assert_eq!(a.unwrap(), wire("VALUE k 0 1\r\nv\r\nEND\r\n"));
     assert_eq!(svc.shards[0].stats.failovers.load(Relaxed), 1);
@@ -85,10 +113,10 @@ async fn writes_answer_by_their_policy_and_log_what_a_replica_missed() {
     let ok = || stub(Stub::Answer("STORED\r\n"));
     let (a, b, dead) = (ok().await, ok().await, stub(Stub::Close).await);
     let key = wire("k");
-    for (policy, want_ok) in [("majority", true), ("all", false), ("first", true)] {
-        let svc = service(&[a, b, dead], &format!("writes = \"{policy}\"\nserver_failure_limit = 0"));
+    for (policy, want_ok) in [(Writes::Majority, true), (Writes::All, false), (Writes::First, true)] {
+        let svc = service(&[a, b, dead], policy, super::super::Reads::RoundRobin);
         let got = write(&svc, 0, &wire("set k 0 0 1\r\nv\r\n"), Expect::Line, 0, Some(&key)).await;
-        assert_eq!(got.as_ref().is_ok_and(|a| a == "STORED\r\n"), want_ok, "{policy}: {got:?}");
+        assert_eq!(got.as_ref().is_ok_and(|a| a == "STORED\r\n"), want_ok, "{policy:?}: {got:?}");
         // The dead replica's miss is logged even when the client was already answered.
         let dead_ep = &svc.shards[0].replicas[2];
         for _ in 0..50 {
@@ -97,7 +125,7 @@ async fn writes_answer_by_their_policy_and_log_what_a_replica_missed() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert_eq!(dead_ep.stats.repair.pending(), 1, "{policy}");
+        assert_eq!(dead_ep.stats.repair.pending(), 1, "{policy:?}");
         assert!(!svc.shards[0].replicas[0].stats.repair.owed());
         assert!(!dead_ep.serves_reads(), "a replica owing a repair serves no reads");
     }
@@ -107,7 +135,7 @@ async fn writes_answer_by_their_policy_and_log_what_a_replica_missed() {
 async fn a_cas_goes_to_the_keys_home_and_a_replica_owing_repair_is_passed_over() {
     let ok = || stub(Stub::Answer("STORED\r\n"));
     let (a, b) = (ok().await, ok().await);
-    let svc = service(&[a, b], "server_failure_limit = 0");
+    let svc = service(&[a, b], Writes::First, super::super::Reads::RoundRobin);
     let sh = &svc.shards[0];
     let key = (0..).map(|i| Bytes::from(format!("k{i}"))).find(|k| sh.home(k) == 1).unwrap();
     let got = cas(&svc, 0, &wire("cas k 0 0 1 5\r\nv\r\n"), &wire("set k 0 0 1\r\nv\r\n"), Expect::Line, 0, &key).await;
