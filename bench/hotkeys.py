@@ -46,8 +46,8 @@ def wait_port(port, secs=20, host="127.0.0.1"):
     sys.exit(f"nothing listens on {port}")
 
 
-def mc_stats(port, which=""):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+def mc_stats(port, which="", host="127.0.0.1"):
+    with socket.create_connection((host, port), timeout=5) as s:
         s.sendall(f"stats {which}".strip().encode() + b"\r\n")
         buf = b""
         while not buf.endswith(b"END\r\n"):
@@ -107,9 +107,14 @@ def run(args, mitigate, memcached, tmp):
         while int(mc_stats(listen).get("cmd_get", 0)) < 1000:
             time.sleep(0.2)
         time.sleep(args.settle)
-        a, ga = mc_stats(listen, "shards"), mc_stats(listen)
+        # The memcached servers' own count of the keys they were asked for.
+        def served():
+            return [sum(int(mc_stats(p, host=shard_addr(j, memcached).rsplit(":", 1)[0]).get(k, 0)) for k in ("get_hits", "get_misses"))
+                    for j, p in enumerate(memcached)]
+
+        a, ga, sa = mc_stats(listen, "shards"), mc_stats(listen), served()
         time.sleep(args.measure)
-        b, gb = mc_stats(listen, "shards"), mc_stats(listen)
+        b, gb, sb = mc_stats(listen, "shards"), mc_stats(listen), served()
         heat = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin}/admin/heat", timeout=5))
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
         t.join()
@@ -119,6 +124,8 @@ def run(args, mitigate, memcached, tmp):
     names = [k[: -len(":requests")] for k in b if k.endswith(":requests")]
     deltas = [int(b[f"{n}:requests"]) - int(a[f"{n}:requests"]) for n in names]
     mean = sum(deltas) / len(deltas)
+    by_server = [y - x for x, y in zip(sa, sb)]
+    server_mean = sum(by_server) / len(by_server)
     gets = int(gb["cmd_get"]) - int(ga["cmd_get"])
     root = int(gb.get("hot_cache_hits", 0)) - int(ga.get("hot_cache_hits", 0))
     svc = heat["services"][0]
@@ -127,6 +134,7 @@ def run(args, mitigate, memcached, tmp):
         "rps": out["result"].get("rps"),
         "errors": out["result"].get("err_read", out["result"].get("error")),
         "skew": max(deltas) / mean if mean else 0.0,
+        "server_skew": max(by_server) / server_mean if server_mean else 0.0,
         "heat_skew": svc["skew"],
         "hot_keys": next(int(float(l.split()[-1])) for l in metrics.splitlines() if l.startswith('ringmaster_heat_hot_keys{service="cache"}')),
         "absorbed": root / gets if gets else 0.0,
@@ -161,10 +169,11 @@ def main():
             s.terminate()
             s.wait()
     print(f"Zipf s={args.zipf} gets over {args.keys:,} keys, {args.shards} shards, heat: {HEAT.format(hot_share=args.hot_share).strip().replace(chr(10), ', ')}")
-    print("| mitigation | gets/s | errors | hottest/mean shard (counters) | /admin/heat skew | hot keys | reads answered at the root |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"hottest/mean memcached counts each server's get_hits + get_misses ({args.memcached} servers; one per shard with --memcached {args.shards})")
+    print("| mitigation | gets/s | errors | hottest/mean shard (counters) | hottest/mean memcached (its own stats) | /admin/heat skew | hot keys | reads answered at the root |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mitigation']} | {r['rps']:,.0f} | {r['errors']} | {r['skew']:.3f} | {r['heat_skew']:.3f} | {r['hot_keys']} | {r['absorbed']:.1%} |")
+        print(f"| {r['mitigation']} | {r['rps']:,.0f} | {r['errors']} | {r['skew']:.3f} | {r['server_skew']:.3f} | {r['heat_skew']:.3f} | {r['hot_keys']} | {r['absorbed']:.1%} |")
 
 
 if __name__ == "__main__":
