@@ -3,7 +3,7 @@
 //! (`replicas`), or a get of several keys (`multiget`); and the answer the
 //! client gets (quiet answers dropped as memcached drops them).
 
-use super::hotcache::Lookup;
+use super::hotkeys;
 use super::multiget::{group, hot_reads, multi_get};
 use super::replicas::{answer, arrive, cas, read, write};
 use super::reply::{count_reads, Expect};
@@ -58,47 +58,40 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
         Verb::Get { cas: with_cas, touch } => {
             // One key, the common get, is placed without grouping.
             let keys = cmd.get_keys();
-            let (shard, hot) = match keys.len() {
+            let (shard, plan) = match keys.len() {
                 1 => {
                     let key = cmd.token(keys.start);
-                    (svc.shard_of(key), svc.heat.is_hot(key))
+                    let shard = svc.shard_of(key);
+                    match hotkeys::get(svc, key, with_cas, touch) {
+                        hotkeys::Read::Answered(a) => {
+                            count_reads(&cmd.wire, &a, Expect::Values, &svc.stats.get_hits, &svc.stats.get_misses);
+                            return Reply::Now(Some(a));
+                        }
+                        hotkeys::Read::Shard(plan) => (shard, plan),
+                    }
                 }
                 _ => {
                     let hot = hot_reads(svc, &cmd, with_cas, touch);
                     match group(svc, &cmd, &hot) {
                         Err(answer) => return Reply::Now(answer),
-                        Ok(g) if g.groups.len() == 1 && hot.is_empty() && !g.repeats => (g.groups[0].shard, false),
+                        Ok(g) if g.groups.len() == 1 && hot.is_empty() && !g.repeats => (g.groups[0].shard, hotkeys::Plan::default()),
                         Ok(groups) => return Reply::Chain(Box::pin(multi_get(svc.clone(), cmd, groups, hot, lane))),
                     }
                 }
             };
-            let fill = match (&svc.hot_cache, hot && !touch) {
-                (Some(c), true) => match c.lookup(cmd.token(keys.start), with_cas, Instant::now()) {
-                    Lookup::Hit(a) => {
-                        count_reads(&cmd.wire, &a, Expect::Values, &svc.stats.get_hits, &svc.stats.get_misses);
-                        return Reply::Now(Some(a));
-                    }
-                    Lookup::Fill(token) => Some(token),
-                    Lookup::Pass => None,
-                },
-                _ => None,
-            };
             let svc = svc.clone();
-            let m = &svc.heat.policy().mitigation;
-            let spread = hot && m.spread;
-            // Key-split: a plain get of a hot key reads one of its places.
-            let split = if hot && !with_cas && !touch && keys.len() == 1 { m.split } else { 0 };
             Reply::Later(Box::pin(async move {
-                let a = if split > 1 {
+                let a = if plan.split > 1 {
+                    // Key-split: a plain get of a hot key reads one of its places.
                     let key = Bytes::copy_from_slice(cmd.token(cmd.get_keys().start));
-                    super::split::get(svc.clone(), key, shard, split, cmd.wire.clone(), lane).await
+                    super::split::get(svc.clone(), key, shard, plan.split, cmd.wire.clone(), lane).await
                 } else {
                     // A cas value is read where a later cas goes: the (first) key's home.
                     let home = with_cas.then(|| svc.shards[shard].home(cmd.token(cmd.get_keys().start)));
-                    answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, home, spread).await)
+                    answer(read(&svc, shard, cmd.wire.clone(), Expect::Values, lane, home, plan.spread).await)
                 };
-                if let Some(token) = fill {
-                    token.fill(&a, Instant::now());
+                if let Some(slot) = plan.fill {
+                    slot.fill(&a, Instant::now());
                 }
                 count_reads(&cmd.wire, &a, Expect::Values, &svc.stats.get_hits, &svc.stats.get_misses);
                 Some(a)
@@ -106,7 +99,8 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
         }
         Verb::MetaGet | Verb::MetaDebug => {
             let key = cmd.key();
-            let (shard, spread) = (svc.shard_of(key), svc.heat.policy().mitigation.spread && svc.heat.is_hot(key));
+            let shard = svc.shard_of(key);
+            let spread = hotkeys::spread(svc, key);
             // Meta gets read the key's home replica (lease and win tokens, cas
             // values are per server); `spread` gives that up for a hot key's plain reads.
             let cas = cmd.tokens[2..].iter().any(|t| &cmd.raw[t.clone()] == b"c");
@@ -121,24 +115,14 @@ pub fn dispatch(svc: &Arc<Service>, cmd: Box<Command>, lane: usize) -> Reply {
         _ => {
             let (svc, shard) = (svc.clone(), svc.shard_of(cmd.key()));
             let expect = if matches!(cmd.verb, Verb::MetaSet | Verb::MetaDelete | Verb::MetaArith) { Expect::Meta } else { Expect::Line };
-            // A write drops the key's answers at the root before it is sent and
-            // once it is answered, so no read that raced it keeps the old value.
-            if let Some(c) = &svc.hot_cache {
-                c.invalidate(cmd.key());
-            }
+            hotkeys::before_write(&svc, cmd.key());
             Reply::Later(Box::pin(async move {
                 let key = Bytes::copy_from_slice(cmd.key());
                 let a = match &cmd.as_set {
                     Some(set) => cas(&svc, shard, &cmd.wire, set, expect, lane, &key).await,
                     None => write(&svc, shard, &cmd.wire, expect, lane, Some(&key)).await,
                 };
-                if let Some(c) = &svc.hot_cache {
-                    c.invalidate(cmd.key());
-                }
-                let split = svc.heat.policy().mitigation.split;
-                if split > 1 && svc.heat.is_hot(cmd.key()) {
-                    super::split::drop_copies(&svc, cmd.key(), shard, split, lane).await;
-                }
+                hotkeys::after_write(&svc, cmd.key(), shard, lane).await;
                 quiet(&cmd, answer(a))
             }))
         }

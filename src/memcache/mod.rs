@@ -5,7 +5,7 @@
 //!
 //! Its own phases, each in its place: parse (`request`), validate
 //! (`validate`, keys and lines), target (`dispatch`, by verb, over `service`),
-//! hot keys (`hotcache`, `split`), read | write | cas of a shard's replicas
+//! hot keys (`hotkeys`, over `hotcache` and `split`), read | write | cas of a shard's replicas
 //! (`replicas`, with the `repair` log), gets of several keys (`multiget`),
 //! forward (`upstream`, answers framed and matched by `reply`), and answer
 //! (`client`, in order, with its limits) with the counters (`stats`).
@@ -13,6 +13,7 @@
 pub mod client;
 pub mod dispatch;
 pub mod hotcache;
+pub mod hotkeys;
 pub mod multiget;
 pub mod repair;
 pub mod replicas;
