@@ -413,3 +413,6 @@ fn parse(
     }
     (false, false)
 }
+
+#[cfg(test)]
+mod tests;

@@ -75,47 +75,17 @@ pub async fn after_write(svc: &Service, key: &[u8], shard: usize, lane: usize) {
 mod tests {
     use super::*;
     use crate::heat::{CachePolicy, KeyHeat, Mitigation, Policy};
-    use std::sync::Arc;
     use std::time::Duration;
 
     /// A service whose heat calls `hot` hot, with the given mitigation.
     fn service(mitigation: Mitigation, hot: &[u8]) -> Service {
-        let heat = KeyHeat::new(Policy {
-            window: Duration::from_secs(10),
-            top_keys: 16,
-            sample: 1,
-            hot_share: 0.2,
-            mitigation: mitigation.clone(),
-        });
+        let heat = KeyHeat::new(Policy { window: Duration::from_secs(10), top_keys: 16, sample: 1, hot_share: 0.2, mitigation });
         for _ in 0..100 {
             heat.sample(hot);
         }
         heat.sample(b"cold");
         heat.refresh_hot();
-        let ring = crate::ring::Ring::build(crate::ring::Function::Maglev, &[crate::ring::Member::new("s", 1)], crate::hash::KeyHash::Xxh3);
-        Service {
-            name: "cache".into(),
-            ring,
-            tag: None,
-            shards: Vec::new(),
-            policy: super::super::Policy {
-                writes: super::super::Writes::First,
-                reads: super::super::Reads::RoundRobin,
-                miss_failover: false,
-                auto_eject: false,
-                max_keys: 1024,
-                slow_start: Duration::ZERO,
-                warm_up: Duration::ZERO,
-                allow_flush_all: false,
-                stats_detail: false,
-            },
-            max_value: 1 << 20,
-            command_timeout: Duration::from_secs(10),
-            stats: Default::default(),
-            hot_cache: mitigation.cache.clone().map(|c| Arc::new(super::super::hotcache::HotCache::new(c))),
-            heat: Arc::new(heat),
-            scaler: None,
-        }
+        super::super::stub::service_with(&[], super::super::Writes::First, super::super::Reads::RoundRobin, heat)
     }
 
     const HIT: &[u8] = b"VALUE hot 0 1\r\nv\r\nEND\r\n";

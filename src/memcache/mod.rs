@@ -22,6 +22,8 @@ pub mod request;
 pub mod service;
 pub mod split;
 pub mod stats;
+#[cfg(test)]
+pub(crate) mod stub;
 pub mod upstream;
 pub mod validate;
 
