@@ -20,28 +20,10 @@ that budget every client whose own unread answers exceed max_pending_bytes
 import argparse, os, resource, socket, subprocess, sys, tempfile, time
 
 here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+from memcache_idle_rss import rss_kib, wait  # noqa: E402  (the same probes as the idle-RSS run)
 shared = os.path.join(here, "..", "..", "shared", "bench", "peers")
 VALUE = 1024 * 1024
-
-
-def rss_kib(pid):
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
-
-
-def wait(port):
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing on {port}")
 
 
 def ask(port, req, want, timeout=10):
