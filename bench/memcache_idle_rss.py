@@ -14,9 +14,13 @@ here = os.path.dirname(os.path.abspath(__file__))
 
 
 def rss_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+    """Resident KiB of `pid`; 0 once it has exited."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
     return 0
 
 
