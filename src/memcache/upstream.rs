@@ -10,8 +10,9 @@
 //! values must be of its keys, in order): an answer that does not match means
 //! the connection is out of step, and it is closed rather than read on. A
 //! timeout, a close, a malformed or mismatched answer ends the connection and
-//! fails every command still on it; the next command opens a new one. Sending never waits: a command is queued, or fails
-//! at once when the queue is full.
+//! fails every command still on it; the next command opens a new one.
+//! Sending never waits: a command is queued, or fails at once when the queue
+//! is full.
 
 use super::reply::{frame, matches, Check, Expect};
 use crate::clock;
