@@ -345,7 +345,7 @@ fn a_replica_back_from_ejection_never_serves_what_was_deleted_or_overwritten() {
     // Back (the retry timeout passed): reads go round robin over both again,
     // and none of them, before or after the repair, is of an old value.
     let mut reads = 0;
-    eventually(10, "the replica came back and serves reads", || {
+    eventually(30, "the replica came back and serves reads", || {
         let mut served_by_two = false;
         for _ in 0..20 {
             reads += 1;
