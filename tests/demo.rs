@@ -78,15 +78,23 @@ fn children(pid: i32) -> Vec<i32> {
 #[test]
 fn a_killed_demo_leaves_no_memcached_behind() {
     let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("stdout");
+    let file = std::fs::File::create(&out).unwrap();
     let child = Command::new(BIN)
         .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
         .args(["--memcache-listen", &mc.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(file.try_clone().unwrap()))
+        .stdout(Stdio::from(file))
         .spawn()
         .unwrap();
     let demo = Proc(child);
-    wait_port(mc);
+    wait_port(admin);
+    eventually(20, "the demo's memcache listener", || {
+        let said = std::fs::read_to_string(&out).unwrap_or_default();
+        assert!(!said.contains("runs without the memcache ambassador"), "{said}");
+        std::net::TcpStream::connect(mc).is_ok()
+    });
     let kids = children(demo.pid());
     assert_eq!(kids.len(), 6, "the demo's memcached: {kids:?}");
     drop(demo);

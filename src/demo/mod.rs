@@ -51,33 +51,88 @@ fn memcached_command(port: u16) -> std::process::Command {
 /// Starts six small memcached (3 shards x 2 replicas) on free loopback ports,
 /// or says how to install memcached.
 fn start_memcacheds() -> Result<(Memcacheds, Vec<SocketAddr>), String> {
+    start_memcacheds_on(&mut || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()))
+}
+
+/// How many ports one memcached may try: a port found free can be taken by
+/// another process before memcached binds it.
+const PORT_TRIES: usize = 8;
+
+/// [`start_memcacheds`] with ports from `pick`. Each memcached is accepted
+/// only once it answers `stats` with its own pid; one whose port was taken
+/// meanwhile (it exits, or someone else answers there) is started again on
+/// another port.
+fn start_memcacheds_on(pick: &mut dyn FnMut() -> std::io::Result<u16>) -> Result<(Memcacheds, Vec<SocketAddr>), String> {
     let mut procs = Memcacheds(Vec::new());
     let mut addrs = Vec::new();
     for _ in 0..6 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let child =
-            memcached_command(port).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().map_err(|e| match e
-                .kind()
-            {
-                std::io::ErrorKind::NotFound => {
-                    "memcached is not installed (sudo apt-get install memcached), so the demo runs without the memcache ambassador"
-                        .to_string()
-                }
-                _ => format!("memcached did not start ({e}), so the demo runs without the memcache ambassador"),
-            })?;
-        procs.0.push(child);
-        addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    for a in &addrs {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::net::TcpStream::connect(a).is_err() {
-            if std::time::Instant::now() > deadline {
-                return Err(format!("memcached on {a} did not start; the demo runs without the memcache ambassador"));
+        let mut started = None;
+        for _ in 0..PORT_TRIES {
+            let port = pick().map_err(|e| e.to_string())?;
+            let mut child =
+                memcached_command(port).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().map_err(
+                    |e| match e.kind() {
+                        std::io::ErrorKind::NotFound => {
+                            "memcached is not installed (sudo apt-get install memcached), so the demo runs without the memcache ambassador"
+                                .to_string()
+                        }
+                        _ => format!("memcached did not start ({e}), so the demo runs without the memcache ambassador"),
+                    },
+                )?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if answers_as(addr, &mut child) {
+                started = Some((child, addr));
+                break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        let Some((child, addr)) = started else {
+            return Err(format!(
+                "memcached did not start on any of {PORT_TRIES} free ports; the demo runs without the memcache ambassador"
+            ));
+        };
+        procs.0.push(child);
+        addrs.push(addr);
     }
     Ok((procs, addrs))
+}
+
+/// Whether the memcached `child` serves `addr` within 5 s: `stats` there
+/// reports its pid. False once it exits (its port was taken) or another
+/// process answers on `addr`.
+fn answers_as(addr: SocketAddr, child: &mut std::process::Child) -> bool {
+    use std::io::{BufRead as _, Write as _};
+    let pid = format!("STAT pid {}", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)) else {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+        if s.write_all(b"stats\r\n").is_err() {
+            continue;
+        }
+        let mut lines = std::io::BufReader::new(s).lines();
+        let mut saw_end = false;
+        while let Some(Ok(line)) = lines.next() {
+            if line == pid {
+                return true;
+            }
+            if line == "END" {
+                saw_end = true;
+                break;
+            }
+        }
+        if saw_end {
+            return false;
+        }
+    }
+    false
 }
 
 /// The ambassador's part of the demo config: a memcache listener and a
@@ -297,4 +352,34 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port taken by another process between the pick and memcached's bind
+    /// is not taken for memcached's: that memcached starts on another port.
+    #[test]
+    fn a_taken_port_is_not_mistaken_for_memcached() {
+        if std::process::Command::new("memcached").arg("-h").output().is_err() {
+            eprintln!("memcached is not installed; scripts/test installs it");
+            return;
+        }
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let mut first = true;
+        let mut pick = || {
+            if std::mem::take(&mut first) {
+                return Ok(taken_port);
+            }
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port())
+        };
+        let (procs, addrs) = start_memcacheds_on(&mut pick).unwrap();
+        assert_eq!(procs.0.len(), 6);
+        assert!(addrs.iter().all(|a| a.port() != taken_port), "{addrs:?} includes the taken port {taken_port}");
+        for (child, addr) in procs.0.iter().zip(&addrs) {
+            assert!(std::net::TcpStream::connect(addr).is_ok(), "memcached {} on {addr}", child.id());
+        }
+    }
 }
