@@ -92,7 +92,10 @@ fn text(b: &Backend, status: StatusCode, body: impl Into<Bytes>) -> Response<Bod
 }
 
 async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
-    b.requests.fetch_add(1, Relaxed);
+    let path = req.uri().path();
+    if path != "/healthz" && !path.starts_with("/admin/") {
+        b.requests.fetch_add(1, Relaxed);
+    }
     if !b.delay.is_zero() && req.uri().path() != "/healthz" {
         tokio::time::sleep(b.delay).await;
     }
@@ -115,6 +118,8 @@ async fn handle(req: Request<Incoming>, b: &Backend) -> Response<Body> {
         }
         "/small" => text(b, StatusCode::OK, vec![b'x'; 100]),
         "/admin/count" => text(b, StatusCode::OK, b.origin.load(Relaxed).to_string()),
+        // Every request but health checks and these admin paths.
+        "/admin/requests" => text(b, StatusCode::OK, b.requests.load(Relaxed).to_string()),
         p if p.starts_with("/cc/") => cacheable(b, &req).await,
         p if p.ends_with("/items") => {
             // A JSON array naming this replica, for fan-out merges.

@@ -36,12 +36,12 @@ impl Service {
         }
     }
 
-    /// Whether the request's shard key is hot now (only asked while some key
+    /// The request's shard key when it is hot now (only asked while some key
     /// of a service that mitigates is: one atomic load otherwise).
-    pub fn hot_key(&self, head: &http::request::Parts, client: IpAddr) -> bool {
+    pub fn hot_key<'h>(&self, head: &'h http::request::Parts, client: IpAddr) -> Option<std::borrow::Cow<'h, [u8]>> {
         match &self.sharding {
-            Some(s) if self.heat.is_hot_any() => s.rule.extract(head, client).is_some_and(|k| self.heat.is_hot(&k)),
-            _ => false,
+            Some(s) if self.heat.is_hot_any() => s.rule.extract(head, client).filter(|k| self.heat.is_hot(k)),
+            _ => None,
         }
     }
 

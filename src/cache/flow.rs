@@ -54,7 +54,7 @@ impl Rules {
     /// no-store), kept at most `ttl` seconds, and that long when the response
     /// says nothing of its freshness (micro-caching, as nginx's
     /// `proxy_cache_valid 1s`); GET and HEAD, one variant per key.
-    pub fn hot_keys(ttl: u64, max_object_bytes: usize) -> Rules {
+    pub fn hot_keys(ttl: u64, max_object_bytes: usize, credentials: Credentials) -> Rules {
         Rules {
             settings: Settings {
                 default_ttl: ttl,
@@ -73,7 +73,7 @@ impl Rules {
             tag_header: None,
             no_cache: NoCacheMode::Revalidate,
             max_variants: 1,
-            credentials: Credentials::default(),
+            credentials,
         }
     }
 }
@@ -207,9 +207,13 @@ static PURGE: &[u8] = b"PURGE";
 
 /// Before forwarding. `head` may gain conditional headers. Never waits: a
 /// request that must wait for another's answer gets [`Lookup::Wait`].
-pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, peer: IpAddr) -> Lookup {
+pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, partition: &[u8], peer: IpAddr) -> Lookup {
     let store = &rc.store;
-    let key = super::key::cache_key(&rc.rules.key, head, scheme, host);
+    let mut key = super::key::cache_key(&rc.rules.key, head, scheme, host);
+    if !partition.is_empty() {
+        key.push('\u{3}');
+        key.push_str(&String::from_utf8_lossy(partition));
+    }
     if head.method.as_str().as_bytes() == PURGE {
         let peer = crate::identity::canonical(peer);
         if !rc.rules.purge_from.iter().any(|n| n.contains(&peer)) {

@@ -103,6 +103,14 @@ impl<'a> Carried<'a> {
 pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
     let carried = Carried::from(old);
     let mut new_endpoints = Vec::new();
+    // A hot key's answers are kept out of the shared cache when they carry
+    // credentials, as a route cache's are.
+    let id = plan.credentials.as_ref();
+    let hot_credentials = crate::cache::flow::Credentials {
+        header: id.and_then(|c| c.header.clone()),
+        query: id.and_then(|c| c.query.clone()),
+        cookies_in_key: false,
+    };
     let services: Vec<Arc<Service>> = plan
         .services
         .into_iter()
@@ -118,7 +126,8 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
             // The hot-key cache's store is kept while its size is.
             let hot_cache = s.heat.mitigation.cache.as_ref().map(|c| {
                 let store = kept_store(&carried.hot_caches, &s.name, c.max_bytes as u64);
-                let rules = crate::cache::flow::Rules::hot_keys(c.ttl.as_secs().max(1), (c.max_bytes / 8).max(1024));
+                let rules =
+                    crate::cache::flow::Rules::hot_keys(c.ttl.as_secs().max(1), (c.max_bytes / 8).max(1024), hot_credentials.clone());
                 Arc::new(crate::cache::flow::RouteCache { rules, store })
             });
             let heat = crate::heat::KeyHeat::carried(carried.key_heat.get(s.name.as_str()), s.heat);

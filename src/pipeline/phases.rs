@@ -166,7 +166,7 @@ pub async fn rate_limit<'a>(cx: &mut Ctx<'a>, req: &Request<Body>) -> Result<(),
 /// the cache answers (`Err`), or says what to do with the upstream's answer.
 pub async fn cache_lookup(cx: &mut Ctx<'_>, head: &mut Parts) -> Result<After, Early> {
     let Some(rc) = cx.routed().cache.as_ref().filter(|_| cx.upgrade.is_none()) else { return Ok(After::Nothing) };
-    lookup_in(cx, rc, head).await
+    lookup_in(cx, rc, head, b"").await
 }
 
 /// Hot keys, after the target: a request whose shard key is hot now is
@@ -176,19 +176,33 @@ pub async fn cache_lookup(cx: &mut Ctx<'_>, head: &mut Parts) -> Result<After, E
 /// to do with the answer, and whether to spread.
 pub async fn hot_keys(cx: &mut Ctx<'_>, head: &mut Parts, target: &Target, after: After) -> Result<(After, bool), Early> {
     let service = &cx.routed().service;
-    if !matches!(target, Target::Pool(_)) || !service.hot_key(head, cx.client) {
+    if !matches!(target, Target::Pool(_)) {
         return Ok((after, false));
     }
+    let Some(key) = service.hot_key(head, cx.client) else { return Ok((after, false)) };
     let spread = service.heat.policy().mitigation.spread;
     match (&service.hot_cache, after) {
-        (Some(rc), After::Nothing) if cx.upgrade.is_none() => Ok((lookup_in(cx, rc, head).await?, spread)),
+        // A credentialed request passes (as Varnish's built-in rules do): the
+        // operator never asked for this cache, so it holds only anonymous answers.
+        (Some(rc), After::Nothing) if cx.upgrade.is_none() && !rc.rules.credentials.carried_by(head) => {
+            // The shard key made this request hot, so it is part of what the answer is for.
+            let key = key.into_owned();
+            Ok((lookup_in(cx, rc, head, &key).await?, spread))
+        }
         (_, after) => Ok((after, spread)),
     }
 }
 
-/// A lookup in `rc`: the cache answers (`Err`), or says what to do with the upstream's answer.
-async fn lookup_in(cx: &mut Ctx<'_>, rc: &std::sync::Arc<crate::cache::flow::RouteCache>, head: &mut Parts) -> Result<After, Early> {
-    let mut found = flow::lookup(rc, head, cx.conn.proto, cx.host_str().unwrap_or(""), cx.conn.peer.ip());
+/// A lookup in `rc` (under `partition`, when a part of the request beyond
+/// the cache key's decides whose answer it is): the cache answers (`Err`), or
+/// says what to do with the upstream's answer.
+async fn lookup_in(
+    cx: &mut Ctx<'_>,
+    rc: &std::sync::Arc<crate::cache::flow::RouteCache>,
+    head: &mut Parts,
+    partition: &[u8],
+) -> Result<After, Early> {
+    let mut found = flow::lookup(rc, head, cx.conn.proto, cx.host_str().unwrap_or(""), partition, cx.conn.peer.ip());
     if let Lookup::Wait(w) = found {
         // Boxed: only coalesced requests wait, and the hit path keeps a small future.
         found = Box::pin(w.wait(head)).await;

@@ -334,8 +334,12 @@ impl KeepAlive {
 
     /// One GET on the open connection; answers must carry Content-Length.
     pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
+        self.request(&format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n\r\n"))
+    }
+
+    /// One request (`raw`, its whole head) on the open connection; answers must carry Content-Length.
+    pub fn request(&mut self, raw: &str) -> std::io::Result<Response> {
         use std::io::BufRead;
-        let raw = format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n\r\n");
         self.reader.get_mut().write_all(raw.as_bytes())?;
         let mut head = Vec::new();
         loop {
