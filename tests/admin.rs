@@ -104,3 +104,26 @@ fn an_admin_off_loopback_needs_a_token() {
     let out = std::process::Command::new(BIN).args(["check", "--config", cfg.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// DNS rebinding: a page served under a name that resolves to the admin
+/// listener reads nothing and reloads nothing; IP addresses, `localhost` and
+/// the names in `admin.hosts` are answered.
+#[test]
+fn the_admin_answers_only_its_own_names_in_host() {
+    let a = backend("a");
+    let p = Proxy::start_with_admin("hosts = [\"admin.example\"]", &(route_all("app") + &service("app", "round_robin", &[&a], "")));
+    let ask = |method: &str, path: &str, host: &str| {
+        request(p.admin, &format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+    };
+    for host in ["evil.example", "evil.example:80", &format!("rebound.example:{}", p.admin.port())] {
+        let r = ask("GET", "/admin/config", host);
+        assert_eq!(r.status, 403, "{host}: {}", r.text());
+        assert!(r.text().contains("admin.hosts"), "{}", r.text());
+        assert_eq!(ask("POST", "/admin/reload", host).status, 403, "{host}");
+    }
+    for host in [p.admin.to_string(), "localhost".to_string(), format!("admin.example:{}", p.admin.port())] {
+        assert_eq!(ask("GET", "/admin/config", &host).status, 200, "{host}");
+    }
+    assert_eq!(ask("GET", "/readyz", "evil.example").status, 200, "probes stay open");
+    assert!(p.metric("ringmaster_admin_refused_total") >= 6.0);
+}

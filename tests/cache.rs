@@ -164,7 +164,7 @@ fn the_clients_address_reaches_the_origin_through_the_cache() {
 }
 
 fn admin_post(p: &Proxy, path: &str) -> Response {
-    request(p.admin, &format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+    request(p.admin, &format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
 }
 
 #[test]

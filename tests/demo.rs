@@ -27,13 +27,13 @@ fn demo_serves_every_pattern() {
     assert_eq!(get(listen, "/cc/page?cc=max-age=30").header("x-cache"), Some("HIT"));
     let codes: Vec<u16> = (0..6).map(|_| get(listen, "/api/x").status).collect();
     assert_eq!(codes, [200, 200, 200, 200, 200, 429]);
-    assert_eq!(get(admin, "/readyz").status, 200);
+    assert_eq!(admin_get(admin, "/readyz").status, 200);
     // The memcache ambassador over the demo's memcached (installed by scripts/test).
     wait_port(mc);
     let mut m = common::mc::Raw::connect(mc);
     let got = m.ask(b"set greeting 0 0 5\r\nhello\r\nset name 0 0 4\r\nring\r\nget greeting name nothing\r\n", b"END\r\n", 1);
     assert_eq!(String::from_utf8_lossy(&got), "STORED\r\nSTORED\r\nVALUE greeting 0 5\r\nhello\r\nVALUE name 0 4\r\nring\r\nEND\r\n");
-    let shards = get(admin, "/admin/shards").json();
+    let shards = admin_get(admin, "/admin/shards").json();
     assert!(shards["services"].as_array().unwrap().iter().any(|s| s["protocol"] == "memcache"), "{shards}");
     // HTTPS with the certificate the demo made, trusted as its own root.
     wait_port(tls);
@@ -131,7 +131,7 @@ fn the_hot_shard_scene_scales_the_hot_shard_without_a_failed_request() {
     };
     let mut shards = Vec::new();
     eventually(35, "a shard of `hot` has more than one replica", || {
-        shards = hot(&get(admin, "/admin/heat").json());
+        shards = hot(&admin_get(admin, "/admin/heat").json());
         shards.iter().any(|s| s.1 > 1)
     });
     assert_eq!(shards.iter().filter(|s| s.1 > 1).count(), 1, "only the hot shard scales: {shards:?}");

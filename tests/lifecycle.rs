@@ -64,7 +64,7 @@ fn reload_valid_and_invalid() {
 
     // Valid, through the admin API: b joins; a keeps its counters (carried over).
     p.rewrite(&(route_all("app") + &service("app", "round_robin", &[&a, &b], "")));
-    let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["generation"], 2);
     let m = spread(&p, "/", 4);
@@ -74,7 +74,7 @@ fn reload_valid_and_invalid() {
 
     // Invalid: rejected with the error, old config keeps serving.
     p.rewrite("[[routes]]\nservice = \"nope\"\n");
-    let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     assert_eq!(r.status, 400);
     assert!(r.json()["error"].as_str().unwrap().contains("route sends to service `nope`"), "{}", r.text());
     assert_eq!(spread(&p, "/", 4).len(), 2);

@@ -193,7 +193,7 @@ fn many_reloads_under_pipelined_load_keep_every_answer_in_order() {
         std::thread::sleep(Duration::from_millis(150));
         p.rewrite(if swap % 2 == 0 { &big } else { &small });
         if swap % 3 == 0 {
-            let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             assert_eq!(r.status, 200, "{}", r.text());
         } else {
             p.proc.signal("HUP");

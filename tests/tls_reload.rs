@@ -123,7 +123,7 @@ fn sighup_and_admin_reload_read_certificates_again() {
     p.proc.signal("HUP");
     eventually(10, "SIGHUP loads the new certificate", || served(https, &ca) == "second");
     ca.write_leaf(dir.path(), "site", "third", &["a.test"]);
-    let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(served(https, &ca), "third");
     assert_eq!(open.get("a.test", "/", "").unwrap().status, 200);

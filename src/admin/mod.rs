@@ -91,7 +91,8 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Body> {
 
 async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
     let snap = ctl.snapshot();
-    if let Some((status, why)) = guard::refuse(&req, snap.admin.as_ref().and_then(|a| a.token.as_ref())) {
+    let (token, hosts) = snap.admin.as_ref().map_or((None, &[][..]), |a| (a.token.as_ref(), &a.hosts[..]));
+    if let Some((status, why)) = guard::refuse(&req, token, hosts) {
         crate::metrics::GLOBAL.admin_refused.fetch_add(1, Relaxed);
         tracing::info!(method = %req.method(), path = req.uri().path(), status = status.as_u16(), "admin request refused");
         let mut r = reply(status, "text/plain", why.into());

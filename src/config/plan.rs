@@ -173,6 +173,8 @@ pub struct RoutePlan {
 pub struct AdminPlan {
     pub addr: std::net::SocketAddr,
     pub token: Option<crate::identity::Secret>,
+    /// Names accepted in Host beyond IP addresses and `localhost`, lowercase.
+    pub hosts: Vec<String>,
 }
 
 /// The whole accepted config.

@@ -178,14 +178,14 @@ impl Proxy {
 
     /// The value of one metric line (exact name and labels) from /metrics.
     pub fn metric(&self, series: &str) -> f64 {
-        let text = get(self.admin, "/metrics").text();
+        let text = admin_get(self.admin, "/metrics").text();
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.trim().parse::<f64>().unwrap()))
             .unwrap_or_else(|| panic!("metric {series} not found in:\n{text}"))
     }
 
     pub fn admin_json(&self, path: &str) -> serde_json::Value {
-        serde_json::from_str(&get(self.admin, path).text()).unwrap()
+        serde_json::from_str(&admin_get(self.admin, path).text()).unwrap()
     }
 }
 
@@ -209,6 +209,11 @@ impl Response {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
+}
+
+/// A GET to an admin listener, under a name it answers to.
+pub fn admin_get(addr: SocketAddr, path: &str) -> Response {
+    request(addr, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"))
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Response {
@@ -373,6 +378,6 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 /// Whether the root behind `admin` leads (its `/admin/heat` says so).
 pub fn leads(admin: SocketAddr) -> bool {
-    let text = get(admin, "/admin/heat").text();
+    let text = admin_get(admin, "/admin/heat").text();
     serde_json::from_str::<serde_json::Value>(&text).map(|v| v["leader"]["leads"] == true).unwrap_or(false)
 }

@@ -107,8 +107,21 @@ fn admin(cfg: &Config, r: &mut Reporter) -> Option<Option<crate::config::plan::A
             return None;
         }
     }
+    let mut hosts = Vec::new();
+    for h in &a.hosts {
+        let name = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+            r.error(
+                h.span(),
+                format!("`{}` is not a host name", h.get_ref()),
+                "a DNS name such as \"admin.example.com\" (IP addresses are always accepted)",
+            );
+        } else {
+            hosts.push(name);
+        }
+    }
     let (addr, token) = (addr?, token?);
-    Some(Some(crate::config::plan::AdminPlan { addr, token: token.map(|t| crate::identity::Secret::new(&t)) }))
+    Some(Some(crate::config::plan::AdminPlan { addr, token: token.map(|t| crate::identity::Secret::new(&t)), hosts }))
 }
 
 /// Warns of a sharded service whose sharder fans a request without the key out

@@ -93,11 +93,16 @@ pub struct AdminSpec {
     /// The token, read from a file (a Kubernetes secret, say).
     #[serde(default)]
     pub token_file: Option<Spanned<String>>,
+    /// Names this listener answers to in Host, beyond IP addresses and
+    /// `localhost` (a DNS-rebinding defence: a page served under another
+    /// name that resolves here is refused).
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
 }
 
 impl Default for AdminSpec {
     fn default() -> Self {
-        AdminSpec { enabled: true, listen: d_admin_listen(), token: None, token_file: None }
+        AdminSpec { enabled: true, listen: d_admin_listen(), token: None, token_file: None, hosts: Vec::new() }
     }
 }
 
