@@ -124,3 +124,99 @@ fn a_websocket_over_http2_reaches_an_http1_upstream() {
     assert_eq!(frame, [&[0x81u8, 7][..], b"over h2"].concat(), "an unmasked text frame echoed");
     assert_eq!(p.metric("ringmaster_upgrades_total"), 1.0);
 }
+
+/// An HTTP/1.1 WebSocket through the proxy, spoken by hand: the handshake,
+/// then masked text frames and their echoes.
+struct RawWs(std::net::TcpStream);
+
+impl RawWs {
+    /// The handshake; None when the proxy did not answer 101 within 3 s.
+    fn open(addr: std::net::SocketAddr) -> Option<RawWs> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
+        s.write_all(b"GET /chat HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").ok()?;
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).ok()? == 0 {
+                return None;
+            }
+            head.push(b[0]);
+        }
+        head.starts_with(b"HTTP/1.1 101").then_some(RawWs(s))
+    }
+
+    /// Sends `text` (under 126 bytes) and reads its echo.
+    fn echo(&mut self, text: &str) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mask = [9u8, 8, 7, 6];
+        let mut frame = vec![0x81, 0x80 | text.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.0.write_all(&frame)?;
+        let mut head = [0u8; 2];
+        self.0.read_exact(&mut head)?;
+        let mut body = vec![0; (head[1] & 0x7f) as usize];
+        self.0.read_exact(&mut body)?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// A tunnel's own idle timeout governs it, not the request-head timeout: a
+/// chat that keeps talking outlives `header_read_timeout` many times over.
+#[test]
+fn an_active_tunnel_outlives_the_header_read_timeout() {
+    let (_server, echo) = echo_server();
+    let p = Proxy::start(&format!(
+        "[limits]\nheader_read_timeout = \"500ms\"\nkeepalive_timeout = \"500ms\"\n\n[[routes]]\nservice = \"ws\"\n\n[services.ws]\nkind = \"replicated\"\ntimeouts = {{ body_idle = \"5s\" }}\nendpoints = [{{ address = \"{echo}\" }}]\n"
+    ));
+    let mut ws = RawWs::open(p.addr).expect("the handshake");
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < std::time::Duration::from_millis(2500) {
+        let said = format!("message {n}");
+        assert_eq!(ws.echo(&said).unwrap_or_else(|e| panic!("cut after {:?}: {e}", started.elapsed())), said);
+        n += 1;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(p.metric("ringmaster_tunnels_open"), 1.0);
+}
+
+/// A tunnel is a connection: it holds its permit and its client's slot, so
+/// `max_connections` and `max_connections_per_client` bound tunnels too.
+#[test]
+fn tunnels_count_against_the_connection_limits() {
+    let (_server, echo) = echo_server();
+    for limit in ["max_connections = 6", "max_connections_per_client = 6"] {
+        let p = Proxy::start(&format!(
+            "[limits]\n{limit}\n\n[[routes]]\nservice = \"ws\"\n\n[services.ws]\nkind = \"replicated\"\nendpoints = [{{ address = \"{echo}\" }}]\n"
+        ));
+        let open: Vec<RawWs> = (0..10).filter_map(|_| RawWs::open(p.addr)).collect();
+        assert_eq!(open.len(), 6, "{limit}: tunnels open");
+        assert_eq!(p.metric("ringmaster_tunnels_open"), 6.0, "{limit}");
+    }
+}
+
+/// Shutdown drains tunnels as it drains requests: an open tunnel keeps working
+/// after SIGTERM (within the grace period), and the process ends once it closes.
+#[test]
+fn shutdown_waits_for_open_tunnels() {
+    let (_server, echo) = echo_server();
+    let p = Proxy::start(&format!(
+        "[server]\ngrace_period = \"20s\"\n\n[[routes]]\nservice = \"ws\"\n\n[services.ws]\nkind = \"replicated\"\nendpoints = [{{ address = \"{echo}\" }}]\n"
+    ));
+    let mut ws = RawWs::open(p.addr).expect("the handshake");
+    assert_eq!(ws.echo("before").unwrap(), "before");
+    p.proc.signal("TERM");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(ws.echo("after SIGTERM").expect("the tunnel was cut by shutdown"), "after SIGTERM");
+    let mut p = p;
+    assert!(p.proc.0.try_wait().unwrap().is_none(), "the proxy exited with a tunnel open");
+    drop(ws);
+    let started = std::time::Instant::now();
+    while p.proc.0.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the proxy did not exit once the tunnel closed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

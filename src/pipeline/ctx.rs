@@ -25,13 +25,15 @@ pub struct Conn {
     /// Where background work started by a request (cache refreshes) is
     /// tracked, so that shutdown waits for it.
     pub tasks: TaskTracker,
+    /// Its tunnels (after a 101), which the connection waits for.
+    pub tunnels: Arc<crate::upstream::tunnel::Tunnels>,
 }
 
 impl Conn {
     pub fn new(peer: SocketAddr, listener: Arc<str>, proto: &'static str, tasks: TaskTracker) -> Conn {
         let ip = identity::canonical(peer.ip());
         let peer_value = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
-        Conn { peer: SocketAddr::new(ip, peer.port()), peer_value, listener, proto, client_cert: None, tasks }
+        Conn { peer: SocketAddr::new(ip, peer.port()), peer_value, listener, proto, client_cert: None, tasks, tunnels: Default::default() }
     }
 }
 

@@ -212,6 +212,7 @@ where
     let mut stop = shared.shutdown.clone();
     let svc_shared = shared.clone();
     let peer = conn.facts.peer;
+    let tunnels = conn.facts.tunnels.clone();
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         let shared = svc_shared.clone();
@@ -238,6 +239,8 @@ where
         classify_connection_error(&*e);
         tracing::debug!(%peer, error = %e, "client connection error");
     }
+    // An upgraded connection lives on as its tunnel: its permit and slot with it.
+    tunnels.all_closed().await;
 }
 
 /// A client connection: the facts the pipeline reads, and the counts its

@@ -1,18 +1,64 @@
 //! A tunnel: after an upgrade (a WebSocket's 101 Switching Protocols), bytes are
 //! copied both ways between the client and the upstream until either side
-//! closes (each half-close passed on) or nothing moves for the idle timeout.
+//! closes (each half-close passed on) or nothing moves for the idle timeout
+//! (HAProxy's `timeout tunnel`). A tunnel is still its client's connection:
+//! the connection's task waits for it, keeping its permit and its client's
+//! slot, and shutdown drains it as it drains requests.
 
 use crate::metrics::GLOBAL;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Joins `client` and `upstream` once both upgrades complete, on a task of its own.
-pub fn spawn(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+/// The tunnels a client connection has open. While there are any, the
+/// connection's own timers stand down (the tunnel's idle timeout governs),
+/// and its task waits for them before it lets go of its permits.
+#[derive(Default)]
+pub struct Tunnels {
+    open: AtomicU32,
+    closed: tokio::sync::Notify,
+}
+
+impl Tunnels {
+    pub fn any(&self) -> bool {
+        self.open.load(Relaxed) > 0
+    }
+
+    /// Resolves once no tunnel of the connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if !self.any() {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// One open tunnel, counted in its connection's [`Tunnels`] until dropped.
+struct Open(Arc<Tunnels>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+        self.0.closed.notify_waiters();
+    }
+}
+
+/// Joins `client` and `upstream` once both upgrades complete, on a task of its
+/// own tracked by `tasks` (shutdown waits for it); counted in `tunnels` from now.
+pub fn spawn(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, tunnels: &Arc<Tunnels>, tasks: &tokio_util::task::TaskTracker) {
     GLOBAL.upgrades.fetch_add(1, Relaxed);
-    tokio::spawn(async move {
+    tunnels.open.fetch_add(1, Relaxed);
+    let open = Open(tunnels.clone());
+    tasks.spawn(async move {
+        let _open = open;
         let (c, u) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(e) => {
