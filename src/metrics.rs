@@ -113,10 +113,14 @@ pub enum Answer {
     FanOutTooLarge,
     /// The endpoint's connections were at their cap past the queue timeout (503).
     EndpointBusy,
+    /// TRACE, or PURGE without a cache, on a route that does not name it (405).
+    MethodNotAllowed,
+    /// An HTTP/2 extended CONNECT for a protocol its route does not list (403).
+    UpgradeRefused,
 }
 
 impl Answer {
-    pub const ALL: [Answer; 24] = [
+    pub const ALL: [Answer; 26] = [
         Answer::RateLimited,
         Answer::BodyTimeout,
         Answer::TooManyConnections,
@@ -141,6 +145,8 @@ impl Answer {
         Answer::FanOutBusy,
         Answer::FanOutTooLarge,
         Answer::EndpointBusy,
+        Answer::MethodNotAllowed,
+        Answer::UpgradeRefused,
     ];
 
     pub fn reason(self) -> &'static str {
@@ -169,6 +175,8 @@ impl Answer {
             Answer::FanOutBusy => "fan_out_busy",
             Answer::FanOutTooLarge => "fan_out_too_large",
             Answer::EndpointBusy => "endpoint_busy",
+            Answer::MethodNotAllowed => "method_not_allowed",
+            Answer::UpgradeRefused => "upgrade_refused",
         }
     }
 }
@@ -189,6 +197,8 @@ pub struct Global {
     pub upstream_stalled: AtomicU64,
     /// Upgrades (WebSocket and others) forwarded, tunnels open, tunnels closed idle.
     pub upgrades: AtomicU64,
+    /// Upgrades not forwarded: the route does not list the protocol (h2c never).
+    pub upgrades_refused: AtomicU64,
     pub tunnels_open: AtomicU64,
     pub tunnels_idle_closed: AtomicU64,
 }
@@ -208,6 +218,7 @@ pub static GLOBAL: Global = Global {
     admin_refused: ZERO,
     upstream_stalled: ZERO,
     upgrades: ZERO,
+    upgrades_refused: ZERO,
     tunnels_open: ZERO,
     tunnels_idle_closed: ZERO,
 };

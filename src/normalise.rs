@@ -149,6 +149,10 @@ pub fn any_hop_by_hop(h: &HeaderMap) -> bool {
     h.keys().any(|k| k == CONNECTION || k == TE || k == TRANSFER_ENCODING || k == UPGRADE || k == KEEP_ALIVE || k == PROXY_CONNECTION)
 }
 
+/// An h2c upgrade's settings (RFC 7540 section 3.2.1): hop-by-hop even when
+/// Connection does not name it.
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !any_hop_by_hop(h) {
@@ -167,7 +171,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         }
         h.remove(CONNECTION);
     }
-    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &TE, &TRANSFER_ENCODING, &UPGRADE] {
+    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &TE, &TRANSFER_ENCODING, &UPGRADE, &HTTP2_SETTINGS] {
         if h.contains_key(n) {
             h.remove(n);
         }

@@ -44,6 +44,8 @@ pub struct Route {
     pub cache: Option<Arc<crate::cache::flow::RouteCache>>,
     /// Rate-limit policies, for every request and by identity tier.
     pub limits: crate::limit::RoutePolicies,
+    /// Upgrade protocols forwarded, lowercase.
+    pub upgrades: Vec<String>,
 }
 
 impl Route {

@@ -42,7 +42,7 @@ pub fn render(snap: &Snapshot) -> String {
         let _ = writeln!(o, "ringmaster_local_answers_total{{reason=\"{}\"}} {}", a.reason(), g.answers[a as usize].load(Relaxed));
     }
     crate::tls::handshake::render(&mut o);
-    let simple: [(&str, &str, &str, u64); 12] = [
+    let simple: [(&str, &str, &str, u64); 13] = [
         (
             "ringmaster_connections_idle_closed_total",
             "counter",
@@ -83,6 +83,12 @@ pub fn render(snap: &Snapshot) -> String {
             g.upstream_stalled.load(Relaxed),
         ),
         ("ringmaster_upgrades_total", "counter", "Upgrades (WebSocket and others) switched to a tunnel.", g.upgrades.load(Relaxed)),
+        (
+            "ringmaster_upgrades_refused_total",
+            "counter",
+            "Upgrades not forwarded: their route does not list the protocol (h2c is never forwarded).",
+            g.upgrades_refused.load(Relaxed),
+        ),
         ("ringmaster_tunnels_open", "gauge", "Upgraded connections open now.", g.tunnels_open.load(Relaxed)),
         (
             "ringmaster_tunnels_idle_closed_total",

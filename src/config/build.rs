@@ -155,6 +155,7 @@ pub fn build(plan: Plan, old: Option<&Snapshot>) -> Built {
                 fan_out: r.fan_out,
                 cache,
                 limits: r.limits,
+                upgrades: r.upgrades,
             }
         })
         .collect();

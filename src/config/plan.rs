@@ -166,6 +166,8 @@ pub struct RoutePlan {
     pub limits: crate::limit::RoutePolicies,
     /// The cache's rules and its memory budget in bytes.
     pub cache: Option<(crate::cache::flow::Rules, u64)>,
+    /// Upgrade protocols forwarded, lowercase.
+    pub upgrades: Vec<String>,
 }
 
 /// The admin listener: its address (read at start only) and the token it asks for.

@@ -122,13 +122,50 @@ pub fn identify(cx: &mut Ctx, req: &Request<Body>) {
 /// Route: listener, host, path and method to a route.
 pub fn route(cx: &mut Ctx, req: &Request<Body>) -> Result<(), Early> {
     let (snap, listener) = (cx.snap, &*cx.conn.listener);
-    match snap.router.find(listener, req.method(), cx.host.as_ref().and_then(|h| h.to_str().ok()), req.uri().path()) {
-        Some(r) => {
-            cx.route = Some(r);
-            Ok(())
-        }
-        None => Err(answer(StatusCode::NOT_FOUND, Answer::NoRoute, "no route matches this request\n")),
+    let r = match snap.router.find(listener, req.method(), cx.host.as_ref().and_then(|h| h.to_str().ok()), req.uri().path()) {
+        Some(r) => r,
+        None => return Err(answer(StatusCode::NOT_FOUND, Answer::NoRoute, "no route matches this request\n")),
+    };
+    cx.route = Some(r);
+    // TRACE echoes what reached the origin (other hops' headers included), and
+    // PURGE is a cache's verb: neither goes on unless the route names it.
+    let m = req.method();
+    if (m == Method::TRACE || (m.as_str() == "PURGE" && r.cache.is_none())) && !r.methods.contains(m) {
+        let mut resp = answer(StatusCode::METHOD_NOT_ALLOWED, Answer::MethodNotAllowed, "this method is not allowed on this route\n");
+        resp.headers_mut().insert(http::header::ALLOW, allow(r));
+        return Err(resp);
     }
+    if let Some(protocol) = &cx.upgrade {
+        if !upgrade_allowed(protocol, &r.upgrades) {
+            crate::metrics::GLOBAL.upgrades_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if req.version() == http::Version::HTTP_2 {
+                // An extended CONNECT has no plain request to fall back to.
+                return Err(answer(StatusCode::FORBIDDEN, Answer::UpgradeRefused, "this upgrade is not allowed on this route\n"));
+            }
+            // Ignored (RFC 9110 section 7.8): served as the plain request it also is.
+            cx.upgrade = None;
+        }
+    }
+    Ok(())
+}
+
+/// The Allow field of a 405 on `r`: its methods, or the usual ones.
+fn allow(r: &crate::route::Route) -> HeaderValue {
+    if r.methods.is_empty() {
+        return HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+    }
+    let list: Vec<&str> = r.methods.iter().map(|m| m.as_str()).collect();
+    HeaderValue::from_str(&list.join(", ")).unwrap_or(HeaderValue::from_static("GET"))
+}
+
+/// Whether every protocol `protocol` offers (`websocket`, `foo/2, bar`) is in
+/// `allowed` (lowercase names, without versions).
+fn upgrade_allowed(protocol: &HeaderValue, allowed: &[String]) -> bool {
+    let Ok(text) = protocol.to_str() else { return false };
+    text.split(',').all(|p| {
+        let name = p.split('/').next().unwrap_or("").trim();
+        !name.eq_ignore_ascii_case("h2c") && allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+    })
 }
 
 /// Rate limit: credentials to an identity (only where a policy needs one), then the verdict.

@@ -64,6 +64,7 @@ fn route(cfg: &Config, route: &RouteSpec, name: String, defs: &Defs, id: Option<
         h => Some(h.as_ref().map(|h| crate::route::HostMatch::parse(h.get_ref()))),
     };
     let limits = target.and_then(|(_, svc_name, svc)| limits(defs, route, &name, svc, svc_name, r));
+    let upgrades = upgrades(route, r);
     Some(RoutePlan {
         service: target?.0,
         host: host?,
@@ -73,8 +74,28 @@ fn route(cfg: &Config, route: &RouteSpec, name: String, defs: &Defs, id: Option<
         fan_out: route.fan_out,
         limits: limits?,
         cache: cache?,
+        upgrades: upgrades?,
         name,
     })
+}
+
+/// The upgrade protocols a route forwards: WebSocket unless it says; never h2c
+/// (a tunnel to the origin past every route, limit and credential check).
+fn upgrades(route: &RouteSpec, r: &mut Reporter) -> Option<Vec<String>> {
+    let Some(list) = &route.upgrades else { return Some(vec!["websocket".to_string()]) };
+    let checked = list.iter().map(|u| {
+        let name = u.get_ref().to_ascii_lowercase();
+        if name == "h2c" {
+            r.error(u.span(), "h2c upgrades are never forwarded", "remove \"h2c\"; clients that offer it are served over HTTP/1.1");
+            None
+        } else if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b)) {
+            r.error(u.span(), format!("`{}` is not an upgrade protocol", u.get_ref()), "a token such as \"websocket\"");
+            None
+        } else {
+            Some(name)
+        }
+    });
+    all(checked)
 }
 
 /// The route's service: its index among the services, its name and its table.

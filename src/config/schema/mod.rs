@@ -315,6 +315,10 @@ pub struct RouteSpec {
     /// The route's HTTP cache; absent means no caching.
     #[serde(default)]
     pub cache: Option<Spanned<CacheSpec>>,
+    /// Upgrade protocols forwarded (a tunnel after the 101); others are
+    /// ignored, the request forwarded as plain HTTP. `h2c` is never allowed.
+    #[serde(default)]
+    pub upgrades: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
