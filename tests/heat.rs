@@ -30,7 +30,7 @@ fn the_hot_shard_and_the_planted_key_rank_first_for_http() {
     for b in &backends {
         cfg.push_str(&format!("[services.users.shards.{}]\nendpoints = [{{ address = \"{}\" }}]\n\n", b.name, b.addr));
     }
-    let p = Proxy::start(&cfg);
+    let p = Proxy::start_with_admin("show_keys = \"raw\"", &cfg);
     // Half of the requests name one user: its shard takes about two thirds of them.
     skewed(&p, 3000, 2, "celebrity");
     let hot = shard_of(&p, "celebrity");
@@ -73,7 +73,7 @@ fn the_ambassador_ranks_its_hot_shard_and_keys() {
         vec![("a", vec![servers[0].addr]), ("b", vec![servers[1].addr]), ("c", vec![servers[2].addr])];
     let cfg =
         ambassador(listen, &shards, "function = \"maglev\"", "") + "[services.cache.heat]\nwindow = \"2s\"\nsample = 1\nhot_share = 0.2\n";
-    let p = Proxy::start(&cfg);
+    let p = Proxy::start_with_admin("show_keys = \"raw\"", &cfg);
     wait_port(listen);
     let mut c = Raw::connect(listen);
     assert_eq!(c.line("set hot-item 0 0 5\r\nhello\r\n"), "STORED\r\n");
@@ -104,4 +104,34 @@ fn the_ambassador_ranks_its_hot_shard_and_keys() {
     assert!(svc["skew"].as_f64().unwrap() > 1.3, "{svc:#}");
     drop(p);
     std::thread::sleep(Duration::from_millis(10));
+}
+
+/// Keys come from clients (session ids, e-mails, tenants): `/admin/heat`
+/// shows a keyed hash by default, a short prefix with it on request, and the
+/// raw key only when `admin.show_keys = "raw"`.
+#[test]
+fn admin_heat_shows_no_raw_key_unless_asked() {
+    let backends: Vec<Backend> = ["a", "b"].iter().map(|n| backend(n)).collect();
+    let mut cfg = String::from("[[routes]]\nname = \"users\"\nservice = \"users\"\n\n");
+    cfg.push_str("[services.users]\nkind = \"sharded\"\nsharder = { key = { path_segment = 1 }, function = \"maglev\" }\n");
+    cfg.push_str("heat = { window = \"2s\", sample = 1, top_keys = 16, hot_share = 0.2 }\n\n");
+    for b in &backends {
+        cfg.push_str(&format!("[services.users.shards.{}]\nendpoints = [{{ address = \"{}\" }}]\n\n", b.name, b.addr));
+    }
+    let secret = "alice@example.com";
+    let mut shown = Vec::new();
+    for mode in ["", "show_keys = \"prefix\"", "show_keys = \"raw\""] {
+        let p = Proxy::start_with_admin(mode, &cfg);
+        skewed(&p, 400, 2, secret);
+        let mut key = String::new();
+        eventually(10, "the key ranked", || {
+            key = p.admin_json("/admin/heat")["services"][0]["top_keys"][0]["key"].as_str().unwrap_or("").to_string();
+            !key.is_empty()
+        });
+        shown.push(key);
+    }
+    let (hashed, prefix, raw) = (&shown[0], &shown[1], &shown[2]);
+    assert!(hashed.starts_with('#') && !hashed.contains("alice") && !hashed.contains("example"), "{hashed}");
+    assert!(prefix.starts_with("alic") && !prefix.contains("example"), "{prefix}");
+    assert_eq!(raw, secret);
 }

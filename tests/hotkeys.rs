@@ -33,7 +33,7 @@ fn start(servers: &[&Memcached], hot_keys: &str) -> (Proxy, SocketAddr) {
     let cfg = ambassador(listen, &[("a", shard)], "function = \"maglev\"", "reads = \"local_first\"\nallow_flush_all = true")
         + "[services.cache.heat]\nwindow = \"2s\"\nsample = 1\nhot_share = 0.2\n\n"
         + &format!("[services.cache.hot_keys]\n{hot_keys}\n");
-    let p = Proxy::start(&cfg);
+    let p = Proxy::start_with_admin("show_keys = \"raw\"", &cfg);
     wait_port(listen);
     (p, listen)
 }

@@ -4,6 +4,7 @@
 //! Keys appear only in the JSON, never as metric labels: they come from
 //! clients, and a label per key would let them grow the scrape without bound.
 
+use crate::config::schema::ShowKeys;
 use crate::config::Snapshot;
 use crate::heat::rate::skew;
 use crate::memcache::hotcache::HotCache;
@@ -122,8 +123,21 @@ fn ms(s: Option<f64>) -> Value {
     s.filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v * 1000.0))
 }
 
+/// How `key` appears in the view: see [`ShowKeys`].
+fn shown(key: &[u8], show: ShowKeys) -> String {
+    use std::hash::BuildHasher as _;
+    static SEED: std::sync::LazyLock<std::hash::RandomState> = std::sync::LazyLock::new(std::hash::RandomState::new);
+    let hash = || format!("#{:016x}", SEED.hash_one(key));
+    match show {
+        ShowKeys::Raw => String::from_utf8_lossy(key).into_owned(),
+        ShowKeys::Hashed => hash(),
+        ShowKeys::Prefix => format!("{}…{}", String::from_utf8_lossy(&key[..key.len().min(4)]), hash()),
+    }
+}
+
 /// `GET /admin/heat`.
 pub fn json(snap: &Snapshot) -> Value {
+    let show = snap.admin.as_ref().map_or(ShowKeys::default(), |a| a.show_keys);
     let services: Vec<Value> = services(snap)
         .into_iter()
         .map(|s| {
@@ -134,7 +148,7 @@ pub fn json(snap: &Snapshot) -> Value {
                 .heat
                 .top(TOP)
                 .into_iter()
-                .map(|k| json!({ "key": String::from_utf8_lossy(&k.key), "share": k.share, "error": k.error, "hot": k.hot }))
+                .map(|k| json!({ "key": shown(&k.key, show), "share": k.share, "error": k.error, "hot": k.hot }))
                 .collect();
             let p = s.heat.policy();
             json!({

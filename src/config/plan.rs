@@ -177,6 +177,7 @@ pub struct AdminPlan {
     pub token: Option<crate::identity::Secret>,
     /// Names accepted in Host beyond IP addresses and `localhost`, lowercase.
     pub hosts: Vec<String>,
+    pub show_keys: crate::config::schema::ShowKeys,
 }
 
 /// The whole accepted config.

@@ -121,7 +121,12 @@ fn admin(cfg: &Config, r: &mut Reporter) -> Option<Option<crate::config::plan::A
         }
     }
     let (addr, token) = (addr?, token?);
-    Some(Some(crate::config::plan::AdminPlan { addr, token: token.map(|t| crate::identity::Secret::new(&t)), hosts }))
+    Some(Some(crate::config::plan::AdminPlan {
+        addr,
+        token: token.map(|t| crate::identity::Secret::new(&t)),
+        hosts,
+        show_keys: a.show_keys,
+    }))
 }
 
 /// Warns of a sharded service whose sharder fans a request without the key out

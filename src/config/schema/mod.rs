@@ -98,11 +98,27 @@ pub struct AdminSpec {
     /// name that resolves here is refused).
     #[serde(default)]
     pub hosts: Vec<Spanned<String>>,
+    /// How `/admin/heat` shows keys, which come from clients (session ids,
+    /// e-mails): a keyed hash, a short prefix with it, or raw.
+    #[serde(default)]
+    pub show_keys: ShowKeys,
+}
+
+/// How keys appear in admin views.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShowKeys {
+    /// `#` and 16 hex digits of a hash keyed per process: tells keys apart, reveals none.
+    #[default]
+    Hashed,
+    /// The first 4 bytes, `…`, and the hash.
+    Prefix,
+    Raw,
 }
 
 impl Default for AdminSpec {
     fn default() -> Self {
-        AdminSpec { enabled: true, listen: d_admin_listen(), token: None, token_file: None, hosts: Vec::new() }
+        AdminSpec { enabled: true, listen: d_admin_listen(), token: None, token_file: None, hosts: Vec::new(), show_keys: ShowKeys::Hashed }
     }
 }
 
