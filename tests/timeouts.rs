@@ -159,3 +159,38 @@ fn a_stalled_upstream_body_is_cut_off_after_body_idle() {
     assert!(started.elapsed() < Duration::from_secs(10), "held for {:?}", started.elapsed());
     assert_eq!(p.metric("ringmaster_upstream_stalled_total"), 2.0);
 }
+
+/// The defaults a user of nginx or HAProxy expects to be on: a request body
+/// that crawls below 500 bytes a second (Apache's mod_reqtimeout MinRate)
+/// is cut with 408 after the 5 s grace, and one client address holds at most
+/// 256 connections.
+#[test]
+fn a_crawling_body_and_a_connection_hog_are_refused_by_default() {
+    let (p, a) = proxy("");
+    let mut s = TcpStream::connect(p.addr).unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    while started.elapsed() < Duration::from_secs(12) && !got.ends_with(b"\r\n\r\n") {
+        // 100 bytes a second.
+        if s.write_all(&[b'x'; 10]).is_err() {
+            break;
+        }
+        let mut chunk = [0u8; 1024];
+        if let Ok(n) = s.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let said = String::from_utf8_lossy(&got);
+    assert!(said.starts_with("HTTP/1.1 408"), "a 100 B/s body was not cut ({:?}): {said}", started.elapsed());
+    drop(s);
+    let _ = a;
+    // 256 connections from one address are served; the 257th is refused.
+    let mut held: Vec<TcpStream> = (0..256).map(|_| TcpStream::connect(p.addr).unwrap()).collect();
+    assert_eq!(keepalive_get(&mut held[255]), 200);
+    eventually(5, "the 257th connection is refused", || p.get("/small").status == 429);
+}

@@ -158,14 +158,15 @@ pub struct LimitsSpec {
     #[serde(default = "d_max_connections")]
     pub max_connections: usize,
     /// Concurrent connections from one client address; more are answered 429
-    /// and closed. 0: no limit.
-    #[serde(default)]
+    /// and closed. 0: no limit. Raise it for clients behind one NAT address.
+    #[serde(default = "d_per_client")]
     pub max_connections_per_client: usize,
     /// Longest pause between chunks of a request body; slower clients get 408.
     #[serde(default = "d_body_timeout")]
     pub body_read_timeout: Dur,
-    /// Minimum average request-body rate in bytes per second, enforced after 5 s (0: off).
-    #[serde(default)]
+    /// Minimum average request-body rate in bytes per second, enforced after
+    /// 5 s (0: off); 500 as Apache's mod_reqtimeout `MinRate`.
+    #[serde(default = "d_body_min_rate")]
     pub body_min_rate: u64,
     /// HTTP/2 streams a client may have open at once on one connection.
     #[serde(default = "d_h2_streams")]
@@ -185,9 +186,9 @@ impl Default for LimitsSpec {
             header_read_timeout: d_header_timeout(),
             keepalive_timeout: d_keepalive_timeout(),
             max_connections: d_max_connections(),
-            max_connections_per_client: 0,
+            max_connections_per_client: d_per_client(),
             body_read_timeout: d_body_timeout(),
-            body_min_rate: 0,
+            body_min_rate: d_body_min_rate(),
             h2_max_concurrent_streams: d_h2_streams(),
             h2_max_reset_streams: d_h2_resets(),
         }
@@ -713,6 +714,12 @@ fn d_h2_resets() -> usize {
 }
 fn d_max_connections() -> usize {
     50_000
+}
+fn d_per_client() -> usize {
+    256
+}
+fn d_body_min_rate() -> u64 {
+    500
 }
 fn d_session_cache() -> usize {
     20_000
