@@ -152,6 +152,7 @@ pub enum Who {
 pub struct BadCredentials(pub String);
 
 /// API keys, stored as SHA-256 digests.
+#[derive(Clone)]
 pub struct Credentials {
     pub header: Option<http::HeaderName>,
     pub query: Option<String>,

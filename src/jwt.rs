@@ -17,12 +17,14 @@ pub enum JwtError {
 }
 
 /// A key that verifies tokens of one algorithm, with its JWKS key id.
+#[derive(Clone)]
 pub struct Key {
     pub alg: Algorithm,
     pub kid: Option<String>,
     pub key: DecodingKey,
 }
 
+#[derive(Clone)]
 pub struct JwtVerifier {
     pub keys: Vec<Key>,
     pub issuer: Option<String>,

@@ -314,7 +314,7 @@ fn service_ring(path: &std::path::Path, name: &str) -> anyhow::Result<(Vec<ringm
     use ringmaster::ring::Member;
     let plan = ringmaster::config::load(path)?;
     let svc = plan.services.iter().find(|s| s.name == name).ok_or_else(|| anyhow::anyhow!("no service `{name}` in {}", path.display()))?;
-    match (&svc.sharding, &svc.pools[0].balancer) {
+    match (&svc.sharding, &*svc.pools[0].balancer) {
         (Some(sharding), _) => {
             let weights = plan.config.services.iter().find(|(k, _)| k.get_ref() == name).map(|(_, spec)| &spec.shards);
             let members = weights.into_iter().flatten().map(|(k, s)| Member::new(k.get_ref().clone(), *s.weight.get_ref())).collect();
@@ -354,7 +354,7 @@ fn locate_in_config(path: &std::path::Path, name: &str, keys: &[String]) -> anyh
             }
             None => ("-".to_string(), svc.pool()),
         };
-        let replica = match &pool.balancer {
+        let replica = match &*pool.balancer {
             ringmaster::balance::Balancer::Hash(h) => {
                 h.ring.locate_hash(h.hash(k.as_bytes())).map(|i| pool.endpoints[i].name.clone()).unwrap_or_else(|| "-".into())
             }

@@ -6,6 +6,7 @@ use crate::service::Service;
 use http::Method;
 use std::sync::Arc;
 
+#[derive(Clone)]
 pub enum HostMatch {
     /// Lower-case exact host.
     Exact(String),

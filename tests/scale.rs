@@ -40,6 +40,9 @@ fn a_hot_shard_gets_replicas_and_gives_them_back_without_a_failed_request() {
     let p = Proxy::start(&cfg);
     let hot = ids_on(&p, "a", 5);
     assert_eq!(hot.len(), 5);
+    // A half-edited file on disk: a scale step is a pool update, which reads no file.
+    let good = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(&p.config, good.replace("[services.users.shards.b]", "[services.users.shards.b\nhalf-written")).unwrap();
     // A load on shard a: about 100 requests a second, then 5 once `calm` is set.
     let (stop, calm) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::<String>::new())));
@@ -83,6 +86,13 @@ fn a_hot_shard_gets_replicas_and_gives_them_back_without_a_failed_request() {
     assert_eq!(shard(&heat, "a")["endpoints"].as_array().unwrap().len(), 3, "{heat:#}");
     assert!(shard(&heat, "a")["scaler"]["desired"].as_u64().unwrap() <= 3);
     assert!(p.metric("ringmaster_scaler_steps_total{service=\"users\",shard=\"a\",step=\"up\"}") >= 1.0);
+    assert_eq!(
+        (p.metric("ringmaster_reloads_total"), p.metric("ringmaster_reload_failures_total")),
+        (0.0, 0.0),
+        "a scale step is no reload"
+    );
+    assert!(!p.stderr().contains("config reload"), "{}", p.stderr());
+    std::fs::write(&p.config, &good).unwrap();
     // The load falls: the scaled replicas leave, while requests keep coming.
     calm.store(true, Relaxed);
     eventually(40, "shard a is back to min_replicas", || {

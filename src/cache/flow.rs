@@ -26,6 +26,7 @@ pub struct RouteCache {
 }
 
 /// How a route's cache behaves: freshness settings, the key, what it answers.
+#[derive(Clone)]
 pub struct Rules {
     pub settings: Settings,
     /// What beyond host and path makes the key.

@@ -1,7 +1,8 @@
 //! The endpoints the scaler added, laid over the config's pools on every
 //! build: a scale step changes the overlay and rebuilds the snapshot from the
-//! config file, so a reload by hand keeps the scaled replicas and everything
-//! else (connections, health, counters) is carried over as on any reload.
+//! accepted plan (a pool update: no file is read), and a reload by hand keeps
+//! the scaled replicas; everything else (connections, health, counters) is
+//! carried over as on any build.
 //! A scaled endpoint is reached like the first endpoint the config lists for
 //! its pool (timeouts, health check, TLS, weight).
 

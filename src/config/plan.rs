@@ -10,6 +10,7 @@ use crate::upstream::{EndpointKey, Passive, Retry};
 use std::time::Duration;
 
 /// What a listener adds to or does with every request.
+#[derive(Clone)]
 pub struct ListenerOpts {
     pub redirect_to_https: Option<u16>,
     pub hsts: Option<http::HeaderValue>,
@@ -17,6 +18,7 @@ pub struct ListenerOpts {
 }
 
 /// A listener as the server runs it.
+#[derive(Clone)]
 pub struct ListenerPlan {
     pub name: String,
     pub addr: std::net::SocketAddr,
@@ -65,6 +67,7 @@ pub struct EndpointPlan {
 }
 
 /// A pool's balancer settings.
+#[derive(Clone)]
 pub struct Balancing {
     pub kind: crate::balance::BalancerKind,
     pub hash: Option<crate::balance::HashSettings>,
@@ -73,21 +76,23 @@ pub struct Balancing {
 
 impl Balancing {
     /// The balancer over `endpoints` (by name, else address, with their weights).
-    pub fn build(&self, endpoints: &[EndpointPlan], salt: &str) -> Balancer {
+    pub fn build(&self, endpoints: &[EndpointPlan], salt: &str) -> std::sync::Arc<Balancer> {
         let members: Vec<crate::ring::Member> =
             endpoints.iter().map(|e| crate::ring::Member::new(e.name.clone().unwrap_or_else(|| e.key.address.clone()), e.weight)).collect();
-        Balancer::new(self.kind, &members, self.hash.as_ref(), self.cookie.as_ref(), salt)
+        std::sync::Arc::new(Balancer::new(self.kind, &members, self.hash.as_ref(), self.cookie.as_ref(), salt))
     }
 }
 
 /// A pool (a replicated service, or one shard) before its endpoints exist.
+#[derive(Clone)]
 pub struct PoolPlan {
     /// `service`, or `service/shard`.
     pub name: String,
     pub service: String,
     pub shard: Option<String>,
     pub endpoints: Vec<EndpointPlan>,
-    pub balancer: Balancer,
+    /// Shared: a plan kept for pool updates and the pool built from it hold one.
+    pub balancer: std::sync::Arc<Balancer>,
     /// What the balancer was built from, to build it again over other endpoints.
     pub balancing: Balancing,
     pub request_timeout: Duration,
@@ -99,6 +104,7 @@ pub struct PoolPlan {
     pub retry: Retry,
 }
 
+#[derive(Clone)]
 pub struct ServicePlan {
     pub name: String,
     pub pools: Vec<PoolPlan>,
@@ -134,12 +140,14 @@ pub struct McListenerPlan {
 }
 
 /// One shard of a memcache service: its endpoints by name and address.
+#[derive(Clone)]
 pub struct McShardPlan {
     pub name: String,
     pub endpoints: Vec<(String, std::net::SocketAddr)>,
 }
 
 /// A memcache service before its endpoints exist.
+#[derive(Clone)]
 pub struct McServicePlan {
     pub name: String,
     pub ring: crate::ring::Ring,
@@ -154,6 +162,7 @@ pub struct McServicePlan {
 }
 
 /// A route; its cache store and counters come from the build step.
+#[derive(Clone)]
 pub struct RoutePlan {
     pub name: String,
     /// The index of its service in [`Plan::services`].
@@ -181,6 +190,7 @@ pub struct AdminPlan {
 }
 
 /// The whole accepted config.
+#[derive(Clone)]
 pub struct Plan {
     /// The file as written, for `/admin/config` and the process settings.
     pub config: Config,

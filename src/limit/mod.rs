@@ -31,7 +31,7 @@ pub struct Limiter {
 
 /// A route's policies: for every request, and by identity tier (`anonymous`,
 /// or an API key's or token's tier).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct RoutePolicies {
     pub all: Vec<Policy>,
     pub tiers: HashMap<String, Vec<Policy>>,

@@ -5,6 +5,7 @@
 use super::Visit;
 use crate::hash::mix64;
 
+#[derive(Clone)]
 pub struct Jump {
     n: usize,
 }

@@ -15,6 +15,7 @@ pub const POINTS: u32 = 160;
 const POINT_SEED: u64 = 0x6b65_7461_6d61_7074; // "ketamapt"
 
 /// Points on a circle, sorted, each owned by a member.
+#[derive(Clone)]
 struct Continuum<P> {
     points: Vec<(P, u32)>,
     members: usize,
@@ -73,6 +74,7 @@ impl From<P64> for f64 {
     }
 }
 
+#[derive(Clone)]
 pub struct Ketama {
     ring: Continuum<P64>,
 }
@@ -107,6 +109,7 @@ impl Ketama {
     }
 }
 
+#[derive(Clone)]
 pub struct TwemproxyKetama {
     ring: Continuum<u32>,
     pub key_hash: KeyHash,

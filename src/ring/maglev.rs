@@ -11,6 +11,7 @@ const SKIP_SEED: u64 = 0x6d61_676c_6576_736b; // "maglevsk"
 /// Most members a maglev ring takes (16-bit table entries).
 pub const MAX_MEMBERS: usize = u16::MAX as usize;
 
+#[derive(Clone)]
 pub struct Maglev {
     table: Vec<u16>,
     members: usize,

@@ -69,6 +69,7 @@ impl Function {
 }
 
 /// A built ring.
+#[derive(Clone)]
 pub enum Ring {
     Maglev(Maglev),
     Ketama(Ketama),

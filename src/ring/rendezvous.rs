@@ -7,6 +7,7 @@ use crate::hash::{mix64, xxh3_seeded};
 
 const SEED: u64 = 0x7265_6e64_657a_766f; // "rendezvo"
 
+#[derive(Clone)]
 pub struct Rendezvous {
     /// Per member: its name's hash and its weight.
     members: Vec<(u64, f64)>,

@@ -55,6 +55,9 @@ pub struct Shared {
     pub memcache_listeners: tokio::sync::Mutex<Vec<memcache::Handle>>,
     /// The endpoints the scaler added, laid over the config on every build.
     pub scaled: std::sync::Mutex<crate::config::overlay::Overlay>,
+    /// The plan of the config last accepted (at start or by a reload), which
+    /// pool updates build on without reading the file again.
+    pub accepted: std::sync::Mutex<Plan>,
     /// The election this root entered at start (`[leader]`; a change needs a restart).
     pub leader: Option<crate::scale::leader::Settings>,
 }
@@ -105,6 +108,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         tracing::warn!("config: {w}");
     }
     let leader = plan.leader.clone();
+    let accepted = plan.clone();
     let built = build(plan, None);
     let snap = built.snapshot;
     let mut sockets = Vec::new();
@@ -138,6 +142,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         memcache_listeners: tokio::sync::Mutex::new(Vec::new()),
         tasks: tokio_util::task::TaskTracker::new(),
         scaled: Default::default(),
+        accepted: std::sync::Mutex::new(accepted),
         leader: leader.clone(),
     });
     for ep in &built.new_endpoints {

@@ -1,7 +1,12 @@
-//! Reload: re-read and check the config file, build a new snapshot that
-//! carries over long-lived state, and swap it in atomically. Listeners that were
-//! added are bound before the swap (a failure rejects the reload); removed ones
-//! stop accepting after it. An invalid config changes nothing.
+//! Reload and pool update, the two ways a new snapshot comes to serve.
+//! A reload re-reads and checks the config file (file → check → plan) and
+//! keeps that plan as the accepted one; a pool update (a scale step) lays the
+//! scaler's endpoint changes over the accepted plan, reading no file, so a
+//! half-edited file on disk neither stops scaling nor rides in with it. Both
+//! then build a snapshot that carries over long-lived state and swap it in
+//! atomically. Listeners that were added are bound before the swap (a failure
+//! rejects the change); removed ones stop accepting after it. An invalid
+//! config changes nothing.
 
 use super::{listener, Live, Shared};
 use crate::config::build;
@@ -28,17 +33,38 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<u64, String> {
 }
 
 async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
-    // Serialises reloads; never held by requests.
+    // Serialises reloads and pool updates; never held by requests.
     let mut running = shared.listeners.lock().await;
-    let mut plan = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
-    shared.scaled.lock().unwrap_or_else(|e| e.into_inner()).apply(&mut plan);
-    let old = shared.snapshot();
+    let plan = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
     if plan.leader != shared.leader {
         tracing::warn!("a changed [leader] takes effect after a restart");
     }
     for w in &plan.warnings {
         tracing::warn!("config: {w}");
     }
+    let accepted = plan.clone();
+    let generation = install(shared, plan, &mut running).await?;
+    *shared.accepted.lock().unwrap_or_else(|e| e.into_inner()) = accepted;
+    Ok(generation)
+}
+
+/// Rebuilds the snapshot from the accepted plan with the scaler's overlay as
+/// it is now (no file is read); the new generation, or why it failed.
+pub async fn update_pools(shared: &Arc<Shared>) -> Result<u64, String> {
+    let mut running = shared.listeners.lock().await;
+    let plan = shared.accepted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    install(shared, plan, &mut running).await
+}
+
+/// Lays the overlay over `plan`, builds and swaps the snapshot in, and
+/// reconciles the listeners with it.
+async fn install(
+    shared: &Arc<Shared>,
+    mut plan: crate::config::Plan,
+    running: &mut Vec<(String, listener::ListenerHandle)>,
+) -> Result<u64, String> {
+    shared.scaled.lock().unwrap_or_else(|e| e.into_inner()).apply(&mut plan);
+    let old = shared.snapshot();
     let built = build(plan, Some(&old));
     let new = &built.snapshot;
     if new.admin.as_ref().map(|a| a.addr) != old.admin.as_ref().map(|a| a.addr) {

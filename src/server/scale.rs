@@ -270,13 +270,13 @@ async fn listed(shared: &Arc<Shared>, w: &Watched, s: &command::Settings, curren
     };
     let before = shared.scaled.lock().unwrap_or_else(|e| e.into_inner()).0.get(&w.pool).cloned();
     shared.scaled.lock().unwrap_or_else(|e| e.into_inner()).set(&w.pool, list.clone());
-    match super::reload::reload(shared).await {
+    match super::reload::update_pools(shared).await {
         Ok(_) => {
             tracing::info!(pool = %w.pool, endpoints = ?list.iter().map(|e| e.1).collect::<Vec<_>>(), "scaler: the pool is the command's list");
             true
         }
         Err(why) => {
-            tracing::error!(pool = %w.pool, "scaler: the command's endpoints could not join (the config does not load: {why})");
+            tracing::error!(pool = %w.pool, "scaler: the command's endpoints could not join ({why})");
             let mut o = shared.scaled.lock().unwrap_or_else(|e| e.into_inner());
             match before {
                 Some(b) => drop(o.0.insert(w.pool.clone(), b)),
@@ -314,14 +314,14 @@ async fn up(shared: &Arc<Shared>, st: &mut PoolScaler, w: &Watched, settings: &l
         let mut o = shared.scaled.lock().unwrap_or_else(|e| e.into_inner());
         started.iter().for_each(|r| o.add(pool, r.name.clone(), r.addr));
     }
-    match super::reload::reload(shared).await {
+    match super::reload::update_pools(shared).await {
         Ok(_) => {
             tracing::info!(pool, added = ?started.iter().map(|r| r.addr).collect::<Vec<_>>(), "scaler: replicas joined");
             st.replicas.extend(started);
             true
         }
         Err(why) => {
-            tracing::error!(pool, "scaler: the new replicas could not join (the config does not load: {why}); stopping them");
+            tracing::error!(pool, "scaler: the new replicas could not join ({why}); stopping them");
             let mut o = shared.scaled.lock().unwrap_or_else(|e| e.into_inner());
             started.iter().for_each(|r| o.remove(pool, r.addr));
             false
@@ -344,8 +344,8 @@ async fn down(shared: &Arc<Shared>, st: &mut PoolScaler, pool: &str, settings: &
         let mut o = shared.scaled.lock().unwrap_or_else(|e| e.into_inner());
         addrs.iter().for_each(|a| o.remove(pool, *a));
     }
-    if let Err(why) = super::reload::reload(shared).await {
-        tracing::error!(pool, "scaler: replicas could not leave (the config does not load: {why}); keeping them");
+    if let Err(why) = super::reload::update_pools(shared).await {
+        tracing::error!(pool, "scaler: replicas could not leave ({why}); keeping them");
         let mut o = shared.scaled.lock().unwrap_or_else(|e| e.into_inner());
         leaving.iter().for_each(|r| o.add(pool, r.name.clone(), r.addr));
         st.replicas.extend(leaving);

@@ -10,6 +10,7 @@ use http::HeaderName;
 use std::net::IpAddr;
 
 /// How a sharded service spreads requests over its shards.
+#[derive(Clone)]
 pub struct Sharding {
     /// Over shard names and weights.
     pub ring: Ring,

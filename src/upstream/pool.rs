@@ -43,7 +43,7 @@ pub struct Pool {
     /// The shard this pool serves, in a sharded service.
     pub shard: Option<String>,
     pub endpoints: Vec<Arc<Endpoint>>,
-    pub balancer: Balancer,
+    pub balancer: std::sync::Arc<Balancer>,
     pub request_timeout: Duration,
     /// How long a new endpoint's share ramps up (zero: at once).
     pub slow_start: Duration,
@@ -203,7 +203,7 @@ mod tests {
             service: "p".into(),
             shard: None,
             endpoints: Vec::new(),
-            balancer: Balancer::new(BalancerKind::RoundRobin, &[], None, None, "p"),
+            balancer: std::sync::Arc::new(Balancer::new(BalancerKind::RoundRobin, &[], None, None, "p")),
             request_timeout: Duration::from_secs(1),
             slow_start: Duration::ZERO,
             body_idle: Duration::from_secs(60),
@@ -244,7 +244,8 @@ mod tests {
     #[test]
     fn a_new_endpoint_ramps_up_and_still_serves_when_it_is_the_only_one() {
         let mut p = pool_of(2, Passive::default());
-        p.balancer = Balancer::new(BalancerKind::RoundRobin, &[Member::new("a", 1), Member::new("b", 1)], None, None, "p");
+        p.balancer =
+            std::sync::Arc::new(Balancer::new(BalancerKind::RoundRobin, &[Member::new("a", 1), Member::new("b", 1)], None, None, "p"));
         let share = |p: &Pool| (0..4000).filter(|_| p.pick(&[], &Affinity::default()).unwrap().index == 1).count() as f64 / 4000.0;
         p.endpoints[1].stats.joined_ms.store(clock::now_ms().max(1), Relaxed);
         assert!((0.4..0.6).contains(&share(&p)), "no slow start: half");
