@@ -150,3 +150,22 @@ fn slow_start_and_warm_up_are_checked() {
         assert!(err.lines().any(|l| l.contains(&format!("{}:{line}:", path.display())) && l.contains(needle)), "{needle} at {line}: {err}");
     }
 }
+
+#[test]
+fn names_with_control_bytes_are_refused_with_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[listeners]]\nname = \"m\"\nlisten = \"127.0.0.1:1\"\n\n[[routes]]\nservice = \"users\"\n\n\
+         [services.users]\nkind = \"sharded\"\nsharder = { key = { path_segment = 1 } }\n\n\
+         [services.users.shards.\"a\\u0007b\"]\nendpoints = [{ address = \"127.0.0.1:9001\" }]\n\
+         [services.users.shards.\"10.0.0.1:11211\"]\nendpoints = [{ address = \"127.0.0.1:9002\" }]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN).args(["check", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains(":12:") && said.contains("control byte at byte 2"), "{said}");
+    assert!(!said.contains("name `10.0.0.1:11211`"), "a host:port name is fine: {said}");
+}

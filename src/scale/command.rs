@@ -2,8 +2,11 @@
 //! shrinks a shard (a cloud API, a process manager, a script) and says which
 //! endpoints the shard has afterwards, one per line on its output or in a
 //! file it writes. ringmaster then makes the pool exactly that list. The
-//! command is bounded in time, and what it prints is checked before any of
-//! it is used: a command that fails, hangs or prints garbage changes nothing.
+//! command is bounded in time (its whole process group is killed when it runs
+//! over) and in output (read through a bounded reader), and what it prints is
+//! checked before any of it is used: a command that fails, hangs or prints
+//! garbage changes nothing. Names reach it as data: shell-quoted in the
+//! template, and as `RINGMASTER_*` environment variables.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +16,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// Run with `sh -c` after `{service}`, `{shard}`, `{pool}`, `{current}` and
-    /// `{desired}` are replaced (also in the environment as RINGMASTER_*).
+    /// `{desired}` are replaced, each shell-quoted (also in the environment as RINGMASTER_*).
     pub run: String,
     /// Where the endpoint list is read after the command; its output when `None`.
     pub endpoints_file: Option<PathBuf>,
@@ -36,12 +39,11 @@ const MAX_LIST: usize = 1 << 20;
 impl Settings {
     /// The command line for one step.
     pub fn line(&self, s: &Step<'_>) -> String {
-        self.run
-            .replace("{service}", s.service)
-            .replace("{shard}", s.shard)
-            .replace("{pool}", s.pool)
-            .replace("{current}", &s.current.to_string())
-            .replace("{desired}", &s.desired.to_string())
+        let (current, desired) = (s.current.to_string(), s.desired.to_string());
+        super::shell::fill(
+            &self.run,
+            &[("service", s.service), ("shard", s.shard), ("pool", s.pool), ("current", &current), ("desired", &desired)],
+        )
     }
 }
 
@@ -59,19 +61,44 @@ pub async fn run(settings: &Settings, step: &Step<'_>) -> Result<Vec<(String, So
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
-    let child = c.spawn().map_err(|e| format!("cannot run `{line}`: {e}"))?;
-    let out = match tokio::time::timeout(settings.timeout, child.wait_with_output()).await {
-        Err(_) => return Err(format!("`{line}` did not finish within {:?}; it was killed", settings.timeout)),
-        Ok(Err(e)) => return Err(format!("`{line}`: {e}")),
-        Ok(Ok(out)) => out,
+    let mut child = c.spawn().map_err(|e| format!("cannot run `{line}`: {e}"))?;
+    let group = child.id().map(|p| p as libc::pid_t);
+    let kill_group = || {
+        if let Some(g) = group {
+            // SAFETY: killpg on the process group this command leads.
+            unsafe { libc::killpg(g, libc::SIGKILL) };
+        }
     };
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(400)]).trim().to_string();
-        return Err(format!("`{line}` failed ({}): {err}", out.status));
+    let (mut stdout, mut stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let work = async {
+        let (out, err) = tokio::join!(
+            async {
+                let out = bounded(&mut stdout, MAX_LIST).await;
+                if out.is_none() {
+                    kill_group();
+                }
+                out
+            },
+            bounded_prefix(&mut stderr, 400)
+        );
+        (out, err, child.wait().await)
+    };
+    let (out, err, status) = match tokio::time::timeout(settings.timeout, work).await {
+        Ok(done) => done,
+        Err(_) => {
+            kill_group();
+            return Err(format!("`{line}` did not finish within {:?}; it was killed with its process group", settings.timeout));
+        }
+    };
+    let status = status.map_err(|e| format!("`{line}`: {e}"))?;
+    let Some(out) = out else { return Err(format!("`{line}` printed over {MAX_LIST} bytes; it was killed")) };
+    if !status.success() {
+        return Err(format!("`{line}` failed ({status}): {}", String::from_utf8_lossy(&err).trim()));
     }
     let text = match &settings.endpoints_file {
-        None => out.stdout,
+        None => out,
         Some(path) => {
             let bytes = tokio::fs::read(path).await.map_err(|e| format!("cannot read the endpoint list {}: {e}", path.display()))?;
             bytes
@@ -81,6 +108,29 @@ pub async fn run(settings: &Settings, step: &Step<'_>) -> Result<Vec<(String, So
         return Err(format!("the endpoint list of `{line}` is over {MAX_LIST} bytes"));
     }
     parse(&String::from_utf8_lossy(&text)).map_err(|e| format!("the endpoint list of `{line}`: {e}"))
+}
+
+/// Everything `r` gives, or `None` once it gives more than `max` bytes.
+async fn bounded(r: &mut (impl tokio::io::AsyncRead + Unpin), max: usize) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut v = Vec::new();
+    match r.take(max as u64 + 1).read_to_end(&mut v).await {
+        Ok(_) if v.len() <= max => Some(v),
+        Ok(_) => None,
+        Err(_) => Some(v),
+    }
+}
+
+/// The first `keep` bytes `r` gives; the rest is read and dropped, so the
+/// writer never blocks on a full pipe.
+async fn bounded_prefix(r: &mut (impl tokio::io::AsyncRead + Unpin), keep: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let (mut v, mut buf) = (Vec::new(), [0u8; 4096]);
+    while let Ok(n @ 1..) = r.read(&mut buf).await {
+        let room = keep.saturating_sub(v.len()).min(n);
+        v.extend_from_slice(&buf[..room]);
+    }
+    v
 }
 
 /// One endpoint a line: `ADDRESS` or `NAME ADDRESS`; blank lines and `#`
@@ -150,5 +200,63 @@ mod tests {
         let file = dir.path().join("eps");
         let s = Settings { endpoints_file: Some(file.clone()), ..settings(&format!("echo 127.0.0.1:7001 > {}", file.display())) };
         assert_eq!(run(&s, &step()).await.unwrap()[0].1.port(), 7001);
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    fn settings(run: &str, timeout: Duration) -> Settings {
+        Settings { run: run.into(), endpoints_file: None, timeout }
+    }
+
+    /// A shard name is data: `{shard}` in the template never runs what it holds.
+    #[tokio::test]
+    async fn a_name_never_reaches_the_shell_as_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let pwned = dir.path().join("pwned");
+        let shard = format!("a$(touch {})`touch {}`;touch {}", pwned.display(), pwned.display(), pwned.display());
+        let step = Step { service: "users", shard: &shard, pool: "users/x", current: 1, desired: 1 };
+        let s = settings("echo {shard} >&2; test \"$RINGMASTER_SHARD\" = {shard} && echo 127.0.0.1:9001", Duration::from_secs(5));
+        let list = run(&s, &step).await.unwrap();
+        assert_eq!(list.len(), 1, "the name reached the command intact");
+        assert!(!pwned.exists(), "the shard name ran as shell code");
+        // Plain names stay bare, for templates that quote them themselves.
+        let plain = Step { service: "users", shard: "a-1.b:2", pool: "users/a", current: 1, desired: 3 };
+        assert_eq!(settings("x \"{shard}\"", Duration::ZERO).line(&plain), "x \"a-1.b:2\"");
+    }
+
+    /// Output is read through a bounded reader: a command that prints without
+    /// end fails at the bound, not at the timeout with everything in memory.
+    #[tokio::test]
+    async fn endless_output_fails_at_the_bound() {
+        let started = std::time::Instant::now();
+        let step = Step { service: "s", shard: "a", pool: "s/a", current: 1, desired: 2 };
+        let err = run(&settings("yes 127.0.0.1:9001", Duration::from_secs(20)), &step).await.unwrap_err();
+        assert!(err.contains("over"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+
+    /// On timeout the command's whole process group is killed: nothing it
+    /// started in the background outlives the step.
+    #[tokio::test]
+    async fn a_timed_out_command_takes_its_children_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let step = Step { service: "s", shard: "a", pool: "s/a", current: 1, desired: 2 };
+        let s = settings(&format!("sleep 30 & echo $! > {}; wait", pidfile.display()), Duration::from_millis(500));
+        let err = run(&s, &step).await.unwrap_err();
+        assert!(err.contains("killed"), "{err}");
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let gone = |pid: i32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.is_empty() || stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'))
+        };
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while !gone(pid) && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gone(pid), "the command's background child {pid} outlived its timeout");
     }
 }

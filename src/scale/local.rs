@@ -12,7 +12,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// Run with `sh -c` after `{address}`, `{host}`, `{port}`, `{name}`,
-    /// `{service}` and `{shard}` are replaced.
+    /// `{service}` and `{shard}` are replaced, each shell-quoted (also in the
+    /// environment as RINGMASTER_*).
     pub command: String,
     pub host: IpAddr,
     /// The ports replicas may listen on, both ends included.
@@ -37,13 +38,11 @@ impl Settings {
 
     /// The command line for one replica.
     pub fn command_for(&self, addr: SocketAddr, name: &str, service: &str, shard: &str) -> String {
-        self.command
-            .replace("{address}", &addr.to_string())
-            .replace("{host}", &addr.ip().to_string())
-            .replace("{port}", &addr.port().to_string())
-            .replace("{name}", name)
-            .replace("{service}", service)
-            .replace("{shard}", shard)
+        let (address, host, port) = (addr.to_string(), addr.ip().to_string(), addr.port().to_string());
+        super::shell::fill(
+            &self.command,
+            &[("address", &address), ("host", &host), ("port", &port), ("name", name), ("service", service), ("shard", shard)],
+        )
     }
 
     /// A port of the range nothing listens on and `taken` does not hold.
@@ -56,7 +55,8 @@ impl Settings {
 pub struct Replica {
     pub name: String,
     pub addr: SocketAddr,
-    child: Child,
+    /// Taken when the replica is stopped.
+    child: Option<Child>,
 }
 
 /// Starts a replica of `shard` (of `service`) on `port` and waits until it
@@ -67,15 +67,17 @@ pub async fn start(s: &Settings, service: &str, shard: &str, port: u16) -> Resul
     let line = s.command_for(addr, &name, service, shard);
     let mut c = Command::new("sh");
     c.args(["-c", &format!("exec {line}")]).stdin(Stdio::null()).stdout(Stdio::null());
+    c.env("RINGMASTER_SERVICE", service).env("RINGMASTER_SHARD", shard).env("RINGMASTER_NAME", &name);
+    c.env("RINGMASTER_ADDRESS", addr.to_string());
     crate::child::dies_with_us(&mut c);
     let child = c.spawn().map_err(|e| format!("cannot run `{line}`: {e}"))?;
-    let mut r = Replica { name, addr, child };
+    let mut r = Replica { name, addr, child: Some(child) };
     let until = tokio::time::Instant::now() + s.ready_timeout;
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(r);
         }
-        if let Ok(Some(status)) = r.child.try_wait() {
+        if let Some(Ok(Some(status))) = r.child.as_mut().map(|c| c.try_wait()) {
             return Err(format!("`{line}` exited ({status}) before it accepted connections on {addr}"));
         }
         if tokio::time::Instant::now() >= until {
@@ -89,18 +91,24 @@ pub async fn start(s: &Settings, service: &str, shard: &str, port: u16) -> Resul
 impl Replica {
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
-        crate::child::stop(&mut self.child, grace);
+        if let Some(mut c) = self.child.take() {
+            crate::child::stop(&mut c, grace);
+        }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, |c| c.id())
     }
 }
 
 impl Drop for Replica {
+    /// A replica still running is stopped on a thread of its own: the grace
+    /// wait must not hold a runtime thread.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop(Duration::from_millis(200));
+        if let Some(mut child) = self.child.take() {
+            if let Ok(None) = child.try_wait() {
+                std::thread::spawn(move || crate::child::stop(&mut child, Duration::from_millis(200)));
+            }
         }
     }
 }
@@ -117,6 +125,18 @@ mod tests {
         };
         let line = s.command_for("127.0.0.1:9001".parse().unwrap(), "a-9001", "users", "a");
         assert_eq!(line, "backend --listen 127.0.0.1:9001 --name a-9001 # users/a 127.0.0.1:9001");
+    }
+
+    #[test]
+    fn names_in_the_template_are_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let pwned = dir.path().join("pwned");
+        let s = Settings { command: "echo {name} {service} {shard}".into(), ..Settings::for_tests() };
+        let shard = format!("a$(touch {})", pwned.display());
+        let line = s.command_for("127.0.0.1:9001".parse().unwrap(), &format!("{shard}-9001"), "users", &shard);
+        let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+        assert!(!pwned.exists(), "a shard name ran as shell code: {line}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{shard}-9001 users {shard}"));
     }
 
     #[tokio::test]

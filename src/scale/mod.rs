@@ -11,6 +11,7 @@ pub mod command;
 pub mod kube;
 pub mod leader;
 pub mod local;
+pub mod shell;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;

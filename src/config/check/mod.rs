@@ -31,6 +31,7 @@ pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
     let credentials = identity::credentials(&cfg, &defs, r);
     let redis = identity::redis(&cfg, r);
     let prefixes = identity::prefixes(&cfg, r);
+    names(&cfg, r);
     let services = services::services(&cfg, r);
     let memcache = memcache::services(&cfg, r);
     let memcache_listeners = memcache::listeners(&cfg, r);
@@ -64,6 +65,22 @@ pub fn plan(cfg: Config, r: &mut Reporter) -> Option<Plan> {
         config: cfg,
     };
     r.clean_since(start).then_some(plan)
+}
+
+/// Service and shard names reach logs, metrics labels and the scaler's
+/// commands: no control bytes (`:` and `.` stay, as nutcracker's unnamed
+/// servers are named `host:port` and placement hashes the name).
+fn names(cfg: &Config, r: &mut Reporter) {
+    let names = cfg.services.iter().flat_map(|(name, svc)| std::iter::once(name).chain(svc.shards.keys()));
+    for n in names {
+        if let Some(at) = n.get_ref().bytes().position(|b| b < 0x20 || b == 0x7f) {
+            r.error(
+                n.span(),
+                format!("the name `{}` has a control byte at byte {}", n.get_ref().escape_default(), at + 1),
+                "names are printable text, such as \"users\" or \"10.0.0.1:11211\"",
+            );
+        }
+    }
 }
 
 /// The admin listener: its address, and its token (from the config or a file,
