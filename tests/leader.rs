@@ -138,3 +138,55 @@ fn elections_and_back_ends_are_checked_with_positions() {
         );
     }
 }
+
+/// A peer answering `/admin/heat` with `rate` for the pool `web`; serves until the test ends.
+fn fake_peer(rate: f64) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = format!(r#"{{"services":[{{"service":"web","shards":[{{"shard":"web","rate":{rate},"in_flight":{rate}}}]}}]}}"#);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+/// Peers are data, not authority: each peer's load counts at most
+/// `peer_load_factor` times what this root sees (or the target, when it sees
+/// less), and never below zero. A fake peer claiming a million requests a
+/// second cannot drive the leader to max_replicas, nor a negative one cancel
+/// another's load.
+#[test]
+fn a_peers_load_is_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_etcd, url) = etcd(dir.path());
+    let b1 = backend("b1");
+    let log = dir.path().join("steps.log");
+    let (huge, negative) = (fake_peer(1e6), fake_peer(-1e6));
+    let cfg = format!(
+        "[leader]\nidentity = \"root-1\"\nttl = \"2s\"\netcd = {{ endpoint = \"{url}\", key = \"/test/clamp\" }}\n\
+         peers = [\"http://{huge}\", \"http://{negative}\"]\npeer_load_factor = 2\n\n\
+         [[routes]]\nservice = \"web\"\n\n[services.web]\nkind = \"replicated\"\nendpoints = [{{ address = \"{}\" }}]\n\
+         [services.web.scaler]\ntarget = 20\nmin_replicas = 1\nmax_replicas = 10\ncooldown = \"0s\"\n\
+         command = {{ run = \"echo $RINGMASTER_DESIRED >> {}; for i in $(seq 1 $RINGMASTER_DESIRED); do echo 127.0.0.1:$((40000 + i)); done\" }}\n",
+        b1.addr,
+        log.display(),
+    );
+    let p = Proxy::start(&cfg);
+    eventually(10, "root-1 leads", || leads(p.admin));
+    eventually(10, "the leader scaled on its peers' load", || !std::fs::read_to_string(&log).unwrap_or_default().is_empty());
+    std::thread::sleep(Duration::from_secs(3));
+    let steps = std::fs::read_to_string(&log).unwrap();
+    let desired: Vec<u32> = steps.lines().map(|l| l.trim().parse().unwrap()).collect();
+    // Clamped to 2 x the target (this root sees no load): 40 a second, 2 replicas.
+    assert!(desired.iter().all(|&d| d == 2), "{desired:?}");
+}

@@ -24,6 +24,8 @@ pub struct Settings {
     /// The other roots' admin listeners: the leader adds the load each of
     /// them forwards (their `/admin/heat`) to its own before it decides.
     pub peers: Vec<Api>,
+    /// Each peer's load is clamped to [0, this x max(own load, target)].
+    pub peer_load_factor: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]

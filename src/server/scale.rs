@@ -146,11 +146,13 @@ fn peer_state(peer: &http::Uri, failure: Option<String>) {
     }
 }
 
-/// The load the other roots forward, by pool, in both metrics (rate, in flight).
-async fn peers_load(peers: &[crate::scale::api::Api]) -> HashMap<String, (f64, f64)> {
+/// The load each other root forwards, by pool, in both metrics (rate, in
+/// flight), as it reports it (checked by [`peer_share`]).
+async fn peers_load(peers: &[crate::scale::api::Api]) -> Vec<HashMap<String, (f64, f64)>> {
     let calls = peers.iter().map(|p| p.call(http::Method::GET, "/admin/heat", None));
-    let mut load: HashMap<String, (f64, f64)> = HashMap::new();
+    let mut out = Vec::new();
     for (p, a) in peers.iter().zip(futures_util::future::join_all(calls).await) {
+        let mut load: HashMap<String, (f64, f64)> = HashMap::new();
         match a {
             Ok((s, heat)) if s.is_success() => {
                 peer_state(&p.base, None);
@@ -168,20 +170,35 @@ async fn peers_load(peers: &[crate::scale::api::Api]) -> HashMap<String, (f64, f
             Ok(a) => peer_state(&p.base, Some(crate::scale::api::refusal(&a))),
             Err(e) => peer_state(&p.base, Some(e)),
         }
+        out.push(load);
     }
-    load
+    out
+}
+
+/// What one peer's reported load `reported` may add to a pool whose own load
+/// is `own`: peers are data, not authority, so at most `factor` times the
+/// larger of `own` and the scaler's `target`, and never below zero (a NaN or
+/// a negative number counts as none).
+fn peer_share(reported: f64, own: f64, target: f64, factor: f64) -> f64 {
+    let most = factor * own.max(target).max(0.0);
+    if reported.is_nan() {
+        return 0.0;
+    }
+    reported.clamp(0.0, most)
 }
 
 async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, PoolScaler>) {
     let now = crate::clock::now_ms();
     let leads = THIS_ROOT.leads();
-    let peers = match shared.leader.as_ref().filter(|l| leads && !l.peers.is_empty()) {
-        Some(l) => peers_load(&l.peers).await,
-        None => HashMap::new(),
+    let (peers, factor) = match shared.leader.as_ref().filter(|l| leads && !l.peers.is_empty()) {
+        Some(l) => (peers_load(&l.peers).await, l.peer_load_factor),
+        None => (Vec::new(), 0.0),
     };
     for mut w in watched(&shared.snapshot()) {
-        if let Some(&(rate, in_flight)) = peers.get(&w.pool) {
-            w.load += if w.policy.metric == Metric::Rate { rate } else { in_flight };
+        let own = w.load;
+        for &(rate, in_flight) in peers.iter().filter_map(|p| p.get(&w.pool)) {
+            let reported = if w.policy.metric == Metric::Rate { rate } else { in_flight };
+            w.load += peer_share(reported, own, w.policy.target, factor);
         }
         let st = pools.entry(w.pool.clone()).or_default();
         // What the pool has: its endpoints, or what its workload asks for.
@@ -362,4 +379,19 @@ async fn down(shared: &Arc<Shared>, st: &mut PoolScaler, pool: &str, settings: &
         let _ = tokio::task::spawn_blocking(move || leaving.into_iter().for_each(|mut r| r.stop(Duration::from_secs(5)))).await;
     });
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_share;
+
+    #[test]
+    fn a_peers_share_is_clamped_to_a_multiple_of_what_this_root_sees() {
+        assert_eq!(peer_share(30.0, 50.0, 20.0, 10.0), 30.0, "an honest peer counts whole");
+        assert_eq!(peer_share(1e6, 50.0, 20.0, 10.0), 500.0);
+        assert_eq!(peer_share(1e6, 0.0, 20.0, 2.0), 40.0, "with no own load, the target is the measure");
+        assert_eq!(peer_share(-1e6, 50.0, 20.0, 10.0), 0.0);
+        assert_eq!(peer_share(f64::NAN, 50.0, 20.0, 10.0), 0.0);
+        assert_eq!(peer_share(f64::INFINITY, 50.0, 20.0, 10.0), 500.0);
+    }
 }

@@ -250,7 +250,11 @@ pub fn leader(spec: &Spanned<LeaderSpec>, r: &mut Reporter) -> Option<leader::Se
             return None;
         }
     };
-    Some(leader::Settings { identity: identity?, ttl, election, peers })
+    let factor = *l.peer_load_factor.get_ref();
+    if !(factor > 0.0 && factor <= 1000.0) {
+        r.error(l.peer_load_factor.span(), "peer_load_factor must be above 0 and at most 1000", "10");
+    }
+    Some(leader::Settings { identity: identity?, ttl, election, peers, peer_load_factor: factor })
 }
 
 fn default_identity() -> String {

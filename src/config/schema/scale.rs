@@ -104,6 +104,14 @@ pub struct LeaderSpec {
     /// The bearer token of the peers' admin listeners, when they ask for one.
     #[serde(default)]
     pub peers_token_file: Option<Spanned<String>>,
+    /// A peer's load counts at most this many times this root's own (or the
+    /// scaler's target, when this root sees less), and never below zero.
+    #[serde(default = "d_peer_load_factor")]
+    pub peer_load_factor: Spanned<f64>,
+}
+
+fn d_peer_load_factor() -> Spanned<f64> {
+    Spanned::new(0..0, 10.0)
 }
 
 /// An etcd election: its v3 JSON gateway and the key the leader holds.
