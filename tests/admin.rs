@@ -127,3 +127,23 @@ fn the_admin_answers_only_its_own_names_in_host() {
     assert_eq!(ask("GET", "/readyz", "evil.example").status, 200, "probes stay open");
     assert!(p.metric("ringmaster_admin_refused_total") >= 6.0);
 }
+
+/// A read-only token for what peers and scrapers read: GET `/admin/heat` and
+/// `/metrics` with it, nothing else; the full token still opens everything.
+#[test]
+fn the_heat_token_reads_heat_and_metrics_only() {
+    let a = backend("a");
+    let p = Proxy::start_with_admin(
+        "token = \"t0ken-7\"\nheat_token = \"peek-3\"",
+        &(route_all("app") + &service("app", "round_robin", &[&a], "")),
+    );
+    let peek = "Authorization: Bearer peek-3\r\n";
+    assert_eq!(admin(&p, "GET", "/admin/heat", peek).status, 200);
+    assert_eq!(admin(&p, "GET", "/metrics", peek).status, 200);
+    for (method, path) in [("GET", "/admin/config"), ("GET", "/admin/pools"), ("POST", "/admin/reload"), ("POST", "/admin/cache/purge")] {
+        assert_eq!(admin(&p, method, path, peek).status, 401, "{method} {path} with the read-only token");
+    }
+    assert_eq!(admin(&p, "GET", "/admin/config", BEARER).status, 200);
+    assert_eq!(admin(&p, "GET", "/admin/heat", BEARER).status, 200);
+    assert!(!admin(&p, "GET", "/admin/config", BEARER).text().contains("peek-3"), "the heat token is redacted too");
+}

@@ -10,19 +10,33 @@ use http::{header, Method, Request, StatusCode};
 /// The admin bearer token.
 pub use crate::identity::Secret as Token;
 
+/// The tokens an admin listener asks for.
+#[derive(Clone, Copy, Default)]
+pub struct Tokens<'a> {
+    /// Everything.
+    pub full: Option<&'a Token>,
+    /// GET of [`READ_ONLY`] only.
+    pub heat: Option<&'a Token>,
+}
+
+/// What the read-only token opens (peers' heat, scrapers' metrics).
+const READ_ONLY: [&str; 2] = ["/admin/heat", "/metrics"];
+
 /// Paths that change state: POST only.
 const STATE_CHANGING: [&str; 2] = ["/admin/reload", "/admin/cache/purge"];
 
 /// Why a request is refused, with the status it gets; `None` lets it through.
 /// `hosts` are the names accepted in Host beyond IP addresses and `localhost`.
-pub fn refuse<B>(req: &Request<B>, token: Option<&Token>, hosts: &[String]) -> Option<(StatusCode, &'static str)> {
+pub fn refuse<B>(req: &Request<B>, tokens: Tokens<'_>, hosts: &[String]) -> Option<(StatusCode, &'static str)> {
     let path = req.uri().path();
     if matches!(path, "/healthz" | "/readyz") {
         return None;
     }
-    if let Some(t) = token {
+    if let Some(t) = tokens.full {
         let presented = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|p| t.admits(p.trim())) {
+        let reads = req.method() == Method::GET && READ_ONLY.contains(&path);
+        let admitted = |p: &str| t.admits(p.trim()) || (reads && tokens.heat.is_some_and(|h| h.admits(p.trim())));
+        if !presented.is_some_and(admitted) {
             return Some((StatusCode::UNAUTHORIZED, "this admin listener needs Authorization: Bearer <admin.token>\n"));
         }
     } else if !host_allowed(req.headers().get(header::HOST).map(|h| h.as_bytes()), hosts) {
@@ -105,20 +119,26 @@ mod tests {
     #[test]
     fn token_method_and_site_rules() {
         let t = Token::new("s3cret");
-        assert_eq!(refuse(&req("GET", "/healthz", &[]), Some(&t), &[]), None);
-        assert_eq!(refuse(&req("GET", "/metrics", &[]), Some(&t), &[]).map(|r| r.0), Some(StatusCode::UNAUTHORIZED));
+        assert_eq!(refuse(&req("GET", "/healthz", &[]), Tokens { full: Some(&t), heat: None }, &[]), None);
         assert_eq!(
-            refuse(&req("GET", "/metrics", &[("authorization", "Bearer nope")]), Some(&t), &[]).map(|r| r.0),
+            refuse(&req("GET", "/metrics", &[]), Tokens { full: Some(&t), heat: None }, &[]).map(|r| r.0),
             Some(StatusCode::UNAUTHORIZED)
         );
-        assert_eq!(refuse(&req("GET", "/metrics", &[("authorization", "Bearer s3cret")]), Some(&t), &[]), None);
-        assert_eq!(refuse(&req("GET", "/admin/reload", &[]), None, &[]).map(|r| r.0), Some(StatusCode::METHOD_NOT_ALLOWED));
+        assert_eq!(
+            refuse(&req("GET", "/metrics", &[("authorization", "Bearer nope")]), Tokens { full: Some(&t), heat: None }, &[]).map(|r| r.0),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            refuse(&req("GET", "/metrics", &[("authorization", "Bearer s3cret")]), Tokens { full: Some(&t), heat: None }, &[]),
+            None
+        );
+        assert_eq!(refuse(&req("GET", "/admin/reload", &[]), Tokens::default(), &[]).map(|r| r.0), Some(StatusCode::METHOD_NOT_ALLOWED));
         let evil = [("origin", "https://evil.example")];
-        assert_eq!(refuse(&req("POST", "/admin/reload", &evil), None, &[]).map(|r| r.0), Some(StatusCode::FORBIDDEN));
+        assert_eq!(refuse(&req("POST", "/admin/reload", &evil), Tokens::default(), &[]).map(|r| r.0), Some(StatusCode::FORBIDDEN));
         let cross = [("sec-fetch-site", "cross-site")];
-        assert_eq!(refuse(&req("POST", "/admin/cache/purge", &cross), None, &[]).map(|r| r.0), Some(StatusCode::FORBIDDEN));
-        assert_eq!(refuse(&req("POST", "/admin/reload", &[("origin", "http://127.0.0.1:9901")]), None, &[]), None);
-        assert_eq!(refuse(&req("POST", "/admin/reload", &[]), None, &[]), None, "curl sends neither");
+        assert_eq!(refuse(&req("POST", "/admin/cache/purge", &cross), Tokens::default(), &[]).map(|r| r.0), Some(StatusCode::FORBIDDEN));
+        assert_eq!(refuse(&req("POST", "/admin/reload", &[("origin", "http://127.0.0.1:9901")]), Tokens::default(), &[]), None);
+        assert_eq!(refuse(&req("POST", "/admin/reload", &[]), Tokens::default(), &[]), None, "curl sends neither");
         assert_eq!(format!("{t:?}"), "Secret(<redacted>)");
     }
 
@@ -138,7 +158,7 @@ mod tests {
             "admin.example:9901",
             "Admin.Example",
         ] {
-            assert_eq!(refuse(&with_host(ok), None, &named), None, "{ok}");
+            assert_eq!(refuse(&with_host(ok), Tokens::default(), &named), None, "{ok}");
         }
         for bad in [
             "evil.example",
@@ -150,18 +170,22 @@ mod tests {
             "admin.example.evil",
             "",
         ] {
-            assert_eq!(refuse(&with_host(bad), None, &named).map(|r| r.0), Some(StatusCode::FORBIDDEN), "{bad}");
+            assert_eq!(refuse(&with_host(bad), Tokens::default(), &named).map(|r| r.0), Some(StatusCode::FORBIDDEN), "{bad}");
         }
         let no_host = Request::builder().uri("/admin/config").body(()).unwrap();
-        assert_eq!(refuse(&no_host, None, &[]), None, "HTTP/1.0 without Host");
+        assert_eq!(refuse(&no_host, Tokens::default(), &[]), None, "HTTP/1.0 without Host");
         assert_eq!(
-            refuse(&Request::builder().uri("/healthz").header("host", "evil.example").body(()).unwrap(), None, &[]),
+            refuse(&Request::builder().uri("/healthz").header("host", "evil.example").body(()).unwrap(), Tokens::default(), &[]),
             None,
             "probes stay open"
         );
         let t = Token::new("s3cret");
         let peer =
             Request::builder().uri("/admin/heat").header("host", "root-2.roots").header("authorization", "Bearer s3cret").body(()).unwrap();
-        assert_eq!(refuse(&peer, Some(&t), &[]), None, "a request with the token is the operator's, whatever its Host");
+        assert_eq!(
+            refuse(&peer, Tokens { full: Some(&t), heat: None }, &[]),
+            None,
+            "a request with the token is the operator's, whatever its Host"
+        );
     }
 }

@@ -91,8 +91,9 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Body> {
 
 async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
     let snap = ctl.snapshot();
-    let (token, hosts) = snap.admin.as_ref().map_or((None, &[][..]), |a| (a.token.as_ref(), &a.hosts[..]));
-    if let Some((status, why)) = guard::refuse(&req, token, hosts) {
+    let tokens = snap.admin.as_ref().map(|a| guard::Tokens { full: a.token.as_ref(), heat: a.heat_token.as_ref() }).unwrap_or_default();
+    let hosts = snap.admin.as_ref().map_or(&[][..], |a| &a.hosts[..]);
+    if let Some((status, why)) = guard::refuse(&req, tokens, hosts) {
         crate::metrics::GLOBAL.admin_refused.fetch_add(1, Relaxed);
         tracing::info!(method = %req.method(), path = req.uri().path(), status = status.as_u16(), "admin request refused");
         let mut r = reply(status, "text/plain", why.into());
@@ -289,6 +290,7 @@ fn redacted(cfg: &crate::config::Config) -> serde_json::Value {
         }
     };
     hide("/admin/token");
+    hide("/admin/heat_token");
     hide("/identity/jwt/hs256_secret");
     if let Some(keys) = v.pointer_mut("/identity/keys").and_then(|k| k.as_array_mut()) {
         for k in keys {

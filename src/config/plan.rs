@@ -184,6 +184,8 @@ pub struct RoutePlan {
 pub struct AdminPlan {
     pub addr: std::net::SocketAddr,
     pub token: Option<crate::identity::Secret>,
+    /// The read-only token (`/admin/heat` and `/metrics`).
+    pub heat_token: Option<crate::identity::Secret>,
     /// Names accepted in Host beyond IP addresses and `localhost`, lowercase.
     pub hosts: Vec<String>,
     pub show_keys: crate::config::schema::ShowKeys,

@@ -91,29 +91,8 @@ fn admin(cfg: &Config, r: &mut Reporter) -> Option<Option<crate::config::plan::A
         return Some(None);
     }
     let addr = socket_addr(&a.listen, "admin listen address", r);
-    let token = match (&a.token, &a.token_file) {
-        (Some(_), Some(f)) => {
-            r.error(f.span(), "give admin.token or admin.token_file, not both", "");
-            None
-        }
-        (Some(t), None) if t.get_ref().trim().is_empty() => {
-            r.error(t.span(), "the admin token is empty", "use a long random string, such as the output of: openssl rand -hex 32");
-            None
-        }
-        (Some(t), None) => Some(Some(t.get_ref().trim().to_string())),
-        (None, Some(f)) => match std::fs::read_to_string(f.get_ref()) {
-            Ok(t) if !t.trim().is_empty() => Some(Some(t.trim().to_string())),
-            Ok(_) => {
-                r.error(f.span(), format!("admin token file {} is empty", f.get_ref()), "write the token into it");
-                None
-            }
-            Err(e) => {
-                r.error(f.span(), format!("cannot read admin token file {}: {e}", f.get_ref()), "check the path and its permissions");
-                None
-            }
-        },
-        (None, None) => Some(None),
-    };
+    let token = secret(&a.token, &a.token_file, "admin.token", r);
+    let heat_token = secret(&a.heat_token, &a.heat_token_file, "admin.heat_token", r);
     if let (Some(addr), Some(None)) = (addr, &token) {
         if !addr.ip().is_loopback() {
             r.error(
@@ -137,13 +116,36 @@ fn admin(cfg: &Config, r: &mut Reporter) -> Option<Option<crate::config::plan::A
             hosts.push(name);
         }
     }
-    let (addr, token) = (addr?, token?);
-    Some(Some(crate::config::plan::AdminPlan {
-        addr,
-        token: token.map(|t| crate::identity::Secret::new(&t)),
-        hosts,
-        show_keys: a.show_keys,
-    }))
+    let (addr, token, heat_token) = (addr?, token?, heat_token?);
+    let secret = |t: Option<String>| t.map(|t| crate::identity::Secret::new(&t));
+    Some(Some(crate::config::plan::AdminPlan { addr, token: secret(token), heat_token: secret(heat_token), hosts, show_keys: a.show_keys }))
+}
+
+/// A secret given inline or in a file (read once): `Some(None)` when neither.
+fn secret(inline: &Option<Spanned<String>>, file: &Option<Spanned<String>>, what: &str, r: &mut Reporter) -> Option<Option<String>> {
+    match (inline, file) {
+        (Some(_), Some(f)) => {
+            r.error(f.span(), format!("give {what} or {what}_file, not both"), "");
+            None
+        }
+        (Some(t), None) if t.get_ref().trim().is_empty() => {
+            r.error(t.span(), format!("{what} is empty"), "use a long random string, such as the output of: openssl rand -hex 32");
+            None
+        }
+        (Some(t), None) => Some(Some(t.get_ref().trim().to_string())),
+        (None, Some(f)) => match std::fs::read_to_string(f.get_ref()) {
+            Ok(t) if !t.trim().is_empty() => Some(Some(t.trim().to_string())),
+            Ok(_) => {
+                r.error(f.span(), format!("{what} file {} is empty", f.get_ref()), "write the token into it");
+                None
+            }
+            Err(e) => {
+                r.error(f.span(), format!("cannot read {what} file {}: {e}", f.get_ref()), "check the path and its permissions");
+                None
+            }
+        },
+        (None, None) => Some(None),
+    }
 }
 
 /// Warns of a sharded service whose sharder fans a request without the key out

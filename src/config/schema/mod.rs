@@ -93,6 +93,12 @@ pub struct AdminSpec {
     /// The token, read from a file (a Kubernetes secret, say).
     #[serde(default)]
     pub token_file: Option<Spanned<String>>,
+    /// A second, read-only token: GET `/admin/heat` and `/metrics` only (what
+    /// peers and scrapers need), never the config or a reload.
+    #[serde(default)]
+    pub heat_token: Option<Spanned<String>>,
+    #[serde(default)]
+    pub heat_token_file: Option<Spanned<String>>,
     /// Names this listener answers to in Host, beyond IP addresses and
     /// `localhost` (a DNS-rebinding defence: a page served under another
     /// name that resolves here is refused).
@@ -118,7 +124,16 @@ pub enum ShowKeys {
 
 impl Default for AdminSpec {
     fn default() -> Self {
-        AdminSpec { enabled: true, listen: d_admin_listen(), token: None, token_file: None, hosts: Vec::new(), show_keys: ShowKeys::Hashed }
+        AdminSpec {
+            enabled: true,
+            listen: d_admin_listen(),
+            token: None,
+            token_file: None,
+            heat_token: None,
+            heat_token_file: None,
+            hosts: Vec::new(),
+            show_keys: ShowKeys::Hashed,
+        }
     }
 }
 
