@@ -48,8 +48,14 @@ impl Settings {
 }
 
 /// Runs the command for `step` and returns the shard's endpoints as it
-/// lists them, or why the step failed.
-pub async fn run(settings: &Settings, step: &Step<'_>) -> Result<Vec<(String, SocketAddr)>, String> {
+/// lists them, or why the step failed. It is killed (its process group) at
+/// its own timeout or once `fence` resolves (this root's lead lapsed),
+/// whichever comes first.
+pub async fn run(
+    settings: &Settings,
+    step: &Step<'_>,
+    fence: impl std::future::Future<Output = ()>,
+) -> Result<Vec<(String, SocketAddr)>, String> {
     let line = settings.line(step);
     let mut c = tokio::process::Command::new("sh");
     c.args(["-c", &line])
@@ -85,11 +91,17 @@ pub async fn run(settings: &Settings, step: &Step<'_>) -> Result<Vec<(String, So
         );
         (out, err, child.wait().await)
     };
-    let (out, err, status) = match tokio::time::timeout(settings.timeout, work).await {
-        Ok(done) => done,
-        Err(_) => {
+    let (out, err, status) = tokio::select! {
+        done = tokio::time::timeout(settings.timeout, work) => match done {
+            Ok(done) => done,
+            Err(_) => {
+                kill_group();
+                return Err(format!("`{line}` did not finish within {:?}; it was killed with its process group", settings.timeout));
+            }
+        },
+        _ = fence => {
             kill_group();
-            return Err(format!("`{line}` did not finish within {:?}; it was killed with its process group", settings.timeout));
+            return Err(format!("this root's lead lapsed while `{line}` ran; it was killed with its process group"));
         }
     };
     let status = status.map_err(|e| format!("`{line}`: {e}"))?;
@@ -185,21 +197,21 @@ mod tests {
     #[tokio::test]
     async fn the_command_is_told_the_step_and_its_list_read_back() {
         let s = settings("echo \"{service} {shard} {pool} {current} {desired}\" >&2; for i in $(seq 1 $RINGMASTER_DESIRED); do echo 127.0.0.1:900$i; done");
-        let list = run(&s, &step()).await.unwrap();
+        let list = run(&s, &step(), std::future::pending()).await.unwrap();
         assert_eq!(list.len(), 3);
         assert_eq!(s.line(&step()).split(';').next().unwrap(), "echo \"users a users/a 1 3\" >&2");
     }
 
     #[tokio::test]
     async fn failures_change_nothing_and_say_why() {
-        assert!(run(&settings("echo nope >&2; exit 4"), &step()).await.unwrap_err().contains("nope"));
+        assert!(run(&settings("echo nope >&2; exit 4"), &step(), std::future::pending()).await.unwrap_err().contains("nope"));
         let slow = Settings { timeout: Duration::from_millis(200), ..settings("sleep 5") };
-        assert!(run(&slow, &step()).await.unwrap_err().contains("killed"));
-        assert!(run(&settings("echo garbage"), &step()).await.unwrap_err().contains("not IP:port"));
+        assert!(run(&slow, &step(), std::future::pending()).await.unwrap_err().contains("killed"));
+        assert!(run(&settings("echo garbage"), &step(), std::future::pending()).await.unwrap_err().contains("not IP:port"));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("eps");
         let s = Settings { endpoints_file: Some(file.clone()), ..settings(&format!("echo 127.0.0.1:7001 > {}", file.display())) };
-        assert_eq!(run(&s, &step()).await.unwrap()[0].1.port(), 7001);
+        assert_eq!(run(&s, &step(), std::future::pending()).await.unwrap()[0].1.port(), 7001);
     }
 }
 
@@ -219,7 +231,7 @@ mod hostile {
         let shard = format!("a$(touch {})`touch {}`;touch {}", pwned.display(), pwned.display(), pwned.display());
         let step = Step { service: "users", shard: &shard, pool: "users/x", current: 1, desired: 1 };
         let s = settings("echo {shard} >&2; test \"$RINGMASTER_SHARD\" = {shard} && echo 127.0.0.1:9001", Duration::from_secs(5));
-        let list = run(&s, &step).await.unwrap();
+        let list = run(&s, &step, std::future::pending()).await.unwrap();
         assert_eq!(list.len(), 1, "the name reached the command intact");
         assert!(!pwned.exists(), "the shard name ran as shell code");
         // Plain names stay bare, for templates that quote them themselves.
@@ -233,7 +245,7 @@ mod hostile {
     async fn endless_output_fails_at_the_bound() {
         let started = std::time::Instant::now();
         let step = Step { service: "s", shard: "a", pool: "s/a", current: 1, desired: 2 };
-        let err = run(&settings("yes 127.0.0.1:9001", Duration::from_secs(20)), &step).await.unwrap_err();
+        let err = run(&settings("yes 127.0.0.1:9001", Duration::from_secs(20)), &step, std::future::pending()).await.unwrap_err();
         assert!(err.contains("over"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
@@ -246,7 +258,7 @@ mod hostile {
         let pidfile = dir.path().join("pid");
         let step = Step { service: "s", shard: "a", pool: "s/a", current: 1, desired: 2 };
         let s = settings(&format!("sleep 30 & echo $! > {}; wait", pidfile.display()), Duration::from_millis(500));
-        let err = run(&s, &step).await.unwrap_err();
+        let err = run(&s, &step, std::future::pending()).await.unwrap_err();
         assert!(err.contains("killed"), "{err}");
         let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         let gone = |pid: i32| {

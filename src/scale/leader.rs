@@ -68,6 +68,22 @@ impl Leadership {
         crate::clock::now_ms() < self.until_ms.load(Relaxed)
     }
 
+    /// How long this root still leads for certain; `None` when it does not.
+    pub fn remaining(&self) -> Option<Duration> {
+        let until = self.until_ms.load(Relaxed);
+        let now = crate::clock::now_ms();
+        (now < until).then(|| Duration::from_millis(until.saturating_sub(now).min(u64::MAX / 2)))
+    }
+
+    /// Resolves when this root stops leading on its own clock (renewals
+    /// push that moment on). Every side effect of a scale step is checked
+    /// against the lead just before it happens and abandoned at this (fencing).
+    pub async fn lapsed(&self) {
+        while let Some(left) = self.remaining() {
+            tokio::time::sleep(left).await;
+        }
+    }
+
     /// Held until `sent_ms + ttl` (the renewal sent at `sent_ms` succeeded).
     fn hold(&self, sent_ms: u64, ttl: Duration) {
         if !self.leads() {
@@ -89,7 +105,11 @@ pub async fn run(s: Settings, l: &'static Leadership, mut shutdown: tokio::sync:
     loop {
         let was = l.leads();
         let sent = crate::clock::now_ms();
-        let result = round(&s, &mut state).await;
+        // A renewal is given less than the lease (client-go's renewDeadline < leaseDuration).
+        let result = match tokio::time::timeout(s.ttl * 2 / 3, round(&s, &mut state)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?} (two thirds of the ttl)", s.ttl * 2 / 3)),
+        };
         match &result {
             Ok(true) => l.hold(sent, s.ttl),
             Ok(false) => l.lose(),
@@ -178,7 +198,7 @@ async fn etcd_round(api: &Api, key: &str, s: &Settings, st: &mut State) -> Resul
     let id = match st.lease {
         Some(id) => id,
         None => {
-            let a = api.call(Method::POST, "/v3/lease/grant", Some(&json!({ "TTL": s.ttl.as_secs().max(1) }))).await?;
+            let a = api.call(Method::POST, "/v3/lease/grant", Some(&json!({ "TTL": whole_seconds(s.ttl) }))).await?;
             ok(&a, "lease grant")?;
             let id = int(&a.1["ID"]).ok_or("etcd lease grant: no lease ID in the answer")?;
             st.lease = Some(id);
@@ -207,7 +227,7 @@ fn lease_path(c: &Cluster, lease: &str) -> String {
 async fn lease_round(c: &Cluster, lease: &str, s: &Settings, st: &mut State) -> Result<bool, String> {
     let path = lease_path(c, lease);
     let now = micro_time(std::time::SystemTime::now());
-    let secs = s.ttl.as_secs().max(1);
+    let secs = whole_seconds(s.ttl);
     let a = c.api.call(Method::GET, &path, None).await?;
     if a.0 == StatusCode::NOT_FOUND {
         let body = json!({
@@ -259,6 +279,12 @@ async fn lease_round(c: &Cluster, lease: &str, s: &Settings, st: &mut State) -> 
     }
 }
 
+/// `ttl` in the whole seconds etcd and a Lease take, rounded up: the lease
+/// others see never ends before this root stops leading on its own clock.
+fn whole_seconds(ttl: Duration) -> u64 {
+    ttl.as_millis().div_ceil(1000).max(1) as u64
+}
+
 /// A Kubernetes MicroTime: `2026-12-04T14:05:09.123456Z`.
 pub fn micro_time(t: std::time::SystemTime) -> String {
     let (y, mo, d, h, mi, s) = crate::clock::civil(t);
@@ -269,6 +295,13 @@ pub fn micro_time(t: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ttls_round_up_to_whole_seconds() {
+        assert_eq!(whole_seconds(Duration::from_millis(2500)), 3);
+        assert_eq!(whole_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(whole_seconds(Duration::from_millis(1001)), 2);
+    }
 
     #[test]
     fn micro_times_are_rfc3339_utc() {

@@ -239,10 +239,10 @@ async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, PoolScaler>) {
                     // Read again now (the decision may rest on a read up to 15 s old), then compare-and-set.
                     st.seen = None;
                     let step = async {
-                        let o = k.read(&w.service, &w.shard).await?;
+                        let o = fenced(k.read(&w.service, &w.shard)).await?;
                         match &o.hpa {
                             Some(hpa) => Err(format!("HPA {hpa} now owns the workload; not scaled")),
-                            None => k.write(&w.service, &w.shard, d.desired, &o.resource_version).await,
+                            None => fenced(k.write(&w.service, &w.shard, d.desired, &o.resource_version)).await,
                         }
                     };
                     step.await.map_err(|why| tracing::error!(pool = %w.pool, "scaler: {why}")).is_ok()
@@ -271,6 +271,18 @@ async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, PoolScaler>) {
     }
 }
 
+/// Runs `effect` only if this root leads now, and no longer than it goes on
+/// leading (fencing: a step never outlives the lease it was taken under).
+async fn fenced<T>(effect: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    if THIS_ROOT.remaining().is_none() {
+        return Err("this root no longer leads; the step is not taken".into());
+    }
+    tokio::select! {
+        r = effect => r,
+        _ = THIS_ROOT.lapsed() => Err("this root's lead lapsed before the step finished; it was abandoned".into()),
+    }
+}
+
 fn count(pool: &str, f: impl FnOnce(&mut PoolView)) {
     f(VIEWS.lock().unwrap_or_else(|e| e.into_inner()).entry(pool.to_string()).or_default());
 }
@@ -278,7 +290,12 @@ fn count(pool: &str, f: impl FnOnce(&mut PoolView)) {
 /// Runs the command back-end and makes the pool the list it prints.
 async fn listed(shared: &Arc<Shared>, w: &Watched, s: &command::Settings, current: usize, desired: usize) -> bool {
     let step = command::Step { service: &w.service, shard: &w.shard, pool: &w.pool, current, desired };
-    let list = match command::run(s, &step).await {
+    // Fenced: run only while this root leads, and killed when its lead ends.
+    let run = match THIS_ROOT.remaining() {
+        Some(_) => command::run(s, &step, THIS_ROOT.lapsed()).await,
+        None => Err("this root no longer leads; the command is not run".to_string()),
+    };
+    let list = match run {
         Ok(l) => l,
         Err(why) => {
             tracing::error!(pool = %w.pool, "scaler: {why}");
@@ -318,7 +335,9 @@ async fn up(shared: &Arc<Shared>, st: &mut PoolScaler, w: &Watched, settings: &l
         starts.push(local::start(settings, &w.service, &w.shard, port));
     }
     let mut started = Vec::new();
-    for r in futures_util::future::join_all(starts).await {
+    // Fenced: a replica still starting when the lead ends is stopped (dropped).
+    let all = fenced(async { Ok(futures_util::future::join_all(starts).await) }).await;
+    for r in all.unwrap_or_else(|why| vec![Err(why)]) {
         match r {
             Ok(r) => started.push(r),
             Err(why) => tracing::error!(pool, "scaler: a new replica did not start: {why}"),
@@ -350,7 +369,7 @@ async fn up(shared: &Arc<Shared>, st: &mut PoolScaler, w: &Watched, settings: &l
 /// it has nothing in flight (or after `drain`).
 async fn down(shared: &Arc<Shared>, st: &mut PoolScaler, pool: &str, settings: &local::Settings, n: usize) -> bool {
     let n = n.min(st.replicas.len());
-    if n == 0 {
+    if n == 0 || THIS_ROOT.remaining().is_none() {
         return false;
     }
     let leaving: Vec<local::Replica> = st.replicas.split_off(st.replicas.len() - n);
