@@ -169,3 +169,31 @@ fn names_with_control_bytes_are_refused_with_their_position() {
     assert!(said.contains(":12:") && said.contains("control byte at byte 2"), "{said}");
     assert!(!said.contains("name `10.0.0.1:11211`"), "a host:port name is fine: {said}");
 }
+
+/// Each pool's step runs on its own: a pool whose command takes 6 s does not
+/// hold up another pool's steps, which go on every tick meanwhile.
+#[test]
+fn a_slow_pool_never_delays_another() {
+    let (a, b) = (backend("a1"), backend("b1"));
+    let dir = tempfile::tempdir().unwrap();
+    let (slow, fast) = (dir.path().join("slow.log"), dir.path().join("fast.log"));
+    // min_replicas = 2 over a command that lists one endpoint: every tick asks for a step.
+    let svc = |name: &str, addr: std::net::SocketAddr, run: String| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}/\"\nservice = \"{name}\"\n\n\
+             [services.{name}]\nkind = \"replicated\"\nendpoints = [{{ address = \"{addr}\" }}]\n\
+             [services.{name}.scaler]\ntarget = 1000\nmin_replicas = 2\nmax_replicas = 2\ncooldown = \"0s\"\n\
+             command = {{ run = \"{run}\", timeout = \"30s\" }}\n\n"
+        )
+    };
+    let cfg = svc("a-slow", a.addr, format!("echo x >> {}; sleep 6; echo {}", slow.display(), a.addr))
+        + &svc("b-fast", b.addr, format!("echo x >> {}; echo {}", fast.display(), b.addr));
+    let p = Proxy::start(&cfg);
+    eventually(10, "the slow pool's command started", || slow.exists());
+    let lines = |f: &std::path::Path| std::fs::read_to_string(f).unwrap_or_default().lines().count();
+    let before = lines(&fast);
+    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(lines(&slow), 1, "the slow command is still running");
+    assert!(lines(&fast) >= before + 3, "the fast pool stepped {} times in 4.5 s", lines(&fast) - before);
+    drop(p);
+}

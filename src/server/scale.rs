@@ -112,7 +112,7 @@ pub async fn run(shared: Arc<Shared>) {
     let mut every = tokio::time::interval(super::heat::TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = shared.shutdown.clone();
-    let mut pools: HashMap<String, PoolScaler> = HashMap::new();
+    let mut pools: HashMap<String, Arc<tokio::sync::Mutex<PoolScaler>>> = HashMap::new();
     loop {
         tokio::select! {
             _ = every.tick() => step(&shared, &mut pools).await,
@@ -121,7 +121,11 @@ pub async fn run(shared: Arc<Shared>) {
     }
     // The replicas serve what is still in flight, then end with the server.
     let _ = tokio::time::timeout(shared.snapshot().grace_period, shared.tasks.wait()).await;
-    let replicas: Vec<local::Replica> = pools.into_values().flat_map(|p| p.replicas).collect();
+    let mut replicas: Vec<local::Replica> = Vec::new();
+    for p in pools.into_values() {
+        // Waits for a step still running.
+        replicas.append(&mut p.lock().await.replicas);
+    }
     let _ = tokio::task::spawn_blocking(move || replicas.into_iter().for_each(|mut r| r.stop(Duration::from_secs(2)))).await;
 }
 
@@ -187,8 +191,10 @@ fn peer_share(reported: f64, own: f64, target: f64, factor: f64) -> f64 {
     reported.clamp(0.0, most)
 }
 
-async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, PoolScaler>) {
-    let now = crate::clock::now_ms();
+/// One tick: the peers' load read once, then each pool's step on a task of
+/// its own, so a slow one (a long command, a slow API server) never delays
+/// another; a pool whose last step still runs is skipped this tick.
+async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, Arc<tokio::sync::Mutex<PoolScaler>>>) {
     let leads = THIS_ROOT.leads();
     let (peers, factor) = match shared.leader.as_ref().filter(|l| leads && !l.peers.is_empty()) {
         Some(l) => (peers_load(&l.peers).await, l.peer_load_factor),
@@ -200,75 +206,85 @@ async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, PoolScaler>) {
             let reported = if w.policy.metric == Metric::Rate { rate } else { in_flight };
             w.load += peer_share(reported, own, w.policy.target, factor);
         }
-        let st = pools.entry(w.pool.clone()).or_default();
-        // What the pool has: its endpoints, or what its workload asks for.
-        let (current, kube) = match &w.policy.backend {
-            Backend::Kubernetes(k) => match st.seen.as_ref().filter(|s| now.saturating_sub(s.0) < KUBE_SYNC_MS) {
-                Some((_, o)) => (o.spec, Some(o.clone())),
-                None => match k.read(&w.service, &w.shard).await {
-                    Ok(o) => {
-                        st.seen = Some((now, o.clone()));
-                        (o.spec, Some(o))
-                    }
-                    Err(why) => {
-                        tracing::warn!(pool = %w.pool, "scaler: {why}");
-                        count(&w.pool, |v| v.failures += 1);
-                        continue;
-                    }
-                },
-            },
-            _ => (w.endpoints, None),
+        let Ok(st) = pools.entry(w.pool.clone()).or_default().clone().try_lock_owned() else {
+            tracing::debug!(pool = %w.pool, "scaler: the pool's last step still runs; this tick skips it");
+            continue;
         };
-        let observed = w.load / current.max(1) as f64;
-        let mut d = st.scaler.decide(now, current, observed, &w.policy);
-        if let Some(hpa) = kube.as_ref().and_then(|o| o.hpa.as_ref()) {
-            tracing::debug!(pool = %w.pool, hpa, "scaler: an HPA owns the workload; heat is exported only");
-            d = Decision { desired: current, reason: "an HPA owns the workload: metrics only", ..d };
-        } else if !leads && d.desired != current {
-            d = Decision { desired: current, reason: "another root leads and scales", ..d };
-        }
-        let before = st.replicas.len();
-        if d.desired != current {
-            let dir = if d.desired > current { "up" } else { "down" };
-            tracing::info!(pool = %w.pool, current, desired = d.desired, observed, target = w.policy.target, reason = d.reason, "scaling {dir}");
-            let done = match &w.policy.backend {
-                Backend::Local(s) if d.desired > current => up(shared, st, &w, s, d.desired - current).await,
-                Backend::Local(s) => down(shared, st, &w.pool, s, current - d.desired).await,
-                Backend::Command(s) => listed(shared, &w, s, current, d.desired).await,
-                Backend::Kubernetes(k) => {
-                    // Read again now (the decision may rest on a read up to 15 s old), then compare-and-set.
-                    st.seen = None;
-                    let step = async {
-                        let o = fenced(k.read(&w.service, &w.shard)).await?;
-                        match &o.hpa {
-                            Some(hpa) => Err(format!("HPA {hpa} now owns the workload; not scaled")),
-                            None => fenced(k.write(&w.service, &w.shard, d.desired, &o.resource_version)).await,
-                        }
-                    };
-                    step.await.map_err(|why| tracing::error!(pool = %w.pool, "scaler: {why}")).is_ok()
-                }
-            };
-            if done {
-                st.scaler.changed(crate::clock::now_ms());
-                count(&w.pool, |v| if d.desired > current { v.ups += 1 } else { v.downs += 1 });
-            } else {
-                count(&w.pool, |v| v.failures += 1);
-            }
-        }
-        let current = match w.policy.backend {
-            Backend::Local(_) => (current + st.replicas.len()).saturating_sub(before),
-            _ => current,
-        };
-        let view = PoolView {
-            current,
-            desired: d.desired,
-            observed,
-            reason: d.reason,
-            scaled: st.replicas.iter().map(|r| r.addr.to_string()).collect(),
-            ..Default::default()
-        };
-        count(&w.pool, |v| *v = PoolView { ups: v.ups, downs: v.downs, failures: v.failures, ..view });
+        tokio::spawn(pool_step(shared.clone(), st, w, leads));
     }
+}
+
+/// One pool's decision and, when it asks for a change, its step.
+async fn pool_step(shared: Arc<Shared>, mut st: tokio::sync::OwnedMutexGuard<PoolScaler>, w: Watched, leads: bool) {
+    let (shared, st) = (&shared, &mut *st);
+    let now = crate::clock::now_ms();
+    // What the pool has: its endpoints, or what its workload asks for.
+    let (current, kube) = match &w.policy.backend {
+        Backend::Kubernetes(k) => match st.seen.as_ref().filter(|s| now.saturating_sub(s.0) < KUBE_SYNC_MS) {
+            Some((_, o)) => (o.spec, Some(o.clone())),
+            None => match k.read(&w.service, &w.shard).await {
+                Ok(o) => {
+                    st.seen = Some((now, o.clone()));
+                    (o.spec, Some(o))
+                }
+                Err(why) => {
+                    tracing::warn!(pool = %w.pool, "scaler: {why}");
+                    count(&w.pool, |v| v.failures += 1);
+                    return;
+                }
+            },
+        },
+        _ => (w.endpoints, None),
+    };
+    let observed = w.load / current.max(1) as f64;
+    let mut d = st.scaler.decide(now, current, observed, &w.policy);
+    if let Some(hpa) = kube.as_ref().and_then(|o| o.hpa.as_ref()) {
+        tracing::debug!(pool = %w.pool, hpa, "scaler: an HPA owns the workload; heat is exported only");
+        d = Decision { desired: current, reason: "an HPA owns the workload: metrics only", ..d };
+    } else if !leads && d.desired != current {
+        d = Decision { desired: current, reason: "another root leads and scales", ..d };
+    }
+    let before = st.replicas.len();
+    if d.desired != current {
+        let dir = if d.desired > current { "up" } else { "down" };
+        tracing::info!(pool = %w.pool, current, desired = d.desired, observed, target = w.policy.target, reason = d.reason, "scaling {dir}");
+        let done = match &w.policy.backend {
+            Backend::Local(s) if d.desired > current => up(shared, st, &w, s, d.desired - current).await,
+            Backend::Local(s) => down(shared, st, &w.pool, s, current - d.desired).await,
+            Backend::Command(s) => listed(shared, &w, s, current, d.desired).await,
+            Backend::Kubernetes(k) => {
+                // Read again now (the decision may rest on a read up to 15 s old), then compare-and-set.
+                st.seen = None;
+                let step = async {
+                    let o = fenced(k.read(&w.service, &w.shard)).await?;
+                    match &o.hpa {
+                        Some(hpa) => Err(format!("HPA {hpa} now owns the workload; not scaled")),
+                        None => fenced(k.write(&w.service, &w.shard, d.desired, &o.resource_version)).await,
+                    }
+                };
+                step.await.map_err(|why| tracing::error!(pool = %w.pool, "scaler: {why}")).is_ok()
+            }
+        };
+        if done {
+            st.scaler.changed(crate::clock::now_ms());
+            count(&w.pool, |v| if d.desired > current { v.ups += 1 } else { v.downs += 1 });
+        } else {
+            count(&w.pool, |v| v.failures += 1);
+        }
+    }
+    let current = match w.policy.backend {
+        Backend::Local(_) => (current + st.replicas.len()).saturating_sub(before),
+        _ => current,
+    };
+    let view = PoolView {
+        current,
+        desired: d.desired,
+        observed,
+        reason: d.reason,
+        scaled: st.replicas.iter().map(|r| r.addr.to_string()).collect(),
+        ..Default::default()
+    };
+    count(&w.pool, |v| *v = PoolView { ups: v.ups, downs: v.downs, failures: v.failures, ..view });
 }
 
 /// Runs `effect` only if this root leads now, and no longer than it goes on
