@@ -85,3 +85,49 @@ fn a_lease_elects_one_root_and_another_takes_over_when_it_dies() {
     second.proc.signal("TERM");
     eventually(10, "root-2 released the lease", || kube.get(lease).unwrap()["spec"]["holderIdentity"].is_null());
 }
+
+/// Compare-and-set against an object that changes between the scaler's read
+/// and its write: the write carrying the stale version gets 409, the retry
+/// carries the version read again; and an HPA that appeared meanwhile is
+/// respected (no second write).
+#[test]
+fn a_write_on_a_stale_version_is_retried_on_the_new_one_and_a_new_hpa_is_respected() {
+    let kube = FakeKube::start();
+    kube.workload("statefulsets", "users-a", 1);
+    kube.workload("statefulsets", "users-b", 1);
+    let (a_path, b_path) = (scale_path("statefulsets", "users-a"), scale_path("statefulsets", "users-b"));
+    {
+        let mut s = kube.state.lock().unwrap();
+        // The decision's read is the first GET, the step's read (right before the write) the second.
+        s.touch_after_get.push((a_path.clone(), 2));
+        s.touch_after_get.push((b_path.clone(), 2));
+        let hpa = serde_json::json!({ "metadata": { "name": "users-b" }, "spec": { "scaleTargetRef": { "kind": "StatefulSet", "name": "users-b" } } });
+        s.hpa_on_conflict.push((b_path.clone(), hpa));
+    }
+    let (a, b) = (backend("a1"), backend("b1"));
+    let p = Proxy::start(&format!(
+        "[[routes]]\nservice = \"users\"\n\n\
+         [services.users]\nkind = \"sharded\"\nsharder = {{ key = {{ path_segment = 1 }} }}\n\n\
+         [services.users.scaler]\ntarget = 1000\nmin_replicas = 2\nmax_replicas = 4\ncooldown = \"0s\"\n\
+         kubernetes = {{ object = \"statefulset/{{service}}-{{shard}}\", api_server = \"{}\", namespace = \"default\" }}\n\n\
+         [services.users.shards.a]\nendpoints = [{{ address = \"{}\" }}]\n\
+         [services.users.shards.b]\nendpoints = [{{ address = \"{}\" }}]\n",
+        kube.url(),
+        a.addr,
+        b.addr
+    ));
+    eventually(20, "users-a scaled to 2", || kube.replicas("statefulsets", "users-a") == 2);
+    let writes = kube.writes(&a_path);
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    let (stale, fresh) = (&writes[0]["metadata"]["resourceVersion"], &writes[1]["metadata"]["resourceVersion"]);
+    assert_ne!(stale, fresh, "the retry carries the version read again");
+    let log = kube.state.lock().unwrap().log.clone();
+    let last_read = log.iter().filter(|(m, path, _)| m == "GET" && *path == a_path).count();
+    assert!(last_read >= 3, "the object was read again before the retry");
+    // users-b: its write was refused and an HPA appeared meanwhile; it is never written again.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(kube.writes(&b_path).len(), 1, "{:?}", kube.writes(&b_path));
+    assert_eq!(kube.replicas("statefulsets", "users-b"), 1);
+    let heat = p.admin_json("/admin/heat");
+    assert_eq!(shard(&heat, "b")["scaler"]["reason"], "an HPA owns the workload: metrics only", "{heat:#}");
+}

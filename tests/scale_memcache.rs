@@ -70,6 +70,6 @@ fn a_hot_memcache_shard_gets_a_replica_that_warms_up_from_the_old_one() {
     stop.store(true, Relaxed);
     load.join().unwrap();
     assert!(bad.lock().unwrap().is_empty(), "gets that missed or failed: {:?}", &bad.lock().unwrap()[..bad.lock().unwrap().len().min(5)]);
-    assert!(ok.load(Relaxed) > 300, "{}", ok.load(Relaxed));
+    assert!(ok.load(Relaxed) > 200, "the load ran throughout: {}", ok.load(Relaxed));
     eventually(10, "the scaled memcached is stopped", || std::net::TcpStream::connect(scaled).is_err());
 }

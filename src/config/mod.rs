@@ -241,9 +241,9 @@ mod sharded_tests {
     #[test]
     fn hardening_settings_are_checked_where_they_are_written() {
         let e = errors("[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_file = \"/nonexistent/token\"\n");
-        assert!(e.contains("t.toml:7:14: cannot read admin token file /nonexistent/token"), "{e}");
+        assert!(e.contains("t.toml:7:14: cannot read admin.token file /nonexistent/token"), "{e}");
         let e = errors("[admin]\ntoken = \" \"\n");
-        assert!(e.contains("t.toml:6:9: the admin token is empty"), "{e}");
+        assert!(e.contains("t.toml:6:9: admin.token is empty"), "{e}");
         let svc = "[services.s]\nkind = \"replicated\"\nendpoints = [{ address = \"127.0.0.1:1\" }]\n";
         let e = errors(&format!("{svc}passive = {{ max_ejection_percent = 101 }}\ntimeouts = {{ queue = \"0s\" }}\n"));
         assert!(e.contains("max_ejection_percent must be between 0 and 100"), "{e}");

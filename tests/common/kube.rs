@@ -19,6 +19,12 @@ pub struct State {
     pub log: Vec<(String, String, Value)>,
     /// Paths whose next write is refused as a conflict (someone else wrote first).
     pub conflict_once: Vec<String>,
+    /// (path, n): right after the n-th GET of path is answered, someone else
+    /// writes the object (its resourceVersion moves on), once.
+    pub touch_after_get: Vec<(String, usize)>,
+    /// (path, HPA): when a write to path is refused as a conflict, the HPA
+    /// appears (added by someone else meanwhile).
+    pub hpa_on_conflict: Vec<(String, Value)>,
     version: u64,
 }
 
@@ -135,7 +141,18 @@ fn answer(st: &Mutex<State>, method: &str, path: &str, body: &Value) -> (u16, Va
         return (200, json!({ "items": s.hpas }));
     }
     match method {
-        "GET" => s.objects.get(path).map_or((404, missing), |o| (200, o.clone())),
+        "GET" => {
+            let answer = s.objects.get(path).map_or((404, missing), |o| (200, o.clone()));
+            let gets = s.log.iter().filter(|(m, p, _)| m == "GET" && p == path).count() + 1;
+            if let Some(i) = s.touch_after_get.iter().position(|(p, n)| p == path && *n == gets) {
+                s.touch_after_get.remove(i);
+                let rv = s.next();
+                if let Some(o) = s.objects.get_mut(path) {
+                    o["metadata"]["resourceVersion"] = json!(rv);
+                }
+            }
+            answer
+        }
         "POST" => {
             let at = format!("{path}/{}", body["metadata"]["name"].as_str().unwrap_or(""));
             if s.objects.contains_key(&at) {
@@ -153,6 +170,10 @@ fn answer(st: &Mutex<State>, method: &str, path: &str, body: &Value) -> (u16, Va
         "PUT" => {
             let Some(now) = s.objects.get(path).map(|o| o["metadata"]["resourceVersion"].clone()) else { return (404, missing) };
             if body["metadata"]["resourceVersion"] != now {
+                if let Some(i) = s.hpa_on_conflict.iter().position(|(p, _)| p == path) {
+                    let (_, hpa) = s.hpa_on_conflict.remove(i);
+                    s.hpas.push(hpa);
+                }
                 return (409, json!({ "message": "the object has been modified; please apply your changes to the latest version" }));
             }
             let rv = s.next();
