@@ -229,3 +229,46 @@ fn a_reload_with_an_overlong_duration_is_rejected_and_the_proxy_keeps_serving() 
     assert_eq!(p.get("/").status, 200);
     assert!(p.stderr().contains("longer than the 10 years"), "{}", p.stderr());
 }
+
+/// An endpoint removed while slow, non-retryable requests (POSTs with a body)
+/// are in flight on it: every one of them is answered, and the removed
+/// replica gets nothing new after its removal (by its own count).
+#[test]
+fn removing_an_endpoint_under_slow_posts_fails_none_and_sends_it_nothing_new() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+    let (a, b) = (backend_with("a", &["--delay-ms", "300"]), backend_with("b", &["--delay-ms", "300"]));
+    let p = Proxy::start(&(route_all("app") + &service("app", "round_robin", &[&a, &b], "")));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::<String>::new())));
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, ok, failed, addr) = (stop.clone(), ok.clone(), failed.clone(), p.addr);
+            std::thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    let r = request_bytes(addr, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+                    match r {
+                        Ok(r) if r.status == 200 => drop(ok.fetch_add(1, Relaxed)),
+                        Ok(r) => failed.lock().unwrap().push(format!("{} {}", r.status, r.text())),
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let b_requests = || get(b.addr, "/admin/requests").text().trim().parse::<u64>().unwrap();
+    eventually(10, "b is serving", || b_requests() >= 4);
+    // b leaves while POSTs are in flight on it.
+    p.rewrite(&(route_all("app") + &service("app", "round_robin", &[&a], "")));
+    p.proc.signal("HUP");
+    eventually(5, "reload", || p.metric("ringmaster_reloads_total") == 1.0);
+    // What was sent to b before the swap has arrived within a second.
+    std::thread::sleep(Duration::from_secs(1));
+    let at_removal = b_requests();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Relaxed);
+    load.into_iter().for_each(|t| t.join().unwrap());
+    assert!(failed.lock().unwrap().is_empty(), "failed: {:?}", failed.lock().unwrap());
+    assert!(ok.load(Relaxed) > 40, "{}", ok.load(Relaxed));
+    assert_eq!(b_requests(), at_removal, "the removed replica got requests after its removal");
+}

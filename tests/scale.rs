@@ -55,7 +55,8 @@ fn a_hot_shard_gets_replicas_and_gives_them_back_without_a_failed_request() {
             while !stop.load(Relaxed) {
                 let path = format!("/users/{}", hot[i % hot.len()]);
                 i += 1;
-                match c.get(&path) {
+                // POSTs with a body: never retried, so none may meet a replica on its way out.
+                match c.request(&format!("POST {path} HTTP/1.1\r\nHost: test.local\r\nContent-Length: 5\r\n\r\nhello")) {
                     Ok(r) if r.status == 200 => {
                         ok.fetch_add(1, Relaxed);
                         seen.lock().unwrap().insert(r.backend());
@@ -80,6 +81,15 @@ fn a_hot_shard_gets_replicas_and_gives_them_back_without_a_failed_request() {
     assert_eq!(a_heat["scaler"]["scaled"].as_array().unwrap().len(), 2, "{heat:#}");
     assert_eq!(shard(&heat, "b")["endpoints"].as_array().unwrap().len(), 1, "the cold shard keeps one replica: {heat:#}");
     eventually(10, "the new replicas answer", || seen.lock().unwrap().iter().filter(|n| n.starts_with("a-")).count() == 2);
+    let scaled: Vec<String> = a_heat["scaler"]["scaled"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    // A replica's own count of requests; None once it is stopped.
+    let served = |addr: &str| {
+        request_bytes(addr.parse().unwrap(), b"GET /admin/requests HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .ok()
+            .map(|r| r.text().trim().parse::<u64>().unwrap())
+    };
+    // Per scaled replica: how often it was seen out of the pool, and its count when first seen so.
+    let mut gone: std::collections::HashMap<String, (u32, Option<u64>)> = Default::default();
     // Hot for a few more seconds: max_replicas holds although the load asks for more.
     std::thread::sleep(Duration::from_secs(3));
     let heat = p.admin_json("/admin/heat");
@@ -98,6 +108,19 @@ fn a_hot_shard_gets_replicas_and_gives_them_back_without_a_failed_request() {
     eventually(40, "shard a is back to min_replicas", || {
         let heat = p.admin_json("/admin/heat");
         let a = shard(&heat, "a");
+        // A replica out of the pool gets nothing new while it drains, by its own count
+        // (counted from its second sighting: a request picked before the swap may still land).
+        let in_pool: Vec<&str> = a["endpoints"].as_array().unwrap().iter().filter_map(|e| e["address"].as_str()).collect();
+        for addr in scaled.iter().filter(|s| !in_pool.contains(&s.as_str())) {
+            let now = served(addr);
+            let (seen, at) = gone.entry(addr.clone()).or_insert((0, None));
+            *seen += 1;
+            match (*seen, *at, now) {
+                (2, _, n) => *at = n,
+                (3.., Some(before), Some(n)) => assert_eq!(n, before, "{addr} got requests after it left the pool"),
+                _ => {}
+            }
+        }
         a["endpoints"].as_array().unwrap().len() == 1 && a["scaler"]["scaled"].as_array().unwrap().is_empty()
     });
     // Keep the low load a moment past the drain, then stop.
