@@ -296,3 +296,49 @@ fn a_partitioned_leader_stops_before_another_starts() {
     assert!(root1_last < root2_first, "root-1 ran until {root1_last}, root-2 started at {root2_first} (cut at {cut_ms}): {lines:?}");
     assert!(!leads(first.admin), "the cut-off root does not lead");
 }
+
+/// etcd over https with client certificates required (mutual TLS): a root
+/// with the CA and a client certificate in `[leader] tls` leads; one without
+/// the client certificate cannot reach the election and never leads.
+#[test]
+fn an_election_over_mutual_tls_to_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::pki::Ca::new("etcd test CA");
+    let (server_cert, server_key) = ca.leaf_for_both("etcd", &["127.0.0.1"]);
+    let (cert, key) = ca.leaf("root-1", &[], true, (2031, 1, 1));
+    for (f, text) in
+        [("ca.crt", &ca.pem), ("client.crt", &cert), ("client.key", &key), ("server.crt", &server_cert), ("server.key", &server_key)]
+    {
+        std::fs::write(dir.path().join(f), text).unwrap();
+    }
+    let d = |f: &str| dir.path().join(f).display().to_string();
+    let (client, peer) = (free_addr(), free_addr());
+    let child = Command::new("etcd")
+        .args(["--name", "t", "--data-dir", &d("etcd")])
+        .args(["--listen-client-urls", &format!("https://{client}"), "--advertise-client-urls", &format!("https://{client}")])
+        .args(["--listen-peer-urls", &format!("http://{peer}"), "--initial-advertise-peer-urls", &format!("http://{peer}")])
+        .args(["--initial-cluster", &format!("t=http://{peer}")])
+        .args(["--cert-file", &d("server.crt"), "--key-file", &d("server.key"), "--client-cert-auth", "--trusted-ca-file", &d("ca.crt")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.path().join("etcd.log")).unwrap()))
+        .spawn()
+        .expect("etcd is installed (scripts/test installs etcd-server)");
+    let _etcd = Proc(child);
+    wait_port(client);
+    let root = |who: &str, tls: &str| {
+        format!("[leader]\nidentity = \"{who}\"\nttl = \"2s\"\netcd = {{ endpoint = \"https://{client}\", key = \"/test/tls\" }}\ntls = {{ {tls} }}\n")
+    };
+    let first =
+        Proxy::start(&root("root-1", &format!("ca = \"{}\", cert = \"{}\", key = \"{}\"", d("ca.crt"), d("client.crt"), d("client.key"))));
+    let until = Instant::now() + Duration::from_secs(15);
+    while !leads(first.admin) {
+        assert!(Instant::now() < until, "root-1 does not lead over mutual TLS: {}", first.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(first);
+    // Without a client certificate etcd refuses the handshake: never leads, and says why.
+    let second = Proxy::start(&root("root-2", &format!("ca = \"{}\"", d("ca.crt"))));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!leads(second.admin));
+    assert!(second.stderr().contains("leader election:"), "{}", second.stderr());
+}

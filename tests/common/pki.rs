@@ -40,6 +40,18 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A leaf for both server and client authentication (etcd's own gateway
+    /// dials etcd with its server certificate when client certificates are required).
+    pub fn leaf_for_both(&self, cn: &str, names: &[&str]) -> (String, String) {
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.not_after = rcgen::date_time_ymd(2031, 1, 1);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// Writes a server certificate and key as `{file}.crt` and `{file}.key` in `dir`.
     pub fn write_leaf(&self, dir: &Path, file: &str, cn: &str, names: &[&str]) {
         let (c, k) = self.leaf(cn, names, false, (2031, 1, 1));

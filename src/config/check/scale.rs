@@ -199,16 +199,42 @@ pub fn leader(spec: &Spanned<LeaderSpec>, r: &mut Reporter) -> Option<leader::Se
         Some(i) => Some(i.get_ref().clone()),
         None => Some(default_identity()),
     };
+    // TLS towards https peers and etcd, built once per address (its name is verified).
+    let tls_for = |u: &http::Uri, at: std::ops::Range<usize>, r: &mut Reporter| -> Option<Option<crate::tls::client::Upstream>> {
+        if u.scheme_str() != Some("https") {
+            return Some(None);
+        }
+        let spec = l.tls.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default();
+        if spec.cert.is_some() != spec.key.is_some() {
+            r.error(
+                l.tls.as_ref().map_or(at.clone(), |t| t.span()),
+                "a client certificate needs both cert and key",
+                "tls = { cert = \"root.crt\", key = \"root.key\" }",
+            );
+            return None;
+        }
+        let settings = crate::tls::client::Settings { ca: spec.ca, sni: None, cert: spec.cert, key: spec.key };
+        let made = crate::tls::client::client_config(&settings, false)
+            .and_then(|cfg| crate::tls::client::Upstream::new(cfg, None, u.authority().map(|a| a.as_str()).unwrap_or("")));
+        match made {
+            Ok(t) => Some(Some(t)),
+            Err(e) => {
+                r.error(l.tls.as_ref().map_or(at, |t| t.span()), format!("TLS to {u}: {e}"), "tls = { ca = \"/path/to/ca.crt\" }");
+                None
+            }
+        }
+    };
     let peers = l
         .peers
         .iter()
         .filter_map(|p| match p.get_ref().parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() && u.path() == "/" => {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() && u.path() == "/" => {
                 let token = l.peers_token_file.as_ref().map(|t| t.get_ref().into());
-                Some(crate::scale::api::Api { base: u, tls: None, token, timeout: Duration::from_millis(800) })
+                let tls = tls_for(&u, p.span(), r)?;
+                Some(crate::scale::api::Api { base: u, tls, token, timeout: Duration::from_millis(800) })
             }
             _ => {
-                r.error(p.span(), format!("`{}` is not a peer's admin address", p.get_ref()), "\"http://10.0.0.2:9901\"");
+                r.error(p.span(), format!("`{}` is not a peer's admin address", p.get_ref()), "\"https://10.0.0.2:9901\"");
                 None
             }
         })
@@ -217,7 +243,7 @@ pub fn leader(spec: &Spanned<LeaderSpec>, r: &mut Reporter) -> Option<leader::Se
         (Some(e), None) => {
             let ep = e.get_ref();
             let base = match ep.endpoint.get_ref().parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() && u.path() == "/" => Some(u),
+                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() && u.path() == "/" => Some(u),
                 _ => {
                     r.error(
                         ep.endpoint.span(),
@@ -230,7 +256,9 @@ pub fn leader(spec: &Spanned<LeaderSpec>, r: &mut Reporter) -> Option<leader::Se
             if ep.key.get_ref().is_empty() {
                 r.error(ep.key.span(), "the key is empty", "\"/ringmaster/leader\"");
             }
-            let api = crate::scale::api::Api { base: base?, tls: None, token: None, timeout: Duration::from_secs(3) };
+            let base = base?;
+            let tls = tls_for(&base, ep.endpoint.span(), r)?;
+            let api = crate::scale::api::Api { base, tls, token: None, timeout: Duration::from_secs(3) };
             leader::Election::Etcd { api, key: ep.key.get_ref().clone() }
         }
         (None, Some(k)) => {

@@ -108,6 +108,23 @@ pub struct LeaderSpec {
     /// scaler's target, when this root sees less), and never below zero.
     #[serde(default = "d_peer_load_factor")]
     pub peer_load_factor: Spanned<f64>,
+    /// TLS towards https peers and an https etcd: the CA their certificates
+    /// chain to (the system's roots when absent), and a client certificate
+    /// for mutual TLS.
+    #[serde(default)]
+    pub tls: Option<Spanned<LeaderTlsSpec>>,
+}
+
+/// `[leader] tls = { ca, cert, key }` (PEM file paths).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderTlsSpec {
+    #[serde(default)]
+    pub ca: Option<String>,
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 fn d_peer_load_factor() -> Spanned<f64> {
