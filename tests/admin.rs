@@ -147,3 +147,28 @@ fn the_heat_token_reads_heat_and_metrics_only() {
     assert_eq!(admin(&p, "GET", "/admin/heat", BEARER).status, 200);
     assert!(!admin(&p, "GET", "/admin/config", BEARER).text().contains("peek-3"), "the heat token is redacted too");
 }
+
+/// The admin listener over HTTPS (`[admin] tls`): answered over TLS, not in
+/// plain text.
+#[test]
+fn the_admin_listener_speaks_tls_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::pki::Ca::new("admin test CA");
+    ca.write_leaf(dir.path(), "admin", "admin", &["admin.test"]);
+    let d = |f: &str| dir.path().join(f).display().to_string();
+    let a = backend("a");
+    let p = Proxy::start_with_admin(
+        &format!(
+            "hosts = [\"admin.test\"]\ntls = {{ certificates = [{{ cert = \"{}\", key = \"{}\" }}] }}",
+            d("admin.crt"),
+            d("admin.key")
+        ),
+        &(route_all("app") + &service("app", "round_robin", &[&a], "")),
+    );
+    let cfg = common::pki::client_config(&ca.pem, None, &["http/1.1"]);
+    let r = common::pki::TlsConn::open(p.admin, "admin.test", &cfg).unwrap().get("admin.test", "/admin/heat", "").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["services"].is_array());
+    assert!(request_bytes(p.admin, b"GET /admin/heat HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_or(true, |r| r.status != 200));
+}

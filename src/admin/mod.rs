@@ -38,9 +38,15 @@ pub trait Control: Send + Sync + 'static {
     fn tls_states(&self) -> BoxFuture<'_, Vec<Arc<TlsState>>>;
 }
 
-/// Serves admin requests on `listener` until `shutdown` turns true. Accept
-/// errors (out of file descriptors, say) back off instead of spinning.
-pub async fn serve(listener: TcpListener, ctl: Arc<dyn Control>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Serves admin requests on `listener` (over TLS with `tls`) until `shutdown`
+/// turns true. Accept errors (out of file descriptors, say) back off instead
+/// of spinning.
+pub async fn serve(
+    listener: TcpListener,
+    ctl: Arc<dyn Control>,
+    tls: Option<Arc<TlsState>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -62,18 +68,34 @@ pub async fn serve(listener: TcpListener, ctl: Arc<dyn Control>, mut shutdown: t
         let ctl = ctl.clone();
         // The same header-read timeout as the main listeners: a slow client holds nothing for long.
         let header_read_timeout = ctl.snapshot().conn.header_read_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let ctl = ctl.clone();
-                async move { Ok::<_, Infallible>(handle(req, &*ctl).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            match tls {
+                None => connection(stream, ctl, header_read_timeout).await,
+                Some(t) => match tokio::time::timeout(header_read_timeout, t.acceptor().accept(stream)).await {
+                    Ok(Ok(s)) => connection(s, ctl, header_read_timeout).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "admin TLS handshake failed"),
+                    Err(_) => tracing::debug!("admin TLS handshake timed out"),
+                },
+            }
         });
     }
+}
+
+/// One admin connection, plain or TLS.
+async fn connection<I>(io: I, ctl: Arc<dyn Control>, header_read_timeout: Duration)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let ctl = ctl.clone();
+        async move { Ok::<_, Infallible>(handle(req, &*ctl).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {

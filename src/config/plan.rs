@@ -180,7 +180,7 @@ pub struct RoutePlan {
 }
 
 /// The admin listener: its address (read at start only) and the token it asks for.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct AdminPlan {
     pub addr: std::net::SocketAddr,
     pub token: Option<crate::identity::Secret>,
@@ -189,6 +189,8 @@ pub struct AdminPlan {
     /// Names accepted in Host beyond IP addresses and `localhost`, lowercase.
     pub hosts: Vec<String>,
     pub show_keys: crate::config::schema::ShowKeys,
+    /// HTTPS (read at start only, as the address is).
+    pub tls: Option<(crate::tls::server::Settings, crate::tls::server::Material)>,
 }
 
 /// The whole accepted config.

@@ -170,10 +170,17 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
             mls.push(h);
         }
     }
+    let admin_tls = match shared.snapshot().admin.as_ref().and_then(|a| a.tls.as_ref()) {
+        Some((settings, material)) => Some(
+            TlsState::new("admin", settings, material)
+                .map_err(|e| anyhow::anyhow!("the admin listener's certificates do not load: {e}"))?,
+        ),
+        None => None,
+    };
     let admin_task = admin.map(|tcp| {
         bound.admin = tcp.local_addr().ok();
-        tracing::info!(addr = ?bound.admin, "admin listening");
-        tokio::spawn(crate::admin::serve(tcp, Arc::new(Admin(shared.clone())), shared.shutdown.clone()))
+        tracing::info!(addr = ?bound.admin, tls = admin_tls.is_some(), "admin listening");
+        tokio::spawn(crate::admin::serve(tcp, Arc::new(Admin(shared.clone())), admin_tls, shared.shutdown.clone()))
     });
     let heat_shared = shared.clone();
     tokio::spawn(heat::run(move || heat_shared.snapshot(), shared.shutdown.clone()));

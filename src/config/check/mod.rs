@@ -116,9 +116,29 @@ fn admin(cfg: &Config, r: &mut Reporter) -> Option<Option<crate::config::plan::A
             hosts.push(name);
         }
     }
-    let (addr, token, heat_token) = (addr?, token?, heat_token?);
+    let tls = match &a.tls {
+        None => Some(None),
+        Some(t) => {
+            let settings = tls_settings(t.get_ref());
+            match crate::tls::server::load(&settings) {
+                Ok(m) => Some(Some((settings, m))),
+                Err(why) => {
+                    r.error(t.span(), why, "point cert and key at readable PEM files that belong together");
+                    None
+                }
+            }
+        }
+    };
+    let (addr, token, heat_token, tls) = (addr?, token?, heat_token?, tls?);
     let secret = |t: Option<String>| t.map(|t| crate::identity::Secret::new(&t));
-    Some(Some(crate::config::plan::AdminPlan { addr, token: secret(token), heat_token: secret(heat_token), hosts, show_keys: a.show_keys }))
+    Some(Some(crate::config::plan::AdminPlan {
+        addr,
+        token: secret(token),
+        heat_token: secret(heat_token),
+        hosts,
+        show_keys: a.show_keys,
+        tls,
+    }))
 }
 
 /// A secret given inline or in a file (read once): `Some(None)` when neither.

@@ -108,6 +108,9 @@ pub struct AdminSpec {
     /// e-mails): a keyed hash, a short prefix with it, or raw.
     #[serde(default)]
     pub show_keys: ShowKeys,
+    /// HTTPS for the admin listener (as a listener's `tls` table).
+    #[serde(default)]
+    pub tls: Option<Spanned<TlsSpec>>,
 }
 
 /// How keys appear in admin views.
@@ -133,6 +136,7 @@ impl Default for AdminSpec {
             heat_token_file: None,
             hosts: Vec::new(),
             show_keys: ShowKeys::Hashed,
+            tls: None,
         }
     }
 }
