@@ -51,39 +51,21 @@ impl ServiceHeat<'_> {
     }
 }
 
-/// Every sharded service's heat, HTTP then memcache.
+/// Every sharded (or scaled) service's heat, HTTP then memcache, from the
+/// snapshot's one list of pools.
 fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
     let views = crate::scale::VIEWS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let pools = snap.pools();
+    let shards = |service: &str, protocol: &str| -> Vec<ShardHeat> {
+        pools.iter().filter(|p| p.protocol == protocol && p.id.service == service).map(|p| shard(p, &views)).collect()
+    };
     let http = snap.services.values().filter(|s| s.sharding.is_some() || s.scaler.is_some()).map(|s| ServiceHeat {
         name: &s.name,
         protocol: "http",
         heat: &s.heat,
         hot_cache: None,
         http_cache: s.hot_cache.as_deref(),
-        shards: s
-            .pools
-            .iter()
-            .map(|p| ShardHeat {
-                name: p.shard.clone().unwrap_or_else(|| p.name.clone()),
-                rate: p.stats.rate.get(),
-                error_rate: p.stats.error_rate.get(),
-                in_flight: p.stats.in_flight.load(Relaxed) as u64,
-                p50: p.stats.latency.quantile(0.5),
-                p99: p.stats.latency.quantile(0.99),
-                bytes_rate: None,
-                scaler: s.scaler.as_ref().map(|_| views.get(&p.name).cloned().unwrap_or_default()),
-                endpoints: p
-                    .endpoints
-                    .iter()
-                    .map(|e| EndpointHeat {
-                        name: e.name.clone(),
-                        address: e.address.clone(),
-                        rate: e.stats.rate.get(),
-                        in_flight: e.stats.in_flight.load(Relaxed) as u64,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        shards: shards(&s.name, "http"),
     });
     let memcache = snap.memcache.values().map(|s| ServiceHeat {
         name: &s.name,
@@ -91,32 +73,33 @@ fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
         heat: &s.heat,
         hot_cache: s.hot_cache.as_deref(),
         http_cache: None,
-        shards: s
-            .shards
-            .iter()
-            .map(|sh| ShardHeat {
-                name: sh.name.clone(),
-                rate: sh.stats.heat.requests.get(),
-                error_rate: sh.stats.heat.errors.get(),
-                in_flight: sh.stats.in_flight.load(Relaxed) as u64,
-                p50: sh.stats.latency.quantile(0.5),
-                p99: sh.stats.latency.quantile(0.99),
-                bytes_rate: Some(sh.stats.heat.bytes.get()),
-                scaler: s.scaler.as_ref().map(|_| views.get(&format!("{}/{}", s.name, sh.name)).cloned().unwrap_or_default()),
-                endpoints: sh
-                    .replicas
-                    .iter()
-                    .map(|e| EndpointHeat {
-                        name: e.name.clone(),
-                        address: e.addr.to_string(),
-                        rate: e.stats.rate.get(),
-                        in_flight: e.stats.in_flight.load(Relaxed) as u64,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        shards: shards(&s.name, "memcache"),
     });
     http.chain(memcache).collect()
+}
+
+/// One pool's heat, whatever its protocol.
+fn shard(p: &crate::config::pools::PoolRef<'_>, views: &std::collections::BTreeMap<String, crate::scale::PoolView>) -> ShardHeat {
+    ShardHeat {
+        name: p.id.shard_or_service().to_string(),
+        rate: p.load.rate.get(),
+        error_rate: p.load.error_rate.get(),
+        in_flight: p.load.in_flight() as u64,
+        p50: p.load.latency.quantile(0.5),
+        p99: p.load.latency.quantile(0.99),
+        bytes_rate: p.bytes.map(|(_, r)| r.get()),
+        scaler: p.scaler.map(|_| views.get(&p.id.to_string()).cloned().unwrap_or_default()),
+        endpoints: p
+            .endpoints
+            .iter()
+            .map(|e| EndpointHeat {
+                name: e.name().to_string(),
+                address: e.address(),
+                rate: e.rate().get(),
+                in_flight: e.in_flight() as u64,
+            })
+            .collect(),
+    }
 }
 
 fn ms(s: Option<f64>) -> Value {

@@ -86,16 +86,16 @@ pub fn render<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::
     }
     type Get = fn(&crate::memcache::service::ShardStats) -> u64;
     let shard_rows: [(&str, &str, &str, Get); 6] = [
-        ("ringmaster_memcache_shard_requests_total", "counter", "Commands sent to the shard.", |s| s.requests.load(Relaxed)),
+        ("ringmaster_memcache_shard_requests_total", "counter", "Commands sent to the shard.", |s| s.load.requests.load(Relaxed)),
         ("ringmaster_memcache_shard_hits_total", "counter", "Reads of the shard that found the key.", |s| s.hits.load(Relaxed)),
         ("ringmaster_memcache_shard_misses_total", "counter", "Reads of the shard that missed.", |s| s.misses.load(Relaxed)),
         ("ringmaster_memcache_shard_errors_total", "counter", "Commands of the shard that failed on every replica asked.", |s| {
-            s.errors.load(Relaxed)
+            s.load.errors.load(Relaxed)
         }),
         ("ringmaster_memcache_shard_failovers_total", "counter", "Reads asked of another replica after one failed or missed.", |s| {
             s.failovers.load(Relaxed)
         }),
-        ("ringmaster_memcache_shard_in_flight", "gauge", "Commands in flight to the shard.", |s| s.in_flight.load(Relaxed) as u64),
+        ("ringmaster_memcache_shard_in_flight", "gauge", "Commands in flight to the shard.", |s| s.load.in_flight() as u64),
     ];
     for (name, kind, help, get) in shard_rows {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -108,7 +108,7 @@ pub fn render<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::
     o.push_str("# HELP ringmaster_memcache_shard_duration_seconds Time to a shard's answer, failovers included.\n# TYPE ringmaster_memcache_shard_duration_seconds histogram\n");
     for s in services.clone() {
         for sh in &s.shards {
-            sh.stats.latency.render(
+            sh.stats.load.latency.render(
                 o,
                 "ringmaster_memcache_shard_duration_seconds",
                 &format!("service=\"{}\",shard=\"{}\"", esc(&s.name), esc(&sh.name)),
@@ -193,12 +193,12 @@ pub fn json(s: &Service) -> serde_json::Value {
             let st = &sh.stats;
             json!({
                 "shard": sh.name,
-                "requests": st.requests.load(Relaxed),
+                "requests": st.load.requests.load(Relaxed),
                 "hits": st.hits.load(Relaxed),
                 "misses": st.misses.load(Relaxed),
-                "errors": st.errors.load(Relaxed),
+                "errors": st.load.errors.load(Relaxed),
                 "failovers": st.failovers.load(Relaxed),
-                "in_flight": st.in_flight.load(Relaxed),
+                "in_flight": st.load.in_flight(),
                 "endpoints": sh.replicas.iter().map(|e| json!({
                     "name": e.name,
                     "address": e.addr.to_string(),

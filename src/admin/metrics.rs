@@ -227,7 +227,7 @@ fn render_pools(o: &mut String, snap: &Snapshot) {
     }
     o.push_str("# HELP ringmaster_pool_request_duration_seconds Time to response headers, per pool (per shard).\n# TYPE ringmaster_pool_request_duration_seconds histogram\n");
     for p in &pools {
-        p.stats.latency.render(o, "ringmaster_pool_request_duration_seconds", &pool_labels(p));
+        p.stats.load.latency.render(o, "ringmaster_pool_request_duration_seconds", &pool_labels(p));
     }
     let pool_metrics: [Row; 7] = [
         ("ringmaster_pool_endpoints", "gauge", "Endpoints in the pool."),
@@ -244,7 +244,7 @@ fn render_pools(o: &mut String, snap: &Snapshot) {
             let v = match i {
                 0 => p.endpoints.len() as u64,
                 1 => p.healthy_count() as u64,
-                2 => p.stats.in_flight.load(Relaxed) as u64,
+                2 => p.stats.load.in_flight() as u64,
                 3 => p.stats.retries.load(Relaxed),
                 4 => p.stats.retries_denied.load(Relaxed),
                 5 => p.stats.fail_open_picks.load(Relaxed),

@@ -222,7 +222,7 @@ fn pool_json(p: &crate::upstream::Pool, now: u64) -> serde_json::Value {
         "healthy": p.healthy_count(),
         "size": p.endpoints.len(),
         "fail_open": p.stats.fail_open.load(Relaxed),
-        "in_flight": p.stats.in_flight.load(Relaxed),
+        "in_flight": p.stats.load.in_flight(),
         "answers_by_class": by_class,
         "endpoints": eps,
     })

@@ -9,6 +9,7 @@ pub mod error;
 pub mod import;
 pub mod overlay;
 pub mod plan;
+pub mod pools;
 pub mod schema;
 
 pub use build::{build, Built, Snapshot};

@@ -11,7 +11,8 @@ use crate::upstream::EndpointKey;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-/// Pool name (`service` or `service/shard`) -> what the scaler made of it.
+/// Pool (its [`PoolId`](crate::heat::load::PoolId) as text: `service` or
+/// `service/shard`) -> what the scaler made of it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Overlay(pub BTreeMap<String, Scaled>);
 
@@ -78,7 +79,9 @@ impl Overlay {
         }
         for svc in &mut plan.memcache {
             for shard in &mut svc.shards {
-                let Some(scaled) = self.0.get(&format!("{}/{}", svc.name, shard.name)) else { continue };
+                // A replicated memcache service is one shard named as the service.
+                let id = crate::heat::load::PoolId::new(&svc.name, Some(shard.name.as_str()).filter(|n| *n != svc.name));
+                let Some(scaled) = self.0.get(&id.to_string()) else { continue };
                 if scaled.replace {
                     shard.endpoints = scaled.endpoints.clone();
                 } else {

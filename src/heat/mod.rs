@@ -5,6 +5,7 @@
 //! ([`topk`]), one request in `sample`, so a request pays one random draw and,
 //! when drawn, an uncontended lock it never waits for.
 
+pub mod load;
 pub mod rate;
 pub mod simulate;
 pub mod topk;

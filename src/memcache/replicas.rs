@@ -65,12 +65,12 @@ pub async fn read(
             Err(_) => {}
         }
     }
-    sh.stats.latency.observe(started.elapsed());
+    sh.stats.load.latency.observe(started.elapsed());
     sh.stats.traffic(&wire, &last);
     match &last {
         Ok(a) if !is_server_error(a) => count_reads(&wire, a, expect, &sh.stats.hits, &sh.stats.misses),
         _ => {
-            sh.stats.errors.fetch_add(1, Relaxed);
+            sh.stats.load.errors.fetch_add(1, Relaxed);
         }
     };
     last
@@ -109,12 +109,12 @@ pub async fn write(svc: &Service, shard: usize, wire: &Bytes, expect: Expect, la
             break;
         }
     }
-    sh.stats.latency.observe(started.elapsed());
+    sh.stats.load.latency.observe(started.elapsed());
     let result = if ok >= need { first_ok } else { first_bad.or(first_ok) };
     let result = result.unwrap_or(Err(Failure::Ejected));
     sh.stats.traffic(wire, &result);
     if !done(&result) {
-        sh.stats.errors.fetch_add(1, Relaxed);
+        sh.stats.load.errors.fetch_add(1, Relaxed);
     }
     result
 }
@@ -151,7 +151,7 @@ pub async fn cas(
         sh.replicas[first].stats.repair.log(key);
     }
     if !done(&a) {
-        sh.stats.errors.fetch_add(1, Relaxed);
+        sh.stats.load.errors.fetch_add(1, Relaxed);
     }
     a
 }

@@ -58,25 +58,16 @@ pub struct Policy {
 /// Counters of one shard, carried over a reload by service and shard name.
 #[derive(Default)]
 pub struct ShardStats {
-    pub requests: AtomicU64,
+    /// Commands (counted as they are sent), those that failed on every
+    /// replica asked, in flight, latency and rates, as every pool of either
+    /// protocol keeps them.
+    pub load: crate::heat::load::Load,
     pub hits: AtomicU64,
     pub misses: AtomicU64,
-    pub errors: AtomicU64,
     pub failovers: AtomicU64,
-    pub in_flight: AtomicUsize,
-    pub latency: crate::metrics::Histogram,
-    /// Bytes of commands sent and answers received.
+    /// Bytes of commands sent and answers received, and their rate.
     pub bytes: AtomicU64,
-    /// Rates the heat tick measures from the counters above.
-    pub heat: ShardHeat,
-}
-
-/// A shard's request, error and byte rates.
-#[derive(Default)]
-pub struct ShardHeat {
-    pub requests: crate::heat::rate::Rate,
-    pub errors: crate::heat::rate::Rate,
-    pub bytes: crate::heat::rate::Rate,
+    pub bytes_rate: crate::heat::rate::Rate,
 }
 
 impl ShardStats {
@@ -92,15 +83,15 @@ pub struct InFlight<'a>(&'a ShardStats);
 
 impl<'a> InFlight<'a> {
     pub fn new(s: &'a ShardStats) -> InFlight<'a> {
-        s.in_flight.fetch_add(1, Relaxed);
-        s.requests.fetch_add(1, Relaxed);
+        s.load.in_flight.fetch_add(1, Relaxed);
+        s.load.requests.fetch_add(1, Relaxed);
         InFlight(s)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.0.load.in_flight.fetch_sub(1, Relaxed);
     }
 }
 

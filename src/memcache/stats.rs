@@ -89,7 +89,7 @@ fn general(svc: &Service, o: &mut String) {
     for (i, c) in COMMANDS.iter().enumerate() {
         stat(o, &format!("cmd_{c}"), svc.stats.commands[i].load(Relaxed));
     }
-    let errors: u64 = svc.shards.iter().map(|s| s.stats.errors.load(Relaxed)).sum();
+    let errors: u64 = svc.shards.iter().map(|s| s.stats.load.errors.load(Relaxed)).sum();
     let root_hits = svc.hot_cache.as_ref().map_or(0, |c| c.stats.hits.load(Relaxed));
     stat(o, "get_hits", svc.stats.get_hits.load(Relaxed));
     stat(o, "get_misses", svc.stats.get_misses.load(Relaxed));
@@ -114,10 +114,10 @@ fn shards(svc: &Service, o: &mut String) {
         let st = &s.stats;
         let n = &s.name;
         stat(o, &format!("{n}:replicas"), s.replicas.len());
-        stat(o, &format!("{n}:requests"), st.requests.load(Relaxed));
+        stat(o, &format!("{n}:requests"), st.load.requests.load(Relaxed));
         stat(o, &format!("{n}:hits"), st.hits.load(Relaxed));
         stat(o, &format!("{n}:misses"), st.misses.load(Relaxed));
-        stat(o, &format!("{n}:errors"), st.errors.load(Relaxed));
+        stat(o, &format!("{n}:errors"), st.load.errors.load(Relaxed));
         stat(o, &format!("{n}:failovers"), st.failovers.load(Relaxed));
     }
 }

@@ -27,32 +27,20 @@ pub async fn run(snapshot: impl Fn() -> Arc<Snapshot>, mut shutdown: tokio::sync
     }
 }
 
-/// One measurement of every rate, `dt` after the last.
+/// One measurement of every rate, `dt` after the last: each pool's load
+/// and each endpoint's, whatever the protocol, then the key rankings aged.
 pub fn tick(snap: &Snapshot, dt: Duration) {
-    for svc in snap.services.values() {
-        let w = svc.heat.policy().window;
-        for pool in &svc.pools {
-            pool.stats.rate.tick(pool.stats.answers(), dt, w);
-            pool.stats.error_rate.tick(pool.stats.by_class[4].load(Relaxed), dt, w);
-            for ep in &pool.endpoints {
-                ep.stats.rate.tick(ep.stats.requests.load(Relaxed), dt, w);
-            }
+    for pool in snap.pools() {
+        pool.load.tick(dt, pool.window);
+        if let Some((n, r)) = pool.bytes {
+            r.tick(n.load(Relaxed), dt, pool.window);
         }
-        svc.heat.decay(dt);
-        svc.heat.refresh_hot();
+        for ep in &pool.endpoints {
+            ep.rate().tick(ep.requests().load(Relaxed), dt, pool.window);
+        }
     }
-    for svc in snap.memcache.values() {
-        let w = svc.heat.policy().window;
-        for sh in &svc.shards {
-            let (s, h) = (&sh.stats, &sh.stats.heat);
-            h.requests.tick(s.requests.load(Relaxed), dt, w);
-            h.errors.tick(s.errors.load(Relaxed), dt, w);
-            h.bytes.tick(s.bytes.load(Relaxed), dt, w);
-            for ep in &sh.replicas {
-                ep.stats.rate.tick(ep.stats.requests.load(Relaxed), dt, w);
-            }
-        }
-        svc.heat.decay(dt);
-        svc.heat.refresh_hot();
+    for heat in snap.key_heats() {
+        heat.decay(dt);
+        heat.refresh_hot();
     }
 }

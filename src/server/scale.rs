@@ -17,7 +17,6 @@ use crate::scale::leader::THIS_ROOT;
 use crate::scale::{command, local, Backend, Decision, Metric, Policy, PoolView, ShardScaler, VIEWS};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +36,7 @@ const KUBE_SYNC_MS: u64 = 15_000;
 
 /// A pool a scaler watches, as the snapshot has it.
 struct Watched {
+    /// `service` or `service/shard`, as the overlay and the views key it.
     pool: String,
     service: String,
     shard: String,
@@ -47,64 +47,36 @@ struct Watched {
     policy: Policy,
 }
 
-/// Every pool of every scaled service, HTTP and memcache.
+/// Every pool of every scaled service, from the snapshot's one list.
 fn watched(snap: &Snapshot) -> Vec<Watched> {
-    let mut out = Vec::new();
-    for svc in snap.services.values() {
-        let Some(policy) = &svc.scaler else { continue };
-        for pool in &svc.pools {
+    snap.pools()
+        .into_iter()
+        .filter_map(|p| {
+            let policy = p.scaler?;
             let load = match policy.metric {
-                Metric::Rate => pool.stats.rate.get(),
-                Metric::InFlight => pool.stats.in_flight.load(Relaxed) as f64,
+                Metric::Rate => p.load.rate.get(),
+                Metric::InFlight => p.load.in_flight() as f64,
             };
-            out.push(Watched {
-                pool: pool.name.clone(),
-                service: svc.name.clone(),
-                shard: pool.shard.clone().unwrap_or_else(|| svc.name.clone()),
-                endpoints: pool.endpoints.len(),
+            Some(Watched {
+                pool: p.id.to_string(),
+                service: p.id.service.clone(),
+                shard: p.id.shard_or_service().to_string(),
+                endpoints: p.endpoints.len(),
                 load,
                 policy: policy.clone(),
-            });
-        }
-    }
-    for svc in snap.memcache.values() {
-        let Some(policy) = &svc.scaler else { continue };
-        for sh in &svc.shards {
-            let load = match policy.metric {
-                Metric::Rate => sh.stats.heat.requests.get(),
-                Metric::InFlight => sh.stats.in_flight.load(Relaxed) as f64,
-            };
-            out.push(Watched {
-                pool: format!("{}/{}", svc.name, sh.name),
-                service: svc.name.clone(),
-                shard: sh.name.clone(),
-                endpoints: sh.replicas.len(),
-                load,
-                policy: policy.clone(),
-            });
-        }
-    }
-    out
+            })
+        })
+        .collect()
 }
 
 /// The in-flight gauges of `addrs` in `pool`, to tell when they are idle.
 fn gauges(snap: &Snapshot, pool: &str, addrs: &[SocketAddr]) -> Vec<Box<dyn Fn() -> usize + Send>> {
-    let mut out: Vec<Box<dyn Fn() -> usize + Send>> = Vec::new();
-    for ep in snap.services.values().flat_map(|s| s.pools.iter()).filter(|p| p.name == pool).flat_map(|p| p.endpoints.iter()) {
-        if addrs.iter().any(|a| a.to_string() == ep.address) {
-            let ep = ep.clone();
-            out.push(Box::new(move || ep.stats.in_flight.load(Relaxed) as usize));
-        }
-    }
-    for svc in snap.memcache.values() {
-        for sh in svc.shards.iter().filter(|sh| format!("{}/{}", svc.name, sh.name) == pool) {
-            for ep in sh.replicas.iter().filter(|e| addrs.contains(&e.addr)) {
-                let ep = ep.clone();
-                out.push(Box::new(move || ep.stats.in_flight.load(Relaxed)));
-            }
-        }
-    }
-    out
+    let wanted: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    snap.pools()
+        .into_iter()
+        .filter(|p| p.id.to_string() == pool)
+        .flat_map(|p| p.endpoints.into_iter().filter(|e| wanted.contains(&e.address())).map(|e| e.gauge()).collect::<Vec<_>>())
+        .collect()
 }
 
 /// Runs until shutdown; the replicas it started are stopped then.

@@ -6,7 +6,7 @@ use super::policy::{Failure, Passive, Retry};
 use crate::balance::{Affinity, Balancer};
 use crate::body::Held;
 use crate::clock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +15,9 @@ use std::time::Duration;
 pub struct PoolStats {
     /// Answers by status class (1xx..5xx), including the proxy's own.
     pub by_class: [AtomicU64; 5],
-    pub latency: crate::metrics::Histogram,
-    pub in_flight: AtomicUsize,
+    /// Requests (every answer), errors (5xx), in flight, latency and rates,
+    /// as every pool of either protocol keeps them.
+    pub load: crate::heat::load::Load,
     pub retry_budget: super::budget::RetryBudget,
     pub retries: AtomicU64,
     pub retries_denied: AtomicU64,
@@ -24,9 +25,6 @@ pub struct PoolStats {
     pub fail_open_picks: AtomicU64,
     /// Ejections not made because `max_ejection_percent` of the pool was out.
     pub ejections_capped: AtomicU64,
-    /// Answer and 5xx rates, measured by the heat tick from `by_class`.
-    pub rate: crate::heat::rate::Rate,
-    pub error_rate: crate::heat::rate::Rate,
 }
 
 impl PoolStats {
@@ -80,7 +78,7 @@ impl Pool {
     pub fn record(&self, status: u16, elapsed: Duration) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.stats.by_class[class].fetch_add(1, Relaxed);
-        self.stats.latency.observe(elapsed);
+        self.stats.load.record(class == 4, elapsed);
     }
 
     /// Picks an endpoint not in `tried`; healthy ones first, and every one
@@ -95,7 +93,7 @@ impl Pool {
         if eps.is_empty() {
             return None;
         }
-        let in_flight = self.stats.in_flight.load(Relaxed);
+        let in_flight = self.stats.load.in_flight();
         let ok = |i: usize| eps[i].available(now) && !tried.contains(&i);
         let picked = if self.slow_start.is_zero() {
             self.balancer.pick(eps.as_slice(), &ok, affinity, in_flight)
@@ -180,14 +178,14 @@ pub struct PoolRequest(Arc<PoolStats>);
 
 impl PoolRequest {
     pub fn new(pool: &Pool) -> PoolRequest {
-        pool.stats.in_flight.fetch_add(1, Relaxed);
+        pool.stats.load.in_flight.fetch_add(1, Relaxed);
         PoolRequest(pool.stats.clone())
     }
 }
 
 impl Drop for PoolRequest {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.0.load.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
