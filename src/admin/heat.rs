@@ -102,10 +102,6 @@ fn shard(p: &crate::config::pools::PoolRef<'_>, views: &std::collections::BTreeM
     }
 }
 
-fn ms(s: Option<f64>) -> Value {
-    s.filter(|v| v.is_finite()).map_or(Value::Null, |v| json!(v * 1000.0))
-}
-
 /// How `key` appears in the view: see [`ShowKeys`].
 fn shown(key: &[u8], show: ShowKeys) -> String {
     use std::hash::BuildHasher as _;
@@ -118,45 +114,130 @@ fn shown(key: &[u8], show: ShowKeys) -> String {
     }
 }
 
+/// `GET /admin/heat` as typed values: written by [`view`], and read back by
+/// the leader from its peers (which need only the services, shards, rates
+/// and in-flight counts; every other field defaults when absent).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct HeatView {
+    pub generation: u64,
+    pub leader: LeaderView,
+    pub services: Vec<ServiceView>,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LeaderView {
+    pub elected: bool,
+    pub leads: bool,
+    pub terms: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ServiceView {
+    pub service: String,
+    pub protocol: String,
+    pub window_s: f64,
+    /// The hottest shard's rate over the mean (absent while nothing flows).
+    pub skew: Option<f64>,
+    pub rate: f64,
+    /// Hottest first.
+    pub shards: Vec<ShardView>,
+    pub hot_share: f64,
+    pub sample: u32,
+    pub top_keys: Vec<KeyView>,
+    pub mitigation: Value,
+}
+
+/// One pool of the service (its one pool, for a replicated service).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ShardView {
+    pub shard: String,
+    pub rate: f64,
+    pub error_rate: f64,
+    pub in_flight: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub bytes_rate: Option<f64>,
+    pub scaler: Option<crate::scale::PoolView>,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct EndpointView {
+    pub endpoint: String,
+    pub address: String,
+    pub rate: f64,
+    pub in_flight: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct KeyView {
+    /// As `admin.show_keys` says: hashed, a prefix, or raw.
+    pub key: String,
+    pub share: f64,
+    pub error: f64,
+    pub hot: bool,
+}
+
+/// A number as JSON can carry it: finite, else absent.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
 /// `GET /admin/heat`.
 pub fn json(snap: &Snapshot) -> Value {
+    serde_json::to_value(view(snap)).unwrap_or_default()
+}
+
+/// The heat of `snap`, and this root's standing in the election.
+pub fn view(snap: &Snapshot) -> HeatView {
     let show = snap.admin.as_ref().map_or(ShowKeys::default(), |a| a.show_keys);
-    let services: Vec<Value> = services(snap)
+    let services = services(snap)
         .into_iter()
         .map(|s| {
-            let skew = s.skew();
+            let skew = finite(s.skew());
             let mut shards = s.shards;
             shards.sort_by(|a, b| b.rate.total_cmp(&a.rate).then_with(|| a.name.cmp(&b.name)));
-            let keys: Vec<Value> = s
+            let top_keys = s
                 .heat
                 .top(TOP)
                 .into_iter()
-                .map(|k| json!({ "key": shown(&k.key, show), "share": k.share, "error": k.error, "hot": k.hot }))
+                .map(|k| KeyView { key: shown(&k.key, show), share: k.share, error: k.error, hot: k.hot })
                 .collect();
             let p = s.heat.policy();
-            json!({
-                "service": s.name,
-                "protocol": s.protocol,
-                "window_s": p.window.as_secs_f64(),
-                "skew": skew,
-                "rate": shards.iter().map(|sh| sh.rate).sum::<f64>(),
-                "shards": shards.iter().map(|sh| json!({
-                    "shard": sh.name,
-                    "rate": sh.rate,
-                    "error_rate": sh.error_rate,
-                    "in_flight": sh.in_flight,
-                    "p50_ms": ms(sh.p50),
-                    "p99_ms": ms(sh.p99),
-                    "bytes_rate": sh.bytes_rate,
-                    "scaler": sh.scaler,
-                    "endpoints": sh.endpoints.iter().map(|e| json!({
-                        "endpoint": e.name, "address": e.address, "rate": e.rate, "in_flight": e.in_flight,
-                    })).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-                "hot_share": p.hot_share,
-                "sample": p.sample,
-                "top_keys": keys,
-                "mitigation": {
+            ServiceView {
+                service: s.name.to_string(),
+                protocol: s.protocol.to_string(),
+                window_s: p.window.as_secs_f64(),
+                skew,
+                rate: shards.iter().map(|sh| sh.rate).sum::<f64>(),
+                shards: shards
+                    .into_iter()
+                    .map(|sh| ShardView {
+                        shard: sh.name,
+                        rate: sh.rate,
+                        error_rate: sh.error_rate,
+                        in_flight: sh.in_flight,
+                        p50_ms: sh.p50.and_then(finite).map(|v| v * 1000.0),
+                        p99_ms: sh.p99.and_then(finite).map(|v| v * 1000.0),
+                        bytes_rate: sh.bytes_rate,
+                        scaler: sh.scaler,
+                        endpoints: sh
+                            .endpoints
+                            .into_iter()
+                            .map(|e| EndpointView { endpoint: e.name, address: e.address, rate: e.rate, in_flight: e.in_flight })
+                            .collect(),
+                    })
+                    .collect(),
+                hot_share: p.hot_share,
+                sample: p.sample,
+                top_keys,
+                mitigation: json!({
                     "spread": p.mitigation.spread,
                     "split": p.mitigation.split,
                     "cache": s.hot_cache.map(cache_json).or_else(|| s.http_cache.map(|c| json!({
@@ -166,13 +247,13 @@ pub fn json(snap: &Snapshot) -> Value {
                         "bytes": c.store.bytes(),
                         "evictions": c.store.evictions(),
                     }))),
-                },
-            })
+                }),
+            }
         })
         .collect();
     let l = &crate::scale::leader::THIS_ROOT;
-    let leader = json!({ "elected": l.elected.load(Relaxed), "leads": l.leads(), "terms": l.terms.load(Relaxed) });
-    json!({ "generation": snap.generation, "leader": leader, "services": services })
+    let leader = LeaderView { elected: l.elected.load(Relaxed), leads: l.leads(), terms: l.terms.load(Relaxed) };
+    HeatView { generation: snap.generation, leader, services }
 }
 
 fn cache_json(c: &HotCache) -> Value {

@@ -22,13 +22,14 @@ use std::time::Duration;
 pub static VIEWS: Mutex<BTreeMap<String, PoolView>> = Mutex::new(BTreeMap::new());
 
 /// One pool's scaler as the operator sees it.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PoolView {
     pub current: usize,
     pub desired: usize,
     /// The load per replica the decision saw.
     pub observed: f64,
-    pub reason: &'static str,
+    pub reason: std::borrow::Cow<'static, str>,
     /// The replicas the scaler started, by address.
     pub scaled: Vec<String>,
     pub ups: u64,

@@ -130,19 +130,21 @@ async fn peers_load(peers: &[crate::scale::api::Api]) -> Vec<HashMap<String, (f6
     for (p, a) in peers.iter().zip(futures_util::future::join_all(calls).await) {
         let mut load: HashMap<String, (f64, f64)> = HashMap::new();
         match a {
-            Ok((s, heat)) if s.is_success() => {
-                peer_state(&p.base, None);
-                for svc in heat["services"].as_array().into_iter().flatten() {
-                    for sh in svc["shards"].as_array().into_iter().flatten() {
-                        let (service, shard) = (svc["service"].as_str().unwrap_or(""), sh["shard"].as_str().unwrap_or(""));
-                        // A replicated service's one pool is named as the service.
-                        let pool = if shard == service { service.to_string() } else { format!("{service}/{shard}") };
-                        let e = load.entry(pool).or_default();
-                        e.0 += sh["rate"].as_f64().unwrap_or(0.0);
-                        e.1 += sh["in_flight"].as_f64().unwrap_or(0.0);
+            Ok((s, heat)) if s.is_success() => match serde_json::from_value::<crate::admin::heat::HeatView>(heat) {
+                Ok(view) => {
+                    peer_state(&p.base, None);
+                    for svc in &view.services {
+                        for sh in &svc.shards {
+                            // A replicated service's one pool is named as the service (as a PoolId shows it).
+                            let shard = Some(sh.shard.as_str()).filter(|s| *s != svc.service);
+                            let e = load.entry(crate::heat::load::PoolId::new(&svc.service, shard).to_string()).or_default();
+                            e.0 += sh.rate;
+                            e.1 += sh.in_flight as f64;
+                        }
                     }
                 }
-            }
+                Err(e) => peer_state(&p.base, Some(format!("its /admin/heat is not heat: {e}"))),
+            },
             Ok(a) => peer_state(&p.base, Some(crate::scale::api::refusal(&a))),
             Err(e) => peer_state(&p.base, Some(e)),
         }
@@ -252,7 +254,7 @@ async fn pool_step(shared: Arc<Shared>, mut st: tokio::sync::OwnedMutexGuard<Poo
         current,
         desired: d.desired,
         observed,
-        reason: d.reason,
+        reason: d.reason.into(),
         scaled: st.replicas.iter().map(|r| r.addr.to_string()).collect(),
         ..Default::default()
     };
