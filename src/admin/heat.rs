@@ -53,8 +53,8 @@ impl ServiceHeat<'_> {
 
 /// Every sharded (or scaled) service's heat, HTTP then memcache, from the
 /// snapshot's one list of pools.
-fn services(snap: &Snapshot) -> Vec<ServiceHeat<'_>> {
-    let views = crate::scale::VIEWS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+fn services<'a>(snap: &'a Snapshot, scaling: &crate::scale::Scaling) -> Vec<ServiceHeat<'a>> {
+    let views = scaling.views();
     let pools = snap.pools();
     let shards = |service: &str, protocol: &str| -> Vec<ShardHeat> {
         pools.iter().filter(|p| p.protocol == protocol && p.id.service == service).map(|p| shard(p, &views)).collect()
@@ -190,14 +190,14 @@ fn finite(v: f64) -> Option<f64> {
 }
 
 /// `GET /admin/heat`.
-pub fn json(snap: &Snapshot) -> Value {
-    serde_json::to_value(view(snap)).unwrap_or_default()
+pub fn json(snap: &Snapshot, scaling: &crate::scale::Scaling) -> Value {
+    serde_json::to_value(view(snap, scaling)).unwrap_or_default()
 }
 
 /// The heat of `snap`, and this root's standing in the election.
-pub fn view(snap: &Snapshot) -> HeatView {
+pub fn view(snap: &Snapshot, scaling: &crate::scale::Scaling) -> HeatView {
     let show = snap.admin.as_ref().map_or(ShowKeys::default(), |a| a.show_keys);
-    let services = services(snap)
+    let services = services(snap, scaling)
         .into_iter()
         .map(|s| {
             let skew = finite(s.skew());
@@ -251,7 +251,7 @@ pub fn view(snap: &Snapshot) -> HeatView {
             }
         })
         .collect();
-    let l = &crate::scale::leader::THIS_ROOT;
+    let l = &scaling.leadership;
     let leader = LeaderView { elected: l.elected.load(Relaxed), leads: l.leads(), terms: l.terms.load(Relaxed) };
     HeatView { generation: snap.generation, leader, services }
 }
@@ -272,9 +272,9 @@ fn cache_json(c: &HotCache) -> Value {
 }
 
 /// The `ringmaster_heat_*` series.
-pub fn render(o: &mut String, snap: &Snapshot) {
+pub fn render(o: &mut String, snap: &Snapshot, scaling: &crate::scale::Scaling) {
     let esc = super::metrics::esc;
-    let all = services(snap);
+    let all = services(snap, scaling);
     let head = |o: &mut String, name: &str, help: &str| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
     };
@@ -354,7 +354,7 @@ pub fn render(o: &mut String, snap: &Snapshot) {
             }
         }
     }
-    let l = &crate::scale::leader::THIS_ROOT;
+    let l = &scaling.leadership;
     head(o, "ringmaster_scaler_leader", "1 while this root leads and may scale (always, with no [leader] election).");
     let _ = writeln!(o, "ringmaster_scaler_leader {}", u8::from(l.leads()));
 }

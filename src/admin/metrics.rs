@@ -11,7 +11,7 @@ pub(super) fn esc(s: &str) -> String {
 }
 
 /// The Prometheus text exposition of everything.
-pub fn render(snap: &Snapshot) -> String {
+pub fn render(snap: &Snapshot, scaling: &crate::scale::Scaling) -> String {
     let mut o = String::with_capacity(16 * 1024);
     let g = &GLOBAL;
     o.push_str("# HELP ringmaster_requests_total Requests by route, service and status class.\n# TYPE ringmaster_requests_total counter\n");
@@ -103,7 +103,7 @@ pub fn render(snap: &Snapshot) -> String {
     }
     render_pools(&mut o, snap);
     super::memcache::render(&mut o, snap.memcache.values());
-    super::heat::render(&mut o, snap);
+    super::heat::render(&mut o, snap, scaling);
     render_caches(&mut o, snap);
     o
 }

@@ -34,6 +34,8 @@ pub trait Control: Send + Sync + 'static {
     fn draining(&self) -> bool;
     /// Reloads the config; the new generation, or why it was rejected.
     fn reload(&self) -> BoxFuture<'_, Result<u64, String>>;
+    /// The scaler's decisions and this root's standing in the election.
+    fn scaling(&self) -> Arc<crate::scale::Scaling>;
     /// The TLS state of every running https listener.
     fn tls_states(&self) -> BoxFuture<'_, Vec<Arc<TlsState>>>;
 }
@@ -126,7 +128,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut text = metrics::render(&snap);
+            let mut text = metrics::render(&snap, &ctl.scaling());
             metrics::render_tls(&mut text, &ctl.tls_states().await);
             reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
@@ -142,7 +144,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
         (&Method::GET, "/admin/config") => json_reply(StatusCode::OK, json!({ "generation": snap.generation, "config": redacted(&snap.config) })),
         (&Method::GET, "/admin/pools") => json_reply(StatusCode::OK, pools(&snap)),
         (&Method::GET, "/admin/shards") => json_reply(StatusCode::OK, shards(&snap)),
-        (&Method::GET, "/admin/heat") => json_reply(StatusCode::OK, heat::json(&snap)),
+        (&Method::GET, "/admin/heat") => json_reply(StatusCode::OK, heat::json(&snap, &ctl.scaling())),
         (&Method::GET, "/admin/cache") => json_reply(StatusCode::OK, caches(&snap)),
         (&Method::POST, "/admin/cache/purge") => purge(&snap, req.uri().query().unwrap_or("")),
         (&Method::POST, "/admin/reload") => match ctl.reload().await {

@@ -36,10 +36,6 @@ pub enum Election {
     Kubernetes { cluster: Cluster, lease: String },
 }
 
-/// This process's standing; the scaler reads it at every tick, the admin
-/// views show it.
-pub static THIS_ROOT: Leadership = Leadership::sole();
-
 /// Whether this root may scale now.
 #[derive(Debug)]
 pub struct Leadership {
@@ -49,6 +45,12 @@ pub struct Leadership {
     pub terms: AtomicU64,
     /// Whether an election decides (else this root is the only one).
     pub elected: AtomicBool,
+}
+
+impl Default for Leadership {
+    fn default() -> Self {
+        Leadership::sole()
+    }
 }
 
 impl Leadership {
@@ -98,7 +100,7 @@ impl Leadership {
 }
 
 /// Campaigns and renews until shutdown, then steps down so another root takes over at once.
-pub async fn run(s: Settings, l: &'static Leadership, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(s: Settings, l: std::sync::Arc<Leadership>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let every = (s.ttl / 3).max(Duration::from_millis(200));
     let mut state = State::default();
     let mut last_error = String::new();

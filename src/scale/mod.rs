@@ -17,9 +17,42 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// What each pool's scaler last decided and did, by pool name, for
-/// `/admin/heat` and `/metrics` (written by `server/scale.rs`).
-pub static VIEWS: Mutex<BTreeMap<String, PoolView>> = Mutex::new(BTreeMap::new());
+/// The scaler's state as others see it, owned by the running server (no
+/// statics): each pool's last decision and what it did, by pool (written by
+/// `server/scale.rs`, read by `/admin/heat` and `/metrics`), and this root's
+/// standing in the election (renewed by `leader::run`).
+#[derive(Default)]
+pub struct Scaling {
+    views: Mutex<BTreeMap<String, PoolView>>,
+    pub leadership: std::sync::Arc<leader::Leadership>,
+}
+
+impl Scaling {
+    /// Every pool's view, by pool.
+    pub fn views(&self) -> BTreeMap<String, PoolView> {
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes the view of `pool`.
+    pub fn update(&self, pool: &str, f: impl FnOnce(&mut PoolView)) {
+        f(self.views.lock().unwrap_or_else(|e| e.into_inner()).entry(pool.to_string()).or_default());
+    }
+}
+
+/// Why a scale step was not taken or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("this root no longer leads; the step is not taken")]
+    NotLeading,
+    #[error("this root's lead lapsed before the step finished; it was abandoned")]
+    Lapsed,
+    /// The back-end (command, Kubernetes API, replica start) said why.
+    #[error("{0}")]
+    Backend(String),
+    /// The running pools could not take the change.
+    #[error("the pool update failed: {0}")]
+    Update(String),
+}
 
 /// One pool's scaler as the operator sees it.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]

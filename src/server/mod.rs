@@ -60,6 +60,8 @@ pub struct Shared {
     pub accepted: std::sync::Mutex<Plan>,
     /// The election this root entered at start (`[leader]`; a change needs a restart).
     pub leader: Option<crate::scale::leader::Settings>,
+    /// The scaler's decisions and this root's standing, for the admin views.
+    pub scaling: Arc<crate::scale::Scaling>,
 }
 
 impl Shared {
@@ -144,6 +146,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         scaled: Default::default(),
         accepted: std::sync::Mutex::new(accepted),
         leader: leader.clone(),
+        scaling: Default::default(),
     });
     for ep in &built.new_endpoints {
         health::spawn(ep);
@@ -185,9 +188,9 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
     let heat_shared = shared.clone();
     tokio::spawn(heat::run(move || heat_shared.snapshot(), shared.shutdown.clone()));
     let election = leader.map(|s| {
-        crate::scale::leader::THIS_ROOT.campaign();
+        shared.scaling.leadership.campaign();
         tracing::info!(identity = %s.identity, ttl = ?s.ttl, "leader election: campaigning; only the leader scales");
-        tokio::spawn(crate::scale::leader::run(s, &crate::scale::leader::THIS_ROOT, shared.shutdown.clone()))
+        tokio::spawn(crate::scale::leader::run(s, shared.scaling.leadership.clone(), shared.shutdown.clone()))
     });
     let scaler = tokio::spawn(scale::run(shared.clone()));
     on_ready(&bound);
@@ -233,6 +236,10 @@ impl crate::admin::Control for Admin {
 
     fn reload(&self) -> crate::admin::BoxFuture<'_, Result<u64, String>> {
         Box::pin(reload::reload(&self.0))
+    }
+
+    fn scaling(&self) -> Arc<crate::scale::Scaling> {
+        self.0.scaling.clone()
     }
 
     fn tls_states(&self) -> crate::admin::BoxFuture<'_, Vec<Arc<TlsState>>> {

@@ -53,7 +53,12 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
 pub async fn update_pools(shared: &Arc<Shared>) -> Result<u64, String> {
     let mut running = shared.listeners.lock().await;
     let plan = shared.accepted.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    install(shared, plan, &mut running).await
+    let result = install(shared, plan, &mut running).await;
+    match &result {
+        Ok(g) => tracing::info!(generation = g, "pools updated"),
+        Err(e) => tracing::error!("pool update rejected, the pools stay as they were: {e}"),
+    }
+    result
 }
 
 /// Lays the overlay over `plan`, builds and swaps the snapshot in, and

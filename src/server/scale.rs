@@ -13,8 +13,8 @@
 
 use super::Shared;
 use crate::config::Snapshot;
-use crate::scale::leader::THIS_ROOT;
-use crate::scale::{command, local, Backend, Decision, Metric, Policy, PoolView, ShardScaler, VIEWS};
+use crate::scale::leader::Leadership;
+use crate::scale::{command, local, Backend, Decision, Metric, Policy, PoolView, ShardScaler, StepError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,78 +79,113 @@ fn gauges(snap: &Snapshot, pool: &str, addrs: &[SocketAddr]) -> Vec<Box<dyn Fn()
         .collect()
 }
 
+/// The scaler at work, a value owning what it remembers: each pool's
+/// decisions and replicas, and which peers failed to answer.
+struct Scaler {
+    shared: Arc<Shared>,
+    pools: HashMap<String, Arc<tokio::sync::Mutex<PoolScaler>>>,
+    /// The peers whose heat could not be read at the last tick: each failure
+    /// and each recovery is logged once.
+    failing: Vec<String>,
+}
+
 /// Runs until shutdown; the replicas it started are stopped then.
 pub async fn run(shared: Arc<Shared>) {
     let mut every = tokio::time::interval(super::heat::TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = shared.shutdown.clone();
-    let mut pools: HashMap<String, Arc<tokio::sync::Mutex<PoolScaler>>> = HashMap::new();
+    let mut scaler = Scaler { shared, pools: HashMap::new(), failing: Vec::new() };
     loop {
         tokio::select! {
-            _ = every.tick() => step(&shared, &mut pools).await,
+            _ = every.tick() => scaler.tick().await,
             _ = shutdown.changed() => break,
         }
     }
-    // The replicas serve what is still in flight, then end with the server.
-    let _ = tokio::time::timeout(shared.snapshot().grace_period, shared.tasks.wait()).await;
-    let mut replicas: Vec<local::Replica> = Vec::new();
-    for p in pools.into_values() {
-        // Waits for a step still running.
-        replicas.append(&mut p.lock().await.replicas);
-    }
-    let _ = tokio::task::spawn_blocking(move || replicas.into_iter().for_each(|mut r| r.stop(Duration::from_secs(2)))).await;
+    scaler.stop().await;
 }
 
-/// The peers whose heat could not be read at the last tick: each failure
-/// and each recovery is logged once.
-static FAILING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-fn peer_state(peer: &http::Uri, failure: Option<String>) {
-    let mut failing = FAILING.lock().unwrap_or_else(|e| e.into_inner());
-    let name = peer.to_string();
-    let was = failing.contains(&name);
-    match failure {
-        Some(why) if !was => {
-            tracing::warn!(peer = %name, "scaler: a peer's heat is not counted until it answers: {why}");
-            failing.push(name);
+impl Scaler {
+    /// One tick: the peers' load read once, then each pool's step on a task of
+    /// its own, so a slow one (a long command, a slow API server) never delays
+    /// another; a pool whose last step still runs is skipped this tick.
+    async fn tick(&mut self) {
+        let shared = self.shared.clone();
+        let leads = shared.scaling.leadership.leads();
+        let (peers, factor) = match shared.leader.as_ref().filter(|l| leads && !l.peers.is_empty()) {
+            Some(l) => (self.peers_load(&l.peers).await, l.peer_load_factor),
+            None => (Vec::new(), 0.0),
+        };
+        for mut w in watched(&shared.snapshot()) {
+            let own = w.load;
+            for &(rate, in_flight) in peers.iter().filter_map(|p| p.get(&w.pool)) {
+                let reported = if w.policy.metric == Metric::Rate { rate } else { in_flight };
+                w.load += peer_share(reported, own, w.policy.target, factor);
+            }
+            let Ok(st) = self.pools.entry(w.pool.clone()).or_default().clone().try_lock_owned() else {
+                tracing::debug!(pool = %w.pool, "scaler: the pool's last step still runs; this tick skips it");
+                continue;
+            };
+            tokio::spawn(pool_step(shared.clone(), st, w, leads));
         }
-        None if was => {
-            tracing::info!(peer = %name, "scaler: a peer's heat is counted again");
-            failing.retain(|p| *p != name);
-        }
-        _ => {}
     }
-}
 
-/// The load each other root forwards, by pool, in both metrics (rate, in
-/// flight), as it reports it (checked by [`peer_share`]).
-async fn peers_load(peers: &[crate::scale::api::Api]) -> Vec<HashMap<String, (f64, f64)>> {
-    let calls = peers.iter().map(|p| p.call(http::Method::GET, "/admin/heat", None));
-    let mut out = Vec::new();
-    for (p, a) in peers.iter().zip(futures_util::future::join_all(calls).await) {
-        let mut load: HashMap<String, (f64, f64)> = HashMap::new();
-        match a {
-            Ok((s, heat)) if s.is_success() => match serde_json::from_value::<crate::admin::heat::HeatView>(heat) {
-                Ok(view) => {
-                    peer_state(&p.base, None);
-                    for svc in &view.services {
-                        for sh in &svc.shards {
-                            // A replicated service's one pool is named as the service (as a PoolId shows it).
-                            let shard = Some(sh.shard.as_str()).filter(|s| *s != svc.service);
-                            let e = load.entry(crate::heat::load::PoolId::new(&svc.service, shard).to_string()).or_default();
-                            e.0 += sh.rate;
-                            e.1 += sh.in_flight as f64;
+    /// The replicas serve what is still in flight, then end with the server.
+    async fn stop(self) {
+        let _ = tokio::time::timeout(self.shared.snapshot().grace_period, self.shared.tasks.wait()).await;
+        let mut replicas: Vec<local::Replica> = Vec::new();
+        for p in self.pools.into_values() {
+            // Waits for a step still running.
+            replicas.append(&mut p.lock().await.replicas);
+        }
+        let _ = tokio::task::spawn_blocking(move || replicas.into_iter().for_each(|mut r| r.stop(Duration::from_secs(2)))).await;
+    }
+
+    fn peer_state(&mut self, peer: &http::Uri, failure: Option<String>) {
+        let name = peer.to_string();
+        let was = self.failing.contains(&name);
+        match failure {
+            Some(why) if !was => {
+                tracing::warn!(peer = %name, "scaler: a peer's heat is not counted until it answers: {why}");
+                self.failing.push(name);
+            }
+            None if was => {
+                tracing::info!(peer = %name, "scaler: a peer's heat is counted again");
+                self.failing.retain(|p| *p != name);
+            }
+            _ => {}
+        }
+    }
+
+    /// The load each other root forwards, by pool, in both metrics (rate, in
+    /// flight), as it reports it (checked by [`peer_share`]).
+    async fn peers_load(&mut self, peers: &[crate::scale::api::Api]) -> Vec<HashMap<String, (f64, f64)>> {
+        let calls = peers.iter().map(|p| p.call(http::Method::GET, "/admin/heat", None));
+        let mut out = Vec::new();
+        for (p, a) in peers.iter().zip(futures_util::future::join_all(calls).await) {
+            let mut load: HashMap<String, (f64, f64)> = HashMap::new();
+            match a {
+                Ok((s, heat)) if s.is_success() => match serde_json::from_value::<crate::admin::heat::HeatView>(heat) {
+                    Ok(view) => {
+                        self.peer_state(&p.base, None);
+                        for svc in &view.services {
+                            for sh in &svc.shards {
+                                // A replicated service's one pool is named as the service (as a PoolId shows it).
+                                let shard = Some(sh.shard.as_str()).filter(|s| *s != svc.service);
+                                let e = load.entry(crate::heat::load::PoolId::new(&svc.service, shard).to_string()).or_default();
+                                e.0 += sh.rate;
+                                e.1 += sh.in_flight as f64;
+                            }
                         }
                     }
-                }
-                Err(e) => peer_state(&p.base, Some(format!("its /admin/heat is not heat: {e}"))),
-            },
-            Ok(a) => peer_state(&p.base, Some(crate::scale::api::refusal(&a))),
-            Err(e) => peer_state(&p.base, Some(e)),
+                    Err(e) => self.peer_state(&p.base, Some(format!("its /admin/heat is not heat: {e}"))),
+                },
+                Ok(a) => self.peer_state(&p.base, Some(crate::scale::api::refusal(&a))),
+                Err(e) => self.peer_state(&p.base, Some(e)),
+            }
+            out.push(load);
         }
-        out.push(load);
+        out
     }
-    out
 }
 
 /// What one peer's reported load `reported` may add to a pool whose own load
@@ -165,32 +200,11 @@ fn peer_share(reported: f64, own: f64, target: f64, factor: f64) -> f64 {
     reported.clamp(0.0, most)
 }
 
-/// One tick: the peers' load read once, then each pool's step on a task of
-/// its own, so a slow one (a long command, a slow API server) never delays
-/// another; a pool whose last step still runs is skipped this tick.
-async fn step(shared: &Arc<Shared>, pools: &mut HashMap<String, Arc<tokio::sync::Mutex<PoolScaler>>>) {
-    let leads = THIS_ROOT.leads();
-    let (peers, factor) = match shared.leader.as_ref().filter(|l| leads && !l.peers.is_empty()) {
-        Some(l) => (peers_load(&l.peers).await, l.peer_load_factor),
-        None => (Vec::new(), 0.0),
-    };
-    for mut w in watched(&shared.snapshot()) {
-        let own = w.load;
-        for &(rate, in_flight) in peers.iter().filter_map(|p| p.get(&w.pool)) {
-            let reported = if w.policy.metric == Metric::Rate { rate } else { in_flight };
-            w.load += peer_share(reported, own, w.policy.target, factor);
-        }
-        let Ok(st) = pools.entry(w.pool.clone()).or_default().clone().try_lock_owned() else {
-            tracing::debug!(pool = %w.pool, "scaler: the pool's last step still runs; this tick skips it");
-            continue;
-        };
-        tokio::spawn(pool_step(shared.clone(), st, w, leads));
-    }
-}
-
 /// One pool's decision and, when it asks for a change, its step.
 async fn pool_step(shared: Arc<Shared>, mut st: tokio::sync::OwnedMutexGuard<PoolScaler>, w: Watched, leads: bool) {
     let (shared, st) = (&shared, &mut *st);
+    let lead = &*shared.scaling.leadership;
+    let count = |pool: &str, f: &dyn Fn(&mut PoolView)| shared.scaling.update(pool, f);
     let now = crate::clock::now_ms();
     // What the pool has: its endpoints, or what its workload asks for.
     let (current, kube) = match &w.policy.backend {
@@ -203,7 +217,7 @@ async fn pool_step(shared: Arc<Shared>, mut st: tokio::sync::OwnedMutexGuard<Poo
                 }
                 Err(why) => {
                     tracing::warn!(pool = %w.pool, "scaler: {why}");
-                    count(&w.pool, |v| v.failures += 1);
+                    count(&w.pool, &|v| v.failures += 1);
                     return;
                 }
             },
@@ -230,10 +244,10 @@ async fn pool_step(shared: Arc<Shared>, mut st: tokio::sync::OwnedMutexGuard<Poo
                 // Read again now (the decision may rest on a read up to 15 s old), then compare-and-set.
                 st.seen = None;
                 let step = async {
-                    let o = fenced(k.read(&w.service, &w.shard)).await?;
+                    let o = fenced(lead, k.read(&w.service, &w.shard)).await?;
                     match &o.hpa {
-                        Some(hpa) => Err(format!("HPA {hpa} now owns the workload; not scaled")),
-                        None => fenced(k.write(&w.service, &w.shard, d.desired, &o.resource_version)).await,
+                        Some(hpa) => Err(StepError::Backend(format!("HPA {hpa} now owns the workload; not scaled"))),
+                        None => fenced(lead, k.write(&w.service, &w.shard, d.desired, &o.resource_version)).await,
                     }
                 };
                 step.await.map_err(|why| tracing::error!(pool = %w.pool, "scaler: {why}")).is_ok()
@@ -241,9 +255,9 @@ async fn pool_step(shared: Arc<Shared>, mut st: tokio::sync::OwnedMutexGuard<Poo
         };
         if done {
             st.scaler.changed(crate::clock::now_ms());
-            count(&w.pool, |v| if d.desired > current { v.ups += 1 } else { v.downs += 1 });
+            count(&w.pool, &|v| if d.desired > current { v.ups += 1 } else { v.downs += 1 });
         } else {
-            count(&w.pool, |v| v.failures += 1);
+            count(&w.pool, &|v| v.failures += 1);
         }
     }
     let current = match w.policy.backend {
@@ -258,32 +272,29 @@ async fn pool_step(shared: Arc<Shared>, mut st: tokio::sync::OwnedMutexGuard<Poo
         scaled: st.replicas.iter().map(|r| r.addr.to_string()).collect(),
         ..Default::default()
     };
-    count(&w.pool, |v| *v = PoolView { ups: v.ups, downs: v.downs, failures: v.failures, ..view });
+    shared.scaling.update(&w.pool, |v| *v = PoolView { ups: v.ups, downs: v.downs, failures: v.failures, ..view });
 }
 
-/// Runs `effect` only if this root leads now, and no longer than it goes on
-/// leading (fencing: a step never outlives the lease it was taken under).
-async fn fenced<T>(effect: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
-    if THIS_ROOT.remaining().is_none() {
-        return Err("this root no longer leads; the step is not taken".into());
+/// Runs `effect` only if this root leads now (by `lead`), and no longer than
+/// it goes on leading (fencing: a step never outlives the lease it was taken under).
+async fn fenced<T>(lead: &Leadership, effect: impl std::future::Future<Output = Result<T, String>>) -> Result<T, StepError> {
+    if lead.remaining().is_none() {
+        return Err(StepError::NotLeading);
     }
     tokio::select! {
-        r = effect => r,
-        _ = THIS_ROOT.lapsed() => Err("this root's lead lapsed before the step finished; it was abandoned".into()),
+        r = effect => r.map_err(StepError::Backend),
+        _ = lead.lapsed() => Err(StepError::Lapsed),
     }
-}
-
-fn count(pool: &str, f: impl FnOnce(&mut PoolView)) {
-    f(VIEWS.lock().unwrap_or_else(|e| e.into_inner()).entry(pool.to_string()).or_default());
 }
 
 /// Runs the command back-end and makes the pool the list it prints.
 async fn listed(shared: &Arc<Shared>, w: &Watched, s: &command::Settings, current: usize, desired: usize) -> bool {
     let step = command::Step { service: &w.service, shard: &w.shard, pool: &w.pool, current, desired };
     // Fenced: run only while this root leads, and killed when its lead ends.
-    let run = match THIS_ROOT.remaining() {
-        Some(_) => command::run(s, &step, THIS_ROOT.lapsed()).await,
-        None => Err("this root no longer leads; the command is not run".to_string()),
+    let lead = &shared.scaling.leadership;
+    let run = match lead.remaining() {
+        Some(_) => command::run(s, &step, lead.lapsed()).await.map_err(StepError::Backend),
+        None => Err(StepError::NotLeading),
     };
     let list = match run {
         Ok(l) => l,
@@ -326,8 +337,8 @@ async fn up(shared: &Arc<Shared>, st: &mut PoolScaler, w: &Watched, settings: &l
     }
     let mut started = Vec::new();
     // Fenced: a replica still starting when the lead ends is stopped (dropped).
-    let all = fenced(async { Ok(futures_util::future::join_all(starts).await) }).await;
-    for r in all.unwrap_or_else(|why| vec![Err(why)]) {
+    let all = fenced(&shared.scaling.leadership, async { Ok(futures_util::future::join_all(starts).await) }).await;
+    for r in all.unwrap_or_else(|why| vec![Err(why.to_string())]) {
         match r {
             Ok(r) => started.push(r),
             Err(why) => tracing::error!(pool, "scaler: a new replica did not start: {why}"),
@@ -359,7 +370,7 @@ async fn up(shared: &Arc<Shared>, st: &mut PoolScaler, w: &Watched, settings: &l
 /// it has nothing in flight (or after `drain`).
 async fn down(shared: &Arc<Shared>, st: &mut PoolScaler, pool: &str, settings: &local::Settings, n: usize) -> bool {
     let n = n.min(st.replicas.len());
-    if n == 0 || THIS_ROOT.remaining().is_none() {
+    if n == 0 || shared.scaling.leadership.remaining().is_none() {
         return false;
     }
     let leaving: Vec<local::Replica> = st.replicas.split_off(st.replicas.len() - n);
