@@ -342,3 +342,59 @@ fn an_election_over_mutual_tls_to_etcd() {
     assert!(!leads(second.admin));
     assert!(second.stderr().contains("leader election:"), "{}", second.stderr());
 }
+
+/// Peers over HTTPS with the read-only heat token: root-2's admin listener
+/// speaks TLS and asks for a token; root-1 reads its heat with `[leader] tls`
+/// (the private CA) and `peers_token_file` (the heat token, which opens
+/// nothing else), and scales on the load root-2 forwards.
+#[test]
+fn the_leader_reads_its_peers_over_https_with_the_heat_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_etcd, url) = etcd(dir.path());
+    let ca = common::pki::Ca::new("roots CA");
+    ca.write_leaf(dir.path(), "admin", "root-2", &["127.0.0.1"]);
+    std::fs::write(dir.path().join("ca.crt"), &ca.pem).unwrap();
+    std::fs::write(dir.path().join("heat-token"), "peek-3\n").unwrap();
+    let d = |f: &str| dir.path().join(f).display().to_string();
+    let (b1, b2) = (backend("b1"), backend("b2"));
+    let log = dir.path().join("steps.log");
+    let (admin1, admin2) = (free_addr(), free_addr());
+    let service = format!(
+        "[[routes]]\nservice = \"web\"\n\n[services.web]\nkind = \"replicated\"\nendpoints = [{{ address = \"{}\" }}]\nheat = {{ window = \"1s\" }}\n\
+         [services.web.scaler]\ntarget = 20\nmin_replicas = 1\nmax_replicas = 2\ncooldown = \"0s\"\n\
+         command = {{ run = \"echo $RINGMASTER_DESIRED >> {}; echo b1 {}; echo b2 {}\" }}\n",
+        b1.addr,
+        log.display(),
+        b1.addr,
+        b2.addr
+    );
+    let leader = |who: &str, peers: &str| {
+        format!("[leader]\nidentity = \"{who}\"\nttl = \"2s\"\netcd = {{ endpoint = \"{url}\", key = \"/test/https-peers\" }}\n{peers}\n\n")
+    };
+    let first = Proxy::start_on(
+        admin1,
+        &(leader(
+            "root-1",
+            &format!("peers = [\"https://{admin2}\"]\npeers_token_file = \"{}\"\ntls = {{ ca = \"{}\" }}", d("heat-token"), d("ca.crt")),
+        ) + &service),
+    );
+    eventually(10, "root-1 leads", || leads(first.admin));
+    // root-2's admin: HTTPS, a full token and the heat token.
+    let second = Proxy::start_on_with(
+        admin2,
+        &format!(
+            "token = \"full-9\"\nheat_token = \"peek-3\"\ntls = {{ certificates = [{{ cert = \"{}\", key = \"{}\" }}] }}",
+            d("admin.crt"),
+            d("admin.key")
+        ),
+        &(leader("root-2", "") + &service),
+    );
+    let mut c = KeepAlive::connect(second.addr).unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until && std::fs::read_to_string(&log).unwrap_or_default().is_empty() {
+        assert_eq!(c.get("/").unwrap().status, 200);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "2\n", "the leader scaled on root-2's load: {}", first.stderr());
+    assert!(!first.stderr().contains("a peer's heat is not counted"), "{}", first.stderr());
+}

@@ -122,6 +122,11 @@ impl Proxy {
         Proxy::try_start_on(admin, "", body).expect("the admin address was free")
     }
 
+    /// As [`Proxy::start_on`], with `admin_extra` lines in the `[admin]` table.
+    pub fn start_on_with(admin: SocketAddr, admin_extra: &str, body: &str) -> Proxy {
+        Proxy::try_start_on(admin, admin_extra, body).expect("the admin address was free")
+    }
+
     /// Starts the proxy; None when its main or admin port was taken meanwhile.
     fn try_start(admin_extra: &str, body: &str) -> Option<Proxy> {
         Proxy::try_start_on(free_addr(), admin_extra, body)
