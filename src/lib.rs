@@ -18,6 +18,7 @@ pub mod config;
 pub mod demo;
 pub mod hash;
 pub mod heat;
+pub mod http1;
 pub mod identity;
 pub mod jwt;
 pub mod key;
