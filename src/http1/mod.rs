@@ -6,3 +6,6 @@
 
 pub mod chunked;
 pub mod head;
+
+#[cfg(test)]
+mod differential_tests;
