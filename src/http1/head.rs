@@ -19,10 +19,25 @@ pub struct Limits {
 /// How a message's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
-    /// No body (no Content-Length, no Transfer-Encoding on a request).
+    /// No body (no Content-Length, no Transfer-Encoding on a request; HEAD,
+    /// 1xx, 204 and 304 answers).
     None,
     Length(u64),
     Chunked,
+    /// A response read until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A parsed and checked response head from an upstream.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: http::StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the upstream connection may carry another request.
+    pub keep_alive: bool,
+    pub len: usize,
 }
 
 /// A parsed and checked request head.
@@ -71,18 +86,9 @@ impl HeadError {
 /// within the limits), the head once its blank line has arrived, or why it
 /// is refused.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_head_bytes => return Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(e) => return Err(HeadError::Malformed(parse_error(e))),
-    };
-    if len > limits.max_head_bytes {
-        return Err(HeadError::TooLarge);
-    }
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut slots);
+    let Some(len) = complete(req.parse(buf), buf.len(), limits)? else { return Ok(None) };
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         Some(1) => Version::HTTP_11,
@@ -90,8 +96,70 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     };
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes()).map_err(|_| HeadError::Malformed("a bad method"))?;
     let uri: Uri = req.path.unwrap_or_default().parse().map_err(|_| HeadError::Malformed("a bad request target"))?;
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
-    for f in req.headers.iter() {
+    let headers = fields(req.headers)?;
+    let framing = framing(&headers, version)?;
+    let keep_alive = keep_alive(&headers, version);
+    Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, len }))
+}
+
+/// The response head at the start of `buf`, an answer to a `method`
+/// request (RFC 9112 section 6.3): HEAD answers, 1xx, 204 and 304 have no
+/// body; Transfer-Encoding wins over a Content-Length, which is then dropped
+/// (the RFC's choice for an intermediary that forwards such a message);
+/// without either, the body runs until the upstream closes.
+pub fn parse_response(buf: &[u8], method: &Method, limits: &Limits) -> Result<Option<ResponseHead>, HeadError> {
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut res = httparse::Response::new(&mut slots);
+    let Some(len) = complete(res.parse(buf), buf.len(), limits)? else { return Ok(None) };
+    let version = if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let status = http::StatusCode::from_u16(res.code.unwrap_or(0)).map_err(|_| HeadError::Malformed("a bad status code"))?;
+    let mut headers = fields(res.headers)?;
+    let bodiless = method == Method::HEAD || status.is_informational() || status == 204 || status == 304;
+    let framing = if bodiless {
+        Framing::None
+    } else if headers.contains_key(TRANSFER_ENCODING) {
+        let codings: Vec<&str> = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let chunked_last = codings.last().is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
+        headers.remove(CONTENT_LENGTH);
+        if chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match content_length(&headers)? {
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    let keep_alive = framing != Framing::UntilClose && keep_alive(&headers, version);
+    Ok(Some(ResponseHead { status, version, headers, framing, keep_alive, len }))
+}
+
+/// The length of a complete head, `None` while one is arriving within the
+/// limits, or why it is refused.
+fn complete(parsed: httparse::Result<usize>, buffered: usize, limits: &Limits) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n > limits.max_head_bytes => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buffered > limits.max_head_bytes => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
+        Err(e) => Err(HeadError::Malformed(parse_error(e))),
+    }
+}
+
+/// The fields httparse found, as a `HeaderMap`; a CR, LF or NUL in a value refused.
+fn fields(parsed: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
+    let mut headers = HeaderMap::with_capacity(parsed.len());
+    for f in parsed {
         if f.value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(HeadError::Malformed("a CR, LF or NUL in a field value"));
         }
@@ -99,9 +167,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         let value = HeaderValue::from_bytes(f.value).map_err(|_| HeadError::Malformed("a bad field value"))?;
         headers.append(name, value);
     }
-    let framing = framing(&headers, version)?;
-    let keep_alive = keep_alive(&headers, version);
-    Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, len }))
+    Ok(headers)
 }
 
 fn parse_error(e: httparse::Error) -> &'static str {
@@ -237,6 +303,30 @@ mod tests {
             assert_eq!(err.status().as_u16(), 400, "{raw:?}: {err}");
         }
         assert_eq!(HeadError::UnsupportedCoding.status().as_u16(), 501);
+    }
+
+    #[test]
+    fn a_responses_framing_follows_the_request_method_and_status() {
+        let l = &L;
+        let parse = |raw: &str, m: Method| parse_response(raw.as_bytes(), &m, l).unwrap().unwrap();
+        let r = parse("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", Method::GET);
+        assert_eq!((r.status.as_u16(), r.framing, r.keep_alive), (200, Framing::Length(12), true));
+        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", Method::HEAD).framing, Framing::None);
+        for code in ["100 Continue", "103 Early Hints", "204 No Content", "304 Not Modified"] {
+            assert_eq!(parse(&format!("HTTP/1.1 {code}\r\nContent-Length: 7\r\n\r\n"), Method::GET).framing, Framing::None, "{code}");
+        }
+        let r = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n", Method::GET);
+        assert_eq!(r.framing, Framing::Chunked);
+        assert!(!r.headers.contains_key(CONTENT_LENGTH), "the Content-Length beside Transfer-Encoding is dropped");
+        let r = parse("HTTP/1.1 200 OK\r\nServer: x\r\n\r\n", Method::GET);
+        assert_eq!((r.framing, r.keep_alive), (Framing::UntilClose, false));
+        let r = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Method::GET);
+        assert_eq!((r.framing, r.keep_alive), (Framing::UntilClose, false));
+        assert!(!parse("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::GET).keep_alive);
+        assert!(!parse("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n", Method::GET).keep_alive);
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &Method::GET, l).is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", &Method::GET, l).is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", &Method::GET, l).unwrap().is_none());
     }
 
     #[test]
