@@ -1,11 +1,13 @@
 //! HTTP/1.1 of our own, for a forwarding path where one task drives a
-//! request end to end (issue 23): request heads parsed with `httparse` and
-//! checked as RFC 9112 asks of a proxy ([`head`]), and exact body framing
-//! ([`chunked`]). Nothing here does I/O: the connection code feeds bytes in
-//! and takes values out, so every rule is tested on bytes alone.
+//! request end to end (issue 23): request and response heads parsed with
+//! `httparse` and checked as RFC 9112 asks of a proxy ([`head`]), exact body
+//! framing ([`chunked`]), and heads and chunks written back ([`write`]).
+//! Nothing here does I/O: the connection code feeds bytes in and takes values
+//! out, so every rule is tested on bytes alone.
 
 pub mod chunked;
 pub mod head;
+pub mod write;
 
 #[cfg(test)]
 mod differential_tests;
