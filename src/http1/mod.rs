@@ -1,12 +1,14 @@
 //! HTTP/1.1 of our own, for a forwarding path where one task drives a
 //! request end to end (issue 23): request and response heads parsed with
 //! `httparse` and checked as RFC 9112 asks of a proxy ([`head`]), exact body
-//! framing ([`chunked`]), and heads and chunks written back ([`write`]).
+//! framing ([`chunked`]), heads read off a connection ([`read`]) and heads and
+//! chunks written back ([`write`]).
 //! Nothing here does I/O: the connection code feeds bytes in and takes values
 //! out, so every rule is tested on bytes alone.
 
 pub mod chunked;
 pub mod head;
+pub mod read;
 pub mod write;
 
 #[cfg(test)]
