@@ -2,9 +2,8 @@
 //! request end to end (issue 23): request and response heads parsed with
 //! `httparse` and checked as RFC 9112 asks of a proxy ([`head`]), exact body
 //! framing ([`chunked`]), heads read off a connection ([`read`]) and heads and
-//! chunks written back ([`write`]).
-//! Nothing here does I/O: the connection code feeds bytes in and takes values
-//! out, so every rule is tested on bytes alone.
+//! chunks written back ([`write`]). Only `read` touches a connection; every
+//! other rule works on bytes alone, and is tested so.
 
 pub mod chunked;
 pub mod head;
