@@ -118,16 +118,7 @@ fn admin(cfg: &Config, r: &mut Reporter) -> Option<Option<crate::config::plan::A
     }
     let tls = match &a.tls {
         None => Some(None),
-        Some(t) => {
-            let settings = tls_settings(t.get_ref());
-            match crate::tls::server::load(&settings) {
-                Ok(m) => Some(Some((settings, m))),
-                Err(why) => {
-                    r.error(t.span(), why, "point cert and key at readable PEM files that belong together");
-                    None
-                }
-            }
-        }
+        Some(t) => server_tls(t, r).map(Some),
     };
     let (addr, token, heat_token, tls) = (addr?, token?, heat_token?, tls?);
     let secret = |t: Option<String>| t.map(|t| crate::identity::Secret::new(&t));
@@ -253,18 +244,24 @@ fn listener_tls(l: &ListenerSpec, r: &mut Reporter) -> Option<Option<(crate::tls
             r.error(t.span(), format!("listener `{}` has TLS settings but protocol http", l.name.get_ref()), "set protocol = \"https\"");
             None
         }
-        (ListenerProtocol::Https, Some(t)) => {
-            let settings = tls_settings(t.get_ref());
-            match crate::tls::server::load(&settings) {
-                Ok(m) => Some(Some((settings, m))),
-                Err(why) => {
-                    r.error(t.span(), why, "point cert and key at readable PEM files that belong together");
-                    None
-                }
-            }
-        }
+        (ListenerProtocol::Https, Some(t)) => server_tls(t, r).map(Some),
         (ListenerProtocol::Http | ListenerProtocol::Memcache, None) => Some(None),
         (ListenerProtocol::Memcache, Some(_)) => None,
+    }
+}
+
+/// A server's TLS settings and the certificates they name, read once.
+fn server_tls(
+    t: &Spanned<super::schema::TlsSpec>,
+    r: &mut Reporter,
+) -> Option<(crate::tls::server::Settings, crate::tls::server::Material)> {
+    let settings = tls_settings(t.get_ref());
+    match crate::tls::server::load(&settings) {
+        Ok(m) => Some((settings, m)),
+        Err(why) => {
+            r.error(t.span(), why, "point cert and key at readable PEM files that belong together");
+            None
+        }
     }
 }
 
