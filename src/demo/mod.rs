@@ -50,8 +50,21 @@ fn memcached_command(port: u16) -> std::process::Command {
 
 /// Starts six small memcached (3 shards x 2 replicas) on free loopback ports,
 /// or says how to install memcached.
-fn start_memcacheds() -> Result<(Memcacheds, Vec<SocketAddr>), String> {
+fn start_memcacheds() -> Result<(Memcacheds, Vec<SocketAddr>), NoMemcached> {
     start_memcacheds_on(&mut || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()))
+}
+
+/// Why the demo runs without the memcache ambassador.
+#[derive(Debug, thiserror::Error)]
+enum NoMemcached {
+    #[error("memcached is not installed (sudo apt-get install memcached), so the demo runs without the memcache ambassador")]
+    NotInstalled,
+    #[error("memcached did not start ({0}), so the demo runs without the memcache ambassador")]
+    DidNotStart(std::io::Error),
+    #[error("memcached did not start on any of {PORT_TRIES} free ports; the demo runs without the memcache ambassador")]
+    PortsTaken,
+    #[error("no free loopback port for memcached ({0}); the demo runs without the memcache ambassador")]
+    NoPort(std::io::Error),
 }
 
 /// How many ports one memcached may try: a port found free can be taken by
@@ -62,21 +75,18 @@ const PORT_TRIES: usize = 8;
 /// only once it answers `stats` with its own pid; one whose port was taken
 /// meanwhile (it exits, or someone else answers there) is started again on
 /// another port.
-fn start_memcacheds_on(pick: &mut dyn FnMut() -> std::io::Result<u16>) -> Result<(Memcacheds, Vec<SocketAddr>), String> {
+fn start_memcacheds_on(pick: &mut dyn FnMut() -> std::io::Result<u16>) -> Result<(Memcacheds, Vec<SocketAddr>), NoMemcached> {
     let mut procs = Memcacheds(Vec::new());
     let mut addrs = Vec::new();
     for _ in 0..6 {
         let mut started = None;
         for _ in 0..PORT_TRIES {
-            let port = pick().map_err(|e| e.to_string())?;
+            let port = pick().map_err(NoMemcached::NoPort)?;
             let mut child =
                 memcached_command(port).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().map_err(
                     |e| match e.kind() {
-                        std::io::ErrorKind::NotFound => {
-                            "memcached is not installed (sudo apt-get install memcached), so the demo runs without the memcache ambassador"
-                                .to_string()
-                        }
-                        _ => format!("memcached did not start ({e}), so the demo runs without the memcache ambassador"),
+                        std::io::ErrorKind::NotFound => NoMemcached::NotInstalled,
+                        _ => NoMemcached::DidNotStart(e),
                     },
                 )?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -87,11 +97,7 @@ fn start_memcacheds_on(pick: &mut dyn FnMut() -> std::io::Result<u16>) -> Result
             let _ = child.kill();
             let _ = child.wait();
         }
-        let Some((child, addr)) = started else {
-            return Err(format!(
-                "memcached did not start on any of {PORT_TRIES} free ports; the demo runs without the memcache ambassador"
-            ));
-        };
+        let Some((child, addr)) = started else { return Err(NoMemcached::PortsTaken) };
         procs.0.push(child);
         addrs.push(addr);
     }

@@ -33,6 +33,29 @@ pub struct Step<'a> {
     pub desired: usize,
 }
 
+/// Why a command step changed nothing. Each names the command line as run.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot run `{line}`: {source}")]
+    Spawn { line: String, source: std::io::Error },
+    #[error("`{line}` did not finish within {after:?}; it was killed with its process group")]
+    Timeout { line: String, after: Duration },
+    #[error("this root's lead lapsed while `{line}` ran; it was killed with its process group")]
+    Lapsed { line: String },
+    #[error("`{line}`: {source}")]
+    Wait { line: String, source: std::io::Error },
+    #[error("`{line}` printed over {MAX_LIST} bytes; it was killed")]
+    TooMuchOutput { line: String },
+    #[error("`{line}` failed ({status}): {stderr}")]
+    Failed { line: String, status: std::process::ExitStatus, stderr: String },
+    #[error("cannot read the endpoint list {}: {source}", path.display())]
+    EndpointsFile { path: PathBuf, source: std::io::Error },
+    #[error("the endpoint list of `{line}` is over {MAX_LIST} bytes")]
+    ListTooLarge { line: String },
+    #[error("the endpoint list of `{line}`: {why}")]
+    BadList { line: String, why: String },
+}
+
 /// The largest endpoint list read back (output or file).
 const MAX_LIST: usize = 1 << 20;
 
@@ -55,7 +78,7 @@ pub async fn run(
     settings: &Settings,
     step: &Step<'_>,
     fence: impl std::future::Future<Output = ()>,
-) -> Result<Vec<(String, SocketAddr)>, String> {
+) -> Result<Vec<(String, SocketAddr)>, CommandError> {
     let line = settings.line(step);
     let mut c = tokio::process::Command::new("sh");
     c.args(["-c", &line])
@@ -69,7 +92,7 @@ pub async fn run(
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = c.spawn().map_err(|e| format!("cannot run `{line}`: {e}"))?;
+    let mut child = c.spawn().map_err(|source| CommandError::Spawn { line: line.clone(), source })?;
     let group = child.id().map(|p| p as libc::pid_t);
     let kill_group = || {
         if let Some(g) = group {
@@ -96,30 +119,30 @@ pub async fn run(
             Ok(done) => done,
             Err(_) => {
                 kill_group();
-                return Err(format!("`{line}` did not finish within {:?}; it was killed with its process group", settings.timeout));
+                return Err(CommandError::Timeout { line, after: settings.timeout });
             }
         },
         _ = fence => {
             kill_group();
-            return Err(format!("this root's lead lapsed while `{line}` ran; it was killed with its process group"));
+            return Err(CommandError::Lapsed { line });
         }
     };
-    let status = status.map_err(|e| format!("`{line}`: {e}"))?;
-    let Some(out) = out else { return Err(format!("`{line}` printed over {MAX_LIST} bytes; it was killed")) };
+    let status = status.map_err(|source| CommandError::Wait { line: line.clone(), source })?;
+    let Some(out) = out else { return Err(CommandError::TooMuchOutput { line }) };
     if !status.success() {
-        return Err(format!("`{line}` failed ({status}): {}", String::from_utf8_lossy(&err).trim()));
+        return Err(CommandError::Failed { line, status, stderr: String::from_utf8_lossy(&err).trim().to_string() });
     }
     let text = match &settings.endpoints_file {
         None => out,
         Some(path) => {
-            let bytes = tokio::fs::read(path).await.map_err(|e| format!("cannot read the endpoint list {}: {e}", path.display()))?;
+            let bytes = tokio::fs::read(path).await.map_err(|source| CommandError::EndpointsFile { path: path.clone(), source })?;
             bytes
         }
     };
     if text.len() > MAX_LIST {
-        return Err(format!("the endpoint list of `{line}` is over {MAX_LIST} bytes"));
+        return Err(CommandError::ListTooLarge { line });
     }
-    parse(&String::from_utf8_lossy(&text)).map_err(|e| format!("the endpoint list of `{line}`: {e}"))
+    parse(&String::from_utf8_lossy(&text)).map_err(|why| CommandError::BadList { line, why })
 }
 
 /// Everything `r` gives, or `None` once it gives more than `max` bytes.
@@ -204,10 +227,10 @@ mod tests {
 
     #[tokio::test]
     async fn failures_change_nothing_and_say_why() {
-        assert!(run(&settings("echo nope >&2; exit 4"), &step(), std::future::pending()).await.unwrap_err().contains("nope"));
+        assert!(run(&settings("echo nope >&2; exit 4"), &step(), std::future::pending()).await.unwrap_err().to_string().contains("nope"));
         let slow = Settings { timeout: Duration::from_millis(200), ..settings("sleep 5") };
-        assert!(run(&slow, &step(), std::future::pending()).await.unwrap_err().contains("killed"));
-        assert!(run(&settings("echo garbage"), &step(), std::future::pending()).await.unwrap_err().contains("not IP:port"));
+        assert!(run(&slow, &step(), std::future::pending()).await.unwrap_err().to_string().contains("killed"));
+        assert!(run(&settings("echo garbage"), &step(), std::future::pending()).await.unwrap_err().to_string().contains("not IP:port"));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("eps");
         let s = Settings { endpoints_file: Some(file.clone()), ..settings(&format!("echo 127.0.0.1:7001 > {}", file.display())) };
@@ -245,7 +268,8 @@ mod hostile {
     async fn endless_output_fails_at_the_bound() {
         let started = std::time::Instant::now();
         let step = Step { service: "s", shard: "a", pool: "s/a", current: 1, desired: 2 };
-        let err = run(&settings("yes 127.0.0.1:9001", Duration::from_secs(20)), &step, std::future::pending()).await.unwrap_err();
+        let err =
+            run(&settings("yes 127.0.0.1:9001", Duration::from_secs(20)), &step, std::future::pending()).await.unwrap_err().to_string();
         assert!(err.contains("over"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
@@ -258,7 +282,7 @@ mod hostile {
         let pidfile = dir.path().join("pid");
         let step = Step { service: "s", shard: "a", pool: "s/a", current: 1, desired: 2 };
         let s = settings(&format!("sleep 30 & echo $! > {}; wait", pidfile.display()), Duration::from_millis(500));
-        let err = run(&s, &step, std::future::pending()).await.unwrap_err();
+        let err = run(&s, &step, std::future::pending()).await.unwrap_err().to_string();
         assert!(err.contains("killed"), "{err}");
         let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         let gone = |pid: i32| {

@@ -46,7 +46,9 @@ pub enum StepError {
     NotLeading,
     #[error("this root's lead lapsed before the step finished; it was abandoned")]
     Lapsed,
-    /// The back-end (command, Kubernetes API, replica start) said why.
+    #[error("{0}")]
+    Command(#[from] command::CommandError),
+    /// The back-end (Kubernetes API, replica start) said why.
     #[error("{0}")]
     Backend(String),
     /// The running pools could not take the change.

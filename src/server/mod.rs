@@ -235,7 +235,7 @@ impl crate::admin::Control for Admin {
     }
 
     fn reload(&self) -> crate::admin::BoxFuture<'_, Result<u64, String>> {
-        Box::pin(reload::reload(&self.0))
+        Box::pin(async move { reload::reload(&self.0).await.map_err(|e| e.to_string()) })
     }
 
     fn scaling(&self) -> Arc<crate::scale::Scaling> {

@@ -16,8 +16,18 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+/// Why a reload or a pool update changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not read or check (every problem with its position).
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {addr} for new listener `{name}`: {source}")]
+    Listen { name: String, addr: SocketAddr, source: std::io::Error },
+}
+
 /// Reloads the config; returns the new generation, or why the reload was rejected.
-pub async fn reload(shared: &Arc<Shared>) -> Result<u64, String> {
+pub async fn reload(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
     let result = apply(shared).await;
     match &result {
         Ok(g) => {
@@ -32,10 +42,10 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<u64, String> {
     result
 }
 
-async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
+async fn apply(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
     // Serialises reloads and pool updates; never held by requests.
     let mut running = shared.listeners.lock().await;
-    let plan = crate::config::load(&shared.config_path).map_err(|e| e.to_string())?;
+    let plan = crate::config::load(&shared.config_path)?;
     if plan.leader != shared.leader {
         tracing::warn!("a changed [leader] takes effect after a restart");
     }
@@ -50,7 +60,7 @@ async fn apply(shared: &Arc<Shared>) -> Result<u64, String> {
 
 /// Rebuilds the snapshot from the accepted plan with the scaler's overlay as
 /// it is now (no file is read); the new generation, or why it failed.
-pub async fn update_pools(shared: &Arc<Shared>) -> Result<u64, String> {
+pub async fn update_pools(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
     let mut running = shared.listeners.lock().await;
     let plan = shared.accepted.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let result = install(shared, plan, &mut running).await;
@@ -67,7 +77,7 @@ async fn install(
     shared: &Arc<Shared>,
     mut plan: crate::config::Plan,
     running: &mut Vec<(String, listener::ListenerHandle)>,
-) -> Result<u64, String> {
+) -> Result<u64, ReloadError> {
     shared.scaled.lock().unwrap_or_else(|e| e.into_inner()).apply(&mut plan);
     let old = shared.snapshot();
     let built = build(plan, Some(&old));
@@ -92,7 +102,7 @@ async fn install(
         if removed_addrs.contains(a) {
             bind_later.push((n.clone(), *a));
         } else {
-            let tcp = listener::bind(*a).map_err(|e| format!("cannot listen on {a} for new listener `{n}`: {e}"))?;
+            let tcp = listener::bind(*a).map_err(|source| ReloadError::Listen { name: n.clone(), addr: *a, source })?;
             bound_now.push((n.clone(), tcp));
         }
     }

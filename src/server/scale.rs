@@ -293,7 +293,7 @@ async fn listed(shared: &Arc<Shared>, w: &Watched, s: &command::Settings, curren
     // Fenced: run only while this root leads, and killed when its lead ends.
     let lead = &shared.scaling.leadership;
     let run = match lead.remaining() {
-        Some(_) => command::run(s, &step, lead.lapsed()).await.map_err(StepError::Backend),
+        Some(_) => command::run(s, &step, lead.lapsed()).await.map_err(StepError::from),
         None => Err(StepError::NotLeading),
     };
     let list = match run {
