@@ -80,8 +80,16 @@ impl Pace {
 /// a response for the store as it streams).
 pub type Boxed = Box<dyn HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + Unpin>;
 
+/// An upstream HTTP/1 connection of our own client, driven by whoever holds it.
+pub type OwnConn = crate::http1::client::Conn<crate::tls::stream::Stream>;
+
 /// The HTTP/1 connection an upstream response arrived on.
-pub type Conn = hyper::client::conn::http1::SendRequest<Body>;
+pub enum Conn {
+    /// hyper's client (`[server] http1 = "hyper"`): a handle to its connection task.
+    Hyper(hyper::client::conn::http1::SendRequest<Body>),
+    /// Our own client: the connection itself.
+    Own(Box<OwnConn>),
+}
 
 /// Whoever lent an upstream response body its connection (an endpoint): told
 /// when the body was read whole, so the connection can serve another request,
@@ -142,6 +150,112 @@ pub enum Body {
         /// Response bodies: the longest gap between reads, in milliseconds (0: none).
         idle_ms: u32,
     },
+    /// An upstream response body read off our own client's connection.
+    Own(Box<Own>),
+}
+
+/// A response body on an upstream connection of our own client: read by the
+/// task that polls the body, and the connection given back once it has ended.
+pub struct Own {
+    /// Until the body has ended.
+    conn: Option<Box<OwnConn>>,
+    reader: crate::http1::body::Body,
+    /// The connection may carry another request after this body.
+    reusable: bool,
+    held: Option<Held>,
+    pace: Option<Box<Pace>>,
+    idle_ms: u32,
+    /// Trailer fields still to be given (a chunked body's, once read).
+    trailers_due: bool,
+}
+
+impl Own {
+    /// The body has ended: the connection goes back to its pool when it can
+    /// carry another request, and the endpoint is told the response is done.
+    fn finish(&mut self) {
+        let conn = self.conn.take();
+        if let Some(h) = self.held.take() {
+            match conn {
+                Some(c) if self.reusable && c.clean() => h.keep(Some(Conn::Own(c))).finish(),
+                _ => drop(h),
+            }
+        }
+        self.trailers_due = !self.reader.trailers().is_empty();
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            if std::mem::take(&mut self.trailers_due) {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailer_fields(self.reader.trailers())))));
+            }
+            return Poll::Ready(None);
+        };
+        match conn.poll_body(cx, &mut self.reader) {
+            Poll::Ready(Ok(Some(data))) => {
+                if let Some(p) = &mut self.pace {
+                    p.advance(data.len() as u64);
+                }
+                if self.reader.done() {
+                    self.finish();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Ok(None)) => {
+                self.finish();
+                self.poll(cx)
+            }
+            Poll::Ready(Err(e)) => {
+                // The connection closes; the endpoint is told the response is done.
+                self.conn = None;
+                self.held = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Pending => match stalled(&mut self.pace, self.idle_ms, true, cx) {
+                Some(e) => {
+                    self.conn = None;
+                    self.held = None;
+                    Poll::Ready(Some(Err(e)))
+                }
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// Trailer fields as the chunked decoder keeps them (`name: value` lines).
+fn trailer_fields(raw: &[u8]) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for line in raw.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
+        let value = line[colon + 1..].trim_ascii();
+        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(&line[..colon]), http::HeaderValue::from_bytes(value)) {
+            h.append(k, v);
+        }
+    }
+    h
+}
+
+/// A body that has to wait: the idle timer (made on the first wait of a
+/// response body), and the error once it ran out.
+fn stalled(pace: &mut Option<Box<Pace>>, idle_ms: u32, upstream: bool, cx: &mut Context<'_>) -> Option<BoxError> {
+    if pace.is_none() && idle_ms > 0 {
+        // The first wait of a response body: only now is a timer worth it.
+        let mut p = Pace::new(std::time::Duration::from_millis(u64::from(idle_ms)), 0);
+        p.start();
+        *pace = Some(p);
+    }
+    let p = pace.as_mut()?;
+    if p.sleep.as_mut().poll(cx).is_pending() {
+        return None;
+    }
+    Some(if upstream {
+        crate::metrics::GLOBAL.upstream_stalled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!("upstream response body stalled past body_idle; cut off");
+        Box::new(UpstreamStalled)
+    } else {
+        Box::new(BodyTooSlow)
+    })
 }
 
 impl Body {
@@ -177,6 +291,20 @@ impl Body {
         }
     }
 
+    /// A response body on our own client's connection, framed by `reader`:
+    /// `held` is finished when it ends (the connection given back when
+    /// `reusable`), dropped (closing the connection) if the body is abandoned
+    /// or stalls for `idle`. A body already at its end gives them back at once.
+    pub fn own(conn: Box<OwnConn>, reader: crate::http1::body::Body, reusable: bool, held: Held, idle: std::time::Duration) -> Body {
+        let idle_ms = idle.as_millis().min(u32::MAX as u128) as u32;
+        let mut o = Own { conn: Some(conn), reader, reusable, held: Some(held), pace: None, idle_ms, trailers_due: false };
+        if o.reader.done() {
+            o.finish();
+            return Body::Empty;
+        }
+        Body::Own(Box::new(o))
+    }
+
     /// An upstream response body: `held` is finished when the body ends, dropped
     /// (closing the connection) if the body is abandoned or stalls for `idle`.
     pub fn upstream(inner: Incoming, held: Held, idle: std::time::Duration) -> Body {
@@ -192,6 +320,7 @@ impl std::fmt::Debug for Body {
             Body::Boxed(_) => "Body::Boxed",
             Body::Full(_) => "Body::Full",
             Body::Stream { .. } => "Body::Stream",
+            Body::Own(_) => "Body::Own",
         })
     }
 }
@@ -238,29 +367,13 @@ impl HttpBody for Body {
                         }
                         Poll::Ready(None)
                     }
-                    Poll::Pending => {
-                        if pace.is_none() && *idle_ms > 0 {
-                            // The first wait of a response body: only now is a timer worth it.
-                            let mut p = Pace::new(std::time::Duration::from_millis(u64::from(*idle_ms)), 0);
-                            p.start();
-                            *pace = Some(p);
-                        }
-                        if let Some(p) = pace {
-                            if p.sleep.as_mut().poll(cx).is_ready() {
-                                let stalled: BoxError = if held.is_some() {
-                                    crate::metrics::GLOBAL.upstream_stalled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                    tracing::debug!("upstream response body stalled past body_idle; cut off");
-                                    Box::new(UpstreamStalled)
-                                } else {
-                                    Box::new(BodyTooSlow)
-                                };
-                                return Poll::Ready(Some(Err(stalled)));
-                            }
-                        }
-                        Poll::Pending
-                    }
+                    Poll::Pending => match stalled(pace, *idle_ms, held.is_some(), cx) {
+                        Some(e) => Poll::Ready(Some(Err(e))),
+                        None => Poll::Pending,
+                    },
                 }
             }
+            Body::Own(o) => o.poll(cx),
         }
     }
 
@@ -270,6 +383,7 @@ impl HttpBody for Body {
             Body::Boxed(b) => b.is_end_stream(),
             Body::Full(b) => b.is_none(),
             Body::Stream { inner, .. } => inner.is_end_stream(),
+            Body::Own(o) => o.conn.is_none() && !o.trailers_due,
         }
     }
 
@@ -280,6 +394,10 @@ impl HttpBody for Body {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Stream { inner, .. } => inner.size_hint(),
+            Body::Own(o) => match o.reader.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
         }
     }
 }

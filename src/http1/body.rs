@@ -7,7 +7,8 @@
 use super::chunked::{ChunkError, Decoder, Limits};
 use super::head::Framing;
 use bytes::{Buf as _, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt as _};
+use std::task::{ready, Context, Poll};
+use tokio::io::AsyncRead;
 
 /// Why a body could not be read whole.
 #[derive(Debug, thiserror::Error)]
@@ -60,30 +61,41 @@ impl Body {
     /// The next piece of the body (`None` once it is all read), taken from
     /// `buf` first and then from `io`.
     pub async fn next<R: AsyncRead + Unpin>(&mut self, io: &mut R, buf: &mut BytesMut) -> Result<Option<Bytes>, BodyError> {
+        std::future::poll_fn(|cx| self.poll_next(cx, io, buf)).await
+    }
+
+    /// As [`Body::next`], for a caller that is itself polled (a response body
+    /// streamed by the task that writes it to the client).
+    pub fn poll_next<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut R,
+        buf: &mut BytesMut,
+    ) -> Poll<Result<Option<Bytes>, BodyError>> {
         loop {
             match &mut self.state {
-                State::Done => return Ok(None),
+                State::Done => return Poll::Ready(Ok(None)),
                 State::Length(left) => {
-                    if buf.is_empty() && io.read_buf(buf).await? == 0 {
-                        return Err(BodyError::Truncated);
+                    if buf.is_empty() && ready!(fill(cx, io, buf))? == 0 {
+                        return Poll::Ready(Err(BodyError::Truncated));
                     }
                     let n = (*left).min(buf.len() as u64) as usize;
                     *left -= n as u64;
                     if *left == 0 {
                         self.state = State::Done;
                     }
-                    return Ok(Some(buf.split_to(n).freeze()));
+                    return Poll::Ready(Ok(Some(buf.split_to(n).freeze())));
                 }
                 State::UntilClose => {
-                    if buf.is_empty() && io.read_buf(buf).await? == 0 {
+                    if buf.is_empty() && ready!(fill(cx, io, buf))? == 0 {
                         self.state = State::Done;
-                        return Ok(None);
+                        return Poll::Ready(Ok(None));
                     }
-                    return Ok(Some(buf.split().freeze()));
+                    return Poll::Ready(Ok(Some(buf.split().freeze())));
                 }
                 State::Chunked(d) => {
-                    if buf.is_empty() && io.read_buf(buf).await? == 0 {
-                        return Err(BodyError::Truncated);
+                    if buf.is_empty() && ready!(fill(cx, io, buf))? == 0 {
+                        return Poll::Ready(Err(BodyError::Truncated));
                     }
                     let mut out = Vec::new();
                     let used = d.decode(buf, &mut out)?;
@@ -93,19 +105,36 @@ impl Body {
                         self.state = State::Done;
                     }
                     if !out.is_empty() {
-                        return Ok(Some(out.into()));
+                        return Poll::Ready(Ok(Some(out.into())));
                     }
                 }
             }
         }
     }
+
+    /// Bytes of the body still to come, when its length is known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+}
+
+/// Reads what `io` has into `buf` (room made when it has none); 0 at its end.
+pub fn fill<R: AsyncRead + Unpin>(cx: &mut Context<'_>, io: &mut R, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(8192);
+    }
+    tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, buf)
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::chunked::encode;
     use super::*;
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// Writes `wire` in small pieces, then closes (or not).
     fn peer(wire: Vec<u8>, close: bool) -> tokio::io::DuplexStream {

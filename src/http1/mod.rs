@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod chunked;
+pub mod client;
 pub mod head;
 pub mod read;
 pub mod write;

@@ -10,6 +10,12 @@ use http::{HeaderMap, Method, StatusCode, Uri, Version};
 /// is origin-form (path and query) unless the method is CONNECT
 /// (authority-form) or the request is `OPTIONS *`.
 pub fn request_head(out: &mut Vec<u8>, method: &Method, uri: &Uri, headers: &HeaderMap) {
+    request_head_with(out, method, uri, headers, b"");
+}
+
+/// As [`request_head`], with `extra` field lines (each ending in CR LF, such
+/// as the framing the proxy chose) after the request's own fields.
+pub fn request_head_with(out: &mut Vec<u8>, method: &Method, uri: &Uri, headers: &HeaderMap, extra: &[u8]) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     match (method, uri.authority()) {
@@ -17,7 +23,7 @@ pub fn request_head(out: &mut Vec<u8>, method: &Method, uri: &Uri, headers: &Hea
         _ => out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes()),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    fields(out, headers);
+    fields(out, headers, extra);
 }
 
 /// `HTTP/1.x code reason` and the fields, then the blank line.
@@ -27,16 +33,17 @@ pub fn response_head(out: &mut Vec<u8>, version: Version, status: StatusCode, he
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    fields(out, headers);
+    fields(out, headers, b"");
 }
 
-fn fields(out: &mut Vec<u8>, headers: &HeaderMap) {
+fn fields(out: &mut Vec<u8>, headers: &HeaderMap, extra: &[u8]) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(extra);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -299,7 +299,13 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body, sp
     let (mut resp, endpoint) = Box::pin(exchange(pool, req, retryable, &affinity, cx.conn.proto == "https")).await;
     cx.endpoint = endpoint;
     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
-        crate::upstream::tunnel::spawn(client, hyper::upgrade::on(&mut resp), pool.body_idle, &cx.conn.tunnels, &cx.conn.tasks);
+        crate::upstream::tunnel::spawn(
+            client,
+            crate::upstream::tunnel::Upstream::of(&mut resp),
+            pool.body_idle,
+            &cx.conn.tunnels,
+            &cx.conn.tasks,
+        );
         if over_h2 {
             // Over HTTP/2 the switch is a 200 to the CONNECT (RFC 8441 section 5).
             crate::upstream::tunnel::as_h2_answer(&mut resp);

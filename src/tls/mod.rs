@@ -6,6 +6,7 @@ pub mod client;
 pub mod handshake;
 pub mod server;
 mod sni;
+pub mod stream;
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;

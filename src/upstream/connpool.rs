@@ -7,11 +7,14 @@
 //! connection goes back to it only once its response body has been read to the
 //! end, and a request that was never written comes back to the caller intact, so
 //! a retry costs nothing.
+//!
+//! HTTP/1 connections are our own client's ([`crate::http1::client`]) unless
+//! `[server] http1 = "hyper"`: then each is hyper's, driven by a task of its own.
 
-use super::policy::UpstreamProtocol;
-use super::stream::Stream;
-use crate::body::Body;
+use super::policy::{Http1Engine, UpstreamProtocol};
+use crate::body::{Body, Conn, Held, OwnConn};
 use crate::clock;
+use crate::tls::stream::Stream;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -63,7 +66,8 @@ pub struct ConnPool {
     tls: Option<crate::tls::client::Upstream>,
     connect_timeout: Duration,
     idle_timeout_ms: u64,
-    idle: Mutex<Vec<(http1::SendRequest<Body>, u64)>>,
+    engine: Http1Engine,
+    idle: Mutex<Vec<(Conn, u64)>>,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     pub stats: Arc<ConnStats>,
     /// HTTP/1 connections open at most (each holds a permit while it lives); none for no cap.
@@ -77,12 +81,71 @@ pub struct ConnPool {
 /// A connection lent to one request.
 pub enum Lease {
     H1 { tx: http1::SendRequest<Body>, reused: bool },
+    Own { conn: Box<OwnConn>, reused: bool },
     H2 { tx: http2::SendRequest<Body> },
+}
+
+/// A response's body as it arrived: hyper's, or framed on our own connection
+/// (with whether the connection may carry another request after it).
+pub enum Arrived {
+    Hyper(Incoming),
+    Own(crate::http1::body::Body, bool),
+}
+
+/// Why an exchange with an upstream failed, as hyper's client or ours says it.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error(transparent)]
+    Own(#[from] crate::http1::client::Error),
+}
+
+impl ExchangeError {
+    /// Whether the upstream reset the connection (or it broke) under the request.
+    pub fn was_reset(&self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        match self {
+            ExchangeError::Own(e) => e.is_reset(),
+            ExchangeError::Hyper(e) => match source_of::<std::io::Error>(e) {
+                Some(io) => matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe),
+                None => false,
+            },
+        }
+    }
+
+    /// Whether the connection ended before any response head.
+    pub fn is_early(&self) -> bool {
+        match self {
+            ExchangeError::Own(e) => e.is_early(),
+            ExchangeError::Hyper(e) => self.was_reset() || e.is_incomplete_message() || e.is_canceled(),
+        }
+    }
+
+    /// The request body's own error of type `E`, if that is what failed.
+    pub fn body_error<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            ExchangeError::Own(e) => e.body().and_then(|b| b.downcast_ref::<E>()),
+            ExchangeError::Hyper(e) => source_of::<E>(e),
+        }
+    }
+}
+
+/// The first of `e`'s sources that is an `E`.
+fn source_of<E: std::error::Error + 'static>(e: &hyper::Error) -> Option<&E> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(t) = s.downcast_ref::<E>() {
+            return Some(t);
+        }
+        src = s.source();
+    }
+    None
 }
 
 /// What `send` gives back when it failed: the request if it was never written.
 pub struct SendError {
-    pub error: hyper::Error,
+    pub error: ExchangeError,
     pub unsent: Option<http::Request<Body>>,
     /// The connection had served requests before (a stale keep-alive connection).
     pub reused: bool,
@@ -90,23 +153,105 @@ pub struct SendError {
 
 impl Lease {
     /// Sends `req`; on failure the request comes back if no byte of it was written.
-    pub async fn send(&mut self, req: http::Request<Body>) -> Result<http::Response<Incoming>, SendError> {
+    pub async fn send(&mut self, req: http::Request<Body>) -> Result<http::Response<Arrived>, SendError> {
+        let hyper = |r: http::Response<Incoming>| r.map(Arrived::Hyper);
         match self {
             Lease::H1 { tx, reused } => {
                 let reused = *reused;
-                tx.try_send_request(req).await.map_err(|mut e| SendError { unsent: e.take_message(), error: e.into_error(), reused })
+                tx.try_send_request(req).await.map(hyper).map_err(|mut e| SendError {
+                    unsent: e.take_message(),
+                    error: e.into_error().into(),
+                    reused,
+                })
             }
-            Lease::H2 { tx } => {
-                tx.try_send_request(req).await.map_err(|mut e| SendError { unsent: e.take_message(), error: e.into_error(), reused: true })
+            Lease::Own { conn, reused } => match conn.send(req).await {
+                Ok(head) => {
+                    let reusable = crate::http1::client::reusable(&head);
+                    let reader = crate::http1::body::Body::new(head.framing, Default::default());
+                    let mut resp = http::Response::new(Arrived::Own(reader, reusable));
+                    *resp.status_mut() = head.status;
+                    *resp.version_mut() = head.version;
+                    *resp.headers_mut() = head.headers;
+                    Ok(resp)
+                }
+                Err(f) => Err(SendError { error: f.error.into(), unsent: f.unsent, reused: *reused }),
+            },
+            Lease::H2 { tx } => tx.try_send_request(req).await.map(hyper).map_err(|mut e| SendError {
+                unsent: e.take_message(),
+                error: e.into_error().into(),
+                reused: true,
+            }),
+        }
+    }
+
+    /// The response body `arrived` on this connection, holding `held` (and
+    /// the connection, over HTTP/1) until it has been read; one already at
+    /// its end gives them back at once.
+    pub fn body(self, arrived: Arrived, held: Held, idle: Duration) -> Body {
+        match (self, arrived) {
+            (Lease::Own { conn, .. }, Arrived::Own(reader, reusable)) => Body::own(conn, reader, reusable, held, idle),
+            (lease, Arrived::Hyper(incoming)) => {
+                let held = held.keep(lease.into_conn());
+                if http_body::Body::is_end_stream(&incoming) {
+                    held.finish();
+                    Body::Empty
+                } else {
+                    Body::upstream(incoming, held, idle)
+                }
             }
+            (_, Arrived::Own(..)) => unreachable!("our own client's answers arrive on its own connections"),
+        }
+    }
+
+    /// Reads a response body whole (a probe's); whether the connection may
+    /// carry another request after it.
+    pub async fn read_to_end(&mut self, arrived: Arrived) -> bool {
+        match (self, arrived) {
+            (Lease::Own { conn, .. }, Arrived::Own(mut reader, reusable)) => loop {
+                match std::future::poll_fn(|cx| conn.poll_body(cx, &mut reader)).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return reusable && conn.clean(),
+                    Err(_) => return false,
+                }
+            },
+            (_, Arrived::Hyper(incoming)) => http_body_util::BodyExt::collect(incoming).await.is_ok(),
+            (_, Arrived::Own(..)) => false,
+        }
+    }
+
+    /// An HTTP/1 connection to keep, or none (HTTP/2 is shared, not lent).
+    fn into_conn(self) -> Option<Conn> {
+        match self {
+            Lease::H1 { tx, .. } => Some(Conn::Hyper(tx)),
+            Lease::Own { conn, .. } => Some(Conn::Own(conn)),
+            Lease::H2 { .. } => None,
+        }
+    }
+
+    /// After a 101: our own connection, now the upstream side of a tunnel.
+    pub fn upgraded(self) -> Option<Box<OwnConn>> {
+        match self {
+            Lease::Own { conn, .. } => Some(conn),
+            _ => None,
         }
     }
 }
 
+/// Counts an open connection of our own client until it is dropped.
+struct Open(Arc<ConnStats>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
 impl ConnPool {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         address: &str,
         protocol: UpstreamProtocol,
+        engine: Http1Engine,
         tls: Option<crate::tls::client::Upstream>,
         connect_timeout: Duration,
         idle_timeout: Duration,
@@ -122,6 +267,7 @@ impl ConnPool {
             tls,
             connect_timeout,
             idle_timeout_ms: idle_timeout.as_millis() as u64,
+            engine,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             stats: Arc::default(),
@@ -193,13 +339,23 @@ impl ConnPool {
                 self.stats.idle.store(idle.len(), Relaxed);
                 p
             };
-            let (mut tx, since) = popped?;
-            if now.saturating_sub(since) > self.idle_timeout_ms || tx.is_closed() {
+            let (conn, since) = popped?;
+            if now.saturating_sub(since) > self.idle_timeout_ms {
                 continue;
             }
-            if tx.ready().await.is_ok() {
-                self.stats.reused.fetch_add(1, Relaxed);
-                return Some(Lease::H1 { tx, reused: true });
+            match conn {
+                Conn::Own(mut conn) => {
+                    if !conn.closed_while_idle() {
+                        self.stats.reused.fetch_add(1, Relaxed);
+                        return Some(Lease::Own { conn, reused: true });
+                    }
+                }
+                Conn::Hyper(mut tx) => {
+                    if !tx.is_closed() && tx.ready().await.is_ok() {
+                        self.stats.reused.fetch_add(1, Relaxed);
+                        return Some(Lease::H1 { tx, reused: true });
+                    }
+                }
             }
         }
     }
@@ -207,6 +363,11 @@ impl ConnPool {
     /// A new connection; `permit` (under a cap) is held while it lives.
     async fn new_h1(&self, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Result<Lease, ConnectError> {
         let io = self.connect().await?;
+        if self.engine == Http1Engine::Own {
+            self.stats.open.fetch_add(1, Relaxed);
+            let hold: Box<dyn Send + Sync> = Box::new((Open(self.stats.clone()), permit));
+            return Ok(Lease::Own { conn: Box::new(OwnConn::new(io.into_inner(), Some(hold))), reused: false });
+        }
         let (tx, conn) = http1::Builder::new().handshake(io).await?;
         // With upgrades: a 101 hands the connection to a tunnel.
         self.spawn_conn(conn.with_upgrades(), permit);
@@ -274,17 +435,22 @@ impl ConnPool {
 
     /// Returns a connection whose response was read to the end.
     pub fn release(&self, lease: Lease) {
-        if let Lease::H1 { tx, .. } = lease {
-            if tx.is_closed() {
-                return;
-            }
-            let mut idle = self.idle.lock().expect("idle list lock");
-            if idle.len() < MAX_IDLE {
-                idle.push((tx, clock::now_ms()));
-            }
-            self.stats.idle.store(idle.len(), Relaxed);
-            drop(idle);
-            self.released.notify_one();
+        if let Some(conn) = lease.into_conn() {
+            self.keep(conn);
         }
+    }
+
+    /// Puts an HTTP/1 connection that finished its exchange on the idle list.
+    pub fn keep(&self, conn: Conn) {
+        if matches!(&conn, Conn::Hyper(tx) if tx.is_closed()) {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("idle list lock");
+        if idle.len() < MAX_IDLE {
+            idle.push((conn, clock::now_ms()));
+        }
+        self.stats.idle.store(idle.len(), Relaxed);
+        drop(idle);
+        self.released.notify_one();
     }
 }

@@ -4,7 +4,7 @@
 //! a lock. An endpoint outlives a reload when its address and options are unchanged,
 //! and with it its health, its counters and its pooled connections.
 
-use super::connpool::{ConnPool, Lease};
+use super::connpool::ConnPool;
 use super::policy::{HealthCheck, Passive, UpstreamProtocol};
 use crate::body::Held;
 use crate::clock;
@@ -19,6 +19,8 @@ pub struct EndpointKey {
     pub service: String,
     pub address: String,
     pub protocol: UpstreamProtocol,
+    /// Whose HTTP/1 client talks to it.
+    pub engine: super::policy::Http1Engine,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     /// HTTP/1 connections open at most (0: no cap), and how long a request waits at the cap.
@@ -73,7 +75,7 @@ impl Endpoint {
         tls: Option<crate::tls::client::Upstream>,
     ) -> Endpoint {
         let cap = (key.max_connections, key.queue_timeout);
-        let conns = ConnPool::new(&key.address, key.protocol, tls, key.connect_timeout, key.idle_timeout, cap);
+        let conns = ConnPool::new(&key.address, key.protocol, key.engine, tls, key.connect_timeout, key.idle_timeout, cap);
         let stats = EndpointStats::default();
         stats.probe_healthy.store(true, Relaxed);
         Endpoint { name: name.unwrap_or_else(|| key.address.clone()), address: key.address.clone(), authority, weight, conns, stats, key }
@@ -143,18 +145,9 @@ impl Endpoint {
     }
 }
 
-/// The connection of `lease` that goes back to the pool once a response body
-/// was read whole (HTTP/1; an HTTP/2 connection is shared and never leased out).
-pub fn reusable(lease: Lease) -> Option<crate::body::Conn> {
-    match lease {
-        Lease::H1 { tx, .. } => Some(tx),
-        Lease::H2 { .. } => None,
-    }
-}
-
 impl crate::body::Release for Endpoint {
     fn reuse(&self, conn: crate::body::Conn) {
-        self.conns.release(Lease::H1 { tx: conn, reused: true });
+        self.conns.keep(conn);
     }
 
     fn done(&self) {

@@ -7,15 +7,13 @@
 //! stale keep-alive connection that the upstream had already closed comes back
 //! unsent and is retried whatever its method, as that is always safe.
 
-use super::connpool::{ConnectError, SendError};
+use super::connpool::{ConnectError, ExchangeError, SendError};
 use super::policy::{Failure, UpstreamProtocol};
 use super::pool::{Pool, PoolRequest};
 use crate::balance::Affinity;
 use crate::body::{Body, BodyTooLarge};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
-use http_body::Body as _;
-use std::error::Error as _;
 use std::sync::Arc;
 
 /// Why a request could not be forwarded.
@@ -28,7 +26,7 @@ pub enum ForwardError {
     #[error("upstream {endpoint} did not answer in time")]
     Timeout { endpoint: String },
     #[error("upstream {endpoint} failed: {source}")]
-    Upstream { endpoint: String, source: hyper::Error },
+    Upstream { endpoint: String, source: ExchangeError },
     #[error("every connection to {endpoint} is in use")]
     Busy { endpoint: String },
     #[error("{0}")]
@@ -156,10 +154,17 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                 } else {
                     ep.passive_success();
                 }
-                let (p, incoming) = resp.into_parts();
+                let (mut p, arrived) = resp.into_parts();
                 // After a 101 the connection belongs to the tunnel, never to the pool.
-                let conn = if p.status == http::StatusCode::SWITCHING_PROTOCOLS { None } else { super::endpoint::reusable(lease) };
-                let body = response_body(incoming, pick.guard.keep(conn), pool.body_idle);
+                let body = if p.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(conn) = lease.upgraded() {
+                        p.extensions.insert(super::tunnel::Upgraded::new(conn));
+                    }
+                    drop(pick.guard);
+                    Body::Empty
+                } else {
+                    lease.body(arrived, pick.guard, pool.body_idle)
+                };
                 return Ok(Forwarded { response: Response::from_parts(p, body), endpoint: ep, pin: pick.pin });
             }
             Ok(Err(failed)) => {
@@ -191,10 +196,10 @@ impl Again<'_> {
         attempts: &mut Attempts,
         last_err: &mut ForwardError,
     ) -> Result<Request<Body>, ForwardError> {
-        if let Some(too_large) = body_too_large(&error) {
-            return Err(ForwardError::BodyTooLarge(too_large));
+        if let Some(too_large) = error.body_error::<BodyTooLarge>() {
+            return Err(ForwardError::BodyTooLarge(BodyTooLarge(too_large.0)));
         }
-        if body_error_is::<crate::body::BodyTooSlow>(&error) {
+        if error.body_error::<crate::body::BodyTooSlow>().is_some() {
             return Err(ForwardError::BodyTooSlow);
         }
         let endpoint = self.ep.name.clone();
@@ -217,9 +222,8 @@ impl Again<'_> {
             // Sent, and the connection closed or was reset before the response
             // head: an idempotent request goes to another endpoint.
             None => {
-                let reset = was_reset(&error);
-                self.pool.failed(self.ep, if reset { Failure::Down } else { Failure::Failed });
-                let early = reset || error.is_incomplete_message() || error.is_canceled();
+                self.pool.failed(self.ep, if error.was_reset() { Failure::Down } else { Failure::Failed });
+                let early = error.is_early();
                 *last_err = ForwardError::Upstream { endpoint, source: error };
                 match self.spare {
                     Some((method, headers)) if early && attempts.may_retry(self.pool, self.index) => {
@@ -250,17 +254,6 @@ fn upstream_uri(ep: &super::Endpoint, path: &PathAndQuery, host: Option<&http::u
     }
 }
 
-/// The response body, holding the endpoint (and its connection) until it has been read;
-/// an empty one gives them back at once.
-fn response_body(incoming: hyper::body::Incoming, held: crate::body::Held, idle: std::time::Duration) -> Body {
-    if incoming.is_end_stream() {
-        held.finish();
-        Body::Empty
-    } else {
-        Body::upstream(incoming, held, idle)
-    }
-}
-
 /// A request's header fields kept flat (`name:value\n` each; a name holds no `:`
 /// and a value no newline), to send again after the request itself was consumed.
 struct Spare(Vec<u8>);
@@ -288,42 +281,6 @@ impl Spare {
         }
         h
     }
-}
-
-/// Whether the upstream reset the connection (or it broke) under the request.
-fn was_reset(e: &hyper::Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe);
-        }
-        src = s.source();
-    }
-    false
-}
-
-fn body_too_large(e: &hyper::Error) -> Option<BodyTooLarge> {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(s) = src {
-        if let Some(t) = s.downcast_ref::<BodyTooLarge>() {
-            return Some(BodyTooLarge(t.0));
-        }
-        src = s.source();
-    }
-    None
-}
-
-/// Whether one of `e`'s sources is an `E`.
-fn body_error_is<E: std::error::Error + 'static>(e: &hyper::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(s) = src {
-        if s.is::<E>() {
-            return true;
-        }
-        src = s.source();
-    }
-    false
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ async fn probe(ep: &Endpoint, path: &str, timeout: Duration) -> bool {
         let resp = lease.send(req).await.ok()?;
         let s = resp.status();
         // Read the body whole so the connection can be reused.
-        if http_body_util::BodyExt::collect(resp.into_body()).await.is_ok() {
+        if lease.read_to_end(resp.into_body()).await {
             ep.conns.release(lease);
         }
         Some(s.is_success() || s.is_redirection())

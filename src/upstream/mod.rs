@@ -8,7 +8,6 @@ pub mod headers;
 pub mod health;
 pub mod policy;
 pub mod pool;
-pub mod stream;
 pub mod tunnel;
 
 pub use endpoint::{Endpoint, EndpointKey};

@@ -12,6 +12,16 @@ pub enum UpstreamProtocol {
     Http2,
 }
 
+/// Whose HTTP/1 code serves clients and talks to upstreams: ours (one task
+/// drives a request end to end), or hyper's, kept for one release so both
+/// can be compared (`[server] http1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Http1Engine {
+    #[default]
+    Own,
+    Hyper,
+}
+
 /// Active readiness probes of an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthCheck {

@@ -225,6 +225,7 @@ mod tests {
                     service: "p".into(),
                     address: format!("127.0.0.1:{}", i + 1),
                     protocol: super::super::UpstreamProtocol::Http1,
+                    engine: Default::default(),
                     connect_timeout: Duration::from_secs(1),
                     idle_timeout: Duration::from_secs(1),
                     max_connections: 0,

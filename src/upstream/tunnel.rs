@@ -5,6 +5,7 @@
 //! the connection's task waits for it, keeping its permit and its client's
 //! slot, and shutdown drains it as it drains requests.
 
+use crate::body::OwnConn;
 use crate::metrics::GLOBAL;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -51,15 +52,65 @@ impl Drop for Open {
     }
 }
 
+/// Our own client's upstream connection after its 101, carried to the
+/// tunnel in the response's extensions (which must be `Clone`; it is taken once).
+#[derive(Clone)]
+pub struct Upgraded(Arc<std::sync::Mutex<Option<Box<OwnConn>>>>);
+
+impl Upgraded {
+    pub fn new(conn: Box<OwnConn>) -> Upgraded {
+        Upgraded(Arc::new(std::sync::Mutex::new(Some(conn))))
+    }
+
+    fn take(&self) -> Option<Box<OwnConn>> {
+        self.0.lock().expect("upgraded connection lock").take()
+    }
+}
+
+/// The upstream side of a tunnel: hyper's upgrade, or our own connection.
+pub enum Upstream {
+    Hyper(OnUpgrade),
+    Own(Upgraded),
+}
+
+impl Upstream {
+    /// The upstream side of the 101 `resp`.
+    pub fn of<B>(resp: &mut http::Response<B>) -> Upstream {
+        match resp.extensions_mut().remove::<Upgraded>() {
+            Some(u) => Upstream::Own(u),
+            None => Upstream::Hyper(hyper::upgrade::on(resp)),
+        }
+    }
+
+    /// The byte stream, and what the upstream sent past its 101 (to pass on first).
+    async fn open(self) -> Result<(Box<dyn Io>, bytes::BytesMut), crate::body::BoxError> {
+        match self {
+            Upstream::Hyper(on) => Ok((Box::new(TokioIo::new(on.await?)), bytes::BytesMut::new())),
+            Upstream::Own(u) => match u.take() {
+                Some(conn) => {
+                    let (io, rest) = conn.into_parts();
+                    Ok((Box::new(io), rest))
+                }
+                None => Err("the upstream connection was taken already".into()),
+            },
+        }
+    }
+}
+
+/// A tunnel's byte stream on either side.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
 /// Joins `client` and `upstream` once both upgrades complete, on a task of its
 /// own tracked by `tasks` (shutdown waits for it); counted in `tunnels` from now.
-pub fn spawn(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, tunnels: &Arc<Tunnels>, tasks: &tokio_util::task::TaskTracker) {
+pub fn spawn(client: OnUpgrade, upstream: Upstream, idle: Duration, tunnels: &Arc<Tunnels>, tasks: &tokio_util::task::TaskTracker) {
     GLOBAL.upgrades.fetch_add(1, Relaxed);
     tunnels.open.fetch_add(1, Relaxed);
     let open = Open(tunnels.clone());
     tasks.spawn(async move {
         let _open = open;
-        let (c, u) = match tokio::try_join!(client, upstream) {
+        let client = async { client.await.map_err(crate::body::BoxError::from) };
+        let (c, (u, rest)) = match tokio::try_join!(client, upstream.open()) {
             Ok(both) => both,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
@@ -68,7 +119,10 @@ pub fn spawn(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, tunnels: &A
         };
         GLOBAL.tunnels_open.fetch_add(1, Relaxed);
         let (mut cr, mut cw) = tokio::io::split(TokioIo::new(c));
-        let (mut ur, mut uw) = tokio::io::split(TokioIo::new(u));
+        if !rest.is_empty() && cw.write_all(&rest).await.is_err() {
+            return;
+        }
+        let (mut ur, mut uw) = tokio::io::split(u);
         let last = AtomicU64::new(crate::clock::now_ms());
         let both = async { tokio::join!(pump(&mut cr, &mut uw, &last), pump(&mut ur, &mut cw, &last)) };
         tokio::select! {

@@ -15,7 +15,7 @@ use toml::Spanned;
 
 /// The HTTP services (memcache services are checked by `memcache`).
 pub fn services(cfg: &Config, r: &mut Reporter) -> Option<Vec<ServicePlan>> {
-    all(cfg.services.iter().filter(|(_, s)| !super::memcache::is_memcache(s)).map(|(name, svc)| service(name, svc, r)))
+    all(cfg.services.iter().filter(|(_, s)| !super::memcache::is_memcache(s)).map(|(name, svc)| service(name, svc, engine(cfg), r)))
 }
 
 /// The upstream protocol of an HTTP service.
@@ -30,6 +30,7 @@ fn http_protocol(svc: &ServiceSpec) -> crate::upstream::UpstreamProtocol {
 struct Shared<'a> {
     service: &'a str,
     spec: &'a ServiceSpec,
+    engine: crate::upstream::policy::Http1Engine,
     tls: Option<(crate::tls::client::Settings, Arc<rustls::ClientConfig>)>,
     passive: Passive,
     retry: Retry,
@@ -45,7 +46,20 @@ struct PoolView<'a> {
     health: Option<&'a HealthSpec>,
 }
 
-fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Option<ServicePlan> {
+/// Whose HTTP/1 client the endpoints use.
+fn engine(cfg: &Config) -> crate::upstream::policy::Http1Engine {
+    match cfg.server.http1 {
+        crate::config::schema::Http1Engine::Ringmaster => crate::upstream::policy::Http1Engine::Own,
+        crate::config::schema::Http1Engine::Hyper => crate::upstream::policy::Http1Engine::Hyper,
+    }
+}
+
+fn service(
+    name: &Spanned<String>,
+    svc: &ServiceSpec,
+    engine: crate::upstream::policy::Http1Engine,
+    r: &mut Reporter,
+) -> Option<ServicePlan> {
     let start = r.mark();
     timeouts(svc, r);
     let tls = optional(svc.tls.as_ref(), |t| upstream_tls(svc, t, r));
@@ -65,6 +79,7 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
     let shared = Shared {
         service: name.get_ref(),
         spec: svc,
+        engine,
         tls: tls.flatten(),
         passive: Passive {
             consecutive_failures: p.consecutive_failures,
@@ -309,6 +324,7 @@ fn endpoints(pool: &str, s: &Shared, eps: &[EndpointSpec], health: Option<&Healt
             service: pool.to_string(),
             address: address.clone(),
             protocol: http_protocol(spec),
+            engine: s.engine,
             connect_timeout: spec.timeouts.connect.get_ref().0,
             idle_timeout: spec.timeouts.idle.get_ref().0,
             max_connections: spec.max_connections_per_endpoint,

@@ -72,11 +72,24 @@ pub struct ServerSpec {
     /// Peers (CIDR or bare address) whose X-Forwarded-For and Forwarded headers are believed.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// Whose HTTP/1 code talks to clients and upstreams: `ringmaster` (one task
+    /// drives a request end to end) or `hyper` (kept for one release, to compare).
+    #[serde(default)]
+    pub http1: Http1Engine,
+}
+
+/// The `[server] http1` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Http1Engine {
+    #[default]
+    Ringmaster,
+    Hyper,
 }
 
 impl Default for ServerSpec {
     fn default() -> Self {
-        ServerSpec { workers: 0, grace_period: d_grace(), trusted_proxies: Vec::new() }
+        ServerSpec { workers: 0, grace_period: d_grace(), trusted_proxies: Vec::new(), http1: Http1Engine::Ringmaster }
     }
 }
 

@@ -1,0 +1,332 @@
+//! An upstream HTTP/1.1 connection driven by the task of the request that
+//! holds it: the request's task writes the head (and a first piece of the
+//! body) in one write, streams the rest of the body, and reads the response
+//! head, and the response body is read off the same connection by whoever
+//! polls it (the client's task). No connection task and no channel between a
+//! request and its upstream, unlike hyper's client, whose connection runs on
+//! a task of its own. Between requests the connection lies in its pool with
+//! nobody reading it; [`Conn::closed_while_idle`] looks once, without
+//! waiting, whether the upstream closed it meanwhile.
+
+use super::body::{fill, Body as Reader, BodyError};
+use super::head::{parse_response, Framing, HeadError, Limits, ResponseHead};
+use super::write;
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method, Request};
+use http_body::Body as HttpBody;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How much of an upstream's response head is read before it is refused
+/// (hyper's client allows 100 fields).
+pub const RESPONSE_LIMITS: Limits = Limits { max_headers: 128, max_head_bytes: 64 * 1024 };
+
+/// A body piece of at most this many bytes goes out in the same write as the
+/// head (or its chunk framing); a larger one is written on its own.
+const COPY_MAX: usize = 16 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing the request: {0}")]
+    Write(std::io::Error),
+    #[error("the connection closed before a response head")]
+    Closed,
+    #[error("the connection closed in the middle of the response head")]
+    Truncated,
+    #[error("reading the response: {0}")]
+    Read(std::io::Error),
+    #[error("a malformed response head: {0}")]
+    Head(#[from] HeadError),
+    #[error("the request body failed: {0}")]
+    Body(BoxError),
+    #[error("the request body did not match its Content-Length")]
+    BodyLength,
+}
+
+impl Error {
+    /// The upstream reset the connection, or it broke under the request.
+    pub fn is_reset(&self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        matches!(self, Error::Write(e) | Error::Read(e) if matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe))
+    }
+
+    /// The connection ended before a response head: nothing of an answer exists.
+    pub fn is_early(&self) -> bool {
+        matches!(self, Error::Closed | Error::Truncated) || self.is_reset()
+    }
+
+    /// The request body's own failure (too large, too slow), if that is what it was.
+    pub fn body(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Error::Body(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// A failed exchange, with the request when none of it was written (it may
+/// then go again, on this connection's successor or elsewhere).
+pub struct Failed<B> {
+    pub error: Error,
+    pub unsent: Option<Request<B>>,
+}
+
+/// How the request's body is framed on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    /// Content-Length, the request's own or one the proxy added.
+    Length(u64),
+    Chunked,
+}
+
+/// One upstream connection: its stream, what was read past the last answer,
+/// and the buffer requests are written from.
+pub struct Conn<S> {
+    io: S,
+    buf: BytesMut,
+    out: Vec<u8>,
+    /// What lives as long as the connection (its pool's count of open
+    /// connections, a permit under a connection cap).
+    _hold: Option<Box<dyn Send + Sync>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// A connection over `io`; `hold` is dropped when the connection is.
+    pub fn new(io: S, hold: Option<Box<dyn Send + Sync>>) -> Conn<S> {
+        Conn { io, buf: BytesMut::new(), out: Vec::new(), _hold: hold }
+    }
+
+    /// The stream and the bytes read past the response head (a tunnel's first bytes after a 101).
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.io, self.buf)
+    }
+
+    /// Whether the upstream closed the connection, failed it, or sent bytes
+    /// nobody asked for while it idled: its read is polled once, never waited on.
+    pub fn closed_while_idle(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        !matches!(fill(&mut cx, &mut self.io, &mut self.buf), Poll::Pending)
+    }
+
+    /// Whether the connection may carry another request: the last answer was
+    /// read to its end and nothing came after it.
+    pub fn clean(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Sends `req` and reads the response head (1xx interim answers other
+    /// than 101 are read past). The response body, if its head says there
+    /// is one, is then read with [`Conn::poll_body`].
+    pub async fn send<B>(&mut self, req: Request<B>) -> Result<ResponseHead, Failed<B>>
+    where
+        B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        let (parts, mut body) = req.into_parts();
+        let out = framing(&parts.method, &parts.headers, &body);
+        let mut line = [0u8; 40];
+        let extra = match out {
+            Out::Length(n) if !parts.headers.contains_key(CONTENT_LENGTH) => {
+                let mut w = &mut line[..];
+                let _ = write!(w, "content-length: {n}\r\n");
+                let left = w.len();
+                &line[..40 - left]
+            }
+            Out::Chunked => b"transfer-encoding: chunked\r\n".as_slice(),
+            _ => b"",
+        };
+        self.out.clear();
+        write::request_head_with(&mut self.out, &parts.method, &parts.uri, &parts.headers, extra);
+        // A first piece of the body that is already here goes in the head's write.
+        let mut taken = false;
+        let mut ended = out == Out::None;
+        let mut sent = 0u64;
+        let mut trailers = None;
+        let mut large = None;
+        if !ended {
+            match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+                Poll::Ready(Some(Ok(f))) => {
+                    taken = true;
+                    match f.into_data() {
+                        Ok(data) => {
+                            sent += data.len() as u64;
+                            large = self.frame_into_out(out, data);
+                        }
+                        Err(f) => {
+                            trailers = f.into_trailers().ok();
+                            ended = true;
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Err(Failed { error: Error::Body(e), unsent: None }),
+                Poll::Ready(None) => ended = true,
+                Poll::Pending => {}
+            }
+        }
+        if let Err((e, written)) = write_out(&mut self.io, &self.out).await {
+            let unsent = (written == 0 && !taken).then(|| Request::from_parts(parts, body));
+            return Err(Failed { error: Error::Write(e), unsent });
+        }
+        let method = parts.method;
+        let fail = |error| Failed { error, unsent: None };
+        if let Some(data) = large {
+            self.io.write_all(&data).await.map_err(|e| fail(Error::Write(e)))?;
+            if out == Out::Chunked {
+                self.io.write_all(write::CHUNK_END).await.map_err(|e| fail(Error::Write(e)))?;
+            }
+        }
+        if !ended {
+            self.stream_body(out, &mut body, &mut sent, &mut trailers).await.map_err(fail)?;
+        }
+        if let Out::Length(n) = out {
+            if sent != n {
+                return Err(fail(Error::BodyLength));
+            }
+        }
+        if out == Out::Chunked {
+            self.out.clear();
+            let mut t = Vec::new();
+            if let Some(h) = &trailers {
+                trailer_lines(&mut t, h);
+            }
+            write::last_chunk(&mut self.out, &t);
+            write_out(&mut self.io, &self.out).await.map_err(|(e, _)| fail(Error::Write(e)))?;
+        }
+        self.io.flush().await.map_err(|e| fail(Error::Write(e)))?;
+        self.read_head(&method).await.map_err(fail)
+    }
+
+    /// Puts `data` (framed as `out` asks) after what `self.out` holds, or
+    /// gives it back when it is too large to copy.
+    fn frame_into_out(&mut self, out: Out, data: Bytes) -> Option<Bytes> {
+        if data.is_empty() {
+            return None;
+        }
+        if out == Out::Chunked {
+            write::chunk_start(&mut self.out, data.len());
+        }
+        if data.len() > COPY_MAX {
+            return Some(data);
+        }
+        self.out.extend_from_slice(&data);
+        if out == Out::Chunked {
+            self.out.extend_from_slice(write::CHUNK_END);
+        }
+        None
+    }
+
+    /// Writes the rest of the body, each piece as it comes.
+    async fn stream_body<B>(&mut self, out: Out, body: &mut B, sent: &mut u64, trailers: &mut Option<HeaderMap>) -> Result<(), Error>
+    where
+        B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+            let frame = frame.map_err(Error::Body)?;
+            match frame.into_data() {
+                Ok(data) => {
+                    *sent += data.len() as u64;
+                    if let Out::Length(n) = out {
+                        if *sent > n {
+                            return Err(Error::BodyLength);
+                        }
+                    }
+                    self.out.clear();
+                    let large = self.frame_into_out(out, data);
+                    write_out(&mut self.io, &self.out).await.map_err(|(e, _)| Error::Write(e))?;
+                    if let Some(data) = large {
+                        self.io.write_all(&data).await.map_err(Error::Write)?;
+                        if out == Out::Chunked {
+                            self.io.write_all(write::CHUNK_END).await.map_err(Error::Write)?;
+                        }
+                    }
+                }
+                Err(f) => {
+                    *trailers = f.into_trailers().ok();
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the response head to `method`'s request, past 1xx interim answers.
+    async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, Error> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(h) = parse_response(&self.buf, method, &RESPONSE_LIMITS)? {
+                    self.buf.advance(h.len);
+                    if h.status.is_informational() && h.status != http::StatusCode::SWITCHING_PROTOCOLS {
+                        continue;
+                    }
+                    return Ok(h);
+                }
+            }
+            let n = std::future::poll_fn(|cx| fill(cx, &mut self.io, &mut self.buf)).await.map_err(Error::Read)?;
+            if n == 0 {
+                return Err(if self.buf.is_empty() { Error::Closed } else { Error::Truncated });
+            }
+        }
+    }
+
+    /// The next piece of the response body `reader` frames.
+    pub fn poll_body(&mut self, cx: &mut Context<'_>, reader: &mut Reader) -> Poll<Result<Option<Bytes>, BodyError>> {
+        reader.poll_next(cx, &mut self.io, &mut self.buf)
+    }
+}
+
+/// The framing of a request body: the request's own Content-Length, none
+/// for a body known empty (a Content-Length of 0 for methods that carry
+/// one), the size when it is known, else chunked.
+fn framing<B: HttpBody>(method: &Method, headers: &HeaderMap, body: &B) -> Out {
+    if let Some(n) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+        return Out::Length(n);
+    }
+    if body.is_end_stream() {
+        return if matches!(*method, Method::POST | Method::PUT | Method::PATCH) { Out::Length(0) } else { Out::None };
+    }
+    match body.size_hint().exact() {
+        Some(n) => Out::Length(n),
+        None => Out::Chunked,
+    }
+}
+
+/// Trailer fields as the last chunk carries them.
+fn trailer_lines(out: &mut Vec<u8>, h: &HeaderMap) {
+    for (name, value) in h {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Writes `bytes` whole; on failure, the error and how much was written.
+async fn write_out<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> Result<(), (std::io::Error, usize)> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match io.write(&bytes[written..]).await {
+            Ok(0) => return Err((std::io::ErrorKind::WriteZero.into(), written)),
+            Ok(n) => written += n,
+            Err(e) => return Err((e, written)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a response's connection can carry another request once its
+/// body is read: both sides said keep-alive and the body has an end.
+pub fn reusable(head: &ResponseHead) -> bool {
+    head.keep_alive && head.framing != Framing::UntilClose && head.status != http::StatusCode::SWITCHING_PROTOCOLS
+}
+
+#[cfg(test)]
+mod tests;
