@@ -87,6 +87,20 @@ pub fn backend_with(name: &str, extra: &[&str]) -> Backend {
     Backend { proc, addr, name: name.to_string() }
 }
 
+/// `config` with `[server] http1` set from RINGMASTER_TEST_HTTP1 when that is
+/// set, so the same tests run on hyper's HTTP/1 path too (scripts/test does).
+pub fn with_engine(config: String) -> String {
+    let Ok(engine) = std::env::var("RINGMASTER_TEST_HTTP1") else { return config };
+    let line = format!("http1 = \"{engine}\"\n");
+    match config.find("[server]\n") {
+        Some(i) if i == 0 || config.as_bytes()[i - 1] == b'\n' => {
+            let at = i + "[server]\n".len();
+            format!("{}{line}{}", &config[..at], &config[at..])
+        }
+        _ => format!("{config}\n[server]\n{line}"),
+    }
+}
+
 /// A running proxy with its config file.
 pub struct Proxy {
     pub proc: Proc,
@@ -136,7 +150,7 @@ impl Proxy {
         let addr = free_addr();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ringmaster.toml");
-        std::fs::write(&config, Proxy::head(addr, admin, admin_extra) + body).unwrap();
+        std::fs::write(&config, with_engine(Proxy::head(addr, admin, admin_extra) + body)).unwrap();
         let child = Command::new(BIN)
             .args(["run", "--config", config.to_str().unwrap()])
             .env("RINGMASTER_LOG", "info")
@@ -166,7 +180,7 @@ impl Proxy {
 
     /// Rewrites the config (head kept) for a reload.
     pub fn rewrite(&self, body: &str) {
-        std::fs::write(&self.config, Proxy::head(self.addr, self.admin, &self.admin_extra) + body).unwrap();
+        std::fs::write(&self.config, with_engine(Proxy::head(self.addr, self.admin, &self.admin_extra) + body)).unwrap();
     }
 
     pub fn get(&self, path: &str) -> Response {
