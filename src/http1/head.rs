@@ -8,6 +8,7 @@
 
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Uri, Version};
+use std::mem::MaybeUninit;
 
 /// How much of a head is read before it is refused.
 #[derive(Clone, Copy, Debug)]
@@ -86,9 +87,15 @@ impl HeadError {
 /// within the limits), the head once its blank line has arrived, or why it
 /// is refused.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut slots);
-    let Some(len) = complete(req.parse(buf), buf.len(), limits)? else { return Ok(None) };
+    let mut stack = [const { MaybeUninit::uninit() }; STACK_FIELDS];
+    let mut heap = Vec::new();
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        slots(&mut stack, &mut heap, limits.max_headers),
+    );
+    let Some(len) = complete(parsed, buf.len(), limits)? else { return Ok(None) };
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         Some(1) => Version::HTTP_11,
@@ -108,9 +115,15 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
 /// (the RFC's choice for an intermediary that forwards such a message);
 /// without either, the body runs until the upstream closes.
 pub fn parse_response(buf: &[u8], method: &Method, limits: &Limits) -> Result<Option<ResponseHead>, HeadError> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut res = httparse::Response::new(&mut slots);
-    let Some(len) = complete(res.parse(buf), buf.len(), limits)? else { return Ok(None) };
+    let mut stack = [const { MaybeUninit::uninit() }; STACK_FIELDS];
+    let mut heap = Vec::new();
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        slots(&mut stack, &mut heap, limits.max_headers),
+    );
+    let Some(len) = complete(parsed, buf.len(), limits)? else { return Ok(None) };
     let version = if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let status = http::StatusCode::from_u16(res.code.unwrap_or(0)).map_err(|_| HeadError::Malformed("a bad status code"))?;
     let mut headers = fields(res.headers)?;
@@ -141,6 +154,22 @@ pub fn parse_response(buf: &[u8], method: &Method, limits: &Limits) -> Result<Op
     };
     let keep_alive = framing != Framing::UntilClose && keep_alive(&headers, version);
     Ok(Some(ResponseHead { status, version, headers, framing, keep_alive, len }))
+}
+
+/// Field slots on the stack; a limit above this many takes them from the heap.
+const STACK_FIELDS: usize = 64;
+
+/// `max` field slots for httparse: on the stack when they fit there.
+fn slots<'a, 'b>(
+    stack: &'a mut [MaybeUninit<httparse::Header<'b>>; STACK_FIELDS],
+    heap: &'a mut Vec<MaybeUninit<httparse::Header<'b>>>,
+    max: usize,
+) -> &'a mut [MaybeUninit<httparse::Header<'b>>] {
+    if max <= STACK_FIELDS {
+        return &mut stack[..max];
+    }
+    heap.resize_with(max, MaybeUninit::uninit);
+    heap
 }
 
 /// The length of a complete head, `None` while one is arriving within the
@@ -268,6 +297,24 @@ mod tests {
             parse("GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n").unwrap().unwrap().uri.authority().is_some(),
             "absolute form"
         );
+    }
+
+    #[test]
+    fn field_limits_above_the_stack_slots_are_kept_exactly() {
+        let head = |n: usize| {
+            let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..n {
+                h.extend_from_slice(format!("x-f{i}: {i}\r\n").as_bytes());
+            }
+            h.extend_from_slice(b"content-length: 0\r\n\r\n");
+            h
+        };
+        let limits = Limits { max_headers: 100, max_head_bytes: 64 * 1024 };
+        let ok = parse_response(&head(99), &Method::GET, &limits).unwrap().unwrap();
+        assert_eq!(ok.headers.len(), 100, "99 fields and the length: at the limit of 100");
+        assert_eq!(parse_response(&head(100), &Method::GET, &limits).unwrap_err(), HeadError::TooManyHeaders);
+        let small = Limits { max_headers: 8, max_head_bytes: 64 * 1024 };
+        assert_eq!(parse_response(&head(8), &Method::GET, &small).unwrap_err(), HeadError::TooManyHeaders);
     }
 
     #[test]
