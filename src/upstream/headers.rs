@@ -100,8 +100,13 @@ pub fn upstream_request(h: &mut HeaderMap, version: Version, host: Option<&Heade
     append_or_set(h, &VIA, &HeaderValue::from_static(via_token(version)), true);
 }
 
-/// Rewrites response headers for the client.
+/// Rewrites response headers for the client. A Content-Length beside a
+/// Transfer-Encoding is dropped (RFC 9112 section 6.3): the body was framed by
+/// its chunks, and the length would make the client read the wrong bytes.
 pub fn downstream_response(h: &mut HeaderMap, upstream_version: Version) {
+    if h.contains_key(http::header::TRANSFER_ENCODING) {
+        h.remove(http::header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(h);
     append_or_set(h, &VIA, &HeaderValue::from_static(via_token(upstream_version)), true);
 }
