@@ -152,6 +152,8 @@ pub enum Body {
     },
     /// An upstream response body read off our own client's connection.
     Own(Box<Own>),
+    /// A request body read off the client's connection by our own server.
+    Inbound(Arc<dyn crate::http1::server::Source>),
 }
 
 /// A response body on an upstream connection of our own client: read by the
@@ -321,6 +323,7 @@ impl std::fmt::Debug for Body {
             Body::Full(_) => "Body::Full",
             Body::Stream { .. } => "Body::Stream",
             Body::Own(_) => "Body::Own",
+            Body::Inbound(_) => "Body::Inbound",
         })
     }
 }
@@ -374,6 +377,12 @@ impl HttpBody for Body {
                 }
             }
             Body::Own(o) => o.poll(cx),
+            Body::Inbound(src) => match src.poll_body(cx) {
+                Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
@@ -384,6 +393,7 @@ impl HttpBody for Body {
             Body::Full(b) => b.is_none(),
             Body::Stream { inner, .. } => inner.is_end_stream(),
             Body::Own(o) => o.conn.is_none() && !o.trailers_due,
+            Body::Inbound(src) => src.ended(),
         }
     }
 
@@ -395,6 +405,10 @@ impl HttpBody for Body {
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Stream { inner, .. } => inner.size_hint(),
             Body::Own(o) => match o.reader.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+            Body::Inbound(src) => match src.remaining() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },

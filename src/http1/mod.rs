@@ -11,6 +11,7 @@ pub mod chunked;
 pub mod client;
 pub mod head;
 pub mod read;
+pub mod server;
 pub mod write;
 
 #[cfg(test)]

@@ -1,0 +1,354 @@
+//! Serving a client connection with our own HTTP/1.1: one loop, on the
+//! connection's task, reads a request head, hands the request to the handler
+//! (the pipeline) with a body that reads the same connection, and writes the
+//! answer back framed as the request and the answer allow; pipelined requests
+//! are read one after another. The loop polls the handler's future itself, so
+//! one task drives a request end to end, with no channel to another task.
+//!
+//! The request body and the loop share the connection's read side through a
+//! mutex that is only ever taken inside a poll (never across an await): the
+//! loop lends the read side to the body while the handler runs and takes it
+//! back before it writes the answer. A body still unread then closes the
+//! connection after the answer. Between requests an empty read buffer gives
+//! its memory back, as nginx frees a keep-alive connection's buffers.
+//!
+//! Not yet serving: the listener still runs hyper's server (issue 23's next
+//! increment wires this in, with upgrades and the body limits).
+
+use super::body::{Body as Reader, BodyError};
+use super::chunked::Limits as ChunkLimits;
+use super::head::{Framing, HeadError, Limits};
+use super::read::{self, ReadError};
+use super::write;
+use crate::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as HttpBody;
+use std::future::Future;
+use std::io::Write as _;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadHalf};
+
+/// What a connection is held to.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    pub limits: Limits,
+    pub chunk: ChunkLimits,
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client closed between requests, or one side asked to close.
+    Clean,
+    /// A request head was refused (answered, then closed).
+    Refused(HeadError),
+    /// The client closed in the middle of a request head.
+    Truncated,
+    /// Shutdown: stopped between requests.
+    Stopped,
+    /// An answer's body failed or did not match its length (closed mid-answer).
+    BadAnswer,
+    Io(std::io::Error),
+}
+
+/// A request body being read off its connection, as the proxy's body type
+/// sees it.
+pub trait Source: Send + Sync {
+    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>>;
+    /// Whether the body was read to its end.
+    fn ended(&self) -> bool;
+    /// Bytes still to come, when the length is known.
+    fn remaining(&self) -> Option<u64>;
+}
+
+/// The read side of a client connection: the stream, what was read past the
+/// last head, and the body being read.
+struct ReadSide<R> {
+    io: R,
+    buf: BytesMut,
+    body: Reader,
+    /// The client waits for 100 Continue before it sends the body.
+    expect: bool,
+    /// The body asked for bytes: the loop owes the client a 100 Continue.
+    continue_due: bool,
+}
+
+impl<R: AsyncRead + Unpin + Send> Source for Mutex<Option<ReadSide<R>>> {
+    fn poll_body(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let mut g = self.lock().expect("read side lock");
+        // The connection moved on (its answer was written): the body is cut off.
+        let Some(side) = g.as_mut() else { return Poll::Ready(Some(Err(BodyError::Truncated))) };
+        if std::mem::take(&mut side.expect) {
+            side.continue_due = true;
+        }
+        match side.body.poll_next(cx, &mut side.io, &mut side.buf) {
+            Poll::Ready(Ok(Some(b))) => Poll::Ready(Some(Ok(b))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn ended(&self) -> bool {
+        self.lock().expect("read side lock").as_ref().is_none_or(|s| s.body.done())
+    }
+
+    fn remaining(&self) -> Option<u64> {
+        self.lock().expect("read side lock").as_ref().and_then(|s| s.body.remaining())
+    }
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Serves `io` until the client closes, a side asks to close, or `stop`
+/// resolves between requests; each request goes to `handle`.
+pub async fn serve<I, H, F>(io: I, settings: Settings, stop: impl Future<Output = ()>, mut handle: H) -> End
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: FnMut(Request<Body>) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let (r, mut w) = tokio::io::split(io);
+    let lent: Arc<Mutex<Option<ReadSide<ReadHalf<I>>>>> = Arc::new(Mutex::new(None));
+    let mut side =
+        ReadSide { io: r, buf: BytesMut::new(), body: Reader::new(Framing::None, settings.chunk), expect: false, continue_due: false };
+    let mut out = Vec::new();
+    let mut stop = pin!(stop);
+    loop {
+        if side.buf.is_empty() {
+            side.buf = BytesMut::new();
+            out = Vec::new();
+        }
+        let idle = side.buf.is_empty();
+        let head = tokio::select! {
+            h = read::request(&mut side.io, &mut side.buf, &settings.limits) => h,
+            _ = &mut stop, if idle => return End::Stopped,
+        };
+        let head = match head {
+            Ok(Some(h)) => h,
+            Ok(None) => return End::Clean,
+            Err(ReadError::Head(e)) => {
+                let _ = refuse(&mut w, &e).await;
+                return End::Refused(e);
+            }
+            Err(ReadError::Truncated) => return End::Truncated,
+            Err(ReadError::Io(e)) => return End::Io(e),
+        };
+        let (method, version, mut keep_alive) = (head.method.clone(), head.version, head.keep_alive);
+        side.body = Reader::new(head.framing, settings.chunk);
+        side.expect = version == Version::HTTP_11
+            && !side.body.done()
+            && head.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        side.continue_due = false;
+        let body = if side.body.done() { Body::Empty } else { Body::Inbound(lent.clone() as Arc<dyn Source>) };
+        *lent.lock().expect("read side lock") = Some(side);
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.uri;
+        *req.version_mut() = version;
+        *req.headers_mut() = head.headers;
+        let resp = match drive(handle(req), &lent, &mut w).await {
+            Ok(r) => r,
+            Err(e) => return End::Io(e),
+        };
+        side = lent.lock().expect("read side lock").take().expect("the loop lent the read side");
+        // A body left unread would be read as the next request: close after this answer.
+        keep_alive &= side.body.done();
+        match answer(&mut w, &mut out, resp, &method, version, keep_alive).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = w.shutdown().await;
+                return End::Clean;
+            }
+            Err(end) => return end,
+        }
+    }
+}
+
+/// Polls the handler's future; a 100 Continue goes out when its body first
+/// asks for bytes.
+async fn drive<F, R, W>(fut: F, lent: &Mutex<Option<ReadSide<R>>>, w: &mut W) -> std::io::Result<Response<Body>>
+where
+    F: Future<Output = Response<Body>>,
+    W: AsyncWrite + Unpin,
+{
+    let mut fut = pin!(fut);
+    let mut sent = CONTINUE.len();
+    std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        if sent == CONTINUE.len() {
+            let due = lent.lock().expect("read side lock").as_mut().is_some_and(|s| std::mem::take(&mut s.continue_due));
+            if !due {
+                return Poll::Pending;
+            }
+            sent = 0;
+        }
+        match Pin::new(&mut *w).poll_write(cx, &CONTINUE[sent..]) {
+            Poll::Ready(Ok(n)) if n > 0 => sent += n,
+            Poll::Ready(Ok(_)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        if sent == CONTINUE.len() {
+            // Sent: the body now waits for the client's bytes; poll the handler again.
+            continue;
+        }
+    })
+    .await
+}
+
+/// How an answer's body goes on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 without a length: the body ends when the connection closes.
+    UntilClose,
+}
+
+/// Writes `resp` to a `method` request of `version`; whether the connection
+/// goes on to another request.
+async fn answer<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    out: &mut Vec<u8>,
+    resp: Response<Body>,
+    method: &Method,
+    version: Version,
+    keep_alive: bool,
+) -> Result<bool, End> {
+    let (mut parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let bodiless =
+        *method == Method::HEAD || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let asked_close = parts.headers.get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    parts.headers.remove(CONNECTION);
+    parts.headers.remove(TRANSFER_ENCODING);
+    let declared: Option<u64> = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let framing = match (bodiless, declared, body.size_hint().exact()) {
+        (true, ..) => Out::None,
+        (false, Some(n), _) | (false, None, Some(n)) => Out::Length(n),
+        (false, None, None) if version == Version::HTTP_11 => Out::Chunked,
+        (false, None, None) => Out::UntilClose,
+    };
+    let keep_alive = keep_alive && !asked_close && framing != Out::UntilClose;
+    let mut extra = [0u8; 128];
+    let used = {
+        let mut e = &mut extra[..];
+        if !parts.headers.contains_key(DATE) {
+            let _ = write!(e, "date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now()));
+        }
+        match framing {
+            Out::Length(n) if declared.is_none() => {
+                let _ = write!(e, "content-length: {n}\r\n");
+            }
+            // A HEAD answer names the length its GET would have, when it is known.
+            Out::None if *method == Method::HEAD && declared.is_none() => {
+                if let Some(n) = body.size_hint().exact() {
+                    let _ = write!(e, "content-length: {n}\r\n");
+                }
+            }
+            Out::Chunked => {
+                let _ = e.write_all(b"transfer-encoding: chunked\r\n");
+            }
+            _ => {}
+        }
+        match (keep_alive, version) {
+            (false, _) => {
+                let _ = e.write_all(b"connection: close\r\n");
+            }
+            (true, Version::HTTP_10) => {
+                let _ = e.write_all(b"connection: keep-alive\r\n");
+            }
+            _ => {}
+        }
+        128 - e.len()
+    };
+    out.clear();
+    write::response_head_with(out, version, status, &parts.headers, &extra[..used]);
+    let io = |e| End::Io(e);
+    if framing == Out::None {
+        w.write_all(out).await.map_err(io)?;
+        w.flush().await.map_err(io)?;
+        return Ok(keep_alive);
+    }
+    let mut sent = 0u64;
+    let mut trailers = None;
+    loop {
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "an answer's body failed; the connection closes");
+                let _ = w.write_all(out).await;
+                return Err(End::BadAnswer);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    sent += data.len() as u64;
+                    if matches!(framing, Out::Length(n) if sent > n) {
+                        return Err(End::BadAnswer);
+                    }
+                    if framing == Out::Chunked {
+                        write::chunk_start(out, data.len());
+                    }
+                    out.extend_from_slice(&data);
+                    if framing == Out::Chunked && !data.is_empty() {
+                        out.extend_from_slice(write::CHUNK_END);
+                    }
+                    // The head goes out with the first piece; each piece as it comes
+                    // (a streamed answer is not held back), the last with the body's end.
+                    if !body.is_end_stream() {
+                        w.write_all(out).await.map_err(io)?;
+                        out.clear();
+                    }
+                }
+                Err(f) => trailers = f.into_trailers().ok(),
+            },
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    if matches!(framing, Out::Length(n) if sent != n) {
+        let _ = w.write_all(out).await;
+        return Err(End::BadAnswer);
+    }
+    if framing == Out::Chunked {
+        let mut t = Vec::new();
+        for (name, value) in trailers.iter().flatten() {
+            t.extend_from_slice(name.as_str().as_bytes());
+            t.extend_from_slice(b": ");
+            t.extend_from_slice(value.as_bytes());
+            t.extend_from_slice(b"\r\n");
+        }
+        write::last_chunk(out, &t);
+    }
+    w.write_all(out).await.map_err(io)?;
+    out.clear();
+    w.flush().await.map_err(io)?;
+    Ok(keep_alive)
+}
+
+/// The answer to a refused head, then the connection closes.
+async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, e: &HeadError) -> std::io::Result<()> {
+    let status = e.status();
+    let text = format!("{e}\n");
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
+        text.len()
+    );
+    w.write_all(head.as_bytes()).await?;
+    w.write_all(text.as_bytes()).await?;
+    w.shutdown().await
+}
+
+#[cfg(test)]
+mod tests;
