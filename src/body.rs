@@ -152,8 +152,14 @@ pub enum Body {
     },
     /// An upstream response body read off our own client's connection.
     Own(Box<Own>),
-    /// A request body read off the client's connection by our own server.
-    Inbound(Arc<dyn crate::http1::server::Source>),
+    /// A request body read off the client's connection by our own server,
+    /// with the same byte cap and pacing as a streamed one.
+    Inbound {
+        src: Arc<dyn crate::http1::server::Source>,
+        remaining: u64,
+        limit: u64,
+        pace: Option<Box<Pace>>,
+    },
 }
 
 /// A response body on an upstream connection of our own client: read by the
@@ -274,6 +280,12 @@ impl Body {
         Body::Stream { inner, remaining: u64::MAX, limit: u64::MAX, held: None, pace: None, idle_ms: 0 }
     }
 
+    /// A request body our own server reads off the client's connection (no
+    /// limit until [`Body::limit`] sets one).
+    pub fn inbound(src: Arc<dyn crate::http1::server::Source>) -> Body {
+        Body::Inbound { src, remaining: u64::MAX, limit: u64::MAX, pace: None }
+    }
+
     /// Wraps another body.
     pub fn boxed(b: impl HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static) -> Body {
         Body::Boxed(Box::new(b))
@@ -288,6 +300,10 @@ impl Body {
             Body::Stream { inner, held, .. } => {
                 let pace = if inner.is_end_stream() { None } else { Some(Pace::new(pace.0, pace.1)) };
                 Body::Stream { inner, remaining: max, limit: max, held, pace, idle_ms: 0 }
+            }
+            Body::Inbound { src, .. } => {
+                let pace = if src.ended() { None } else { Some(Pace::new(pace.0, pace.1)) };
+                Body::Inbound { src, remaining: max, limit: max, pace }
             }
             other => other,
         }
@@ -323,7 +339,7 @@ impl std::fmt::Debug for Body {
             Body::Full(_) => "Body::Full",
             Body::Stream { .. } => "Body::Stream",
             Body::Own(_) => "Body::Own",
-            Body::Inbound(_) => "Body::Inbound",
+            Body::Inbound { .. } => "Body::Inbound",
         })
     }
 }
@@ -377,12 +393,30 @@ impl HttpBody for Body {
                 }
             }
             Body::Own(o) => o.poll(cx),
-            Body::Inbound(src) => match src.poll_body(cx) {
-                Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            Body::Inbound { src, remaining, limit, pace } => {
+                if let Some(p) = pace {
+                    p.start();
+                }
+                match src.poll_body(cx) {
+                    Poll::Ready(Some(Ok(data))) => {
+                        let n = data.len() as u64;
+                        if n > *remaining {
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                        }
+                        *remaining -= n;
+                        if pace.as_mut().is_some_and(|p| !p.advance(n)) {
+                            return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => match stalled(pace, 0, false, cx) {
+                        Some(e) => Poll::Ready(Some(Err(e))),
+                        None => Poll::Pending,
+                    },
+                }
+            }
         }
     }
 
@@ -393,7 +427,7 @@ impl HttpBody for Body {
             Body::Full(b) => b.is_none(),
             Body::Stream { inner, .. } => inner.is_end_stream(),
             Body::Own(o) => o.conn.is_none() && !o.trailers_due,
-            Body::Inbound(src) => src.ended(),
+            Body::Inbound { src, .. } => src.ended(),
         }
     }
 
@@ -408,7 +442,7 @@ impl HttpBody for Body {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },
-            Body::Inbound(src) => match src.remaining() {
+            Body::Inbound { src, .. } => match src.remaining() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },

@@ -111,3 +111,53 @@ fn connections_per_endpoint_are_capped_with_a_queue() {
     let p = std::sync::Arc::new(Proxy::start(&two));
     assert_eq!(burst(&p, 2, "/sleep/400"), [200, 200]);
 }
+
+/// An upstream that keeps a connection alive after each answer but closes it
+/// when the next request arrives, without answering (it timed the connection
+/// out as the request was on its way: the race every keep-alive pool meets).
+fn closes_on_second_request() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                // The next request's first byte: then close without a word.
+                let _ = s.read(&mut b);
+            });
+        }
+    });
+    addr
+}
+
+/// A GET written to a reused connection that the upstream closes as it
+/// arrives is sent again on a fresh connection (nginx retries a failed
+/// keep-alive connection too); a POST is not, as the upstream may have acted on it.
+#[test]
+fn an_idempotent_request_on_a_connection_closed_as_it_arrived_goes_again() {
+    let up = closes_on_second_request();
+    let p = Proxy::start(&format!(
+        "[[routes]]\nservice = \"app\"\n\n[services.app]\nkind = \"replicated\"\nendpoints = [{{ address = \"{up}\" }}]\n"
+    ));
+    for i in 0..10 {
+        assert_eq!(p.get("/").status, 200, "GET {i} on a connection the upstream closed as it arrived");
+    }
+    let post = || {
+        let mut s = std::net::TcpStream::connect(p.addr).unwrap();
+        std::io::Write::write_all(&mut s, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut s, &mut got).unwrap();
+        got.lines().next().unwrap_or("").to_string()
+    };
+    assert_eq!(post(), "HTTP/1.1 502 Bad Gateway", "a POST on the pooled connection is not sent twice");
+}

@@ -41,6 +41,8 @@ pub struct ConnLimits {
     pub max_connections_per_client: usize,
     pub h2_max_concurrent_streams: u32,
     pub h2_max_reset_streams: usize,
+    /// HTTP/1 clients are served by our own server loop (`[server] http1 = "ringmaster"`), not hyper's.
+    pub own_http1: bool,
 }
 
 /// Request limits applied by the parse stage.

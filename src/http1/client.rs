@@ -75,6 +75,10 @@ impl Error {
 pub struct Failed<B> {
     pub error: Error,
     pub unsent: Option<Request<B>>,
+    /// A bodiless request that was written but got no byte of an answer: the
+    /// caller may send it again where that is safe (an idempotent request on a
+    /// reused connection the upstream closed as the request arrived).
+    pub resend: Option<Request<B>>,
 }
 
 /// How the request's body is framed on the wire.
@@ -167,17 +171,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         }
                     }
                 }
-                Poll::Ready(Some(Err(e))) => return Err(Failed { error: Error::Body(e), unsent: None }),
+                Poll::Ready(Some(Err(e))) => return Err(Failed { error: Error::Body(e), unsent: None, resend: None }),
                 Poll::Ready(None) => ended = true,
                 Poll::Pending => {}
             }
         }
         if let Err((e, written)) = write_out(&mut self.io, &self.out).await {
             let unsent = (written == 0 && !taken).then(|| Request::from_parts(parts, body));
-            return Err(Failed { error: Error::Write(e), unsent });
+            return Err(Failed { error: Error::Write(e), unsent, resend: None });
         }
-        let method = parts.method;
-        let fail = |error| Failed { error, unsent: None };
+        let fail = |error| Failed { error, unsent: None, resend: None };
         if let Some(data) = large {
             self.io.write_all(&data).await.map_err(|e| fail(Error::Write(e)))?;
             if out == Out::Chunked {
@@ -202,7 +205,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             write_out(&mut self.io, &self.out).await.map_err(|(e, _)| fail(Error::Write(e)))?;
         }
         self.io.flush().await.map_err(|e| fail(Error::Write(e)))?;
-        self.read_head(&method).await.map_err(fail)
+        match self.read_head(&parts.method).await {
+            Ok(head) => Ok(head),
+            Err(error) => {
+                let resend = (out == Out::None && error.is_early()).then(|| Request::from_parts(parts, body));
+                Err(Failed { error, unsent: None, resend })
+            }
+        }
     }
 
     /// Puts `data` (framed as `out` asks) after what `self.out` holds, or

@@ -2,7 +2,8 @@
 //! buffer until a whole head has arrived (or the limits refuse it), and what
 //! came after the head (a body's first bytes, a pipelined request) stays in
 //! the buffer for whoever reads next. A clean close before any byte is the
-//! end of a keep-alive connection, not an error.
+//! end of a keep-alive connection, not an error. Waiting for a request, an
+//! idle connection holds no read buffer of its own.
 
 use super::head::{parse_request, HeadError, Limits, RequestHead};
 use bytes::{Buf as _, BytesMut};
@@ -30,8 +31,23 @@ pub async fn request<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut, limit
                 return Ok(Some(head));
             }
         }
-        buf.reserve(4096.min(limits.max_head_bytes + 1));
-        if io.read_buf(buf).await? == 0 {
+        let n = if buf.is_empty() {
+            // Idle between requests: wait with no buffer of our own (the bytes land
+            // on the stack of the poll that finds them), so an idle connection
+            // holds no read buffer, as nginx's does not.
+            std::future::poll_fn(|cx| {
+                let mut landing = [0u8; 2048];
+                let mut rb = tokio::io::ReadBuf::new(&mut landing);
+                std::task::ready!(std::pin::Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+                buf.extend_from_slice(rb.filled());
+                std::task::Poll::Ready(Ok::<_, std::io::Error>(rb.filled().len()))
+            })
+            .await?
+        } else {
+            buf.reserve(4096.min(limits.max_head_bytes + 1));
+            io.read_buf(buf).await?
+        };
+        if n == 0 {
             return if buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
         }
     }

@@ -52,7 +52,38 @@ pub enum End {
     Stopped,
     /// An answer's body failed or did not match its length (closed mid-answer).
     BadAnswer,
+    /// A 101: the connection went to the request's tunnel.
+    Upgraded,
     Io(std::io::Error),
+}
+
+/// A client connection's byte stream, whatever its type.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A client connection after its 101: the stream, and what the client sent
+/// past its request head (the tunnel's first bytes).
+pub struct Upgraded {
+    pub io: Box<dyn Io>,
+    pub read: BytesMut,
+}
+
+/// In the extensions of a request that asks for an upgrade: where its
+/// connection goes once a 101 was written (hyper's `OnUpgrade` for our loop).
+#[derive(Clone)]
+pub struct OnUpgrade(Arc<Mutex<Option<tokio::sync::oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    /// The connection, once its 101 was written; an error if it never is.
+    pub async fn upgraded(self) -> Result<Upgraded, crate::body::BoxError> {
+        let rx = self.0.lock().expect("upgrade lock").take().ok_or("the upgrade was taken already")?;
+        rx.await.map_err(|_| "the connection did not switch protocols".into())
+    }
+}
+
+/// Whether a request head asks to switch protocols.
+fn asks_upgrade(h: &http::HeaderMap) -> bool {
+    h.contains_key(http::header::UPGRADE)
 }
 
 /// A request body being read off its connection, as the proxy's body type
@@ -105,8 +136,9 @@ impl<R: AsyncRead + Unpin + Send> Source for Mutex<Option<ReadSide<R>>> {
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves `io` until the client closes, a side asks to close, or `stop`
-/// resolves between requests; each request goes to `handle`.
-pub async fn serve<I, H, F>(io: I, settings: Settings, stop: impl Future<Output = ()>, mut handle: H) -> End
+/// resolves between requests; each request goes to `handle`. `first` holds
+/// bytes already read off `io` (the first of a request head).
+pub async fn serve<I, H, F>(io: I, first: BytesMut, settings: Settings, stop: impl Future<Output = ()>, mut handle: H) -> End
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: FnMut(Request<Body>) -> F,
@@ -114,8 +146,7 @@ where
 {
     let (r, mut w) = tokio::io::split(io);
     let lent: Arc<Mutex<Option<ReadSide<ReadHalf<I>>>>> = Arc::new(Mutex::new(None));
-    let mut side =
-        ReadSide { io: r, buf: BytesMut::new(), body: Reader::new(Framing::None, settings.chunk), expect: false, continue_due: false };
+    let mut side = ReadSide { io: r, buf: first, body: Reader::new(Framing::None, settings.chunk), expect: false, continue_due: false };
     let mut out = Vec::new();
     let mut stop = pin!(stop);
     loop {
@@ -144,9 +175,14 @@ where
             && !side.body.done()
             && head.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         side.continue_due = false;
-        let body = if side.body.done() { Body::Empty } else { Body::Inbound(lent.clone() as Arc<dyn Source>) };
+        let body = if side.body.done() { Body::Empty } else { Body::inbound(lent.clone() as Arc<dyn Source>) };
         *lent.lock().expect("read side lock") = Some(side);
         let mut req = Request::new(body);
+        let upgrade = asks_upgrade(&head.headers).then(|| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            req.extensions_mut().insert(OnUpgrade(Arc::new(Mutex::new(Some(rx)))));
+            tx
+        });
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
         *req.version_mut() = version;
@@ -158,6 +194,19 @@ where
         side = lent.lock().expect("read side lock").take().expect("the loop lent the read side");
         // A body left unread would be read as the next request: close after this answer.
         keep_alive &= side.body.done();
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            if let Err(end) = answer(&mut w, &mut out, resp, &method, version, false).await {
+                return end;
+            }
+            return match upgrade {
+                Some(tx) => {
+                    let _ = tx.send(Upgraded { io: Box::new(side.io.unsplit(w)), read: side.buf });
+                    End::Upgraded
+                }
+                None => End::Clean,
+            };
+        }
         match answer(&mut w, &mut out, resp, &method, version, keep_alive).await {
             Ok(true) => {}
             Ok(false) => {
@@ -227,8 +276,12 @@ async fn answer<W: AsyncWrite + Unpin>(
     let status = parts.status;
     let bodiless =
         *method == Method::HEAD || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let asked_close = parts.headers.get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    parts.headers.remove(CONNECTION);
+    if !switching {
+        // A 101 keeps its `Connection: upgrade`; any other answer's is the loop's to write.
+        parts.headers.remove(CONNECTION);
+    }
     parts.headers.remove(TRANSFER_ENCODING);
     let declared: Option<u64> = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let framing = match (bodiless, declared, body.size_hint().exact()) {
@@ -260,6 +313,9 @@ async fn answer<W: AsyncWrite + Unpin>(
             _ => {}
         }
         match (keep_alive, version) {
+            _ if switching => {}
+            // HTTP/1.0 closes unless told otherwise: nothing to say.
+            (false, Version::HTTP_10) => {}
             (false, _) => {
                 let _ = e.write_all(b"connection: close\r\n");
             }

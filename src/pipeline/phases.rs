@@ -285,7 +285,7 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body, sp
             if over_h2 {
                 crate::upstream::tunnel::websocket_key(&mut head.headers);
             }
-            head.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            crate::upstream::tunnel::Client::take(&mut head.extensions)
         }
         None => None,
     };

@@ -201,14 +201,34 @@ async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, name: Arc<st
     }
 }
 
-/// Serves one client connection (plain or TLS) until it ends or shutdown closes it.
+/// Serves one client connection (plain or TLS) until it ends or shutdown
+/// closes it: HTTP/1 by our own server loop (unless `[server] http1 =
+/// "hyper"`), HTTP/2 (known by its preface) by hyper's.
 async fn serve<I>(io: I, shared: &Arc<Shared>, conn: Arc<ConnInfo>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let live = shared.live.load_full();
     let limits = &live.snap.conn;
-    let io = TokioIo::new(Timed::new(io, conn.clone(), limits.keepalive_timeout, limits.header_read_timeout));
+    let mut io = Timed::new(io, conn.clone(), limits.keepalive_timeout, limits.header_read_timeout);
+    if !limits.own_http1 {
+        return serve_hyper(io, shared, conn).await;
+    }
+    let mut first = bytes::BytesMut::new();
+    match super::own::sniff(&mut io, &mut first).await {
+        Some(false) => super::own::serve(io, first, shared, conn).await,
+        Some(true) => serve_hyper(super::own::Prefixed::new(io, first), shared, conn).await,
+        None => {}
+    }
+}
+
+/// Serves a connection with hyper's server (HTTP/2, or HTTP/1 when so configured).
+async fn serve_hyper<I>(io: I, shared: &Arc<Shared>, conn: Arc<ConnInfo>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let live = shared.live.load_full();
+    let io = TokioIo::new(io);
     let mut stop = shared.shutdown.clone();
     let svc_shared = shared.clone();
     let peer = conn.facts.peer;
@@ -259,10 +279,10 @@ impl ConnInfo {
 }
 
 /// A request being handled on its connection, for the connection timeouts.
-struct Busy<'a>(&'a ConnInfo);
+pub struct Busy<'a>(&'a ConnInfo);
 
 impl<'a> Busy<'a> {
-    fn new(conn: &'a ConnInfo) -> Busy<'a> {
+    pub fn new(conn: &'a ConnInfo) -> Busy<'a> {
         conn.requests_started.fetch_add(1, Relaxed);
         conn.in_flight.fetch_add(1, Relaxed);
         Busy(conn)
@@ -277,7 +297,7 @@ impl Drop for Busy<'_> {
 
 /// Counts a connection that hyper ended with an error: the answers hyper gave
 /// itself (400, 431, timeouts) under the same reasons the pipeline uses.
-fn classify_connection_error(e: &(dyn std::error::Error + 'static)) {
+pub fn classify_connection_error(e: &(dyn std::error::Error + 'static)) {
     GLOBAL.connection_errors.fetch_add(1, Relaxed);
     if let Some(h) = e.downcast_ref::<hyper::Error>() {
         if h.is_parse_too_large() {

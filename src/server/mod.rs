@@ -4,6 +4,7 @@
 pub mod heat;
 pub mod listener;
 pub mod memcache;
+mod own;
 pub mod reload;
 pub mod scale;
 pub mod streams;

@@ -146,6 +146,9 @@ fn source_of<E: std::error::Error + 'static>(e: &hyper::Error) -> Option<&E> {
 /// What `send` gives back when it failed: the request if it was never written.
 pub struct SendError {
     pub error: ExchangeError,
+    /// A bodiless request written to a reused connection that closed before
+    /// any byte of an answer (our own client's): it may go again if idempotent.
+    pub resend: Option<http::Request<Body>>,
     pub unsent: Option<http::Request<Body>>,
     /// The connection had served requests before (a stale keep-alive connection).
     pub reused: bool,
@@ -161,6 +164,7 @@ impl Lease {
                 tx.try_send_request(req).await.map(hyper).map_err(|mut e| SendError {
                     unsent: e.take_message(),
                     error: e.into_error().into(),
+                    resend: None,
                     reused,
                 })
             }
@@ -174,11 +178,12 @@ impl Lease {
                     *resp.headers_mut() = head.headers;
                     Ok(resp)
                 }
-                Err(f) => Err(SendError { error: f.error.into(), unsent: f.unsent, reused: *reused }),
+                Err(f) => Err(SendError { error: f.error.into(), unsent: f.unsent, resend: f.resend.filter(|_| *reused), reused: *reused }),
             },
             Lease::H2 { tx } => tx.try_send_request(req).await.map(hyper).map_err(|mut e| SendError {
                 unsent: e.take_message(),
                 error: e.into_error().into(),
+                resend: None,
                 reused: true,
             }),
         }

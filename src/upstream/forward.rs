@@ -168,7 +168,7 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
                 return Ok(Forwarded { response: Response::from_parts(p, body), endpoint: ep, pin: pick.pin });
             }
             Ok(Err(failed)) => {
-                let again = Again { pool, ep: &ep, index: pick.index, spare: spare.as_ref() };
+                let again = Again { pool, ep: &ep, index: pick.index, spare: spare.as_ref(), retryable };
                 req = again.after(failed, &mut stale_left, &mut attempts, &mut last_err)?;
             }
             Err(_) => {
@@ -185,13 +185,15 @@ struct Again<'a> {
     ep: &'a super::Endpoint,
     index: usize,
     spare: Option<&'a (http::Method, Spare)>,
+    /// Idempotent and bodiless.
+    retryable: bool,
 }
 
 impl Again<'_> {
     /// The request to send next, or the error to answer with.
     fn after(
         &self,
-        SendError { error, unsent, reused }: SendError,
+        SendError { error, unsent, resend, reused }: SendError,
         stale_left: &mut u32,
         attempts: &mut Attempts,
         last_err: &mut ForwardError,
@@ -218,6 +220,13 @@ impl Again<'_> {
                 } else {
                     Err(std::mem::replace(last_err, ForwardError::NoEndpoint))
                 }
+            }
+            // Sent on a reused connection the upstream closed as it arrived (no
+            // byte of an answer): an idempotent request goes again on a fresh
+            // connection, as nginx retries a failed keep-alive connection.
+            None if resend.is_some() && self.retryable && *stale_left > 0 => {
+                *stale_left -= 1;
+                Ok(resend.expect("checked"))
             }
             // Sent, and the connection closed or was reset before the response
             // head: an idempotent request goes to another endpoint.

@@ -97,20 +97,44 @@ impl Upstream {
     }
 }
 
-/// A tunnel's byte stream on either side.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+use crate::http1::server::Io;
+
+/// The client side of a tunnel: hyper's upgrade, or our own server's.
+pub enum Client {
+    Hyper(OnUpgrade),
+    Own(crate::http1::server::OnUpgrade),
+}
+
+impl Client {
+    /// The client's side of a request that asked for an upgrade, taken out of its extensions.
+    pub fn take(ext: &mut http::Extensions) -> Option<Client> {
+        match ext.remove::<OnUpgrade>() {
+            Some(on) => Some(Client::Hyper(on)),
+            None => ext.remove::<crate::http1::server::OnUpgrade>().map(Client::Own),
+        }
+    }
+
+    /// The byte stream, and what the client sent past its request (to pass on first).
+    async fn open(self) -> Result<(Box<dyn Io>, bytes::BytesMut), crate::body::BoxError> {
+        match self {
+            Client::Hyper(on) => Ok((Box::new(TokioIo::new(on.await?)), bytes::BytesMut::new())),
+            Client::Own(on) => {
+                let u = on.upgraded().await?;
+                Ok((u.io, u.read))
+            }
+        }
+    }
+}
 
 /// Joins `client` and `upstream` once both upgrades complete, on a task of its
 /// own tracked by `tasks` (shutdown waits for it); counted in `tunnels` from now.
-pub fn spawn(client: OnUpgrade, upstream: Upstream, idle: Duration, tunnels: &Arc<Tunnels>, tasks: &tokio_util::task::TaskTracker) {
+pub fn spawn(client: Client, upstream: Upstream, idle: Duration, tunnels: &Arc<Tunnels>, tasks: &tokio_util::task::TaskTracker) {
     GLOBAL.upgrades.fetch_add(1, Relaxed);
     tunnels.open.fetch_add(1, Relaxed);
     let open = Open(tunnels.clone());
     tasks.spawn(async move {
         let _open = open;
-        let client = async { client.await.map_err(crate::body::BoxError::from) };
-        let (c, (u, rest)) = match tokio::try_join!(client, upstream.open()) {
+        let ((c, early), (u, rest)) = match tokio::try_join!(client.open(), upstream.open()) {
             Ok(both) => both,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
@@ -118,11 +142,14 @@ pub fn spawn(client: OnUpgrade, upstream: Upstream, idle: Duration, tunnels: &Ar
             }
         };
         GLOBAL.tunnels_open.fetch_add(1, Relaxed);
-        let (mut cr, mut cw) = tokio::io::split(TokioIo::new(c));
+        let (mut cr, mut cw) = tokio::io::split(c);
         if !rest.is_empty() && cw.write_all(&rest).await.is_err() {
             return;
         }
         let (mut ur, mut uw) = tokio::io::split(u);
+        if !early.is_empty() && uw.write_all(&early).await.is_err() {
+            return;
+        }
         let last = AtomicU64::new(crate::clock::now_ms());
         let both = async { tokio::join!(pump(&mut cr, &mut uw, &last), pump(&mut ur, &mut cw, &last)) };
         tokio::select! {

@@ -334,6 +334,7 @@ fn limits(cfg: &Config, r: &mut Reporter) -> (ConnLimits, Limits) {
         max_connections_per_client: l.max_connections_per_client,
         h2_max_concurrent_streams: l.h2_max_concurrent_streams,
         h2_max_reset_streams: l.h2_max_reset_streams,
+        own_http1: cfg.server.http1 == crate::config::schema::Http1Engine::Ringmaster,
     };
     let limits = Limits {
         max_header_bytes: *l.max_header_bytes.get_ref(),
