@@ -353,10 +353,15 @@ async fn answer<W: AsyncWrite + Unpin>(
                     if framing == Out::Chunked {
                         write::chunk_start(out, data.len());
                     }
-                    out.extend_from_slice(&data);
-                    if framing == Out::Chunked && !data.is_empty() {
-                        out.extend_from_slice(write::CHUNK_END);
+                    let end = if framing == Out::Chunked && !data.is_empty() { write::CHUNK_END } else { b"" };
+                    if data.len() > COPY_MAX {
+                        // Gathered with what comes before and after it, not copied.
+                        write_all_vectored(w, [out, &data, end]).await.map_err(io)?;
+                        out.clear();
+                        continue;
                     }
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(end);
                     // The head goes out with the first piece; each piece as it comes
                     // (a streamed answer is not held back), the last with the body's end.
                     if !body.is_end_stream() {
@@ -389,6 +394,30 @@ async fn answer<W: AsyncWrite + Unpin>(
     out.clear();
     w.flush().await.map_err(io)?;
     Ok(keep_alive)
+}
+
+/// A body piece of at most this many bytes is copied next to the head (or its
+/// chunk framing) for one write; a larger one is written from where it is.
+const COPY_MAX: usize = 1024;
+
+/// Writes the three pieces whole, gathered in as few writes as the stream takes.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(w: &mut W, parts: [&[u8]; 3]) -> std::io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut done = 0;
+    while done < total {
+        let mut skip = done;
+        let slices = parts.map(|p| {
+            let from = skip.min(p.len());
+            skip -= from;
+            std::io::IoSlice::new(&p[from..])
+        });
+        let n = std::future::poll_fn(|cx| Pin::new(&mut *w).poll_write_vectored(cx, &slices)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 /// The answer to a refused head, then the connection closes.

@@ -16,6 +16,16 @@ async fn echo(req: Request<Body>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let n = if parts.uri.path() == "/skip" { 0 } else { body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(usize::MAX) };
     let text = format!("{} {} {n}", parts.method, parts.uri.path());
+    if parts.uri.path() == "/big" {
+        return Response::new(Body::full(vec![b'x'; 5000]));
+    }
+    if parts.uri.path() == "/bigstream" {
+        let pieces = vec![
+            Ok::<_, crate::body::BoxError>(http_body::Frame::data(Bytes::from(vec![b'y'; 3000]))),
+            Ok(http_body::Frame::data(Bytes::from(vec![b'z'; 3000]))),
+        ];
+        return Response::new(Body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(pieces))));
+    }
     if parts.uri.path() == "/stream" {
         let pieces = vec![
             Ok::<_, crate::body::BoxError>(http_body::Frame::data(Bytes::from(text))),
@@ -142,4 +152,18 @@ async fn a_stop_ends_an_idle_connection_and_waits_for_a_request_in_flight() {
     read_until(&mut c, |s| s.ends_with("GET /a 0")).await;
     stop_tx.send(()).unwrap();
     assert!(matches!(server.await.unwrap(), End::Stopped));
+}
+
+#[tokio::test]
+async fn large_pieces_are_written_from_where_they_are_and_arrive_whole() {
+    let (mut c, _server) = start(std::future::pending());
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /bigstream HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let got = read_until(&mut c, |s| s.ends_with("0\r\n\r\n")).await;
+    let want = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n{}HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nbb8\r\n{}\r\nbb8\r\n{}\r\n0\r\n\r\n",
+        "x".repeat(5000),
+        "y".repeat(3000),
+        "z".repeat(3000)
+    );
+    assert_eq!(dateless(&got), want);
 }
