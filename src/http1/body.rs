@@ -122,10 +122,16 @@ impl Body {
     }
 }
 
-/// Reads what `io` has into `buf` (room made when it has none); 0 at its end.
+/// Room for one read: an answer's head and a few KiB of its body arrive in
+/// one read rather than two.
+const READ_ROOM: usize = 8192;
+
+/// Reads what `io` has into `buf`, with room for [`READ_ROOM`] bytes made
+/// first (in place when the buffer's earlier pieces were all given back); 0
+/// at its end.
 pub fn fill<R: AsyncRead + Unpin>(cx: &mut Context<'_>, io: &mut R, buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(8192);
+    if buf.capacity() - buf.len() < READ_ROOM {
+        buf.reserve(READ_ROOM);
     }
     tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, buf)
 }
