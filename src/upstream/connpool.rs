@@ -283,6 +283,11 @@ impl ConnPool {
         self.protocol
     }
 
+    /// Whether its HTTP/1 connections are hyper's (`[server] http1 = "hyper"`).
+    pub fn is_hyper_http1(&self) -> bool {
+        self.protocol == UpstreamProtocol::Http1 && self.engine == Http1Engine::Hyper
+    }
+
     /// The scheme requests to the endpoint carry (HTTP/2's `:scheme`).
     pub fn scheme(&self) -> http::uri::Scheme {
         if self.tls.is_some() {

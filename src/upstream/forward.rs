@@ -118,7 +118,11 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
     // What a retry after the request was sent needs: its method and headers, kept
     // only where another endpoint could take it, and as one flat buffer (cloning the
     // header map cost about 5% of a small proxied request in reference counts).
-    let spare = (attempts.retries_left > 0 && pool.endpoints.len() > 1).then(|| (req.method().clone(), Spare::keep(req.headers())));
+    // hyper's client keeps no request it wrote, so on its path an idempotent one
+    // is also kept to go again after a reused connection closed under it.
+    let hyper = pool.endpoints.first().is_some_and(|e| e.conns.is_hyper_http1());
+    let spare = ((attempts.retries_left > 0 && pool.endpoints.len() > 1) || (hyper && retryable))
+        .then(|| (req.method().clone(), Spare::keep(req.headers())));
     loop {
         let Some(pick) = pool.pick(attempts.tried(), affinity) else { return Err(last_err) };
         let ep = pick.endpoint.clone();
@@ -224,9 +228,18 @@ impl Again<'_> {
             // Sent on a reused connection the upstream closed as it arrived (no
             // byte of an answer): an idempotent request goes again on a fresh
             // connection, as nginx retries a failed keep-alive connection.
-            None if resend.is_some() && self.retryable && *stale_left > 0 => {
+            None if reused && self.retryable && *stale_left > 0 && error.is_early() && (resend.is_some() || self.spare.is_some()) => {
                 *stale_left -= 1;
-                Ok(resend.expect("checked"))
+                Ok(match (resend, self.spare) {
+                    (Some(r), _) => r,
+                    (None, Some((method, headers))) => {
+                        let mut req = Request::new(Body::Empty);
+                        *req.method_mut() = method.clone();
+                        *req.headers_mut() = headers.restore();
+                        req
+                    }
+                    (None, None) => unreachable!("checked"),
+                })
             }
             // Sent, and the connection closed or was reset before the response
             // head: an idempotent request goes to another endpoint.
