@@ -20,7 +20,6 @@ use super::chunked::Limits as ChunkLimits;
 use super::head::{Framing, HeadError, Limits};
 use super::read::{self, ReadError};
 use super::write;
-use crate::body::Body;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -75,7 +74,7 @@ pub struct OnUpgrade(Arc<Mutex<Option<tokio::sync::oneshot::Receiver<Upgraded>>>
 
 impl OnUpgrade {
     /// The connection, once its 101 was written; an error if it never is.
-    pub async fn upgraded(self) -> Result<Upgraded, crate::body::BoxError> {
+    pub async fn upgraded(self) -> Result<Upgraded, Box<dyn std::error::Error + Send + Sync>> {
         let rx = self.0.lock().expect("upgrade lock").take().ok_or("the upgrade was taken already")?;
         rx.await.map_err(|_| "the connection did not switch protocols".into())
     }
@@ -137,12 +136,23 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves `io` until the client closes, a side asks to close, or `stop`
 /// resolves between requests; each request goes to `handle`. `first` holds
-/// bytes already read off `io` (the first of a request head).
-pub async fn serve<I, H, F>(io: I, first: BytesMut, settings: Settings, stop: impl Future<Output = ()>, mut handle: H) -> End
+/// bytes already read off `io` (the first of a request head). `inbound`
+/// makes the handler's request body from what reads it (none for a request
+/// without one).
+pub async fn serve<I, H, F, Q, B>(
+    io: I,
+    first: BytesMut,
+    settings: Settings,
+    stop: impl Future<Output = ()>,
+    inbound: fn(Option<Arc<dyn Source>>) -> Q,
+    mut handle: H,
+) -> End
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: FnMut(Request<Body>) -> F,
-    F: Future<Output = Response<Body>>,
+    H: FnMut(Request<Q>) -> F,
+    F: Future<Output = Response<B>>,
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
 {
     let (r, mut w) = tokio::io::split(io);
     let lent: Arc<Mutex<Option<ReadSide<ReadHalf<I>>>>> = Arc::new(Mutex::new(None));
@@ -175,7 +185,7 @@ where
             && !side.body.done()
             && head.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         side.continue_due = false;
-        let body = if side.body.done() { Body::Empty } else { Body::inbound(lent.clone() as Arc<dyn Source>) };
+        let body = inbound((!side.body.done()).then(|| lent.clone() as Arc<dyn Source>));
         *lent.lock().expect("read side lock") = Some(side);
         let mut req = Request::new(body);
         let upgrade = asks_upgrade(&head.headers).then(|| {
@@ -220,9 +230,9 @@ where
 
 /// Polls the handler's future; a 100 Continue goes out when its body first
 /// asks for bytes.
-async fn drive<F, R, W>(fut: F, lent: &Mutex<Option<ReadSide<R>>>, w: &mut W) -> std::io::Result<Response<Body>>
+async fn drive<F, R, W, B>(fut: F, lent: &Mutex<Option<ReadSide<R>>>, w: &mut W) -> std::io::Result<Response<B>>
 where
-    F: Future<Output = Response<Body>>,
+    F: Future<Output = Response<B>>,
     W: AsyncWrite + Unpin,
 {
     let mut fut = pin!(fut);
@@ -264,14 +274,19 @@ enum Out {
 
 /// Writes `resp` to a `method` request of `version`; whether the connection
 /// goes on to another request.
-async fn answer<W: AsyncWrite + Unpin>(
+async fn answer<W, B>(
     w: &mut W,
     out: &mut Vec<u8>,
-    resp: Response<Body>,
+    resp: Response<B>,
     method: &Method,
     version: Version,
     keep_alive: bool,
-) -> Result<bool, End> {
+) -> Result<bool, End>
+where
+    W: AsyncWrite + Unpin,
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let (mut parts, mut body) = resp.into_parts();
     let status = parts.status;
     let bodiless =

@@ -59,7 +59,8 @@ where
     };
     let peer = conn.facts.peer;
     let tunnels = conn.facts.tunnels.clone();
-    let end = server::serve(io, first, settings, stop, |req| {
+    let inbound = |src: Option<Arc<dyn server::Source>>| src.map_or(crate::body::Body::Empty, crate::body::Body::inbound);
+    let end = server::serve(io, first, settings, stop, inbound, |req| {
         let conn = conn.clone();
         let shared = shared.clone();
         async move {

@@ -3,42 +3,55 @@
 //! connection goes on or ends.
 
 use super::*;
-use http_body_util::BodyExt as _;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
 use tokio::io::{AsyncReadExt as _, DuplexStream};
 use tokio::task::JoinHandle;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Answer = BoxBody<Bytes, BoxError>;
 
 const SETTINGS: Settings =
     Settings { limits: Limits { max_headers: 32, max_head_bytes: 4096 }, chunk: ChunkLimits { max_line: 4096, max_trailers: 8192 } };
 
+fn full(b: impl Into<Bytes>) -> Answer {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+fn streamed(pieces: Vec<Bytes>) -> Answer {
+    StreamBody::new(futures_util::stream::iter(pieces.into_iter().map(|b| Ok::<_, BoxError>(http_body::Frame::data(b))))).boxed()
+}
+
+/// Every byte of a request body, or `usize::MAX` when reading it failed.
+async fn body_len(src: Option<Arc<dyn Source>>) -> usize {
+    let Some(src) = src else { return 0 };
+    let mut n = 0;
+    loop {
+        match std::future::poll_fn(|cx| src.poll_body(cx)).await {
+            Some(Ok(b)) => n += b.len(),
+            Some(Err(_)) => return usize::MAX,
+            None => return n,
+        }
+    }
+}
+
 /// The handler of these tests: answers `METHOD path body-length`, reading
 /// the body whole unless the path is `/skip`, streamed (chunked) for `/stream`.
-async fn echo(req: Request<Body>) -> Response<Body> {
+async fn echo(req: Request<Option<Arc<dyn Source>>>) -> Response<Answer> {
     let (parts, body) = req.into_parts();
-    let n = if parts.uri.path() == "/skip" { 0 } else { body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(usize::MAX) };
+    let n = if parts.uri.path() == "/skip" { 0 } else { body_len(body).await };
     let text = format!("{} {} {n}", parts.method, parts.uri.path());
-    if parts.uri.path() == "/big" {
-        return Response::new(Body::full(vec![b'x'; 5000]));
-    }
-    if parts.uri.path() == "/bigstream" {
-        let pieces = vec![
-            Ok::<_, crate::body::BoxError>(http_body::Frame::data(Bytes::from(vec![b'y'; 3000]))),
-            Ok(http_body::Frame::data(Bytes::from(vec![b'z'; 3000]))),
-        ];
-        return Response::new(Body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(pieces))));
-    }
-    if parts.uri.path() == "/stream" {
-        let pieces = vec![
-            Ok::<_, crate::body::BoxError>(http_body::Frame::data(Bytes::from(text))),
-            Ok(http_body::Frame::data(Bytes::from_static(b"!"))),
-        ];
-        return Response::new(Body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(pieces))));
-    }
-    Response::new(Body::full(text))
+    Response::new(match parts.uri.path() {
+        "/big" => full(vec![b'x'; 5000]),
+        "/bigstream" => streamed(vec![Bytes::from(vec![b'y'; 3000]), Bytes::from(vec![b'z'; 3000])]),
+        "/stream" => streamed(vec![Bytes::from(text), Bytes::from_static(b"!")]),
+        _ => full(text),
+    })
 }
 
 fn start(stop: impl Future<Output = ()> + Send + 'static) -> (DuplexStream, JoinHandle<End>) {
     let (client, server) = tokio::io::duplex(1 << 16);
-    (client, tokio::spawn(serve(server, BytesMut::new(), SETTINGS, stop, echo)))
+    (client, tokio::spawn(serve(server, BytesMut::new(), SETTINGS, stop, |src| src, echo)))
 }
 
 /// Reads until `want` answers (each ending with its body, as `complete` says) have come.
