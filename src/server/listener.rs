@@ -211,13 +211,15 @@ where
     let live = shared.live.load_full();
     let limits = &live.snap.conn;
     let mut io = Timed::new(io, conn.clone(), limits.keepalive_timeout, limits.header_read_timeout);
+    // hyper's connection state is large: boxed, it is not part of every
+    // connection our own loop serves.
     if !limits.own_http1 {
-        return serve_hyper(io, shared, conn).await;
+        return Box::pin(serve_hyper(io, shared, conn)).await;
     }
     let mut first = bytes::BytesMut::new();
     match super::own::sniff(&mut io, &mut first).await {
         Some(false) => super::own::serve(io, first, shared, conn).await,
-        Some(true) => serve_hyper(super::own::Prefixed::new(io, first), shared, conn).await,
+        Some(true) => Box::pin(serve_hyper(super::own::Prefixed::new(io, first), shared, conn)).await,
         None => {}
     }
 }

@@ -60,14 +60,16 @@ where
     let peer = conn.facts.peer;
     let tunnels = conn.facts.tunnels.clone();
     let inbound = |src: Option<Arc<dyn server::Source>>| src.map_or(crate::body::Body::Empty, crate::body::Body::inbound);
+    // Boxed: a request's future is the largest state of a connection, and
+    // inline it would be held by every idle connection too.
     let end = server::serve(io, first, settings, stop, inbound, |req| {
         let conn = conn.clone();
         let shared = shared.clone();
-        async move {
+        Box::pin(async move {
             let _busy = Busy::new(&conn);
             let live = shared.live.load_full();
             pipeline::handle(req, &conn.facts, &live.snap).await
-        }
+        })
     })
     .await;
     match end {
