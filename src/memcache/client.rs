@@ -224,7 +224,6 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
     command_timeout: Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    GLOBAL.connections.fetch_add(1, Relaxed);
     GLOBAL.connections_total.fetch_add(1, Relaxed);
     let lane = LANES.fetch_add(1, Relaxed);
     let Some(mut svc) = service() else { return };
@@ -371,7 +370,6 @@ fn next_deadline(
 
 async fn close<W: AsyncWrite + Unpin>(mut w: W) {
     let _ = tokio::time::timeout(Duration::from_secs(1), w.shutdown()).await;
-    GLOBAL.connections.fetch_sub(1, Relaxed);
 }
 
 /// Parses and dispatches what `inbuf` holds; says whether the connection is

@@ -96,6 +96,10 @@ pub fn spawn(plan: McListenerPlan, socket: Socket, shared: Arc<Shared>) -> Handl
                     None => None,
                 };
                 let lookup = || shared2.live.load().snap.memcache.get(&service).cloned();
+                // Counted open from its slot to its slot's release, so a count of
+                // zero means every client slot was given back.
+                let open = &crate::memcache::stats::GLOBAL.connections;
+                open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match stream {
                     Stream::Tcp(s) => {
                         let (r, w) = s.into_split();
@@ -107,6 +111,7 @@ pub fn spawn(plan: McListenerPlan, socket: Socket, shared: Arc<Shared>) -> Handl
                     }
                 }
                 drop((slot, permit));
+                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             });
         }
     });
