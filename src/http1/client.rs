@@ -122,6 +122,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         !matches!(fill(&mut cx, &mut self.io, &mut self.buf), Poll::Pending)
     }
 
+    /// Gives back the read buffer's memory while the connection idles in its
+    /// pool (nginx frees an idle upstream connection's buffers too); nothing
+    /// when bytes are left in it.
+    pub fn rest(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Whether the connection may carry another request: the last answer was
     /// read to its end and nothing came after it.
     pub fn clean(&self) -> bool {

@@ -32,17 +32,7 @@ pub async fn request<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut, limit
             }
         }
         let n = if buf.is_empty() {
-            // Idle between requests: wait with no buffer of our own (the bytes land
-            // on the stack of the poll that finds them), so an idle connection
-            // holds no read buffer, as nginx's does not.
-            std::future::poll_fn(|cx| {
-                let mut landing = [0u8; 2048];
-                let mut rb = tokio::io::ReadBuf::new(&mut landing);
-                std::task::ready!(std::pin::Pin::new(&mut *io).poll_read(cx, &mut rb))?;
-                buf.extend_from_slice(rb.filled());
-                std::task::Poll::Ready(Ok::<_, std::io::Error>(rb.filled().len()))
-            })
-            .await?
+            land(io, buf).await?
         } else {
             buf.reserve(4096.min(limits.max_head_bytes + 1));
             io.read_buf(buf).await?
@@ -51,6 +41,20 @@ pub async fn request<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut, limit
             return if buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
         }
     }
+}
+
+/// Waits for bytes with no buffer of our own (they land on the stack of the
+/// poll that finds them, then go to `buf`), so an idle connection holds no
+/// read buffer, as nginx's does not; how many came (0: the peer closed).
+pub async fn land<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut landing = [0u8; 2048];
+        let mut rb = tokio::io::ReadBuf::new(&mut landing);
+        std::task::ready!(std::pin::Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+        buf.extend_from_slice(rb.filled());
+        std::task::Poll::Ready(Ok(rb.filled().len()))
+    })
+    .await
 }
 
 #[cfg(test)]

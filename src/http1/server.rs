@@ -10,10 +10,9 @@
 //! loop lends the read side to the body while the handler runs and takes it
 //! back before it writes the answer. A body still unread then closes the
 //! connection after the answer. Between requests an empty read buffer gives
-//! its memory back, as nginx frees a keep-alive connection's buffers.
-//!
-//! Not yet serving: the listener still runs hyper's server (issue 23's next
-//! increment wires this in, with upgrades and the body limits).
+//! its memory back, as nginx frees a keep-alive connection's buffers, and a
+//! request's own state is boxed for its life, so an idle connection holds
+//! only the loop.
 
 use super::body::{Body as Reader, BodyError};
 use super::chunked::Limits as ChunkLimits;
@@ -29,7 +28,8 @@ use std::io::Write as _;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadHalf, WriteHalf};
+use tokio::sync::watch;
 
 /// What a connection is held to.
 #[derive(Clone, Copy, Debug)]
@@ -135,18 +135,23 @@ impl<R: AsyncRead + Unpin + Send> Source for Mutex<Option<ReadSide<R>>> {
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves `io` until the client closes, a side asks to close, or `stop`
-/// resolves between requests; each request goes to `handle`. `first` holds
-/// bytes already read off `io` (the first of a request head). `inbound`
-/// makes the handler's request body from what reads it (none for a request
-/// without one).
-pub async fn serve<I, H, F, Q, B>(
+/// holds true between requests (a closed `stop` never stops it); each request goes to `handle`. `first`
+/// holds bytes already read off `io` (the first of a request head).
+/// `inbound` makes the handler's request body from what reads it (none for a
+/// request without one).
+///
+/// The future it returns is what an idle connection holds, so it is kept to
+/// the loop's own state: the setup happens before it, and each request's
+/// state (reading the rest of its head, the handler, the answer) is boxed
+/// for the request's life.
+pub fn serve<I, H, F, Q, B>(
     io: I,
     first: BytesMut,
     settings: Settings,
-    stop: impl Future<Output = ()>,
+    stop: watch::Receiver<bool>,
     inbound: fn(Option<Arc<dyn Source>>) -> Q,
-    mut handle: H,
-) -> End
+    handle: H,
+) -> impl Future<Output = End>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: FnMut(Request<Q>) -> F,
@@ -154,39 +159,107 @@ where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let (r, mut w) = tokio::io::split(io);
-    let lent: Arc<Mutex<Option<ReadSide<ReadHalf<I>>>>> = Arc::new(Mutex::new(None));
-    let mut side = ReadSide { io: r, buf: first, body: Reader::new(Framing::None, settings.chunk), expect: false, continue_due: false };
-    let mut out = Vec::new();
-    let mut stop = pin!(stop);
-    loop {
-        if side.buf.is_empty() {
-            side.buf = BytesMut::new();
-            out = Vec::new();
-        }
-        let idle = side.buf.is_empty();
-        let head = tokio::select! {
-            h = read::request(&mut side.io, &mut side.buf, &settings.limits) => h,
-            _ = &mut stop, if idle => return End::Stopped,
-        };
-        let head = match head {
-            Ok(Some(h)) => h,
-            Ok(None) => return End::Clean,
-            Err(ReadError::Head(e)) => {
-                let _ = refuse(&mut w, &e).await;
-                return End::Refused(e);
+    let (r, w) = tokio::io::split(io);
+    let side = ReadSide { io: r, buf: first, body: Reader::new(Framing::None, settings.chunk), expect: false, continue_due: false };
+    let conn = Connection { side: Some(side), lent: Arc::new(Mutex::new(None)), w, out: Vec::new(), settings, inbound, handle };
+    let mut conn = conn;
+    let mut stop = stop;
+    // The connection and `stop` are this future's own, used in place: awaiting
+    // a future moved in would hold it twice.
+    async move {
+        match conn.run(&mut stop).await {
+            Exit::End(end) => end,
+            Exit::Switched(tx) => {
+                let side = conn.side.take().expect("the read side is home after a request");
+                let _ = tx.send(Upgraded { io: Box::new(side.io.unsplit(conn.w)), read: side.buf });
+                End::Upgraded
             }
-            Err(ReadError::Truncated) => return End::Truncated,
-            Err(ReadError::Io(e)) => return End::Io(e),
+        }
+    }
+}
+
+/// How the loop ended.
+enum Exit {
+    End(End),
+    /// A 101 was written to a request that asked for its connection.
+    Switched(tokio::sync::oneshot::Sender<Upgraded>),
+}
+
+/// A connection's state between requests.
+struct Connection<I, H, Q> {
+    /// The read side, here between requests and lent (to `lent`) during one.
+    side: Option<ReadSide<ReadHalf<I>>>,
+    lent: Arc<Mutex<Option<ReadSide<ReadHalf<I>>>>>,
+    w: WriteHalf<I>,
+    /// Where heads are written; emptied of its memory while idle.
+    out: Vec<u8>,
+    settings: Settings,
+    inbound: fn(Option<Arc<dyn Source>>) -> Q,
+    handle: H,
+}
+
+impl<I, H, F, Q, B> Connection<I, H, Q>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: FnMut(Request<Q>) -> F,
+    F: Future<Output = Response<B>>,
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    async fn run(&mut self, stop: &mut watch::Receiver<bool>) -> Exit {
+        loop {
+            let side = self.side.as_mut().expect("the read side is home between requests");
+            if side.buf.is_empty() {
+                // Idle: no buffer of our own while waiting.
+                side.buf = BytesMut::new();
+                self.out = Vec::new();
+                let n = tokio::select! {
+                    n = read::land(&mut side.io, &mut side.buf) => n,
+                    // A closed `stop` never stops the connection.
+                    Ok(_) = stop.wait_for(|s| *s) => return Exit::End(End::Stopped),
+                };
+                match n {
+                    Ok(0) => return Exit::End(End::Clean),
+                    Ok(_) => {}
+                    Err(e) => return Exit::End(End::Io(e)),
+                }
+            }
+            // Boxed: a request's state exists only while it runs.
+            match Box::pin(self.request()).await {
+                Ok(Next::Another) => {}
+                Ok(Next::Close) => {
+                    let _ = self.w.shutdown().await;
+                    return Exit::End(End::Clean);
+                }
+                Ok(Next::Switched(Some(tx))) => return Exit::Switched(tx),
+                Ok(Next::Switched(None)) => return Exit::End(End::Clean),
+                Err(end) => return Exit::End(end),
+            }
+        }
+    }
+
+    /// Reads one request's head (its first bytes are in the buffer), runs
+    /// the handler and writes its answer.
+    async fn request(&mut self) -> Result<Next, End> {
+        let side = self.side.as_mut().expect("the read side is home between requests");
+        let head = match read::request(&mut side.io, &mut side.buf, &self.settings.limits).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return Err(End::Clean),
+            Err(ReadError::Head(e)) => {
+                let _ = refuse(&mut self.w, &e).await;
+                return Err(End::Refused(e));
+            }
+            Err(ReadError::Truncated) => return Err(End::Truncated),
+            Err(ReadError::Io(e)) => return Err(End::Io(e)),
         };
-        let (method, version, mut keep_alive) = (head.method.clone(), head.version, head.keep_alive);
-        side.body = Reader::new(head.framing, settings.chunk);
+        let (method, version) = (head.method.clone(), head.version);
+        side.body = Reader::new(head.framing, self.settings.chunk);
         side.expect = version == Version::HTTP_11
             && !side.body.done()
             && head.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         side.continue_due = false;
-        let body = inbound((!side.body.done()).then(|| lent.clone() as Arc<dyn Source>));
-        *lent.lock().expect("read side lock") = Some(side);
+        let body = (self.inbound)((!side.body.done()).then(|| self.lent.clone() as Arc<dyn Source>));
+        *self.lent.lock().expect("read side lock") = self.side.take();
         let mut req = Request::new(body);
         let upgrade = asks_upgrade(&head.headers).then(|| {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -197,35 +270,28 @@ where
         *req.uri_mut() = head.uri;
         *req.version_mut() = version;
         *req.headers_mut() = head.headers;
-        let resp = match drive(handle(req), &lent, &mut w).await {
-            Ok(r) => r,
-            Err(e) => return End::Io(e),
-        };
-        side = lent.lock().expect("read side lock").take().expect("the loop lent the read side");
+        let resp = drive((self.handle)(req), &self.lent, &mut self.w).await;
+        self.side = self.lent.lock().expect("read side lock").take();
+        let resp = resp.map_err(End::Io)?;
         // A body left unread would be read as the next request: close after this answer.
-        keep_alive &= side.body.done();
-        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if switching {
-            if let Err(end) = answer(&mut w, &mut out, resp, &method, version, false).await {
-                return end;
-            }
-            return match upgrade {
-                Some(tx) => {
-                    let _ = tx.send(Upgraded { io: Box::new(side.io.unsplit(w)), read: side.buf });
-                    End::Upgraded
-                }
-                None => End::Clean,
-            };
+        let keep_alive = head.keep_alive && self.side.as_ref().is_some_and(|s| s.body.done());
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            answer(&mut self.w, &mut self.out, resp, &method, version, false).await?;
+            return Ok(Next::Switched(upgrade));
         }
-        match answer(&mut w, &mut out, resp, &method, version, keep_alive).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = w.shutdown().await;
-                return End::Clean;
-            }
-            Err(end) => return end,
-        }
+        Ok(if answer(&mut self.w, &mut self.out, resp, &method, version, keep_alive).await? { Next::Another } else { Next::Close })
     }
+}
+
+/// What the connection does after an answer.
+enum Next {
+    /// Reads the next request.
+    Another,
+    /// Closes.
+    Close,
+    /// A 101 was written: the connection goes to the request's tunnel
+    /// (when the request asked for one).
+    Switched(Option<tokio::sync::oneshot::Sender<Upgraded>>),
 }
 
 /// Polls the handler's future; a 100 Continue goes out when its body first

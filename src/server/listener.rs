@@ -9,11 +9,13 @@ use crate::body::Body;
 use crate::metrics::{count_answer, Answer, GLOBAL};
 use crate::pipeline::{self, Conn};
 use crate::tls::{handshake, server::TlsState};
+use futures_util::future::Either;
+use futures_util::FutureExt as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
-use std::future::Future as _;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -74,12 +76,6 @@ pub struct PerClient {
     shards: [std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>; 16],
 }
 
-/// Holds a client's connection slot; gives it back when dropped.
-pub struct ClientSlot<'a> {
-    table: &'a PerClient,
-    ip: std::net::IpAddr,
-}
-
 impl PerClient {
     fn shard(&self, ip: &std::net::IpAddr) -> &std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>> {
         let h = match ip {
@@ -91,24 +87,58 @@ impl PerClient {
 
     /// A slot for `ip`, unless it already holds `max`.
     pub fn acquire(&self, ip: std::net::IpAddr, max: usize) -> Option<ClientSlot<'_>> {
+        self.take(ip, max).then_some(ClientSlot { table: self, ip })
+    }
+
+    /// Takes a slot for `ip`, unless it already holds `max`; `release` gives
+    /// it back.
+    fn take(&self, ip: std::net::IpAddr, max: usize) -> bool {
         let mut m = self.shard(&ip).lock().expect("per-client lock");
         let n = m.entry(ip).or_insert(0);
         if *n as usize >= max {
-            return None;
+            return false;
         }
         *n += 1;
-        Some(ClientSlot { table: self, ip })
+        true
     }
+
+    /// Gives back a slot `acquire` took.
+    fn release(&self, ip: std::net::IpAddr) {
+        let mut m = self.shard(&ip).lock().expect("per-client lock");
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Holds a client's connection slot; gives it back when dropped.
+pub struct ClientSlot<'a> {
+    table: &'a PerClient,
+    ip: std::net::IpAddr,
 }
 
 impl Drop for ClientSlot<'_> {
     fn drop(&mut self) {
-        let mut m = self.table.shard(&self.ip).lock().expect("per-client lock");
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
+        self.table.release(self.ip);
+    }
+}
+
+/// An admitted client connection: its place under `max_connections` and its
+/// client's slot, given back when the connection ends (dropped with its task).
+struct Admitted {
+    shared: Arc<Shared>,
+    slot: Option<std::net::IpAddr>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        GLOBAL.connections_active.fetch_sub(1, Relaxed);
+        if let Some(ip) = self.slot {
+            self.shared.per_client.release(ip);
         }
     }
 }
@@ -140,46 +170,44 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
             let _ = stream.set_nodelay(true);
             GLOBAL.connections_accepted.fetch_add(1, Relaxed);
             let per_client = shared.live.load().snap.conn.max_connections_per_client;
-            let shared = shared.clone();
-            let name = name.clone();
-            let tls = tls.clone();
+            let ip = crate::identity::canonical(peer.ip());
+            if per_client > 0 && !shared.per_client.take(ip, per_client) {
+                count_answer(Answer::TooManyConnections);
+                shared.tasks.spawn(async move {
+                    let mut stream = stream;
+                    let _ = tokio::io::AsyncWriteExt::write_all(
+                        &mut stream,
+                        b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\ncontent-length: 45\r\nconnection: close\r\n\r\ntoo many connections from this client address",
+                    )
+                    .await;
+                    drop(permit);
+                });
+                continue;
+            }
+            GLOBAL.connections_active.fetch_add(1, Relaxed);
+            let admitted = Admitted { shared: shared.clone(), slot: (per_client > 0).then_some(ip), _permit: permit };
             // Tracked: shutdown waits for the connection to finish its requests.
-            shared.tasks.clone().spawn(async move {
-                let _slot = if per_client > 0 {
-                    match shared.per_client.acquire(crate::identity::canonical(peer.ip()), per_client) {
-                        Some(s) => Some(s),
-                        None => {
-                            count_answer(Answer::TooManyConnections);
-                            let mut stream = stream;
-                            let _ = tokio::io::AsyncWriteExt::write_all(
-                                &mut stream,
-                                b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\ncontent-length: 45\r\nconnection: close\r\n\r\ntoo many connections from this client address",
-                            )
-                            .await;
-                            drop(permit);
-                            return;
-                        }
-                    }
-                } else {
-                    None
-                };
-                GLOBAL.connections_active.fetch_add(1, Relaxed);
-                match tls {
-                    None => serve(stream, &shared, Arc::new(ConnInfo::new(Conn::new(peer, name, "http", shared.tasks.clone())))).await,
-                    // Boxed: a TLS session and handshake are large, and plain
-                    // connections would otherwise reserve their room while idle.
-                    Some(state) => Box::pin(serve_tls(stream, peer, name, state, &shared)).await,
+            // The task is the connection's future and its admission, no more: an
+            // idle connection holds this.
+            match &tls {
+                None => {
+                    let conn = Arc::new(ConnInfo::new(Conn::new(peer, name.clone(), "http", shared.tasks.clone())));
+                    shared.tasks.spawn(serve(stream, &shared, conn).map(move |()| drop(admitted)));
                 }
-                GLOBAL.connections_active.fetch_sub(1, Relaxed);
-                drop(permit);
-            });
+                // Boxed: a TLS session and handshake are large, and plain
+                // connections would otherwise reserve their room while idle.
+                Some(state) => {
+                    let serving = Box::pin(serve_tls(stream, peer, name.clone(), state.clone(), shared.clone()));
+                    shared.tasks.spawn(serving.map(move |()| drop(admitted)));
+                }
+            }
         }
     });
     ListenerHandle { addr, tls: handle_tls, stop, task }
 }
 
 /// Runs the TLS handshake, then serves the connection.
-async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, name: Arc<str>, state: Arc<TlsState>, shared: &Arc<Shared>) {
+async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, name: Arc<str>, state: Arc<TlsState>, shared: Arc<Shared>) {
     let limit = shared.live.load().snap.conn.header_read_timeout;
     match tokio::time::timeout(limit, state.acceptor().accept(stream)).await {
         Ok(Ok(tls_stream)) => {
@@ -187,7 +215,7 @@ async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, name: Arc<st
             handshake::count_done(session);
             let mut conn = Conn::new(peer, name, "https", shared.tasks.clone());
             conn.client_cert = state.client_identity(session.peer_certificates());
-            serve(tls_stream, shared, Arc::new(ConnInfo::new(conn))).await
+            serve(tls_stream, &shared, Arc::new(ConnInfo::new(conn))).await
         }
         Ok(Err(e)) => {
             let why = handshake::Failure::of(&e);
@@ -204,28 +232,33 @@ async fn serve_tls(stream: tokio::net::TcpStream, peer: SocketAddr, name: Arc<st
 /// Serves one client connection (plain or TLS) until it ends or shutdown
 /// closes it: HTTP/1 by our own server loop (unless `[server] http1 =
 /// "hyper"`), HTTP/2 (known by its preface) by hyper's.
-async fn serve<I>(io: I, shared: &Arc<Shared>, conn: Arc<ConnInfo>)
+///
+/// Built of combinators, not one async block, so that what goes from one
+/// step to the next is not held twice while the connection idles.
+fn serve<I>(io: I, shared: &Arc<Shared>, conn: Arc<ConnInfo>) -> impl Future<Output = ()> + Send + 'static
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let live = shared.live.load_full();
-    let limits = &live.snap.conn;
-    let mut io = Timed::new(io, conn.clone(), limits.keepalive_timeout, limits.header_read_timeout);
+    let (idle, head, own_http1) = {
+        let limits = &shared.live.load().snap.conn;
+        (limits.keepalive_timeout, limits.header_read_timeout, limits.own_http1)
+    };
+    let io = Timed::new(io, conn.clone(), idle, head);
+    let shared = shared.clone();
     // hyper's connection state is large: boxed, it is not part of every
     // connection our own loop serves.
-    if !limits.own_http1 {
-        return Box::pin(serve_hyper(io, shared, conn)).await;
+    if !own_http1 {
+        return Either::Left(Box::pin(serve_hyper(io, shared, conn)));
     }
-    let mut first = bytes::BytesMut::new();
-    match super::own::sniff(&mut io, &mut first).await {
-        Some(false) => super::own::serve(io, first, shared, conn).await,
-        Some(true) => Box::pin(serve_hyper(super::own::Prefixed::new(io, first), shared, conn)).await,
-        None => {}
-    }
+    Either::Right(super::own::sniff(io).then(move |(io, first, verdict)| match verdict {
+        Some(false) => Either::Left(super::own::serve(io, first, &shared, conn)),
+        Some(true) => Either::Right(Either::Left(Box::pin(serve_hyper(super::own::Prefixed::new(io, first), shared, conn)))),
+        None => Either::Right(Either::Right(std::future::ready(()))),
+    }))
 }
 
 /// Serves a connection with hyper's server (HTTP/2, or HTTP/1 when so configured).
-async fn serve_hyper<I>(io: I, shared: &Arc<Shared>, conn: Arc<ConnInfo>)
+async fn serve_hyper<I>(io: I, shared: Arc<Shared>, conn: Arc<ConnInfo>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

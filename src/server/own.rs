@@ -11,6 +11,8 @@ use crate::http1::server::{self, End, Settings};
 use crate::metrics::{count_answer, Answer, GLOBAL};
 use crate::pipeline;
 use bytes::{Buf as _, BytesMut};
+use futures_util::FutureExt as _;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -19,59 +21,70 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Reads the first bytes into `first`: `Some(true)` for HTTP/2's preface,
-/// `Some(false)` for anything else (HTTP/1, or bytes the HTTP/1 loop refuses),
-/// `None` when the client closed or failed before a byte.
-pub async fn sniff<I: AsyncRead + Unpin>(io: &mut I, first: &mut BytesMut) -> Option<bool> {
-    loop {
+/// Reads the first bytes of `io`: with them, `Some(true)` for HTTP/2's
+/// preface, `Some(false)` for anything else (HTTP/1, or bytes the HTTP/1
+/// loop refuses), `None` when the client closed or failed before a byte.
+pub async fn sniff<I: AsyncRead + Unpin>(mut io: I) -> (I, BytesMut, Option<bool>) {
+    let mut first = BytesMut::new();
+    let verdict = loop {
         first.reserve(4096);
-        match io.read_buf(first).await {
-            Ok(0) | Err(_) if first.is_empty() => return None,
-            Ok(0) | Err(_) => return Some(false),
+        match io.read_buf(&mut first).await {
+            Ok(0) | Err(_) if first.is_empty() => break None,
+            Ok(0) | Err(_) => break Some(false),
             Ok(_) => {}
         }
         let n = first.len().min(H2_PREFACE.len());
         if first[..n] != H2_PREFACE[..n] {
-            return Some(false);
+            break Some(false);
         }
         if n == H2_PREFACE.len() {
-            return Some(true);
+            break Some(true);
         }
-    }
+    };
+    (io, first, verdict)
 }
 
-/// Serves an HTTP/1 connection whose first bytes are `first`.
-pub async fn serve<I>(io: I, first: BytesMut, shared: &Arc<Shared>, conn: Arc<ConnInfo>)
+/// Serves an HTTP/1 connection whose first bytes are `first`. The setup
+/// happens here, so the future an idle connection holds carries only the
+/// loop and what its ending needs.
+pub fn serve<I>(io: I, first: BytesMut, shared: &Arc<Shared>, conn: Arc<ConnInfo>) -> impl Future<Output = ()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let live = shared.live.load_full();
-    let l = &live.snap.conn;
-    // As hyper was set up: a head may run a little past max_header_bytes, which
-    // the parse-limits phase then answers exactly.
-    let settings = Settings {
-        limits: Limits { max_headers: l.max_headers, max_head_bytes: (l.max_header_bytes + 1024).max(8192) },
-        chunk: Default::default(),
-    };
-    let mut stop = shared.shutdown.clone();
-    let stop = async move {
-        let _ = stop.wait_for(|s| *s).await;
+    let settings = {
+        let l = &shared.live.load().snap.conn;
+        // As hyper was set up: a head may run a little past max_header_bytes, which
+        // the parse-limits phase then answers exactly.
+        Settings {
+            limits: Limits { max_headers: l.max_headers, max_head_bytes: (l.max_header_bytes + 1024).max(8192) },
+            chunk: Default::default(),
+        }
     };
     let peer = conn.facts.peer;
     let tunnels = conn.facts.tunnels.clone();
     let inbound = |src: Option<Arc<dyn server::Source>>| src.map_or(crate::body::Body::Empty, crate::body::Body::inbound);
-    // Boxed: a request's future is the largest state of a connection, and
-    // inline it would be held by every idle connection too.
-    let end = server::serve(io, first, settings, stop, inbound, |req| {
+    let shared = shared.clone();
+    let requests = server::serve(io, first, settings, shared.shutdown.clone(), inbound, move |req| {
         let conn = conn.clone();
         let shared = shared.clone();
+        // Boxed: a request's future is the largest state of a connection.
         Box::pin(async move {
             let _busy = Busy::new(&conn);
             let live = shared.live.load_full();
             pipeline::handle(req, &conn.facts, &live.snap).await
         })
+    });
+    // A combinator, not an async block: awaiting `requests` moved into a
+    // block would hold the connection's future twice.
+    requests.then(move |end| {
+        count_end(end, peer);
+        // An upgraded connection lives on as its tunnel: its permit and slot with it.
+        async move { tunnels.all_closed().await }
     })
-    .await;
+}
+
+/// Counts how a connection ended, as hyper's connection errors are counted.
+fn count_end(end: End, peer: std::net::SocketAddr) {
     match end {
         End::Clean | End::Stopped | End::Upgraded => {}
         End::Refused(e) => {
@@ -87,8 +100,6 @@ where
             tracing::debug!(%peer, end = ?end, "client connection error");
         }
     }
-    // An upgraded connection lives on as its tunnel: its permit and slot with it.
-    tunnels.all_closed().await;
 }
 
 /// A stream with bytes already read off it put back in front.

@@ -451,9 +451,11 @@ impl ConnPool {
     }
 
     /// Puts an HTTP/1 connection that finished its exchange on the idle list.
-    pub fn keep(&self, conn: Conn) {
-        if matches!(&conn, Conn::Hyper(tx) if tx.is_closed()) {
-            return;
+    pub fn keep(&self, mut conn: Conn) {
+        match &mut conn {
+            Conn::Hyper(tx) if tx.is_closed() => return,
+            Conn::Hyper(_) => {}
+            Conn::Own(c) => c.rest(),
         }
         let mut idle = self.idle.lock().expect("idle list lock");
         if idle.len() < MAX_IDLE {

@@ -75,6 +75,9 @@ async fn a_bodiless_get_and_an_empty_post_are_framed_as_nginx_frames_them() {
     let mut reader = Reader::new(head.framing, Default::default());
     let body = std::future::poll_fn(|cx| conn.poll_body(cx, &mut reader)).await.unwrap().unwrap();
     assert_eq!((&body[..], reader.done(), conn.clean()), (&b"ok"[..], true, true));
+    assert!(conn.buf.capacity() > 0, "the answer was read into the connection's buffer");
+    conn.rest();
+    assert_eq!(conn.buf.capacity(), 0, "an idle connection holds no read buffer");
     let head = conn.send(request(Method::POST, "/p", known(b""))).await.ok().unwrap();
     assert_eq!((head.status.as_u16(), head.framing), (204, Framing::None));
     let (first, second, _peer) = answer.await.unwrap();

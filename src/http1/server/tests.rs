@@ -49,7 +49,12 @@ async fn echo(req: Request<Option<Arc<dyn Source>>>) -> Response<Answer> {
     })
 }
 
-fn start(stop: impl Future<Output = ()> + Send + 'static) -> (DuplexStream, JoinHandle<End>) {
+/// A stop that never comes (its sender is gone).
+fn running() -> tokio::sync::watch::Receiver<bool> {
+    tokio::sync::watch::channel(false).1
+}
+
+fn start(stop: tokio::sync::watch::Receiver<bool>) -> (DuplexStream, JoinHandle<End>) {
     let (client, server) = tokio::io::duplex(1 << 16);
     (client, tokio::spawn(serve(server, BytesMut::new(), SETTINGS, stop, |src| src, echo)))
 }
@@ -75,7 +80,7 @@ fn dateless(s: &str) -> String {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
-    let (mut c, server) = start(std::future::pending());
+    let (mut c, server) = start(running());
     c.write_all(
         b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\nHost: x\r\n\r\n",
     )
@@ -93,7 +98,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 #[tokio::test]
 async fn a_chunked_upload_is_read_and_an_answer_of_unknown_length_is_chunked() {
-    let (mut c, _server) = start(std::future::pending());
+    let (mut c, _server) = start(running());
     c.write_all(b"POST /stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n")
         .await
         .unwrap();
@@ -103,7 +108,7 @@ async fn a_chunked_upload_is_read_and_an_answer_of_unknown_length_is_chunked() {
 
 #[tokio::test]
 async fn expect_100_continue_is_answered_when_the_body_is_first_read() {
-    let (mut c, _server) = start(std::future::pending());
+    let (mut c, _server) = start(running());
     c.write_all(b"PUT /k HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n").await.unwrap();
     let interim = read_until(&mut c, |s| s.ends_with("\r\n\r\n")).await;
     assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n", "the client is told to send its body");
@@ -114,7 +119,7 @@ async fn expect_100_continue_is_answered_when_the_body_is_first_read() {
 
 #[tokio::test]
 async fn head_and_http_1_0_answers_are_framed_as_their_requests_ask() {
-    let (mut c, _server) = start(std::future::pending());
+    let (mut c, _server) = start(running());
     c.write_all(b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
     let got = read_until(&mut c, |s| s.ends_with("GET /after 0")).await;
     assert_eq!(
@@ -136,7 +141,7 @@ async fn refused_heads_get_their_status_and_the_connection_closes() {
         (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
         (big.as_bytes(), "431"),
     ] {
-        let (mut c, server) = start(std::future::pending());
+        let (mut c, server) = start(running());
         c.write_all(wire).await.unwrap();
         let mut got = String::new();
         c.read_to_string(&mut got).await.unwrap();
@@ -147,7 +152,7 @@ async fn refused_heads_get_their_status_and_the_connection_closes() {
 
 #[tokio::test]
 async fn an_unread_body_closes_the_connection_after_its_answer() {
-    let (mut c, _server) = start(std::future::pending());
+    let (mut c, _server) = start(running());
     // The body holds what would be a request if it were read as one.
     c.write_all(b"POST /skip HTTP/1.1\r\nHost: x\r\nContent-Length: 28\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n").await.unwrap();
     let mut got = String::new();
@@ -157,19 +162,17 @@ async fn an_unread_body_closes_the_connection_after_its_answer() {
 
 #[tokio::test]
 async fn a_stop_ends_an_idle_connection_and_waits_for_a_request_in_flight() {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (mut c, server) = start(async move {
-        let _ = stop_rx.await;
-    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (mut c, server) = start(stop_rx);
     c.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     read_until(&mut c, |s| s.ends_with("GET /a 0")).await;
-    stop_tx.send(()).unwrap();
+    stop_tx.send(true).unwrap();
     assert!(matches!(server.await.unwrap(), End::Stopped));
 }
 
 #[tokio::test]
 async fn large_pieces_are_written_from_where_they_are_and_arrive_whole() {
-    let (mut c, _server) = start(std::future::pending());
+    let (mut c, _server) = start(running());
     c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /bigstream HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let got = read_until(&mut c, |s| s.ends_with("0\r\n\r\n")).await;
     let want = format!(
