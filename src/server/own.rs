@@ -67,12 +67,12 @@ where
     let requests = server::serve(io, first, settings, shared.shutdown.clone(), inbound, move |req| {
         let conn = conn.clone();
         let shared = shared.clone();
-        // Boxed: a request's future is the largest state of a connection.
-        Box::pin(async move {
+        // Not boxed here: the loop boxes each request's whole state, this with it.
+        async move {
             let _busy = Busy::new(&conn);
             let live = shared.live.load_full();
             pipeline::handle(req, &conn.facts, &live.snap).await
-        })
+        }
     });
     // A combinator, not an async block: awaiting `requests` moved into a
     // block would hold the connection's future twice.
