@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Memory per cached object: ringmaster caching N distinct 100-byte responses
-from its built-in backend; RSS growth minus the body bytes, per object.
+"""Memory per cached object: ringmaster caching N distinct small responses
+from its built-in backend; RSS growth minus the body bytes and the stored
+header field bytes (as they go on the wire, but for the fields each answer
+sets itself), per object.
 
     cache_memory.py RINGMASTER_BINARY [N]
 """
@@ -68,20 +70,29 @@ try:
         while b"\r\n\r\n" not in buf:
             buf += sock.recv(65536)
         head, _, body = buf.partition(b"\r\n\r\n")
-        length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+        lines = head.split(b"\r\n")[1:]
+        length = int([l.split(b":")[1] for l in lines if l.lower().startswith(b"content-length")][0])
         while len(body) < length:
             body += sock.recv(65536)
-        return len(body)
+        # The fields the cache stores: all but those each answer sets itself.
+        per_answer = (b"age:", b"x-cache:", b"cache-status:", b"content-length:", b"connection:")
+        stored = sum(len(l) + 2 for l in lines if not l.lower().startswith(per_answer))
+        return len(body), stored
 
     for i in range(100):
         get(f"/cc/warm{i}?cc=max-age=600")
     before = rss_kib(proxy.pid)
-    body_bytes = sum(get(f"/cc/o{i}?cc=max-age=600") for i in range(n))
+    got = [get(f"/cc/o{i}?cc=max-age=600") for i in range(n)]
+    body_bytes = sum(b for b, _ in got)
+    field_bytes = sum(f for _, f in got)
     time.sleep(0.5)
     after = rss_kib(proxy.pid)
     grown = (after - before) * 1024
-    print(f"\ncached objects: {n}, body bytes {body_bytes}, RSS growth {grown} bytes")
-    print(f"memory per cached object: {grown / n:.0f} bytes, of which body {body_bytes / n:.0f}: overhead {(grown - body_bytes) / n:.0f} bytes")
+    print(f"\ncached objects: {n}, body bytes {body_bytes}, stored header bytes {field_bytes}, RSS growth {grown} bytes")
+    print(
+        f"memory per cached object: {grown / n:.0f} bytes, of which body {body_bytes / n:.0f} and stored header fields"
+        f" {field_bytes / n:.0f}: overhead {(grown - body_bytes - field_bytes) / n:.0f} bytes"
+    )
 finally:
     proxy.terminate()
     backend.terminate()

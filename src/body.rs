@@ -138,6 +138,14 @@ pub enum Body {
     /// A body of another kind (a response being stored by the cache as it streams).
     Boxed(Boxed),
     Full(Option<Bytes>),
+    /// A cache hit: its data, and the stored response's fields rendered as
+    /// they go on the wire (`cache::fields`). Our HTTP/1 loop writes them as
+    /// they are; any other writer gets them as header fields first
+    /// (`cache::fields::spread`).
+    Stored {
+        fields: Bytes,
+        data: Option<Bytes>,
+    },
     Stream {
         inner: Incoming,
         /// Bytes still allowed; `u64::MAX` for no limit.
@@ -337,6 +345,7 @@ impl std::fmt::Debug for Body {
             Body::Empty => "Body::Empty",
             Body::Boxed(_) => "Body::Boxed",
             Body::Full(_) => "Body::Full",
+            Body::Stored { .. } => "Body::Stored",
             Body::Stream { .. } => "Body::Stream",
             Body::Own(_) => "Body::Own",
             Body::Inbound { .. } => "Body::Inbound",
@@ -352,7 +361,7 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Boxed(b) => Pin::new(&mut **b).poll_frame(cx),
-            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Full(b) | Body::Stored { data: b, .. } => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream { inner, remaining, limit, held, pace, idle_ms } => {
                 if let Some(p) = pace {
                     p.start();
@@ -424,7 +433,7 @@ impl HttpBody for Body {
         match self {
             Body::Empty => true,
             Body::Boxed(b) => b.is_end_stream(),
-            Body::Full(b) => b.is_none(),
+            Body::Full(b) | Body::Stored { data: b, .. } => b.is_none(),
             Body::Stream { inner, .. } => inner.is_end_stream(),
             Body::Own(o) => o.conn.is_none() && !o.trailers_due,
             Body::Inbound { src, .. } => src.ended(),
@@ -435,8 +444,8 @@ impl HttpBody for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Boxed(b) => b.size_hint(),
-            Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Full(Some(b)) | Body::Stored { data: Some(b), .. } => SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) | Body::Stored { data: None, .. } => SizeHint::with_exact(0),
             Body::Stream { inner, .. } => inner.size_hint(),
             Body::Own(o) => match o.reader.remaining() {
                 Some(n) => SizeHint::with_exact(n),
@@ -446,6 +455,15 @@ impl HttpBody for Body {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },
+        }
+    }
+}
+
+impl crate::http1::server::Outbound for Body {
+    fn rendered_fields(&self) -> &[u8] {
+        match self {
+            Body::Stored { fields, .. } => fields,
+            _ => b"",
         }
     }
 }

@@ -266,3 +266,52 @@ fn request_directives_are_honoured() {
     assert_eq!(r.header("x-cache"), Some("MISS"));
     assert_eq!(origin_count(&a), 5);
 }
+
+/// The field lines of the answer to `GET path` (the connection closes after
+/// it), lower-cased, exactly as they came on the wire.
+fn field_lines(p: &Proxy, path: &str) -> Vec<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(p.addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let head = text.split("\r\n\r\n").next().unwrap();
+    head.split("\r\n").skip(1).map(|l| l.to_ascii_lowercase()).collect()
+}
+
+#[test]
+fn a_hit_carries_each_stored_field_once_as_the_miss_did() {
+    let a = backend("a");
+    let cfg = format!(
+        "[rate_limits.anonymous]\nrate = 100\nperiod = \"1m\"\n\n[[routes]]\nname = \"web\"\nservice = \"app\"\nrate_limit = [\"anonymous\"]\ncache = {{ purge_from = [\"127.0.0.1\"] }}\n\n{}",
+        service("app", "round_robin", &[&a], "")
+    );
+    let p = Proxy::start(&cfg);
+    // Fields the cache or the limiter set per answer, and the connection's own.
+    let per_answer = |l: &String| {
+        ["age:", "x-cache:", "cache-status:", "connection:", "x-ratelimit-remaining:", "x-ratelimit-reset:", "ratelimit:"]
+            .iter()
+            .any(|f| l.starts_with(f))
+    };
+    let count = |lines: &[String], name: &str| lines.iter().filter(|l| l.starts_with(&format!("{name}:"))).count();
+    // A stored head written as it was stored, and one holding a field the limiter
+    // sets on every answer (the limiter's value replaces the upstream's, once).
+    for path in
+        ["/cc/plain?cc=max-age=60&etag=v1&lm=1&h=x-extra:one%2C%20two:%20three", "/cc/limited?cc=max-age=60&h=x-ratelimit-limit:999"]
+    {
+        let miss = field_lines(&p, path);
+        let hit = field_lines(&p, path);
+        assert!(miss.contains(&"x-cache: miss".to_string()) && hit.contains(&"x-cache: hit".to_string()), "{miss:?}\n{hit:?}");
+        let (mut m, mut h): (Vec<String>, Vec<String>) =
+            (miss.iter().filter(|l| !per_answer(l)).cloned().collect(), hit.iter().filter(|l| !per_answer(l)).cloned().collect());
+        m.sort();
+        h.sort();
+        assert_eq!(m, h, "{path}: the hit's stored fields are the miss's");
+        for name in ["date", "content-length", "content-type", "x-ratelimit-limit", "x-origin-count"] {
+            assert_eq!(count(&hit, name), 1, "{path}: {name} once in {hit:?}");
+        }
+        assert!(hit.contains(&"x-ratelimit-limit: 100".to_string()), "{hit:?}");
+    }
+    assert_eq!(origin_count(&a), 2);
+}

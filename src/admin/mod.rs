@@ -297,7 +297,7 @@ fn purge(snap: &crate::config::Snapshot, query: &str) -> Response<Body> {
     let purged: usize = match (get("key"), get("prefix"), get("tag")) {
         (Some(k), None, None) => stores.iter().map(|c| c.store.remove(k)).sum(),
         (None, Some(p), None) => stores.iter().map(|c| c.store.purge_where(|e| e.key.starts_with(p))).sum(),
-        (None, None, Some(t)) => stores.iter().map(|c| c.store.purge_where(|e| e.tags.iter().any(|x| x == t))).sum(),
+        (None, None, Some(t)) => stores.iter().map(|c| c.store.purge_where(|e| e.tags.iter().any(|x| &**x == t))).sum(),
         _ => return json_reply(StatusCode::BAD_REQUEST, json!({ "error": "give exactly one of key=, prefix= or tag=" })),
     };
     json_reply(StatusCode::OK, json!({ "purged": purged }))

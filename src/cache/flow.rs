@@ -4,7 +4,8 @@
 //! and [`After::complete`] stores the answer as it streams, refreshes a
 //! revalidated entry, serves stale on error, or invalidates after an unsafe method.
 
-use super::policy::{self, CacheControl, Settings, Timing, Usable};
+use super::fields::Fields;
+use super::policy::{self, CacheControl, Reuse, Settings, Timing, Usable};
 use super::serve;
 use super::store::{Entry, Landing, Store};
 use super::tee::{self, Tee};
@@ -152,7 +153,7 @@ impl Waiting {
             // answers a client's no-cache too (unless every one must go upstream).
             let landed = flight.landed.load(Relaxed) && rc.rules.no_cache == NoCacheMode::Revalidate;
             let req_cc = if landed { without_no_cache(&miss.req_cc) } else { miss.req_cc.clone() };
-            if policy::usable(&req_cc, &e.cc, &e.timing, now, &rc.rules.settings) == Usable::Fresh {
+            if policy::usable(&req_cc, e.reuse, &e.timing, now, &rc.rules.settings) == Usable::Fresh {
                 store.stats.hits.fetch_add(1, Relaxed);
                 e.hits.fetch_add(1, Relaxed);
                 return Lookup::Answer(serve::answer(&e, &head.method, &head.headers, now, "hit; detail=coalesced"));
@@ -234,7 +235,7 @@ pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, 
     }
     let now = policy::now_secs();
     let found = store.get(&key, &head.headers).map(|e| {
-        let usable = policy::usable(&req_cc, &e.cc, &e.timing, now, &rc.rules.settings);
+        let usable = policy::usable(&req_cc, e.reuse, &e.timing, now, &rc.rules.settings);
         (e, usable)
     });
     if let Some((e, Usable::Fresh)) = &found {
@@ -275,7 +276,7 @@ pub fn lookup(rc: &Arc<RouteCache>, head: &mut Parts, scheme: &str, host: &str, 
                 // one validation per key, which concurrent ones wait for.
                 if rc.rules.no_cache == NoCacheMode::Revalidate
                     && miss.req_cc.no_cache
-                    && policy::usable(&without_no_cache(&miss.req_cc), &e.cc, &e.timing, now, &rc.rules.settings) == Usable::Fresh
+                    && policy::usable(&without_no_cache(&miss.req_cc), e.reuse, &e.timing, now, &rc.rules.settings) == Usable::Fresh
                 {
                     match store.take_off(&miss.key) {
                         Ok(_) => miss.landing = Some(Landing { store: store.clone(), key_hash: super::store::key_hash(&miss.key) }),
@@ -318,11 +319,11 @@ fn prepare_revalidation(miss: &mut Miss, e: &Arc<Entry>, head: &mut Parts) {
     if client_conditional || e.status != StatusCode::OK {
         return;
     }
-    if let Some(etag) = e.headers.get(header::ETAG) {
-        head.headers.insert(header::IF_NONE_MATCH, etag.clone());
+    if let Some(etag) = e.fields.get(&header::ETAG) {
+        head.headers.insert(header::IF_NONE_MATCH, etag);
         miss.revalidating = true;
-    } else if let Some(lm) = e.headers.get(header::LAST_MODIFIED) {
-        head.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+    } else if let Some(lm) = e.fields.get(&header::LAST_MODIFIED) {
+        head.headers.insert(header::IF_MODIFIED_SINCE, lm);
         miss.revalidating = true;
     }
 }
@@ -367,14 +368,14 @@ fn store(rc: &Arc<RouteCache>, miss: Box<Miss>, resp: Response<Body>) -> Respons
         Ok(lifetime) => {
             serve::mark(&mut parts.headers, false, &format!("ringmaster; fwd={fwd}; stored"));
             let entry = Entry {
-                key: std::mem::take(&mut miss.key),
+                key: std::mem::take(&mut miss.key).into_boxed_str(),
                 status,
-                headers: stored_headers(&parts.headers),
+                fields: Fields::from_map(&parts.headers),
                 body: bytes::Bytes::new(),
                 timing: Timing::new(miss.request_time, now, &parts.headers, lifetime),
                 vary: vary_values(&parts.headers, &miss.req),
                 tags: tags(rc, &parts.headers),
-                cc,
+                reuse: Reuse::of(&cc),
                 hits: Default::default(),
                 last_used: Default::default(),
             };
@@ -400,7 +401,7 @@ fn invalidate(rc: &RouteCache, key: String, status: StatusCode) {
 
 /// A stored entry with the headers of a 304 merged in and fresh timing.
 fn refresh(rc: &RouteCache, stale: &Entry, fresh: &HeaderMap, request_time: u64, now: u64) -> Entry {
-    let mut headers = stale.headers.clone();
+    let mut headers = stale.fields.to_map();
     for name in fresh.keys() {
         if matches!(*name, header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONTENT_ENCODING) {
             continue;
@@ -410,7 +411,6 @@ fn refresh(rc: &RouteCache, stale: &Entry, fresh: &HeaderMap, request_time: u64,
             headers.append(name.clone(), v.clone());
         }
     }
-    let headers = stored_headers(&headers);
     let cc = CacheControl::for_response(&headers, &rc.rules.settings.targeted);
     let lifetime = policy::freshness_lifetime(stale.status, &headers, &cc, &rc.rules.settings);
     let timing = Timing::new(request_time, now, fresh, lifetime);
@@ -420,32 +420,15 @@ fn refresh(rc: &RouteCache, stale: &Entry, fresh: &HeaderMap, request_time: u64,
         body: stale.body.clone(),
         vary: stale.vary.clone(),
         tags: tags(rc, &headers),
-        headers,
-        cc,
+        fields: Fields::from_map(&headers),
+        reuse: Reuse::of(&cc),
         timing,
         hits: Default::default(),
         last_used: Default::default(),
     }
 }
 
-/// Response headers worth storing: without the cache's own, and copied out of
-/// the upstream connection's read buffer (a clone would share, and so keep
-/// alive, the whole buffer the response head was read into).
-fn stored_headers(h: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(h.len());
-    for (name, value) in h {
-        if *name == header::AGE || name == "x-cache" || name == "cache-status" {
-            continue;
-        }
-        let name = HeaderName::from_bytes(name.as_str().as_bytes()).expect("a valid name stays valid");
-        let mut v = HeaderValue::from_bytes(value.as_bytes()).expect("a valid value stays valid");
-        v.set_sensitive(value.is_sensitive());
-        out.append(name, v);
-    }
-    out
-}
-
-fn vary_values(resp: &HeaderMap, req: &HeaderMap) -> Vec<(HeaderName, Option<HeaderValue>)> {
+fn vary_values(resp: &HeaderMap, req: &HeaderMap) -> Box<[(HeaderName, Option<HeaderValue>)]> {
     resp.get_all(header::VARY)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -458,13 +441,13 @@ fn vary_values(resp: &HeaderMap, req: &HeaderMap) -> Vec<(HeaderName, Option<Hea
         .collect()
 }
 
-fn tags(rc: &RouteCache, h: &HeaderMap) -> Vec<String> {
-    let Some(name) = &rc.rules.tag_header else { return Vec::new() };
+fn tags(rc: &RouteCache, h: &HeaderMap) -> Box<[Box<str>]> {
+    let Some(name) = &rc.rules.tag_header else { return Box::default() };
     h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split([' ', ',']))
         .filter(|t| !t.is_empty())
-        .map(str::to_string)
+        .map(Box::from)
         .collect()
 }

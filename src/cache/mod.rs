@@ -2,6 +2,7 @@
 //! request path (lookup, then answer, wait, revalidate or forward, then store
 //! or refresh).
 
+pub mod fields;
 pub mod flow;
 pub mod key;
 pub mod policy;

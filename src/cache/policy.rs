@@ -4,7 +4,7 @@
 //!
 //! Times are whole seconds since the Unix epoch, as HTTP dates are.
 
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Cache-Control directives of a request or a response (RFC 9111 section 5.2).
@@ -122,8 +122,12 @@ pub fn now_secs() -> u64 {
 
 /// An HTTP date header as epoch seconds.
 pub fn date_header(h: &HeaderMap, name: http::header::HeaderName) -> Option<u64> {
-    let v = h.get(name)?.to_str().ok()?;
-    let t = httpdate::parse_http_date(v).ok()?;
+    date_value(h.get(name)?)
+}
+
+/// An HTTP-date value, in seconds since the epoch.
+pub fn date_value(v: &HeaderValue) -> Option<u64> {
+    let t = httpdate::parse_http_date(v.to_str().ok()?).ok()?;
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
@@ -295,16 +299,40 @@ pub enum Usable {
     Validate { if_error: bool },
 }
 
+/// What a stored response's own directives say about using it again: all a
+/// stored entry keeps of its Cache-Control.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reuse {
+    /// must-revalidate, proxy-revalidate or s-maxage: never served stale.
+    pub strict: bool,
+    pub no_cache: bool,
+    /// Seconds (delta-seconds are capped at 2^31, so they fit).
+    pub stale_while_revalidate: Option<u32>,
+    pub stale_if_error: Option<u32>,
+}
+
+impl Reuse {
+    pub fn of(cc: &CacheControl) -> Reuse {
+        let secs = |v: Option<u64>| v.map(|v| v.min(u32::MAX as u64) as u32);
+        Reuse {
+            strict: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+            no_cache: cc.no_cache,
+            stale_while_revalidate: secs(cc.stale_while_revalidate),
+            stale_if_error: secs(cc.stale_if_error),
+        }
+    }
+}
+
 /// Whether a stored response (`cc`, `t`) may answer a request (`req_cc`), now.
-pub fn usable(req_cc: &CacheControl, cc: &CacheControl, t: &Timing, now: u64, s: &Settings) -> Usable {
+pub fn usable(req_cc: &CacheControl, cc: Reuse, t: &Timing, now: u64, s: &Settings) -> Usable {
     let age = t.age(now);
     let stale = t.staleness(now);
-    let strict = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
+    let strict = cc.strict;
     // A grace of zero allows nothing stale: a response stale at once (a zero
     // lifetime) is never served without revalidation.
     let fresh = t.is_fresh(now);
     let within = |grace: u64| fresh || (grace > 0 && stale <= grace);
-    let if_error = !strict && within(cc.stale_if_error.unwrap_or(s.stale_if_error));
+    let if_error = !strict && within(cc.stale_if_error.map_or(s.stale_if_error, u64::from));
     if cc.no_cache {
         // Never used without a successful validation, not even when the upstream fails.
         return Usable::Validate { if_error: false };
@@ -331,7 +359,7 @@ pub fn usable(req_cc: &CacheControl, cc: &CacheControl, t: &Timing, now: u64, s:
                 return Usable::Fresh;
             }
         }
-        if within(cc.stale_while_revalidate.unwrap_or(s.stale_while_revalidate)) {
+        if within(cc.stale_while_revalidate.map_or(s.stale_while_revalidate, u64::from)) {
             return Usable::StaleWhileRevalidate;
         }
     }

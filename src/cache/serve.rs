@@ -2,6 +2,7 @@
 //! headers, the client's conditional requests (304), HEAD, and single byte
 //! ranges (206).
 
+use super::fields::Fields;
 use super::store::Entry;
 use crate::body::Body;
 use bytes::Bytes;
@@ -31,11 +32,12 @@ fn etag_matches(inm: &HeaderValue, etag: Option<&HeaderValue>) -> bool {
 }
 
 /// Whether the client's conditional headers make the stored response a 304.
-pub fn not_modified(req: &HeaderMap, stored: &HeaderMap) -> bool {
+pub fn not_modified(req: &HeaderMap, stored: &Fields) -> bool {
     if let Some(inm) = req.get(header::IF_NONE_MATCH) {
-        return etag_matches(inm, stored.get(header::ETAG));
+        return etag_matches(inm, stored.get(&header::ETAG).as_ref());
     }
-    match (super::policy::date_header(req, header::IF_MODIFIED_SINCE), super::policy::date_header(stored, header::LAST_MODIFIED)) {
+    let last_modified = stored.get(&header::LAST_MODIFIED);
+    match (super::policy::date_header(req, header::IF_MODIFIED_SINCE), last_modified.as_ref().and_then(super::policy::date_value)) {
         (Some(ims), Some(lm)) => lm <= ims,
         _ => false,
     }
@@ -72,19 +74,28 @@ fn range(req: &HeaderMap, len: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok(r))
 }
 
-/// The answer to a request (`method`, headers `req`) from `e`, `now`.
+/// The answer to a request (`method`, headers `req`) from `e`, `now`. The
+/// answer's own fields (Age, the cache's, the length) go in its header map;
+/// the stored ones go as the block they were stored as, unless the answer is
+/// a 304 (which leaves some out) or the block holds a field a later phase may
+/// set, when they join the map.
 pub fn answer(e: &Entry, method: &Method, req: &HeaderMap, now: u64, status: &str) -> Response<Body> {
     let age = e.timing.age(now);
-    let mut headers = e.headers.clone();
+    let mut headers = HeaderMap::new();
     headers.insert(header::AGE, HeaderValue::from(age));
     let ttl = e.timing.lifetime as i64 - age as i64;
     mark(&mut headers, true, &format!("ringmaster; {status}; ttl={ttl}"));
+    if let Some(date) = e.fields.date() {
+        headers.insert(header::DATE, date);
+    }
     let mut r = Response::new(Body::Empty);
-    if e.status == StatusCode::OK && not_modified(req, &e.headers) {
+    if e.status == StatusCode::OK && not_modified(req, &e.fields) {
         *r.status_mut() = StatusCode::NOT_MODIFIED;
-        for h in [header::CONTENT_LENGTH, header::CONTENT_TYPE, header::CONTENT_ENCODING, header::CONTENT_RANGE] {
-            headers.remove(h);
+        let mut stored = e.fields.to_map();
+        for h in [header::CONTENT_TYPE, header::CONTENT_ENCODING, header::CONTENT_RANGE] {
+            stored.remove(h);
         }
+        headers.extend(stored);
         *r.headers_mut() = headers;
         return r;
     }
@@ -107,10 +118,14 @@ pub fn answer(e: &Entry, method: &Method, req: &HeaderMap, now: u64, status: &st
         }
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let data = (method != Method::HEAD).then_some(body);
+    *r.body_mut() = if e.fields.plain() {
+        Body::Stored { fields: e.fields.lines(), data }
+    } else {
+        headers.extend(e.fields.to_map());
+        Body::Full(data)
+    };
     *r.headers_mut() = headers;
-    if method != Method::HEAD {
-        *r.body_mut() = Body::full(body);
-    }
     r
 }
 
@@ -128,7 +143,7 @@ mod tests {
 
     #[test]
     fn conditionals() {
-        let stored = h(&[("etag", "W/\"v1\""), ("last-modified", "Tue, 24 Nov 2026 10:00:00 GMT")]);
+        let stored = Fields::from_map(&h(&[("etag", "W/\"v1\""), ("last-modified", "Tue, 24 Nov 2026 10:00:00 GMT")]));
         assert!(not_modified(&h(&[("if-none-match", "\"v0\", \"v1\"")]), &stored));
         assert!(!not_modified(&h(&[("if-none-match", "\"v2\"")]), &stored));
         assert!(not_modified(&h(&[("if-none-match", "*")]), &stored));

@@ -3,7 +3,8 @@
 //! and cold queues with ghost entries), variants per Vary, purges, and request
 //! coalescing (one upstream request per key while others wait).
 
-use super::policy::{CacheControl, Timing};
+use super::fields::Fields;
+use super::policy::{Reuse, Timing};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::collections::HashMap;
@@ -14,16 +15,16 @@ use tokio::sync::Notify;
 /// One stored response.
 pub struct Entry {
     /// The full cache key, checked on lookup (the store is indexed by its hash).
-    pub key: String,
+    pub key: Box<str>,
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub fields: Fields,
     pub body: Bytes,
-    pub cc: CacheControl,
+    pub reuse: Reuse,
     pub timing: Timing,
     /// The request's values of the response's Vary fields.
-    pub vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    pub vary: Box<[(HeaderName, Option<HeaderValue>)]>,
     /// Surrogate keys, for purge by tag.
-    pub tags: Vec<String>,
+    pub tags: Box<[Box<str>]>,
     pub hits: AtomicU64,
     /// When a request was last answered by this variant (clock nanoseconds),
     /// to evict the least recently used of a key's variants.
@@ -33,8 +34,7 @@ pub struct Entry {
 impl Entry {
     /// Bytes this entry holds, for the memory budget.
     pub fn weight(&self) -> u64 {
-        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
-        (self.body.len() + headers + self.key.len() + 256) as u64
+        (self.body.len() + self.fields.bytes() + self.key.len() + 256) as u64
     }
 
     /// Whether this variant answers a request with headers `req`.
@@ -43,8 +43,8 @@ impl Entry {
     }
 }
 
-/// The variants stored under one key.
-pub type Variants = Arc<Vec<Arc<Entry>>>;
+/// The variants stored under one key (one allocation for the list).
+pub type Variants = Arc<[Arc<Entry>]>;
 
 #[derive(Clone)]
 struct ByteWeighter;
@@ -122,7 +122,7 @@ impl Store {
     /// The stored variant for `key` that matches the request headers.
     pub fn get(&self, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
         let v = self.cache.get(&key_hash(key))?;
-        let e = v.iter().find(|e| e.key == key && e.matches(req)).cloned()?;
+        let e = v.iter().find(|e| &*e.key == key && e.matches(req)).cloned()?;
         // Recency matters only among variants: a key with one writes nothing.
         if v.len() > 1 {
             e.last_used.store(crate::clock::now_ns(), Relaxed);
@@ -146,7 +146,7 @@ impl Store {
         }
         entry.last_used.store(crate::clock::now_ns(), Relaxed);
         variants.push(Arc::new(entry));
-        self.cache.insert(h, Arc::new(variants));
+        self.cache.insert(h, variants.into());
         self.stats.stored.fetch_add(1, Relaxed);
     }
 
@@ -185,7 +185,7 @@ impl Store {
     /// The most requested keys, with their hit counts.
     pub fn top_keys(&self, n: usize) -> Vec<(String, u64)> {
         let mut all: Vec<(String, u64)> =
-            self.cache.iter().flat_map(|(_, v)| v.iter().map(|e| (e.key.clone(), e.hits.load(Relaxed))).collect::<Vec<_>>()).collect();
+            self.cache.iter().flat_map(|(_, v)| v.iter().map(|e| (e.key.to_string(), e.hits.load(Relaxed))).collect::<Vec<_>>()).collect();
         all.sort_by_key(|e| std::cmp::Reverse(e.1));
         all.truncate(n);
         all

@@ -85,6 +85,15 @@ fn asks_upgrade(h: &http::HeaderMap) -> bool {
     h.contains_key(http::header::UPGRADE)
 }
 
+/// An answer's body as the loop writes it: the data, and field lines the
+/// body brings rendered already (a cache hit's stored fields), written
+/// before the answer's own.
+pub trait Outbound: HttpBody<Data = Bytes> + Unpin {
+    fn rendered_fields(&self) -> &[u8] {
+        b""
+    }
+}
+
 /// A request body being read off its connection, as the proxy's body type
 /// sees it.
 pub trait Source: Send + Sync {
@@ -156,7 +165,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: FnMut(Request<Q>) -> F,
     F: Future<Output = Response<B>>,
-    B: HttpBody<Data = Bytes> + Unpin,
+    B: Outbound,
     B::Error: std::fmt::Display,
 {
     let (r, w) = tokio::io::split(io);
@@ -203,7 +212,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: FnMut(Request<Q>) -> F,
     F: Future<Output = Response<B>>,
-    B: HttpBody<Data = Bytes> + Unpin,
+    B: Outbound,
     B::Error: std::fmt::Display,
 {
     async fn run(&mut self, stop: &mut watch::Receiver<bool>) -> Exit {
@@ -350,7 +359,7 @@ async fn answer<W, B>(
 ) -> Result<bool, End>
 where
     W: AsyncWrite + Unpin,
-    B: HttpBody<Data = Bytes> + Unpin,
+    B: Outbound,
     B::Error: std::fmt::Display,
 {
     let (mut parts, mut body) = resp.into_parts();
@@ -408,7 +417,7 @@ where
         128 - e.len()
     };
     out.clear();
-    write::response_head_with(out, version, status, &parts.headers, &extra[..used]);
+    write::response_head_with(out, version, status, &parts.headers, body.rendered_fields(), &extra[..used]);
     let io = |e| End::Io(e);
     if framing == Out::None {
         w.write_all(out).await.map_err(io)?;

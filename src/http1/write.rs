@@ -28,17 +28,20 @@ pub fn request_head_with(out: &mut Vec<u8>, method: &Method, uri: &Uri, headers:
 
 /// `HTTP/1.x code reason` and the fields, then the blank line.
 pub fn response_head(out: &mut Vec<u8>, version: Version, status: StatusCode, headers: &HeaderMap) {
-    response_head_with(out, version, status, headers, b"");
+    response_head_with(out, version, status, headers, b"", b"");
 }
 
-/// As [`response_head`], with `extra` field lines (each ending in CR LF: the
-/// framing, Connection and Date the server chose) after the answer's own.
-pub fn response_head_with(out: &mut Vec<u8>, version: Version, status: StatusCode, headers: &HeaderMap, extra: &[u8]) {
+/// As [`response_head`], with field lines (each ending in CR LF) around the
+/// answer's own: `rendered` before them (a cache hit's stored fields, as they
+/// were stored) and `extra` after (the framing, Connection and Date the
+/// server chose).
+pub fn response_head_with(out: &mut Vec<u8>, version: Version, status: StatusCode, headers: &HeaderMap, rendered: &[u8], extra: &[u8]) {
     out.extend_from_slice(if version == Version::HTTP_10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(rendered);
     fields(out, headers, extra);
 }
 

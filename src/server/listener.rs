@@ -274,7 +274,7 @@ where
         async move {
             let _busy = Busy::new(&conn);
             let live = shared.live.load_full();
-            Ok::<_, Infallible>(pipeline::handle(req.map(Body::stream), &conn.facts, &live.snap).await)
+            Ok::<_, Infallible>(crate::cache::fields::spread(pipeline::handle(req.map(Body::stream), &conn.facts, &live.snap).await))
         }
     });
     let mut c = std::pin::pin!(live.builder.serve_connection_with_upgrades(io, svc));

@@ -99,25 +99,25 @@ fn request_directives_and_revalidation() {
     let t = Timing::new(0, 0, &HeaderMap::new(), 60);
     let none = CacheControl::default();
     let cc = |v: &str| CacheControl::parse(&h(&[("cache-control", v)]));
-    assert_eq!(usable(&none, &none, &t, 30, &s), Usable::Fresh);
-    assert_eq!(usable(&cc("no-cache"), &none, &t, 30, &s), Usable::Validate { if_error: true });
-    assert_eq!(usable(&cc("max-age=10"), &none, &t, 30, &s), Usable::Validate { if_error: true });
-    assert_eq!(usable(&cc("min-fresh=40"), &none, &t, 30, &s), Usable::Validate { if_error: true });
-    assert_eq!(usable(&none, &none, &t, 70, &s), Usable::Validate { if_error: false });
-    assert_eq!(usable(&cc("max-stale=20"), &none, &t, 70, &s), Usable::Fresh);
-    assert_eq!(usable(&cc("max-stale"), &none, &t, 7000, &s), Usable::Fresh);
+    assert_eq!(usable(&none, Reuse::of(&none), &t, 30, &s), Usable::Fresh);
+    assert_eq!(usable(&cc("no-cache"), Reuse::of(&none), &t, 30, &s), Usable::Validate { if_error: true });
+    assert_eq!(usable(&cc("max-age=10"), Reuse::of(&none), &t, 30, &s), Usable::Validate { if_error: true });
+    assert_eq!(usable(&cc("min-fresh=40"), Reuse::of(&none), &t, 30, &s), Usable::Validate { if_error: true });
+    assert_eq!(usable(&none, Reuse::of(&none), &t, 70, &s), Usable::Validate { if_error: false });
+    assert_eq!(usable(&cc("max-stale=20"), Reuse::of(&none), &t, 70, &s), Usable::Fresh);
+    assert_eq!(usable(&cc("max-stale"), Reuse::of(&none), &t, 7000, &s), Usable::Fresh);
     // must-revalidate forbids serving stale, even when asked.
-    assert_eq!(usable(&cc("max-stale"), &cc("must-revalidate"), &t, 70, &s), Usable::Validate { if_error: false });
+    assert_eq!(usable(&cc("max-stale"), Reuse::of(&cc("must-revalidate")), &t, 70, &s), Usable::Validate { if_error: false });
     // Response no-cache: always validate.
-    assert_eq!(usable(&none, &cc("no-cache"), &t, 1, &s), Usable::Validate { if_error: false });
+    assert_eq!(usable(&none, Reuse::of(&cc("no-cache")), &t, 1, &s), Usable::Validate { if_error: false });
     // stale-while-revalidate and stale-if-error from the response.
     let swr = cc("max-age=60, stale-while-revalidate=30, stale-if-error=100");
-    assert_eq!(usable(&none, &swr, &t, 80, &s), Usable::StaleWhileRevalidate);
-    assert_eq!(usable(&none, &swr, &t, 120, &s), Usable::Validate { if_error: true });
-    assert_eq!(usable(&none, &swr, &t, 200, &s), Usable::Validate { if_error: false });
+    assert_eq!(usable(&none, Reuse::of(&swr), &t, 80, &s), Usable::StaleWhileRevalidate);
+    assert_eq!(usable(&none, Reuse::of(&swr), &t, 120, &s), Usable::Validate { if_error: true });
+    assert_eq!(usable(&none, Reuse::of(&swr), &t, 200, &s), Usable::Validate { if_error: false });
     // ...and from the operator's grace.
     let grace = Settings { stale_while_revalidate: 30, ..settings() };
-    assert_eq!(usable(&none, &none, &t, 80, &grace), Usable::StaleWhileRevalidate);
+    assert_eq!(usable(&none, Reuse::of(&none), &t, 80, &grace), Usable::StaleWhileRevalidate);
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn a_targeted_field_replaces_cache_control_and_expires() {
 fn no_grace_means_a_zero_lifetime_entry_must_be_validated() {
     let t = Timing { request_time: 100, response_time: 100, initial_age: 0, lifetime: 0 };
     let none = CacheControl::default();
-    assert_eq!(usable(&none, &none, &t, 100, &settings()), Usable::Validate { if_error: false });
+    assert_eq!(usable(&none, Reuse::of(&none), &t, 100, &settings()), Usable::Validate { if_error: false });
     let grace = Settings { stale_while_revalidate: 5, ..settings() };
-    assert_eq!(usable(&none, &none, &t, 100, &grace), Usable::StaleWhileRevalidate);
+    assert_eq!(usable(&none, Reuse::of(&none), &t, 100, &grace), Usable::StaleWhileRevalidate);
 }

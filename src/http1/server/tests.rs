@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Answer = BoxBody<Bytes, BoxError>;
 
+impl Outbound for Answer {}
+
 const SETTINGS: Settings =
     Settings { limits: Limits { max_headers: 32, max_head_bytes: 4096 }, chunk: ChunkLimits { max_line: 4096, max_trailers: 8192 } };
 
