@@ -36,11 +36,9 @@ pub fn not_modified(req: &HeaderMap, stored: &Fields) -> bool {
     if let Some(inm) = req.get(header::IF_NONE_MATCH) {
         return etag_matches(inm, stored.get(&header::ETAG).as_ref());
     }
-    let last_modified = stored.get(&header::LAST_MODIFIED);
-    match (super::policy::date_header(req, header::IF_MODIFIED_SINCE), last_modified.as_ref().and_then(super::policy::date_value)) {
-        (Some(ims), Some(lm)) => lm <= ims,
-        _ => false,
-    }
+    // The stored fields are read only for a conditional request.
+    let Some(ims) = super::policy::date_header(req, header::IF_MODIFIED_SINCE) else { return false };
+    stored.get(&header::LAST_MODIFIED).as_ref().and_then(super::policy::date_value).is_some_and(|lm| lm <= ims)
 }
 
 /// A single `bytes=` range within `len`: Some(Ok((start, end_inclusive))), or
