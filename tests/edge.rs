@@ -11,38 +11,23 @@ use std::sync::{Arc, Mutex};
 /// server would) and then echoes raw bytes; otherwise it answers 200 with the
 /// request head it received as its body. Every head is kept.
 fn switching_backend() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let heads = Arc::new(Mutex::new(Vec::new()));
     let seen = heads.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut b).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(b[0]);
+    let addr = raw_upstream(move |mut s| {
+        let Some(head) = read_head(&mut s) else { return };
+        let text = String::from_utf8_lossy(&head).to_string();
+        seen.lock().unwrap().push(text.clone());
+        if let Some(line) = text.lines().find(|l| l.to_ascii_lowercase().starts_with("upgrade:")) {
+            let proto = line[8..].trim();
+            let _ = write!(s, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {proto}\r\n\r\n");
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
                 }
-                let text = String::from_utf8_lossy(&head).to_string();
-                seen.lock().unwrap().push(text.clone());
-                if let Some(line) = text.lines().find(|l| l.to_ascii_lowercase().starts_with("upgrade:")) {
-                    let proto = line[8..].trim();
-                    let _ = write!(s, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {proto}\r\n\r\n");
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n) = s.read(&mut buf) {
-                        if n == 0 || s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                } else {
-                    let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
-                }
-            });
+            }
+        } else {
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
         }
     });
     (addr, heads)

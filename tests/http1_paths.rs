@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::Proxy;
+use common::{raw_upstream, Proxy};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,23 +67,15 @@ fn answer(request: &[u8]) -> (&'static [u8], bool) {
 
 /// An upstream that records what each request put on its wire.
 fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let log = log.clone();
-            std::thread::spawn(move || {
-                while let Some(req) = read_request(&mut s) {
-                    log.lock().unwrap().push(req.clone());
-                    let (bytes, close) = answer(&req);
-                    if s.write_all(bytes).is_err() || close {
-                        return;
-                    }
-                }
-            });
+    let addr = raw_upstream(move |mut s| {
+        while let Some(req) = read_request(&mut s) {
+            log.lock().unwrap().push(req.clone());
+            let (bytes, close) = answer(&req);
+            if s.write_all(bytes).is_err() || close {
+                return;
+            }
         }
     });
     (addr, seen)

@@ -117,27 +117,14 @@ fn connections_per_endpoint_are_capped_with_a_queue() {
 /// out as the request was on its way: the race every keep-alive pool meets).
 fn closes_on_second_request() -> std::net::SocketAddr {
     use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut b).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(b[0]);
-                }
-                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                // The next request's first byte: then close without a word.
-                let _ = s.read(&mut b);
-            });
+    raw_upstream(|mut s| {
+        if read_head(&mut s).is_none() {
+            return;
         }
-    });
-    addr
+        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        // The next request's first byte: then close without a word.
+        let _ = s.read(&mut [0u8; 1]);
+    })
 }
 
 /// A GET written to a reused connection that the upstream closes as it

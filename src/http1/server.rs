@@ -157,7 +157,7 @@ pub fn serve<I, H, F, Q, B>(
     io: I,
     first: BytesMut,
     settings: Settings,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     inbound: fn(Option<Arc<dyn Source>>) -> Q,
     handle: H,
 ) -> impl Future<Output = End>
@@ -170,9 +170,7 @@ where
 {
     let (r, w) = tokio::io::split(io);
     let side = ReadSide { io: r, buf: first, body: Reader::new(Framing::None, settings.chunk), expect: false, continue_due: false };
-    let conn = Connection { side: Some(side), lent: Arc::new(Mutex::new(None)), w, out: Vec::new(), settings, inbound, handle };
-    let mut conn = conn;
-    let mut stop = stop;
+    let mut conn = Connection { side: Some(side), lent: Arc::new(Mutex::new(None)), w, out: Vec::new(), settings, inbound, handle };
     // The connection and `stop` are this future's own, used in place: awaiting
     // a future moved in would hold it twice.
     async move {

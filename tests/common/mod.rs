@@ -400,3 +400,33 @@ pub fn leads(admin: SocketAddr) -> bool {
     let text = admin_get(admin, "/admin/heat").text();
     serde_json::from_str::<serde_json::Value>(&text).map(|v| v["leader"]["leads"] == true).unwrap_or(false)
 }
+
+/// A hand-written upstream on loopback: each connection it accepts runs
+/// `serve` on a thread of its own.
+pub fn raw_upstream(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let serve = std::sync::Arc::new(serve);
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(s));
+        }
+    });
+    addr
+}
+
+/// A request head read off `s` byte by byte, so that nothing after it is
+/// consumed; None when the peer closed before its end.
+pub fn read_head(s: &mut impl Read) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(b[0]);
+    }
+    Some(head)
+}
