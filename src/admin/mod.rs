@@ -25,6 +25,10 @@ use tokio::net::TcpListener;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Why the server refused a reload (its own error type, which the admin
+/// listener sits below and only shows).
+pub type ReloadRefused = Box<dyn std::error::Error + Send + Sync>;
+
 /// What the admin listener asks of the running server (which implements it):
 /// the admin listener sits below the server and never reaches into it.
 pub trait Control: Send + Sync + 'static {
@@ -33,7 +37,7 @@ pub trait Control: Send + Sync + 'static {
     /// Shutdown has begun (`/readyz` fails).
     fn draining(&self) -> bool;
     /// Reloads the config; the new generation, or why it was rejected.
-    fn reload(&self) -> BoxFuture<'_, Result<u64, String>>;
+    fn reload(&self) -> BoxFuture<'_, Result<u64, ReloadRefused>>;
     /// The scaler's decisions and this root's standing in the election.
     fn scaling(&self) -> Arc<crate::scale::Scaling>;
     /// The TLS state of every running https listener.
@@ -149,7 +153,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
         (&Method::POST, "/admin/cache/purge") => purge(&snap, req.uri().query().unwrap_or("")),
         (&Method::POST, "/admin/reload") => match ctl.reload().await {
             Ok(g) => json_reply(StatusCode::OK, json!({ "reloaded": true, "generation": g })),
-            Err(e) => json_reply(StatusCode::BAD_REQUEST, json!({ "reloaded": false, "error": e })),
+            Err(e) => json_reply(StatusCode::BAD_REQUEST, json!({ "reloaded": false, "error": e.to_string() })),
         },
         _ => reply(
             StatusCode::NOT_FOUND,

@@ -24,25 +24,36 @@ impl Dur {
 /// clock arithmetic of timers and deadlines (a panic, and on reload an exit).
 pub const MAX: Duration = Duration::from_secs(10 * 365 * 86_400);
 
+/// Why a duration was refused; each says how to write one.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` has no unit: write it as \"250ms\", \"10s\", \"5m\" or \"1h\"")]
+    NoUnit(String),
+    #[error("`{0}` is not a duration: write it as \"250ms\", \"10s\", \"5m\" or \"1h\"")]
+    NotANumber(String),
+    #[error("`{0}` is not a duration unit: use ms, s, m or h")]
+    Unit(String),
+    #[error("`{0}` is longer than the 10 years a duration may be")]
+    TooLong(String),
+}
+
 /// Parses `250ms`, `10s`, `1.5s`, `5m`, `1h`; at most [`MAX`].
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{t}` has no unit: write it as \"250ms\", \"10s\", \"5m\" or \"1h\""))?;
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| DurationError::NoUnit(t.to_string()))?;
     let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("`{t}` is not a duration: write it as \"250ms\", \"10s\", \"5m\" or \"1h\""))?;
+    let value: f64 = num.parse().map_err(|_| DurationError::NotANumber(t.to_string()))?;
     let unit = unit.trim();
     let scale = match unit {
         "ms" => 0.001,
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("`{unit}` is not a duration unit: use ms, s, m or h")),
+        _ => return Err(DurationError::Unit(unit.to_string())),
     };
     match Duration::try_from_secs_f64(value * scale) {
         Ok(d) if d <= MAX => Ok(d),
-        _ => Err(format!("`{t}` is longer than the 10 years a duration may be")),
+        _ => Err(DurationError::TooLong(t.to_string())),
     }
 }
 
@@ -85,12 +96,12 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(parse("10").unwrap_err().contains("no unit"));
-        assert!(parse("10x").unwrap_err().contains("not a duration unit"));
+        assert_eq!(parse("10").unwrap_err(), DurationError::NoUnit("10".into()));
+        assert!(parse("10x").unwrap_err().to_string().contains("not a duration unit"));
         assert!(parse("..s").is_err());
-        assert!(parse("99999999999999999999999999999h").unwrap_err().contains("longer than"));
-        assert!(parse(&format!("{}h", "9".repeat(400))).unwrap_err().contains("longer than"), "infinite");
-        assert!(parse("100000h").unwrap_err().contains("longer than"));
+        assert!(matches!(parse("99999999999999999999999999999h"), Err(DurationError::TooLong(_))));
+        assert!(matches!(parse(&format!("{}h", "9".repeat(400))), Err(DurationError::TooLong(_))), "infinite");
+        assert!(parse("100000h").unwrap_err().to_string().contains("longer than"));
         assert_eq!(parse("87600h").unwrap(), MAX);
     }
 }

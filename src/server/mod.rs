@@ -235,8 +235,8 @@ impl crate::admin::Control for Admin {
         self.0.draining.load(Relaxed)
     }
 
-    fn reload(&self) -> crate::admin::BoxFuture<'_, Result<u64, String>> {
-        Box::pin(async move { reload::reload(&self.0).await.map_err(|e| e.to_string()) })
+    fn reload(&self) -> crate::admin::BoxFuture<'_, Result<u64, crate::admin::ReloadRefused>> {
+        Box::pin(async move { reload::reload(&self.0).await.map_err(Into::into) })
     }
 
     fn scaling(&self) -> Arc<crate::scale::Scaling> {
