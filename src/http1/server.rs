@@ -277,7 +277,10 @@ where
         *req.uri_mut() = head.uri;
         *req.version_mut() = version;
         *req.headers_mut() = head.headers;
-        let resp = drive((self.handle)(req), &self.lent, &mut self.w).await;
+        // Pinned where it is made: the handler's future is the largest part of
+        // a request's state, and each move of it is a copy.
+        let handler = pin!((self.handle)(req));
+        let resp = drive(handler, &self.lent, &mut self.w).await;
         self.side = self.lent.lock().expect("read side lock").take();
         let resp = resp.map_err(End::Io)?;
         // A body left unread would be read as the next request: close after this answer.
@@ -303,12 +306,11 @@ enum Next {
 
 /// Polls the handler's future; a 100 Continue goes out when its body first
 /// asks for bytes.
-async fn drive<F, R, W, B>(fut: F, lent: &Mutex<Option<ReadSide<R>>>, w: &mut W) -> std::io::Result<Response<B>>
+async fn drive<F, R, W, B>(mut fut: Pin<&mut F>, lent: &Mutex<Option<ReadSide<R>>>, w: &mut W) -> std::io::Result<Response<B>>
 where
     F: Future<Output = Response<B>>,
     W: AsyncWrite + Unpin,
 {
-    let mut fut = pin!(fut);
     let mut sent = CONTINUE.len();
     std::future::poll_fn(|cx| loop {
         if let Poll::Ready(r) = fut.as_mut().poll(cx) {
