@@ -272,3 +272,47 @@ fn removing_an_endpoint_under_slow_posts_fails_none_and_sends_it_nothing_new() {
     assert!(ok.load(Relaxed) > 40, "{}", ok.load(Relaxed));
     assert_eq!(b_requests(), at_removal, "the removed replica got requests after its removal");
 }
+
+/// Starts a second ringmaster on `listen` (the first one's port) with its own
+/// admin address; its stderr once it is up, or once it exited.
+fn second_on(listen: std::net::SocketAddr, body: &str) -> (std::process::Child, std::net::SocketAddr, tempfile::TempDir) {
+    let admin = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("second.toml");
+    std::fs::write(&config, with_engine(Proxy::head(listen, admin, "") + body)).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::from(std::fs::File::create(dir.path().join("stderr.log")).unwrap()))
+        .spawn()
+        .unwrap();
+    (child, admin, dir)
+}
+
+#[test]
+fn with_reuse_port_two_processes_share_a_port_and_both_serve() {
+    let a = backend("a");
+    let body = format!("[server]\nreuse_port = true\n\n{}{}", route_all("app"), service("app", "round_robin", &[&a], ""));
+    let first = Proxy::start(&body);
+    let (mut child, admin, dir) = second_on(first.addr, &body);
+    eventually(20, "the second process serves its admin port", || std::net::TcpStream::connect(admin).is_ok());
+    // The kernel spreads new connections over both processes.
+    for _ in 0..200 {
+        assert_eq!(request(first.addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").status, 200);
+    }
+    let accepted = |admin| {
+        let text = admin_get(admin, "/metrics").text();
+        text.lines().find_map(|l| l.strip_prefix("ringmaster_connections_accepted_total ")).unwrap().trim().parse::<f64>().unwrap()
+    };
+    let (one, two) = (accepted(first.admin), accepted(admin));
+    assert!(one > 0.0 && two > 0.0 && one + two >= 200.0, "connections accepted: {one} and {two}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Without it, a second process on the port is refused at start, naming it.
+    let plain = format!("{}{}", route_all("app"), service("app", "round_robin", &[&a], ""));
+    let (mut refused, _, dir2) = second_on(first.addr, &plain);
+    let status = refused.wait().unwrap();
+    let err = std::fs::read_to_string(dir2.path().join("stderr.log")).unwrap();
+    assert!(!status.success() && err.contains(&format!("cannot listen on {}", first.addr)), "{status}: {err}");
+    drop(dir);
+}

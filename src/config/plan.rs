@@ -43,6 +43,8 @@ pub struct ConnLimits {
     pub h2_max_reset_streams: usize,
     /// HTTP/1 clients are served by our own server loop (`[server] http1 = "ringmaster"`), not hyper's.
     pub own_http1: bool,
+    /// HTTP listeners bind with SO_REUSEPORT (`[server] reuse_port`).
+    pub reuse_port: bool,
 }
 
 /// Request limits applied by the parse stage.

@@ -23,10 +23,14 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
-/// Binds `addr` with SO_REUSEADDR and a deep accept backlog.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds `addr` with SO_REUSEADDR (and SO_REUSEPORT with `reuse_port`) and
+/// a deep accept backlog.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     sock.set_reuseaddr(true)?;
+    if reuse_port {
+        sock.set_reuseport(true)?;
+    }
     sock.bind(addr)?;
     sock.listen(4096)
 }

@@ -21,7 +21,7 @@ pub enum Socket {
 /// Binds `addr`; a Unix socket path left by an earlier run is replaced.
 pub fn bind(addr: &McAddr) -> std::io::Result<Socket> {
     match addr {
-        McAddr::Tcp(a) => Ok(Socket::Tcp(super::listener::bind(*a)?)),
+        McAddr::Tcp(a) => Ok(Socket::Tcp(super::listener::bind(*a, false)?)),
         McAddr::Unix(path) => {
             if std::os::unix::net::UnixStream::connect(path).is_err() {
                 let _ = std::fs::remove_file(path);

@@ -116,7 +116,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
     let snap = built.snapshot;
     let mut sockets = Vec::new();
     for l in &snap.listeners {
-        let tcp = listener::bind(l.addr)
+        let tcp = listener::bind(l.addr, snap.conn.reuse_port)
             .with_context(|| format!("cannot listen on {} (listener `{}`): is another process using it?", l.addr, l.name))?;
         sockets.push((l.name.clone(), tcp));
     }
@@ -127,9 +127,9 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         mc_sockets.push((l.clone(), socket));
     }
     let admin = match snap.admin.as_ref().map(|a| a.addr) {
-        Some(addr) => {
-            Some(listener::bind(addr).with_context(|| format!("cannot listen on admin address {addr}: is another process using it?"))?)
-        }
+        Some(addr) => Some(
+            listener::bind(addr, false).with_context(|| format!("cannot listen on admin address {addr}: is another process using it?"))?,
+        ),
         None => None,
     };
     let grace = snap.grace_period;

@@ -102,12 +102,14 @@ async fn install(
         if removed_addrs.contains(a) {
             bind_later.push((n.clone(), *a));
         } else {
-            let tcp = listener::bind(*a).map_err(|source| ReloadError::Listen { name: n.clone(), addr: *a, source })?;
+            let tcp =
+                listener::bind(*a, new.conn.reuse_port).map_err(|source| ReloadError::Listen { name: n.clone(), addr: *a, source })?;
             bound_now.push((n.clone(), tcp));
         }
     }
 
     let generation = new.generation;
+    let reuse_port = new.conn.reuse_port;
     if new.conn.max_connections != old.conn.max_connections {
         tracing::warn!("limits.max_connections takes effect after a restart");
     }
@@ -134,7 +136,7 @@ async fn install(
         h.stop().await;
     }
     for (n, a) in bind_later {
-        match listener::bind(a) {
+        match listener::bind(a, reuse_port) {
             Ok(tcp) => bound_now.push((n, tcp)),
             Err(e) => tracing::error!(listener = %n, addr = %a, error = %e, "cannot listen"),
         }

@@ -335,6 +335,7 @@ fn limits(cfg: &Config, r: &mut Reporter) -> (ConnLimits, Limits) {
         h2_max_concurrent_streams: l.h2_max_concurrent_streams,
         h2_max_reset_streams: l.h2_max_reset_streams,
         own_http1: cfg.server.http1 == crate::config::schema::Http1Engine::Ringmaster,
+        reuse_port: cfg.server.reuse_port,
     };
     let limits = Limits {
         max_header_bytes: *l.max_header_bytes.get_ref(),

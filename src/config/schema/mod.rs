@@ -76,6 +76,13 @@ pub struct ServerSpec {
     /// drives a request end to end) or `hyper` (kept for one release, to compare).
     #[serde(default)]
     pub http1: Http1Engine,
+    /// HTTP listeners bind with SO_REUSEPORT, so that several ringmaster
+    /// processes can share a port and the kernel spreads connections over
+    /// them (nginx's `listen ... reuseport`); off by default, as a second
+    /// process on the same port is then no longer refused. A reload applies
+    /// it to listeners it binds, not to those already open.
+    #[serde(default)]
+    pub reuse_port: bool,
 }
 
 /// The `[server] http1` choice.
@@ -89,7 +96,7 @@ pub enum Http1Engine {
 
 impl Default for ServerSpec {
     fn default() -> Self {
-        ServerSpec { workers: 0, grace_period: d_grace(), trusted_proxies: Vec::new(), http1: Http1Engine::Ringmaster }
+        ServerSpec { workers: 0, grace_period: d_grace(), trusted_proxies: Vec::new(), http1: Http1Engine::Ringmaster, reuse_port: false }
     }
 }
 
