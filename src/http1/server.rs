@@ -144,10 +144,10 @@ impl<R: AsyncRead + Unpin + Send> Source for Mutex<Option<ReadSide<R>>> {
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves `io` until the client closes, a side asks to close, or `stop`
-/// holds true between requests (a closed `stop` never stops it); each request goes to `handle`. `first`
-/// holds bytes already read off `io` (the first of a request head).
-/// `inbound` makes the handler's request body from what reads it (none for a
-/// request without one).
+/// holds true between requests (a closed `stop` never stops it); each
+/// request goes to `handle`. `first` holds bytes already read off `io` (the
+/// first of a request head). `inbound` makes the handler's request body from
+/// what reads it (none for a request without one).
 ///
 /// The future it returns is what an idle connection holds, so it is kept to
 /// the loop's own state: the setup happens before it, and each request's
