@@ -618,3 +618,25 @@ fn a_replicated_layout_answers_lease_commands_like_one_memcached() {
     same_answers(direct.addr, listen, stream.as_bytes());
     drop(p);
 }
+
+/// The server side counts its writes and the commands they carry: every
+/// command a client sends reaches the server once, and commands that queue
+/// together share a write (at most one write per command).
+#[test]
+fn server_writes_and_the_commands_they_carry_are_counted() {
+    let server = memcached();
+    let listen = free_addr();
+    let p = Proxy::start(&ambassador(listen, &[("only", vec![server.addr])], "", ""));
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    for i in 0..10 {
+        assert_eq!(c.line(&format!("set k{i} 0 0 1\r\n{i}\r\n")), "STORED\r\n");
+    }
+    let burst: String = (0..50).map(|i| format!("get k{}\r\n", i % 10)).collect();
+    let got = c.ask(burst.as_bytes(), b"END\r\n", 50);
+    assert_eq!(String::from_utf8_lossy(&got).matches("VALUE ").count(), 50);
+    let (writes, commands) = (p.metric("ringmaster_memcache_server_writes_total"), p.metric("ringmaster_memcache_server_commands_total"));
+    assert_eq!(commands, 60.0, "each command reached the server once");
+    assert!((1.0..=60.0).contains(&writes), "{writes} writes for {commands} commands");
+    drop(p);
+}

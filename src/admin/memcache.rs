@@ -69,6 +69,13 @@ pub fn render<'a>(o: &mut String, services: impl Iterator<Item = &'a std::sync::
             "Client connections closed with answers unread while their listener's max_total_pending_bytes was spent.",
             g.closed_memory.load(Relaxed),
         ),
+        ("ringmaster_memcache_server_writes_total", "counter", "Writes to memcached servers.", g.server_writes.load(Relaxed)),
+        (
+            "ringmaster_memcache_server_commands_total",
+            "counter",
+            "Commands written to memcached servers (per write: this over server_writes_total).",
+            g.server_commands.load(Relaxed),
+        ),
     ];
     for (name, kind, help, v) in rows {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");

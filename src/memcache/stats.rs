@@ -32,6 +32,10 @@ pub struct Global {
     pub refused_connections: AtomicU64,
     /// Clients closed with answers unread while the listener's budget was spent.
     pub closed_memory: AtomicU64,
+    /// Writes to memcached servers, and the commands they carried (commands
+    /// from many clients go out in one write when they queue together).
+    pub server_writes: AtomicU64,
+    pub server_commands: AtomicU64,
 }
 
 pub static GLOBAL: Global = Global {
@@ -45,6 +49,8 @@ pub static GLOBAL: Global = Global {
     idle_closed: AtomicU64::new(0),
     refused_connections: AtomicU64::new(0),
     closed_memory: AtomicU64::new(0),
+    server_writes: AtomicU64::new(0),
+    server_commands: AtomicU64::new(0),
 };
 
 fn started() -> Instant {

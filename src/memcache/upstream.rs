@@ -370,7 +370,9 @@ async fn write(
             _ = &mut dead => return,
         };
         let mut next = Some(op);
+        let mut commands = 0;
         while let Some(op) = next.take() {
+            commands += 1;
             let check = put(&mut buf, &op.wire, op.expect, &mut opaque);
             let p = Pending { expect: op.expect, check, reply: op.reply, deadline: op.deadline, started: op.started };
             if let Err(e) = pending.send(p) {
@@ -381,6 +383,8 @@ async fn write(
                 next = rx.try_recv().ok();
             }
         }
+        super::stats::GLOBAL.server_writes.fetch_add(1, Relaxed);
+        super::stats::GLOBAL.server_commands.fetch_add(commands, Relaxed);
         tokio::select! {
             r = w.write_all(&buf) => if r.is_err() { return },
             _ = &mut dead => return,
