@@ -81,33 +81,49 @@ pub struct KeySources<'a> {
     pub jwks_file: Option<&'a str>,
 }
 
+/// Why a key file could not be used; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not an RSA public key in PEM: {source}")]
+    Rsa { path: String, source: jsonwebtoken::errors::Error },
+    #[error("{path} is not an EC public key in PEM: {source}")]
+    Ec { path: String, source: jsonwebtoken::errors::Error },
+    #[error("{path} is not a JWKS document: {source}")]
+    Jwks { path: String, source: serde_json::Error },
+    #[error("a key in {path} cannot be used: {source}")]
+    Jwk { path: String, source: jsonwebtoken::errors::Error },
+}
+
 /// Loads the keys `spec` names; errors say which file and why.
-pub fn load_keys(spec: KeySources) -> Result<Vec<Key>, String> {
+pub fn load_keys(spec: KeySources) -> Result<Vec<Key>, KeyError> {
     let mut keys = Vec::new();
     if let Some(s) = spec.hs256_secret {
         keys.push(Key { alg: Algorithm::HS256, kid: None, key: DecodingKey::from_secret(s.as_bytes()) });
     }
-    let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
+    let read = |path: &str| std::fs::read(path).map_err(|source| KeyError::Read { path: path.to_string(), source });
     if let Some(p) = spec.rsa_public_key {
         let pem = read(p)?;
-        let key = DecodingKey::from_rsa_pem(&pem).map_err(|e| format!("{p} is not an RSA public key in PEM: {e}"))?;
+        let key = DecodingKey::from_rsa_pem(&pem).map_err(|source| KeyError::Rsa { path: p.to_string(), source })?;
         keys.push(Key { alg: Algorithm::RS256, kid: None, key });
     }
     if let Some(p) = spec.ec_public_key {
         let pem = read(p)?;
-        let key = DecodingKey::from_ec_pem(&pem).map_err(|e| format!("{p} is not an EC public key in PEM: {e}"))?;
+        let key = DecodingKey::from_ec_pem(&pem).map_err(|source| KeyError::Ec { path: p.to_string(), source })?;
         keys.push(Key { alg: Algorithm::ES256, kid: None, key });
     }
     if let Some(p) = spec.jwks_file {
         let text = read(p)?;
-        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&text).map_err(|e| format!("{p} is not a JWKS document: {e}"))?;
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_slice(&text).map_err(|source| KeyError::Jwks { path: p.to_string(), source })?;
         for jwk in &set.keys {
             let alg = match &jwk.algorithm {
                 jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
                 jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
                 _ => continue,
             };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("a key in {p} cannot be used: {e}"))?;
+            let key = DecodingKey::from_jwk(jwk).map_err(|source| KeyError::Jwk { path: p.to_string(), source })?;
             keys.push(Key { alg, kid: jwk.common.key_id.clone(), key });
         }
     }

@@ -53,7 +53,28 @@ pub enum ImportError {
     #[error("{path}: not a nutcracker config: {why}")]
     Yaml { path: String, why: String },
     #[error("{path}: pool `{pool}`: {why}")]
-    Pool { path: String, pool: String, why: String },
+    Pool { path: String, pool: String, why: PoolProblem },
+}
+
+/// What in a nutcracker pool has no ringmaster equivalent, or is malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolProblem {
+    #[error("redis pools are not supported: the ambassador speaks the memcached protocol")]
+    Redis,
+    #[error("hash `{0}` is not supported; use fnv1a_64, fnv1a_32 or md5")]
+    Hash(String),
+    #[error("distribution `{0}` is not supported; only ketama keeps nutcracker's placement")]
+    Distribution(String),
+    #[error("the pool has no servers")]
+    NoServers,
+    #[error("an empty server line")]
+    EmptyServer,
+    #[error("server `{0}` is not host:port:weight")]
+    NotHostPortWeight(String),
+    #[error("server `{0}` has no numeric weight")]
+    NoWeight(String),
+    #[error("server `{0}` is not IP:port (resolve host names first)")]
+    NotIpPort(String),
 }
 
 /// The ringmaster TOML for the nutcracker config `yaml` (read from `path`).
@@ -63,26 +84,26 @@ pub fn nutcracker(path: &str, yaml: &str) -> Result<String, ImportError> {
     let mut out = format!("# Imported from the nutcracker config {path} by `ringmaster import nutcracker`.\n");
     out.push_str("# Keys are placed as nutcracker placed them (ketama_twemproxy, same hash, names and weights).\n\n");
     for (name, pool) in &pools {
-        let fail = |why: String| ImportError::Pool { path: path.to_string(), pool: name.clone(), why };
+        let fail = |why: PoolProblem| ImportError::Pool { path: path.to_string(), pool: name.clone(), why };
         pool_toml(&mut out, name, pool).map_err(fail)?;
     }
     Ok(out)
 }
 
-fn pool_toml(out: &mut String, name: &str, p: &Pool) -> Result<(), String> {
+fn pool_toml(out: &mut String, name: &str, p: &Pool) -> Result<(), PoolProblem> {
     if p.redis == Some(true) || p.redis_auth.is_some() || p.redis_db.is_some() {
-        return Err("redis pools are not supported: the ambassador speaks the memcached protocol".into());
+        return Err(PoolProblem::Redis);
     }
     let hash = match p.hash.as_deref().unwrap_or("fnv1a_64") {
         h @ ("fnv1a_64" | "fnv1a_32" | "md5") => h,
-        other => return Err(format!("hash `{other}` is not supported; use fnv1a_64, fnv1a_32 or md5")),
+        other => return Err(PoolProblem::Hash(other.to_string())),
     };
     match p.distribution.as_deref().unwrap_or("ketama") {
         "ketama" => {}
-        other => return Err(format!("distribution `{other}` is not supported; only ketama keeps nutcracker's placement")),
+        other => return Err(PoolProblem::Distribution(other.to_string())),
     }
     if p.servers.is_empty() {
-        return Err("the pool has no servers".into());
+        return Err(PoolProblem::NoServers);
     }
     let listen = match p.listen.split_whitespace().next().unwrap_or("") {
         l if l.starts_with('/') => format!("unix:{l}"),
@@ -133,14 +154,14 @@ fn pool_toml(out: &mut String, name: &str, p: &Pool) -> Result<(), String> {
 
 /// `host:port:weight [name]`: the address, the weight, and the shard name
 /// nutcracker hashes (the name, else `host:port`).
-fn server(line: &str) -> Result<(String, u32, String), String> {
+fn server(line: &str) -> Result<(String, u32, String), PoolProblem> {
     let mut parts = line.split_whitespace();
-    let spec = parts.next().ok_or("an empty server line")?;
+    let spec = parts.next().ok_or(PoolProblem::EmptyServer)?;
     let name = parts.next();
-    let (addr, weight) = spec.rsplit_once(':').ok_or_else(|| format!("server `{line}` is not host:port:weight"))?;
-    let weight: u32 = weight.parse().map_err(|_| format!("server `{line}` has no numeric weight"))?;
+    let (addr, weight) = spec.rsplit_once(':').ok_or_else(|| PoolProblem::NotHostPortWeight(line.to_string()))?;
+    let weight: u32 = weight.parse().map_err(|_| PoolProblem::NoWeight(line.to_string()))?;
     if addr.parse::<std::net::SocketAddr>().is_err() {
-        return Err(format!("server `{addr}` is not IP:port (resolve host names first)"));
+        return Err(PoolProblem::NotIpPort(addr.to_string()));
     }
     Ok((addr.to_string(), weight, name.unwrap_or(addr).to_string()))
 }

@@ -54,7 +54,9 @@ endpoints = [{{ address = "localhost:8443" }}]
             let built = super::build(plan, None);
             let l = &built.snapshot.listeners[0];
             let (settings, material) = l.tls.as_ref().ok_or("no TLS in the plan")?;
-            crate::tls::server::TlsState::new(&l.name, settings, material).map(|_| built.snapshot.credentials.is_some())
+            crate::tls::server::TlsState::new(&l.name, settings, material)
+                .map(|_| built.snapshot.credentials.is_some())
+                .map_err(|e| e.to_string())
         });
         let _ = tx.send(started);
     });

@@ -46,14 +46,25 @@ struct Counts {
     failed: AtomicU64,
 }
 
+/// Why one of the scene's requests failed.
+#[derive(Debug, thiserror::Error)]
+enum Miss {
+    #[error("{0}")]
+    Request(#[from] http::Error),
+    #[error("{0}")]
+    Exchange(#[from] hyper::Error),
+    #[error("{path}: {status}")]
+    Status { path: String, status: http::StatusCode },
+}
+
 /// One request; whether it got a 200, and the shard that answered.
-async fn get(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, path: &str) -> Result<Option<String>, String> {
-    let req = http::Request::get(path).header(http::header::HOST, "demo").body(Empty::new()).map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+async fn get(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, path: &str) -> Result<Option<String>, Miss> {
+    let req = http::Request::get(path).header(http::header::HOST, "demo").body(Empty::new())?;
+    let resp = sender.send_request(req).await?;
     let (status, shard) = (resp.status(), resp.headers().get("x-shard").and_then(|v| v.to_str().ok()).map(str::to_string));
-    resp.into_body().collect().await.map_err(|e| e.to_string())?;
+    resp.into_body().collect().await?;
     if status != http::StatusCode::OK {
-        return Err(format!("{path}: {status}"));
+        return Err(Miss::Status { path: path.to_string(), status });
     }
     Ok(shard)
 }

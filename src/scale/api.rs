@@ -4,6 +4,7 @@
 //! connection per call, over hyper (and rustls for https), each bounded in
 //! time and in the size of what comes back.
 
+use super::{CallFailure, ScaleError};
 use bytes::Bytes;
 use http::{Method, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -44,17 +45,17 @@ pub type Answer = (StatusCode, serde_json::Value);
 
 impl Api {
     /// `method path` with `body` as JSON; an error says what failed to whom.
-    pub async fn call(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<Answer, String> {
-        let what = format!("{method} {}{path}", self.base);
-        match tokio::time::timeout(self.timeout, self.exchange(method, path, body)).await {
-            Ok(r) => r.map_err(|e| format!("{what}: {e}")),
-            Err(_) => Err(format!("{what}: no answer within {:?}", self.timeout)),
+    pub async fn call(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<Answer, ScaleError> {
+        let what = || format!("{method} {}{path}", self.base);
+        match tokio::time::timeout(self.timeout, self.exchange(method.clone(), path, body)).await {
+            Ok(r) => r.map_err(|why| ScaleError::Call { what: what(), why }),
+            Err(_) => Err(ScaleError::NoAnswer { what: what(), timeout: self.timeout }),
         }
     }
 
-    async fn exchange(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<Answer, String> {
-        let authority = self.base.authority().ok_or("the address has no host")?.clone();
-        let tcp = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(|e| format!("cannot connect: {e}"))?;
+    async fn exchange(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<Answer, CallFailure> {
+        let authority = self.base.authority().ok_or(CallFailure::NoHost)?.clone();
+        let tcp = tokio::net::TcpStream::connect(authority.as_str()).await.map_err(|e| CallFailure::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let mut req = http::Request::builder()
             .method(method)
@@ -62,20 +63,22 @@ impl Api {
             .header(http::header::HOST, authority.as_str())
             .header(http::header::ACCEPT, "application/json");
         if let Some(file) = &self.token {
-            let token = tokio::fs::read_to_string(file).await.map_err(|e| format!("cannot read the token {}: {e}", file.display()))?;
+            let token = tokio::fs::read_to_string(file)
+                .await
+                .map_err(|e| CallFailure::Token { path: file.display().to_string(), why: e.to_string() })?;
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.trim()));
         }
         let payload = match body {
             Some(b) => {
                 req = req.header(http::header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(b).map_err(|e| e.to_string())?)
+                Bytes::from(serde_json::to_vec(b).map_err(|e| CallFailure::Request(e.to_string()))?)
             }
             None => Bytes::new(),
         };
-        let req = req.body(Full::new(payload)).map_err(|e| e.to_string())?;
+        let req = req.body(Full::new(payload)).map_err(|e| CallFailure::Request(e.to_string()))?;
         let res = match &self.tls {
             Some(tls) => {
-                let stream = tls.connector.connect(tls.name.clone(), tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                let stream = tls.connector.connect(tls.name.clone(), tcp).await.map_err(|e| CallFailure::Tls(e.to_string()))?;
                 send(TokioIo::new(stream), req).await?
             }
             None => send(TokioIo::new(tcp), req).await?,
@@ -84,15 +87,15 @@ impl Api {
     }
 }
 
-async fn send<I>(io: I, req: http::Request<Full<Bytes>>) -> Result<Answer, String>
+async fn send<I>(io: I, req: http::Request<Full<Bytes>>) -> Result<Answer, CallFailure>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| CallFailure::Exchange(e.to_string()))?;
     tokio::spawn(conn);
-    let res = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let res = tx.send_request(req).await.map_err(|e| CallFailure::Exchange(e.to_string()))?;
     let status = res.status();
-    let body = Limited::new(res.into_body(), MAX_ANSWER).collect().await.map_err(|e| format!("reading the answer: {e}"))?.to_bytes();
+    let body = Limited::new(res.into_body(), MAX_ANSWER).collect().await.map_err(|e| CallFailure::Body(e.to_string()))?.to_bytes();
     Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
 }
 

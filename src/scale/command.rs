@@ -53,7 +53,20 @@ pub enum CommandError {
     #[error("the endpoint list of `{line}` is over {MAX_LIST} bytes")]
     ListTooLarge { line: String },
     #[error("the endpoint list of `{line}`: {why}")]
-    BadList { line: String, why: String },
+    BadList { line: String, why: ListError },
+}
+
+/// Why an endpoint list was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("line {line}: `{text}` is not `ADDRESS` or `NAME ADDRESS`")]
+    Shape { line: usize, text: String },
+    #[error("line {line}: `{addr}` is not IP:port")]
+    Address { line: usize, addr: String },
+    #[error("line {line}: {addr} is listed twice")]
+    Twice { line: usize, addr: SocketAddr },
+    #[error("no endpoint listed (a shard keeps at least one)")]
+    Empty,
 }
 
 /// The largest endpoint list read back (output or file).
@@ -170,7 +183,7 @@ async fn bounded_prefix(r: &mut (impl tokio::io::AsyncRead + Unpin), keep: usize
 
 /// One endpoint a line: `ADDRESS` or `NAME ADDRESS`; blank lines and `#`
 /// comments skipped. An empty list, a bad address or a repeated one is refused.
-pub fn parse(text: &str) -> Result<Vec<(String, SocketAddr)>, String> {
+pub fn parse(text: &str) -> Result<Vec<(String, SocketAddr)>, ListError> {
     let mut list: Vec<(String, SocketAddr)> = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let l = raw.split('#').next().unwrap_or("").trim();
@@ -181,16 +194,16 @@ pub fn parse(text: &str) -> Result<Vec<(String, SocketAddr)>, String> {
         let (name, addr) = match (words.next(), words.next(), words.next()) {
             (Some(a), None, _) => (a, a),
             (Some(name), Some(a), None) => (name, a),
-            _ => return Err(format!("line {}: `{l}` is not `ADDRESS` or `NAME ADDRESS`", n + 1)),
+            _ => return Err(ListError::Shape { line: n + 1, text: l.to_string() }),
         };
-        let addr: SocketAddr = addr.parse().map_err(|_| format!("line {}: `{addr}` is not IP:port", n + 1))?;
+        let addr: SocketAddr = addr.parse().map_err(|_| ListError::Address { line: n + 1, addr: addr.to_string() })?;
         if list.iter().any(|e| e.1 == addr) {
-            return Err(format!("line {}: {addr} is listed twice", n + 1));
+            return Err(ListError::Twice { line: n + 1, addr });
         }
         list.push((name.to_string(), addr));
     }
     if list.is_empty() {
-        return Err("no endpoint listed (a shard keeps at least one)".into());
+        return Err(ListError::Empty);
     }
     Ok(list)
 }
@@ -211,10 +224,10 @@ mod tests {
     fn lists_are_read_strictly() {
         let l = parse("# the shard\n127.0.0.1:9001\n\na2 127.0.0.1:9002  # new\n").unwrap();
         assert_eq!(l, vec![("127.0.0.1:9001".into(), "127.0.0.1:9001".parse().unwrap()), ("a2".into(), "127.0.0.1:9002".parse().unwrap())]);
-        assert!(parse("").unwrap_err().contains("no endpoint"));
-        assert!(parse("localhost:80").unwrap_err().contains("line 1"));
-        assert!(parse("a b c").unwrap_err().contains("NAME ADDRESS"));
-        assert!(parse("127.0.0.1:1\nx 127.0.0.1:1").unwrap_err().contains("twice"));
+        assert!(parse("").unwrap_err().to_string().contains("no endpoint"));
+        assert!(parse("localhost:80").unwrap_err().to_string().contains("line 1"));
+        assert!(parse("a b c").unwrap_err().to_string().contains("NAME ADDRESS"));
+        assert!(parse("127.0.0.1:1\nx 127.0.0.1:1").unwrap_err().to_string().contains("twice"));
     }
 
     #[tokio::test]

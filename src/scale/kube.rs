@@ -6,6 +6,7 @@
 //! ringmaster only exports the per-shard heat it (or KEDA) can read.
 
 use super::api::{refusal, Api};
+use super::ScaleError;
 use http::{Method, StatusCode};
 use serde_json::json;
 
@@ -68,11 +69,12 @@ impl Scale {
     }
 
     /// Reads the shard's scale and whether an HPA owns it.
-    pub async fn read(&self, service: &str, shard: &str) -> Result<Observed, String> {
+    pub async fn read(&self, service: &str, shard: &str) -> Result<Observed, ScaleError> {
         let (res, kind, name) = self.object_of(service, shard);
         let a = self.cluster.api.call(Method::GET, &self.path(res, &name), None).await?;
         if a.0 != StatusCode::OK {
-            return Err(format!("reading the scale of {kind} {}/{name}: {}", self.cluster.namespace, refusal(&a)));
+            let what = format!("reading the scale of {kind} {}/{name}", self.cluster.namespace);
+            return Err(ScaleError::Refused { what, refusal: refusal(&a) });
         }
         let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as usize;
         let rv = a.1["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
@@ -80,11 +82,11 @@ impl Scale {
         Ok(Observed { spec: n(&a.1["spec"]["replicas"]), status: n(&a.1["status"]["replicas"]), resource_version: rv, hpa })
     }
 
-    async fn hpa_of(&self, kind: &str, name: &str) -> Result<Option<String>, String> {
+    async fn hpa_of(&self, kind: &str, name: &str) -> Result<Option<String>, ScaleError> {
         let path = format!("/apis/autoscaling/v2/namespaces/{}/horizontalpodautoscalers", self.cluster.namespace);
         let a = self.cluster.api.call(Method::GET, &path, None).await?;
         if a.0 != StatusCode::OK {
-            return Err(format!("listing the HPAs of {}: {}", self.cluster.namespace, refusal(&a)));
+            return Err(ScaleError::Refused { what: format!("listing the HPAs of {}", self.cluster.namespace), refusal: refusal(&a) });
         }
         let items = a.1["items"].as_array().cloned().unwrap_or_default();
         Ok(items.iter().find_map(|h| {
@@ -94,7 +96,7 @@ impl Scale {
     }
 
     /// Asks for `replicas`, if the object is still at `resource_version`.
-    pub async fn write(&self, service: &str, shard: &str, replicas: usize, resource_version: &str) -> Result<(), String> {
+    pub async fn write(&self, service: &str, shard: &str, replicas: usize, resource_version: &str) -> Result<(), ScaleError> {
         let (res, kind, name) = self.object_of(service, shard);
         let body = json!({
             "apiVersion": "autoscaling/v1",
@@ -105,8 +107,11 @@ impl Scale {
         let a = self.cluster.api.call(Method::PUT, &self.path(res, &name), Some(&body)).await?;
         match a.0 {
             StatusCode::OK | StatusCode::CREATED => Ok(()),
-            StatusCode::CONFLICT => Err(format!("{kind} {name} changed since it was read; tried again at the next tick")),
-            _ => Err(format!("scaling {kind} {}/{name} to {replicas}: {}", self.cluster.namespace, refusal(&a))),
+            StatusCode::CONFLICT => Err(ScaleError::Conflict { kind: kind.to_string(), name }),
+            _ => Err(ScaleError::Refused {
+                what: format!("scaling {kind} {}/{name} to {replicas}", self.cluster.namespace),
+                refusal: refusal(&a),
+            }),
         }
     }
 }

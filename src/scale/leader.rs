@@ -7,6 +7,7 @@
 
 use super::api::{refusal, Api};
 use super::kube::Cluster;
+use super::ScaleError;
 use base64::Engine as _;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -103,23 +104,23 @@ impl Leadership {
 pub async fn run(s: Settings, l: std::sync::Arc<Leadership>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let every = (s.ttl / 3).max(Duration::from_millis(200));
     let mut state = State::default();
-    let mut last_error = String::new();
+    let mut last_error = None;
     loop {
         let was = l.leads();
         let sent = crate::clock::now_ms();
         // A renewal is given less than the lease (client-go's renewDeadline < leaseDuration).
         let result = match tokio::time::timeout(s.ttl * 2 / 3, round(&s, &mut state)).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {:?} (two thirds of the ttl)", s.ttl * 2 / 3)),
+            Err(_) => Err(ScaleError::RoundTimeout(s.ttl * 2 / 3)),
         };
         match &result {
             Ok(true) => l.hold(sent, s.ttl),
             Ok(false) => l.lose(),
             // Leadership lapses by itself at its deadline; say each new failure once.
-            Err(e) if *e != last_error => tracing::warn!("leader election: {e}"),
+            Err(e) if last_error.as_ref() != Some(e) => tracing::warn!("leader election: {e}"),
             Err(_) => {}
         }
-        last_error = result.as_ref().err().cloned().unwrap_or_default();
+        last_error = result.as_ref().err().cloned();
         if l.leads() != was {
             let now = match (l.leads(), &result) {
                 (true, _) => "this root leads and scales",
@@ -151,14 +152,14 @@ struct State {
 }
 
 /// One round: renew, or try to take the lead. Ok(true) while this root leads.
-async fn round(s: &Settings, st: &mut State) -> Result<bool, String> {
+async fn round(s: &Settings, st: &mut State) -> Result<bool, ScaleError> {
     match &s.election {
         Election::Etcd { api, key } => etcd_round(api, key, s, st).await,
         Election::Kubernetes { cluster, lease } => lease_round(cluster, lease, s, st).await,
     }
 }
 
-async fn resign(s: &Settings, st: &State) -> Result<(), String> {
+async fn resign(s: &Settings, st: &State) -> Result<(), ScaleError> {
     match (&s.election, st.lease) {
         (Election::Etcd { api, .. }, Some(id)) => {
             api.call(Method::POST, "/v3/lease/revoke", Some(&json!({ "ID": id.to_string() }))).await.map(|_| ())
@@ -187,8 +188,14 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-async fn etcd_round(api: &Api, key: &str, s: &Settings, st: &mut State) -> Result<bool, String> {
-    let ok = |a: &super::api::Answer, what: &str| if a.0 == StatusCode::OK { Ok(()) } else { Err(format!("etcd {what}: {}", refusal(a))) };
+async fn etcd_round(api: &Api, key: &str, s: &Settings, st: &mut State) -> Result<bool, ScaleError> {
+    let ok = |a: &super::api::Answer, what: &str| {
+        if a.0 == StatusCode::OK {
+            Ok(())
+        } else {
+            Err(ScaleError::Refused { what: format!("etcd {what}"), refusal: refusal(a) })
+        }
+    };
     // Keep the lease alive; a lapsed one is replaced (and the key went with it).
     if let Some(id) = st.lease {
         let a = api.call(Method::POST, "/v3/lease/keepalive", Some(&json!({ "ID": id.to_string() }))).await?;
@@ -202,7 +209,7 @@ async fn etcd_round(api: &Api, key: &str, s: &Settings, st: &mut State) -> Resul
         None => {
             let a = api.call(Method::POST, "/v3/lease/grant", Some(&json!({ "TTL": whole_seconds(s.ttl) }))).await?;
             ok(&a, "lease grant")?;
-            let id = int(&a.1["ID"]).ok_or("etcd lease grant: no lease ID in the answer")?;
+            let id = int(&a.1["ID"]).ok_or(ScaleError::NoLeaseId)?;
             st.lease = Some(id);
             id
         }
@@ -226,7 +233,7 @@ fn lease_path(c: &Cluster, lease: &str) -> String {
     format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases/{lease}", c.namespace)
 }
 
-async fn lease_round(c: &Cluster, lease: &str, s: &Settings, st: &mut State) -> Result<bool, String> {
+async fn lease_round(c: &Cluster, lease: &str, s: &Settings, st: &mut State) -> Result<bool, ScaleError> {
     let path = lease_path(c, lease);
     let now = micro_time(std::time::SystemTime::now());
     let secs = whole_seconds(s.ttl);
@@ -241,11 +248,11 @@ async fn lease_round(c: &Cluster, lease: &str, s: &Settings, st: &mut State) -> 
         return match w.0 {
             StatusCode::CREATED | StatusCode::OK => Ok(true),
             StatusCode::CONFLICT => Ok(false),
-            _ => Err(format!("creating Lease {lease}: {}", refusal(&w))),
+            _ => Err(ScaleError::Refused { what: format!("creating Lease {lease}"), refusal: refusal(&w) }),
         };
     }
     if a.0 != StatusCode::OK {
-        return Err(format!("reading Lease {lease}: {}", refusal(&a)));
+        return Err(ScaleError::Refused { what: format!("reading Lease {lease}"), refusal: refusal(&a) });
     }
     let spec = &a.1["spec"];
     let holder = spec["holderIdentity"].as_str().unwrap_or_default();
@@ -277,7 +284,7 @@ async fn lease_round(c: &Cluster, lease: &str, s: &Settings, st: &mut State) -> 
     match w.0 {
         StatusCode::OK => Ok(true),
         StatusCode::CONFLICT => Ok(false),
-        _ => Err(format!("renewing Lease {lease}: {}", refusal(&w))),
+        _ => Err(ScaleError::Refused { what: format!("renewing Lease {lease}"), refusal: refusal(&w) }),
     }
 }
 

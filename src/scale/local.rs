@@ -4,6 +4,7 @@
 //! after its drain time. What the demo uses, and a single machine's way to
 //! give a hot shard more processes.
 
+use super::ScaleError;
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -61,7 +62,7 @@ pub struct Replica {
 
 /// Starts a replica of `shard` (of `service`) on `port` and waits until it
 /// accepts connections; on failure it is stopped and the reason returned.
-pub async fn start(s: &Settings, service: &str, shard: &str, port: u16) -> Result<Replica, String> {
+pub async fn start(s: &Settings, service: &str, shard: &str, port: u16) -> Result<Replica, ScaleError> {
     let addr = SocketAddr::new(s.host, port);
     let name = format!("{shard}-{port}");
     let line = s.command_for(addr, &name, service, shard);
@@ -70,7 +71,7 @@ pub async fn start(s: &Settings, service: &str, shard: &str, port: u16) -> Resul
     c.env("RINGMASTER_SERVICE", service).env("RINGMASTER_SHARD", shard).env("RINGMASTER_NAME", &name);
     c.env("RINGMASTER_ADDRESS", addr.to_string());
     crate::child::dies_with_us(&mut c);
-    let child = c.spawn().map_err(|e| format!("cannot run `{line}`: {e}"))?;
+    let child = c.spawn().map_err(|e| ScaleError::Spawn { line: line.clone(), why: e.to_string() })?;
     let mut r = Replica { name, addr, child: Some(child) };
     let until = tokio::time::Instant::now() + s.ready_timeout;
     loop {
@@ -78,11 +79,11 @@ pub async fn start(s: &Settings, service: &str, shard: &str, port: u16) -> Resul
             return Ok(r);
         }
         if let Some(Ok(Some(status))) = r.child.as_mut().map(|c| c.try_wait()) {
-            return Err(format!("`{line}` exited ({status}) before it accepted connections on {addr}"));
+            return Err(ScaleError::Exited { line, status: status.to_string(), addr });
         }
         if tokio::time::Instant::now() >= until {
             r.stop(Duration::ZERO);
-            return Err(format!("`{line}` did not accept connections on {addr} within {:?}", s.ready_timeout));
+            return Err(ScaleError::NotReady { line, addr, timeout: s.ready_timeout });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -144,8 +145,8 @@ mod tests {
         let s = Settings { command: "sleep 30".into(), ready_timeout: Duration::from_millis(300), ..Settings::for_tests() };
         let port = Settings { ports: (39000, 39100), ..s.clone() }.free_port(&[]).unwrap();
         let err = start(&s, "svc", "a", port).await.err().unwrap();
-        assert!(err.contains("did not accept connections"), "{err}");
+        assert!(err.to_string().contains("did not accept connections"), "{err}");
         let err = start(&Settings { command: "exit 3".into(), ..s }, "svc", "a", port).await.err().unwrap();
-        assert!(err.contains("exited"), "{err}");
+        assert!(err.to_string().contains("exited"), "{err}");
     }
 }

@@ -39,6 +39,54 @@ impl Scaling {
     }
 }
 
+/// Why a back-end (the control planes, a local replica) failed a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScaleError {
+    /// A control-plane call (`what`: method and URL) that got no answer.
+    #[error("{what}: {why}")]
+    Call { what: String, why: CallFailure },
+    #[error("{what}: no answer within {timeout:?}")]
+    NoAnswer { what: String, timeout: std::time::Duration },
+    /// The control plane answered, refusing `what` (its status and message).
+    #[error("{what}: {refusal}")]
+    Refused { what: String, refusal: String },
+    #[error("{kind} {name} changed since it was read; tried again at the next tick")]
+    Conflict { kind: String, name: String },
+    #[error("HPA {0} now owns the workload; not scaled")]
+    HpaOwns(String),
+    #[error("no answer within {0:?} (two thirds of the ttl)")]
+    RoundTimeout(std::time::Duration),
+    #[error("etcd lease grant: no lease ID in the answer")]
+    NoLeaseId,
+    #[error("cannot run `{line}`: {why}")]
+    Spawn { line: String, why: String },
+    #[error("`{line}` exited ({status}) before it accepted connections on {addr}")]
+    Exited { line: String, status: String, addr: std::net::SocketAddr },
+    #[error("`{line}` did not accept connections on {addr} within {timeout:?}")]
+    NotReady { line: String, addr: std::net::SocketAddr, timeout: std::time::Duration },
+}
+
+/// Why a control-plane exchange got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallFailure {
+    #[error("the address has no host")]
+    NoHost,
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("cannot read the token {path}: {why}")]
+    Token { path: String, why: String },
+    /// The request could not be made (its JSON body, its head).
+    #[error("{0}")]
+    Request(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The HTTP exchange failed.
+    #[error("{0}")]
+    Exchange(String),
+    #[error("reading the answer: {0}")]
+    Body(String),
+}
+
 /// Why a scale step was not taken or did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -50,7 +98,7 @@ pub enum StepError {
     Command(#[from] command::CommandError),
     /// The back-end (Kubernetes API, replica start) said why.
     #[error("{0}")]
-    Backend(String),
+    Backend(#[from] ScaleError),
     /// The running pools could not take the change.
     #[error("the pool update failed: {0}")]
     Update(String),

@@ -96,7 +96,7 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
 
 /// The TLS state of listener `name`: `None` for a plain listener, an error
 /// when an https listener's certificates do not load.
-pub fn tls_state(snap: &Snapshot, name: &str) -> Result<Option<Arc<TlsState>>, String> {
+pub fn tls_state(snap: &Snapshot, name: &str) -> Result<Option<Arc<TlsState>>, crate::tls::TlsError> {
     match snap.listeners.iter().find(|l| l.name == name).and_then(|l| l.tls.as_ref()) {
         Some((settings, material)) => TlsState::new(name, settings, material).map(Some),
         None => Ok(None),

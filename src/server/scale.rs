@@ -14,7 +14,7 @@
 use super::Shared;
 use crate::config::Snapshot;
 use crate::scale::leader::Leadership;
-use crate::scale::{command, local, Backend, Decision, Metric, Policy, PoolView, ShardScaler, StepError};
+use crate::scale::{command, local, Backend, Decision, Metric, Policy, PoolView, ScaleError, ShardScaler, StepError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -180,7 +180,7 @@ impl Scaler {
                     Err(e) => self.peer_state(&p.base, Some(format!("its /admin/heat is not heat: {e}"))),
                 },
                 Ok(a) => self.peer_state(&p.base, Some(crate::scale::api::refusal(&a))),
-                Err(e) => self.peer_state(&p.base, Some(e)),
+                Err(e) => self.peer_state(&p.base, Some(e.to_string())),
             }
             out.push(load);
         }
@@ -246,7 +246,7 @@ async fn pool_step(shared: Arc<Shared>, mut st: tokio::sync::OwnedMutexGuard<Poo
                 let step = async {
                     let o = fenced(lead, k.read(&w.service, &w.shard)).await?;
                     match &o.hpa {
-                        Some(hpa) => Err(StepError::Backend(format!("HPA {hpa} now owns the workload; not scaled"))),
+                        Some(hpa) => Err(StepError::Backend(ScaleError::HpaOwns(hpa.clone()))),
                         None => fenced(lead, k.write(&w.service, &w.shard, d.desired, &o.resource_version)).await,
                     }
                 };
@@ -277,7 +277,7 @@ async fn pool_step(shared: Arc<Shared>, mut st: tokio::sync::OwnedMutexGuard<Poo
 
 /// Runs `effect` only if this root leads now (by `lead`), and no longer than
 /// it goes on leading (fencing: a step never outlives the lease it was taken under).
-async fn fenced<T>(lead: &Leadership, effect: impl std::future::Future<Output = Result<T, String>>) -> Result<T, StepError> {
+async fn fenced<T>(lead: &Leadership, effect: impl std::future::Future<Output = Result<T, ScaleError>>) -> Result<T, StepError> {
     if lead.remaining().is_none() {
         return Err(StepError::NotLeading);
     }
@@ -338,11 +338,16 @@ async fn up(shared: &Arc<Shared>, st: &mut PoolScaler, w: &Watched, settings: &l
     let mut started = Vec::new();
     // Fenced: a replica still starting when the lead ends is stopped (dropped).
     let all = fenced(&shared.scaling.leadership, async { Ok(futures_util::future::join_all(starts).await) }).await;
-    for r in all.unwrap_or_else(|why| vec![Err(why.to_string())]) {
-        match r {
-            Ok(r) => started.push(r),
-            Err(why) => tracing::error!(pool, "scaler: a new replica did not start: {why}"),
+    match all {
+        Ok(all) => {
+            for r in all {
+                match r {
+                    Ok(r) => started.push(r),
+                    Err(why) => tracing::error!(pool, "scaler: a new replica did not start: {why}"),
+                }
+            }
         }
+        Err(why) => tracing::error!(pool, "scaler: a new replica did not start: {why}"),
     }
     if started.is_empty() {
         return false;

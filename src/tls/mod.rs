@@ -10,7 +10,7 @@ pub mod stream;
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::{Arc, OnceLock};
 
@@ -20,25 +20,61 @@ pub fn provider() -> Arc<CryptoProvider> {
     P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())).clone()
 }
 
+/// Why certificates, keys or a TLS config could not be made; each names the
+/// file or setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificate file {path}: {source}")]
+    ReadChain { path: String, source: pem::Error },
+    #[error("{path} is not a PEM certificate chain: {source}")]
+    BadChain { path: String, source: pem::Error },
+    #[error("{0} holds no certificate")]
+    NoCertificate(String),
+    #[error("cannot read a private key from {path}: {source}")]
+    ReadKey { path: String, source: pem::Error },
+    #[error("{path} is not a usable RSA or ECDSA key: {source}")]
+    BadKey { path: String, source: rustls::Error },
+    #[error("the key in {key} does not match the certificate in {cert}: {source}")]
+    Mismatch { key: String, cert: String, source: rustls::Error },
+    #[error("{path} holds a certificate that cannot be a trust anchor: {source}")]
+    BadAnchor { path: String, source: rustls::Error },
+    #[error("no system CA certificates found ({0}); install ca-certificates or set tls.ca")]
+    NoSystemRoots(String),
+    #[error("client certificate {path}: {source}")]
+    ClientCert { path: String, source: rustls::Error },
+    #[error("an upstream client certificate needs both cert and key")]
+    HalfClientCert,
+    #[error("`{host}` cannot be a TLS server name: {source}")]
+    ServerName { host: String, source: rustls_pki_types::InvalidDnsNameError },
+    #[error("a TLS listener needs at least one certificate")]
+    NoListenerCertificate,
+    #[error("client CA bundle {path}: {source}")]
+    ClientCa { path: String, source: rustls::server::VerifierBuilderError },
+    #[error("cannot make session ticket keys: {0}")]
+    Tickets(rustls::Error),
+    #[error("{0}")]
+    Config(#[from] rustls::Error),
+}
+
 /// A certificate chain from a PEM file.
-pub fn load_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn load_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read certificate file {path}: {e}"))?
+        .map_err(|source| TlsError::ReadChain { path: path.to_string(), source })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{path} is not a PEM certificate chain: {e}"))?;
+        .map_err(|source| TlsError::BadChain { path: path.to_string(), source })?;
     if chain.is_empty() {
-        return Err(format!("{path} holds no certificate"));
+        return Err(TlsError::NoCertificate(path.to_string()));
     }
     Ok(chain)
 }
 
 /// A private key from a PEM file.
-pub fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("cannot read a private key from {path}: {e}"))
+pub fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::ReadKey { path: path.to_string(), source })
 }
 
 /// A certificate chain and its key, checked to belong together.
-pub fn certified_key(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, String> {
+pub fn certified_key(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, TlsError> {
     certify(load_chain(cert)?, load_key(key)?, cert, key).map(Arc::new)
 }
 
@@ -49,18 +85,18 @@ pub fn certify(
     key_der: PrivateKeyDer<'static>,
     cert: &str,
     key: &str,
-) -> Result<CertifiedKey, String> {
-    let signing = provider().key_provider.load_private_key(key_der).map_err(|e| format!("{key} is not a usable RSA or ECDSA key: {e}"))?;
+) -> Result<CertifiedKey, TlsError> {
+    let signing = provider().key_provider.load_private_key(key_der).map_err(|source| TlsError::BadKey { path: key.to_string(), source })?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|e| format!("the key in {key} does not match the certificate in {cert}: {e}"))?;
+    ck.keys_match().map_err(|source| TlsError::Mismatch { key: key.to_string(), cert: cert.to_string(), source })?;
     Ok(ck)
 }
 
 /// Trust anchors from a PEM bundle of CA certificates.
-pub fn load_roots(path: &str) -> Result<rustls::RootCertStore, String> {
+pub fn load_roots(path: &str) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in load_chain(path)? {
-        roots.add(c).map_err(|e| format!("{path} holds a certificate that cannot be a trust anchor: {e}"))?;
+        roots.add(c).map_err(|source| TlsError::BadAnchor { path: path.to_string(), source })?;
     }
     Ok(roots)
 }

@@ -9,7 +9,7 @@
 //! rather than with inotify: it needs no dependency, costs a few `stat` calls,
 //! and sees Kubernetes' secret updates, which swap a symlink in a parent folder.
 
-use super::{certified_key, facts, load_roots, provider, sni::SniResolver, CertFacts};
+use super::{certified_key, facts, load_roots, provider, sni::SniResolver, CertFacts, TlsError};
 use crate::identity::KeyInfo;
 use arc_swap::ArcSwap;
 use rustls::server::danger::ClientCertVerifier;
@@ -116,7 +116,7 @@ pub struct TlsState {
 
 /// Reads and checks the files of `spec`. The files' versions are noted first,
 /// so a change made while they are read is seen by the next check.
-pub fn load(spec: &Settings) -> Result<Material, String> {
+pub fn load(spec: &Settings) -> Result<Material, TlsError> {
     let stamps = stamps(spec);
     let mut keyed = Vec::new();
     let mut certs = Vec::new();
@@ -125,14 +125,14 @@ pub fn load(spec: &Settings) -> Result<Material, String> {
         certs.push(LoadedCert { cert: c.cert.clone(), key: c.key.clone(), names: c.names.clone(), facts: ck.cert.first().and_then(facts) });
         keyed.push((ck, c.names.clone()));
     }
-    let resolver = Arc::new(SniResolver::new(&keyed).ok_or("a TLS listener needs at least one certificate")?);
+    let resolver = Arc::new(SniResolver::new(&keyed).ok_or(TlsError::NoListenerCertificate)?);
     let verifier = match &spec.client_auth {
         None => None,
         Some(ca) => {
             let roots = load_roots(&ca.ca)?;
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
             let v = if ca.required { v } else { v.allow_unauthenticated() };
-            Some(v.build().map_err(|e| format!("client CA bundle {}: {e}", ca.ca))?)
+            Some(v.build().map_err(|source| TlsError::ClientCa { path: ca.ca.clone(), source })?)
         }
     };
     Ok(Material { resolver, verifier, certs, stamps })
@@ -143,8 +143,8 @@ fn server_config(
     m: &Material,
     sessions: Arc<dyn StoresServerSessions>,
     ticketer: Option<Arc<dyn ProducesTickets>>,
-) -> Result<ServerConfig, String> {
-    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+) -> Result<ServerConfig, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match &m.verifier {
         None => builder.with_no_client_auth(),
         Some(v) => builder.with_client_cert_verifier(v.clone()),
@@ -163,17 +163,14 @@ fn server_config(
 
 impl TlsState {
     /// The TLS state of listener `listener`, serving `m` (read from `spec`).
-    pub fn new(listener: &str, spec: &Settings, m: &Material) -> Result<Arc<TlsState>, String> {
+    pub fn new(listener: &str, spec: &Settings, m: &Material) -> Result<Arc<TlsState>, TlsError> {
         let sessions: Arc<dyn StoresServerSessions> = if spec.session_cache == 0 {
             Arc::new(rustls::server::NoServerSessionStorage {})
         } else {
             rustls::server::ServerSessionMemoryCache::new(spec.session_cache)
         };
-        let ticketer = if spec.session_tickets {
-            Some(rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("cannot make session ticket keys: {e}"))?)
-        } else {
-            None
-        };
+        let ticketer =
+            if spec.session_tickets { Some(rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::Tickets)?) } else { None };
         let config = server_config(m, sessions.clone(), ticketer.clone())?;
         let loaded = Loaded {
             config: Arc::new(config),
@@ -206,7 +203,7 @@ impl TlsState {
 
     /// Serves `m` (read from `spec`) from the next handshake on; on failure the
     /// old config stays and the error says why.
-    pub fn reload(&self, spec: &Settings, m: Result<Material, String>) -> Result<(), String> {
+    pub fn reload(&self, spec: &Settings, m: Result<Material, TlsError>) -> Result<(), TlsError> {
         match m.and_then(|m| Ok((server_config(&m, self.sessions.clone(), self.ticketer.clone())?, m))) {
             Ok((config, m)) => {
                 self.loaded.store(Arc::new(Loaded {

@@ -166,7 +166,7 @@ fn jwt(j: &Spanned<crate::config::schema::JwtSpec>, r: &mut Reporter) -> Option<
         }
         Ok(keys) => keys,
         Err(why) => {
-            r.error(j.span(), why, "point it at a readable PEM or JWKS file");
+            r.error(j.span(), why.to_string(), "point it at a readable PEM or JWKS file");
             return None;
         }
     };

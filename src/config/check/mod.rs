@@ -259,7 +259,7 @@ fn server_tls(
     match crate::tls::server::load(&settings) {
         Ok(m) => Some((settings, m)),
         Err(why) => {
-            r.error(t.span(), why, "point cert and key at readable PEM files that belong together");
+            r.error(t.span(), why.to_string(), "point cert and key at readable PEM files that belong together");
             None
         }
     }

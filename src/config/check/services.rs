@@ -288,10 +288,13 @@ fn endpoints(pool: &str, s: &Shared, eps: &[EndpointSpec], health: Option<&Healt
     let spec = s.spec;
     all(eps.iter().map(|ep| {
         let address = ep.address.get_ref();
-        let authority = match check_authority(address).and_then(|()| address.parse().map_err(|e| format!("endpoint `{address}`: {e}"))) {
+        let parsed = check_authority(address).and_then(|()| {
+            address.parse().map_err(|e: http::uri::InvalidUri| EndpointError::Unparsable { a: address.clone(), why: e.to_string() })
+        });
+        let authority = match parsed {
             Ok(a) => Some(a),
             Err(why) => {
-                r.error(ep.address.span(), why, "write an endpoint as \"host:port\", such as \"10.0.0.5:8080\"");
+                r.error(ep.address.span(), why.to_string(), "write an endpoint as \"host:port\", such as \"10.0.0.5:8080\"");
                 None
             }
         };
@@ -315,7 +318,7 @@ fn endpoints(pool: &str, s: &Shared, eps: &[EndpointSpec], health: Option<&Healt
             Some((settings, config)) => match crate::tls::client::Upstream::new(config.clone(), settings.sni.as_deref(), address) {
                 Ok(u) => Some(u),
                 Err(why) => {
-                    r.error(ep.address.span(), why, "set tls.sni to the name in the endpoints' certificates");
+                    r.error(ep.address.span(), why.to_string(), "set tls.sni to the name in the endpoints' certificates");
                     return None;
                 }
             },
@@ -342,21 +345,34 @@ fn endpoints(pool: &str, s: &Shared, eps: &[EndpointSpec], health: Option<&Healt
     }))
 }
 
+/// Why an endpoint's address is not `host:port`.
+#[derive(Debug, thiserror::Error)]
+enum EndpointError {
+    #[error("endpoint `{0}` has no port")]
+    NoPort(String),
+    #[error("endpoint `{a}` has an invalid port `{port}`")]
+    BadPort { a: String, port: String },
+    #[error("endpoint `{a}` has an invalid host `{host}`")]
+    BadHost { a: String, host: String },
+    #[error("endpoint `{a}`: {why}")]
+    Unparsable { a: String, why: String },
+}
+
 /// Checks `host:port` for an upstream endpoint.
-fn check_authority(a: &str) -> Result<(), String> {
+fn check_authority(a: &str) -> Result<(), EndpointError> {
     if a.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
     let Some((host, port)) = a.rsplit_once(':') else {
-        return Err(format!("endpoint `{a}` has no port"));
+        return Err(EndpointError::NoPort(a.to_string()));
     };
     if port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
-        return Err(format!("endpoint `{a}` has an invalid port `{port}`"));
+        return Err(EndpointError::BadPort { a: a.to_string(), port: port.to_string() });
     }
     let valid_host = !host.is_empty()
         && host.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     if !valid_host {
-        return Err(format!("endpoint `{a}` has an invalid host `{host}`"));
+        return Err(EndpointError::BadHost { a: a.to_string(), host: host.to_string() });
     }
     Ok(())
 }
@@ -374,7 +390,7 @@ fn upstream_tls(
     match crate::tls::client::client_config(&settings, http2) {
         Ok(c) => Some((settings, c)),
         Err(why) => {
-            r.error(t.span(), why, "point ca, cert and key at readable PEM files (cert and key together)");
+            r.error(t.span(), why.to_string(), "point ca, cert and key at readable PEM files (cert and key together)");
             None
         }
     }
