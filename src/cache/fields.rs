@@ -66,8 +66,7 @@ impl Fields {
     }
 
     pub fn date(&self) -> Option<HeaderValue> {
-        let d = self.date_bytes()?;
-        Some(HeaderValue::from_maybe_shared(self.block.slice_ref(d)).expect("stored from a valid value"))
+        Some(shared_value(&self.block, self.date_bytes()?))
     }
 
     fn date_bytes(&self) -> Option<&[u8]> {
@@ -91,23 +90,30 @@ impl Fields {
 
     /// The first value of `name`.
     pub fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
-        self.each().find(|(n, _)| *n == name.as_str().as_bytes()).map(|(_, v)| self.value(v))
+        self.each().find(|(n, _)| *n == name.as_str().as_bytes()).map(|(_, v)| shared_value(&self.block, v))
     }
 
     /// Every stored field as a header map (values share the block).
     pub fn to_map(&self) -> HeaderMap {
         let mut m = HeaderMap::new();
-        for (n, v) in self.each() {
-            let name = HeaderName::from_bytes(n).expect("stored from a valid name");
-            m.append(name, self.value(v));
+        append_lines(&self.lines(), &mut m);
+        if let Some(d) = self.date() {
+            m.append(header::DATE, d);
         }
         m
     }
+}
 
-    /// `v` (a slice of the block) as a value sharing its bytes.
-    fn value(&self, v: &[u8]) -> HeaderValue {
-        HeaderValue::from_maybe_shared(self.block.slice_ref(v)).expect("stored from a valid value")
+/// The fields of a rendered `block` appended to `m`, their values sharing it.
+fn append_lines(block: &Bytes, m: &mut HeaderMap) {
+    for (n, v) in lines(block) {
+        m.append(HeaderName::from_bytes(n).expect("stored from a valid name"), shared_value(block, v));
     }
+}
+
+/// `v` (a slice of `block`) as a value sharing its bytes.
+fn shared_value(block: &Bytes, v: &[u8]) -> HeaderValue {
+    HeaderValue::from_maybe_shared(block.slice_ref(v)).expect("stored from a valid value")
 }
 
 /// `resp` with a stored body's rendered fields moved into its header map,
@@ -116,10 +122,7 @@ pub fn spread(resp: Response<Body>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     let body = match body {
         Body::Stored { fields, data } => {
-            for (n, v) in lines(&fields) {
-                let name = HeaderName::from_bytes(n).expect("stored from a valid name");
-                parts.headers.append(name, HeaderValue::from_maybe_shared(fields.slice_ref(v)).expect("stored from a valid value"));
-            }
+            append_lines(&fields, &mut parts.headers);
             Body::Full(data)
         }
         other => other,

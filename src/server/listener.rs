@@ -106,7 +106,7 @@ impl PerClient {
         true
     }
 
-    /// Gives back a slot `acquire` took.
+    /// Gives back a slot `take` took.
     fn release(&self, ip: std::net::IpAddr) {
         let mut m = self.shard(&ip).lock().expect("per-client lock");
         if let Some(n) = m.get_mut(&ip) {
