@@ -396,5 +396,9 @@ fn the_leader_reads_its_peers_over_https_with_the_heat_token() {
         std::thread::sleep(Duration::from_millis(15));
     }
     assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "2\n", "the leader scaled on root-2's load: {}", first.stderr());
-    assert!(!first.stderr().contains("a peer's heat is not counted"), "{}", first.stderr());
+    // root-1 may poll before root-2 listens (connection refused); any other
+    // refusal (the TLS handshake, the token) is the failure this test is for.
+    let log = first.stderr();
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("a peer's heat is not counted")).collect();
+    assert!(refusals.iter().all(|l| l.contains("cannot connect")), "{log}");
 }
