@@ -2,7 +2,8 @@
 # CPU per operation of one memcache proxy, read from /proc (utime + stime of the
 # proxy over the timed run, divided by the operations the load generator did):
 # three memcached and the load generator on cpu1, the proxy alone on cpu0, as
-# the harness pins them. A quick A/B between builds; bench/memcache.sh is the
+# the harness pins them. A quick A/B between builds (RINGMASTER_BIN=PATH runs
+# another build as ours); bench/memcache.sh is the
 # record.   usage: bench/cpu_per_op.sh ours|nutcracker [f|f-multi] [SECONDS]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,8 +15,11 @@ trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true' EXIT
 for p in 27211 27212 27213; do
   taskset -c 1 memcached -u root -l 127.0.0.1 -p $p -U 0 -t 1 -m 256 -c 8192 & pids+=($!)
 done
+for p in 27211 27212 27213; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.05; done
+done
 case $who in
-  ours) taskset -c 0 "$root/target/release/ringmaster" run --config "$harness/peers/ours-mc.toml" 2>/dev/null & addr=127.0.0.1:27220 ;;
+  ours) taskset -c 0 "${RINGMASTER_BIN:-$root/target/release/ringmaster}" run --config "${MC_CONFIG:-$harness/peers/ours-mc.toml}" 2>/dev/null & addr=127.0.0.1:27220 ;;
   nutcracker) taskset -c 0 nutcracker -c "$harness/peers/nutcracker.yml" -a 127.0.0.1 -s 27222 -o /dev/null & addr=127.0.0.1:27221 ;;
   *) echo "ours or nutcracker" >&2; exit 2 ;;
 esac

@@ -387,6 +387,27 @@ fn a_reload_under_load_fails_no_command() {
     assert!(stats.contains("STAT a:replicas 2"), "{stats}");
 }
 
+/// An endpoint a reload removes has its server connections closed: the
+/// connection's task ends with its endpoint rather than holding it.
+#[test]
+fn a_reload_closes_the_connections_of_an_endpoint_it_removes() {
+    let (a, b) = (memcached(), memcached());
+    let baseline = server_stat(b.addr, "curr_connections");
+    let listen = free_addr();
+    let p = Proxy::start(&ambassador(listen, &[("a", vec![a.addr]), ("b", vec![b.addr])], "", ""));
+    wait_port(listen);
+    let mut c = Raw::connect(listen);
+    for i in 0..20 {
+        assert_eq!(c.line(&format!("set k{i} 0 0 1\r\nx\r\n")), "STORED\r\n");
+    }
+    assert!(server_stat(b.addr, "curr_connections") > baseline, "the ambassador holds a connection to b");
+    p.rewrite(&ambassador(listen, &[("a", vec![a.addr])], "", ""));
+    p.proc.signal("HUP");
+    eventually(10, "the reload took effect", || p.stderr().contains("config reloaded"));
+    eventually(10, "b's connection is closed", || server_stat(b.addr, "curr_connections") == baseline);
+    assert_eq!(c.line("set k 0 0 1\r\nx\r\n"), "STORED\r\n");
+}
+
 /// A fake memcached that reads commands and answers with `behaviour`.
 fn fake(behaviour: &'static [u8], close_after: bool) -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -14,17 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn stat(addr: SocketAddr, name: &str) -> u64 {
-    let s = String::from_utf8(Raw::connect(addr).ask(b"stats\r\n", b"END\r\n", 1)).unwrap();
-    s.lines().find_map(|l| l.strip_prefix(&format!("STAT {name} "))?.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in {s}"))
-}
-
 /// 50 clients at once over `server_connections = 2`: memcached itself sees two
 /// connections from the ambassador, however many clients there are.
 #[test]
 fn fifty_clients_share_the_configured_server_connections() {
     let m = memcached();
-    let baseline = stat(m.addr, "curr_connections");
+    let baseline = server_stat(m.addr, "curr_connections");
     let listen = free_addr();
     let p = Proxy::start(&ambassador(listen, &[("s", vec![m.addr])], "", "server_connections = 2"));
     wait_port(listen);
@@ -48,7 +43,7 @@ fn fifty_clients_share_the_configured_server_connections() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let during = stat(m.addr, "curr_connections");
+    let during = server_stat(m.addr, "curr_connections");
     go.store(false, Relaxed);
     let open: Vec<Raw> = clients.into_iter().map(|c| c.join().expect("no command failed")).collect();
     assert_eq!(during, baseline + 2, "memcached's own count of connections (50 clients open: {})", open.len());

@@ -71,6 +71,8 @@ impl Budget {
 
 /// Bytes read at a time.
 const READ: usize = 4 * 1024;
+/// Bytes read at a time into an empty buffer.
+const FIRST_READ: usize = 1024;
 
 /// A socket half the client loop waits on without holding a buffer while
 /// idle, then reads by polling its `AsyncRead` once, never awaiting it: a
@@ -226,8 +228,12 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
 ) {
     GLOBAL.connections_total.fetch_add(1, Relaxed);
     let lane = LANES.fetch_add(1, Relaxed);
-    let Some(mut svc) = service() else { return };
-    let mut parser = Parser::new(svc.max_value);
+    // The service as of the last read; none while the client idles, so an
+    // idle client does not keep a replaced snapshot's endpoints (and their
+    // server connections) alive.
+    let Some(first) = service() else { return };
+    let mut parser = Parser::new(first.max_value);
+    let mut svc = Some(first);
     let mut inbuf = BytesMut::new();
     let mut outbox = Outbox { chunks: VecDeque::new(), bytes: 0, budget };
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
@@ -246,12 +252,16 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
             pending.len() < limits.max_in_flight && outbox.bytes < limits.max_pending_bytes
         };
         if !closing && !inbuf.is_empty() && open(&pending, &outbox) {
-            let (close, partial) = parse(&mut parser, &mut inbuf, &svc, lane, &mut pending, limits.max_in_flight);
+            let Some(service) = &svc else { break };
+            let (close, partial) = parse(&mut parser, &mut inbuf, service, lane, &mut pending, limits.max_in_flight);
             closing = close;
             partial_since = if partial { partial_since.or(Some(Instant::now())) } else { None };
         }
-        if inbuf.is_empty() && inbuf.capacity() > 0 {
-            inbuf = BytesMut::new();
+        if inbuf.is_empty() {
+            if inbuf.capacity() > 0 {
+                inbuf = BytesMut::new();
+            }
+            svc = None;
         }
         // Answers ready now go to the outbox, and as much as the socket takes is written at once.
         let mut progress = false;
@@ -308,7 +318,12 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
                 if ready.is_err() {
                     break;
                 }
-                inbuf.reserve(READ);
+                // An empty buffer gets a small block first (most commands
+                // are short, and a small block is the allocator's fast path);
+                // one a read filled grows.
+                if inbuf.capacity() - inbuf.len() < FIRST_READ {
+                    inbuf.reserve(if inbuf.is_empty() { FIRST_READ } else { READ });
+                }
                 // Polled once, never awaited: nothing there (a stale or spurious readiness) clears it.
                 match r.read_buf(&mut inbuf).now_or_never() {
                     None => {}
@@ -317,9 +332,10 @@ pub async fn serve<R: Readable, W: AsyncWrite + Unpin + Send>(
                         if idle_clock {
                             active_at = Instant::now();
                         }
-                        if let Some(s) = service() {
-                            svc = s;
-                            parser.max_value = svc.max_value;
+                        // A service a reload removed keeps serving what was read under it.
+                        if let Some(s) = service().or(svc.take()) {
+                            parser.max_value = s.max_value;
+                            svc = Some(s);
                         }
                     }
                     Some(Err(_)) => break,

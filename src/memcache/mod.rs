@@ -7,10 +7,12 @@
 //! (`validate`, keys and lines), target (`dispatch`, by verb, over `service`),
 //! hot keys (`hotkeys`, over `hotcache` and `split`), read | write | cas of a shard's replicas
 //! (`replicas`, with the `repair` log), gets of several keys (`multiget`),
-//! forward (`upstream`, answers framed and matched by `reply`), and answer
+//! forward (`upstream`, over shared server connections, `conn`; answers
+//! framed and matched by `reply`), and answer
 //! (`client`, in order, with its limits) with the counters (`stats`).
 
 pub mod client;
+mod conn;
 pub mod dispatch;
 pub mod hotcache;
 pub mod hotkeys;

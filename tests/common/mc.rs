@@ -67,6 +67,12 @@ impl Raw {
 }
 
 /// Sends `req` on a new connection and reads until the peer has been quiet for `quiet`.
+/// A memcached's own `stats` value `name`, read on a connection of its own.
+pub fn server_stat(addr: SocketAddr, name: &str) -> u64 {
+    let s = String::from_utf8(Raw::connect(addr).ask(b"stats\r\n", b"END\r\n", 1)).unwrap();
+    s.lines().find_map(|l| l.strip_prefix(&format!("STAT {name} "))?.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in {s}"))
+}
+
 pub fn exchange(addr: SocketAddr, req: &[u8], quiet: Duration) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(req).unwrap();
