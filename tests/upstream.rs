@@ -148,3 +148,42 @@ fn an_idempotent_request_on_a_connection_closed_as_it_arrived_goes_again() {
     };
     assert_eq!(post(), "HTTP/1.1 502 Bad Gateway", "a POST on the pooled connection is not sent twice");
 }
+
+/// An upstream that answers before it has read the request's body (a 413, a
+/// 401) reaches the client at once, while the client is still uploading, as
+/// through HAProxy and Envoy; the client connection closes after the answer
+/// (its body is unread).
+#[test]
+fn an_answer_sent_before_the_body_was_read_reaches_the_client_during_the_upload() {
+    use std::io::{Read, Write};
+    let up = raw_upstream(|mut s| {
+        if read_head(&mut s).is_none() {
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large");
+        // Keeps the connection open, reading nothing more, for longer than the test waits.
+        std::thread::sleep(std::time::Duration::from_secs(8));
+    });
+    let p = Proxy::start(&format!(
+        "[[routes]]\nservice = \"app\"\n\n[services.app]\nkind = \"replicated\"\nendpoints = [{{ address = \"{up}\" }}]\n"
+    ));
+    let mut s = std::net::TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(4))).unwrap();
+    // A million bytes announced, ten sent: the rest never comes while we wait.
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n0123456789").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"too large") {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no answer during the upload ({e}); got {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let got = String::from_utf8_lossy(&got).to_string();
+    assert!(got.starts_with("HTTP/1.1 413 "), "{got}");
+    // Our server loop says so (hyper's closes without the field).
+    if std::env::var("RINGMASTER_TEST_HTTP1").as_deref() != Ok("hyper") {
+        assert!(got.to_ascii_lowercase().contains("connection: close"), "the client connection closes after it: {got}");
+    }
+}

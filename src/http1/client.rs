@@ -90,12 +90,39 @@ enum Out {
     Chunked,
 }
 
+/// How far the request got: written whole, or cut short by the upstream's answer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Upload {
+    Sent,
+    Answered,
+}
+
+/// The body's next frame (none at its end), or the upstream's answer first.
+enum Next {
+    Frame(Option<Result<http_body::Frame<Bytes>, BoxError>>),
+    Answered,
+}
+
+/// What the head's write took of the body: a first piece too large to copy
+/// (still to write), whether that was all, the bytes of it, its trailers.
+struct Sent {
+    large: Option<Bytes>,
+    ended: bool,
+    bytes: u64,
+    trailers: Option<HeaderMap>,
+}
+
 /// One upstream connection: its stream, what was read past the last answer,
 /// and the buffer requests are written from.
 pub struct Conn<S> {
     io: S,
     buf: BytesMut,
     out: Vec<u8>,
+    /// An answer came before the request was written whole: the connection
+    /// cannot carry another request.
+    spent: bool,
+    /// The upstream closed its side while the request was going out.
+    read_closed: bool,
     /// What lives as long as the connection (its pool's count of open
     /// connections, a permit under a connection cap).
     _hold: Option<Box<dyn Send + Sync>>,
@@ -104,7 +131,7 @@ pub struct Conn<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// A connection over `io`; `hold` is dropped when the connection is.
     pub fn new(io: S, hold: Option<Box<dyn Send + Sync>>) -> Conn<S> {
-        Conn { io, buf: BytesMut::new(), out: Vec::new(), _hold: hold }
+        Conn { io, buf: BytesMut::new(), out: Vec::new(), spent: false, read_closed: false, _hold: hold }
     }
 
     /// The stream and the bytes read past the response head (a tunnel's first bytes after a 101).
@@ -131,10 +158,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Whether the connection may carry another request: the last answer was
-    /// read to its end and nothing came after it.
+    /// Whether the connection may carry another request: its last request
+    /// was written whole, the answer read to its end and nothing came after it.
     pub fn clean(&self) -> bool {
-        self.buf.is_empty()
+        !self.spent && self.buf.is_empty()
     }
 
     /// Sends `req` and reads the response head (1xx interim answers other
@@ -190,28 +217,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             return Err(Failed { error: Error::Write(e), unsent, resend: None });
         }
         let fail = |error| Failed { error, unsent: None, resend: None };
-        if let Some(data) = large {
-            self.io.write_all(&data).await.map_err(|e| fail(Error::Write(e)))?;
-            if out == Out::Chunked {
-                self.io.write_all(write::CHUNK_END).await.map_err(|e| fail(Error::Write(e)))?;
-            }
-        }
-        if !ended {
-            self.stream_body(out, &mut body, &mut sent, &mut trailers).await.map_err(fail)?;
-        }
-        if let Out::Length(n) = out {
-            if sent != n {
-                return Err(fail(Error::BodyLength));
-            }
-        }
-        if out == Out::Chunked {
-            self.out.clear();
-            let mut t = Vec::new();
-            if let Some(h) = &trailers {
-                trailer_lines(&mut t, h);
-            }
-            write::last_chunk(&mut self.out, &t);
-            write_out(&mut self.io, &self.out).await.map_err(|(e, _)| fail(Error::Write(e)))?;
+        // The rest goes out while the answer is watched for: an upstream may
+        // answer before it has read the body (a 413, a 401) and stop reading.
+        let first = Sent { large, ended, bytes: sent, trailers };
+        let upload = self.upload(out, &mut body, first, &parts.method).await.map_err(fail)?;
+        if upload == Upload::Answered {
+            // Not written whole: the connection ends with this answer.
+            self.spent = true;
+            return self.read_head(&parts.method).await.map_err(fail);
         }
         self.io.flush().await.map_err(|e| fail(Error::Write(e)))?;
         match self.read_head(&parts.method).await {
@@ -221,6 +234,169 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Err(Failed { error, unsent: None, resend })
             }
         }
+    }
+
+    /// Writes the rest of the request after its head's write: a large first
+    /// piece, the body as it comes, its last chunk with the trailers. Stops
+    /// early with `Answered` when the upstream's answer arrives first.
+    async fn upload<B>(&mut self, out: Out, body: &mut B, first: Sent, method: &Method) -> Result<Upload, Error>
+    where
+        B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        let Sent { large, ended, bytes: mut sent, mut trailers } = first;
+        if let Some(data) = large {
+            if self.write_large(out, &data, method).await? == Upload::Answered {
+                return Ok(Upload::Answered);
+            }
+        }
+        if !ended {
+            loop {
+                let frame = match self.next_frame(body, method).await? {
+                    Next::Answered => return Ok(Upload::Answered),
+                    Next::Frame(None) => break,
+                    Next::Frame(Some(f)) => f.map_err(Error::Body)?,
+                };
+                let data = match frame.into_data() {
+                    Ok(data) => data,
+                    Err(f) => {
+                        trailers = f.into_trailers().ok();
+                        break;
+                    }
+                };
+                sent += data.len() as u64;
+                if matches!(out, Out::Length(n) if sent > n) {
+                    return Err(Error::BodyLength);
+                }
+                self.out.clear();
+                let large = self.frame_into_out(out, data);
+                if self.write_out_watching(method).await? == Upload::Answered {
+                    return Ok(Upload::Answered);
+                }
+                if let Some(data) = large {
+                    if self.write_large(out, &data, method).await? == Upload::Answered {
+                        return Ok(Upload::Answered);
+                    }
+                }
+            }
+        }
+        if matches!(out, Out::Length(n) if sent != n) {
+            return Err(Error::BodyLength);
+        }
+        if out == Out::Chunked {
+            self.out.clear();
+            let mut t = Vec::new();
+            if let Some(h) = &trailers {
+                trailer_lines(&mut t, h);
+            }
+            write::last_chunk(&mut self.out, &t);
+            return self.write_out_watching(method).await;
+        }
+        Ok(Upload::Sent)
+    }
+
+    /// A body piece too large to copy, written on its own (with its chunk's end).
+    async fn write_large(&mut self, out: Out, data: &[u8], method: &Method) -> Result<Upload, Error> {
+        if self.write_watching(data, method).await? == Upload::Answered {
+            return Ok(Upload::Answered);
+        }
+        if out == Out::Chunked {
+            return self.write_watching(write::CHUNK_END, method).await;
+        }
+        Ok(Upload::Sent)
+    }
+
+    /// Writes what `self.out` holds, as [`Conn::write_watching`].
+    async fn write_out_watching(&mut self, method: &Method) -> Result<Upload, Error> {
+        let out = std::mem::take(&mut self.out);
+        let r = self.write_watching(&out, method).await;
+        self.out = out;
+        r
+    }
+
+    /// Writes `data` whole, reading what the upstream sends meanwhile:
+    /// `Answered` once a final response head is in, and the rest unsent.
+    async fn write_watching(&mut self, data: &[u8], method: &Method) -> Result<Upload, Error> {
+        let mut at = 0;
+        let written = std::future::poll_fn(|cx| {
+            while at < data.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &data[at..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::Write(std::io::ErrorKind::WriteZero.into()))),
+                    Poll::Ready(Ok(n)) => at += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Write(e))),
+                    Poll::Pending => return self.poll_answer(cx, method).map(|r| r.map(|()| Upload::Answered)),
+                }
+            }
+            Poll::Ready(Ok(Upload::Sent))
+        })
+        .await;
+        match written {
+            // It stopped reading and closed: its answer may be here already.
+            Err(Error::Write(_)) if self.answer_here(method) => Ok(Upload::Answered),
+            w => w,
+        }
+    }
+
+    /// The body's next frame, or `Answered` when the upstream's answer
+    /// arrives while the body has nothing ready.
+    async fn next_frame<B>(&mut self, body: &mut B, method: &Method) -> Result<Next, Error>
+    where
+        B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(f) => Poll::Ready(Ok(Next::Frame(f))),
+            Poll::Pending => self.poll_answer(cx, method).map(|r| r.map(|()| Next::Answered)),
+        })
+        .await
+    }
+
+    /// Reads what the upstream sent while the request is still going out;
+    /// ready once a final response head is in the buffer (interim 1xx answers
+    /// are read past, as [`Conn::read_head`] does). Pending after the upstream
+    /// closed its side: the write in progress then says what became of it.
+    fn poll_answer(&mut self, cx: &mut Context<'_>, method: &Method) -> Poll<Result<(), Error>> {
+        loop {
+            if self.final_head(method)? {
+                return Poll::Ready(Ok(()));
+            }
+            if self.read_closed {
+                return Poll::Pending;
+            }
+            match fill(cx, &mut self.io, &mut self.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    self.read_closed = true;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Read(e))),
+            }
+        }
+    }
+
+    /// Whether a final response head is (or, read now without waiting, comes) in.
+    fn answer_here(&mut self, method: &Method) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            if self.final_head(method).unwrap_or(false) {
+                return true;
+            }
+            match fill(&mut cx, &mut self.io, &mut self.buf) {
+                Poll::Ready(Ok(n)) if n > 0 => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// Whether the buffer starts with a final response head, after reading past interim ones.
+    fn final_head(&mut self, method: &Method) -> Result<bool, Error> {
+        while !self.buf.is_empty() {
+            let Some(h) = parse_response(&self.buf, method, &RESPONSE_LIMITS)? else { return Ok(false) };
+            if !h.status.is_informational() || h.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(true);
+            }
+            self.buf.advance(h.len);
+        }
+        Ok(false)
     }
 
     /// Puts `data` (framed as `out` asks) after what `self.out` holds, or
@@ -240,40 +416,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.out.extend_from_slice(write::CHUNK_END);
         }
         None
-    }
-
-    /// Writes the rest of the body, each piece as it comes.
-    async fn stream_body<B>(&mut self, out: Out, body: &mut B, sent: &mut u64, trailers: &mut Option<HeaderMap>) -> Result<(), Error>
-    where
-        B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
-    {
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
-            let frame = frame.map_err(Error::Body)?;
-            match frame.into_data() {
-                Ok(data) => {
-                    *sent += data.len() as u64;
-                    if let Out::Length(n) = out {
-                        if *sent > n {
-                            return Err(Error::BodyLength);
-                        }
-                    }
-                    self.out.clear();
-                    let large = self.frame_into_out(out, data);
-                    write_out(&mut self.io, &self.out).await.map_err(|(e, _)| Error::Write(e))?;
-                    if let Some(data) = large {
-                        self.io.write_all(&data).await.map_err(Error::Write)?;
-                        if out == Out::Chunked {
-                            self.io.write_all(write::CHUNK_END).await.map_err(Error::Write)?;
-                        }
-                    }
-                }
-                Err(f) => {
-                    *trailers = f.into_trailers().ok();
-                    break;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Reads the response head to `method`'s request, past 1xx interim answers.

@@ -162,6 +162,65 @@ async fn a_malformed_or_oversized_answer_is_refused() {
     }
 }
 
+/// A body that gives one piece, then waits for ever (a client still uploading).
+struct Stalls(Option<Bytes>);
+
+impl HttpBody for Stalls {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.0.take() {
+            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// An upstream that answers before the body is all there: the answer is
+/// taken while the body waits (or while a write waits on an upstream that
+/// stopped reading, or after it closed), and the connection is not reused.
+#[tokio::test]
+async fn an_answer_before_the_whole_body_ends_the_upload_and_the_connection() {
+    let answer = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n";
+    // The body waits; the upstream answers and keeps the connection open.
+    let (io, mut peer) = tokio::io::duplex(1 << 16);
+    let mut conn = Conn::new(io, None);
+    let mut req = request(Method::POST, "/up", Stalls(Some(Bytes::from_static(b"0123456789"))));
+    req.headers_mut().insert("content-length", "1000000".parse().unwrap());
+    let upstream = tokio::spawn(async move {
+        received(&mut peer, |w| w.ends_with(b"0123456789")).await;
+        peer.write_all(answer).await.unwrap();
+        peer
+    });
+    let head = conn.send(req).await.ok().unwrap();
+    assert_eq!(head.status, 413);
+    assert!(!conn.clean(), "a connection whose request was cut short carries no other");
+    drop(upstream.await.unwrap());
+    // A body larger than the pipe, to an upstream that answers, stops reading and closes.
+    for close in [false, true] {
+        let (io, mut peer) = tokio::io::duplex(4096);
+        let mut conn = Conn::new(io, None);
+        let big = vec![b'x'; 256 * 1024];
+        let req = request(
+            Method::POST,
+            "/up",
+            http_body_util::BodyExt::map_err(http_body_util::Full::new(Bytes::from(big)), |e| -> BoxError { match e {} }),
+        );
+        let upstream = tokio::spawn(async move {
+            received(&mut peer, |w| w.windows(4).any(|x| x == b"\r\n\r\n")).await;
+            peer.write_all(answer).await.unwrap();
+            if !close {
+                std::future::pending::<()>().await;
+            }
+        });
+        let head = conn.send(req).await.ok().unwrap();
+        assert_eq!(head.status, 413, "close: {close}");
+        assert!(!conn.clean());
+        upstream.abort();
+    }
+}
+
 /// Sends `pieces` (and trailers) as a streamed body; what the upstream got.
 fn upload(pieces: Vec<Vec<u8>>, trailers: bool) -> (Vec<u8>, Vec<u8>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
