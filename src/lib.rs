@@ -36,3 +36,4 @@ pub mod service;
 pub mod shard;
 pub mod tls;
 pub mod upstream;
+pub mod value;

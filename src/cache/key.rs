@@ -37,7 +37,9 @@ pub fn cache_key(spec: &CacheKeySpec, head: &Parts, scheme: &str, host: &str) ->
     let mut k = String::with_capacity(64);
     k.push_str(scheme);
     k.push_str("://");
-    k.push_str(&host.to_ascii_lowercase());
+    let at = k.len();
+    k.push_str(host);
+    k[at..].make_ascii_lowercase();
     k.push_str(head.uri.path());
     if let Some(q) = head.uri.query() {
         match spec.query {

@@ -14,8 +14,13 @@ static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache
 
 /// Sets the cache's own headers on an answer.
 pub fn mark(h: &mut HeaderMap, hit: bool, status: &str) {
+    mark_value(h, hit, HeaderValue::from_str(status).ok());
+}
+
+/// As [`mark`], with the Cache-Status entry made already.
+fn mark_value(h: &mut HeaderMap, hit: bool, status: Option<HeaderValue>) {
     h.insert(X_CACHE.clone(), HeaderValue::from_static(if hit { "HIT" } else { "MISS" }));
-    if let Ok(v) = HeaderValue::from_str(status) {
+    if let Some(v) = status {
         h.append(CACHE_STATUS.clone(), v);
     }
 }
@@ -80,9 +85,12 @@ fn range(req: &HeaderMap, len: u64) -> Option<Result<(u64, u64), ()>> {
 pub fn answer(e: &Entry, method: &Method, req: &HeaderMap, now: u64, status: &str) -> Response<Body> {
     let age = e.timing.age(now);
     let mut headers = HeaderMap::new();
-    headers.insert(header::AGE, HeaderValue::from(age));
+    headers.insert(header::AGE, crate::value::number(age));
     let ttl = e.timing.lifetime as i64 - age as i64;
-    mark(&mut headers, true, &format!("ringmaster; {status}; ttl={ttl}"));
+    let mut digits = [0u8; 20];
+    let sign: &[u8] = if ttl < 0 { b"-" } else { b"" };
+    let ttl = crate::value::decimal(ttl.unsigned_abs(), &mut digits);
+    mark_value(&mut headers, true, crate::value::from_parts(&[b"ringmaster; ", status.as_bytes(), b"; ttl=", sign, ttl]));
     if let Some(date) = e.fields.date() {
         headers.insert(header::DATE, date);
     }
@@ -115,7 +123,7 @@ pub fn answer(e: &Entry, method: &Method, req: &HeaderMap, now: u64, status: &st
             None => {}
         }
     }
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(header::CONTENT_LENGTH, crate::value::number(body.len() as u64));
     let data = (method != Method::HEAD).then_some(body);
     *r.body_mut() = if e.fields.plain() {
         Body::Stored { fields: e.fields.lines(), data }

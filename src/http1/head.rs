@@ -6,6 +6,7 @@
 //! in a field refused, obs-fold refused (httparse's default), and the
 //! keep-alive the version and Connection ask for.
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Uri, Version};
 use std::mem::MaybeUninit;
@@ -85,8 +86,15 @@ impl HeadError {
 
 /// The head at the start of `buf`: `Ok(None)` while it is incomplete (and
 /// within the limits), the head once its blank line has arrived, or why it
-/// is refused.
+/// is refused. (The server reads with [`request_from`], which copies nothing.)
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+    request_from(&Bytes::copy_from_slice(buf), limits)
+}
+
+/// As [`parse_request`], over bytes already shared: the target and the field
+/// values are slices of `buf`, not copies (one allocation for a request
+/// head, where a copy each took one per field).
+pub fn request_from(buf: &Bytes, limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
     let mut stack = [const { MaybeUninit::uninit() }; STACK_FIELDS];
     let mut heap = Vec::new();
     let mut req = httparse::Request::new(&mut []);
@@ -102,8 +110,9 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         _ => return Err(HeadError::Malformed("an unknown HTTP version")),
     };
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes()).map_err(|_| HeadError::Malformed("a bad method"))?;
-    let uri: Uri = req.path.unwrap_or_default().parse().map_err(|_| HeadError::Malformed("a bad request target"))?;
-    let headers = fields(req.headers)?;
+    let target = buf.slice_ref(req.path.unwrap_or_default().as_bytes());
+    let uri = Uri::from_maybe_shared(target).map_err(|_| HeadError::Malformed("a bad request target"))?;
+    let headers = fields(req.headers, |v| HeaderValue::from_maybe_shared(buf.slice_ref(v)))?;
     let framing = framing(&headers, version)?;
     let keep_alive = keep_alive(&headers, version);
     Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, len }))
@@ -126,7 +135,7 @@ pub fn parse_response(buf: &[u8], method: &Method, limits: &Limits) -> Result<Op
     let Some(len) = complete(parsed, buf.len(), limits)? else { return Ok(None) };
     let version = if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let status = http::StatusCode::from_u16(res.code.unwrap_or(0)).map_err(|_| HeadError::Malformed("a bad status code"))?;
-    let mut headers = fields(res.headers)?;
+    let mut headers = fields(res.headers, HeaderValue::from_bytes)?;
     let bodiless = method == Method::HEAD || status.is_informational() || status == 204 || status == 304;
     let framing = if bodiless {
         Framing::None
@@ -157,7 +166,7 @@ pub fn parse_response(buf: &[u8], method: &Method, limits: &Limits) -> Result<Op
 }
 
 /// Field slots on the stack; a limit above this many takes them from the heap.
-const STACK_FIELDS: usize = 64;
+const STACK_FIELDS: usize = 128;
 
 /// `max` field slots for httparse: on the stack when they fit there.
 fn slots<'a, 'b>(
@@ -185,15 +194,16 @@ fn complete(parsed: httparse::Result<usize>, buffered: usize, limits: &Limits) -
     }
 }
 
-/// The fields httparse found, as a `HeaderMap`; a CR, LF or NUL in a value refused.
-fn fields(parsed: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
+/// The fields httparse found, as a `HeaderMap`, each value made by `value`;
+/// a CR, LF or NUL in a value refused.
+fn fields<E>(parsed: &[httparse::Header<'_>], value: impl Fn(&[u8]) -> Result<HeaderValue, E>) -> Result<HeaderMap, HeadError> {
     let mut headers = HeaderMap::with_capacity(parsed.len());
     for f in parsed {
         if f.value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(HeadError::Malformed("a CR, LF or NUL in a field value"));
         }
         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| HeadError::Malformed("a bad field name"))?;
-        let value = HeaderValue::from_bytes(f.value).map_err(|_| HeadError::Malformed("a bad field value"))?;
+        let value = value(f.value).map_err(|_| HeadError::Malformed("a bad field value"))?;
         headers.append(name, value);
     }
     Ok(headers)

@@ -5,8 +5,8 @@
 //! end of a keep-alive connection, not an error. Waiting for a request, an
 //! idle connection holds no read buffer of its own.
 
-use super::head::{parse_request, HeadError, Limits, RequestHead};
-use bytes::{Buf as _, BytesMut};
+use super::head::{request_from, HeadError, Limits, RequestHead};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 /// Why no request head was read.
@@ -26,10 +26,18 @@ pub enum ReadError {
 pub async fn request<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>, ReadError> {
     loop {
         if !buf.is_empty() {
-            if let Some(head) = parse_request(buf, limits)? {
-                buf.advance(head.len);
-                return Ok(Some(head));
+            // Parsed shared, so the head's values are slices of what was read.
+            let all = std::mem::take(buf).freeze();
+            let parsed = request_from(&all, limits);
+            if let Ok(Some(head)) = &parsed {
+                // What came after the head (a body's first bytes, a pipelined request).
+                if all.len() > head.len {
+                    *buf = BytesMut::from(&all[head.len..]);
+                }
+                return Ok(parsed?);
             }
+            *buf = all.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
+            parsed?;
         }
         let n = if buf.is_empty() {
             land(io, buf).await?
@@ -61,6 +69,7 @@ pub async fn land<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut) -> std::
 mod tests {
     use super::super::head::Framing;
     use super::*;
+    use bytes::Buf as _;
     use tokio::io::AsyncWriteExt as _;
 
     const L: Limits = Limits { max_headers: 16, max_head_bytes: 1024 };

@@ -385,7 +385,8 @@ where
     let used = {
         let mut e = &mut extra[..];
         if !parts.headers.contains_key(DATE) {
-            let _ = write!(e, "date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now()));
+            // Written as it is formatted, not through a String.
+            let _ = write!(e, "date: {}\r\n", httpdate::HttpDate::from(std::time::SystemTime::now()));
         }
         match framing {
             Out::Length(n) if declared.is_none() => {
@@ -417,6 +418,10 @@ where
         128 - e.len()
     };
     out.clear();
+    // One allocation for the head and a small body that goes in its write
+    // (the buffer is given back while the connection idles).
+    let inline = body.size_hint().exact().filter(|&n| n <= COPY_MAX as u64 && !bodiless).unwrap_or(0) as usize;
+    out.reserve(write::head_size(&parts.headers, body.rendered_fields(), used) + inline + 32);
     write::response_head_with(out, version, status, &parts.headers, body.rendered_fields(), &extra[..used]);
     let io = |e| End::Io(e);
     if framing == Out::None {

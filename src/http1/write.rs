@@ -45,6 +45,14 @@ pub fn response_head_with(out: &mut Vec<u8>, version: Version, status: StatusCod
     fields(out, headers, extra);
 }
 
+/// How many bytes [`response_head_with`] writes, at most, for these fields
+/// (`extra` bytes of the server's own), so the buffer is sized once.
+pub fn head_size(headers: &HeaderMap, rendered: &[u8], extra: usize) -> usize {
+    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    // "HTTP/1.1 " and the longest status line's rest, the blank line.
+    48 + rendered.len() + fields + extra + 2
+}
+
 fn fields(out: &mut Vec<u8>, headers: &HeaderMap, extra: &[u8]) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());

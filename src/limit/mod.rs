@@ -204,9 +204,9 @@ fn secs_ceil(ns: u64) -> u64 {
 /// Adds the rate-limit fields of decision `d` under policy `p` to response headers.
 pub fn headers(h: &mut HeaderMap, p: &Policy, d: &Decision) {
     let reset = secs_ceil(d.reset_ns);
-    h.insert("x-ratelimit-limit", HeaderValue::from(p.quota.rate));
-    h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
-    h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+    h.insert("x-ratelimit-limit", crate::value::number(p.quota.rate));
+    h.insert("x-ratelimit-remaining", crate::value::number(d.remaining));
+    h.insert("x-ratelimit-reset", crate::value::number(reset));
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\";q={};w={}", p.name, p.quota.rate, p.quota.window_secs)) {
         h.insert("ratelimit-policy", v);
     }
@@ -221,7 +221,7 @@ pub fn denied(policies: &[&Policy], v: &Verdict) -> Response<Body> {
     let wait = secs_ceil(v.decision.retry_after_ns).max(1);
     let body = serde_json::json!({ "error": "rate limited", "policy": &*p.name, "retry_after_seconds": wait });
     let mut r = respond::answer_json(StatusCode::TOO_MANY_REQUESTS, Answer::RateLimited, body);
-    r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(wait));
+    r.headers_mut().insert(http::header::RETRY_AFTER, crate::value::number(wait));
     headers(r.headers_mut(), p, &v.decision);
     r
 }

@@ -181,10 +181,10 @@ fn put(buf: &mut BytesMut, wire: &Bytes, expect: Expect, opaque: &mut u32) -> Ch
                 return Check::Echo(wire.slice_ref(own));
             }
             *opaque = opaque.wrapping_add(1);
-            let mut digits = [0u8; 10];
+            let mut digits = [0u8; 20];
             buf.extend_from_slice(line);
             buf.extend_from_slice(b" O");
-            buf.extend_from_slice(super::reply::decimal(*opaque, &mut digits));
+            buf.extend_from_slice(crate::value::decimal(u64::from(*opaque), &mut digits));
             buf.extend_from_slice(&wire[end..]);
             Check::Added(*opaque)
         }

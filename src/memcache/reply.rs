@@ -133,8 +133,8 @@ pub fn matches(answer: &[u8], check: &Check) -> Result<Option<std::ops::Range<us
         Check::None => Ok(None),
         Check::Added(n) => {
             // Echoed among the flags; memcached adds its own (X, W, Z) after them.
-            let mut buf = [0u8; 10];
-            let digits = decimal(*n, &mut buf);
+            let mut buf = [0u8; 20];
+            let digits = crate::value::decimal(u64::from(*n), &mut buf);
             let mut at = 0;
             for t in line.split(|&c| c == b' ') {
                 if at > 0 && t.len() == digits.len() + 1 && t[0] == b'O' && &t[1..] == digits {
@@ -213,19 +213,6 @@ pub fn count_reads(request: &[u8], answer: &[u8], expect: Expect, hits: &AtomicU
     };
     hits.fetch_add(found as u64, Relaxed);
     misses.fetch_add(asked.saturating_sub(found) as u64, Relaxed);
-}
-
-/// `n` in decimal, written at the end of `buf`.
-pub fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// Whether an answer is a failure of the server rather than an answer to the
