@@ -313,6 +313,10 @@ fn a_cas_reaches_every_replica_once_it_stored() {
     // The second replica's cas counter runs ahead, so a compare forwarded to it as is would fail there.
     assert_eq!(Raw::connect(two.addr).line("set other 0 0 1\r\nx\r\n"), "STORED\r\n");
     assert_eq!(c.line("set k 0 0 2\r\nv1\r\n"), "STORED\r\n");
+    // `writes = "first"` answers once one replica stored: the other stores a moment later.
+    eventually(5, "the set reached both replicas", || {
+        [&one, &two].iter().all(|m| Raw::connect(m.addr).ask(b"get k\r\n", b"END\r\n", 1) == b"VALUE k 0 2\r\nv1\r\nEND\r\n")
+    });
     let gets = String::from_utf8(c.ask(b"gets k\r\n", b"END\r\n", 1)).unwrap();
     let unique: u64 = gets.lines().next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
     assert_eq!(c.line(&format!("cas k 0 0 2 {}\r\nv2\r\n", unique + 1000)), "EXISTS\r\n");
