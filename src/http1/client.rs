@@ -90,17 +90,17 @@ enum Out {
     Chunked,
 }
 
-/// How far the request got: written whole, or cut short by the upstream's answer.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// How far the request got: written whole, or cut short by the upstream's
+/// answer (its head, read).
 enum Upload {
     Sent,
-    Answered,
+    Answered(ResponseHead),
 }
 
 /// The body's next frame (none at its end), or the upstream's answer first.
 enum Next {
     Frame(Option<Result<http_body::Frame<Bytes>, BoxError>>),
-    Answered,
+    Answered(ResponseHead),
 }
 
 /// What the head's write took of the body: a first piece too large to copy
@@ -220,11 +220,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         // The rest goes out while the answer is watched for: an upstream may
         // answer before it has read the body (a 413, a 401) and stop reading.
         let first = Sent { large, ended, bytes: sent, trailers };
-        let upload = self.upload(out, &mut body, first, &parts.method).await.map_err(fail)?;
-        if upload == Upload::Answered {
+        if let Upload::Answered(head) = self.upload(out, &mut body, first, &parts.method).await.map_err(fail)? {
             // Not written whole: the connection ends with this answer.
             self.spent = true;
-            return self.read_head(&parts.method).await.map_err(fail);
+            return Ok(head);
         }
         self.io.flush().await.map_err(|e| fail(Error::Write(e)))?;
         match self.read_head(&parts.method).await {
@@ -245,14 +244,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     {
         let Sent { large, ended, bytes: mut sent, mut trailers } = first;
         if let Some(data) = large {
-            if self.write_large(out, &data, method).await? == Upload::Answered {
-                return Ok(Upload::Answered);
+            if let a @ Upload::Answered(_) = self.write_large(out, &data, method).await? {
+                return Ok(a);
             }
         }
         if !ended {
             loop {
                 let frame = match self.next_frame(body, method).await? {
-                    Next::Answered => return Ok(Upload::Answered),
+                    Next::Answered(head) => return Ok(Upload::Answered(head)),
                     Next::Frame(None) => break,
                     Next::Frame(Some(f)) => f.map_err(Error::Body)?,
                 };
@@ -269,12 +268,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 self.out.clear();
                 let large = self.frame_into_out(out, data);
-                if self.write_out_watching(method).await? == Upload::Answered {
-                    return Ok(Upload::Answered);
+                if let a @ Upload::Answered(_) = self.write_out_watching(method).await? {
+                    return Ok(a);
                 }
                 if let Some(data) = large {
-                    if self.write_large(out, &data, method).await? == Upload::Answered {
-                        return Ok(Upload::Answered);
+                    if let a @ Upload::Answered(_) = self.write_large(out, &data, method).await? {
+                        return Ok(a);
                     }
                 }
             }
@@ -296,8 +295,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// A body piece too large to copy, written on its own (with its chunk's end).
     async fn write_large(&mut self, out: Out, data: &[u8], method: &Method) -> Result<Upload, Error> {
-        if self.write_watching(data, method).await? == Upload::Answered {
-            return Ok(Upload::Answered);
+        if let a @ Upload::Answered(_) = self.write_watching(data, method).await? {
+            return Ok(a);
         }
         if out == Out::Chunked {
             return self.write_watching(write::CHUNK_END, method).await;
@@ -323,7 +322,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::Write(std::io::ErrorKind::WriteZero.into()))),
                     Poll::Ready(Ok(n)) => at += n,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Write(e))),
-                    Poll::Pending => return self.poll_answer(cx, method).map(|r| r.map(|()| Upload::Answered)),
+                    Poll::Pending => return self.poll_answer(cx, method).map(|r| r.map(Upload::Answered)),
                 }
             }
             Poll::Ready(Ok(Upload::Sent))
@@ -331,7 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         .await;
         match written {
             // It stopped reading and closed: its answer may be here already.
-            Err(Error::Write(_)) if self.answer_here(method) => Ok(Upload::Answered),
+            Err(Error::Write(e)) => self.answer_here(method).map(Upload::Answered).ok_or(Error::Write(e)),
             w => w,
         }
     }
@@ -344,19 +343,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     {
         std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(f) => Poll::Ready(Ok(Next::Frame(f))),
-            Poll::Pending => self.poll_answer(cx, method).map(|r| r.map(|()| Next::Answered)),
+            Poll::Pending => self.poll_answer(cx, method).map(|r| r.map(Next::Answered)),
         })
         .await
     }
 
     /// Reads what the upstream sent while the request is still going out;
-    /// ready once a final response head is in the buffer (interim 1xx answers
-    /// are read past, as [`Conn::read_head`] does). Pending after the upstream
+    /// ready with the answer's head once it is in. Pending after the upstream
     /// closed its side: the write in progress then says what became of it.
-    fn poll_answer(&mut self, cx: &mut Context<'_>, method: &Method) -> Poll<Result<(), Error>> {
+    fn poll_answer(&mut self, cx: &mut Context<'_>, method: &Method) -> Poll<Result<ResponseHead, Error>> {
         loop {
-            if self.final_head(method)? {
-                return Poll::Ready(Ok(()));
+            if let Some(head) = self.final_head(method)? {
+                return Poll::Ready(Ok(head));
             }
             if self.read_closed {
                 return Poll::Pending;
@@ -373,30 +371,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Whether a final response head is (or, read now without waiting, comes) in.
-    fn answer_here(&mut self, method: &Method) -> bool {
+    /// The answer's head, if it is (or, read now without waiting, comes) in.
+    fn answer_here(&mut self, method: &Method) -> Option<ResponseHead> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         loop {
-            if self.final_head(method).unwrap_or(false) {
-                return true;
+            if let Ok(Some(head)) = self.final_head(method) {
+                return Some(head);
             }
             match fill(&mut cx, &mut self.io, &mut self.buf) {
                 Poll::Ready(Ok(n)) if n > 0 => {}
-                _ => return false,
+                _ => return None,
             }
         }
     }
 
-    /// Whether the buffer starts with a final response head, after reading past interim ones.
-    fn final_head(&mut self, method: &Method) -> Result<bool, Error> {
+    /// The final response head at the start of the buffer, taken off it;
+    /// interim 1xx answers (other than 101) before it are read past.
+    fn final_head(&mut self, method: &Method) -> Result<Option<ResponseHead>, Error> {
         while !self.buf.is_empty() {
-            let Some(h) = parse_response(&self.buf, method, &RESPONSE_LIMITS)? else { return Ok(false) };
-            if !h.status.is_informational() || h.status == http::StatusCode::SWITCHING_PROTOCOLS {
-                return Ok(true);
-            }
+            let Some(h) = parse_response(&self.buf, method, &RESPONSE_LIMITS)? else { return Ok(None) };
             self.buf.advance(h.len);
+            if !h.status.is_informational() || h.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(Some(h));
+            }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Puts `data` (framed as `out` asks) after what `self.out` holds, or
@@ -421,14 +420,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Reads the response head to `method`'s request, past 1xx interim answers.
     async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, Error> {
         loop {
-            if !self.buf.is_empty() {
-                if let Some(h) = parse_response(&self.buf, method, &RESPONSE_LIMITS)? {
-                    self.buf.advance(h.len);
-                    if h.status.is_informational() && h.status != http::StatusCode::SWITCHING_PROTOCOLS {
-                        continue;
-                    }
-                    return Ok(h);
-                }
+            if let Some(h) = self.final_head(method)? {
+                return Ok(h);
             }
             let n = std::future::poll_fn(|cx| fill(cx, &mut self.io, &mut self.buf)).await.map_err(Error::Read)?;
             if n == 0 {
