@@ -199,9 +199,12 @@ fn admin_purges_by_tag_prefix_and_key_and_lists_top_keys() {
 #[test]
 fn stale_while_revalidate_serves_stale_and_refreshes_once() {
     let (p, a) = cached_proxy("");
-    let path = "/cc/swr?cc=max-age=1,%20stale-while-revalidate=30";
+    // max-age=2: the origin's Date has whole seconds, so an answer can be up
+    // to a second old when stored; with max-age=1 the refreshed answer could
+    // be stale at once and refresh again.
+    let path = "/cc/swr?cc=max-age=2,%20stale-while-revalidate=30";
     let first = p.get(path);
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
     let stale = p.get(path);
     assert_eq!((stale.header("x-cache"), stale.text()), (Some("HIT"), first.text()));
     assert!(stale.header("cache-status").unwrap().contains("stale-while-revalidate"), "{:?}", stale.headers);

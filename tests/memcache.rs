@@ -256,8 +256,11 @@ fn replicas_fail_over_and_an_ejected_endpoint_comes_back() {
     wait_port(listen);
     let mut c = Raw::connect(listen);
     assert_eq!(c.line("set k 0 0 2\r\nv1\r\n"), "STORED\r\n");
+    // writes = "first": the client is answered by one; the other copy follows.
     for m in [&one, &two] {
-        assert_eq!(Raw::connect(m.addr).ask(b"get k\r\n", b"END\r\n", 1), b"VALUE k 0 2\r\nv1\r\nEND\r\n", "written to every replica");
+        eventually(5, "written to every replica", || {
+            Raw::connect(m.addr).ask(b"get k\r\n", b"END\r\n", 1) == b"VALUE k 0 2\r\nv1\r\nEND\r\n"
+        });
     }
     let port = one.addr.port();
     drop(one);

@@ -18,18 +18,29 @@ pub fn memcached() -> Memcached {
 }
 
 /// A memcached with extra arguments (such as `-I 2m`).
+/// A memcached that lost its port to another process exits; it is started
+/// again on another port, so a test never talks to a server not its own.
 pub fn memcached_with(extra: &[&str]) -> Memcached {
-    let port = free_port();
-    let child = Command::new("memcached")
-        .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-m", "64"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("memcached is installed (scripts/test installs it)");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_port(addr);
-    Memcached { proc: Proc(child), addr }
+    loop {
+        let port = free_port();
+        let child = Command::new("memcached")
+            .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1", "-m", "64"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("memcached is installed (scripts/test installs it)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut proc = Proc(child);
+        wait_port(addr);
+        // The server on the port says its pid: ours, or another's.
+        while proc.0.try_wait().unwrap().is_none() {
+            if server_stat(addr, "pid") == u64::from(proc.0.id()) {
+                return Memcached { proc, addr };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// A connection speaking raw bytes.

@@ -17,9 +17,20 @@ pub mod pki;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ringmaster");
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, never one this test process
+/// handed out before: tests run in parallel threads, and two of them given
+/// the same port (one closed its probe before the other's server bound it)
+/// would share a server without knowing.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn free_addr() -> SocketAddr {
@@ -40,8 +51,23 @@ impl Proc {
     pub fn pid(&self) -> i32 {
         self.0.id() as i32
     }
+    /// Sends `sig`. A STOP returns once every thread has stopped: `kill`
+    /// returns when the signal is queued, and a loaded machine saw a
+    /// memcached answer one more command after that.
     pub fn signal(&self, sig: &str) {
         Command::new("kill").arg(format!("-{sig}")).arg(self.0.id().to_string()).status().unwrap();
+        if sig == "STOP" {
+            let tasks = format!("/proc/{}/task", self.0.id());
+            let stopped = |t: std::fs::DirEntry| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_none_or(|s| s == "T" || s == "t")
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !std::fs::read_dir(&tasks).map(|d| d.flatten().all(stopped)).unwrap_or(true) {
+                assert!(Instant::now() < deadline, "process {} did not stop", self.0.id());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 }
 
