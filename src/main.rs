@@ -1,4 +1,4 @@
-//! The command line: run, check, demo, backend. Everything else is the library.
+//! The command line: run, check, demo, ring, import, mc, backend. Everything else is the library.
 
 use clap::{Parser, Subcommand};
 
@@ -55,6 +55,13 @@ enum Cmd {
     Ring {
         #[command(subcommand)]
         cmd: RingCmd,
+    },
+    /// Send one memcache command and print the answer: `mc ADDR set KEY VALUE [TTL]`,
+    /// `mc ADDR get KEY...`, `mc ADDR stats [shards]`, any other command as words.
+    Mc {
+        addr: SocketAddr,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
     },
     /// Run one built-in backend replica (for tests and experiments).
     Backend {
@@ -166,6 +173,7 @@ fn main() -> ExitCode {
         Cmd::Ring { cmd } => ring(cmd),
         Cmd::Import { from: ImportCmd::Nutcracker { file } } => import_nutcracker(&file),
         Cmd::Backend { listen, name, garbage, delay_ms } => backend(listen, name, garbage, delay_ms),
+        Cmd::Mc { addr, words } => mc(addr, &words),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -174,6 +182,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn mc(addr: SocketAddr, words: &[String]) -> anyhow::Result<()> {
+    use ringmaster::memcache::ask;
+    let answer = ask::ask(addr, words, std::time::Duration::from_secs(5))?;
+    print!("{}", answer.replace("\r\n", "\n"));
+    anyhow::ensure!(!ask::failed(&answer), "{addr} answered with an error");
+    Ok(())
 }
 
 fn backend(listen: SocketAddr, name: String, garbage: bool, delay_ms: u64) -> anyhow::Result<()> {

@@ -148,3 +148,59 @@ fn the_hot_shard_scene_scales_the_hot_shard_without_a_failed_request() {
     assert!(counts[0] > 1000 && counts[1] == 0, "requests sent and failed in the hot turn: {line}");
     drop(demo);
 }
+
+/// Every command the demo prints works on a fresh machine: each runs under
+/// bash with nothing on its PATH but what Debian's base and the README's
+/// commands install (curl by scripts/test); ringmaster itself is named by
+/// its path. (The memcache lines once used `nc`, which a fresh Debian lacks.)
+#[test]
+fn every_command_the_demo_prints_works_with_only_what_the_readme_installs() {
+    let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("stdout");
+    let child = Command::new(BIN)
+        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
+        .args(["--memcache-listen", &mc.to_string()])
+        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _demo = Proc(child);
+    let mut said = String::new();
+    eventually(20, "the demo prints its commands", || {
+        said = std::fs::read_to_string(&out).unwrap_or_default();
+        said.contains("Ctrl-C stops.")
+    });
+    wait_port(listen);
+    wait_port(mc);
+    // A PATH of the base system's tools and curl, and nothing else.
+    let path = dir.path().join("bin");
+    std::fs::create_dir(&path).unwrap();
+    for tool in ["curl", "grep", "cat", "head", "sed"] {
+        let found = ["/usr/bin", "/bin"].iter().map(|d| std::path::Path::new(d).join(tool)).find(|p| p.exists());
+        std::os::unix::fs::symlink(found.unwrap_or_else(|| panic!("{tool} is installed")), path.join(tool)).unwrap();
+    }
+    // The hot-shard scene prints its hint once its first turn starts.
+    eventually(20, "the hot-shard scene's hint", || {
+        said = std::fs::read_to_string(&out).unwrap_or_default();
+        said.contains("hot-shard scene, turn 1:")
+    });
+    let start = said.find("Try:").expect("the demo prints a Try: section");
+    let commands: Vec<&str> =
+        said[start..].lines().skip(1).filter(|l| l.starts_with("  ")).map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert!(commands.iter().any(|c| c.contains("/metrics")), "the scene's hint is tried: {said}");
+    assert!(commands.len() >= 12, "{said}");
+    assert!(commands.iter().any(|c| c.contains(" mc ")), "the memcache lines are printed: {said}");
+    for c in &commands {
+        let r = Command::new("/bin/bash").arg("-c").arg(c).env_clear().env("PATH", &path).output().unwrap();
+        let stdout = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            r.status.success() && !stdout.trim().is_empty(),
+            "`{c}` failed: {}\n{stdout}{}",
+            r.status,
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+    let got = Command::new(BIN).args(["mc", &mc.to_string(), "get", "greeting", "name", "nothing"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "VALUE greeting 0 5\nhello\nVALUE name 0 4\nring\nEND\n");
+}

@@ -111,7 +111,7 @@ pub async fn scene(proxy: SocketAddr, admin: SocketAddr) {
     for turn in 1.. {
         println!(
             "hot-shard scene, turn {turn}: most requests name `{celebrity}`, so shard {shard} turns hot; within 30 s it has more replicas:\n\
-             \x20 curl -s http://{admin}/admin/heat | jq '.services[] | select(.service == \"hot\") | .shards[] | {{shard, rate, replicas: (.endpoints | length), scaler}}'"
+             \x20 curl -s http://{admin}/metrics | grep -E '^ringmaster_(heat_shard_rate|scaler_replicas)\\{{service=\"hot\"'"
         );
         run_turn(proxy, HOT, Some(celebrity), &n).await;
         println!("hot-shard scene, turn {turn}: the load moves away; the extra replicas leave after the 15 s window ({} requests so far, {} failed)", n.sent.load(Relaxed), n.failed.load(Relaxed));

@@ -289,6 +289,23 @@ health = {{ path = "/healthz", interval = "1s", timeout = "500ms" }}
     s
 }
 
+/// How the printed commands name this binary: `ringmaster` when that is what
+/// the PATH finds, else its full path.
+fn exe_name() -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "ringmaster".into();
+    };
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .find_map(|d| std::fs::canonicalize(d.join("ringmaster")).ok());
+    if on_path.as_ref() == Some(&me) {
+        "ringmaster".into()
+    } else {
+        me.display().to_string()
+    }
+}
+
 /// Runs the demo until Ctrl-C.
 pub fn run(o: DemoOpts) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -307,6 +324,9 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
         let path = dir.join("ringmaster.toml");
         let mut text = config_text(&o, &backends[..9], &dir);
         text.push_str(&hot::config_text(&backends[9..]));
+        // The commands printed name this binary by its path: a fresh machine
+        // that ran `cargo run` has no `ringmaster` on its PATH.
+        let exe = exe_name();
         let memcached = start_memcacheds();
         let mc_help = match &memcached {
             Ok((_, servers)) => {
@@ -314,13 +334,10 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
                 let m = o.memcache_listen;
                 format!(
                     "\nThe memcache ambassador (3 shards x 2 replicas of memcached) on {m}:\n\
-                     \x20 printf 'set greeting 0 0 5\\r\\nhello\\r\\nset name 0 0 4\\r\\nring\\r\\n' | nc -q1 {} {}\n\
-                     \x20 printf 'get greeting name nothing\\r\\nstats shards\\r\\n' | nc -q1 {} {}   # one get over shards, in key order\n\
-                     \x20 ringmaster ring locate --config {} --service cache greeting name\n",
-                    m.ip(),
-                    m.port(),
-                    m.ip(),
-                    m.port(),
+                     \x20 {exe} mc {m} set greeting hello && {exe} mc {m} set name ring\n\
+                     \x20 {exe} mc {m} get greeting name nothing   # one get over shards, in key order\n\
+                     \x20 {exe} mc {m} stats shards\n\
+                     \x20 {exe} ring locate --config {} --service cache greeting name\n",
                     path.display()
                 )
             }
@@ -340,7 +357,7 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
                  \nTry:\n  for i in 1 2 3 4 5 6; do curl -s http://{listen}/; done\n  curl -s http://{listen}/echo      # what the replica received (X-Forwarded-For, Via, ...)\n  curl -s --http2-prior-knowledge http://{listen}/\n\
                  \x20 curl -si http://{listen}/users/42 | grep -i x-shard   # the same id always lands on the same shard\n\
                  \x20 curl -s http://{listen}/all/items                    # fan-out: every shard answers, arrays merged\n\
-                 \x20 ringmaster ring locate --config {cfg} --service users 42\n\
+                 \x20 {exe} ring locate --config {cfg} --service users 42\n\
                  \x20 curl -si 'http://{listen}/cc/page?cc=max-age=30' | grep -iE 'x-cache|age|origin'   # run twice: MISS, then HIT\n\
                  \x20 curl -s http://{admin}/admin/cache\n\
                  \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/x; done   # 5 a minute, then 429\n\

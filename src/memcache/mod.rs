@@ -11,6 +11,7 @@
 //! framed and matched by `reply`), and answer
 //! (`client`, in order, with its limits) with the counters (`stats`).
 
+pub mod ask;
 pub mod client;
 mod conn;
 pub mod dispatch;
