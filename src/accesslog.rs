@@ -1,12 +1,14 @@
 //! Access log: one line per request, JSON or the combined format, written by a
 //! background thread so that a slow disk never blocks a request. When the writer
 //! falls behind, lines are dropped and counted rather than queued without bound.
+//! SIGHUP reopens the file, so logrotate can rename it away (no `copytruncate`).
 
 use crate::metrics::GLOBAL;
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The line format.
@@ -27,7 +29,16 @@ pub struct Settings {
 
 pub struct AccessLog {
     pub settings: Settings,
-    tx: SyncSender<String>,
+    tx: SyncSender<Msg>,
+    /// Set by `reopen`; the writer reopens the file before its next line.
+    reopen: Arc<AtomicBool>,
+}
+
+/// What the writer thread is sent.
+enum Msg {
+    Line(String),
+    /// Wakes the writer to look at the reopen flag.
+    Reopen,
 }
 
 /// What one line says about a request.
@@ -50,20 +61,25 @@ impl AccessLog {
     /// Starts the writer thread for `spec`; a file that cannot be opened falls
     /// back to standard error, with a warning.
     pub fn open(spec: Settings) -> AccessLog {
-        let out: Box<dyn Write + Send> = if spec.path == "stdout" {
-            Box::new(std::io::stdout())
-        } else {
-            match std::fs::OpenOptions::new().create(true).append(true).open(&spec.path) {
-                Ok(f) => Box::new(f),
-                Err(e) => {
-                    tracing::error!(path = %spec.path, error = %e, "cannot open access log file; writing access log to stderr instead");
-                    Box::new(std::io::stderr())
-                }
-            }
-        };
+        let out = output(&spec.path);
         let (tx, rx) = sync_channel(8192);
-        std::thread::Builder::new().name("access-log".into()).spawn(move || writer(rx, out)).expect("spawn access log thread");
-        AccessLog { settings: spec, tx }
+        let reopen = Arc::new(AtomicBool::new(false));
+        let (path, flag) = (spec.path.clone(), reopen.clone());
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(rx, out, &path, &flag))
+            .expect("spawn access log thread");
+        AccessLog { settings: spec, tx, reopen }
+    }
+
+    /// Reopens the file by its path (after logrotate renamed it): lines
+    /// written after this go to a file of that name, created if need be.
+    pub fn reopen(&self) {
+        if self.settings.path != "stdout" {
+            self.reopen.store(true, Relaxed);
+            // A full queue wakes the writer anyway.
+            let _ = self.tx.try_send(Msg::Reopen);
+        }
     }
 
     pub fn log(&self, e: &Entry) {
@@ -71,18 +87,43 @@ impl AccessLog {
             LogFormat::Json => json_line(e),
             LogFormat::Combined => combined_line(e),
         };
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
             GLOBAL.access_log_dropped.fetch_add(1, Relaxed);
         }
     }
 }
 
-fn writer(rx: Receiver<String>, out: Box<dyn Write + Send>) {
+/// Where lines go: standard output, the file at `path` (appended to), or,
+/// when it cannot be opened, standard error with an error logged.
+fn output(path: &str) -> Box<dyn Write + Send> {
+    if path == "stdout" {
+        return Box::new(std::io::stdout());
+    }
+    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Ok(f) => Box::new(f),
+        Err(e) => {
+            tracing::error!(path = %path, error = %e, "cannot open access log file; writing access log to stderr instead");
+            Box::new(std::io::stderr())
+        }
+    }
+}
+
+fn writer(rx: Receiver<Msg>, out: Box<dyn Write + Send>, path: &str, reopen: &AtomicBool) {
     let mut out = std::io::BufWriter::new(out);
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(line.as_bytes());
+    while let Ok(msg) = rx.recv() {
+        if reopen.swap(false, Relaxed) {
+            let _ = out.flush();
+            out = std::io::BufWriter::new(output(path));
+            tracing::info!(path = %path, "access log reopened");
+        }
+        let mut write = |m: Msg| {
+            if let Msg::Line(line) = m {
+                let _ = out.write_all(line.as_bytes());
+            }
+        };
+        write(msg);
         while let Ok(more) = rx.try_recv() {
-            let _ = out.write_all(more.as_bytes());
+            write(more);
         }
         let _ = out.flush();
     }

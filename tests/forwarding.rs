@@ -107,3 +107,24 @@ fn expect_100_continue_is_answered_without_a_deadlock() {
     assert_eq!(status, "413");
     assert!(took < std::time::Duration::from_secs(10), "curl waited {took:?}");
 }
+
+/// logrotate without `copytruncate`: the log file is renamed away, SIGHUP
+/// makes ringmaster write its next lines to a new file of the configured name.
+#[test]
+fn sighup_reopens_the_access_log_file_after_a_rename() {
+    let a = backend("a");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let log = format!("[access_log]\nformat = \"combined\"\npath = \"{}\"\n\n", path.display());
+    let p = Proxy::start(&(log + &route_all("app") + &service("app", "round_robin", &[&a], "")));
+    assert_eq!(p.get("/first").status, 200);
+    eventually(5, "the first line", || std::fs::read_to_string(&path).unwrap_or_default().contains("/first"));
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    p.proc.signal("HUP");
+    eventually(5, "a new file of the configured name", || path.exists());
+    assert_eq!(p.get("/second").status, 200);
+    eventually(5, "the second line in the new file", || std::fs::read_to_string(&path).unwrap_or_default().contains("/second"));
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("/first") && !old.contains("/second"), "{old}");
+}

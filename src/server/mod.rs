@@ -248,7 +248,7 @@ impl crate::admin::Control for Admin {
     }
 }
 
-/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+/// Reloads on SIGHUP and reopens the access log; returns on SIGTERM or SIGINT.
 async fn wait_for_shutdown(shared: &Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
@@ -258,6 +258,10 @@ async fn wait_for_shutdown(shared: &Arc<Shared>) {
         tokio::select! {
             _ = hup.recv() => {
                 let _ = reload::reload(shared).await;
+                // logrotate renamed the file away: lines go to a new one (even when the reload failed).
+                if let Some(log) = &shared.live.load().snap.access_log {
+                    log.reopen();
+                }
             }
             _ = term.recv() => return,
             _ = int.recv() => return,
