@@ -201,7 +201,14 @@ pub struct Global {
     pub upgrades_refused: AtomicU64,
     pub tunnels_open: AtomicU64,
     pub tunnels_idle_closed: AtomicU64,
+    /// PROXY protocol headers read, and connections refused by reason.
+    pub proxy_protocol_accepted: AtomicU64,
+    pub proxy_protocol_refused: [AtomicU64; PROXY_REFUSALS.len()],
 }
+
+/// Why connections on PROXY protocol listeners were closed, in the order of
+/// `server::proxy_protocol::Refusal`.
+pub const PROXY_REFUSALS: [&str; 4] = ["untrusted", "malformed", "timeout", "closed"];
 
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
@@ -221,6 +228,8 @@ pub static GLOBAL: Global = Global {
     upgrades_refused: ZERO,
     tunnels_open: ZERO,
     tunnels_idle_closed: ZERO,
+    proxy_protocol_accepted: ZERO,
+    proxy_protocol_refused: [ZERO; PROXY_REFUSALS.len()],
 };
 
 pub fn count_answer(a: Answer) {

@@ -42,7 +42,19 @@ pub fn render(snap: &Snapshot, scaling: &crate::scale::Scaling) -> String {
         let _ = writeln!(o, "ringmaster_local_answers_total{{reason=\"{}\"}} {}", a.reason(), g.answers[a as usize].load(Relaxed));
     }
     crate::tls::handshake::render(&mut o);
-    let simple: [(&str, &str, &str, u64); 13] = [
+    o.push_str(
+        "# HELP ringmaster_proxy_protocol_refused_total Connections on PROXY protocol listeners closed before HTTP, by reason.\n# TYPE ringmaster_proxy_protocol_refused_total counter\n",
+    );
+    for (reason, n) in crate::metrics::PROXY_REFUSALS.iter().zip(&g.proxy_protocol_refused) {
+        let _ = writeln!(o, "ringmaster_proxy_protocol_refused_total{{reason=\"{reason}\"}} {}", n.load(Relaxed));
+    }
+    let simple: [(&str, &str, &str, u64); 14] = [
+        (
+            "ringmaster_proxy_protocol_accepted_total",
+            "counter",
+            "PROXY protocol headers read; the client address they name is the connection's.",
+            g.proxy_protocol_accepted.load(Relaxed),
+        ),
         (
             "ringmaster_connections_idle_closed_total",
             "counter",

@@ -15,6 +15,8 @@ pub struct ListenerOpts {
     pub redirect_to_https: Option<u16>,
     pub hsts: Option<http::HeaderValue>,
     pub path: crate::normalise::PathRules,
+    /// Connections start with a PROXY protocol header (from trusted peers only).
+    pub proxy_protocol: bool,
 }
 
 /// A listener as the server runs it.

@@ -2,6 +2,7 @@
 //! limit, and serve each with hyper (HTTP/1.1 and HTTP/2 prior knowledge on one
 //! port), watched by the graceful-shutdown tracker.
 
+use super::proxy_protocol;
 use super::streams::{InPlace, Streams};
 use super::timeouts::Timed;
 use super::Shared;
@@ -173,41 +174,73 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
             };
             let _ = stream.set_nodelay(true);
             GLOBAL.connections_accepted.fetch_add(1, Relaxed);
-            let per_client = shared.live.load().snap.conn.max_connections_per_client;
-            let ip = crate::identity::canonical(peer.ip());
-            if per_client > 0 && !shared.per_client.take(ip, per_client) {
-                count_answer(Answer::TooManyConnections);
-                shared.tasks.spawn(async move {
-                    let mut stream = stream;
-                    let _ = tokio::io::AsyncWriteExt::write_all(
-                        &mut stream,
-                        b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\ncontent-length: 45\r\nconnection: close\r\n\r\ntoo many connections from this client address",
-                    )
-                    .await;
-                    drop(permit);
-                });
-                continue;
-            }
-            GLOBAL.connections_active.fetch_add(1, Relaxed);
-            let admitted = Admitted { shared: shared.clone(), slot: (per_client > 0).then_some(ip), _permit: permit };
-            // Tracked: shutdown waits for the connection to finish its requests.
-            // The task is the connection's future and its admission, no more: an
-            // idle connection holds this.
-            match &tls {
-                None => {
-                    let conn = Arc::new(ConnInfo::new(Conn::new(peer, name.clone(), "http", shared.tasks.clone())));
-                    shared.tasks.spawn(serve(stream, &shared, conn).map(move |()| drop(admitted)));
-                }
-                // Boxed: a TLS session and handshake are large, and plain
-                // connections would otherwise reserve their room while idle.
-                Some(state) => {
-                    let serving = Box::pin(serve_tls(stream, peer, name.clone(), state.clone(), shared.clone()));
-                    shared.tasks.spawn(serving.map(move |()| drop(admitted)));
+            let (proxy, limit) = {
+                let snap = &shared.live.load().snap;
+                let proxy = snap.listener_opts.get(&*name).is_some_and(|o| o.proxy_protocol);
+                (proxy.then(|| snap.trusted.contains(peer.ip())), snap.conn.header_read_timeout)
+            };
+            match proxy {
+                None => admit(stream, peer, permit, &shared, &name, &tls),
+                Some(false) => proxy_protocol::untrusted(peer),
+                // The header is read in the connection's own task: a slow
+                // balancer never holds up the accept loop.
+                Some(true) => {
+                    let (shared, name, tls) = (shared.clone(), name.clone(), tls.clone());
+                    shared.clone().tasks.spawn(async move {
+                        let mut stream = stream;
+                        if let Ok(client) = proxy_protocol::accept(&mut stream, peer, limit).await {
+                            admit(stream, client, permit, &shared, &name, &tls);
+                        }
+                    });
                 }
             }
         }
     });
     ListenerHandle { addr, tls: handle_tls, stop, task }
+}
+
+/// Admits a connection from `peer` (the client: the socket's peer, or the
+/// one a PROXY protocol header named) under the per-client limit, and serves it.
+fn admit(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    shared: &Arc<Shared>,
+    name: &Arc<str>,
+    tls: &Option<Arc<TlsState>>,
+) {
+    let per_client = shared.live.load().snap.conn.max_connections_per_client;
+    let ip = crate::identity::canonical(peer.ip());
+    if per_client > 0 && !shared.per_client.take(ip, per_client) {
+        count_answer(Answer::TooManyConnections);
+        shared.tasks.spawn(async move {
+            let mut stream = stream;
+            let _ = tokio::io::AsyncWriteExt::write_all(
+                &mut stream,
+                b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\ncontent-length: 45\r\nconnection: close\r\n\r\ntoo many connections from this client address",
+            )
+            .await;
+            drop(permit);
+        });
+        return;
+    }
+    GLOBAL.connections_active.fetch_add(1, Relaxed);
+    let admitted = Admitted { shared: shared.clone(), slot: (per_client > 0).then_some(ip), _permit: permit };
+    // Tracked: shutdown waits for the connection to finish its requests.
+    // The task is the connection's future and its admission, no more: an
+    // idle connection holds this.
+    match tls {
+        None => {
+            let conn = Arc::new(ConnInfo::new(Conn::new(peer, name.clone(), "http", shared.tasks.clone())));
+            shared.tasks.spawn(serve(stream, shared, conn).map(move |()| drop(admitted)));
+        }
+        // Boxed: a TLS session and handshake are large, and plain
+        // connections would otherwise reserve their room while idle.
+        Some(state) => {
+            let serving = Box::pin(serve_tls(stream, peer, name.clone(), state.clone(), shared.clone()));
+            shared.tasks.spawn(serving.map(move |()| drop(admitted)));
+        }
+    }
 }
 
 /// Runs the TLS handshake, then serves the connection.

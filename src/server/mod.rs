@@ -5,6 +5,7 @@ pub mod heat;
 pub mod listener;
 pub mod memcache;
 mod own;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod scale;
 pub mod streams;

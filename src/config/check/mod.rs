@@ -283,11 +283,29 @@ fn tls_settings(t: &super::schema::TlsSpec) -> crate::tls::server::Settings {
     }
 }
 
-/// The listeners that redirect, send HSTS, or normalise paths other than by default.
+/// The listeners that redirect, send HSTS, normalise paths other than by
+/// default, or read a PROXY protocol header.
 fn listener_opts(cfg: &Config, r: &mut Reporter) -> Option<HashMap<String, ListenerOpts>> {
-    let special =
-        cfg.listeners.iter().filter(|l| l.redirect_to_https.is_some() || l.hsts.is_some() || !l.normalize_path || !l.merge_slashes);
+    let proxy = |l: &ListenerSpec| l.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref());
+    let special = cfg
+        .listeners
+        .iter()
+        .filter(|l| l.redirect_to_https.is_some() || l.hsts.is_some() || !l.normalize_path || !l.merge_slashes || proxy(l));
     let opts = all(special.map(|l| {
+        if let Some(p) = l.proxy_protocol.as_ref().filter(|p| *p.get_ref()) {
+            if *l.protocol.get_ref() == ListenerProtocol::Memcache {
+                r.error(p.span(), "memcache listeners do not read PROXY protocol headers", "remove proxy_protocol from this listener");
+                return None;
+            }
+            if cfg.server.trusted_proxies.is_empty() {
+                r.error(
+                    p.span(),
+                    "proxy_protocol = true needs the balancers' addresses, and [server] trusted_proxies is empty",
+                    "list the L4 balancers in [server] trusted_proxies, such as [\"10.0.0.0/8\"]",
+                );
+                return None;
+            }
+        }
         let hsts = match &l.hsts {
             None => None,
             Some(h) if *l.protocol.get_ref() != ListenerProtocol::Https => {
@@ -307,7 +325,7 @@ fn listener_opts(cfg: &Config, r: &mut Reporter) -> Option<HashMap<String, Liste
             },
         };
         let path = crate::normalise::PathRules { dot_segments_and_decoding: l.normalize_path, merge_slashes: l.merge_slashes };
-        Some((l.name.get_ref().clone(), ListenerOpts { redirect_to_https: l.redirect_to_https, hsts, path }))
+        Some((l.name.get_ref().clone(), ListenerOpts { redirect_to_https: l.redirect_to_https, hsts, path, proxy_protocol: proxy(l) }))
     }))?;
     Some(opts.into_iter().collect())
 }

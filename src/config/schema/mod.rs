@@ -272,6 +272,11 @@ pub struct ListenerSpec {
     /// Merge repeated slashes in the path before routing; on by default.
     #[serde(default = "d_true")]
     pub merge_slashes: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a
+    /// peer in `[server] trusted_proxies`, naming the client; connections from
+    /// other peers, or without a valid header, are closed.
+    #[serde(default)]
+    pub proxy_protocol: Option<Spanned<bool>>,
     /// memcache listeners: the (memcache) service every command goes to.
     #[serde(default)]
     pub service: Option<Spanned<String>>,
