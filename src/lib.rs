@@ -23,6 +23,7 @@ pub mod identity;
 pub mod jwt;
 pub mod key;
 pub mod limit;
+pub mod loadtest;
 pub mod memcache;
 pub mod metrics;
 pub mod normalise;

@@ -6,6 +6,7 @@ pub mod guard;
 pub mod heat;
 pub mod memcache;
 pub mod metrics;
+mod process;
 
 use crate::body::Body;
 use crate::config::Snapshot;
@@ -151,6 +152,8 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
         (&Method::GET, "/admin/heat") => json_reply(StatusCode::OK, heat::json(&snap, &ctl.scaling())),
         (&Method::GET, "/admin/cache") => json_reply(StatusCode::OK, caches(&snap)),
         (&Method::POST, "/admin/cache/purge") => purge(&snap, req.uri().query().unwrap_or("")),
+        (&Method::POST, "/admin/cache/switch") => switch(&snap, req.uri().query().unwrap_or("")),
+        (&Method::GET, "/admin/process") => json_reply(StatusCode::OK, process::json()),
         (&Method::POST, "/admin/reload") => match ctl.reload().await {
             Ok(g) => json_reply(StatusCode::OK, json!({ "reloaded": true, "generation": g })),
             Err(e) => json_reply(StatusCode::BAD_REQUEST, json!({ "reloaded": false, "error": e.to_string() })),
@@ -158,7 +161,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin paths: /metrics /healthz /readyz /admin/config /admin/pools /admin/shards /admin/cache /admin/tls POST /admin/cache/purge?route=R&key=K|prefix=P|tag=T POST /admin/reload\n".into(),
+            "admin paths: /metrics /healthz /readyz /admin/config /admin/pools /admin/shards /admin/cache /admin/tls /admin/process POST /admin/cache/purge?route=R&key=K|prefix=P|tag=T POST /admin/cache/switch?route=R&on=true|false POST /admin/reload\n".into(),
         ),
     }
 }
@@ -270,6 +273,7 @@ fn caches(snap: &crate::config::Snapshot) -> serde_json::Value {
             let top: Vec<_> = s.top_keys(10).into_iter().map(|(k, hits)| json!({ "key": k, "hits": hits })).collect();
             Some(json!({
                 "route": r.name,
+                "on": !s.bypassed.load(Relaxed),
                 "bytes": s.bytes(),
                 "capacity_bytes": s.capacity,
                 "entries": s.entries(),
@@ -305,6 +309,28 @@ fn purge(snap: &crate::config::Snapshot, query: &str) -> Response<Body> {
         _ => return json_reply(StatusCode::BAD_REQUEST, json!({ "error": "give exactly one of key=, prefix= or tag=" })),
     };
     json_reply(StatusCode::OK, json!({ "purged": purged }))
+}
+
+/// `POST /admin/cache/switch?route=R&on=false`: turns a route's cache off
+/// (requests pass it by, nothing is stored; what it holds stays) or back on,
+/// so the same load can be measured with and without it.
+fn switch(snap: &crate::config::Snapshot, query: &str) -> Response<Body> {
+    let params = crate::key::query_pairs(query);
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let on = match get("on") {
+        Some("true") => true,
+        Some("false") => false,
+        _ => return json_reply(StatusCode::BAD_REQUEST, json!({ "error": "give route=NAME and on=true or on=false" })),
+    };
+    let Some(route) = get("route") else {
+        return json_reply(StatusCode::BAD_REQUEST, json!({ "error": "give route=NAME and on=true or on=false" }));
+    };
+    let Some(cache) = snap.router.routes.iter().find(|r| r.name == route).and_then(|r| r.cache.as_ref()) else {
+        return json_reply(StatusCode::NOT_FOUND, json!({ "error": "no cached route by that name" }));
+    };
+    cache.store.bypassed.store(!on, Relaxed);
+    tracing::info!(route, on, "route cache switched");
+    json_reply(StatusCode::OK, json!({ "route": route, "on": on }))
 }
 
 /// The config as `/admin/config` shows it: the admin token, JWT secrets, API keys

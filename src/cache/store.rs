@@ -99,6 +99,10 @@ pub struct Store {
     flights: Mutex<HashMap<u64, Arc<Flight>>>,
     pub stats: CacheStats,
     pub capacity: u64,
+    /// Turned off for now by the operator (`POST /admin/cache/switch`):
+    /// requests pass the cache by, and nothing is stored. Kept across reloads
+    /// with the store.
+    pub bypassed: std::sync::atomic::AtomicBool,
 }
 
 /// The index hash of a cache key.
@@ -116,7 +120,14 @@ impl Store {
             Default::default(),
             evictions.clone(),
         );
-        Store { cache, evictions, flights: Mutex::new(HashMap::new()), stats: CacheStats::default(), capacity: capacity_bytes }
+        Store {
+            cache,
+            evictions,
+            flights: Mutex::new(HashMap::new()),
+            stats: CacheStats::default(),
+            capacity: capacity_bytes,
+            bypassed: Default::default(),
+        }
     }
 
     /// The stored variant for `key` that matches the request headers.

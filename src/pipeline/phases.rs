@@ -202,7 +202,8 @@ pub async fn rate_limit<'a>(cx: &mut Ctx<'a>, req: &Request<Body>) -> Result<(),
 /// Cache lookup, before forwarding headers (keys and Vary see the client's own):
 /// the cache answers (`Err`), or says what to do with the upstream's answer.
 pub async fn cache_lookup(cx: &mut Ctx<'_>, head: &mut Parts) -> Result<After, Early> {
-    let Some(rc) = cx.routed().cache.as_ref().filter(|_| cx.upgrade.is_none()) else { return Ok(After::Nothing) };
+    let on = |rc: &&std::sync::Arc<crate::cache::flow::RouteCache>| !rc.store.bypassed.load(std::sync::atomic::Ordering::Relaxed);
+    let Some(rc) = cx.routed().cache.as_ref().filter(on).filter(|_| cx.upgrade.is_none()) else { return Ok(After::Nothing) };
     lookup_in(cx, rc, head, b"").await
 }
 

@@ -27,19 +27,8 @@ impl Keys {
         match self {
             Keys::Uniform(n) => (0..*n).map(|i| format!("key:{i}").into_bytes()).collect(),
             Keys::Zipf { count, universe, s } => {
-                let mut cdf = Vec::with_capacity(*universe);
-                let mut sum = 0.0;
-                for r in 1..=*universe {
-                    sum += 1.0 / (r as f64).powf(*s);
-                    cdf.push(sum);
-                }
-                (0..*count)
-                    .map(|_| {
-                        let u = rng.f64() * sum;
-                        let rank = cdf.partition_point(|&c| c < u);
-                        format!("key:{rank}").into_bytes()
-                    })
-                    .collect()
+                let zipf = crate::loadtest::keys::Zipf::new(*s, *universe);
+                (0..*count).map(|_| format!("key:{}", zipf.sample(&mut rng)).into_bytes()).collect()
             }
             Keys::List(v) => v.clone(),
         }

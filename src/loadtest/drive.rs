@@ -1,0 +1,208 @@
+//! The load itself: connections that send requests in a closed loop (each
+//! sends its next request when the last is answered) or an open loop (each
+//! request has an intended send time on a fixed schedule, and its latency is
+//! measured from that time, as wrk2 and oha do, so a stall of the target is
+//! not hidden by the requests it kept from being sent).
+
+use super::keys::Paths;
+use super::report::Tally;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What one run sends.
+#[derive(Clone)]
+pub struct Load {
+    pub target: SocketAddr,
+    /// The Host header (the URL's authority).
+    pub host: String,
+    pub paths: Paths,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub connections: usize,
+    /// Requests per second over all connections (open loop); `None` for a closed loop.
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    pub http2: bool,
+}
+
+/// Counters a progress line reads while the run goes on.
+#[derive(Default)]
+pub struct Live {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    /// Latencies recorded since the progress line last took them.
+    pub recent: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+/// A sender of requests: one HTTP/1 connection, or a stream of a shared HTTP/2 one.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+async fn connect(load: &Load) -> std::io::Result<Sender> {
+    let tcp = tokio::net::TcpStream::connect(load.target).await?;
+    let _ = tcp.set_nodelay(true);
+    let io = TokioIo::new(tcp);
+    let err = |e: hyper::Error| std::io::Error::other(e.to_string());
+    if load.http2 {
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(err)?;
+        tokio::spawn(conn);
+        Ok(Sender::H2(send))
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(err)?;
+        tokio::spawn(conn);
+        Ok(Sender::H1(send))
+    }
+}
+
+/// Sends one request and reads its answer to the end: the status, or an error.
+async fn exchange(sender: &mut Sender, req: http::Request<Empty<Bytes>>) -> Result<u16, ()> {
+    let resp = match sender {
+        Sender::H1(s) => {
+            s.ready().await.map_err(|_| ())?;
+            s.send_request(req).await
+        }
+        Sender::H2(s) => {
+            s.ready().await.map_err(|_| ())?;
+            s.send_request(req).await
+        }
+    }
+    .map_err(|_| ())?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        frame.map_err(|_| ())?;
+    }
+    Ok(status)
+}
+
+fn request(load: &Load, path: &str) -> http::Request<Empty<Bytes>> {
+    let mut b = http::Request::get(path);
+    if load.http2 {
+        b = http::Request::get(format!("http://{}{path}", load.host));
+    } else {
+        b = b.header(http::header::HOST, &load.host);
+    }
+    for (k, v) in &load.headers {
+        b = b.header(k, v);
+    }
+    b.body(Empty::new()).expect("a request of checked parts")
+}
+
+/// Runs `load` to its end and returns what every connection saw.
+pub async fn run(load: Load, live: Arc<Live>) -> Tally {
+    let start = Instant::now() + Duration::from_millis(20);
+    let shared_h2 = if load.http2 {
+        match connect(&load).await {
+            Ok(Sender::H2(s)) => Some(s),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let n = load.connections.max(1);
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (load, live, h2) = (load.clone(), live.clone(), shared_h2.clone());
+            tokio::spawn(async move { connection(i, n, load, live, start, h2.map(Sender::H2)).await })
+        })
+        .collect();
+    let mut total = Tally::new();
+    for t in tasks {
+        if let Ok(tally) = t.await {
+            total.merge(&tally);
+        }
+    }
+    total
+}
+
+/// One connection's requests until the run's end.
+async fn connection(i: usize, n: usize, load: Load, live: Arc<Live>, start: Instant, mut sender: Option<Sender>) -> Tally {
+    let mut tally = Tally::new();
+    let mut rng = fastrand::Rng::with_seed(0x10ad + i as u64);
+    let end = start + load.duration;
+    // Open loop: this connection's share of the schedule, offset so that
+    // connections do not all send at the same instant.
+    let interval = load.rate.map(|r| Duration::from_secs_f64(n as f64 / r));
+    let mut intended = start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / n as f64));
+    let mut recent = Tally::new();
+    let mut flushed = Instant::now();
+    tokio::time::sleep_until(intended).await;
+    loop {
+        let free_at = Instant::now();
+        if interval.is_some() {
+            if intended >= end {
+                break;
+            }
+            tokio::time::sleep_until(intended).await;
+        } else if free_at >= end {
+            break;
+        }
+        let sent = Instant::now();
+        // The generator's own lateness: past the intended time, and past the
+        // moment this connection was free to send (a slow target is not ours).
+        if interval.is_some() {
+            tally.lag(sent.saturating_duration_since(intended.max(free_at)));
+        }
+        if sender.is_none() {
+            match connect(&load).await {
+                Ok(s) => sender = Some(s),
+                Err(_) => {
+                    tally.error();
+                    live.errors.fetch_add(1, Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    intended += interval.unwrap_or(Duration::ZERO);
+                    continue;
+                }
+            }
+        }
+        let path = load.paths.next(&mut rng);
+        let result = exchange(sender.as_mut().expect("connected above"), request(&load, &path)).await;
+        let done = Instant::now();
+        let from = if interval.is_some() { intended } else { sent };
+        match result {
+            Ok(status) => {
+                let took = done.saturating_duration_since(from);
+                tally.answer(status, took);
+                recent.answer(status, took);
+                live.requests.fetch_add(1, Relaxed);
+            }
+            Err(()) => {
+                tally.error();
+                live.errors.fetch_add(1, Relaxed);
+                // HTTP/2 streams share one connection: only HTTP/1 reconnects.
+                if !load.http2 {
+                    sender = None;
+                }
+            }
+        }
+        if done.duration_since(flushed) >= Duration::from_millis(200) {
+            flush(&live, &mut recent);
+            flushed = done;
+        }
+        if let Some(iv) = interval {
+            intended += iv;
+        }
+    }
+    flush(&live, &mut recent);
+    tally
+}
+
+/// Hands the latencies recorded lately to the progress line.
+fn flush(live: &Live, recent: &mut Tally) {
+    let mut slot = live.recent.lock().unwrap_or_else(|e| e.into_inner());
+    match slot.as_mut() {
+        Some(h) => {
+            let _ = h.add(&recent.latency);
+        }
+        None => *slot = Some(recent.latency.clone()),
+    }
+    drop(slot);
+    *recent = Tally::new();
+}
