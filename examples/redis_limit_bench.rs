@@ -18,8 +18,13 @@ async fn main() {
     let settings =
         Settings { client, url, cluster: false, timeout: Duration::from_secs(1), on_failure: OnFailure::Closed, prefix: "bench:".into() };
     let store = Arc::new(RedisStore::new(settings));
-    let policy =
-        Policy { name: "bench".into(), quota: Quota::new(1_000_000, Duration::from_secs(1), 1_000_000), scope: Scope::Client, seed: 7 };
+    let policy = Policy {
+        name: "bench".into(),
+        quota: Quota::new(1_000_000, Duration::from_secs(1), 1_000_000),
+        scope: Scope::Client,
+        seed: 7,
+        denied: Default::default(),
+    };
     // Connect first.
     for _ in 0..50 {
         if store.check(&[&policy], 1, 1).await.is_ok() {

@@ -235,3 +235,26 @@ pub static GLOBAL: Global = Global {
 pub fn count_answer(a: Answer) {
     GLOBAL.answers[a as usize].fetch_add(1, Relaxed);
 }
+
+/// A config reload and its result, as the dashboard lists them.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReloadRecord {
+    pub at_unix: u64,
+    /// The new generation, when it took effect.
+    pub generation: Option<u64>,
+    /// Why it was rejected (the previous config kept serving).
+    pub error: Option<String>,
+}
+
+/// The last reloads, newest last.
+pub static RELOADS: std::sync::Mutex<std::collections::VecDeque<ReloadRecord>> = std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// Notes a reload's result (the last 20 are kept).
+pub fn note_reload(generation: Option<u64>, error: Option<String>) {
+    let at_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut r = RELOADS.lock().unwrap_or_else(|e| e.into_inner());
+    if r.len() >= 20 {
+        r.pop_front();
+    }
+    r.push_back(ReloadRecord { at_unix, generation, error });
+}

@@ -40,6 +40,8 @@ fn burst_headers_and_429() {
     // Another client has its own budget.
     assert_eq!(from(&p, "203.0.113.2").status, 200);
     assert_eq!(p.metric("ringmaster_local_answers_total{reason=\"rate_limited\"}"), 1.0);
+    // ...and by the policy that denied it (the dashboard's 429s by policy).
+    assert_eq!(p.metric("ringmaster_rate_limited_total{policy=\"anonymous\"}"), 1.0);
 }
 
 #[test]

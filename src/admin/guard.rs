@@ -3,7 +3,8 @@
 //! requests (a browser on an operator's machine must not be able to reload or
 //! purge on a page's behalf), and only the admin's own names in Host (a page
 //! on a name rebound to this address must not read the config either).
-//! `/healthz` and `/readyz` stay open for probes.
+//! `/healthz` and `/readyz` stay open for probes, and the dashboard's page
+//! (which holds no data) for browsers.
 
 use http::{header, Method, Request, StatusCode};
 
@@ -23,13 +24,15 @@ pub struct Tokens<'a> {
 const READ_ONLY: [&str; 2] = ["/admin/heat", "/metrics"];
 
 /// Paths that change state: POST only.
-const STATE_CHANGING: [&str; 2] = ["/admin/reload", "/admin/cache/purge"];
+const STATE_CHANGING: [&str; 3] = ["/admin/reload", "/admin/cache/purge", "/admin/cache/switch"];
 
 /// Why a request is refused, with the status it gets; `None` lets it through.
 /// `hosts` are the names accepted in Host beyond IP addresses and `localhost`.
 pub fn refuse<B>(req: &Request<B>, tokens: Tokens<'_>, hosts: &[String]) -> Option<(StatusCode, &'static str)> {
     let path = req.uri().path();
-    if matches!(path, "/healthz" | "/readyz") {
+    // The dashboard's page holds no data (its script asks for the views
+    // with the token the operator types in); probes carry no token.
+    if matches!(path, "/healthz" | "/readyz") || (req.method() == Method::GET && matches!(path, "/" | "/dashboard" | "/dashboard/")) {
         return None;
     }
     if let Some(t) = tokens.full {

@@ -48,6 +48,13 @@ pub fn render(snap: &Snapshot, scaling: &crate::scale::Scaling) -> String {
     for (reason, n) in crate::metrics::PROXY_REFUSALS.iter().zip(&g.proxy_protocol_refused) {
         let _ = writeln!(o, "ringmaster_proxy_protocol_refused_total{{reason=\"{reason}\"}} {}", n.load(Relaxed));
     }
+    o.push_str("# HELP ringmaster_rate_limited_total Requests a rate-limit policy denied (429), since the config was loaded.\n# TYPE ringmaster_rate_limited_total counter\n");
+    let mut seen = std::collections::HashSet::new();
+    for p in snap.router.routes.iter().flat_map(|r| r.limits.every()) {
+        if seen.insert(std::sync::Arc::as_ptr(&p.denied)) {
+            let _ = writeln!(o, "ringmaster_rate_limited_total{{policy=\"{}\"}} {}", esc(&p.name), p.denied.load(Relaxed));
+        }
+    }
     let simple: [(&str, &str, &str, u64); 14] = [
         (
             "ringmaster_proxy_protocol_accepted_total",

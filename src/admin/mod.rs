@@ -2,8 +2,10 @@
 //! (secrets redacted), pool state, and reload. Loopback by default (elsewhere
 //! only with a token); never on the request path.
 
+mod dashboard;
 pub mod guard;
 pub mod heat;
+pub mod history;
 pub mod memcache;
 pub mod metrics;
 mod process;
@@ -54,6 +56,8 @@ pub async fn serve(
     tls: Option<Arc<TlsState>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let history = Arc::new(history::History::default());
+    tokio::spawn(sample(ctl.clone(), history.clone(), shutdown.clone()));
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -72,15 +76,15 @@ pub async fn serve(
                 continue;
             }
         };
-        let ctl = ctl.clone();
+        let (ctl, history) = (ctl.clone(), history.clone());
         // The same header-read timeout as the main listeners: a slow client holds nothing for long.
         let header_read_timeout = ctl.snapshot().conn.header_read_timeout;
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => connection(stream, ctl, header_read_timeout).await,
+                None => connection(stream, ctl, history, header_read_timeout).await,
                 Some(t) => match tokio::time::timeout(header_read_timeout, t.acceptor().accept(stream)).await {
-                    Ok(Ok(s)) => connection(s, ctl, header_read_timeout).await,
+                    Ok(Ok(s)) => connection(s, ctl, history, header_read_timeout).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "admin TLS handshake failed"),
                     Err(_) => tracing::debug!("admin TLS handshake timed out"),
                 },
@@ -90,13 +94,13 @@ pub async fn serve(
 }
 
 /// One admin connection, plain or TLS.
-async fn connection<I>(io: I, ctl: Arc<dyn Control>, header_read_timeout: Duration)
+async fn connection<I>(io: I, ctl: Arc<dyn Control>, history: Arc<history::History>, header_read_timeout: Duration)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
-        let ctl = ctl.clone();
-        async move { Ok::<_, Infallible>(handle(req, &*ctl).await) }
+        let (ctl, history) = (ctl.clone(), history.clone());
+        async move { Ok::<_, Infallible>(handle(req, &*ctl, &history).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -118,7 +122,22 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     reply(status, "application/json", s)
 }
 
-async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
+/// Once a second, every counter and gauge into the history, until shutdown.
+async fn sample(ctl: Arc<dyn Control>, history: Arc<history::History>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let text = metrics::render(&ctl.snapshot(), &ctl.scaling());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        history.record(now, &text);
+    }
+}
+
+async fn handle(req: Request<Incoming>, ctl: &dyn Control, history: &history::History) -> Response<Body> {
     let snap = ctl.snapshot();
     let tokens = snap.admin.as_ref().map(|a| guard::Tokens { full: a.token.as_ref(), heat: a.heat_token.as_ref() }).unwrap_or_default();
     let hosts = snap.admin.as_ref().map_or(&[][..], |a| &a.hosts[..]);
@@ -138,6 +157,28 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
             reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         (&Method::GET, "/admin/tls") => json_reply(StatusCode::OK, tls(&ctl.tls_states().await)),
+        (&Method::GET, "/" | "/dashboard" | "/dashboard/") => reply(StatusCode::OK, "text/html; charset=utf-8", dashboard::page().into()),
+        (&Method::GET, "/dashboard/snapshot") => {
+            let views = dashboard::Views {
+                config: json!({ "generation": snap.generation, "config": redacted(&snap.config) }),
+                pools: pools(&snap),
+                shards: shards(&snap),
+                heat: heat::json(&snap, &ctl.scaling()),
+                cache: caches(&snap),
+                tls: tls(&ctl.tls_states().await),
+            };
+            let mut r = reply(StatusCode::OK, "text/html; charset=utf-8", dashboard::snapshot(views, history));
+            r.headers_mut().insert(header::CONTENT_DISPOSITION, header::HeaderValue::from_static("attachment; filename=\"ringmaster-snapshot.html\""));
+            r
+        }
+        (&Method::GET, "/admin/history") => {
+            let params = crate::key::query_pairs(req.uri().query().unwrap_or(""));
+            let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let n = get("last").and_then(|v| v.parse().ok()).unwrap_or(history::SECONDS);
+            let prefixes: Vec<&str> = get("match").map(|m| m.split(',').filter(|p| !p.is_empty()).collect()).unwrap_or_default();
+            json_reply(StatusCode::OK, history.json(n, &prefixes))
+        }
+        (&Method::GET, "/admin/reloads") => json_reply(StatusCode::OK, dashboard::reloads()),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => {
             if ctl.draining() {
@@ -161,7 +202,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control) -> Response<Body> {
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin paths: /metrics /healthz /readyz /admin/config /admin/pools /admin/shards /admin/cache /admin/tls /admin/process POST /admin/cache/purge?route=R&key=K|prefix=P|tag=T POST /admin/cache/switch?route=R&on=true|false POST /admin/reload\n".into(),
+            "admin paths: / (the dashboard) /dashboard/snapshot /admin/history?last=N&match=PREFIX /admin/reloads /metrics /healthz /readyz /admin/config /admin/pools /admin/shards /admin/cache /admin/tls /admin/process POST /admin/cache/purge?route=R&key=K|prefix=P|tag=T POST /admin/cache/switch?route=R&on=true|false POST /admin/reload\n".into(),
         ),
     }
 }

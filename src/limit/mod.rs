@@ -38,6 +38,11 @@ pub struct RoutePolicies {
 }
 
 impl RoutePolicies {
+    /// Every policy, once per tier it appears in.
+    pub fn every(&self) -> impl Iterator<Item = &Policy> {
+        self.all.iter().chain(self.tiers.values().flatten())
+    }
+
     /// No policy of any tier: requests need no identity and no decision.
     pub fn is_empty(&self) -> bool {
         self.all.is_empty() && self.tiers.is_empty()
@@ -133,6 +138,9 @@ pub struct Policy {
     pub scope: Scope,
     /// Hash of the name, mixed into keys so policies do not share counters.
     pub seed: u64,
+    /// Requests this policy denied (429) since the config was loaded; shared
+    /// by the clones routes and tiers hold.
+    pub denied: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The client address as a limit counts it: IPv6 by prefix (default /64),
@@ -218,6 +226,7 @@ pub fn headers(h: &mut HeaderMap, p: &Policy, d: &Decision) {
 /// The 429 answer for a denied request.
 pub fn denied(policies: &[&Policy], v: &Verdict) -> Response<Body> {
     let p = &policies[v.policy];
+    p.denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let wait = secs_ceil(v.decision.retry_after_ns).max(1);
     let body = serde_json::json!({ "error": "rate limited", "policy": &*p.name, "retry_after_seconds": wait });
     let mut r = respond::answer_json(StatusCode::TOO_MANY_REQUESTS, Answer::RateLimited, body);

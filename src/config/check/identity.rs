@@ -64,7 +64,7 @@ pub fn policy(defs: &Defs, name: &Spanned<String>, route: &str, r: &mut Reporter
         LimitScope::Client => (Scope::Client, n.clone()),
         LimitScope::Route => (Scope::Route, format!("{route}/{n}")),
     };
-    Some(Policy { name: n.as_str().into(), quota, scope, seed: crate::hash::xxh3(seed_text.as_bytes()) })
+    Some(Policy { name: n.as_str().into(), quota, scope, seed: crate::hash::xxh3(seed_text.as_bytes()), denied: Default::default() })
 }
 
 /// API keys and bearer-token verification, when configured.
