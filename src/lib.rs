@@ -16,6 +16,7 @@ pub mod child;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod hash;
 pub mod heat;
 pub mod http1;

@@ -38,6 +38,7 @@ pub fn snapshot(v: Views, history: &History) -> String {
         "/admin/cache": v.cache,
         "/admin/tls": v.tls,
         "/admin/reloads": reloads(),
+        "/admin/discovery": { "pools": crate::discovery::status() },
         "/admin/history": history.json(super::history::SECONDS, &[]),
     });
     // Inside a <script>, `</` could end it: written as `<\/`, the same string to JavaScript.

@@ -179,6 +179,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control, history: &history::Hi
             json_reply(StatusCode::OK, history.json(n, &prefixes))
         }
         (&Method::GET, "/admin/reloads") => json_reply(StatusCode::OK, dashboard::reloads()),
+        (&Method::GET, "/admin/discovery") => json_reply(StatusCode::OK, json!({ "pools": crate::discovery::status() })),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => {
             if ctl.draining() {
@@ -202,7 +203,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control, history: &history::Hi
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "admin paths: / (the dashboard) /dashboard/snapshot /admin/history?last=N&match=PREFIX /admin/reloads /metrics /healthz /readyz /admin/config /admin/pools /admin/shards /admin/cache /admin/tls /admin/process POST /admin/cache/purge?route=R&key=K|prefix=P|tag=T POST /admin/cache/switch?route=R&on=true|false POST /admin/reload\n".into(),
+            "admin paths: / (the dashboard) /dashboard/snapshot /admin/history?last=N&match=PREFIX /admin/reloads /admin/discovery /metrics /healthz /readyz /admin/config /admin/pools /admin/shards /admin/cache /admin/tls /admin/process POST /admin/cache/purge?route=R&key=K|prefix=P|tag=T POST /admin/cache/switch?route=R&on=true|false POST /admin/reload\n".into(),
         ),
     }
 }

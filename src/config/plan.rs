@@ -108,6 +108,8 @@ pub struct PoolPlan {
     pub body_idle: Duration,
     pub passive: Passive,
     pub retry: Retry,
+    /// Endpoints given by name are re-resolved under these settings.
+    pub dns: Option<crate::discovery::DnsPolicy>,
 }
 
 #[derive(Clone)]

@@ -1,6 +1,7 @@
 //! The server: listeners, the admin listener, signals, reload and graceful
 //! shutdown around one shared, atomically swapped snapshot.
 
+pub mod discovery;
 pub mod heat;
 pub mod listener;
 pub mod memcache;
@@ -55,6 +56,9 @@ pub struct Shared {
     pub listeners: tokio::sync::Mutex<Vec<(String, ListenerHandle)>>,
     /// Running memcache listeners. Locked only by reloads.
     pub memcache_listeners: tokio::sync::Mutex<Vec<memcache::Handle>>,
+    /// The pools discovery found (each exactly its names' addresses), laid
+    /// over the config on every build before the scaler's overlay.
+    pub discovered: std::sync::Mutex<crate::config::overlay::Overlay>,
     /// The endpoints the scaler added, laid over the config on every build.
     pub scaled: std::sync::Mutex<crate::config::overlay::Overlay>,
     /// The plan of the config last accepted (at start or by a reload), which
@@ -146,6 +150,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         memcache_listeners: tokio::sync::Mutex::new(Vec::new()),
         tasks: tokio_util::task::TaskTracker::new(),
         scaled: Default::default(),
+        discovered: Default::default(),
         accepted: std::sync::Mutex::new(accepted),
         leader: leader.clone(),
         scaling: Default::default(),
@@ -195,6 +200,7 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         tokio::spawn(crate::scale::leader::run(s, shared.scaling.leadership.clone(), shared.shutdown.clone()))
     });
     let scaler = tokio::spawn(scale::run(shared.clone()));
+    tokio::spawn(discovery::run(shared.clone()));
     on_ready(&bound);
 
     wait_for_shutdown(&shared).await;

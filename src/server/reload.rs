@@ -80,6 +80,7 @@ async fn install(
     mut plan: crate::config::Plan,
     running: &mut Vec<(String, listener::ListenerHandle)>,
 ) -> Result<u64, ReloadError> {
+    shared.discovered.lock().unwrap_or_else(|e| e.into_inner()).apply(&mut plan);
     shared.scaled.lock().unwrap_or_else(|e| e.into_inner()).apply(&mut plan);
     let old = shared.snapshot();
     let built = build(plan, Some(&old));

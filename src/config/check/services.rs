@@ -30,6 +30,7 @@ fn http_protocol(svc: &ServiceSpec) -> crate::upstream::UpstreamProtocol {
 struct Shared<'a> {
     service: &'a str,
     spec: &'a ServiceSpec,
+    dns: Option<crate::discovery::DnsPolicy>,
     engine: crate::upstream::policy::Http1Engine,
     tls: Option<(crate::tls::client::Settings, Arc<rustls::ClientConfig>)>,
     passive: Passive,
@@ -76,9 +77,11 @@ fn service(
     if *svc.retry.attempts.get_ref() > 10 {
         r.error(svc.retry.attempts.span(), "more than 10 retry attempts multiplies load on a failing service", "2 suits most services");
     }
+    let dns = optional(svc.dns.as_ref(), |d| dns(svc, d, r));
     let shared = Shared {
         service: name.get_ref(),
         spec: svc,
+        dns: dns.flatten(),
         engine,
         tls: tls.flatten(),
         passive: Passive {
@@ -278,7 +281,44 @@ fn pool(s: &Shared, v: PoolView, r: &mut Reporter) -> Option<PoolPlan> {
         body_idle: s.spec.timeouts.body_idle.get_ref().0,
         passive: s.passive.clone(),
         retry: s.retry.clone(),
+        dns: s.dns.clone(),
         name,
+    })
+}
+
+/// `dns = { ... }`: the resolver's address, TTL bounds and guardrails; and a
+/// name among the endpoints to resolve.
+fn dns(svc: &ServiceSpec, d: &Spanned<crate::config::schema::DnsSpec>, r: &mut Reporter) -> Option<crate::discovery::DnsPolicy> {
+    let start = r.mark();
+    let spec = d.get_ref();
+    let resolver = match &spec.resolver {
+        None => None,
+        Some(a) => match a.get_ref().parse::<SocketAddr>() {
+            Ok(at) => Some(at),
+            Err(_) => {
+                r.error(a.span(), format!("`{}` is not a resolver address", a.get_ref()), "write IP:PORT, such as \"10.96.0.10:53\"");
+                None
+            }
+        },
+    };
+    let (min_ttl, max_ttl) = (spec.min_ttl.get_ref().0, spec.max_ttl.get_ref().0);
+    if min_ttl.is_zero() || min_ttl > max_ttl {
+        r.error(spec.min_ttl.span(), "min_ttl must be above zero and at most max_ttl", "\"1s\" and \"300s\" suit most pools");
+    }
+    let max_drop = *spec.max_drop.get_ref();
+    if !(0.0..=1.0).contains(&max_drop) {
+        r.error(spec.max_drop.span(), "max_drop is a share of the pool, from 0 to 1", "0.5: one answer takes at most half a pool away");
+    }
+    let shard_endpoints = svc.shards.values().flat_map(|s| s.endpoints.iter());
+    if !svc.endpoints.iter().chain(shard_endpoints).any(|e| crate::discovery::name_of(e.address.get_ref()).is_some()) {
+        r.error(d.span(), "dns is set, but no endpoint is given by a name", "give an endpoint as \"app.internal:8080\", or remove dns");
+    }
+    r.clean_since(start).then(|| crate::discovery::DnsPolicy {
+        resolver,
+        min_ttl,
+        max_ttl,
+        max_drop,
+        max_stale: spec.max_stale.get_ref().0,
     })
 }
 

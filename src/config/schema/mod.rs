@@ -500,6 +500,11 @@ pub struct ServiceSpec {
     pub tls: Option<Spanned<UpstreamTlsSpec>>,
     #[serde(default)]
     pub endpoints: Vec<EndpointSpec>,
+    /// Endpoints given by name are re-resolved (A/AAAA) and the pool follows
+    /// the name's addresses, within guardrails; without it a name is resolved
+    /// at each connect.
+    #[serde(default)]
+    pub dns: Option<Spanned<DnsSpec>>,
     #[serde(default)]
     pub timeouts: TimeoutSpec,
     #[serde(default)]
@@ -537,6 +542,39 @@ pub struct EndpointSpec {
     pub weight: Spanned<u32>,
     #[serde(default)]
     pub name: Option<Spanned<String>>,
+}
+
+/// DNS discovery of a service's pools.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSpec {
+    /// The resolver to ask, `IP:PORT` (default: the system's, /etc/resolv.conf).
+    #[serde(default)]
+    pub resolver: Option<Spanned<String>>,
+    /// An answer's TTL is kept between these.
+    #[serde(default = "d_dns_min_ttl")]
+    pub min_ttl: Spanned<Dur>,
+    #[serde(default = "d_dns_max_ttl")]
+    pub max_ttl: Spanned<Dur>,
+    /// The largest share of a pool one answer may take away at once.
+    #[serde(default = "d_dns_max_drop")]
+    pub max_drop: Spanned<f64>,
+    /// How long the last known set keeps serving over a larger drop before it is applied.
+    #[serde(default = "d_dns_max_stale")]
+    pub max_stale: Spanned<Dur>,
+}
+
+fn d_dns_min_ttl() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(crate::discovery::DnsPolicy::default().min_ttl))
+}
+fn d_dns_max_ttl() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(crate::discovery::DnsPolicy::default().max_ttl))
+}
+fn d_dns_max_drop() -> Spanned<f64> {
+    Spanned::new(0..0, crate::discovery::DnsPolicy::default().max_drop)
+}
+fn d_dns_max_stale() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(crate::discovery::DnsPolicy::default().max_stale))
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, Deserialize, Serialize)]

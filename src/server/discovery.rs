@@ -1,0 +1,149 @@
+//! Runs discovery: each pool whose service has `dns` has its names asked
+//! again when their TTL runs out; what the guardrails let through becomes
+//! the pool, laid over the accepted plan as the discovery overlay, by a pool
+//! update (no file is read, connections and health carry over). What each
+//! pool holds, and why, is published for the dashboard and the metrics.
+
+use super::Shared;
+use crate::discovery::{dns, judge, name_of, DnsPolicy, Hold, PoolStatus, Verdict, STATUS};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A discovered pool as the plan asks for it.
+struct Wanted {
+    pool: String,
+    policy: DnsPolicy,
+    names: Vec<(String, u16)>,
+    /// Endpoints the config gives as addresses: always in the pool.
+    listed: Vec<SocketAddr>,
+}
+
+/// What discovery knows of one pool.
+struct PoolState {
+    policy: DnsPolicy,
+    resolver: Result<dns::DnsResolver, String>,
+    /// The set applied last (empty until the first answer).
+    last: Vec<SocketAddr>,
+    held: Option<(Hold, Instant)>,
+    next: Instant,
+    status: PoolStatus,
+}
+
+impl PoolState {
+    fn new(policy: DnsPolicy, names: &[(String, u16)]) -> PoolState {
+        let resolver = dns::resolver(&policy);
+        let status = PoolStatus { names: names.iter().map(|(h, p)| format!("{h}:{p}")).collect(), ..PoolStatus::default() };
+        PoolState { policy, resolver, last: Vec::new(), held: None, next: Instant::now(), status }
+    }
+}
+
+fn wanted(shared: &Shared) -> Vec<Wanted> {
+    let plan = shared.accepted.lock().unwrap_or_else(|e| e.into_inner());
+    plan.services
+        .iter()
+        .flat_map(|s| s.pools.iter())
+        .filter_map(|p| {
+            let policy = p.dns.clone()?;
+            let names: Vec<(String, u16)> = p.endpoints.iter().filter_map(|e| name_of(&e.key.address)).collect();
+            let listed = p.endpoints.iter().filter_map(|e| e.key.address.parse().ok()).collect();
+            (!names.is_empty()).then(|| Wanted { pool: p.name.clone(), policy, names, listed })
+        })
+        .collect()
+}
+
+/// Asks, judges and updates until shutdown.
+pub async fn run(shared: Arc<Shared>) {
+    let mut pools: HashMap<String, PoolState> = HashMap::new();
+    let mut stop = shared.shutdown.clone();
+    loop {
+        let want = wanted(&shared);
+        // Pools no longer discovered go back to what the config lists.
+        let gone: Vec<String> = pools.keys().filter(|k| !want.iter().any(|w| &w.pool == *k)).cloned().collect();
+        let mut changed = !gone.is_empty();
+        for k in gone {
+            pools.remove(&k);
+            shared.discovered.lock().unwrap_or_else(|e| e.into_inner()).0.remove(&k);
+            STATUS.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
+        }
+        for w in want {
+            let st = pools.entry(w.pool.clone()).or_insert_with(|| PoolState::new(w.policy.clone(), &w.names));
+            if st.policy != w.policy || st.status.names.len() != w.names.len() {
+                *st = PoolState::new(w.policy.clone(), &w.names);
+            }
+            let now = Instant::now();
+            if now >= st.next {
+                changed |= ask(&shared, &w, st).await;
+            }
+            st.status.held_seconds = st.held.map_or(0.0, |(_, since)| since.elapsed().as_secs_f64());
+            st.status.next_in_seconds = st.next.saturating_duration_since(Instant::now()).as_secs_f64();
+            STATUS.lock().unwrap_or_else(|e| e.into_inner()).insert(w.pool.clone(), st.status.clone());
+        }
+        if changed {
+            if let Err(e) = super::reload::update_pools(&shared).await {
+                tracing::error!(error = %e, "discovery: the pool update failed; the pools stay as they were");
+            }
+        }
+        // Held pools are published with their age each second.
+        let next = pools.values().map(|s| s.next).min().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let wait = next.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Asks for one pool's names and applies what the guardrails let through;
+/// whether the pool changed.
+async fn ask(shared: &Shared, w: &Wanted, st: &mut PoolState) -> bool {
+    let (answer, ttl) = match &st.resolver {
+        Ok(r) => dns::lookup_all(r, &w.policy, &w.names).await,
+        Err(why) => {
+            tracing::warn!(pool = %w.pool, error = %why, "discovery: no resolver");
+            (Err(Hold::ResolverFailed), w.policy.min_ttl)
+        }
+    };
+    let now = Instant::now();
+    st.next = now + ttl;
+    let answer = answer.map(|mut found| {
+        found.extend(&w.listed);
+        found
+    });
+    match judge(&w.policy, &st.last, answer, st.held.map(|h| h.1), now) {
+        Verdict::Apply(set) => {
+            if let Some((why, since)) = st.held.take() {
+                tracing::info!(pool = %w.pool, held = why.reason(), held_ms = since.elapsed().as_millis() as u64, "discovery: the hold ends");
+            }
+            st.status.held = None;
+            if set == st.last {
+                return false;
+            }
+            tracing::info!(pool = %w.pool, before = st.last.len(), after = set.len(), "discovery: the pool follows its names");
+            st.last = set;
+            st.status.updates += 1;
+            st.status.endpoints = st.last.iter().map(|a| a.to_string()).collect();
+            let list = st.last.iter().map(|a| (a.to_string(), *a)).collect();
+            shared.discovered.lock().unwrap_or_else(|e| e.into_inner()).set(&w.pool, list);
+            true
+        }
+        Verdict::Hold(why) => {
+            *st.status.holds.entry(why.reason()).or_default() += 1;
+            if st.held.map(|h| h.0) != Some(why) {
+                tracing::warn!(
+                    pool = %w.pool,
+                    reason = why.reason(),
+                    serving = st.last.len(),
+                    max_stale_s = w.policy.max_stale.as_secs(),
+                    "discovery: answer held; the last known set keeps serving"
+                );
+                // A hold of another kind starts its own clock: max_stale
+                // counts how long this answer has been the one held.
+                st.held = Some((why, now));
+            }
+            st.status.held = Some(why.reason());
+            false
+        }
+    }
+}
