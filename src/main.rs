@@ -59,7 +59,8 @@ enum Cmd {
     /// Load test a URL: closed loop over --connections, or open loop at --rate
     /// (latency from each request's intended send time); with --admin, the
     /// proxy's own CPU per request; --compare-cache ROUTE runs with and without
-    /// the route's cache.
+    /// the route's cache. memcache://HOST:PORT sends gets and sets of Zipf keys;
+    /// --compare-hot-keys SERVICE runs with and without hot-key mitigation.
     Bench {
         url: String,
         /// Requests per second (open loop); without it, a closed loop.
@@ -91,6 +92,15 @@ enum Cmd {
         /// Run twice, with the route's cache on and off (through the admin listener).
         #[arg(long)]
         compare_cache: Option<String>,
+        /// Run twice, with the service's hot-key mitigation on and off (through the admin listener).
+        #[arg(long)]
+        compare_hot_keys: Option<String>,
+        /// memcache:// URLs: the share of gets (the rest are sets).
+        #[arg(long, default_value_t = 0.9)]
+        get_ratio: f64,
+        /// memcache:// URLs: the size of each value set.
+        #[arg(long, default_value_t = 100)]
+        value_bytes: usize,
         /// Print JSON (with the HDR histograms encoded) instead of a table.
         #[arg(long)]
         json: bool,
@@ -213,7 +223,23 @@ fn main() -> ExitCode {
         Cmd::Import { from: ImportCmd::Nutcracker { file } } => import_nutcracker(&file),
         Cmd::Backend { listen, name, garbage, delay_ms } => backend(listen, name, garbage, delay_ms),
         Cmd::Mc { addr, words } => mc(addr, &words),
-        Cmd::Bench { url, rate, connections, duration, http2, headers, keys, key_template, admin, admin_token, compare_cache, json } => {
+        Cmd::Bench {
+            url,
+            rate,
+            connections,
+            duration,
+            http2,
+            headers,
+            keys,
+            key_template,
+            admin,
+            admin_token,
+            compare_cache,
+            compare_hot_keys,
+            get_ratio,
+            value_bytes,
+            json,
+        } => {
             let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
             let o = ringmaster::loadtest::Options {
                 url,
@@ -227,6 +253,9 @@ fn main() -> ExitCode {
                 admin,
                 admin_token,
                 compare_cache,
+                compare_hot_keys,
+                get_ratio,
+                value_bytes,
                 json,
                 progress,
             };

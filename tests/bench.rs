@@ -108,3 +108,39 @@ fn the_cache_switch_is_an_admin_post_with_its_answers() {
 fn admin_post(p: &Proxy, path: &str) -> Response {
     request(p.admin, &format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
 }
+
+/// `memcache://`: gets and sets of Zipf keys through the ambassador; and
+/// `--compare-hot-keys`: with the root cache mitigating, the hottest key's
+/// reads stay at the root, so the shards get far fewer commands than without.
+#[test]
+fn memcache_loads_and_the_hot_key_comparison() {
+    use common::mc::*;
+    let (m1, m2) = (memcached(), memcached());
+    let listen = free_addr();
+    let cfg = ambassador(listen, &[("a", vec![m1.addr]), ("b", vec![m2.addr])], "function = \"maglev\"", "")
+        + "[services.cache.heat]\nwindow = \"2s\"\nsample = 1\nhot_share = 0.2\n\n[services.cache.hot_keys]\ncache = true\nttl = \"10s\"\n";
+    let p = Proxy::start(&cfg);
+    wait_port(listen);
+    let url = format!("memcache://{listen}");
+    let r = bench(&[&url, "-c", "4", "-d", "1s", "--get-ratio", "0.5", "--keys", "zipf:1.0:100"]);
+    let n = r["requests"].as_u64().unwrap();
+    assert!(n > 100 && r["errors"] == 0, "{r}");
+    assert_eq!(r["memcache"]["error_answers"], 0, "{r}");
+    assert!(r["memcache"]["hit_or_stored"].as_u64().unwrap() > n / 2, "sets store and most gets then hit: {r}");
+    // Zipf 2.0 over 100 keys: key:0 is most of the traffic, and hot.
+    let args = [&url, "-c", "4", "-d", "2s", "--get-ratio", "1.0", "--keys", "zipf:2.0:100", "--admin", &p.admin.to_string()];
+    let r = bench(&[&args[..], &["--compare-hot-keys", "cache"]].concat());
+    let shard_total =
+        |run: &serde_json::Value| run["shard_requests"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>();
+    let (with, without) = (&r["with_mitigation"], &r["without_mitigation"]);
+    let (a, b) = (shard_total(with), shard_total(without));
+    let (na, nb) = (with["requests"].as_u64().unwrap(), without["requests"].as_u64().unwrap());
+    assert!(b >= nb, "without mitigation every get reaches a shard: {b} of {nb}");
+    assert!((a as f64) < 0.6 * na as f64, "with it, the hot key's gets stay at the root: {a} of {na}");
+    // Mitigation is on again afterwards, and the switch answers for a service without hot keys.
+    let off = request(
+        p.admin,
+        "POST /admin/heat/mitigation?service=nope&on=false HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(off.status, 404);
+}

@@ -24,7 +24,7 @@ pub struct Tokens<'a> {
 const READ_ONLY: [&str; 2] = ["/admin/heat", "/metrics"];
 
 /// Paths that change state: POST only.
-const STATE_CHANGING: [&str; 3] = ["/admin/reload", "/admin/cache/purge", "/admin/cache/switch"];
+const STATE_CHANGING: [&str; 4] = ["/admin/reload", "/admin/cache/purge", "/admin/cache/switch", "/admin/heat/mitigation"];
 
 /// Why a request is refused, with the status it gets; `None` lets it through.
 /// `hosts` are the names accepted in Host beyond IP addresses and `localhost`.

@@ -195,6 +195,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control, history: &history::Hi
         (&Method::GET, "/admin/cache") => json_reply(StatusCode::OK, caches(&snap)),
         (&Method::POST, "/admin/cache/purge") => purge(&snap, req.uri().query().unwrap_or("")),
         (&Method::POST, "/admin/cache/switch") => switch(&snap, req.uri().query().unwrap_or("")),
+        (&Method::POST, "/admin/heat/mitigation") => mitigation(&snap, req.uri().query().unwrap_or("")),
         (&Method::GET, "/admin/process") => json_reply(StatusCode::OK, process::json()),
         (&Method::POST, "/admin/reload") => match ctl.reload().await {
             Ok(g) => json_reply(StatusCode::OK, json!({ "reloaded": true, "generation": g })),
@@ -373,6 +374,26 @@ fn switch(snap: &crate::config::Snapshot, query: &str) -> Response<Body> {
     cache.store.bypassed.store(!on, Relaxed);
     tracing::info!(route, on, "route cache switched");
     json_reply(StatusCode::OK, json!({ "route": route, "on": on }))
+}
+
+/// `POST /admin/heat/mitigation?service=S&on=false`: a service's hot-key
+/// mitigation (root cache, spread, split) off for now, or back on, so the
+/// same load can be measured with and without it.
+fn mitigation(snap: &crate::config::Snapshot, query: &str) -> Response<Body> {
+    let params = crate::key::query_pairs(query);
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let usage = || json_reply(StatusCode::BAD_REQUEST, json!({ "error": "give service=NAME and on=true or on=false" }));
+    let (Some(name), Some(on)) = (get("service"), get("on").and_then(|v| v.parse::<bool>().ok())) else { return usage() };
+    let heat = match (snap.services.get(name), snap.memcache.get(name)) {
+        (Some(s), _) => &s.heat,
+        (None, Some(m)) => &m.heat,
+        _ => return json_reply(StatusCode::NOT_FOUND, json!({ "error": "no service by that name" })),
+    };
+    if !heat.set_mitigating(on) {
+        return json_reply(StatusCode::CONFLICT, json!({ "error": "the service mitigates no hot keys (hot_keys is not set)" }));
+    }
+    tracing::info!(service = name, on, "hot-key mitigation switched");
+    json_reply(StatusCode::OK, json!({ "service": name, "on": on }))
 }
 
 /// The config as `/admin/config` shows it: the admin token, JWT secrets, API keys

@@ -84,6 +84,9 @@ pub struct KeyHeat {
     hot: ArcSwap<HashSet<Box<[u8]>>>,
     /// Whether `hot` holds any key: most requests stop at this load.
     any_hot: AtomicBool,
+    /// Mitigation turned off for now by the operator (`POST
+    /// /admin/heat/mitigation`): no key is hot until it is turned on again.
+    paused: AtomicBool,
 }
 
 impl KeyHeat {
@@ -93,7 +96,13 @@ impl KeyHeat {
     }
 
     fn with(policy: Policy, summary: topk::SpaceSaving) -> KeyHeat {
-        KeyHeat { policy, summary: Mutex::new(summary), hot: ArcSwap::default(), any_hot: AtomicBool::new(false) }
+        KeyHeat {
+            policy,
+            summary: Mutex::new(summary),
+            hot: ArcSwap::default(),
+            any_hot: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+        }
     }
 
     /// Keeps this summary when `policy` sizes it the same; else a fresh one.
@@ -105,7 +114,9 @@ impl KeyHeat {
                 }
                 // Same summary, new thresholds: move the counts over.
                 let summary = std::mem::replace(&mut *o.summary.lock().unwrap_or_else(|e| e.into_inner()), topk::SpaceSaving::new(0));
-                Arc::new(KeyHeat::with(policy, summary))
+                let new = KeyHeat::with(policy, summary);
+                new.paused.store(o.paused.load(Relaxed), Relaxed);
+                Arc::new(new)
             }
             _ => Arc::new(KeyHeat::new(policy)),
         }
@@ -147,7 +158,7 @@ impl KeyHeat {
 
     /// Rebuilds the hot set from the ranking (called by the heat tick).
     pub fn refresh_hot(&self) {
-        if !self.policy.mitigation.any() {
+        if !self.policy.mitigation.any() || self.paused.load(Relaxed) {
             return;
         }
         let now: HashSet<Box<[u8]>> = self.top(self.policy.top_keys).into_iter().filter(|k| k.hot).map(|k| k.key.into()).collect();
@@ -155,6 +166,21 @@ impl KeyHeat {
             self.any_hot.store(!now.is_empty(), Relaxed);
             self.hot.store(Arc::new(now));
         }
+    }
+
+    /// Turns mitigation off (no key is hot from now on) or back on (at the
+    /// next heat tick); whether the service mitigates at all.
+    pub fn set_mitigating(&self, on: bool) -> bool {
+        self.paused.store(!on, Relaxed);
+        if !on {
+            self.any_hot.store(false, Relaxed);
+            self.hot.store(Arc::default());
+        }
+        self.policy.mitigation.any()
+    }
+
+    pub fn mitigating(&self) -> bool {
+        self.policy.mitigation.any() && !self.paused.load(Relaxed)
     }
 
     /// The `n` hottest keys with their shares.

@@ -2,7 +2,8 @@
 //! sends its next request when the last is answered) or an open loop (each
 //! request has an intended send time on a fixed schedule, and its latency is
 //! measured from that time, as wrk2 and oha do, so a stall of the target is
-//! not hidden by the requests it kept from being sent).
+//! not hidden by the requests it kept from being sent). The same loops send
+//! memcache `get`/`set` commands to an ambassador.
 
 use super::keys::Paths;
 use super::report::Tally;
@@ -28,6 +29,15 @@ pub struct Load {
     pub rate: Option<f64>,
     pub duration: Duration,
     pub http2: bool,
+    /// Memcache commands to an ambassador (or memcached) instead of HTTP.
+    pub memcache: Option<Memcache>,
+}
+
+/// The command mix of a memcache load: `get` with this share, else `set`.
+#[derive(Clone, Copy, Debug)]
+pub struct Memcache {
+    pub get_ratio: f64,
+    pub value_bytes: usize,
 }
 
 /// Counters a progress line reads while the run goes on.
@@ -39,15 +49,20 @@ pub struct Live {
     pub recent: Mutex<Option<hdrhistogram::Histogram<u64>>>,
 }
 
-/// A sender of requests: one HTTP/1 connection, or a stream of a shared HTTP/2 one.
+/// A sender of requests: one HTTP/1 connection, or a stream of a shared
+/// HTTP/2 one, or a memcache connection.
 enum Sender {
     H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
     H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    Mc(tokio::net::TcpStream, Vec<u8>),
 }
 
 async fn connect(load: &Load) -> std::io::Result<Sender> {
     let tcp = tokio::net::TcpStream::connect(load.target).await?;
     let _ = tcp.set_nodelay(true);
+    if load.memcache.is_some() {
+        return Ok(Sender::Mc(tcp, Vec::with_capacity(4096)));
+    }
     let io = TokioIo::new(tcp);
     let err = |e: hyper::Error| std::io::Error::other(e.to_string());
     if load.http2 {
@@ -61,9 +76,48 @@ async fn connect(load: &Load) -> std::io::Result<Sender> {
     }
 }
 
+/// Sends one memcache command for `key` and reads its answer: 200 for a
+/// hit or a store, 404 for a miss, 500 for an error answer.
+async fn command(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    mc: Memcache,
+    key: &str,
+    rng: &mut fastrand::Rng,
+) -> Result<u16, ()> {
+    use crate::memcache::reply::{frame, is_error, Expect};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = rng.f64() < mc.get_ratio;
+    let (wire, expect) = if get {
+        (format!("get {key}\r\n").into_bytes(), Expect::Values)
+    } else {
+        let mut w = format!("set {key} 0 0 {}\r\n", mc.value_bytes).into_bytes();
+        w.resize(w.len() + mc.value_bytes, b'v');
+        w.extend_from_slice(b"\r\n");
+        (w, Expect::Line)
+    };
+    stream.write_all(&wire).await.map_err(|_| ())?;
+    buf.clear();
+    let end = loop {
+        if let Some(end) = frame(buf, expect, 64 << 20).map_err(|_| ())? {
+            break end;
+        }
+        if stream.read_buf(buf).await.map_err(|_| ())? == 0 {
+            return Err(());
+        }
+    };
+    let answer = &buf[..end];
+    Ok(match answer {
+        a if is_error(a.split(|&c| c == b'\r').next().unwrap_or(a)) => 500,
+        b"END\r\n" => 404,
+        _ => 200,
+    })
+}
+
 /// Sends one request and reads its answer to the end: the status, or an error.
 async fn exchange(sender: &mut Sender, req: http::Request<Empty<Bytes>>) -> Result<u16, ()> {
     let resp = match sender {
+        Sender::Mc(..) => return Err(()),
         Sender::H1(s) => {
             s.ready().await.map_err(|_| ())?;
             s.send_request(req).await
@@ -163,7 +217,10 @@ async fn connection(i: usize, n: usize, load: Load, live: Arc<Live>, start: Inst
             }
         }
         let path = load.paths.next(&mut rng);
-        let result = exchange(sender.as_mut().expect("connected above"), request(&load, &path)).await;
+        let result = match (sender.as_mut().expect("connected above"), load.memcache) {
+            (Sender::Mc(stream, buf), Some(mc)) => command(stream, buf, mc, &path, &mut rng).await,
+            (s, _) => exchange(s, request(&load, &path)).await,
+        };
         let done = Instant::now();
         let from = if interval.is_some() { intended } else { sent };
         match result {

@@ -31,6 +31,11 @@ pub struct Options {
     pub admin: Option<SocketAddr>,
     pub admin_token: Option<String>,
     pub compare_cache: Option<String>,
+    /// Run twice, with the service's hot-key mitigation on and off.
+    pub compare_hot_keys: Option<String>,
+    /// memcache:// URLs: the share of `get`s (the rest are `set`s) and the value size.
+    pub get_ratio: f64,
+    pub value_bytes: usize,
     pub json: bool,
     /// Draw the live progress line (on a terminal).
     pub progress: bool,
@@ -47,10 +52,10 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
 }
 
-/// The URL's address, Host and path.
+/// The URL's address, Host and path (`http://`, or `memcache://HOST:PORT`).
 fn parse_url(url: &str) -> Result<(SocketAddr, String, String), BenchError> {
-    let bad = || BenchError::Usage(format!("`{url}`: give an http:// URL, such as http://127.0.0.1:8080/"));
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let bad = || BenchError::Usage(format!("`{url}`: give an http:// URL, such as http://127.0.0.1:8080/, or memcache://127.0.0.1:11211"));
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("memcache://")).ok_or_else(bad)?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -80,7 +85,21 @@ fn headers(list: &[String]) -> Result<Vec<(http::HeaderName, http::HeaderValue)>
 impl Options {
     fn load(&self) -> Result<drive::Load, BenchError> {
         let (target, host, path) = parse_url(&self.url)?;
-        let paths = keys::Paths::parse(&path, self.keys.as_deref(), self.key_template.as_deref()).map_err(BenchError::Usage)?;
+        let memcache =
+            self.url.starts_with("memcache://").then_some(drive::Memcache { get_ratio: self.get_ratio, value_bytes: self.value_bytes });
+        if memcache.is_some() && !(0.0..=1.0).contains(&self.get_ratio) {
+            return Err(BenchError::Usage("--get-ratio: the share of gets, from 0 to 1".into()));
+        }
+        let paths = match memcache {
+            // Memcache keys: key:RANK, Zipf over 10,000 unless told.
+            Some(_) => match keys::Paths::parse("/", Some(self.keys.as_deref().unwrap_or("zipf:1.0:10000")), Some("/{key}"))
+                .map_err(BenchError::Usage)?
+            {
+                keys::Paths::Keys { zipf, .. } => keys::Paths::Keys { template: "key:{key}".into(), zipf },
+                fixed => fixed,
+            },
+            None => keys::Paths::parse(&path, self.keys.as_deref(), self.key_template.as_deref()).map_err(BenchError::Usage)?,
+        };
         if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
             return Err(BenchError::Usage("--rate: requests per second, above 0".into()));
         }
@@ -102,6 +121,7 @@ impl Options {
             rate: self.rate,
             duration: self.duration,
             http2: self.http2,
+            memcache,
         })
     }
 }
@@ -112,6 +132,20 @@ pub fn main(o: Options) -> Result<(), BenchError> {
     let admin = o.admin.map(|addr| Admin { addr, token: o.admin_token.clone() });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        if let Some(service) = &o.compare_hot_keys {
+            let admin =
+                admin.ok_or_else(|| BenchError::Usage("--compare-hot-keys needs --admin ADDR (the proxy's admin listener)".into()))?;
+            let (with, without) = compare_hot_keys(&load, &admin, service, o.progress).await?;
+            if o.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "service": service, "with_mitigation": with.json(), "without_mitigation": without.json() })
+                );
+            } else {
+                print!("{}", comparison(&format!("service `{service}`"), ("mitigating", "not mitigating"), &with, &without));
+            }
+            return Ok(());
+        }
         match &o.compare_cache {
             None => {
                 let r = run(&load, admin.as_ref(), o.progress).await?;
@@ -128,7 +162,7 @@ pub fn main(o: Options) -> Result<(), BenchError> {
                 if o.json {
                     println!("{}", serde_json::json!({ "route": route, "with_cache": with.json(), "without_cache": without.json() }));
                 } else {
-                    print!("{}", comparison(route, &with, &without));
+                    print!("{}", comparison(&format!("route `{route}`"), ("with cache", "without cache"), &with, &without));
                 }
             }
         }
@@ -156,7 +190,7 @@ pub async fn run(load: &drive::Load, admin: Option<&Admin>, progress: bool) -> R
         proxy = Some(a.usage().await?.since(&usage));
         upstream_requests = Some(a.upstream_requests().await?.saturating_sub(upstream));
     }
-    Ok(Report { tally, elapsed, target_rate: load.rate, proxy, upstream_requests })
+    Ok(Report { tally, elapsed, target_rate: load.rate, proxy, upstream_requests, shards: None, memcache: load.memcache.is_some() })
 }
 
 /// The live line: rate, errors and p99 of the last moment.
@@ -193,13 +227,36 @@ pub async fn compare_cache(load: &drive::Load, admin: &Admin, route: &str, progr
     Ok((with, without?))
 }
 
+/// The same load with the service's hot-key mitigation on, then off (then
+/// on again), with each shard's requests over each run.
+pub async fn compare_hot_keys(load: &drive::Load, admin: &Admin, service: &str, progress: bool) -> Result<(Report, Report), BenchError> {
+    let mut runs = Vec::new();
+    for on in [true, false] {
+        admin.switch_hot_keys(service, on).await?;
+        // A heat tick (one second) to find the hot keys again, or to forget them.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let before = admin.shard_requests(service).await?;
+        let mut r = run(load, Some(admin), progress).await;
+        if let Ok(r) = &mut r {
+            let after = admin.shard_requests(service).await?;
+            r.shards =
+                Some(after.iter().map(|(n, c)| (n.clone(), c - before.iter().find(|b| &b.0 == n).map_or(0, |b| b.1).min(*c))).collect());
+        }
+        runs.push(r);
+    }
+    admin.switch_hot_keys(service, true).await?;
+    let without = runs.pop().expect("two runs")?;
+    let with = runs.pop().expect("two runs")?;
+    Ok((with, without))
+}
+
 /// The two runs side by side, with the ratios.
-pub fn comparison(route: &str, with: &Report, without: &Report) -> String {
+pub fn comparison(title: &str, (a_name, b_name): (&str, &str), with: &Report, without: &Report) -> String {
     let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
     let ms = |v: u64| format!("{:.2}ms", v as f64 / 1000.0);
     let p = |r: &Report, q: f64| r.tally.latency.value_at_quantile(q);
     let cpu = |r: &Report| r.proxy.map(|u| (u.cpu_user_us + u.cpu_system_us) as f64 / r.tally.answered().max(1) as f64);
-    let mut o = format!("route `{route}`         with cache     without cache   with/without\n");
+    let mut o = format!("{title:<18} {a_name:>12}   {b_name:>13}   ratio\n");
     o += &format!("requests/s         {:>12.1}   {:>13.1}   {}\n", with.rps(), without.rps(), ratio(with.rps(), without.rps()));
     for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
         o += &format!(
@@ -219,8 +276,18 @@ pub fn comparison(route: &str, with: &Report, without: &Report) -> String {
             100.0 * b.saturating_sub(a) as f64 / b.max(1) as f64
         );
     }
+    if let (Some(a), Some(b)) = (&with.shards, &without.shards) {
+        let hottest = |v: &[(String, u64)]| {
+            let total: u64 = v.iter().map(|x| x.1).sum();
+            v.iter().max_by_key(|x| x.1).map(|x| (x.0.clone(), 100.0 * x.1 as f64 / total.max(1) as f64, total))
+        };
+        if let (Some(ha), Some(hb)) = (hottest(a), hottest(b)) {
+            o += &format!("shard requests     {:>12}   {:>13}   {}\n", ha.2, hb.2, ratio(ha.2 as f64, hb.2 as f64));
+            o += &format!("hottest shard      {:>12}   {:>13}\n", format!("{} {:.0}%", ha.0, ha.1), format!("{} {:.0}%", hb.0, hb.1));
+        }
+    }
     o += &format!("errors             {:>12}   {:>13}\n", with.tally.errors, without.tally.errors);
-    for (name, r) in [("with cache", with), ("without cache", without)] {
+    for (name, r) in [(a_name, with), (b_name, without)] {
         if r.void() {
             o += &format!("the run {name} is VOID: the generator fell behind its schedule\n");
         }

@@ -101,6 +101,10 @@ pub struct Report {
     pub proxy: Option<ProxyUsage>,
     /// Upstream requests the proxy made over the run (every pool), when known.
     pub upstream_requests: Option<u64>,
+    /// Requests each shard of the compared service got over the run.
+    pub shards: Option<Vec<(String, u64)>>,
+    /// Memcache commands: answers counted as hit or stored, miss, error.
+    pub memcache: bool,
 }
 
 impl Report {
@@ -138,6 +142,8 @@ impl Report {
                 "usage": p,
             })),
             "upstream_requests": self.upstream_requests,
+            "shard_requests": self.shards.as_ref().map(|v| v.iter().map(|(n, c)| (n.clone(), json!(c))).collect::<serde_json::Map<_, _>>()),
+            "memcache": self.memcache.then(|| json!({ "hit_or_stored": self.tally.classes[1], "miss": self.tally.classes[3], "error_answers": self.tally.classes[4] })),
             "histogram": encode(h),
             "lag_histogram": encode(&self.tally.lag),
         })
@@ -157,7 +163,12 @@ impl Report {
             ms(self.tally.latency.max())
         );
         let c = self.tally.classes;
-        o += &format!("status     1xx {}  2xx {}  3xx {}  4xx {}  5xx {}  errors {}\n", c[0], c[1], c[2], c[3], c[4], self.tally.errors);
+        if self.memcache {
+            o += &format!("answers    hit or stored {}  miss {}  error {}  failed {}\n", c[1], c[3], c[4], self.tally.errors);
+        } else {
+            o +=
+                &format!("status     1xx {}  2xx {}  3xx {}  4xx {}  5xx {}  errors {}\n", c[0], c[1], c[2], c[3], c[4], self.tally.errors);
+        }
         if self.target_rate.is_some() {
             let lag = &self.tally.lag;
             let verdict = if self.void() {
@@ -231,7 +242,15 @@ mod tests {
     fn a_run_that_fell_behind_is_void() {
         let mut t = Tally::new();
         (0..100).for_each(|_| t.lag(Duration::from_millis(20)));
-        let r = Report { tally: t, elapsed: Duration::from_secs(1), target_rate: Some(100.0), proxy: None, upstream_requests: None };
+        let r = Report {
+            tally: t,
+            elapsed: Duration::from_secs(1),
+            target_rate: Some(100.0),
+            proxy: None,
+            upstream_requests: None,
+            shards: None,
+            memcache: false,
+        };
         assert!(r.void() && r.table().contains("VOID"));
         let r = Report { target_rate: None, ..r };
         assert!(!r.void());

@@ -1,7 +1,7 @@
 //! The ringmaster under test, through its admin listener: its own CPU time
 //! and context switches (`/admin/process`), the upstream requests it made
-//! (`/admin/pools`), and a route's cache switched off and on
-//! (`/admin/cache/switch`).
+//! (`/admin/pools`, per shard from `/admin/shards`), and a route's cache or
+//! a service's hot-key mitigation switched off and on.
 
 use super::report::ProxyUsage;
 use bytes::Bytes;
@@ -59,6 +59,32 @@ impl Admin {
             .flat_map(|p| p["endpoints"].as_array().cloned().unwrap_or_default())
             .map(|e| e["requests"].as_u64().unwrap_or(0))
             .sum())
+    }
+
+    /// Requests each shard of `service` was sent so far (its endpoints' sum),
+    /// memcache or HTTP.
+    pub async fn shard_requests(&self, service: &str) -> Result<Vec<(String, u64)>, AdminError> {
+        let v = self.call(http::Method::GET, "/admin/shards").await?;
+        let services = v["services"].as_array().cloned().unwrap_or_default();
+        let Some(svc) = services.iter().find(|s| s["service"] == service) else {
+            return Err(AdminError { addr: self.addr, why: format!("no sharded service `{service}` in /admin/shards") });
+        };
+        Ok(svc["shards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|sh| {
+                let n = sh["endpoints"].as_array().map_or(0, |e| e.iter().map(|e| e["requests"].as_u64().unwrap_or(0)).sum());
+                (sh["shard"].as_str().unwrap_or("?").to_string(), n)
+            })
+            .collect())
+    }
+
+    /// Turns `service`'s hot-key mitigation on or off.
+    pub async fn switch_hot_keys(&self, service: &str, on: bool) -> Result<(), AdminError> {
+        let service = url_escape(service);
+        self.call(http::Method::POST, &format!("/admin/heat/mitigation?service={service}&on={on}")).await.map(|_| ())
     }
 
     /// Turns `route`'s cache on or off.
