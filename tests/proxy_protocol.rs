@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A proxy with a second listener, behind a balancer that speaks the PROXY protocol.
@@ -59,7 +60,7 @@ fn v1_and_v2_headers_name_the_client_the_upstream_sees() {
     let v1 = [b"PROXY TCP4 203.0.113.7 10.0.0.2 5555 80\r\n".as_slice(), GET].concat();
     assert_eq!(forwarded_for(&exchange(&b, &[&v1])), "203.0.113.7");
     // v2, written by the ppp crate as an L4 balancer would send it.
-    let v2 = ringmaster::server::proxy_protocol::v2_header("198.51.100.4:6000".parse().unwrap(), "10.0.0.2:80".parse().unwrap());
+    let v2 = ringmaster::upstream::proxy_header::v2_header("198.51.100.4:6000".parse().unwrap(), "10.0.0.2:80".parse().unwrap());
     assert_eq!(forwarded_for(&exchange(&b, &[&[v2.as_slice(), GET].concat()])), "198.51.100.4");
     // A header in three packets, the request in a fourth.
     assert_eq!(forwarded_for(&exchange(&b, &[&v2[..5], &v2[5..20], &v2[20..], GET])), "198.51.100.4");
@@ -107,4 +108,72 @@ fn proxy_protocol_without_trusted_proxies_is_a_config_error() {
     let out = std::process::Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(":4:") && err.contains("trusted_proxies"), "{err}");
+}
+
+/// An upstream that reads the PROXY header each connection starts with (by
+/// the ppp crate) and answers each request with the client it named.
+fn upstream_reading_headers(seen: Arc<Mutex<Vec<String>>>) -> SocketAddr {
+    raw_upstream(move |mut s| {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // The header and the first request head.
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let client = match ppp::HeaderResult::parse(&buf) {
+            ppp::HeaderResult::V1(Ok(h)) => match h.addresses {
+                ppp::v1::Addresses::Tcp4(a) => format!("v1 {}:{}", a.source_address, a.source_port),
+                other => format!("v1 {other:?}"),
+            },
+            ppp::HeaderResult::V2(Ok(h)) => match h.addresses {
+                ppp::v2::Addresses::IPv4(a) => format!("v2 {}:{}", a.source_address, a.source_port),
+                other => format!("v2 {other:?}"),
+            },
+            _ => "none".to_string(),
+        };
+        seen.lock().unwrap().push(client.clone());
+        let body = client;
+        let _ = s.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes());
+        // Keep-alive: the proxy must not reuse it for another client.
+        let _ = s.read(&mut chunk);
+    })
+}
+
+#[test]
+fn a_pool_can_be_sent_the_clients_address_in_a_proxy_header() {
+    for version in ["v1", "v2"] {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let up = upstream_reading_headers(seen.clone());
+        let p = Proxy::start(&format!(
+            "{}[services.app]\nkind = \"replicated\"\nsend_proxy_protocol = \"{version}\"\nendpoints = [{{ address = \"{up}\" }}]\n",
+            route_all("app")
+        ));
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(p.addr).unwrap();
+            let me = c.local_addr().unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut out = Vec::new();
+            c.read_to_end(&mut out).unwrap();
+            let r = parse_response(&out).unwrap();
+            assert_eq!((r.status, r.text()), (200, format!("{version} {me}")), "the header names this client");
+        }
+        assert_eq!(seen.lock().unwrap().len(), 2, "{version}: a connection per client, never reused for another");
+    }
+}
+
+#[test]
+fn send_proxy_protocol_over_http2_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let text = format!(
+        "{}[services.app]\nkind = \"replicated\"\nprotocol = \"http2\"\nsend_proxy_protocol = \"v2\"\nendpoints = [{{ address = \"127.0.0.1:9\" }}]\n",
+        route_all("app")
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(":8:23: a PROXY protocol header names one client"), "{err}");
 }

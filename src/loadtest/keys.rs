@@ -2,32 +2,7 @@
 //! template filled with a key drawn from a Zipf distribution (a few keys
 //! asked for often, many rarely: the shape a cache meets in production).
 
-/// Ranks drawn with Zipf's law over `1..=universe` (rank 1 the most likely).
-#[derive(Clone)]
-pub struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    /// `s` is the exponent (1.0 is the classic shape); `universe` at least 1.
-    pub fn new(s: f64, universe: usize) -> Zipf {
-        let mut sum = 0.0;
-        let cdf = (1..=universe.max(1))
-            .map(|r| {
-                sum += 1.0 / (r as f64).powf(s);
-                sum
-            })
-            .collect();
-        Zipf { cdf }
-    }
-
-    /// A rank from 0 (the most likely) to universe - 1.
-    pub fn sample(&self, rng: &mut fastrand::Rng) -> usize {
-        let total = *self.cdf.last().expect("at least one rank");
-        let u = rng.f64() * total;
-        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
-    }
-}
+pub use crate::ring::analyze::Zipf;
 
 /// The paths requests ask for.
 #[derive(Clone)]

@@ -297,7 +297,7 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body, sp
     // connection lease, the upstream exchange, retries). Inline, it made every
     // request's future kilobytes larger, copied whole each time hyper moves or
     // spawns it (twice or more per HTTP/2 stream); boxed, it is built once on the heap.
-    let (mut resp, endpoint) = Box::pin(exchange(pool, req, retryable, &affinity, cx.conn.proto == "https")).await;
+    let (mut resp, endpoint) = Box::pin(exchange(pool, req, retryable, &affinity, cx.conn.proto == "https", client_addr(cx))).await;
     cx.endpoint = endpoint;
     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
         crate::upstream::tunnel::spawn(
@@ -329,7 +329,7 @@ pub async fn fan_out(cx: &mut Ctx<'_>, mut head: Parts, body: Body) -> Result<Re
     forwarding_headers(cx, &mut head);
     let service = &cx.routed().service;
     let Some(sharding) = &service.sharding else { unreachable!("only a sharded service fans out") };
-    Ok(Box::pin(fanout::fan_out(&service.pools, &sharding.fan_out, sharding.header.as_ref(), &head, cx.client)).await)
+    Ok(Box::pin(fanout::fan_out(&service.pools, &sharding.fan_out, sharding.header.as_ref(), &head, client_addr(cx))).await)
 }
 
 /// Forwarding headers (X-Forwarded-*, Forwarded, Via), hop-by-hop ones removed.
@@ -337,6 +337,13 @@ fn forwarding_headers(cx: &Ctx, head: &mut Parts) {
     let conn = cx.conn;
     let hop = Hop { peer: conn.peer.ip(), peer_value: &conn.peer_value, trusted: cx.trusted, proto: conn.proto };
     headers::upstream_request(&mut head.headers, head.version, cx.host.as_ref(), &hop);
+}
+
+/// The client a PROXY protocol header towards an upstream names: the one the
+/// request is for (behind trusted proxies), with its port when it is the peer.
+fn client_addr(cx: &Ctx) -> std::net::SocketAddr {
+    let port = if cx.client == cx.conn.peer.ip() { cx.conn.peer.port() } else { 0 };
+    std::net::SocketAddr::new(cx.client, port)
 }
 
 /// Sends to one pool and turns the upstream's answer into the client's; the
@@ -347,8 +354,9 @@ async fn exchange(
     retryable: bool,
     affinity: &Affinity,
     https: bool,
+    client: std::net::SocketAddr,
 ) -> (Response<Body>, Option<Arc<crate::upstream::Endpoint>>) {
-    match send(pool, req, retryable, affinity).await {
+    match send(pool, req, retryable, affinity, client).await {
         Ok(f) => {
             let (mut p, b) = f.response.into_parts();
             let switched = (p.status == StatusCode::SWITCHING_PROTOCOLS).then(|| p.headers.get(http::header::UPGRADE).cloned()).flatten();
@@ -384,10 +392,10 @@ fn refresh(cx: &Ctx, head: &Parts, after: After) {
     let mut head = head.clone();
     head.method = Method::GET;
     forwarding_headers(cx, &mut head);
-    let https = cx.conn.proto == "https";
+    let (https, client) = (cx.conn.proto == "https", client_addr(cx));
     cx.conn.tasks.spawn(async move {
         let pool = &service.pools[i];
-        let (resp, _) = exchange(pool, Request::from_parts(head, Body::Empty), true, &affinity, https).await;
+        let (resp, _) = exchange(pool, Request::from_parts(head, Body::Empty), true, &affinity, https, client).await;
         // Reading the body through stores it.
         let _ = http_body_util::BodyExt::collect(after.complete(resp).into_body()).await;
     });

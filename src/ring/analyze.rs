@@ -7,6 +7,33 @@ use crate::hash::{mix64, xxh3, KeyHash};
 use std::io::Write;
 use std::time::Instant;
 
+/// Ranks drawn with Zipf's law over `1..=universe` (rank 1 the most likely).
+#[derive(Clone)]
+pub struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    /// `s` is the exponent (1.0 is the classic shape); `universe` at least 1.
+    pub fn new(s: f64, universe: usize) -> Zipf {
+        let mut sum = 0.0;
+        let cdf = (1..=universe.max(1))
+            .map(|r| {
+                sum += 1.0 / (r as f64).powf(s);
+                sum
+            })
+            .collect();
+        Zipf { cdf }
+    }
+
+    /// A rank from 0 (the most likely) to universe - 1.
+    pub fn sample(&self, rng: &mut fastrand::Rng) -> usize {
+        let total = *self.cdf.last().expect("at least one rank");
+        let u = rng.f64() * total;
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
 /// Where the keys come from.
 pub enum Keys {
     Uniform(usize),
@@ -27,7 +54,7 @@ impl Keys {
         match self {
             Keys::Uniform(n) => (0..*n).map(|i| format!("key:{i}").into_bytes()).collect(),
             Keys::Zipf { count, universe, s } => {
-                let zipf = crate::loadtest::keys::Zipf::new(*s, *universe);
+                let zipf = Zipf::new(*s, *universe);
                 (0..*count).map(|_| format!("key:{}", zipf.sample(&mut rng)).into_bytes()).collect()
             }
             Keys::List(v) => v.clone(),

@@ -2,7 +2,8 @@
 //! listeners behind an L4 balancer, so the client's address survives it: the
 //! header is read before TLS and HTTP, from trusted peers only, and exactly
 //! (peeked, then read to its last byte), so what follows it is left for the
-//! connection. The same header can be written towards upstreams.
+//! connection. (`upstream/proxy_header.rs` writes the same header towards
+//! upstreams.)
 
 use crate::metrics::GLOBAL;
 use ppp::v2;
@@ -124,42 +125,10 @@ fn complete(parsed: &HeaderResult<'_>, peer: SocketAddr) -> Result<Option<(usize
     }
 }
 
-/// The v2 header naming `client` (and `local`, the address it reached) for
-/// an upstream connection.
-pub fn v2_header(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
-    let addresses = match (client, local) {
-        (SocketAddr::V4(c), SocketAddr::V4(l)) => v2::Addresses::IPv4(v2::IPv4::new(*c.ip(), *l.ip(), c.port(), l.port())),
-        (c, l) => {
-            let v6 = |a: SocketAddr| match a {
-                SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
-                SocketAddr::V6(a) => *a.ip(),
-            };
-            v2::Addresses::IPv6(v2::IPv6::new(v6(c), v6(l), c.port(), l.port()))
-        }
-    };
-    v2::Builder::with_addresses(v2::Version::Two | v2::Command::Proxy, v2::Protocol::Stream, addresses)
-        .build()
-        .expect("a header of two addresses is written to memory")
-}
-
-/// The v1 header naming `client` for an upstream connection.
-pub fn v1_header(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
-    let addresses = match (client, local) {
-        (SocketAddr::V4(c), SocketAddr::V4(l)) => ppp::v1::Addresses::new_tcp4(*c.ip(), *l.ip(), c.port(), l.port()),
-        (c, l) => {
-            let v6 = |a: SocketAddr| match a {
-                SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
-                SocketAddr::V6(a) => *a.ip(),
-            };
-            ppp::v1::Addresses::new_tcp6(v6(c), v6(l), c.port(), l.port())
-        }
-    };
-    addresses.to_string().into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::proxy_header::{v1_header, v2_header};
 
     fn parse(bytes: &[u8]) -> Result<Option<(usize, SocketAddr)>, Refusal> {
         complete(&HeaderResult::parse(bytes), "10.0.0.1:9".parse().unwrap())

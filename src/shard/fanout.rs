@@ -19,7 +19,6 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -86,7 +85,7 @@ pub async fn fan_out(
     spec: &FanOut,
     header: Option<&HeaderName>,
     head: &http::request::Parts,
-    client: IpAddr,
+    client: std::net::SocketAddr,
 ) -> Response<Body> {
     let Ok(Ok(_running)) = tokio::time::timeout(spec.queue_timeout, spec.in_flight.acquire()).await else {
         tracing::debug!("fan-outs in flight at their cap; refused");
@@ -100,13 +99,13 @@ pub async fn fan_out(
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = head.uri.clone();
         *req.headers_mut() = head.headers.clone();
-        let affinity = crate::balance::affinity(&pool.balancer, head, client).unwrap_or_default();
+        let affinity = crate::balance::affinity(&pool.balancer, head, client.ip()).unwrap_or_default();
         let (limit, kept) = (&limit, &kept);
         tasks.push(async move {
             let _permit = limit.acquire().await.expect("never closed");
             let start = Instant::now();
             let result = tokio::time::timeout(spec.timeout, async {
-                let f = forward(pool, req, true, &affinity).await.map_err(Some)?;
+                let f = forward(pool, req, true, &affinity, client).await.map_err(Some)?;
                 let endpoint = f.endpoint.name.clone();
                 let (p, body) = f.response.into_parts();
                 let body =

@@ -59,6 +59,8 @@ pub struct ConnStats {
 }
 
 pub struct ConnPool {
+    /// Connections start with this PROXY protocol header (and are not reused).
+    pub proxy_header: Option<super::policy::ProxyHeader>,
     address: String,
     socket: Option<std::net::SocketAddr>,
     protocol: UpstreamProtocol,
@@ -275,6 +277,7 @@ impl ConnPool {
             engine,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            proxy_header: None,
             stats: Arc::default(),
         }
     }
@@ -297,21 +300,24 @@ impl ConnPool {
         }
     }
 
-    /// A ready connection: an idle one if there is one, else a new one.
-    pub async fn lease(&self) -> Result<Lease, ConnectError> {
+    /// A ready connection for `client`'s request (`None`: the proxy's own,
+    /// such as a probe): an idle one if there is one, else a new one. Where
+    /// connections start with a PROXY header, each is new and carries one
+    /// client's request.
+    pub async fn lease(&self, client: Option<std::net::SocketAddr>) -> Result<Lease, ConnectError> {
         match self.protocol {
-            UpstreamProtocol::Http1 => self.lease_h1().await,
+            UpstreamProtocol::Http1 => self.lease_h1(client).await,
             UpstreamProtocol::Http2 => self.lease_h2().await,
         }
     }
 
-    async fn lease_h1(&self) -> Result<Lease, ConnectError> {
+    async fn lease_h1(&self, client: Option<std::net::SocketAddr>) -> Result<Lease, ConnectError> {
         if let Some(l) = self.idle_h1().await {
             return Ok(l);
         }
-        let Some(permits) = &self.permits else { return Box::pin(self.new_h1(None)).await };
+        let Some(permits) = &self.permits else { return Box::pin(self.new_h1(None, client)).await };
         if let Ok(p) = permits.clone().try_acquire_owned() {
-            return Box::pin(self.new_h1(Some(p))).await;
+            return Box::pin(self.new_h1(Some(p), client)).await;
         }
         // At the cap: wait for a connection to come back idle, or to close.
         Box::pin(async {
@@ -324,7 +330,7 @@ impl ConnPool {
                     return Ok(l);
                 }
                 tokio::select! {
-                    p = permits.clone().acquire_owned() => return self.new_h1(p.ok()).await,
+                    p = permits.clone().acquire_owned() => return self.new_h1(p.ok(), client).await,
                     _ = released => continue,
                     _ = tokio::time::sleep_until(deadline) => return Err(ConnectError::Busy(self.queue_timeout)),
                 }
@@ -335,6 +341,9 @@ impl ConnPool {
 
     /// An idle connection that is still open and ready, if there is one.
     async fn idle_h1(&self) -> Option<Lease> {
+        if self.proxy_header.is_some() {
+            return None;
+        }
         let now = clock::now_ms();
         loop {
             let popped = {
@@ -371,8 +380,12 @@ impl ConnPool {
     }
 
     /// A new connection; `permit` (under a cap) is held while it lives.
-    async fn new_h1(&self, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Result<Lease, ConnectError> {
-        let io = self.connect().await?;
+    async fn new_h1(
+        &self,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        client: Option<std::net::SocketAddr>,
+    ) -> Result<Lease, ConnectError> {
+        let io = self.connect(client).await?;
         if self.engine == Http1Engine::Own {
             self.stats.open.fetch_add(1, Relaxed);
             let hold: Box<dyn Send + Sync> = Box::new((Open(self.stats.clone()), permit));
@@ -396,14 +409,14 @@ impl ConnPool {
     }
 
     async fn new_h2(&self) -> Result<Lease, ConnectError> {
-        let io = self.connect().await?;
+        let io = self.connect(None).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).handshake(io).await?;
         self.spawn_conn(conn, None);
         *self.h2.lock().expect("h2 lock") = Some(tx.clone());
         Ok(Lease::H2 { tx })
     }
 
-    async fn connect(&self) -> Result<TokioIo<Stream>, ConnectError> {
+    async fn connect(&self, client: Option<std::net::SocketAddr>) -> Result<TokioIo<Stream>, ConnectError> {
         let connect = async {
             match self.socket {
                 Some(sa) => TcpStream::connect(sa).await,
@@ -413,6 +426,12 @@ impl ConnPool {
         let stream =
             tokio::time::timeout(self.connect_timeout, connect).await.map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
         let _ = stream.set_nodelay(true);
+        let mut stream = stream;
+        if let Some(version) = self.proxy_header {
+            let upstream = stream.peer_addr()?;
+            let header = super::proxy_header::header(version, client, upstream);
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &header).await?;
+        }
         let stream = match &self.tls {
             None => Stream::Plain(stream),
             Some(t) => {
@@ -452,6 +471,12 @@ impl ConnPool {
 
     /// Puts an HTTP/1 connection that finished its exchange on the idle list.
     pub fn keep(&self, mut conn: Conn) {
+        // Its PROXY header named one client: it serves no other.
+        if self.proxy_header.is_some() {
+            drop(conn);
+            self.released.notify_one();
+            return;
+        }
         match &mut conn {
             Conn::Hyper(tx) if tx.is_closed() => return,
             Conn::Hyper(_) => {}

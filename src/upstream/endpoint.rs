@@ -29,6 +29,9 @@ pub struct EndpointKey {
     pub health: Option<HealthCheck>,
     /// TLS towards the endpoint; plain HTTP when absent.
     pub tls: Option<crate::tls::client::Settings>,
+    /// Each connection starts with a PROXY protocol header naming its client
+    /// (and then carries that client's requests only).
+    pub proxy_header: Option<super::policy::ProxyHeader>,
 }
 
 /// Live counters and health of an endpoint.
@@ -75,7 +78,8 @@ impl Endpoint {
         tls: Option<crate::tls::client::Upstream>,
     ) -> Endpoint {
         let cap = (key.max_connections, key.queue_timeout);
-        let conns = ConnPool::new(&key.address, key.protocol, key.engine, tls, key.connect_timeout, key.idle_timeout, cap);
+        let mut conns = ConnPool::new(&key.address, key.protocol, key.engine, tls, key.connect_timeout, key.idle_timeout, cap);
+        conns.proxy_header = key.proxy_header;
         let stats = EndpointStats::default();
         stats.probe_healthy.store(true, Relaxed);
         Endpoint { name: name.unwrap_or_else(|| key.address.clone()), address: key.address.clone(), authority, weight, conns, stats, key }

@@ -106,7 +106,15 @@ impl Attempts {
 
 /// Sends `req` to `pool`. `retryable` says whether it may go to another
 /// endpoint after a failure (idempotent, no body).
-pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affinity: &Affinity) -> Result<Forwarded, ForwardError> {
+/// `client` is who the request is for (a PROXY protocol header names it,
+/// where the pool sends one).
+pub async fn forward(
+    pool: &Pool,
+    mut req: Request<Body>,
+    retryable: bool,
+    affinity: &Affinity,
+    client: std::net::SocketAddr,
+) -> Result<Forwarded, ForwardError> {
     let _in_pool = PoolRequest::new(pool);
     let mut attempts = Attempts { tried: [usize::MAX; 11], n: 0, retries_left: if retryable { pool.retry.attempts as usize } else { 0 } };
     let mut stale_left = 2;
@@ -126,7 +134,7 @@ pub async fn forward(pool: &Pool, mut req: Request<Body>, retryable: bool, affin
     loop {
         let Some(pick) = pool.pick(attempts.tried(), affinity) else { return Err(last_err) };
         let ep = pick.endpoint.clone();
-        let mut lease = match ep.conns.lease().await {
+        let mut lease = match ep.conns.lease(Some(client)).await {
             Ok(l) => l,
             // At its connection cap: no failure of the endpoint; another may take it.
             // Nothing was sent, so any method may go on (outside the retry budget).

@@ -31,7 +31,7 @@ pub fn spawn(ep: &Arc<Endpoint>) {
 
 async fn probe(ep: &Endpoint, path: &str, timeout: Duration) -> bool {
     let attempt = async {
-        let mut lease = ep.conns.lease().await.ok()?;
+        let mut lease = ep.conns.lease(None).await.ok()?;
         let mut uri = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(path.as_bytes())).ok()?;
         if ep.conns.protocol() == super::UpstreamProtocol::Http2 {
             uri = format!("{}://{}{}", ep.conns.scheme(), ep.address, path).parse().ok()?;

@@ -8,6 +8,7 @@ pub mod headers;
 pub mod health;
 pub mod policy;
 pub mod pool;
+pub mod proxy_header;
 pub mod tunnel;
 
 pub use endpoint::{Endpoint, EndpointKey};

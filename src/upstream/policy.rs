@@ -4,6 +4,15 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The PROXY protocol header a pool's connections start with, naming the
+/// client they carry (`send_proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyHeader {
+    V1,
+    V2,
+}
+
 /// What the proxy speaks to a pool's endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]

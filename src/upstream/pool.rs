@@ -232,6 +232,7 @@ mod tests {
                     queue_timeout: Duration::from_secs(1),
                     health: None,
                     tls: None,
+                    proxy_header: None,
                 };
                 let authority = key.address.parse().unwrap();
                 Arc::new(Endpoint::new(key, authority, None, 1, None))

@@ -77,6 +77,13 @@ fn service(
     if *svc.retry.attempts.get_ref() > 10 {
         r.error(svc.retry.attempts.span(), "more than 10 retry attempts multiplies load on a failing service", "2 suits most services");
     }
+    if let (Some(p), crate::upstream::UpstreamProtocol::Http2) = (&svc.send_proxy_protocol, http_protocol(svc)) {
+        r.error(
+            p.span(),
+            "a PROXY protocol header names one client, and an HTTP/2 connection carries many clients' requests",
+            "speak HTTP/1 to this service, or remove send_proxy_protocol",
+        );
+    }
     let dns = optional(svc.dns.as_ref(), |d| dns(svc, d, r));
     let shared = Shared {
         service: name.get_ref(),
@@ -374,6 +381,7 @@ fn endpoints(pool: &str, s: &Shared, eps: &[EndpointSpec], health: Option<&Healt
             queue_timeout: spec.timeouts.queue.get_ref().0,
             health: health.cloned(),
             tls: s.tls.as_ref().map(|(settings, _)| settings.clone()),
+            proxy_header: spec.send_proxy_protocol.as_ref().map(|p| *p.get_ref()),
         };
         Some(EndpointPlan {
             key,

@@ -500,6 +500,11 @@ pub struct ServiceSpec {
     pub tls: Option<Spanned<UpstreamTlsSpec>>,
     #[serde(default)]
     pub endpoints: Vec<EndpointSpec>,
+    /// Start every connection to the endpoints with a PROXY protocol header
+    /// ("v1" or "v2") naming the client; such a connection then carries that
+    /// client's requests only (it is never reused for another).
+    #[serde(default)]
+    pub send_proxy_protocol: Option<Spanned<crate::upstream::policy::ProxyHeader>>,
     /// Endpoints given by name are re-resolved (A/AAAA) and the pool follows
     /// the name's addresses, within guardrails; without it a name is resolved
     /// at each connect.
