@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+use hickory_proto::rr::{rdata::A, rdata::SRV, Name, RData, Record, RecordType};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -21,10 +21,12 @@ enum Answer {
     Empty,
 }
 
-/// A DNS server on loopback that answers every A question as told (TTL 1 s).
+/// A DNS server on loopback that answers every A question as told (TTL 1
+/// s), and SRV questions with the targets (name, port) it is given.
 struct Dns {
     addr: SocketAddr,
     answer: Arc<Mutex<Answer>>,
+    srv: Arc<Mutex<Vec<(String, u16)>>>,
 }
 
 impl Dns {
@@ -32,7 +34,8 @@ impl Dns {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = sock.local_addr().unwrap();
         let answer = Arc::new(Mutex::new(first));
-        let told = answer.clone();
+        let srv = Arc::new(Mutex::new(Vec::new()));
+        let (told, targets) = (answer.clone(), srv.clone());
         std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while let Ok((n, from)) = sock.recv_from(&mut buf) {
@@ -43,6 +46,14 @@ impl Dns {
                 r.metadata.recursion_available = true;
                 for query in &q.queries {
                     r.add_query(query.clone());
+                }
+                if let Some(query) = q.queries.first().filter(|q| q.query_type() == RecordType::SRV) {
+                    for (target, port) in targets.lock().unwrap().iter() {
+                        let srv = SRV::new(0, 1, *port, Name::from_ascii(target).unwrap());
+                        r.add_answer(Record::from_rdata(query.name().clone(), 1, RData::SRV(srv)));
+                    }
+                    let _ = sock.send_to(&r.to_vec().unwrap(), from);
+                    continue;
                 }
                 match (told.lock().unwrap().clone(), q.queries.first()) {
                     (Answer::NxDomain, _) => r.metadata.response_code = ResponseCode::NXDomain,
@@ -58,7 +69,7 @@ impl Dns {
                 let _ = sock.send_to(&r.to_vec().unwrap(), from);
             }
         });
-        Dns { addr, answer }
+        Dns { addr, answer, srv }
     }
 
     fn tell(&self, a: Answer) {
@@ -146,4 +157,28 @@ fn dns_without_a_named_endpoint_or_with_a_bad_resolver_is_a_config_error() {
     for said in ["not a resolver address", "max_drop", "no endpoint is given by a name"] {
         assert!(err.contains(said), "{said}: {err}");
     }
+}
+
+/// An SRV name makes the whole pool: its targets on their ports, asked
+/// again at the TTL, with no endpoint in the config.
+#[test]
+fn an_srv_name_makes_a_whole_pool() {
+    let (b1, b2, b3) = (backend("b1"), backend("b2"), backend("b3"));
+    let dns = Dns::start(Answer::Addrs(vec![Ipv4Addr::LOCALHOST]));
+    *dns.srv.lock().unwrap() = vec![("host.test.".into(), b1.addr.port()), ("host.test.".into(), b2.addr.port())];
+    let p = Proxy::start(&format!(
+        "{}[services.app]\nkind = \"replicated\"\ndns = {{ srv = \"_http._tcp.app.test\", resolver = \"{}\", min_ttl = \"1s\", max_ttl = \"2s\" }}\n",
+        route_all("app"),
+        dns.addr
+    ));
+    let mut want = vec![b1.addr.to_string(), b2.addr.to_string()];
+    want.sort();
+    eventually(10, "the SRV targets are the pool", || endpoints(&p) == want);
+    let served: std::collections::HashSet<String> = (0..6).map(|_| p.get("/").backend()).collect();
+    assert_eq!(served, ["b1".to_string(), "b2".to_string()].into_iter().collect());
+    dns.srv.lock().unwrap().push(("host.test.".into(), b3.addr.port()));
+    want.push(b3.addr.to_string());
+    want.sort();
+    eventually(10, "a third target", || endpoints(&p) == want);
+    assert!(p.admin_json("/admin/discovery")["pools"]["app"]["names"][0].as_str().unwrap().starts_with("SRV _http._tcp.app.test"));
 }

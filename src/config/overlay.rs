@@ -46,7 +46,8 @@ impl Overlay {
     /// lists itself is not added twice.
     pub fn apply(&self, plan: &mut Plan) {
         for pool in plan.services.iter_mut().flat_map(|s| s.pools.iter_mut()) {
-            let (Some(scaled), Some(template)) = (self.0.get(&pool.name), pool.endpoints.first().cloned()) else { continue };
+            let template = pool.endpoints.first().or(pool.template.as_ref()).cloned();
+            let (Some(scaled), Some(template)) = (self.0.get(&pool.name), template) else { continue };
             let reached = |name: &str, addr: &SocketAddr| {
                 let address = addr.to_string();
                 let authority = address.parse().ok()?;

@@ -110,6 +110,9 @@ pub struct PoolPlan {
     pub retry: Retry,
     /// Endpoints given by name are re-resolved under these settings.
     pub dns: Option<crate::discovery::DnsPolicy>,
+    /// How an endpoint discovery adds is reached when the config lists none
+    /// (an SRV pool): the service's settings.
+    pub template: Option<EndpointPlan>,
 }
 
 #[derive(Clone)]

@@ -1,4 +1,5 @@
-//! Names re-resolved with hickory-resolver: A and AAAA, the answer's TTL
+//! Names re-resolved with hickory-resolver: A and AAAA (and SRV for a
+//! whole pool), the answer's TTL
 //! kept within the pool's floor and ceiling, and a failure told apart as
 //! NXDOMAIN, an empty answer, or a resolver that failed.
 
@@ -71,4 +72,31 @@ pub async fn lookup_all(r: &DnsResolver, p: &DnsPolicy, names: &[(String, u16)])
         }
     }
     (Ok(all), ttl)
+}
+
+/// The targets and ports an SRV name lists now, and how long the answer holds.
+pub async fn lookup_srv(r: &DnsResolver, p: &DnsPolicy, name: &str) -> Result<(Vec<(String, u16)>, Duration), Hold> {
+    use hickory_resolver::proto::rr::RData;
+    let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+    match r.srv_lookup(fqdn.as_str()).await {
+        Ok(found) => {
+            let targets: Vec<(String, u16)> = found
+                .answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    RData::SRV(srv) => Some((srv.target.to_string(), srv.port)),
+                    _ => None,
+                })
+                .collect();
+            let ttl = found.valid_until().saturating_duration_since(Instant::now()).clamp(p.min_ttl, p.max_ttl);
+            if targets.is_empty() {
+                Err(Hold::Empty)
+            } else {
+                Ok((targets, ttl))
+            }
+        }
+        Err(e) if e.is_nx_domain() => Err(Hold::NoSuchName),
+        Err(e) if e.is_no_records_found() => Err(Hold::Empty),
+        Err(_) => Err(Hold::ResolverFailed),
+    }
 }

@@ -1,7 +1,7 @@
 //! Discovery: where a pool's endpoints come from past one machine. An
 //! endpoint given by name is re-resolved (A/AAAA, `dns.rs`) within its TTL's
 //! floor and ceiling, and the pool becomes the addresses the name has now, as
-//! a pool update (no reload). The guardrails are here: an answer that would
+//! a pool update (no reload); an SRV name can make a whole pool. The guardrails are here: an answer that would
 //! take more than `max_drop` of a pool away, an empty answer, NXDOMAIN or a
 //! failing resolver is held while the last known set keeps serving (a
 //! shrink is applied once it has held for `max_stale`), and discovery alone
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 /// A pool's discovery settings (`dns = { ... }` on its service).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DnsPolicy {
+    /// An SRV name whose targets (and their ports) are the whole pool.
+    pub srv: Option<String>,
     /// The resolver asked; the system's (`/etc/resolv.conf`) when `None`.
     pub resolver: Option<SocketAddr>,
     /// A name is asked again after its TTL, but not sooner than `min_ttl`
@@ -32,6 +34,7 @@ pub struct DnsPolicy {
 impl Default for DnsPolicy {
     fn default() -> Self {
         DnsPolicy {
+            srv: None,
             resolver: None,
             min_ttl: Duration::from_secs(1),
             max_ttl: Duration::from_secs(300),

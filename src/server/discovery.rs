@@ -34,7 +34,8 @@ struct PoolState {
 impl PoolState {
     fn new(policy: DnsPolicy, names: &[(String, u16)]) -> PoolState {
         let resolver = dns::resolver(&policy);
-        let status = PoolStatus { names: names.iter().map(|(h, p)| format!("{h}:{p}")).collect(), ..PoolStatus::default() };
+        let names = policy.srv.iter().map(|n| format!("SRV {n}")).chain(names.iter().map(|(h, p)| format!("{h}:{p}"))).collect();
+        let status = PoolStatus { names, ..PoolStatus::default() };
         PoolState { policy, resolver, last: Vec::new(), held: None, next: Instant::now(), status }
     }
 }
@@ -48,7 +49,7 @@ fn wanted(shared: &Shared) -> Vec<Wanted> {
             let policy = p.dns.clone()?;
             let names: Vec<(String, u16)> = p.endpoints.iter().filter_map(|e| name_of(&e.key.address)).collect();
             let listed = p.endpoints.iter().filter_map(|e| e.key.address.parse().ok()).collect();
-            (!names.is_empty()).then(|| Wanted { pool: p.name.clone(), policy, names, listed })
+            (!names.is_empty() || policy.srv.is_some()).then(|| Wanted { pool: p.name.clone(), policy, names, listed })
         })
         .collect()
 }
@@ -69,7 +70,7 @@ pub async fn run(shared: Arc<Shared>) {
         }
         for w in want {
             let st = pools.entry(w.pool.clone()).or_insert_with(|| PoolState::new(w.policy.clone(), &w.names));
-            if st.policy != w.policy || st.status.names.len() != w.names.len() {
+            if st.policy != w.policy || st.status.names.len() != w.names.len() + usize::from(w.policy.srv.is_some()) {
                 *st = PoolState::new(w.policy.clone(), &w.names);
             }
             let now = Instant::now();
@@ -98,9 +99,17 @@ pub async fn run(shared: Arc<Shared>) {
 /// Asks for one pool's names and applies what the guardrails let through;
 /// whether the pool changed.
 async fn ask(shared: &Shared, w: &Wanted, st: &mut PoolState) -> bool {
-    let (answer, ttl) = match &st.resolver {
-        Ok(r) => dns::lookup_all(r, &w.policy, &w.names).await,
-        Err(why) => {
+    let (answer, ttl) = match (&st.resolver, &w.policy.srv) {
+        (Ok(r), None) => dns::lookup_all(r, &w.policy, &w.names).await,
+        // An SRV name: its targets (on their ports) are asked as names are.
+        (Ok(r), Some(srv)) => match dns::lookup_srv(r, &w.policy, srv).await {
+            Ok((targets, srv_ttl)) => {
+                let (answer, ttl) = dns::lookup_all(r, &w.policy, &[&w.names[..], &targets[..]].concat()).await;
+                (answer, ttl.min(srv_ttl))
+            }
+            Err(why) => (Err(why), w.policy.min_ttl),
+        },
+        (Err(why), _) => {
             tracing::warn!(pool = %w.pool, error = %why, "discovery: no resolver");
             (Err(Hold::ResolverFailed), w.policy.min_ttl)
         }

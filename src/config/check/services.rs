@@ -275,6 +275,7 @@ fn pool(s: &Shared, v: PoolView, r: &mut Reporter) -> Option<PoolPlan> {
     let hashes = v.balancer == BalancerKind::Hash || v.shard.is_none();
     let hash = optional(v.hash.filter(|_| hashes), |h| hash_spec(h.get_ref(), weights, false, r));
     let cookie = optional(v.cookie, |c| cookie(c.get_ref(), r));
+    let template = template(&name, s, health.as_ref().and_then(Option::as_ref));
     let (endpoints, hash, cookie, _) = (endpoints?, hash?, cookie?, health?);
     let balancing = crate::config::plan::Balancing { kind: v.balancer, hash, cookie };
     Some(PoolPlan {
@@ -288,9 +289,18 @@ fn pool(s: &Shared, v: PoolView, r: &mut Reporter) -> Option<PoolPlan> {
         body_idle: s.spec.timeouts.body_idle.get_ref().0,
         passive: s.passive.clone(),
         retry: s.retry.clone(),
+        template,
         dns: s.dns.clone(),
         name,
     })
+}
+
+/// For an SRV pool: an endpoint of the service's settings, which discovered
+/// endpoints are made like (its address is theirs).
+fn template(pool: &str, s: &Shared, health: Option<&HealthCheck>) -> Option<EndpointPlan> {
+    s.dns.as_ref()?.srv.as_ref()?;
+    let spec = EndpointSpec { address: Spanned::new(0..0, "srv.invalid:1".into()), weight: Spanned::new(0..0, 1), name: None };
+    endpoints(pool, s, std::slice::from_ref(&spec), health, &mut Reporter::new("", "")).and_then(|mut v| v.pop())
 }
 
 /// `dns = { ... }`: the resolver's address, TTL bounds and guardrails; and a
@@ -317,10 +327,26 @@ fn dns(svc: &ServiceSpec, d: &Spanned<crate::config::schema::DnsSpec>, r: &mut R
         r.error(spec.max_drop.span(), "max_drop is a share of the pool, from 0 to 1", "0.5: one answer takes at most half a pool away");
     }
     let shard_endpoints = svc.shards.values().flat_map(|s| s.endpoints.iter());
-    if !svc.endpoints.iter().chain(shard_endpoints).any(|e| crate::discovery::name_of(e.address.get_ref()).is_some()) {
-        r.error(d.span(), "dns is set, but no endpoint is given by a name", "give an endpoint as \"app.internal:8080\", or remove dns");
+    let named = svc.endpoints.iter().chain(shard_endpoints).any(|e| crate::discovery::name_of(e.address.get_ref()).is_some());
+    match &spec.srv {
+        Some(n) if *svc.kind.get_ref() != crate::config::schema::ServiceKind::Replicated => {
+            r.error(n.span(), "an SRV name makes one pool: a replicated service's", "give each shard its endpoints by name instead");
+        }
+        Some(n) if !n.get_ref().starts_with('_') => {
+            r.error(n.span(), format!("`{}` is not an SRV name", n.get_ref()), "write it as \"_http._tcp.app.internal\"");
+        }
+        Some(_) => {}
+        None if !named => {
+            r.error(
+                d.span(),
+                "dns is set, but no endpoint is given by a name",
+                "give an endpoint as \"app.internal:8080\", or an srv name, or remove dns",
+            );
+        }
+        None => {}
     }
     r.clean_since(start).then(|| crate::discovery::DnsPolicy {
+        srv: spec.srv.as_ref().map(|n| n.get_ref().clone()),
         resolver,
         min_ttl,
         max_ttl,

@@ -553,6 +553,10 @@ pub struct EndpointSpec {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSpec {
+    /// An SRV name (`_http._tcp.app.internal`) whose targets and ports are
+    /// the whole pool; `endpoints` may then be left out.
+    #[serde(default)]
+    pub srv: Option<Spanned<String>>,
     /// The resolver to ask, `IP:PORT` (default: the system's, /etc/resolv.conf).
     #[serde(default)]
     pub resolver: Option<Spanned<String>>,
