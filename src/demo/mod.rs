@@ -353,13 +353,14 @@ pub fn run(o: DemoOpts) -> anyhow::Result<()> {
             println!(
                 "ringmaster demo: a round-robin load balancer in front of three replicas,\n\
                  and a sharded service (3 shards x 2 replicas) keyed by the user id in /users/ID\n\
-                 \n  proxy    http://{listen}/\n  https    https://{tls}/ (self-signed: {})\n  admin    http://{admin}/admin/pools\n  metrics  http://{admin}/metrics\n  config   {}\n\
+                 \n  proxy    http://{listen}/\n  https    https://{tls}/ (self-signed: {})\n  dashboard http://{admin}/   (live, with 15 minutes of history)\n  admin    http://{admin}/admin/pools\n  metrics  http://{admin}/metrics\n  config   {}\n\
                  \nTry:\n  for i in 1 2 3 4 5 6; do curl -s http://{listen}/; done\n  curl -s http://{listen}/echo      # what the replica received (X-Forwarded-For, Via, ...)\n  curl -s --http2-prior-knowledge http://{listen}/\n\
                  \x20 curl -si http://{listen}/users/42 | grep -i x-shard   # the same id always lands on the same shard\n\
                  \x20 curl -s http://{listen}/all/items                    # fan-out: every shard answers, arrays merged\n\
                  \x20 {exe} ring locate --config {cfg} --service users 42\n\
                  \x20 curl -si 'http://{listen}/cc/page?cc=max-age=30' | grep -iE 'x-cache|age|origin'   # run twice: MISS, then HIT\n\
                  \x20 curl -s http://{admin}/admin/cache\n\
+                 \x20 {exe} bench 'http://{listen}/cc/page?cc=max-age=30' -c 8 -d 2s --admin {admin} --compare-cache cached   # with and without the cache\n\
                  \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/api/x; done   # 5 a minute, then 429\n\
                  \x20 curl -si -H 'x-api-key: demo-key' http://{listen}/api/x | grep -i ratelimit        # the partner tier\n\
                  \x20 curl -s --cacert {} https://localhost:{tls_port}/echo   # TLS ends here; the replica sees x-forwarded-proto: https\n\
