@@ -61,50 +61,7 @@ enum Cmd {
     /// proxy's own CPU per request; --compare-cache ROUTE runs with and without
     /// the route's cache. memcache://HOST:PORT sends gets and sets of Zipf keys;
     /// --compare-hot-keys SERVICE runs with and without hot-key mitigation.
-    Bench {
-        url: String,
-        /// Requests per second (open loop); without it, a closed loop.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Connections (closed loop default 16; open loop: one per 200/s, at least 8).
-        #[arg(long, short = 'c')]
-        connections: Option<usize>,
-        #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
-        duration: std::time::Duration,
-        /// One HTTP/2 connection (prior knowledge), a stream per --connections.
-        #[arg(long)]
-        http2: bool,
-        /// A request header, NAME: VALUE (repeatable).
-        #[arg(long = "header", short = 'H')]
-        headers: Vec<String>,
-        /// Keys drawn from a Zipf distribution: zipf:EXPONENT:KEYS (such as zipf:1.0:100000).
-        #[arg(long)]
-        keys: Option<String>,
-        /// The path each key goes into, such as '/users/{key}' (default: the URL's path + /{key}).
-        #[arg(long)]
-        key_template: Option<String>,
-        /// The proxy's admin listener: its CPU and switches per request, and upstream requests.
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        /// The admin token, when the admin listener asks for one.
-        #[arg(long)]
-        admin_token: Option<String>,
-        /// Run twice, with the route's cache on and off (through the admin listener).
-        #[arg(long)]
-        compare_cache: Option<String>,
-        /// Run twice, with the service's hot-key mitigation on and off (through the admin listener).
-        #[arg(long)]
-        compare_hot_keys: Option<String>,
-        /// memcache:// URLs: the share of gets (the rest are sets).
-        #[arg(long, default_value_t = 0.9)]
-        get_ratio: f64,
-        /// memcache:// URLs: the size of each value set.
-        #[arg(long, default_value_t = 100)]
-        value_bytes: usize,
-        /// Print JSON (with the HDR histograms encoded) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(ringmaster::loadtest::Options),
     /// Send one memcache command and print the answer: `mc ADDR set KEY VALUE [TTL]`,
     /// `mc ADDR get KEY...`, `mc ADDR stats [shards]`, any other command as words.
     Mc {
@@ -223,42 +180,8 @@ fn main() -> ExitCode {
         Cmd::Import { from: ImportCmd::Nutcracker { file } } => import_nutcracker(&file),
         Cmd::Backend { listen, name, garbage, delay_ms } => backend(listen, name, garbage, delay_ms),
         Cmd::Mc { addr, words } => mc(addr, &words),
-        Cmd::Bench {
-            url,
-            rate,
-            connections,
-            duration,
-            http2,
-            headers,
-            keys,
-            key_template,
-            admin,
-            admin_token,
-            compare_cache,
-            compare_hot_keys,
-            get_ratio,
-            value_bytes,
-            json,
-        } => {
-            let progress = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let o = ringmaster::loadtest::Options {
-                url,
-                rate,
-                connections,
-                duration,
-                http2,
-                headers,
-                keys,
-                key_template,
-                admin,
-                admin_token,
-                compare_cache,
-                compare_hot_keys,
-                get_ratio,
-                value_bytes,
-                json,
-                progress,
-            };
+        Cmd::Bench(mut o) => {
+            o.progress = !o.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
             ringmaster::loadtest::main(o).map_err(Into::into)
         }
     };
@@ -269,10 +192,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    ringmaster::config::duration::parse(s).map_err(|e| format!("`{s}`: {e}"))
 }
 
 fn mc(addr: SocketAddr, words: &[String]) -> anyhow::Result<()> {

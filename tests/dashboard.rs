@@ -31,15 +31,7 @@ fn text_of<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
 
 #[test]
 fn the_dashboard_shows_the_demos_services_shards_and_a_moving_rate() {
-    let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
-    let child = Command::new(BIN)
-        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
-        .args(["--memcache-listen", &mc.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _demo = Proc(child);
+    let Demo { proc: _demo, listen, admin, .. } = demo(Stdio::null(), Stdio::null());
     wait_port(listen);
     wait_port(admin);
     // Traffic of our own beside the demo's scene, for a few seconds of history.

@@ -6,15 +6,7 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn demo_serves_every_pattern() {
-    let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
-    let child = Command::new(BIN)
-        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
-        .args(["--memcache-listen", &mc.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _demo = Proc(child);
+    let Demo { proc: _demo, listen, admin, tls, mc } = demo(Stdio::null(), Stdio::null());
     wait_port(listen);
     wait_port(admin);
     let replicas: std::collections::HashSet<String> = (0..6).map(|_| get(listen, "/").backend()).collect();
@@ -77,18 +69,10 @@ fn children(pid: i32) -> Vec<i32> {
 /// ports and memory until reboot).
 #[test]
 fn a_killed_demo_leaves_no_memcached_behind() {
-    let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("stdout");
     let file = std::fs::File::create(&out).unwrap();
-    let child = Command::new(BIN)
-        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
-        .args(["--memcache-listen", &mc.to_string()])
-        .stderr(Stdio::from(file.try_clone().unwrap()))
-        .stdout(Stdio::from(file))
-        .spawn()
-        .unwrap();
-    let demo = Proc(child);
+    let Demo { proc: demo, admin, mc, .. } = demo(Stdio::from(file.try_clone().unwrap()), Stdio::from(file));
     wait_port(admin);
     eventually(20, "the demo's memcache listener", || {
         let said = std::fs::read_to_string(&out).unwrap_or_default();
@@ -108,17 +92,9 @@ fn a_killed_demo_leaves_no_memcached_behind() {
 /// keep one, and the load generator reports no failed request.
 #[test]
 fn the_hot_shard_scene_scales_the_hot_shard_without_a_failed_request() {
-    let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("stdout");
-    let child = Command::new(BIN)
-        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
-        .args(["--memcache-listen", &mc.to_string()])
-        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let demo = Proc(child);
+    let Demo { proc: demo, admin, .. } = demo(Stdio::from(std::fs::File::create(&out).unwrap()), Stdio::null());
     wait_port(admin);
     let hot = |heat: &serde_json::Value| -> Vec<(String, usize)> {
         let svc = heat["services"].as_array().unwrap().iter().find(|s| s["service"] == "hot").unwrap();
@@ -155,17 +131,9 @@ fn the_hot_shard_scene_scales_the_hot_shard_without_a_failed_request() {
 /// its path. (The memcache lines once used `nc`, which a fresh Debian lacks.)
 #[test]
 fn every_command_the_demo_prints_works_with_only_what_the_readme_installs() {
-    let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("stdout");
-    let child = Command::new(BIN)
-        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
-        .args(["--memcache-listen", &mc.to_string()])
-        .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _demo = Proc(child);
+    let Demo { proc: _demo, listen, mc, .. } = demo(Stdio::from(std::fs::File::create(&out).unwrap()), Stdio::null());
     let mut said = String::new();
     eventually(20, "the demo prints its commands", || {
         said = std::fs::read_to_string(&out).unwrap_or_default();

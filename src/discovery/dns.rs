@@ -39,21 +39,42 @@ pub fn resolver(p: &DnsPolicy) -> Result<DnsResolver, String> {
 /// The addresses `host` has now, and how long the answer holds (within the
 /// pool's floor and ceiling).
 pub async fn lookup(r: &DnsResolver, p: &DnsPolicy, host: &str) -> Result<(Vec<IpAddr>, Duration), Hold> {
-    // A trailing dot: the name is absolute, no search domain is tried.
-    let fqdn = if host.ends_with('.') { host.to_string() } else { format!("{host}.") };
-    match r.lookup_ip(fqdn.as_str()).await {
+    match r.lookup_ip(absolute(host).as_str()).await {
         Ok(found) => {
             let ips: Vec<IpAddr> = found.iter().collect();
-            let ttl = found.valid_until().saturating_duration_since(Instant::now()).clamp(p.min_ttl, p.max_ttl);
+            let ttl = ttl(p, found.valid_until());
             if ips.is_empty() {
                 Err(Hold::Empty)
             } else {
                 Ok((ips, ttl))
             }
         }
-        Err(e) if e.is_nx_domain() => Err(Hold::NoSuchName),
-        Err(e) if e.is_no_records_found() => Err(Hold::Empty),
-        Err(_) => Err(Hold::ResolverFailed),
+        Err(e) => Err(hold(&e)),
+    }
+}
+
+/// With a trailing dot: the name is absolute, no search domain is tried.
+fn absolute(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
+}
+
+/// How long an answer valid until `until` holds, within the pool's bounds.
+fn ttl(p: &DnsPolicy, until: Instant) -> Duration {
+    until.saturating_duration_since(Instant::now()).clamp(p.min_ttl, p.max_ttl)
+}
+
+/// What a failed question holds the pool for.
+fn hold(e: &hickory_resolver::net::NetError) -> Hold {
+    if e.is_nx_domain() {
+        Hold::NoSuchName
+    } else if e.is_no_records_found() {
+        Hold::Empty
+    } else {
+        Hold::ResolverFailed
     }
 }
 
@@ -77,8 +98,7 @@ pub async fn lookup_all(r: &DnsResolver, p: &DnsPolicy, names: &[(String, u16)])
 /// The targets and ports an SRV name lists now, and how long the answer holds.
 pub async fn lookup_srv(r: &DnsResolver, p: &DnsPolicy, name: &str) -> Result<(Vec<(String, u16)>, Duration), Hold> {
     use hickory_resolver::proto::rr::RData;
-    let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
-    match r.srv_lookup(fqdn.as_str()).await {
+    match r.srv_lookup(absolute(name).as_str()).await {
         Ok(found) => {
             let targets: Vec<(String, u16)> = found
                 .answers()
@@ -88,15 +108,12 @@ pub async fn lookup_srv(r: &DnsResolver, p: &DnsPolicy, name: &str) -> Result<(V
                     _ => None,
                 })
                 .collect();
-            let ttl = found.valid_until().saturating_duration_since(Instant::now()).clamp(p.min_ttl, p.max_ttl);
             if targets.is_empty() {
                 Err(Hold::Empty)
             } else {
-                Ok((targets, ttl))
+                Ok((targets, ttl(p, found.valid_until())))
             }
         }
-        Err(e) if e.is_nx_domain() => Err(Hold::NoSuchName),
-        Err(e) if e.is_no_records_found() => Err(Hold::Empty),
-        Err(_) => Err(Hold::ResolverFailed),
+        Err(e) => Err(hold(&e)),
     }
 }

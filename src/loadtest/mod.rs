@@ -18,27 +18,59 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use target::Admin;
 
-/// What the command line asked for.
+/// What the command line asked for (`ringmaster bench`'s arguments).
+#[derive(Debug, clap::Args)]
 pub struct Options {
+    /// http://HOST:PORT/PATH, or memcache://HOST:PORT.
     pub url: String,
+    /// Requests per second (open loop); without it, a closed loop.
+    #[arg(long)]
     pub rate: Option<f64>,
+    /// Connections (closed loop default 16; open loop: one per 200/s, at least 8).
+    #[arg(long, short = 'c')]
     pub connections: Option<usize>,
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// One HTTP/2 connection (prior knowledge), a stream per --connections.
+    #[arg(long)]
     pub http2: bool,
+    /// A request header, NAME: VALUE (repeatable).
+    #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
+    /// Keys drawn from a Zipf distribution: zipf:EXPONENT:KEYS (such as zipf:1.0:100000).
+    #[arg(long)]
     pub keys: Option<String>,
+    /// The path each key goes into, such as '/users/{key}' (default: the URL's path + /{key}).
+    #[arg(long)]
     pub key_template: Option<String>,
+    /// The proxy's admin listener: its CPU and switches per request, and upstream requests.
+    #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// The admin token, when the admin listener asks for one.
+    #[arg(long)]
     pub admin_token: Option<String>,
+    /// Run twice, with the route's cache on and off (through the admin listener).
+    #[arg(long)]
     pub compare_cache: Option<String>,
-    /// Run twice, with the service's hot-key mitigation on and off.
+    /// Run twice, with the service's hot-key mitigation on and off (through the admin listener).
+    #[arg(long)]
     pub compare_hot_keys: Option<String>,
-    /// memcache:// URLs: the share of `get`s (the rest are `set`s) and the value size.
+    /// memcache:// URLs: the share of gets (the rest are sets).
+    #[arg(long, default_value_t = 0.9)]
     pub get_ratio: f64,
+    /// memcache:// URLs: the size of each value set.
+    #[arg(long, default_value_t = 100)]
     pub value_bytes: usize,
+    /// Print JSON (with the HDR histograms encoded) instead of a table.
+    #[arg(long)]
     pub json: bool,
-    /// Draw the live progress line (on a terminal).
+    /// Draw the live progress line (set when stderr is a terminal).
+    #[arg(skip)]
     pub progress: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::config::duration::parse(s).map_err(|e| format!("`{s}`: {e}"))
 }
 
 /// A bad option: said with what to write instead.

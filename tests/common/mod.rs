@@ -456,3 +456,24 @@ pub fn read_head(s: &mut impl Read) -> Option<Vec<u8>> {
     }
     Some(head)
 }
+
+/// `ringmaster demo` on free ports, its output where it is sent.
+pub struct Demo {
+    pub proc: Proc,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub tls: SocketAddr,
+    pub mc: SocketAddr,
+}
+
+pub fn demo(stdout: Stdio, stderr: Stdio) -> Demo {
+    let (listen, admin, tls, mc) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let child = Command::new(BIN)
+        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string(), "--tls-listen", &tls.to_string()])
+        .args(["--memcache-listen", &mc.to_string()])
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    Demo { proc: Proc(child), listen, admin, tls, mc }
+}
