@@ -305,7 +305,7 @@ fn template(pool: &str, s: &Shared, health: Option<&HealthCheck>) -> Option<Endp
 
 /// `dns = { ... }`: the resolver's address, TTL bounds and guardrails; and a
 /// name among the endpoints to resolve.
-fn dns(svc: &ServiceSpec, d: &Spanned<crate::config::schema::DnsSpec>, r: &mut Reporter) -> Option<crate::discovery::DnsPolicy> {
+fn dns(svc: &ServiceSpec, d: &Spanned<crate::config::schema::discovery::DnsSpec>, r: &mut Reporter) -> Option<crate::discovery::DnsPolicy> {
     let start = r.mark();
     let spec = d.get_ref();
     let resolver = match &spec.resolver {

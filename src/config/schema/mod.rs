@@ -5,6 +5,7 @@
 
 mod admin;
 mod cache;
+pub mod discovery;
 pub mod heat;
 mod identity;
 mod memcache;
@@ -509,7 +510,7 @@ pub struct ServiceSpec {
     /// the name's addresses, within guardrails; without it a name is resolved
     /// at each connect.
     #[serde(default)]
-    pub dns: Option<Spanned<DnsSpec>>,
+    pub dns: Option<Spanned<discovery::DnsSpec>>,
     #[serde(default)]
     pub timeouts: TimeoutSpec,
     #[serde(default)]
@@ -547,43 +548,6 @@ pub struct EndpointSpec {
     pub weight: Spanned<u32>,
     #[serde(default)]
     pub name: Option<Spanned<String>>,
-}
-
-/// DNS discovery of a service's pools.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DnsSpec {
-    /// An SRV name (`_http._tcp.app.internal`) whose targets and ports are
-    /// the whole pool; `endpoints` may then be left out.
-    #[serde(default)]
-    pub srv: Option<Spanned<String>>,
-    /// The resolver to ask, `IP:PORT` (default: the system's, /etc/resolv.conf).
-    #[serde(default)]
-    pub resolver: Option<Spanned<String>>,
-    /// An answer's TTL is kept between these.
-    #[serde(default = "d_dns_min_ttl")]
-    pub min_ttl: Spanned<Dur>,
-    #[serde(default = "d_dns_max_ttl")]
-    pub max_ttl: Spanned<Dur>,
-    /// The largest share of a pool one answer may take away at once.
-    #[serde(default = "d_dns_max_drop")]
-    pub max_drop: Spanned<f64>,
-    /// How long the last known set keeps serving over a larger drop before it is applied.
-    #[serde(default = "d_dns_max_stale")]
-    pub max_stale: Spanned<Dur>,
-}
-
-fn d_dns_min_ttl() -> Spanned<Dur> {
-    Spanned::new(0..0, Dur(crate::discovery::DnsPolicy::default().min_ttl))
-}
-fn d_dns_max_ttl() -> Spanned<Dur> {
-    Spanned::new(0..0, Dur(crate::discovery::DnsPolicy::default().max_ttl))
-}
-fn d_dns_max_drop() -> Spanned<f64> {
-    Spanned::new(0..0, crate::discovery::DnsPolicy::default().max_drop)
-}
-fn d_dns_max_stale() -> Spanned<Dur> {
-    Spanned::new(0..0, Dur(crate::discovery::DnsPolicy::default().max_stale))
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, Deserialize, Serialize)]
