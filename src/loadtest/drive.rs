@@ -233,10 +233,10 @@ async fn connection(i: usize, n: usize, load: Load, live: Arc<Live>, start: Inst
             Err(()) => {
                 tally.error();
                 live.errors.fetch_add(1, Relaxed);
-                // HTTP/2 streams share one connection: only HTTP/1 reconnects.
-                if !load.http2 {
-                    sender = None;
-                }
+                // A failed connection is dropped; the next request connects
+                // anew (over HTTP/2, a connection of this task's own), so a
+                // dead shared connection does not fail every request after it.
+                sender = None;
             }
         }
         if done.duration_since(flushed) >= Duration::from_millis(200) {
