@@ -246,15 +246,23 @@ pub struct ReloadRecord {
     pub error: Option<String>,
 }
 
-/// The last reloads, newest last.
-pub static RELOADS: std::sync::Mutex<std::collections::VecDeque<ReloadRecord>> = std::sync::Mutex::new(std::collections::VecDeque::new());
+/// The last reloads, newest last (the server keeps one).
+#[derive(Default)]
+pub struct Reloads(std::sync::Mutex<std::collections::VecDeque<ReloadRecord>>);
 
-/// Notes a reload's result (the last 20 are kept).
-pub fn note_reload(generation: Option<u64>, error: Option<String>) {
-    let at_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut r = RELOADS.lock().unwrap_or_else(|e| e.into_inner());
-    if r.len() >= 20 {
-        r.pop_front();
+impl Reloads {
+    /// Notes a reload's result (the last 20 are kept).
+    pub fn note(&self, generation: Option<u64>, error: Option<String>) {
+        let at_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if r.len() >= 20 {
+            r.pop_front();
+        }
+        r.push_back(ReloadRecord { at_unix, generation, error });
     }
-    r.push_back(ReloadRecord { at_unix, generation, error });
+
+    /// Every reload kept, oldest first.
+    pub fn list(&self) -> Vec<ReloadRecord> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
 }

@@ -23,6 +23,8 @@ pub struct Views {
     pub heat: serde_json::Value,
     pub cache: serde_json::Value,
     pub tls: serde_json::Value,
+    pub reloads: serde_json::Value,
+    pub discovery: serde_json::Value,
 }
 
 /// The page with every view and the whole history embedded: it draws
@@ -37,19 +39,13 @@ pub fn snapshot(v: Views, history: &History) -> String {
         "/admin/heat": v.heat,
         "/admin/cache": v.cache,
         "/admin/tls": v.tls,
-        "/admin/reloads": reloads(),
-        "/admin/discovery": { "pools": crate::discovery::status() },
+        "/admin/reloads": v.reloads,
+        "/admin/discovery": v.discovery,
         "/admin/history": history.json(super::history::SECONDS, &[]),
     });
     // Inside a <script>, `</` could end it: written as `<\/`, the same string to JavaScript.
     let text = data.to_string().replace("</", "<\\/");
     PAGE.replacen(SLOT, &text, 1)
-}
-
-/// `/admin/reloads`: the last reloads and their results, oldest first.
-pub fn reloads() -> serde_json::Value {
-    let r = crate::metrics::RELOADS.lock().unwrap_or_else(|e| e.into_inner());
-    serde_json::to_value(r.iter().collect::<Vec<_>>()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -62,7 +58,8 @@ mod tests {
         let h = History::default();
         h.record(5, "ringmaster_connections_active 3\n");
         let v = || json!({ "note": "</script><script>alert(1)</script>" });
-        let page = snapshot(Views { config: v(), pools: v(), shards: v(), heat: v(), cache: v(), tls: v() }, &h);
+        let page =
+            snapshot(Views { config: v(), pools: v(), shards: v(), heat: v(), cache: v(), tls: v(), reloads: v(), discovery: v() }, &h);
         assert!(!page.contains(SLOT));
         assert!(page.contains("\"ringmaster_connections_active\":[3.0]"));
         assert!(!page.contains("</script><script>alert"), "data cannot end the script");

@@ -11,7 +11,11 @@ pub(super) fn esc(s: &str) -> String {
 }
 
 /// The Prometheus text exposition of everything.
-pub fn render(snap: &Snapshot, scaling: &crate::scale::Scaling) -> String {
+pub fn render(
+    snap: &Snapshot,
+    scaling: &crate::scale::Scaling,
+    discovery: &std::collections::BTreeMap<String, crate::discovery::PoolStatus>,
+) -> String {
     let mut o = String::with_capacity(16 * 1024);
     let g = &GLOBAL;
     o.push_str("# HELP ringmaster_requests_total Requests by route, service and status class.\n# TYPE ringmaster_requests_total counter\n");
@@ -55,7 +59,7 @@ pub fn render(snap: &Snapshot, scaling: &crate::scale::Scaling) -> String {
             let _ = writeln!(o, "ringmaster_rate_limited_total{{policy=\"{}\"}} {}", esc(&p.name), p.denied.load(Relaxed));
         }
     }
-    render_discovery(&mut o);
+    render_discovery(&mut o, discovery);
     let simple: [(&str, &str, &str, u64); 14] = [
         (
             "ringmaster_proxy_protocol_accepted_total",
@@ -309,30 +313,29 @@ fn render_pools(o: &mut String, snap: &Snapshot) {
 }
 
 /// Each discovered pool: its endpoints, updates, holds by reason, and the age of the hold on now.
-fn render_discovery(o: &mut String) {
-    let status = crate::discovery::status();
+fn render_discovery(o: &mut String, status: &std::collections::BTreeMap<String, crate::discovery::PoolStatus>) {
     if status.is_empty() {
         return;
     }
     o.push_str("# HELP ringmaster_discovery_endpoints Endpoints a discovered pool has now.\n# TYPE ringmaster_discovery_endpoints gauge\n");
-    for (pool, s) in &status {
+    for (pool, s) in status {
         let _ = writeln!(o, "ringmaster_discovery_endpoints{{pool=\"{}\"}} {}", esc(pool), s.endpoints.len());
     }
     o.push_str(
         "# HELP ringmaster_discovery_updates_total Pool updates discovery made.\n# TYPE ringmaster_discovery_updates_total counter\n",
     );
-    for (pool, s) in &status {
+    for (pool, s) in status {
         let _ = writeln!(o, "ringmaster_discovery_updates_total{{pool=\"{}\"}} {}", esc(pool), s.updates);
     }
     o.push_str("# HELP ringmaster_discovery_holds_total Answers held by the guardrails (the last known set kept serving), by reason.\n# TYPE ringmaster_discovery_holds_total counter\n");
-    for (pool, s) in &status {
+    for (pool, s) in status {
         for why in crate::discovery::Hold::ALL {
             let n = s.holds.get(why.reason()).copied().unwrap_or(0);
             let _ = writeln!(o, "ringmaster_discovery_holds_total{{pool=\"{}\",reason=\"{}\"}} {n}", esc(pool), why.reason());
         }
     }
     o.push_str("# HELP ringmaster_discovery_held_seconds How long the pool's current hold has lasted (0: none).\n# TYPE ringmaster_discovery_held_seconds gauge\n");
-    for (pool, s) in &status {
+    for (pool, s) in status {
         let _ = writeln!(o, "ringmaster_discovery_held_seconds{{pool=\"{}\"}} {:.1}", esc(pool), s.held_seconds);
     }
 }

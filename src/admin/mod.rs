@@ -45,6 +45,10 @@ pub trait Control: Send + Sync + 'static {
     fn scaling(&self) -> Arc<crate::scale::Scaling>;
     /// The TLS state of every running https listener.
     fn tls_states(&self) -> BoxFuture<'_, Vec<Arc<TlsState>>>;
+    /// The last reloads and their results.
+    fn reloads(&self) -> Vec<crate::metrics::ReloadRecord>;
+    /// What discovery holds for each discovered pool.
+    fn discovery(&self) -> std::collections::BTreeMap<String, crate::discovery::PoolStatus>;
 }
 
 /// Serves admin requests on `listener` (over TLS with `tls`) until `shutdown`
@@ -131,7 +135,7 @@ async fn sample(ctl: Arc<dyn Control>, history: Arc<history::History>, mut shutd
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let text = metrics::render(&ctl.snapshot(), &ctl.scaling());
+        let text = metrics::render(&ctl.snapshot(), &ctl.scaling(), &ctl.discovery());
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         history.record(now, &text);
     }
@@ -152,7 +156,7 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control, history: &history::Hi
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut text = metrics::render(&snap, &ctl.scaling());
+            let mut text = metrics::render(&snap, &ctl.scaling(), &ctl.discovery());
             metrics::render_tls(&mut text, &ctl.tls_states().await);
             reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
@@ -166,6 +170,8 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control, history: &history::Hi
                 heat: heat::json(&snap, &ctl.scaling()),
                 cache: caches(&snap),
                 tls: tls(&ctl.tls_states().await),
+                reloads: json!(ctl.reloads()),
+                discovery: json!({ "pools": ctl.discovery() }),
             };
             let mut r = reply(StatusCode::OK, "text/html; charset=utf-8", dashboard::snapshot(views, history));
             r.headers_mut().insert(header::CONTENT_DISPOSITION, header::HeaderValue::from_static("attachment; filename=\"ringmaster-snapshot.html\""));
@@ -178,8 +184,8 @@ async fn handle(req: Request<Incoming>, ctl: &dyn Control, history: &history::Hi
             let prefixes: Vec<&str> = get("match").map(|m| m.split(',').filter(|p| !p.is_empty()).collect()).unwrap_or_default();
             json_reply(StatusCode::OK, history.json(n, &prefixes))
         }
-        (&Method::GET, "/admin/reloads") => json_reply(StatusCode::OK, dashboard::reloads()),
-        (&Method::GET, "/admin/discovery") => json_reply(StatusCode::OK, json!({ "pools": crate::discovery::status() })),
+        (&Method::GET, "/admin/reloads") => json_reply(StatusCode::OK, json!(ctl.reloads())),
+        (&Method::GET, "/admin/discovery") => json_reply(StatusCode::OK, json!({ "pools": ctl.discovery() })),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::GET, "/readyz") => {
             if ctl.draining() {

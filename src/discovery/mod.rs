@@ -124,12 +124,24 @@ pub struct PoolStatus {
     pub next_in_seconds: f64,
 }
 
-/// Every discovered pool's status, by pool (`service` or `service/shard`).
-pub static STATUS: Mutex<BTreeMap<String, PoolStatus>> = Mutex::new(BTreeMap::new());
+/// Every discovered pool's status, by pool (`service` or `service/shard`):
+/// written by the discovery task, read by the admin listener.
+#[derive(Default)]
+pub struct Statuses(Mutex<BTreeMap<String, PoolStatus>>);
 
-/// A copy of every pool's status.
-pub fn status() -> BTreeMap<String, PoolStatus> {
-    STATUS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+impl Statuses {
+    pub fn set(&self, pool: &str, status: PoolStatus) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(pool.to_string(), status);
+    }
+
+    pub fn remove(&self, pool: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(pool);
+    }
+
+    /// A copy of every pool's status.
+    pub fn all(&self) -> BTreeMap<String, PoolStatus> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// `host:port` when `address` names a host rather than an IP address.

@@ -5,7 +5,7 @@
 //! pool holds, and why, is published for the dashboard and the metrics.
 
 use super::Shared;
-use crate::discovery::{dns, judge, name_of, DnsPolicy, Hold, PoolStatus, Verdict, STATUS};
+use crate::discovery::{dns, judge, name_of, DnsPolicy, Hold, PoolStatus, Verdict};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ pub async fn run(shared: Arc<Shared>) {
         for k in gone {
             pools.remove(&k);
             shared.discovered.lock().unwrap_or_else(|e| e.into_inner()).0.remove(&k);
-            STATUS.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
+            shared.discovery.remove(&k);
         }
         for w in want {
             let st = pools.entry(w.pool.clone()).or_insert_with(|| PoolState::new(w.policy.clone(), &w.names));
@@ -79,7 +79,7 @@ pub async fn run(shared: Arc<Shared>) {
             }
             st.status.held_seconds = st.held.map_or(0.0, |(_, since)| since.elapsed().as_secs_f64());
             st.status.next_in_seconds = st.next.saturating_duration_since(Instant::now()).as_secs_f64();
-            STATUS.lock().unwrap_or_else(|e| e.into_inner()).insert(w.pool.clone(), st.status.clone());
+            shared.discovery.set(&w.pool, st.status.clone());
         }
         if changed {
             if let Err(e) = super::reload::update_pools(&shared).await {

@@ -59,6 +59,10 @@ pub struct Shared {
     /// The pools discovery found (each exactly its names' addresses), laid
     /// over the config on every build before the scaler's overlay.
     pub discovered: std::sync::Mutex<crate::config::overlay::Overlay>,
+    /// What discovery holds for each pool, and why (the admin views show it).
+    pub discovery: crate::discovery::Statuses,
+    /// The last reloads and their results (the dashboard lists them).
+    pub reloads: crate::metrics::Reloads,
     /// The endpoints the scaler added, laid over the config on every build.
     pub scaled: std::sync::Mutex<crate::config::overlay::Overlay>,
     /// The plan of the config last accepted (at start or by a reload), which
@@ -151,6 +155,8 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
         tasks: tokio_util::task::TaskTracker::new(),
         scaled: Default::default(),
         discovered: Default::default(),
+        discovery: Default::default(),
+        reloads: Default::default(),
         accepted: std::sync::Mutex::new(accepted),
         leader: leader.clone(),
         scaling: Default::default(),
@@ -252,6 +258,14 @@ impl crate::admin::Control for Admin {
 
     fn tls_states(&self) -> crate::admin::BoxFuture<'_, Vec<Arc<TlsState>>> {
         Box::pin(async move { self.0.listeners.lock().await.iter().filter_map(|(_, h)| h.tls.clone()).collect() })
+    }
+
+    fn reloads(&self) -> Vec<crate::metrics::ReloadRecord> {
+        self.0.reloads.list()
+    }
+
+    fn discovery(&self) -> std::collections::BTreeMap<String, crate::discovery::PoolStatus> {
+        self.0.discovery.all()
     }
 }
 

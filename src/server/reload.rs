@@ -32,12 +32,12 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<u64, ReloadError> {
     match &result {
         Ok(g) => {
             GLOBAL.reloads_ok.fetch_add(1, Relaxed);
-            crate::metrics::note_reload(Some(*g), None);
+            shared.reloads.note(Some(*g), None);
             tracing::info!(generation = g, "config reloaded");
         }
         Err(e) => {
             GLOBAL.reloads_failed.fetch_add(1, Relaxed);
-            crate::metrics::note_reload(None, Some(e.to_string()));
+            shared.reloads.note(None, Some(e.to_string()));
             tracing::error!("config reload rejected, the previous config keeps serving:\n{e}");
         }
     }
