@@ -34,8 +34,9 @@ pub fn memcached_with(extra: &[&str]) -> Memcached {
         let mut proc = Proc(child);
         wait_port(addr);
         // The server on the port says its pid: ours, or another's.
+        // Another process on the port may reset the connection.
         while proc.0.try_wait().unwrap().is_none() {
-            if server_stat(addr, "pid") == u64::from(proc.0.id()) {
+            if try_server_stat(addr, "pid") == Some(u64::from(proc.0.id())) {
                 return Memcached { proc, addr };
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -78,6 +79,22 @@ impl Raw {
 }
 
 /// Sends `req` on a new connection and reads until the peer has been quiet for `quiet`.
+/// `stats` value `name` from whatever listens on `addr`, or None when it
+/// does not answer as a memcached would.
+fn try_server_stat(addr: SocketAddr, name: &str) -> Option<u64> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"stats\r\n").ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.ends_with(b"END\r\n") {
+        let n = s.read(&mut chunk).ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8(buf).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(&format!("STAT {name} "))?.trim().parse().ok())
+}
+
 /// A memcached's own `stats` value `name`, read on a connection of its own.
 pub fn server_stat(addr: SocketAddr, name: &str) -> u64 {
     let s = String::from_utf8(Raw::connect(addr).ask(b"stats\r\n", b"END\r\n", 1)).unwrap();
