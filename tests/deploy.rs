@@ -93,6 +93,7 @@ fn every_manifest_is_a_kubernetes_object_with_no_unknown_fields() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "kubernetes"), ignore = "the root's shards use Kubernetes discovery: run with --features kubernetes")]
 fn ringmaster_check_accepts_the_configmaps_configs() {
     let dir = tempfile::tempdir().unwrap();
     // The admin token is a Secret mounted in the pod; here a file stands in for it.

@@ -10,7 +10,7 @@ use common::*;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{rdata::A, rdata::SRV, Name, RData, Record, RecordType};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
@@ -75,18 +75,6 @@ impl Dns {
     fn tell(&self, a: Answer) {
         *self.answer.lock().unwrap() = a;
     }
-}
-
-/// A built-in backend on `ip:port` (the port every address of a name shares).
-fn backend_on(ip: Ipv4Addr, port: u16) -> Proc {
-    let child = Command::new(BIN)
-        .args(["backend", "--listen", &format!("{ip}:{port}"), "--name", &ip.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(SocketAddr::from((ip, port)));
-    Proc(child)
 }
 
 fn endpoints(p: &Proxy) -> Vec<String> {

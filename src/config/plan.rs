@@ -122,6 +122,8 @@ pub struct ServicePlan {
     pub sharding: Option<Sharding>,
     pub heat: crate::heat::Policy,
     pub scaler: Option<crate::scale::Policy>,
+    /// The pools follow a Kubernetes Service's EndpointSlices.
+    pub kubernetes: Option<crate::discovery::KubePolicy>,
 }
 
 /// Where a memcache listener accepts clients.

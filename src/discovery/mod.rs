@@ -1,13 +1,18 @@
 //! Discovery: where a pool's endpoints come from past one machine. An
 //! endpoint given by name is re-resolved (A/AAAA, `dns.rs`) within its TTL's
 //! floor and ceiling, and the pool becomes the addresses the name has now, as
-//! a pool update (no reload); an SRV name can make a whole pool. The guardrails are here: an answer that would
-//! take more than `max_drop` of a pool away, an empty answer, NXDOMAIN or a
-//! failing resolver is held while the last known set keeps serving (a
+//! a pool update (no reload); an SRV name can make a whole pool. With the
+//! `kubernetes` feature, a service's pools (one per shard, named by a label)
+//! follow the EndpointSlices of a Kubernetes Service (`kubernetes.rs`).
+//! The guardrails are here, one for both: an answer that would
+//! take more than `max_drop` of a pool away, an empty answer, NXDOMAIN, a
+//! failing resolver or API server is held while the last known set keeps serving (a
 //! shrink is applied once it has held for `max_stale`), and discovery alone
 //! never empties a pool. Every hold is counted, logged and shown with its age.
 
 pub mod dns;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,10 +30,7 @@ pub struct DnsPolicy {
     /// nor later than `max_ttl`; after a failure, after `min_ttl`.
     pub min_ttl: Duration,
     pub max_ttl: Duration,
-    /// The largest share of a pool one answer may take away at once (0.5).
-    pub max_drop: f64,
-    /// How long a held shrink waits before it is applied anyway.
-    pub max_stale: Duration,
+    pub guard: Guardrails,
 }
 
 impl Default for DnsPolicy {
@@ -38,10 +40,52 @@ impl Default for DnsPolicy {
             resolver: None,
             min_ttl: Duration::from_secs(1),
             max_ttl: Duration::from_secs(300),
-            max_drop: 0.5,
-            max_stale: Duration::from_secs(300),
+            guard: Guardrails::default(),
         }
     }
+}
+
+/// What one answer may change of a pool, whatever it came from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Guardrails {
+    /// The largest share of a pool one answer may take away at once (0.5).
+    pub max_drop: f64,
+    /// How long a held shrink waits before it is applied anyway.
+    pub max_stale: Duration,
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Guardrails { max_drop: 0.5, max_stale: Duration::from_secs(300) }
+    }
+}
+
+/// A service's pools from the EndpointSlices of a Kubernetes Service
+/// (`kubernetes = { ... }` on the service).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubePolicy {
+    /// `http(s)://HOST:PORT` of the API server.
+    pub api_server: http::Uri,
+    pub namespace: String,
+    /// A bearer token file, re-read as it rotates.
+    pub token_file: Option<std::path::PathBuf>,
+    /// The API server's CA bundle (PEM).
+    pub ca: Option<std::path::PathBuf>,
+    /// The slices watched: `kubernetes.io/service-name=NAME`, or the
+    /// selector given.
+    pub selector: String,
+    /// A sharded service: the label whose value names a slice's shard.
+    pub shard_label: Option<String>,
+    /// The slice port endpoints are reached on; the slice's only port when `None`.
+    pub port: Option<KubePort>,
+    pub guard: Guardrails,
+}
+
+/// A slice port by name (`"http"`) or by number.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KubePort {
+    Name(String),
+    Number(u16),
 }
 
 /// Why an answer was not applied.
@@ -55,10 +99,12 @@ pub enum Hold {
     Empty,
     /// The answer would take more than `max_drop` of the pool away.
     TooLargeADrop,
+    /// The Kubernetes API server failed or did not answer.
+    ApiFailed,
 }
 
 impl Hold {
-    pub const ALL: [Hold; 4] = [Hold::NoSuchName, Hold::ResolverFailed, Hold::Empty, Hold::TooLargeADrop];
+    pub const ALL: [Hold; 5] = [Hold::NoSuchName, Hold::ResolverFailed, Hold::Empty, Hold::TooLargeADrop, Hold::ApiFailed];
 
     pub fn reason(self) -> &'static str {
         match self {
@@ -66,6 +112,7 @@ impl Hold {
             Hold::ResolverFailed => "resolver_failed",
             Hold::Empty => "empty",
             Hold::TooLargeADrop => "max_drop",
+            Hold::ApiFailed => "api_failed",
         }
     }
 }
@@ -83,7 +130,7 @@ pub enum Verdict {
 /// are none) against the `last` set applied; `held_since` is when the
 /// current hold began, if one is on.
 pub fn judge(
-    p: &DnsPolicy,
+    p: &Guardrails,
     last: &[SocketAddr],
     answer: Result<Vec<SocketAddr>, Hold>,
     held_since: Option<Instant>,
@@ -165,7 +212,7 @@ mod tests {
 
     #[test]
     fn failures_and_empty_answers_hold_and_small_changes_apply() {
-        let p = DnsPolicy::default();
+        let p = Guardrails::default();
         let now = Instant::now();
         let last = [a("10.0.0.1:80"), a("10.0.0.2:80"), a("10.0.0.3:80"), a("10.0.0.4:80")];
         assert_eq!(judge(&p, &last, Err(Hold::NoSuchName), None, now), Verdict::Hold(Hold::NoSuchName));
@@ -180,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_large_drop_holds_until_max_stale_and_never_empties() {
-        let p = DnsPolicy { max_stale: Duration::from_secs(60), ..DnsPolicy::default() };
+        let p = Guardrails { max_stale: Duration::from_secs(60), ..Guardrails::default() };
         let now = Instant::now();
         let last = [a("10.0.0.1:80"), a("10.0.0.2:80"), a("10.0.0.3:80"), a("10.0.0.4:80")];
         let one = || Ok(vec![a("10.0.0.1:80")]);

@@ -15,6 +15,8 @@ use serde_json::json;
 pub struct Cluster {
     pub api: Api,
     pub namespace: String,
+    /// The CA bundle `api` trusts, when not the system's.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// The back-end's settings (`kubernetes = { object = "...", ... }`).
@@ -136,6 +138,7 @@ mod tests {
                     timeout: std::time::Duration::from_secs(1),
                 },
                 namespace: "default".into(),
+                ca: None,
             },
             object: "deployment/{service}-{shard}".into(),
         };

@@ -5,7 +5,7 @@
 //! pool holds, and why, is published for the dashboard and the metrics.
 
 use super::Shared;
-use crate::discovery::{dns, judge, name_of, DnsPolicy, Hold, PoolStatus, Verdict};
+use crate::discovery::{dns, judge, name_of, DnsPolicy, Guardrails, Hold, PoolStatus, Verdict};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,23 +20,92 @@ struct Wanted {
     listed: Vec<SocketAddr>,
 }
 
-/// What discovery knows of one pool.
-struct PoolState {
-    policy: DnsPolicy,
-    resolver: Result<dns::DnsResolver, String>,
+/// What discovery knows of one pool, whatever its source.
+pub(super) struct Tracked {
     /// The set applied last (empty until the first answer).
     last: Vec<SocketAddr>,
     held: Option<(Hold, Instant)>,
+    pub status: PoolStatus,
+}
+
+impl Tracked {
+    pub fn new(names: Vec<String>) -> Tracked {
+        Tracked { last: Vec::new(), held: None, status: PoolStatus { names, ..PoolStatus::default() } }
+    }
+
+    /// Judges `answer` under the guardrails and lays what passes over the
+    /// pool as the discovery overlay; whether the pool changed.
+    pub fn settle(&mut self, shared: &Shared, pool: &str, guard: &Guardrails, answer: Result<Vec<SocketAddr>, Hold>, now: Instant) -> bool {
+        match judge(guard, &self.last, answer, self.held.map(|h| h.1), now) {
+            Verdict::Apply(set) => {
+                if let Some((why, since)) = self.held.take() {
+                    tracing::info!(pool, held = why.reason(), held_ms = since.elapsed().as_millis() as u64, "discovery: the hold ends");
+                }
+                self.status.held = None;
+                if set == self.last {
+                    return false;
+                }
+                tracing::info!(pool, before = self.last.len(), after = set.len(), "discovery: the pool follows its source");
+                self.last = set;
+                self.status.updates += 1;
+                self.status.endpoints = self.last.iter().map(|a| a.to_string()).collect();
+                let list = self.last.iter().map(|a| (a.to_string(), *a)).collect();
+                shared.discovered.lock().unwrap_or_else(|e| e.into_inner()).set(pool, list);
+                true
+            }
+            Verdict::Hold(why) => {
+                *self.status.holds.entry(why.reason()).or_default() += 1;
+                if self.held.map(|h| h.0) != Some(why) {
+                    tracing::warn!(
+                        pool,
+                        reason = why.reason(),
+                        serving = self.last.len(),
+                        max_stale_s = guard.max_stale.as_secs(),
+                        "discovery: answer held; the last known set keeps serving"
+                    );
+                    // A hold of another kind starts its own clock: max_stale
+                    // counts how long this answer has been the one held.
+                    self.held = Some((why, now));
+                }
+                self.status.held = Some(why.reason());
+                false
+            }
+        }
+    }
+
+    /// Whether a hold is on.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    pub fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Publishes the pool's status, with the age of its hold.
+    pub fn publish(&mut self, shared: &Shared, pool: &str, next: Option<Instant>) {
+        self.status.held_seconds = self.held.map_or(0.0, |(_, since)| since.elapsed().as_secs_f64());
+        self.status.next_in_seconds = next.map_or(0.0, |n| n.saturating_duration_since(Instant::now()).as_secs_f64());
+        shared.discovery.set(pool, self.status.clone());
+    }
+}
+
+/// Takes a pool out of discovery: it goes back to what the config lists.
+pub(super) fn forget(shared: &Shared, pool: &str) {
+    shared.discovered.lock().unwrap_or_else(|e| e.into_inner()).0.remove(pool);
+    shared.discovery.remove(pool);
+}
+
+/// What DNS discovery knows of one pool.
+struct PoolState {
+    policy: DnsPolicy,
+    resolver: Result<dns::DnsResolver, String>,
     next: Instant,
-    status: PoolStatus,
+    tracked: Tracked,
 }
 
 impl PoolState {
     fn new(policy: DnsPolicy, names: &[(String, u16)]) -> PoolState {
         let resolver = dns::resolver(&policy);
         let names = policy.srv.iter().map(|n| format!("SRV {n}")).chain(names.iter().map(|(h, p)| format!("{h}:{p}"))).collect();
-        let status = PoolStatus { names, ..PoolStatus::default() };
-        PoolState { policy, resolver, last: Vec::new(), held: None, next: Instant::now(), status }
+        PoolState { policy, resolver, next: Instant::now(), tracked: Tracked::new(names) }
     }
 }
 
@@ -65,21 +134,18 @@ pub async fn run(shared: Arc<Shared>) {
         let mut changed = !gone.is_empty();
         for k in gone {
             pools.remove(&k);
-            shared.discovered.lock().unwrap_or_else(|e| e.into_inner()).0.remove(&k);
-            shared.discovery.remove(&k);
+            forget(&shared, &k);
         }
         for w in want {
             let st = pools.entry(w.pool.clone()).or_insert_with(|| PoolState::new(w.policy.clone(), &w.names));
-            if st.policy != w.policy || st.status.names.len() != w.names.len() + usize::from(w.policy.srv.is_some()) {
+            if st.policy != w.policy || st.tracked.status.names.len() != w.names.len() + usize::from(w.policy.srv.is_some()) {
                 *st = PoolState::new(w.policy.clone(), &w.names);
             }
             let now = Instant::now();
             if now >= st.next {
                 changed |= ask(&shared, &w, st).await;
             }
-            st.status.held_seconds = st.held.map_or(0.0, |(_, since)| since.elapsed().as_secs_f64());
-            st.status.next_in_seconds = st.next.saturating_duration_since(Instant::now()).as_secs_f64();
-            shared.discovery.set(&w.pool, st.status.clone());
+            st.tracked.publish(&shared, &w.pool, Some(st.next));
         }
         if changed {
             if let Err(e) = super::reload::update_pools(&shared).await {
@@ -120,39 +186,5 @@ async fn ask(shared: &Shared, w: &Wanted, st: &mut PoolState) -> bool {
         found.extend(&w.listed);
         found
     });
-    match judge(&w.policy, &st.last, answer, st.held.map(|h| h.1), now) {
-        Verdict::Apply(set) => {
-            if let Some((why, since)) = st.held.take() {
-                tracing::info!(pool = %w.pool, held = why.reason(), held_ms = since.elapsed().as_millis() as u64, "discovery: the hold ends");
-            }
-            st.status.held = None;
-            if set == st.last {
-                return false;
-            }
-            tracing::info!(pool = %w.pool, before = st.last.len(), after = set.len(), "discovery: the pool follows its names");
-            st.last = set;
-            st.status.updates += 1;
-            st.status.endpoints = st.last.iter().map(|a| a.to_string()).collect();
-            let list = st.last.iter().map(|a| (a.to_string(), *a)).collect();
-            shared.discovered.lock().unwrap_or_else(|e| e.into_inner()).set(&w.pool, list);
-            true
-        }
-        Verdict::Hold(why) => {
-            *st.status.holds.entry(why.reason()).or_default() += 1;
-            if st.held.map(|h| h.0) != Some(why) {
-                tracing::warn!(
-                    pool = %w.pool,
-                    reason = why.reason(),
-                    serving = st.last.len(),
-                    max_stale_s = w.policy.max_stale.as_secs(),
-                    "discovery: answer held; the last known set keeps serving"
-                );
-                // A hold of another kind starts its own clock: max_stale
-                // counts how long this answer has been the one held.
-                st.held = Some((why, now));
-            }
-            st.status.held = Some(why.reason());
-            false
-        }
-    }
+    st.tracked.settle(shared, &w.pool, &w.policy.guard, answer, now)
 }

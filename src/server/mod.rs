@@ -3,6 +3,8 @@
 
 pub mod discovery;
 pub mod heat;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 pub mod listener;
 pub mod memcache;
 mod own;
@@ -207,6 +209,8 @@ pub async fn serve(plan: Plan, path: PathBuf, on_ready: impl FnOnce(&Bound)) -> 
     });
     let scaler = tokio::spawn(scale::run(shared.clone()));
     tokio::spawn(discovery::run(shared.clone()));
+    #[cfg(feature = "kubernetes")]
+    tokio::spawn(kubernetes::run(shared.clone()));
     on_ready(&bound);
 
     wait_for_shutdown(&shared).await;

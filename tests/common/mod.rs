@@ -94,6 +94,19 @@ pub fn backend(name: &str) -> Backend {
     backend_with(name, &[])
 }
 
+/// A backend on `ip:port`, named by its IP (the addresses of one name, or of
+/// one EndpointSlice, share a port).
+pub fn backend_on(ip: std::net::Ipv4Addr, port: u16) -> Proc {
+    let child = Command::new(BIN)
+        .args(["backend", "--listen", &format!("{ip}:{port}"), "--name", &ip.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(SocketAddr::from((ip, port)));
+    Proc(child)
+}
+
 /// A backend on a port the OS picks (no race with other tests for a free port);
 /// it prints the address it bound.
 pub fn backend_with(name: &str, extra: &[&str]) -> Backend {

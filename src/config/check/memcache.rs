@@ -41,6 +41,16 @@ fn service(name: &Spanned<String>, svc: &ServiceSpec, r: &mut Reporter) -> Optio
     if *m.max_keys_per_get.get_ref() == 0 {
         r.error(m.max_keys_per_get.span(), "max_keys_per_get of 0 would refuse every get", "1024 suits most clients");
     }
+    let discovery = [(svc.dns.as_ref().map(|d| d.span()), "dns"), (svc.kubernetes.as_ref().map(|k| k.span()), "kubernetes")];
+    for (span, table) in discovery {
+        if let Some(span) = span {
+            r.error(
+                span,
+                format!("memcache service `{n}` has a {table} table: discovery is for HTTP services"),
+                "list the memcached servers as endpoints",
+            );
+        }
+    }
     // A replicated memcache service is one shard of replicas.
     let shards: Vec<(String, &[crate::config::schema::EndpointSpec], u32)> = match svc.kind.get_ref() {
         ServiceKind::Replicated => vec![(n.clone(), &svc.endpoints[..], 1)],

@@ -6,6 +6,7 @@
 //! A function returns `None` only after reporting why; the plan exists only when
 //! nothing was reported.
 
+mod discovery;
 mod heat;
 mod identity;
 mod memcache;

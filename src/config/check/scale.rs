@@ -129,7 +129,7 @@ fn kube_settings(spec: &Spanned<KubernetesSpec>, r: &mut Reporter) -> Option<kub
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// A cluster from its table, with in-cluster defaults; the CA is read here, once.
-fn cluster(c: &KubernetesSpec, at: std::ops::Range<usize>, r: &mut Reporter) -> Option<kube::Cluster> {
+pub(super) fn cluster(c: &KubernetesSpec, at: std::ops::Range<usize>, r: &mut Reporter) -> Option<kube::Cluster> {
     let in_cluster = || {
         let host = std::env::var("KUBERNETES_SERVICE_HOST").ok()?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
@@ -163,12 +163,12 @@ fn cluster(c: &KubernetesSpec, at: std::ops::Range<usize>, r: &mut Reporter) -> 
         return None;
     }
     let token = c.token_file.as_ref().map(|t| t.get_ref().into()).or_else(|| Some(sa.join("token")).filter(|p| p.exists()));
+    let ca =
+        c.ca.as_ref()
+            .map(|c| c.get_ref().clone())
+            .or_else(|| Some(sa.join("ca.crt")).filter(|p| p.exists()).map(|p| p.display().to_string()));
     let tls = if base.scheme_str() == Some("https") {
-        let ca =
-            c.ca.as_ref()
-                .map(|c| c.get_ref().clone())
-                .or_else(|| Some(sa.join("ca.crt")).filter(|p| p.exists()).map(|p| p.display().to_string()));
-        let settings = crate::tls::client::Settings { ca, sni: None, cert: None, key: None };
+        let settings = crate::tls::client::Settings { ca: ca.clone(), sni: None, cert: None, key: None };
         let made = crate::tls::client::client_config(&settings, false)
             .and_then(|cfg| crate::tls::client::Upstream::new(cfg, None, base.authority().map(|a| a.as_str()).unwrap_or("")));
         match made {
@@ -181,7 +181,8 @@ fn cluster(c: &KubernetesSpec, at: std::ops::Range<usize>, r: &mut Reporter) -> 
     } else {
         None
     };
-    Some(kube::Cluster { api: crate::scale::api::Api { base, tls, token, timeout: Duration::from_secs(5) }, namespace })
+    let ca = ca.filter(|_| tls.is_some()).map(std::path::PathBuf::from);
+    Some(kube::Cluster { api: crate::scale::api::Api { base, tls, token, timeout: Duration::from_secs(5) }, namespace, ca })
 }
 
 /// `[leader]`: one election, its TTL and this root's name in it.

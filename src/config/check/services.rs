@@ -31,6 +31,7 @@ struct Shared<'a> {
     service: &'a str,
     spec: &'a ServiceSpec,
     dns: Option<crate::discovery::DnsPolicy>,
+    kubernetes: Option<crate::discovery::KubePolicy>,
     engine: crate::upstream::policy::Http1Engine,
     tls: Option<(crate::tls::client::Settings, Arc<rustls::ClientConfig>)>,
     passive: Passive,
@@ -84,11 +85,13 @@ fn service(
             "speak HTTP/1 to this service, or remove send_proxy_protocol",
         );
     }
-    let dns = optional(svc.dns.as_ref(), |d| dns(svc, d, r));
+    let dns = optional(svc.dns.as_ref(), |d| super::discovery::dns(svc, d, r));
+    let kubernetes = optional(svc.kubernetes.as_ref(), |k| super::discovery::kubernetes(name, svc, k, r));
     let shared = Shared {
         service: name.get_ref(),
         spec: svc,
         dns: dns.flatten(),
+        kubernetes: kubernetes.flatten(),
         engine,
         tls: tls.flatten(),
         passive: Passive {
@@ -167,7 +170,7 @@ fn replicated(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Se
     };
     let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), false, r);
     let scaler = svc.scaler.as_ref().and_then(|sc| super::scale::policy(sc, r));
-    Some(ServicePlan { name: n.clone(), pools: vec![pool(s, view, r)?], sharding: None, heat, scaler })
+    Some(ServicePlan { name: n.clone(), pools: vec![pool(s, view, r)?], sharding: None, heat, scaler, kubernetes: s.kubernetes.clone() })
 }
 
 /// What every sharded service must have: shards, endpoints only in them, and
@@ -259,7 +262,7 @@ fn sharded(name: &Spanned<String>, s: &Shared, r: &mut Reporter) -> Option<Servi
     };
     let heat = super::heat::policy(&svc.heat, svc.hot_keys.as_ref(), false, r);
     let scaler = svc.scaler.as_ref().and_then(|sc| super::scale::policy(sc, r));
-    Some(ServicePlan { name: n.clone(), pools: pools?, sharding: Some(sharding), heat, scaler })
+    Some(ServicePlan { name: n.clone(), pools: pools?, sharding: Some(sharding), heat, scaler, kubernetes: s.kubernetes.clone() })
 }
 
 /// One pool: its endpoints (checked, with their TLS) and its balancer.
@@ -295,64 +298,14 @@ fn pool(s: &Shared, v: PoolView, r: &mut Reporter) -> Option<PoolPlan> {
     })
 }
 
-/// For an SRV pool: an endpoint of the service's settings, which discovered
-/// endpoints are made like (its address is theirs).
+/// For an SRV pool or a Kubernetes one: an endpoint of the service's
+/// settings, which discovered endpoints are made like (its address is theirs).
 fn template(pool: &str, s: &Shared, health: Option<&HealthCheck>) -> Option<EndpointPlan> {
-    s.dns.as_ref()?.srv.as_ref()?;
+    if s.dns.as_ref().is_none_or(|d| d.srv.is_none()) && s.kubernetes.is_none() {
+        return None;
+    }
     let spec = EndpointSpec { address: Spanned::new(0..0, "srv.invalid:1".into()), weight: Spanned::new(0..0, 1), name: None };
     endpoints(pool, s, std::slice::from_ref(&spec), health, &mut Reporter::new("", "")).and_then(|mut v| v.pop())
-}
-
-/// `dns = { ... }`: the resolver's address, TTL bounds and guardrails; and a
-/// name among the endpoints to resolve.
-fn dns(svc: &ServiceSpec, d: &Spanned<crate::config::schema::discovery::DnsSpec>, r: &mut Reporter) -> Option<crate::discovery::DnsPolicy> {
-    let start = r.mark();
-    let spec = d.get_ref();
-    let resolver = match &spec.resolver {
-        None => None,
-        Some(a) => match a.get_ref().parse::<SocketAddr>() {
-            Ok(at) => Some(at),
-            Err(_) => {
-                r.error(a.span(), format!("`{}` is not a resolver address", a.get_ref()), "write IP:PORT, such as \"10.96.0.10:53\"");
-                None
-            }
-        },
-    };
-    let (min_ttl, max_ttl) = (spec.min_ttl.get_ref().0, spec.max_ttl.get_ref().0);
-    if min_ttl.is_zero() || min_ttl > max_ttl {
-        r.error(spec.min_ttl.span(), "min_ttl must be above zero and at most max_ttl", "\"1s\" and \"300s\" suit most pools");
-    }
-    let max_drop = *spec.max_drop.get_ref();
-    if !(0.0..=1.0).contains(&max_drop) {
-        r.error(spec.max_drop.span(), "max_drop is a share of the pool, from 0 to 1", "0.5: one answer takes at most half a pool away");
-    }
-    let shard_endpoints = svc.shards.values().flat_map(|s| s.endpoints.iter());
-    let named = svc.endpoints.iter().chain(shard_endpoints).any(|e| crate::discovery::name_of(e.address.get_ref()).is_some());
-    match &spec.srv {
-        Some(n) if *svc.kind.get_ref() != crate::config::schema::ServiceKind::Replicated => {
-            r.error(n.span(), "an SRV name makes one pool: a replicated service's", "give each shard its endpoints by name instead");
-        }
-        Some(n) if !n.get_ref().starts_with('_') => {
-            r.error(n.span(), format!("`{}` is not an SRV name", n.get_ref()), "write it as \"_http._tcp.app.internal\"");
-        }
-        Some(_) => {}
-        None if !named => {
-            r.error(
-                d.span(),
-                "dns is set, but no endpoint is given by a name",
-                "give an endpoint as \"app.internal:8080\", or an srv name, or remove dns",
-            );
-        }
-        None => {}
-    }
-    r.clean_since(start).then(|| crate::discovery::DnsPolicy {
-        srv: spec.srv.as_ref().map(|n| n.get_ref().clone()),
-        resolver,
-        min_ttl,
-        max_ttl,
-        max_drop,
-        max_stale: spec.max_stale.get_ref().0,
-    })
 }
 
 fn endpoints(pool: &str, s: &Shared, eps: &[EndpointSpec], health: Option<&HealthCheck>, r: &mut Reporter) -> Option<Vec<EndpointPlan>> {

@@ -1,5 +1,6 @@
-//! The `dns` table of a service: where its pools' endpoints come from past
-//! one machine, and the guardrails on what an answer may change.
+//! The `dns` and `kubernetes` tables of a service: where its pools'
+//! endpoints come from past one machine, and the guardrails on what an
+//! answer may change.
 
 use super::Dur;
 use serde::{Deserialize, Serialize};
@@ -36,8 +37,52 @@ fn d_dns_max_ttl() -> Spanned<Dur> {
     Spanned::new(0..0, Dur(crate::discovery::DnsPolicy::default().max_ttl))
 }
 fn d_dns_max_drop() -> Spanned<f64> {
-    Spanned::new(0..0, crate::discovery::DnsPolicy::default().max_drop)
+    Spanned::new(0..0, crate::discovery::Guardrails::default().max_drop)
 }
 fn d_dns_max_stale() -> Spanned<Dur> {
-    Spanned::new(0..0, Dur(crate::discovery::DnsPolicy::default().max_stale))
+    Spanned::new(0..0, Dur(crate::discovery::Guardrails::default().max_stale))
+}
+
+/// Discovery from the EndpointSlices of a Kubernetes Service (the
+/// `kubernetes` cargo feature).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeDiscoverySpec {
+    /// The Service whose slices make the pool.
+    #[serde(default)]
+    pub service: Option<Spanned<String>>,
+    /// Or a label selector over slices (`app=cache`): a sharded service's
+    /// Services, one per shard.
+    #[serde(default)]
+    pub selector: Option<Spanned<String>>,
+    /// A sharded service: the label whose value names a slice's shard.
+    #[serde(default)]
+    pub shard_label: Option<Spanned<String>>,
+    /// The slice port to reach, by name or number (default: the slice's only port).
+    #[serde(default)]
+    pub port: Option<Spanned<PortRef>>,
+    /// `https://HOST:PORT` (default: from KUBERNETES_SERVICE_HOST and _PORT).
+    #[serde(default)]
+    pub api_server: Option<Spanned<String>>,
+    /// Default: the service account's namespace, else `default`.
+    #[serde(default)]
+    pub namespace: Option<Spanned<String>>,
+    /// A bearer token file (default: the service account's token, when present).
+    #[serde(default)]
+    pub token_file: Option<Spanned<String>>,
+    /// The API server's CA bundle (default: the service account's ca.crt).
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+    #[serde(default = "d_dns_max_drop")]
+    pub max_drop: Spanned<f64>,
+    #[serde(default = "d_dns_max_stale")]
+    pub max_stale: Spanned<Dur>,
+}
+
+/// A port by number or by name.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PortRef {
+    Number(u32),
+    Name(String),
 }

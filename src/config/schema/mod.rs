@@ -449,6 +449,9 @@ pub struct ServiceSpec {
     /// at each connect.
     #[serde(default)]
     pub dns: Option<Spanned<discovery::DnsSpec>>,
+    /// The pools follow the EndpointSlices of a Kubernetes Service.
+    #[serde(default)]
+    pub kubernetes: Option<Spanned<discovery::KubeDiscoverySpec>>,
     #[serde(default)]
     pub timeouts: TimeoutSpec,
     #[serde(default)]
