@@ -49,6 +49,14 @@ fn the_dashboard_shows_the_demos_services_shards_and_a_moving_rate() {
     for shard in ["a", "b", "c"] {
         assert!(dom.contains(&format!("data-shard=\"{shard}\"")), "shard {shard} shown");
     }
+    // The memcache ambassador's service, its shards and their replicas, beside the HTTP ones.
+    let mc = &dom[dom.find("data-service=\"cache\"").expect("the memcache service is shown")..];
+    let mc = &mc[..mc.find("</section>").unwrap_or(mc.len())];
+    assert!(mc.contains("memcache"), "{mc}");
+    for shard in ["mc-a", "mc-b", "mc-c"] {
+        assert!(mc.contains(&format!("data-shard=\"{shard}\"")), "memcache shard {shard} shown: {mc}");
+    }
+    assert!(mc.contains("2/2"), "each shard's two replicas are up: {mc}");
     let rate: f64 = text_of(&dom, "total-rate").and_then(|t| t.parse().ok()).unwrap_or(0.0);
     assert!(rate > 0.0, "a request rate: {:?}", text_of(&dom, "total-rate"));
     // The sparkline beside it moves: its points are not all at one height.
