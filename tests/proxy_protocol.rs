@@ -125,11 +125,15 @@ fn upstream_reading_headers(seen: Arc<Mutex<Vec<String>>>) -> SocketAddr {
         }
         let client = match ppp::HeaderResult::parse(&buf) {
             ppp::HeaderResult::V1(Ok(h)) => match h.addresses {
-                ppp::v1::Addresses::Tcp4(a) => format!("v1 {}:{}", a.source_address, a.source_port),
+                ppp::v1::Addresses::Tcp4(a) => {
+                    format!("v1 {}:{} {}:{}", a.source_address, a.source_port, a.destination_address, a.destination_port)
+                }
                 other => format!("v1 {other:?}"),
             },
             ppp::HeaderResult::V2(Ok(h)) => match h.addresses {
-                ppp::v2::Addresses::IPv4(a) => format!("v2 {}:{}", a.source_address, a.source_port),
+                ppp::v2::Addresses::IPv4(a) => {
+                    format!("v2 {}:{} {}:{}", a.source_address, a.source_port, a.destination_address, a.destination_port)
+                }
                 other => format!("v2 {other:?}"),
             },
             _ => "none".to_string(),
@@ -147,20 +151,36 @@ fn a_pool_can_be_sent_the_clients_address_in_a_proxy_header() {
     for version in ["v1", "v2"] {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let up = upstream_reading_headers(seen.clone());
+        // A second listener behind a balancer that sends PROXY headers itself.
+        let behind = free_addr();
         let p = Proxy::start(&format!(
-            "{}[services.app]\nkind = \"replicated\"\nsend_proxy_protocol = \"{version}\"\nendpoints = [{{ address = \"{up}\" }}]\n",
+            "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n\
+             [[listeners]]\nname = \"behind\"\nlisten = \"{behind}\"\nproxy_protocol = true\n\n\
+             {}[services.app]\nkind = \"replicated\"\nsend_proxy_protocol = \"{version}\"\nendpoints = [{{ address = \"{up}\" }}]\n",
             route_all("app")
         ));
-        for _ in 0..2 {
-            let mut c = TcpStream::connect(p.addr).unwrap();
+        let ask = |at: SocketAddr, header: &[u8]| {
+            let mut c = TcpStream::connect(at).unwrap();
             let me = c.local_addr().unwrap();
-            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            c.write_all(&[header, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"].concat()).unwrap();
             let mut out = Vec::new();
             c.read_to_end(&mut out).unwrap();
             let r = parse_response(&out).unwrap();
-            assert_eq!((r.status, r.text()), (200, format!("{version} {me}")), "the header names this client");
+            (me, r.status, r.text())
+        };
+        for _ in 0..2 {
+            let (me, status, said) = ask(p.addr, b"");
+            assert_eq!(
+                (status, said),
+                (200, format!("{version} {me} {}", p.addr)),
+                "the header names this client and the address it reached"
+            );
         }
         assert_eq!(seen.lock().unwrap().len(), 2, "{version}: a connection per client, never reused for another");
+        // Behind a balancer: the client and the address it reached are the balancer's header's.
+        wait_port(behind);
+        let (_, status, said) = ask(behind, b"PROXY TCP4 203.0.113.7 198.51.100.9 5555 443\r\n");
+        assert_eq!((status, said), (200, format!("{version} 203.0.113.7:5555 198.51.100.9:443")));
     }
 }
 

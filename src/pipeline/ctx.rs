@@ -16,6 +16,9 @@ use tokio_util::task::TaskTracker;
 /// What the pipeline knows of the client connection, fixed at accept.
 pub struct Conn {
     pub peer: SocketAddr,
+    /// The address the client reached: the listener's, or the destination a
+    /// balancer's PROXY protocol header named.
+    pub reached: SocketAddr,
     /// The peer's IP as a header value, made once per connection.
     pub peer_value: HeaderValue,
     pub listener: Arc<str>,
@@ -30,10 +33,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(peer: SocketAddr, listener: Arc<str>, proto: &'static str, tasks: TaskTracker) -> Conn {
+    pub fn new(peer: SocketAddr, reached: SocketAddr, listener: Arc<str>, proto: &'static str, tasks: TaskTracker) -> Conn {
         let ip = identity::canonical(peer.ip());
         let peer_value = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
-        Conn { peer: SocketAddr::new(ip, peer.port()), peer_value, listener, proto, client_cert: None, tasks, tunnels: Default::default() }
+        let peer = SocketAddr::new(ip, peer.port());
+        Conn { peer, reached, peer_value, listener, proto, client_cert: None, tasks, tunnels: Default::default() }
     }
 }
 

@@ -18,6 +18,7 @@ use crate::respond::{answer, answer_json, answer_text, redirect};
 use crate::shard::{fanout, Target};
 use crate::upstream::forward::forward as send;
 use crate::upstream::headers::{self, Hop};
+use crate::upstream::proxy_header::Origin;
 use crate::upstream::Pool;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::request::Parts;
@@ -339,11 +340,12 @@ fn forwarding_headers(cx: &Ctx, head: &mut Parts) {
     headers::upstream_request(&mut head.headers, head.version, cx.host.as_ref(), &hop);
 }
 
-/// The client a PROXY protocol header towards an upstream names: the one the
-/// request is for (behind trusted proxies), with its port when it is the peer.
-fn client_addr(cx: &Ctx) -> std::net::SocketAddr {
+/// What a PROXY protocol header towards an upstream names: the client the
+/// request is for (behind trusted proxies), with its port when it is the
+/// peer, and the address it reached.
+fn client_addr(cx: &Ctx) -> Origin {
     let port = if cx.client == cx.conn.peer.ip() { cx.conn.peer.port() } else { 0 };
-    std::net::SocketAddr::new(cx.client, port)
+    Origin { client: std::net::SocketAddr::new(cx.client, port), reached: cx.conn.reached }
 }
 
 /// Sends to one pool and turns the upstream's answer into the client's; the
@@ -354,7 +356,7 @@ async fn exchange(
     retryable: bool,
     affinity: &Affinity,
     https: bool,
-    client: std::net::SocketAddr,
+    client: Origin,
 ) -> (Response<Body>, Option<Arc<crate::upstream::Endpoint>>) {
     match send(pool, req, retryable, affinity, client).await {
         Ok(f) => {

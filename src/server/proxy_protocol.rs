@@ -42,12 +42,20 @@ impl Refusal {
     }
 }
 
+/// A connection's (client, reached) addresses.
+pub type Addrs = (SocketAddr, SocketAddr);
+
 /// Reads the header off `stream` within `limit` and returns the client's
-/// address it names; the balancer's own address (`peer`) for a `LOCAL` (v2)
-/// or `UNKNOWN` (v1) header, as the spec asks (health checks). Counts and logs
-/// a refusal.
-pub async fn accept(stream: &mut TcpStream, peer: SocketAddr, limit: Duration) -> Result<SocketAddr, Refusal> {
-    let result = match tokio::time::timeout(limit, read(stream, peer)).await {
+/// address it names and the address the client reached; the balancer's own
+/// (`peer`, and `local`, the listener's) for a `LOCAL` (v2) or `UNKNOWN`
+/// (v1) header, as the spec asks (health checks). Counts and logs a refusal.
+pub async fn accept(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    limit: Duration,
+) -> Result<(SocketAddr, SocketAddr), Refusal> {
+    let result = match tokio::time::timeout(limit, read(stream, (peer, local))).await {
         Ok(r) => r,
         Err(_) => Err(Refusal::Timeout),
     };
@@ -69,7 +77,7 @@ pub fn untrusted(peer: SocketAddr) {
     tracing::debug!(%peer, reason = "untrusted", "PROXY protocol connection refused");
 }
 
-async fn read(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, Refusal> {
+async fn read(stream: &mut TcpStream, own: Addrs) -> Result<Addrs, Refusal> {
     // On the heap and only while reading: a connection's future keeps no room for it.
     let mut buf = vec![0u8; MAX_HEADER];
     let mut have = 0;
@@ -80,10 +88,10 @@ async fn read(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, Re
         }
         let seen = have + n;
         let parsed = HeaderResult::parse(&buf[..seen]);
-        if let Some((len, client)) = complete(&parsed, peer)? {
+        if let Some((len, addrs)) = complete(&parsed, own)? {
             // Take exactly the header; what follows is the connection's.
             stream.read_exact(&mut buf[have..len]).await.map_err(|_| Refusal::Closed)?;
-            return Ok(client);
+            return Ok(addrs);
         }
         // Incomplete: every byte seen belongs to the header; take them, and
         // the next peek waits for more.
@@ -95,31 +103,41 @@ async fn read(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, Re
     }
 }
 
-/// A complete header's length and the client address it gives; `None` while
-/// it is incomplete.
-fn complete(parsed: &HeaderResult<'_>, peer: SocketAddr) -> Result<Option<(usize, SocketAddr)>, Refusal> {
+/// A complete header's length and the (client, reached) addresses it
+/// gives, `own` (the socket's) where it names none; `None` while it is
+/// incomplete.
+fn complete(parsed: &HeaderResult<'_>, own: Addrs) -> Result<Option<(usize, Addrs)>, Refusal> {
     use ppp::PartialResult;
     if parsed.is_incomplete() {
         return Ok(None);
     }
+    let pair = |s: SocketAddr, d: SocketAddr| (s, d);
     match parsed {
         HeaderResult::V1(Ok(h)) => {
-            let client = match &h.addresses {
-                ppp::v1::Addresses::Tcp4(a) => SocketAddr::from((a.source_address, a.source_port)),
-                ppp::v1::Addresses::Tcp6(a) => SocketAddr::from((a.source_address, a.source_port)),
-                ppp::v1::Addresses::Unknown => peer,
+            let addrs = match &h.addresses {
+                ppp::v1::Addresses::Tcp4(a) => {
+                    pair(SocketAddr::from((a.source_address, a.source_port)), SocketAddr::from((a.destination_address, a.destination_port)))
+                }
+                ppp::v1::Addresses::Tcp6(a) => {
+                    pair(SocketAddr::from((a.source_address, a.source_port)), SocketAddr::from((a.destination_address, a.destination_port)))
+                }
+                ppp::v1::Addresses::Unknown => own,
             };
-            Ok(Some((h.header.len(), client)))
+            Ok(Some((h.header.len(), addrs)))
         }
         HeaderResult::V2(Ok(h)) => {
-            let client = match (h.command, &h.addresses) {
-                (v2::Command::Local, _) => peer,
-                (_, v2::Addresses::IPv4(a)) => SocketAddr::from((a.source_address, a.source_port)),
-                (_, v2::Addresses::IPv6(a)) => SocketAddr::from((a.source_address, a.source_port)),
+            let addrs = match (h.command, &h.addresses) {
+                (v2::Command::Local, _) => own,
+                (_, v2::Addresses::IPv4(a)) => {
+                    pair(SocketAddr::from((a.source_address, a.source_port)), SocketAddr::from((a.destination_address, a.destination_port)))
+                }
+                (_, v2::Addresses::IPv6(a)) => {
+                    pair(SocketAddr::from((a.source_address, a.source_port)), SocketAddr::from((a.destination_address, a.destination_port)))
+                }
                 // Unix sockets and unspecified families carry no IP address.
-                _ => peer,
+                _ => own,
             };
-            Ok(Some((h.len(), client)))
+            Ok(Some((h.len(), addrs)))
         }
         _ => Err(Refusal::Malformed),
     }
@@ -130,8 +148,23 @@ mod tests {
     use super::*;
     use crate::upstream::proxy_header::{v1_header, v2_header};
 
+    /// The header's length and the client it names.
     fn parse(bytes: &[u8]) -> Result<Option<(usize, SocketAddr)>, Refusal> {
-        complete(&HeaderResult::parse(bytes), "10.0.0.1:9".parse().unwrap())
+        Ok(complete(&HeaderResult::parse(bytes), OWN)?.map(|(len, (client, _))| (len, client)))
+    }
+
+    const OWN: (SocketAddr, SocketAddr) = (
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)), 9),
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3)), 80),
+    );
+
+    #[test]
+    fn the_address_reached_is_the_headers_destination_or_the_listeners() {
+        let v1 = b"PROXY TCP4 203.0.113.7 198.51.100.9 5555 443\r\n";
+        assert_eq!(complete(&HeaderResult::parse(v1), OWN).unwrap().unwrap().1 .1, "198.51.100.9:443".parse().unwrap());
+        let v2 = v2_header("[2001:db8::1]:6000".parse().unwrap(), "[2001:db8::2]:8443".parse().unwrap());
+        assert_eq!(complete(&HeaderResult::parse(&v2), OWN).unwrap().unwrap().1 .1, "[2001:db8::2]:8443".parse().unwrap());
+        assert_eq!(complete(&HeaderResult::parse(b"PROXY UNKNOWN\r\n"), OWN).unwrap().unwrap().1, OWN);
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub async fn fan_out(
     spec: &FanOut,
     header: Option<&HeaderName>,
     head: &http::request::Parts,
-    client: std::net::SocketAddr,
+    client: crate::upstream::proxy_header::Origin,
 ) -> Response<Body> {
     let Ok(Ok(_running)) = tokio::time::timeout(spec.queue_timeout, spec.in_flight.acquire()).await else {
         tracing::debug!("fan-outs in flight at their cap; refused");
@@ -99,7 +99,7 @@ pub async fn fan_out(
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = head.uri.clone();
         *req.headers_mut() = head.headers.clone();
-        let affinity = crate::balance::affinity(&pool.balancer, head, client.ip()).unwrap_or_default();
+        let affinity = crate::balance::affinity(&pool.balancer, head, client.client.ip()).unwrap_or_default();
         let (limit, kept) = (&limit, &kept);
         tasks.push(async move {
             let _permit = limit.acquire().await.expect("never closed");

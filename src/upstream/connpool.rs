@@ -304,14 +304,14 @@ impl ConnPool {
     /// such as a probe): an idle one if there is one, else a new one. Where
     /// connections start with a PROXY header, each is new and carries one
     /// client's request.
-    pub async fn lease(&self, client: Option<std::net::SocketAddr>) -> Result<Lease, ConnectError> {
+    pub async fn lease(&self, client: Option<super::proxy_header::Origin>) -> Result<Lease, ConnectError> {
         match self.protocol {
             UpstreamProtocol::Http1 => self.lease_h1(client).await,
             UpstreamProtocol::Http2 => self.lease_h2().await,
         }
     }
 
-    async fn lease_h1(&self, client: Option<std::net::SocketAddr>) -> Result<Lease, ConnectError> {
+    async fn lease_h1(&self, client: Option<super::proxy_header::Origin>) -> Result<Lease, ConnectError> {
         if let Some(l) = self.idle_h1().await {
             return Ok(l);
         }
@@ -383,7 +383,7 @@ impl ConnPool {
     async fn new_h1(
         &self,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
-        client: Option<std::net::SocketAddr>,
+        client: Option<super::proxy_header::Origin>,
     ) -> Result<Lease, ConnectError> {
         let io = self.connect(client).await?;
         if self.engine == Http1Engine::Own {
@@ -416,7 +416,7 @@ impl ConnPool {
         Ok(Lease::H2 { tx })
     }
 
-    async fn connect(&self, client: Option<std::net::SocketAddr>) -> Result<TokioIo<Stream>, ConnectError> {
+    async fn connect(&self, client: Option<super::proxy_header::Origin>) -> Result<TokioIo<Stream>, ConnectError> {
         let connect = async {
             match self.socket {
                 Some(sa) => TcpStream::connect(sa).await,
@@ -428,8 +428,7 @@ impl ConnPool {
         let _ = stream.set_nodelay(true);
         let mut stream = stream;
         if let Some(version) = self.proxy_header {
-            let upstream = stream.peer_addr()?;
-            let header = super::proxy_header::header(version, client, upstream);
+            let header = super::proxy_header::header(version, client);
             tokio::io::AsyncWriteExt::write_all(&mut stream, &header).await?;
         }
         let stream = match &self.tls {

@@ -113,7 +113,7 @@ pub async fn forward(
     mut req: Request<Body>,
     retryable: bool,
     affinity: &Affinity,
-    client: std::net::SocketAddr,
+    client: super::proxy_header::Origin,
 ) -> Result<Forwarded, ForwardError> {
     let _in_pool = PoolRequest::new(pool);
     let mut attempts = Attempts { tried: [usize::MAX; 11], n: 0, retries_left: if retryable { pool.retry.attempts as usize } else { 0 } };

@@ -1,19 +1,28 @@
 //! The PROXY protocol header a pool's connections start with when the
 //! service sends one (`send_proxy_protocol`), written by the `ppp` crate:
-//! the client's address and the address it reached, or LOCAL (UNKNOWN in
-//! v1) for the proxy's own connections, such as health probes.
+//! the client's address and the address it reached (the listener's, or the
+//! destination a balancer's own header named), as HAProxy's `send-proxy`
+//! does; or LOCAL (UNKNOWN in v1) for the proxy's own connections, such as
+//! health probes.
 
 use super::policy::ProxyHeader;
 use ppp::v2;
 use std::net::SocketAddr;
 
-/// The header of `version` for a connection carrying `client`'s requests to
-/// `upstream`; `None` for the proxy's own.
-pub fn header(version: ProxyHeader, client: Option<SocketAddr>, upstream: SocketAddr) -> Vec<u8> {
-    match (version, client) {
-        (ProxyHeader::V1, Some(c)) => v1_header(c, upstream),
+/// Who a request is for: the client and the address it reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub client: SocketAddr,
+    pub reached: SocketAddr,
+}
+
+/// The header of `version` for a connection carrying `origin`'s requests;
+/// `None` for the proxy's own.
+pub fn header(version: ProxyHeader, origin: Option<Origin>) -> Vec<u8> {
+    match (version, origin) {
+        (ProxyHeader::V1, Some(o)) => v1_header(o.client, o.reached),
         (ProxyHeader::V1, None) => ppp::v1::Addresses::Unknown.to_string().into_bytes(),
-        (ProxyHeader::V2, Some(c)) => v2_header(c, upstream),
+        (ProxyHeader::V2, Some(o)) => v2_header(o.client, o.reached),
         (ProxyHeader::V2, None) => {
             v2::Builder::with_addresses(v2::Version::Two | v2::Command::Local, v2::Protocol::Stream, v2::Addresses::Unspecified)
                 .build()
