@@ -16,13 +16,16 @@ use tokio_util::task::TaskTracker;
 /// What the pipeline knows of the client connection, fixed at accept.
 pub struct Conn {
     pub peer: SocketAddr,
-    /// The address the client reached: the listener's, or the destination a
-    /// balancer's PROXY protocol header named.
-    pub reached: SocketAddr,
     /// The peer's IP as a header value, made once per connection.
     pub peer_value: HeaderValue,
     pub listener: Arc<str>,
-    pub proto: &'static str,
+    /// Over TLS (the scheme a request arrived with).
+    pub https: bool,
+    /// The connection's socket, asked for the address the client reached
+    /// only when a PROXY protocol header towards an upstream names it.
+    pub fd: std::os::fd::RawFd,
+    /// The destination a balancer's own PROXY protocol header named.
+    pub named: Option<Box<SocketAddr>>,
     /// The rate-limit identity of a verified client certificate (mTLS with a tier).
     pub client_cert: Option<Arc<KeyInfo>>,
     /// Where background work started by a request (cache refreshes) is
@@ -33,11 +36,42 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(peer: SocketAddr, reached: SocketAddr, listener: Arc<str>, proto: &'static str, tasks: TaskTracker) -> Conn {
+    /// A connection from `peer` on socket `fd`, to `named` when a balancer's header named where it went.
+    pub fn new(
+        peer: SocketAddr,
+        (fd, named): (std::os::fd::RawFd, Option<SocketAddr>),
+        listener: Arc<str>,
+        https: bool,
+        tasks: TaskTracker,
+    ) -> Conn {
         let ip = identity::canonical(peer.ip());
         let peer_value = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
         let peer = SocketAddr::new(ip, peer.port());
-        Conn { peer, reached, peer_value, listener, proto, client_cert: None, tasks, tunnels: Default::default() }
+        let named = named.map(Box::new);
+        Conn { peer, peer_value, listener, https, fd, named, client_cert: None, tasks, tunnels: Default::default() }
+    }
+
+    /// `http` or `https`.
+    pub fn proto(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The address the client reached: the destination a balancer's header
+    /// named, else the socket's own (one getsockname; a connection's requests
+    /// run in its task, which keeps the socket open while they do).
+    pub fn reached(&self) -> Option<SocketAddr> {
+        use std::os::fd::FromRawFd as _;
+        if let Some(named) = &self.named {
+            return Some(**named);
+        }
+        // SAFETY: `fd` is this connection's socket, open while any of its
+        // requests runs; ManuallyDrop never closes it.
+        let socket = std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(self.fd) });
+        socket.local_addr().ok()
     }
 }
 

@@ -53,7 +53,7 @@ pub fn normalise(cx: &mut Ctx, req: &mut Request<Body>) -> Result<(), Early> {
         Ok(Some(p)) => *req.uri_mut() = with_path(req.uri(), &p).ok_or_else(|| bad_path(crate::normalise::Refusal::BadPath))?,
         Err(why) => return Err(bad_path(why)),
     }
-    let https = cx.conn.proto == "https";
+    let https = cx.conn.https;
     let (version, authority) = (req.version(), req.uri().authority().cloned());
     match crate::normalise::host(req.headers_mut(), authority.as_ref(), version, https) {
         Ok(host) => cx.host = host,
@@ -241,7 +241,7 @@ async fn lookup_in(
     head: &mut Parts,
     partition: &[u8],
 ) -> Result<After, Early> {
-    let mut found = flow::lookup(rc, head, cx.conn.proto, cx.host_str().unwrap_or(""), partition, cx.conn.peer.ip());
+    let mut found = flow::lookup(rc, head, cx.conn.proto(), cx.host_str().unwrap_or(""), partition, cx.conn.peer.ip());
     if let Lookup::Wait(w) = found {
         // Boxed: only coalesced requests wait, and the hit path keeps a small future.
         found = Box::pin(w.wait(head)).await;
@@ -298,7 +298,8 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body, sp
     // connection lease, the upstream exchange, retries). Inline, it made every
     // request's future kilobytes larger, copied whole each time hyper moves or
     // spawns it (twice or more per HTTP/2 stream); boxed, it is built once on the heap.
-    let (mut resp, endpoint) = Box::pin(exchange(pool, req, retryable, &affinity, cx.conn.proto == "https", client_addr(cx))).await;
+    let (mut resp, endpoint) =
+        Box::pin(exchange(pool, req, retryable, &affinity, cx.conn.https, client_addr(cx, std::slice::from_ref(pool)))).await;
     cx.endpoint = endpoint;
     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
         crate::upstream::tunnel::spawn(
@@ -330,22 +331,26 @@ pub async fn fan_out(cx: &mut Ctx<'_>, mut head: Parts, body: Body) -> Result<Re
     forwarding_headers(cx, &mut head);
     let service = &cx.routed().service;
     let Some(sharding) = &service.sharding else { unreachable!("only a sharded service fans out") };
-    Ok(Box::pin(fanout::fan_out(&service.pools, &sharding.fan_out, sharding.header.as_ref(), &head, client_addr(cx))).await)
+    Ok(Box::pin(fanout::fan_out(&service.pools, &sharding.fan_out, sharding.header.as_ref(), &head, client_addr(cx, &service.pools))).await)
 }
 
 /// Forwarding headers (X-Forwarded-*, Forwarded, Via), hop-by-hop ones removed.
 fn forwarding_headers(cx: &Ctx, head: &mut Parts) {
     let conn = cx.conn;
-    let hop = Hop { peer: conn.peer.ip(), peer_value: &conn.peer_value, trusted: cx.trusted, proto: conn.proto };
+    let hop = Hop { peer: conn.peer.ip(), peer_value: &conn.peer_value, trusted: cx.trusted, proto: conn.proto() };
     headers::upstream_request(&mut head.headers, head.version, cx.host.as_ref(), &hop);
 }
 
 /// What a PROXY protocol header towards an upstream names: the client the
 /// request is for (behind trusted proxies), with its port when it is the
-/// peer, and the address it reached.
-fn client_addr(cx: &Ctx) -> Origin {
+/// peer, and the address it reached (asked of the socket only when one of
+/// `pools` sends the header).
+fn client_addr(cx: &Ctx, pools: &[Pool]) -> Origin {
     let port = if cx.client == cx.conn.peer.ip() { cx.conn.peer.port() } else { 0 };
-    Origin { client: std::net::SocketAddr::new(cx.client, port), reached: cx.conn.reached }
+    let client = std::net::SocketAddr::new(cx.client, port);
+    let unknown = || std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+    let reached = if pools.iter().any(Pool::sends_proxy_header) { cx.conn.reached().unwrap_or_else(unknown) } else { unknown() };
+    Origin { client, reached }
 }
 
 /// Sends to one pool and turns the upstream's answer into the client's; the
@@ -394,7 +399,7 @@ fn refresh(cx: &Ctx, head: &Parts, after: After) {
     let mut head = head.clone();
     head.method = Method::GET;
     forwarding_headers(cx, &mut head);
-    let (https, client) = (cx.conn.proto == "https", client_addr(cx));
+    let (https, client) = (cx.conn.https, client_addr(cx, std::slice::from_ref(&service.pools[i])));
     cx.conn.tasks.spawn(async move {
         let pool = &service.pools[i];
         let (resp, _) = exchange(pool, Request::from_parts(head, Body::Empty), true, &affinity, https, client).await;

@@ -15,7 +15,7 @@ fn snapshot(body: &str) -> Snapshot {
 }
 
 fn conn() -> Conn {
-    Conn::new("192.0.2.7:5555".parse().unwrap(), "192.0.2.1:80".parse().unwrap(), "main".into(), "http", Default::default())
+    Conn::new("192.0.2.7:5555".parse().unwrap(), (-1, None), "main".into(), false, Default::default())
 }
 
 fn get(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
@@ -114,7 +114,7 @@ async fn rate_limit_verdicts_report_and_deny_without_spending() {
     assert!(denied.headers().contains_key("retry-after"));
     assert_eq!(answers(Answer::RateLimited), before + 1);
     // Another client has its own counter.
-    let other = Conn::new("192.0.2.8:1".parse().unwrap(), "192.0.2.1:80".parse().unwrap(), "main".into(), "http", Default::default());
+    let other = Conn::new("192.0.2.8:1".parse().unwrap(), (-1, None), "main".into(), false, Default::default());
     let mut cx = Ctx::new(&other, &snap);
     phases::route(&mut cx, &req).unwrap();
     assert!(phases::rate_limit(&mut cx, &req).await.is_ok());

@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,11 +180,8 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
                 let proxy = snap.listener_opts.get(&*name).is_some_and(|o| o.proxy_protocol);
                 (proxy.then(|| snap.trusted.contains(peer.ip())), snap.conn.header_read_timeout)
             };
-            // The address the client reached (unless a balancer's header says
-            // another); asked of the socket only on a wildcard listener.
-            let reached = if addr.ip().is_unspecified() { stream.local_addr().unwrap_or(addr) } else { addr };
             match proxy {
-                None => admit(stream, peer, reached, permit, &shared, &name, &tls),
+                None => admit(stream, peer, None, permit, &shared, &name, &tls),
                 Some(false) => proxy_protocol::untrusted(peer),
                 // The header is read in the connection's own task: a slow
                 // balancer never holds up the accept loop.
@@ -191,8 +189,8 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
                     let (shared, name, tls) = (shared.clone(), name.clone(), tls.clone());
                     shared.clone().tasks.spawn(async move {
                         let mut stream = stream;
-                        if let Ok((client, reached)) = proxy_protocol::accept(&mut stream, peer, reached, limit).await {
-                            admit(stream, client, reached, permit, &shared, &name, &tls);
+                        if let Ok((client, named)) = proxy_protocol::accept(&mut stream, peer, limit).await {
+                            admit(stream, client, named, permit, &shared, &name, &tls);
                         }
                     });
                 }
@@ -208,7 +206,7 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
 fn admit(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    reached: SocketAddr,
+    named: Option<SocketAddr>,
     permit: tokio::sync::OwnedSemaphorePermit,
     shared: &Arc<Shared>,
     name: &Arc<str>,
@@ -236,13 +234,13 @@ fn admit(
     // idle connection holds this.
     match tls {
         None => {
-            let conn = Arc::new(ConnInfo::new(Conn::new(peer, reached, name.clone(), "http", shared.tasks.clone())));
+            let conn = Arc::new(ConnInfo::new(Conn::new(peer, (stream.as_raw_fd(), named), name.clone(), false, shared.tasks.clone())));
             shared.tasks.spawn(serve(stream, shared, conn).map(move |()| drop(admitted)));
         }
         // Boxed: a TLS session and handshake are large, and plain
         // connections would otherwise reserve their room while idle.
         Some(state) => {
-            let serving = Box::pin(serve_tls(stream, (peer, reached), name.clone(), state.clone(), shared.clone()));
+            let serving = Box::pin(serve_tls(stream, (peer, named), name.clone(), state.clone(), shared.clone()));
             shared.tasks.spawn(serving.map(move |()| drop(admitted)));
         }
     }
@@ -251,17 +249,18 @@ fn admit(
 /// Runs the TLS handshake, then serves the connection.
 async fn serve_tls(
     stream: tokio::net::TcpStream,
-    (peer, reached): (SocketAddr, SocketAddr),
+    (peer, named): (SocketAddr, Option<SocketAddr>),
     name: Arc<str>,
     state: Arc<TlsState>,
     shared: Arc<Shared>,
 ) {
     let limit = shared.live.load().snap.conn.header_read_timeout;
+    let fd = stream.as_raw_fd();
     match tokio::time::timeout(limit, state.acceptor().accept(stream)).await {
         Ok(Ok(tls_stream)) => {
             let session = &tls_stream.get_ref().1;
             handshake::count_done(session);
-            let mut conn = Conn::new(peer, reached, name, "https", shared.tasks.clone());
+            let mut conn = Conn::new(peer, (fd, named), name, true, shared.tasks.clone());
             conn.client_cert = state.client_identity(session.peer_certificates());
             serve(tls_stream, &shared, Arc::new(ConnInfo::new(conn))).await
         }

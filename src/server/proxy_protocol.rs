@@ -42,20 +42,16 @@ impl Refusal {
     }
 }
 
-/// A connection's (client, reached) addresses.
-pub type Addrs = (SocketAddr, SocketAddr);
+/// A connection's client and, when the header names one, its destination.
+pub type Addrs = (SocketAddr, Option<SocketAddr>);
 
 /// Reads the header off `stream` within `limit` and returns the client's
-/// address it names and the address the client reached; the balancer's own
-/// (`peer`, and `local`, the listener's) for a `LOCAL` (v2) or `UNKNOWN`
-/// (v1) header, as the spec asks (health checks). Counts and logs a refusal.
-pub async fn accept(
-    stream: &mut TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-    limit: Duration,
-) -> Result<(SocketAddr, SocketAddr), Refusal> {
-    let result = match tokio::time::timeout(limit, read(stream, (peer, local))).await {
+/// address it names and the destination it names; the balancer's own
+/// (`peer`, and no destination: the socket's) for a `LOCAL` (v2) or
+/// `UNKNOWN` (v1) header, as the spec asks (health checks). Counts and logs
+/// a refusal.
+pub async fn accept(stream: &mut TcpStream, peer: SocketAddr, limit: Duration) -> Result<Addrs, Refusal> {
+    let result = match tokio::time::timeout(limit, read(stream, peer)).await {
         Ok(r) => r,
         Err(_) => Err(Refusal::Timeout),
     };
@@ -77,7 +73,7 @@ pub fn untrusted(peer: SocketAddr) {
     tracing::debug!(%peer, reason = "untrusted", "PROXY protocol connection refused");
 }
 
-async fn read(stream: &mut TcpStream, own: Addrs) -> Result<Addrs, Refusal> {
+async fn read(stream: &mut TcpStream, peer: SocketAddr) -> Result<Addrs, Refusal> {
     // On the heap and only while reading: a connection's future keeps no room for it.
     let mut buf = vec![0u8; MAX_HEADER];
     let mut have = 0;
@@ -88,7 +84,7 @@ async fn read(stream: &mut TcpStream, own: Addrs) -> Result<Addrs, Refusal> {
         }
         let seen = have + n;
         let parsed = HeaderResult::parse(&buf[..seen]);
-        if let Some((len, addrs)) = complete(&parsed, own)? {
+        if let Some((len, addrs)) = complete(&parsed, peer)? {
             // Take exactly the header; what follows is the connection's.
             stream.read_exact(&mut buf[have..len]).await.map_err(|_| Refusal::Closed)?;
             return Ok(addrs);
@@ -103,15 +99,15 @@ async fn read(stream: &mut TcpStream, own: Addrs) -> Result<Addrs, Refusal> {
     }
 }
 
-/// A complete header's length and the (client, reached) addresses it
-/// gives, `own` (the socket's) where it names none; `None` while it is
-/// incomplete.
-fn complete(parsed: &HeaderResult<'_>, own: Addrs) -> Result<Option<(usize, Addrs)>, Refusal> {
+/// A complete header's length and the client and destination it names
+/// (`peer` and none where it names neither); `None` while it is incomplete.
+fn complete(parsed: &HeaderResult<'_>, peer: SocketAddr) -> Result<Option<(usize, Addrs)>, Refusal> {
     use ppp::PartialResult;
     if parsed.is_incomplete() {
         return Ok(None);
     }
-    let pair = |s: SocketAddr, d: SocketAddr| (s, d);
+    let pair = |s: SocketAddr, d: SocketAddr| (s, Some(d));
+    let own = (peer, None);
     match parsed {
         HeaderResult::V1(Ok(h)) => {
             let addrs = match &h.addresses {
@@ -150,21 +146,18 @@ mod tests {
 
     /// The header's length and the client it names.
     fn parse(bytes: &[u8]) -> Result<Option<(usize, SocketAddr)>, Refusal> {
-        Ok(complete(&HeaderResult::parse(bytes), OWN)?.map(|(len, (client, _))| (len, client)))
+        Ok(complete(&HeaderResult::parse(bytes), PEER)?.map(|(len, (client, _))| (len, client)))
     }
 
-    const OWN: (SocketAddr, SocketAddr) = (
-        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)), 9),
-        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 3)), 80),
-    );
+    const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)), 9);
 
     #[test]
-    fn the_address_reached_is_the_headers_destination_or_the_listeners() {
+    fn the_destination_is_the_headers_or_none() {
         let v1 = b"PROXY TCP4 203.0.113.7 198.51.100.9 5555 443\r\n";
-        assert_eq!(complete(&HeaderResult::parse(v1), OWN).unwrap().unwrap().1 .1, "198.51.100.9:443".parse().unwrap());
+        assert_eq!(complete(&HeaderResult::parse(v1), PEER).unwrap().unwrap().1 .1, Some("198.51.100.9:443".parse().unwrap()));
         let v2 = v2_header("[2001:db8::1]:6000".parse().unwrap(), "[2001:db8::2]:8443".parse().unwrap());
-        assert_eq!(complete(&HeaderResult::parse(&v2), OWN).unwrap().unwrap().1 .1, "[2001:db8::2]:8443".parse().unwrap());
-        assert_eq!(complete(&HeaderResult::parse(b"PROXY UNKNOWN\r\n"), OWN).unwrap().unwrap().1, OWN);
+        assert_eq!(complete(&HeaderResult::parse(&v2), PEER).unwrap().unwrap().1 .1, Some("[2001:db8::2]:8443".parse().unwrap()));
+        assert_eq!(complete(&HeaderResult::parse(b"PROXY UNKNOWN\r\n"), PEER).unwrap().unwrap().1, (PEER, None));
     }
 
     #[test]

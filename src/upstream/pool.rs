@@ -74,6 +74,11 @@ pub struct Pick {
 }
 
 impl Pool {
+    /// Whether its connections start with a PROXY protocol header.
+    pub fn sends_proxy_header(&self) -> bool {
+        self.endpoints.first().is_some_and(|e| e.conns.proxy_header.is_some())
+    }
+
     /// Counts an answer of this pool (or the proxy's own on its behalf).
     pub fn record(&self, status: u16, elapsed: Duration) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
