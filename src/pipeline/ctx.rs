@@ -31,8 +31,9 @@ pub struct Conn {
     /// Where background work started by a request (cache refreshes) is
     /// tracked, so that shutdown waits for it.
     pub tasks: TaskTracker,
-    /// Its tunnels (after a 101), which the connection waits for.
-    pub tunnels: Arc<crate::upstream::tunnel::Tunnels>,
+    /// Its tunnels (after a 101), which the connection waits for; made by
+    /// the first upgrade, so a connection that never upgrades holds none.
+    tunnels: std::sync::OnceLock<Arc<crate::upstream::tunnel::Tunnels>>,
 }
 
 impl Conn {
@@ -49,6 +50,23 @@ impl Conn {
         let peer = SocketAddr::new(ip, peer.port());
         let named = named.map(Box::new);
         Conn { peer, peer_value, listener, https, fd, named, client_cert: None, tasks, tunnels: Default::default() }
+    }
+
+    /// Its tunnels, made by the first upgrade.
+    pub fn tunnels(&self) -> &Arc<crate::upstream::tunnel::Tunnels> {
+        self.tunnels.get_or_init(Default::default)
+    }
+
+    /// Whether a tunnel of the connection is open.
+    pub fn tunnels_open(&self) -> bool {
+        self.tunnels.get().is_some_and(|t| t.any())
+    }
+
+    /// Resolves once no tunnel of the connection is open.
+    pub async fn tunnels_closed(&self) {
+        if let Some(t) = self.tunnels.get() {
+            t.all_closed().await;
+        }
     }
 
     /// `http` or `https`.

@@ -306,7 +306,7 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body, sp
             client,
             crate::upstream::tunnel::Upstream::of(&mut resp),
             pool.body_idle,
-            &cx.conn.tunnels,
+            cx.conn.tunnels(),
             &cx.conn.tasks,
         );
         if over_h2 {

@@ -314,7 +314,7 @@ where
     let mut stop = shared.shutdown.clone();
     let svc_shared = shared.clone();
     let peer = conn.facts.peer;
-    let tunnels = conn.facts.tunnels.clone();
+    let facts = conn.clone();
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         let shared = svc_shared.clone();
@@ -342,7 +342,7 @@ where
         tracing::debug!(%peer, error = %e, "client connection error");
     }
     // An upgraded connection lives on as its tunnel: its permit and slot with it.
-    tunnels.all_closed().await;
+    facts.facts.tunnels_closed().await;
 }
 
 /// A client connection: the facts the pipeline reads, and the counts its

@@ -61,7 +61,7 @@ where
         }
     };
     let peer = conn.facts.peer;
-    let tunnels = conn.facts.tunnels.clone();
+    let facts = conn.clone();
     let inbound = |src: Option<Arc<dyn server::Source>>| src.map_or(crate::body::Body::Empty, crate::body::Body::inbound);
     let shared = shared.clone();
     let requests = server::serve(io, first, settings, shared.shutdown.clone(), inbound, move |req| {
@@ -79,7 +79,7 @@ where
     requests.then(move |end| {
         count_end(end, peer);
         // An upgraded connection lives on as its tunnel: its permit and slot with it.
-        async move { tunnels.all_closed().await }
+        async move { facts.facts.tunnels_closed().await }
     })
 }
 

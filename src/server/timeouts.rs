@@ -88,7 +88,7 @@ impl<I> Timed<I> {
     /// The phase and deadline now.
     fn deadline(&self, now: Instant) -> (Phase, Instant) {
         // A tunnel is governed by its own idle timeout.
-        if self.conn.in_flight.load(Relaxed) > 0 || self.conn.facts.tunnels.any() {
+        if self.conn.in_flight.load(Relaxed) > 0 || self.conn.facts.tunnels_open() {
             return match self.armed {
                 Some((Phase::Busy, at)) if at > now => (Phase::Busy, at),
                 _ => (Phase::Busy, now + self.idle),
