@@ -170,7 +170,7 @@ where
 {
     let (r, w) = tokio::io::split(io);
     let side = ReadSide { io: r, buf: first, body: Reader::new(Framing::None, settings.chunk), expect: false, continue_due: false };
-    let mut conn = Connection { side: Some(side), lent: Arc::new(Mutex::new(None)), w, out: Vec::new(), settings, inbound, handle };
+    let mut conn = Connection { side: Some(side), lent: None, w, out: Vec::new(), settings, inbound, handle };
     // The connection and `stop` are this future's own, used in place: awaiting
     // a future moved in would hold it twice.
     async move {
@@ -192,11 +192,17 @@ enum Exit {
     Switched(tokio::sync::oneshot::Sender<Upgraded>),
 }
 
+/// The read side as a request's body reads it.
+type Lent<R> = Arc<Mutex<Option<ReadSide<R>>>>;
+
 /// A connection's state between requests.
 struct Connection<I, H, Q> {
-    /// The read side, here between requests and lent (to `lent`) during one.
+    /// The read side, here between requests and lent (to `lent`) during one
+    /// with a body.
     side: Option<ReadSide<ReadHalf<I>>>,
-    lent: Arc<Mutex<Option<ReadSide<ReadHalf<I>>>>>,
+    /// Made by the first request with a body: a connection of bodiless
+    /// requests holds none.
+    lent: Option<Lent<ReadHalf<I>>>,
     w: WriteHalf<I>,
     /// Where heads are written; emptied of its memory while idle.
     out: Vec<u8>,
@@ -265,8 +271,17 @@ where
             && !side.body.done()
             && head.headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         side.continue_due = false;
-        let body = (self.inbound)((!side.body.done()).then(|| self.lent.clone() as Arc<dyn Source>));
-        *self.lent.lock().expect("read side lock") = self.side.take();
+        // A body reads the connection through the lent read side; without
+        // one, the read side stays home.
+        let lent = match side.body.done() {
+            true => None,
+            false => {
+                let lent = self.lent.get_or_insert_with(|| Arc::new(Mutex::new(None))).clone();
+                *lent.lock().expect("read side lock") = self.side.take();
+                Some(lent)
+            }
+        };
+        let body = (self.inbound)(lent.clone().map(|l| l as Arc<dyn Source>));
         let mut req = Request::new(body);
         let upgrade = asks_upgrade(&head.headers).then(|| {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -280,8 +295,10 @@ where
         // Pinned where it is made: the handler's future is the largest part of
         // a request's state, and each move of it is a copy.
         let handler = pin!((self.handle)(req));
-        let resp = drive(handler, &self.lent, &mut self.w).await;
-        self.side = self.lent.lock().expect("read side lock").take();
+        let resp = drive(handler, lent.as_deref(), &mut self.w).await;
+        if let Some(lent) = lent {
+            self.side = lent.lock().expect("read side lock").take();
+        }
         let resp = resp.map_err(End::Io)?;
         // A body left unread would be read as the next request: close after this answer.
         let keep_alive = head.keep_alive && self.side.as_ref().is_some_and(|s| s.body.done());
@@ -306,7 +323,7 @@ enum Next {
 
 /// Polls the handler's future; a 100 Continue goes out when its body first
 /// asks for bytes.
-async fn drive<F, R, W, B>(mut fut: Pin<&mut F>, lent: &Mutex<Option<ReadSide<R>>>, w: &mut W) -> std::io::Result<Response<B>>
+async fn drive<F, R, W, B>(mut fut: Pin<&mut F>, lent: Option<&Mutex<Option<ReadSide<R>>>>, w: &mut W) -> std::io::Result<Response<B>>
 where
     F: Future<Output = Response<B>>,
     W: AsyncWrite + Unpin,
@@ -317,7 +334,7 @@ where
             return Poll::Ready(Ok(r));
         }
         if sent == CONTINUE.len() {
-            let due = lent.lock().expect("read side lock").as_mut().is_some_and(|s| std::mem::take(&mut s.continue_due));
+            let due = lent.is_some_and(|l| l.lock().expect("read side lock").as_mut().is_some_and(|s| std::mem::take(&mut s.continue_due)));
             if !due {
                 return Poll::Pending;
             }
