@@ -179,3 +179,24 @@ fn kubernetes_discovery_mistakes_are_config_errors() {
         assert!(err.contains(said), "{said}: {err}");
     }
 }
+
+/// A reload that takes the kubernetes table away gives the service back to
+/// the endpoints its config lists, at once.
+#[test]
+fn a_reload_without_the_table_gives_the_pool_back_to_the_config() {
+    let port = free_port();
+    let _backends: Vec<Proc> = (2..=3).map(|l| backend_at(l, port)).collect();
+    let kube = FakeKube::start();
+    kube.slice(slice_of("app-x1", port, &[ready(2)]), false);
+    let p = Proxy::start(&format!(
+        "{}[services.app]\nkind = \"replicated\"\nkubernetes = {{ service = \"app\", api_server = \"{}\", namespace = \"default\" }}\n",
+        route_all("app"),
+        kube.url()
+    ));
+    eventually(10, "the slice's endpoint serves", || p.get("/").backend() == "127.0.0.2");
+    p.rewrite(&format!("{}[services.app]\nkind = \"replicated\"\nendpoints = [{{ address = \"127.0.0.3:{port}\" }}]\n", route_all("app")));
+    let r = request(p.admin, "POST /admin/reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually(5, "the config's endpoint serves", || (0..4).all(|_| p.get("/").backend() == "127.0.0.3"));
+    eventually(5, "no pool is discovered", || p.admin_json("/admin/discovery")["pools"].as_object().is_some_and(|m| m.is_empty()));
+}

@@ -42,10 +42,22 @@ pub async fn run(shared: Arc<Shared>) {
     loop {
         let want = wanted(&shared);
         let stale: Vec<String> = running.iter().filter(|(k, (w, _))| want.get(*k) != Some(w)).map(|(k, _)| k.clone()).collect();
+        // A watch started again keeps its pools' last set until it lists;
+        // a pool no watch follows any more goes back to what the config lists.
+        let followed: HashSet<&String> = want.values().flat_map(|w| w.pools.iter().map(|(_, pool)| pool)).collect();
+        let mut released = false;
         for k in stale {
             if let Some((w, task)) = running.remove(&k) {
                 task.abort();
-                w.pools.iter().for_each(|(_, pool)| forget(&shared, pool));
+                for (_, pool) in w.pools.iter().filter(|(_, pool)| !followed.contains(pool)) {
+                    forget(&shared, pool);
+                    released = true;
+                }
+            }
+        }
+        if released {
+            if let Err(e) = super::reload::update_pools(&shared).await {
+                tracing::error!(error = %e, "discovery: the pool update failed; the pools stay as they were");
             }
         }
         for (service, w) in want {
