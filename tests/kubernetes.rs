@@ -51,14 +51,20 @@ fn a_pool_follows_its_services_endpointslices_and_the_guardrails_hold() {
         endpoint_slice("other-1", json!({ "kubernetes.io/service-name": "other" }), ("http", port), &[("127.0.0.5", true, true, false)]),
         false,
     );
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0k3n\n").unwrap();
     let p = Proxy::start(&format!(
         "{}[services.app]\nkind = \"replicated\"\n\
-         kubernetes = {{ service = \"app\", port = \"http\", api_server = \"{}\", namespace = \"default\", max_stale = \"3s\" }}\n",
+         kubernetes = {{ service = \"app\", port = \"http\", api_server = \"{}\", namespace = \"default\", max_stale = \"3s\", token_file = \"{}\" }}\n",
         route_all("app"),
-        kube.url()
+        kube.url(),
+        token.display()
     ));
     let at = |l: u8| format!("127.0.0.{l}:{port}");
     eventually(10, "the ready endpoints are the pool", || endpoints(&p, "app") == [at(2), at(3)]);
+    let auth = kube.state.lock().unwrap().auth.clone();
+    assert!(!auth.is_empty() && auth.iter().all(|a| a == "Bearer t0k3n"), "the token file's bearer token: {auth:?}");
     let served: std::collections::HashSet<String> = (0..8).map(|_| p.get("/").backend()).collect();
     assert_eq!(served, ["127.0.0.2".to_string(), "127.0.0.3".to_string()].into_iter().collect());
 

@@ -88,14 +88,59 @@ pub fn pools_of<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>, p: &Kub
     Found { pools, skipped }
 }
 
-/// A client of the policy's API server (a token file and a CA file are re-read as they rotate).
+/// A client of the policy's API server (its CA file re-read as it rotates).
+/// The bearer token is ours to send: kube would send a token file's
+/// trailing newline as part of the token, and every call would fail.
 pub fn client(p: &KubePolicy) -> Result<kube::Client, kube::Error> {
     let mut cfg = kube::Config::new(p.api_server.clone());
     cfg.default_namespace = p.namespace.clone();
     cfg.root_cert_file = p.ca.clone();
-    cfg.auth_info.token_file = p.token_file.as_ref().map(|t| t.display().to_string());
     cfg.connect_timeout = Some(std::time::Duration::from_secs(5));
-    kube::Client::try_from(cfg)
+    let builder = kube::client::ClientBuilder::try_from(cfg)?;
+    Ok(match &p.token_file {
+        None => builder.build(),
+        Some(file) => {
+            let token = std::sync::Arc::new(Token::new(file.clone()));
+            let layer = tower::util::MapRequestLayer::new(move |mut req: http::Request<kube::client::Body>| {
+                if let Some(v) = token.value() {
+                    req.headers_mut().insert(http::header::AUTHORIZATION, v);
+                }
+                req
+            });
+            builder.with_layer(&layer).build()
+        }
+    })
+}
+
+/// A bearer token file, read again at most once a minute (service-account
+/// tokens rotate), its surrounding whitespace trimmed.
+struct Token {
+    file: std::path::PathBuf,
+    read: std::sync::Mutex<Option<(std::time::Instant, http::HeaderValue)>>,
+}
+
+impl Token {
+    fn new(file: std::path::PathBuf) -> Token {
+        Token { file, read: std::sync::Mutex::new(None) }
+    }
+
+    /// The Authorization value; the last one read when the file is gone.
+    fn value(&self) -> Option<http::HeaderValue> {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = read.as_ref().is_some_and(|(at, _)| at.elapsed() < std::time::Duration::from_secs(60));
+        if !fresh {
+            // A small file (tmpfs in a pod), read once a minute at most.
+            let text = std::fs::read_to_string(&self.file).ok();
+            match text.and_then(|t| http::HeaderValue::try_from(format!("Bearer {}", t.trim())).ok()) {
+                Some(mut v) => {
+                    v.set_sensitive(true);
+                    *read = Some((std::time::Instant::now(), v));
+                }
+                None => tracing::warn!(file = %self.file.display(), "discovery: the token file cannot be read; the last token is sent"),
+            }
+        }
+        read.as_ref().map(|(_, v)| v.clone())
+    }
 }
 
 /// The watch over the policy's slices. A failure ends it for the caller

@@ -37,6 +37,8 @@ pub struct State {
     compacted: u64,
     /// The API server is down: every connection is closed unanswered.
     pub down: bool,
+    /// The Authorization field of every request.
+    pub auth: Vec<String>,
     version: u64,
 }
 
@@ -265,6 +267,9 @@ fn serve(mut c: TcpStream, st: &Mutex<State>) {
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
                 len = v.trim().parse().unwrap_or(0);
+            }
+            if k.eq_ignore_ascii_case("authorization") {
+                st.lock().unwrap().auth.push(v.trim().to_string());
             }
         }
     }
