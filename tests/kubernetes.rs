@@ -206,3 +206,46 @@ fn a_reload_without_the_table_gives_the_pool_back_to_the_config() {
     eventually(5, "the config's endpoint serves", || (0..4).all(|_| p.get("/").backend() == "127.0.0.3"));
     eventually(5, "no pool is discovered", || p.admin_json("/admin/discovery")["pools"].as_object().is_some_and(|m| m.is_empty()));
 }
+
+/// Over HTTPS, as in a pod: the API server's certificate is verified
+/// against the `ca` given (a ringmaster terminates TLS in front of the fake
+/// API server); a CA that did not sign it is an outage, held.
+#[test]
+fn the_api_server_is_reached_over_tls_and_verified_against_its_ca() {
+    let port = free_port();
+    let _backends: Vec<Proc> = (2..=3).map(|l| backend_at(l, port)).collect();
+    let kube = FakeKube::start();
+    kube.slice(slice_of("app-x1", port, &[ready(2), ready(3)]), false);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::pki::Ca::new("kube test CA");
+    ca.write_leaf(dir.path(), "api", "kube-apiserver", &["127.0.0.1"]);
+    std::fs::write(dir.path().join("ca.crt"), &ca.pem).unwrap();
+    std::fs::write(dir.path().join("other.crt"), &common::pki::Ca::new("another CA").pem).unwrap();
+    let d = |f: &str| dir.path().join(f).display().to_string();
+    let https = free_addr();
+    let _front = Proxy::start(&format!(
+        "[[listeners]]\nname = \"tls\"\nlisten = \"{https}\"\nprotocol = \"https\"\n\
+         tls = {{ certificates = [{{ cert = \"{}\", key = \"{}\" }}] }}\n\n\
+         [[routes]]\nservice = \"api\"\n\n[services.api]\nkind = \"replicated\"\nendpoints = [{{ address = \"{}\" }}]\n",
+        d("api.crt"),
+        d("api.key"),
+        kube.addr
+    ));
+    wait_port(https);
+    let discovering = |ca: &str| {
+        Proxy::start(&format!(
+            "{}[services.app]\nkind = \"replicated\"\n\
+             kubernetes = {{ service = \"app\", api_server = \"https://{https}\", ca = \"{}\", namespace = \"default\" }}\n",
+            route_all("app"),
+            d(ca)
+        ))
+    };
+    let p = discovering("ca.crt");
+    let at = |l: u8| format!("127.0.0.{l}:{port}");
+    eventually(15, "the pool from the API over TLS", || endpoints(&p, "app") == [at(2), at(3)]);
+    let wrong = discovering("other.crt");
+    eventually(15, "a certificate the CA did not sign is held as an outage", || {
+        wrong.admin_json("/admin/discovery")["pools"]["app"]["held"] == "api_failed"
+    });
+    assert!(endpoints(&wrong, "app").is_empty());
+}
