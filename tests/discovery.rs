@@ -10,7 +10,6 @@ use common::*;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{rdata::A, rdata::SRV, Name, RData, Record, RecordType};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
@@ -132,16 +131,11 @@ fn a_pool_follows_its_name_and_the_guardrails_hold_bad_answers() {
 
 #[test]
 fn dns_without_a_named_endpoint_or_with_a_bad_resolver_is_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    let text = format!(
+    let (passed, err) = check_config(&format!(
         "{}[services.app]\nkind = \"replicated\"\nendpoints = [{{ address = \"127.0.0.1:80\" }}]\ndns = {{ resolver = \"nowhere\", max_drop = 2.0 }}\n",
         route_all("app")
-    );
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    ));
+    assert!(!passed, "{err}");
     for said in ["not a resolver address", "max_drop", "no endpoint is given by a name"] {
         assert!(err.contains(said), "{said}: {err}");
     }

@@ -11,7 +11,6 @@ use common::kube::{endpoint_slice, FakeKube};
 use common::*;
 use serde_json::json;
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 /// A backend on `127.0.0.LAST:port` (a slice's endpoints share its port).
 fn backend_at(last: u8, port: u16) -> Proc {
@@ -157,8 +156,6 @@ fn each_shard_is_the_slices_its_label_names() {
 
 #[test]
 fn kubernetes_discovery_mistakes_are_config_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
     let text = "[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nservice = \"users\"\n\n\
         [services.users]\nkind = \"sharded\"\nsharder = { key = { path_segment = 1 } }\n\
         kubernetes = { service = \"Users_1\", port = 0, api_server = \"http://127.0.0.1:6443\" }\n\
@@ -168,10 +165,8 @@ fn kubernetes_discovery_mistakes_are_config_errors() {
         kubernetes = { selector = \"app=x\", shard_label = \"s\" }\n\n\
         [services.mc]\nprotocol = \"memcache\"\nkind = \"replicated\"\nendpoints = [{ address = \"127.0.0.1:11211\" }]\n\
         kubernetes = { service = \"mc\" }\n";
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).env_remove("KUBERNETES_SERVICE_HOST").output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let (passed, err) = check_config(text);
+    assert!(!passed, "{err}");
     for said in [
         "`Users_1` is not a Service name",
         "0 is not a port",

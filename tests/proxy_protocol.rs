@@ -100,14 +100,9 @@ fn a_peer_that_is_not_a_trusted_proxy_cannot_name_a_client() {
 #[test]
 fn proxy_protocol_without_trusted_proxies_is_a_config_error() {
     let a = backend("a");
-    let dir = tempfile::tempdir().unwrap();
     let body = route_all("app") + &service("app", "round_robin", &[&a], "");
-    let text = format!("[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:1\"\nproxy_protocol = true\n\n{body}");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, &text).unwrap();
-    let out = std::process::Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains(":4:") && err.contains("trusted_proxies"), "{err}");
+    let (passed, err) = check_config(&format!("[[listeners]]\nname = \"main\"\nlisten = \"127.0.0.1:1\"\nproxy_protocol = true\n\n{body}"));
+    assert!(!passed && err.contains(":4:") && err.contains("trusted_proxies"), "{err}");
 }
 
 /// An upstream that reads the PROXY header each connection starts with (by
@@ -186,14 +181,9 @@ fn a_pool_can_be_sent_the_clients_address_in_a_proxy_header() {
 
 #[test]
 fn send_proxy_protocol_over_http2_is_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    let text = format!(
+    let (passed, err) = check_config(&format!(
         "{}[services.app]\nkind = \"replicated\"\nprotocol = \"http2\"\nsend_proxy_protocol = \"v2\"\nendpoints = [{{ address = \"127.0.0.1:9\" }}]\n",
         route_all("app")
-    );
-    std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains(":8:23: a PROXY protocol header names one client"), "{err}");
+    ));
+    assert!(!passed && err.contains(":8:23: a PROXY protocol header names one client"), "{err}");
 }

@@ -53,7 +53,11 @@ impl History {
             let Some((name, value)) = sample(line) else { continue };
             seen.insert(name);
             let rate = if name.split('{').next().is_some_and(|n| n.ends_with("_total")) {
-                let prev = inner.last.insert(name.into(), value);
+                // The key is allocated once per series, not at every sample.
+                let prev = match inner.last.get_mut(name) {
+                    Some(p) => Some(std::mem::replace(p, value)),
+                    None => inner.last.insert(name.into(), value),
+                };
                 // A counter reset (a reload's fresh counters) is no negative rate.
                 match prev {
                     Some(p) if value >= p => (value - p) / gap,

@@ -299,7 +299,7 @@ pub async fn forward(cx: &mut Ctx<'_>, i: usize, mut head: Parts, body: Body, sp
     // request's future kilobytes larger, copied whole each time hyper moves or
     // spawns it (twice or more per HTTP/2 stream); boxed, it is built once on the heap.
     let (mut resp, endpoint) =
-        Box::pin(exchange(pool, req, retryable, &affinity, cx.conn.https, client_addr(cx, std::slice::from_ref(pool)))).await;
+        Box::pin(exchange(pool, req, retryable, &affinity, cx.conn.https, origin(cx, std::slice::from_ref(pool)))).await;
     cx.endpoint = endpoint;
     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
         crate::upstream::tunnel::spawn(
@@ -331,7 +331,7 @@ pub async fn fan_out(cx: &mut Ctx<'_>, mut head: Parts, body: Body) -> Result<Re
     forwarding_headers(cx, &mut head);
     let service = &cx.routed().service;
     let Some(sharding) = &service.sharding else { unreachable!("only a sharded service fans out") };
-    Ok(Box::pin(fanout::fan_out(&service.pools, &sharding.fan_out, sharding.header.as_ref(), &head, client_addr(cx, &service.pools))).await)
+    Ok(Box::pin(fanout::fan_out(&service.pools, &sharding.fan_out, sharding.header.as_ref(), &head, origin(cx, &service.pools))).await)
 }
 
 /// Forwarding headers (X-Forwarded-*, Forwarded, Via), hop-by-hop ones removed.
@@ -345,7 +345,7 @@ fn forwarding_headers(cx: &Ctx, head: &mut Parts) {
 /// request is for (behind trusted proxies), with its port when it is the
 /// peer, and the address it reached (asked of the socket only when one of
 /// `pools` sends the header).
-fn client_addr(cx: &Ctx, pools: &[Pool]) -> Origin {
+fn origin(cx: &Ctx, pools: &[Pool]) -> Origin {
     let port = if cx.client == cx.conn.peer.ip() { cx.conn.peer.port() } else { 0 };
     let client = std::net::SocketAddr::new(cx.client, port);
     let unknown = || std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
@@ -399,7 +399,7 @@ fn refresh(cx: &Ctx, head: &Parts, after: After) {
     let mut head = head.clone();
     head.method = Method::GET;
     forwarding_headers(cx, &mut head);
-    let (https, client) = (cx.conn.https, client_addr(cx, std::slice::from_ref(&service.pools[i])));
+    let (https, client) = (cx.conn.https, origin(cx, std::slice::from_ref(&service.pools[i])));
     cx.conn.tasks.spawn(async move {
         let pool = &service.pools[i];
         let (resp, _) = exchange(pool, Request::from_parts(head, Body::Empty), true, &affinity, https, client).await;

@@ -87,6 +87,12 @@ impl Tracked {
     }
 }
 
+/// Rebuilds the pools with the discovery overlay as it is now (a refusal
+/// is logged by `update_pools`; the pools then stay as they were).
+pub(super) async fn update(shared: &Arc<Shared>) {
+    let _ = super::reload::update_pools(shared).await;
+}
+
 /// Takes a pool out of discovery: it goes back to what the config lists.
 pub(super) fn forget(shared: &Shared, pool: &str) {
     shared.discovered.lock().unwrap_or_else(|e| e.into_inner()).0.remove(pool);
@@ -148,9 +154,7 @@ pub async fn run(shared: Arc<Shared>) {
             st.tracked.publish(&shared, &w.pool, Some(st.next));
         }
         if changed {
-            if let Err(e) = super::reload::update_pools(&shared).await {
-                tracing::error!(error = %e, "discovery: the pool update failed; the pools stay as they were");
-            }
+            update(&shared).await;
         }
         // Held pools are published with their age each second.
         let next = pools.values().map(|s| s.next).min().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));

@@ -5,7 +5,7 @@
 //! A failing API server holds every pool of the service on its last known
 //! set; the watch then starts over with a fresh list, with a backoff.
 
-use super::discovery::{forget, Tracked};
+use super::discovery::{forget, update, Tracked};
 use super::Shared;
 use crate::discovery::kubernetes::{client, is_gone, pools_of, watch};
 use crate::discovery::{Hold, KubePolicy};
@@ -56,9 +56,7 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
         if released {
-            if let Err(e) = super::reload::update_pools(&shared).await {
-                tracing::error!(error = %e, "discovery: the pool update failed; the pools stay as they were");
-            }
+            update(&shared).await;
         }
         for (service, w) in want {
             if let std::collections::hash_map::Entry::Vacant(e) = running.entry(service) {
@@ -109,9 +107,7 @@ impl Service {
             }
         }
         if changed {
-            if let Err(e) = super::reload::update_pools(shared).await {
-                tracing::error!(error = %e, "discovery: the pool update failed; the pools stay as they were");
-            }
+            update(shared).await;
         }
         self.publish(shared);
     }
@@ -178,6 +174,8 @@ async fn follow(shared: &Arc<Shared>, svc: &mut Service, client: kube::Client) -
                     }
                     Some(Ok(Event::InitDone)) => {
                         svc.slices = listing.take().unwrap_or_default();
+                        // What a listing leaves out is said again after the next.
+                        svc.told.clear();
                         listed = true;
                         svc.settle(shared, false).await;
                     }

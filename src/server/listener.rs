@@ -181,7 +181,7 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
                 (proxy.then(|| snap.trusted.contains(peer.ip())), snap.conn.header_read_timeout)
             };
             match proxy {
-                None => admit(stream, peer, None, permit, &shared, &name, &tls),
+                None => admit(stream, (peer, None), permit, &shared, &name, &tls),
                 Some(false) => proxy_protocol::untrusted(peer),
                 // The header is read in the connection's own task: a slow
                 // balancer never holds up the accept loop.
@@ -189,8 +189,8 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
                     let (shared, name, tls) = (shared.clone(), name.clone(), tls.clone());
                     shared.clone().tasks.spawn(async move {
                         let mut stream = stream;
-                        if let Ok((client, named)) = proxy_protocol::accept(&mut stream, peer, limit).await {
-                            admit(stream, client, named, permit, &shared, &name, &tls);
+                        if let Ok(addrs) = proxy_protocol::accept(&mut stream, peer, limit).await {
+                            admit(stream, addrs, permit, &shared, &name, &tls);
                         }
                     });
                 }
@@ -201,12 +201,11 @@ pub fn spawn(name: &str, listener: TcpListener, shared: Arc<Shared>, tls: Option
 }
 
 /// Admits a connection from `peer` (the client: the socket's peer, or the
-/// one a PROXY protocol header named) under the per-client limit, and serves it.
-#[allow(clippy::too_many_arguments)]
+/// one a PROXY protocol header named, with the destination it named) under
+/// the per-client limit, and serves it.
 fn admit(
     stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    named: Option<SocketAddr>,
+    (peer, named): proxy_protocol::Addrs,
     permit: tokio::sync::OwnedSemaphorePermit,
     shared: &Arc<Shared>,
     name: &Arc<str>,
@@ -249,7 +248,7 @@ fn admit(
 /// Runs the TLS handshake, then serves the connection.
 async fn serve_tls(
     stream: tokio::net::TcpStream,
-    (peer, named): (SocketAddr, Option<SocketAddr>),
+    (peer, named): proxy_protocol::Addrs,
     name: Arc<str>,
     state: Arc<TlsState>,
     shared: Arc<Shared>,

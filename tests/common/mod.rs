@@ -360,6 +360,16 @@ pub fn service(name: &str, balancer: &str, backends: &[&Backend], extra: &str) -
 }
 
 /// One route sending everything to `svc`.
+/// `ringmaster check` on config `text`, as outside a pod: whether it
+/// passed, and what it said on stderr.
+pub fn check_config(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN).args(["check", "--config", path.to_str().unwrap()]).env_remove("KUBERNETES_SERVICE_HOST").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 pub fn route_all(svc: &str) -> String {
     format!("[[routes]]\nname = \"all\"\nservice = \"{svc}\"\n\n")
 }
